@@ -1,0 +1,3 @@
+from outreach_cli.cli.app import main
+
+main()

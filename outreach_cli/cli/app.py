@@ -1,0 +1,151 @@
+"""The `outreach` command: global options, command registration, errors and exit codes.
+
+Command modules import only typer at module level; the database, providers and other heavy
+modules load inside the command that needs them, so `--help` and completion stay fast.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+
+from outreach_cli import __version__
+from outreach_cli.cli import (
+    cmd_act,
+    cmd_admin,
+    cmd_demo,
+    cmd_doctor,
+    cmd_import,
+    cmd_init,
+    cmd_list,
+    cmd_rulesets,
+)
+from outreach_cli.cli.context import App
+from outreach_cli.cli.env import Environment
+
+HELP = """Automated outreach to patients about their outstanding balances.
+
+Invoice sets (a patient's unpaid charges) follow rule sets (timed SMS, email, call, letter and
+card-charge steps with a payment link). Cron runs `outreach run-outreach`; billing admins watch
+`metrics`, find sets with `list`, inspect one with `show` and act on one or thousands with `act`.
+
+Exit codes: 0 ok, 1 internal error, 2 invalid input, 3 some items ineligible/not found/invalid,
+4 configuration error, 5 aborted, 75 temporary failure (retry), 130 interrupted.
+"""
+
+app = typer.Typer(
+    name="outreach",
+    help=HELP,
+    no_args_is_help=True,
+    add_completion=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"outreach {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def root(
+    ctx: typer.Context,
+    db: Annotated[str | None, typer.Option("--db", help="Database URL or SQLite file path (env OUTREACH_DATABASE).", metavar="URL_OR_PATH")] = None,
+    config: Annotated[str | None, typer.Option("--config", help="Config file (env OUTREACH_CONFIG; default ./outreach.toml).", metavar="FILE")] = None,
+    now: Annotated[str | None, typer.Option("--now", help="Treat this as the current time (simulation, forecasts, tests; env OUTREACH_NOW).", metavar="TIMESTAMP")] = None,
+    quiet: Annotated[bool, typer.Option("-q", "--quiet", help="Print only data and errors.")] = False,
+    verbose: Annotated[bool, typer.Option("-v", "--verbose", help="Say more on stderr; show tracebacks of internal errors.")] = False,
+    no_color: Annotated[bool, typer.Option("--no-color", help="No colour (also NO_COLOR).")] = False,
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")] = False,
+) -> None:
+    from outreach_cli.cli import env as env_mod
+
+    ctx.obj = App(
+        env=env_mod.detect_environment(),
+        db=db,
+        config_file=config,
+        now_text=now,
+        quiet=quiet,
+        verbose=verbose,
+        no_color=no_color,
+    )
+    if verbose:
+        import logging
+
+        logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+
+
+cmd_init.register(app)
+cmd_import.register(app)
+cmd_rulesets.register(app)
+cmd_list.register(app)
+cmd_admin.register(app)
+cmd_act.register(app)
+cmd_doctor.register(app)
+cmd_demo.register(app)
+
+
+def _print_error(env: Environment | None, message: str, details: list[str] | None = None) -> None:
+    stream = env.stderr if env else sys.stderr
+    print(f"error: {message}", file=stream)
+    for line in details or []:
+        print(f"  {line}", file=stream)
+
+
+def run(argv: list[str] | None = None, env: Environment | None = None) -> int:
+    """Run the command line and return the exit code (tests call this directly)."""
+    from typer.main import get_command
+
+    from outreach_cli.core.errors import ExitCode, OutreachError
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    verbose = "-v" in args or "--verbose" in args
+    cmd = get_command(app)
+    try:
+        rv = cmd.main(args=args, prog_name="outreach", standalone_mode=False)
+        return int(rv) if isinstance(rv, int) else 0
+    except OutreachError as exc:
+        _print_error(env, exc.message, exc.details)
+        return int(exc.exit_code)
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return int(ExitCode.INTERRUPTED)
+    except BrokenPipeError:
+        # The reader went away (`| head`): stop quietly.
+        try:
+            sys.stdout = open("/dev/null", "w")  # noqa: SIM115
+        except OSError:
+            pass
+        return 0
+    except Exception as exc:
+        name = type(exc).__name__
+        if hasattr(exc, "show") and hasattr(exc, "exit_code"):  # click usage errors
+            if name == "Abort":
+                print("aborted", file=sys.stderr)
+                return int(ExitCode.ABORTED)
+            exc.show()
+            return int(ExitCode.USAGE)
+        if verbose:
+            import traceback
+
+            traceback.print_exc()
+        msg = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+        _print_error(
+            env,
+            f"unexpected internal error ({name}: {msg[0] if msg else ''}); run again with -v for details",
+        )
+        return int(ExitCode.INTERNAL)
+
+
+def main() -> None:
+    code = run()
+    try:
+        sys.stdout.flush()
+    except (BrokenPipeError, ValueError):
+        pass
+    sys.exit(code)

@@ -1,0 +1,131 @@
+"""`outreach act ACTION [ID...]`: act on one invoice set or thousands."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from outreach_cli.cli.context import App, get_app
+from outreach_cli.cli.options import AmountOpt, CreatedOpt, Search, SendTimeOpt, StatusOpt, build_filter
+
+if TYPE_CHECKING:
+    from outreach_cli.core.actions import ActResult
+
+
+def register(app: typer.Typer) -> None:
+    app.command("act")(act)
+
+
+def act(
+    ctx: typer.Context,
+    action: Annotated[str, typer.Argument(help="write-off, collections, change-ruleset, pause, resume or cancel.", metavar="ACTION")],
+    ids: Annotated[list[str] | None, typer.Argument(help="Invoice set IDs, or - to read them from stdin (plain IDs, JSON lines with \"id\", or TSV/CSV rows with the ID first).", metavar="[ID...|-]")] = None,
+    search: Search = None,
+    status: StatusOpt = None,
+    amount: AmountOpt = None,
+    created: CreatedOpt = None,
+    send_time: SendTimeOpt = None,
+    rule_set: Annotated[list[str] | None, typer.Option("--rule-set", help="change-ruleset: the new rule set. Other actions: select sets on this rule set (a filter).", metavar="NAME")] = None,
+    from_rule_set: Annotated[list[str] | None, typer.Option("--from-rule-set", help="change-ruleset: select sets now on this rule set.", metavar="NAME", rich_help_panel="Filters")] = None,
+    reason: Annotated[str | None, typer.Option("--reason", help="Why (kept in the event log).")] = None,
+    actor: Annotated[str | None, typer.Option("--actor", help="Who acts (default: the OS user).")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print exactly what would happen; change nothing.")] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Confirm write-off, collections, cancel and change-ruleset without a prompt.")] = False,
+    skip_ineligible: Annotated[bool, typer.Option("--skip-ineligible", help="Apply the eligible sets even if some are ineligible or not found (still exits 3).")] = False,
+    fmt: Annotated[str | None, typer.Option("--format", help="table, tsv, csv, json or jsonl (default: table on a terminal, tsv otherwise).")] = None,
+) -> None:
+    """Act on invoice sets: write-off, collections, change-ruleset, pause, resume, cancel.
+
+    Select sets by IDs, by `-` (IDs from stdin), or by the `list` filters (at least one; there
+    is no implicit "all"). All-or-nothing: if any selected set is ineligible or not found,
+    nothing changes and the exit code is 3 (--skip-ineligible applies the rest). write-off,
+    collections, cancel and change-ruleset ask for confirmation on a terminal, else need --yes
+    (exit 5 without). One result row per set on stdout; a summary line on stderr.
+    """
+    from outreach_cli.cli.context import read_input
+    from outreach_cli.cli.render import resolve_format, write_rows
+    from outreach_cli.core.actions import RESULT_COLUMNS, run_action
+    from outreach_cli.core.errors import Aborted, ExitCode, InvalidInput
+    from outreach_cli.core.idstream import parse_id_args, parse_ids
+    from outreach_cli.core.queries import selected_ids
+    from outreach_cli.core.statuses import NEEDS_CONFIRMATION, Action, Result, parse_action
+
+    a = get_app(ctx)
+    act_ = parse_action(action)
+    f = resolve_format(a, fmt, allowed=("table", "tsv", "csv", "json", "jsonl", "ids"))
+    target_rs: str | None = None
+    filter_rs = list(from_rule_set or [])
+    if act_ is Action.CHANGE_RULESET:
+        if not rule_set:
+            raise InvalidInput("change-ruleset needs --rule-set NAME (the new rule set)")
+        if len(rule_set) > 1:
+            raise InvalidInput("change-ruleset takes one --rule-set (the new rule set); filter with --from-rule-set")
+        target_rs = rule_set[0]
+    else:
+        if from_rule_set:
+            raise InvalidInput("--from-rule-set only goes with change-ruleset; use --rule-set to filter")
+        filter_rs = list(rule_set or [])
+    has_filters = any(v is not None for v in (search, status, amount, created, send_time)) or bool(filter_rs)
+    store = a.store()
+    ids = ids or []
+    if ids and has_filters:
+        raise InvalidInput("give IDs (or -) or filters, not both")
+    if ids == ["-"]:
+        data, source = read_input(a, "-")
+        selected = parse_ids(data.decode("utf-8", errors="replace"), source)
+    elif "-" in ids:
+        raise InvalidInput("- (stdin) cannot be mixed with IDs")
+    elif ids:
+        selected = parse_id_args(ids)
+    elif has_filters:
+        flt = build_filter(a, search=search, status=status, amount=amount, created=created, send_time=send_time,
+                           rule_set=filter_rs, sort="id")  # fmt: skip
+        selected = selected_ids(store, flt)
+    else:
+        raise InvalidInput("select sets: give IDs, - to read IDs from stdin, or filters such as --status (there is no implicit 'all')")
+
+    def confirm(res: ActResult) -> bool:
+        if act_ not in NEEDS_CONFIRMATION or yes:
+            return True
+        if not a.interactive:
+            raise Aborted(f"{act_.value} changes {len(res.changed)} set(s): add --yes to confirm (nothing was changed)")
+        from outreach_cli.core.money import format_dollars
+
+        total = sum(o.amount_cents for o in res.changed)
+        prompt = f"{act_.value}: {len(res.changed)} invoice set(s), {format_dollars(total)} outstanding. Proceed? [y/N] "
+        a.env.stderr.write(prompt)
+        a.env.stderr.flush()
+        answer = a.env.stdin.readline().strip().lower()
+        return answer in ("y", "yes")
+
+    res = run_action(store, act_, selected, a.context(actor), rule_set=target_rs, reason=reason,
+                     skip_ineligible=skip_ineligible, dry_run=dry_run, confirm=confirm)  # fmt: skip
+    blocked_stop = bool(res.blocked) and not skip_ineligible
+    shown = res.blocked if blocked_stop else res.outcomes
+    write_rows(a, (o.row() for o in shown), RESULT_COLUMNS, f, table=lambda rows: _table(a, rows))
+    counts = (f"{res.count(Result.CHANGED)} changed, {res.count(Result.UNCHANGED)} unchanged, "
+              f"{res.count(Result.INELIGIBLE)} ineligible, {res.count(Result.NOT_FOUND)} not found")  # fmt: skip
+    prefix = f"{act_.value}{' (dry run)' if dry_run else ''}"
+    if blocked_stop:
+        ids_txt = ", ".join(str(o.id) for o in res.blocked[:10]) + (" ..." if len(res.blocked) > 10 else "")
+        print(f"{prefix}: nothing changed: {len(res.blocked)} set(s) ineligible or not found ({ids_txt}); "
+              f"{counts.replace(' changed', ' would change', 1)}; use --skip-ineligible to apply the rest", file=a.env.stderr)  # fmt: skip
+    else:
+        print(f"{prefix}: {counts}", file=a.env.stderr)
+    if res.blocked:
+        raise typer.Exit(int(ExitCode.PARTIAL))
+
+
+def _table(a: App, rows: list[dict[str, object]]) -> None:
+    from rich.table import Table
+
+    from outreach_cli.cli.render import badge
+
+    t = Table(show_edge=False, pad_edge=False, header_style="bold")
+    for c in ("ID", "Result", "From", "To", "Reason"):
+        t.add_column(c)
+    for r in rows:
+        t.add_row(str(r["id"]), str(r["result"]), badge(str(r["from_status"])) if r["from_status"] else "",
+                  badge(str(r["to_status"])) if r["to_status"] else "", str(r["reason"] or ""))  # fmt: skip
+    a.out.print(t)

@@ -1,0 +1,81 @@
+"""`outreach import patients|charges|payments FILE|-`."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from outreach_cli.cli.context import get_app, read_input
+
+imp = typer.Typer(
+    help="Import patients, charges or payments from CSV or JSON lines (upsert by ID; re-importing changes nothing).",
+    no_args_is_help=True,
+)
+
+FileArg = Annotated[str, typer.Argument(help="A CSV (header row) or JSON-lines file, or - for stdin.", metavar="FILE|-")]
+FormatOpt = Annotated[str | None, typer.Option("--input-format", help="csv or jsonl (default: by extension, else sniffed).")]
+SkipOpt = Annotated[bool, typer.Option("--skip-invalid", help="Import the valid rows, report the rest, exit 3.")]
+DryOpt = Annotated[bool, typer.Option("--dry-run", help="Validate and report what would change; write nothing.")]
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(imp, name="import")
+
+
+def _run(ctx: typer.Context, kind: str, file: str, input_format: str | None, skip_invalid: bool, dry_run: bool,
+         rule_set: str | None = None) -> None:  # fmt: skip
+    from outreach_cli.core.errors import ExitCode
+    from outreach_cli.core.importer import run_import
+
+    a = get_app(ctx)
+    store = a.store()
+    data, source = read_input(a, file)
+    report = run_import(
+        store,
+        kind,
+        data,
+        source=source,
+        ctx=a.context(),
+        input_format=input_format,
+        skip_invalid=skip_invalid,
+        dry_run=dry_run,
+        rule_set=rule_set,
+    )
+    for e in report.errors:
+        print(f"{source}: {e}", file=a.env.stderr)
+    a.info(report.summary())
+    if report.errors:
+        raise typer.Exit(int(ExitCode.PARTIAL))
+
+
+@imp.command("patients")
+def patients(ctx: typer.Context, file: FileArg, input_format: FormatOpt = None, skip_invalid: SkipOpt = False,
+             dry_run: DryOpt = False) -> None:  # fmt: skip
+    """Import patients: patient_id, first_name (required), last_name, phone, phone_type, email,
+    address_line1, address_line2, city, state, postal_code, country, timezone, sms_opt_out,
+    call_opt_out, email_opt_out, card_token."""
+    _run(ctx, "patients", file, input_format, skip_invalid, dry_run)
+
+
+@imp.command("charges")
+def charges(
+    ctx: typer.Context,
+    file: FileArg,
+    rule_set: Annotated[str | None, typer.Option("--rule-set", help="Rule set for the invoice sets this creates (default: default_rule_set).", metavar="NAME")] = None,
+    input_format: FormatOpt = None,
+    skip_invalid: SkipOpt = False,
+    dry_run: DryOpt = False,
+) -> None:
+    """Import charges: charge_id, patient_id, amount (dollars) or amount_cents, created_at,
+    description. A charge joins the patient's in-progress invoice set, or opens a new one."""
+    _run(ctx, "charges", file, input_format, skip_invalid, dry_run, rule_set)
+
+
+@imp.command("payments")
+def payments(ctx: typer.Context, file: FileArg, input_format: FormatOpt = None, skip_invalid: SkipOpt = False,
+             dry_run: DryOpt = False) -> None:  # fmt: skip
+    """Import payments: payment_id, patient_id, amount (dollars) or amount_cents, paid_at,
+    charge_id (optional). Applied to the named charge, else oldest charges first; a set whose
+    balance reaches zero becomes paid."""
+    _run(ctx, "payments", file, input_format, skip_invalid, dry_run)

@@ -1,0 +1,40 @@
+"""`outreach init`: create or upgrade the schema and sync the rule sets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from outreach_cli.cli.context import get_app
+
+
+def register(app: typer.Typer) -> None:
+    app.command("init")(init)
+
+
+def init(ctx: typer.Context) -> None:
+    """Create or upgrade the database schema and sync the rule sets. Safe to run repeatedly.
+
+    Rule sets come from `rulesets_dir` (default ./rulesets); where that directory does not
+    exist, the rule sets shipped with outreach are used.
+    """
+    from outreach_cli.core.ruleset_store import sync_dir
+    from outreach_cli.core.rulesets import shipped_dir
+    from outreach_cli.core.store import mask_url
+
+    a = get_app(ctx)
+    store = a.store(check_schema=False)
+    before, after = store.migrate()
+    if before == after:
+        a.info(f"schema: {mask_url(store.url)} is up to date (revision {after})")
+    else:
+        a.info(f"schema: {mask_url(store.url)} {'created' if before is None else 'upgraded'} at revision {after}")
+    if store.ensure_secret():
+        a.info("secret: generated a payment-link secret and stored it in the database")
+    directory = Path(str(a.settings.values["rulesets_dir"]))
+    if not directory.is_dir():
+        directory = shipped_dir()
+    results = sync_dir(store, directory, a.context())
+    for r in results:
+        a.info(f"rule set {r.name}: {r.outcome} (version {r.version})")

@@ -1,0 +1,163 @@
+"""The small application object every command receives (as hatch does): global options,
+settings, the clock, the store and the output consoles."""
+
+from __future__ import annotations
+
+import getpass
+import os
+from dataclasses import dataclass, field
+from datetime import datetime
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+import typer
+
+from outreach_cli.cli.env import Environment
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from outreach_cli.config import Settings
+    from outreach_cli.core.sets import Context
+    from outreach_cli.core.store import Store
+
+
+@dataclass
+class App:
+    env: Environment
+    db: str | None = None
+    config_file: str | None = None
+    now_text: str | None = None
+    quiet: bool = False
+    verbose: bool = False
+    no_color: bool = False
+    _store: Any = field(default=None, repr=False)
+
+    @property
+    def color(self) -> bool:
+        return self.env.stdout_isatty and not self.no_color and not self.env.no_color_env
+
+    @property
+    def err_color(self) -> bool:
+        return self.env.stderr_isatty and not self.no_color and not self.env.no_color_env
+
+    @property
+    def interactive(self) -> bool:
+        """A person is there to answer a prompt."""
+        return self.env.stdin_isatty and self.env.stderr_isatty
+
+    @cached_property
+    def settings(self) -> Settings:
+        from outreach_cli.config import load_settings
+
+        overrides: dict[str, Any] = {}
+        if self.db:
+            overrides["database"] = self.db
+        return load_settings(config_file=self.config_file, overrides=overrides)
+
+    @cached_property
+    def now(self) -> datetime:
+        from outreach_cli.core.errors import InvalidInput
+        from outreach_cli.core.timeutil import get_zone, parse_datetime, utcnow
+
+        text = self.now_text or os.environ.get("OUTREACH_NOW")
+        if not text:
+            return utcnow()
+        try:
+            return parse_datetime(text, get_zone(self.settings.timezone))
+        except ValueError as exc:
+            raise InvalidInput(f"--now {text!r}: {exc}") from None
+
+    def store(self, *, check_schema: bool = True) -> Store:
+        from outreach_cli.core.store import open_store
+
+        if self._store is None:
+            self._store = open_store(self.settings.database, check_schema=check_schema)
+        return self._store  # type: ignore[no-any-return]
+
+    def context(self, actor: str | None = None) -> Context:
+        from outreach_cli.core.scheduling import Window
+        from outreach_cli.core.sets import Context
+
+        s = self.settings
+        secret = os.environ.get("OUTREACH_SECRET") or s.values.get("secret") or ""
+        if not secret and self._store is not None:
+            with self._store.read() as conn:
+                secret = self._store.get_meta(conn, "secret") or ""
+        return Context(
+            now=self.now,
+            window=Window.from_settings(s.sending["window"], s.sending["weekends"], s.sending["holidays"]),
+            practice_tz=s.timezone,
+            actor=actor or default_actor(),
+            practice_name=str(s.values["practice_name"]),
+            practice_phone=str(s.values["practice_phone"]),
+            url_template=str(s.values["payments"]["url_template"]),
+            secret=str(secret),
+            extra={"default_rule_set": s.values.get("default_rule_set"), "settings": s},
+        )
+
+    # --- output ---------------------------------------------------------------------------
+
+    @cached_property
+    def out(self) -> Console:
+        from rich.console import Console
+
+        return Console(
+            file=self.env.stdout,
+            force_terminal=self.color,
+            no_color=not self.color,
+            highlight=False,
+            soft_wrap=not self.env.stdout_isatty,
+        )
+
+    @cached_property
+    def err_console(self) -> Console:
+        from rich.console import Console
+
+        return Console(file=self.env.stderr, force_terminal=self.err_color, no_color=not self.err_color, highlight=False)
+
+    def info(self, message: str) -> None:
+        """Progress and summaries: stderr, silenced by -q."""
+        if not self.quiet:
+            print(message, file=self.env.stderr)
+
+    def debug(self, message: str) -> None:
+        if self.verbose:
+            print(message, file=self.env.stderr)
+
+    def write(self, text: str) -> None:
+        self.env.stdout.write(text)
+
+
+def default_actor() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:  # no user database entry (containers)
+        return os.environ.get("USER") or "unknown"
+
+
+def get_app(ctx: typer.Context) -> App:
+    obj = ctx.find_root().obj
+    assert isinstance(obj, App)
+    return obj
+
+
+def read_input(app: App, path: str) -> tuple[bytes, str]:
+    """FILE or `-` (stdin) as bytes, with a name for messages."""
+    from outreach_cli.core.errors import InvalidInput
+
+    if path == "-":
+        stream = getattr(app.env.stdin, "buffer", None)
+        data = stream.read() if stream is not None else app.env.stdin.read().encode()
+        return data, "<stdin>"
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(), path
+    except FileNotFoundError:
+        raise InvalidInput(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise InvalidInput(f"{path}: is a directory, expected a file") from None
+    except OSError as exc:
+        raise InvalidInput(f"{path}: cannot read: {exc.strerror}") from None
+
+

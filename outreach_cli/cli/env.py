@@ -1,0 +1,41 @@
+"""The terminal environment, decided once per run and replaceable in tests (as httpie does)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from typing import TextIO
+
+
+@dataclass
+class Environment:
+    stdin: TextIO
+    stdout: TextIO
+    stderr: TextIO
+    stdin_isatty: bool
+    stdout_isatty: bool
+    stderr_isatty: bool
+    no_color_env: bool
+
+    @classmethod
+    def detect(cls) -> Environment:
+        def tty(s: TextIO) -> bool:
+            try:
+                return s.isatty()
+            except (AttributeError, ValueError):
+                return False
+
+        return cls(
+            stdin=sys.stdin,
+            stdout=sys.stdout,
+            stderr=sys.stderr,
+            stdin_isatty=tty(sys.stdin),
+            stdout_isatty=tty(sys.stdout),
+            stderr_isatty=tty(sys.stderr),
+            no_color_env="NO_COLOR" in os.environ,
+        )
+
+
+# Tests replace this factory to simulate a terminal or a pipe.
+detect_environment = Environment.detect

@@ -1,0 +1,222 @@
+"""Settings and their precedence (SPEC section 9): flag > environment > config file > default.
+
+The config file is `--config FILE`, else `$OUTREACH_CONFIG`, else `./outreach.toml`, else the user
+config directory's `outreach/config.toml`. Every key has the variable `OUTREACH_<SECTION>_<KEY>`
+(top-level keys: `OUTREACH_<KEY>`). Secrets come only from the environment or an owner-only file.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from outreach_cli.core.errors import ConfigError
+
+DEFAULTS: dict[str, Any] = {
+    "database": "sqlite:///outreach.db",
+    "timezone": "UTC",
+    "practice_name": "Riverside Family Medicine",
+    "practice_phone": "+16175550100",
+    "default_rule_set": "standard",
+    "rulesets_dir": "rulesets",
+    "secret": None,
+    "sending": {
+        "window": "09:00-17:00",
+        "weekends": False,
+        "holidays": [],
+        "max_attempts": 3,
+        "concurrency": 8,
+        "lease_seconds": 300,
+    },
+    "channels": {
+        "sms": "sandbox",
+        "call": "sandbox",
+        "email": "sandbox",
+        "mail": "outbox",
+        "charge_card": "sandbox",
+        "mail_outbox": "mail-outbox",
+    },
+    "payments": {"url_template": "https://pay.example.com/p/{token}"},
+}
+
+CHANNEL_CHOICES = {
+    "sms": ("sandbox", "twilio"),
+    "call": ("sandbox", "twilio"),
+    "email": ("sandbox", "smtp"),
+    "mail": ("outbox", "sandbox"),
+    "charge_card": ("sandbox",),
+}
+
+SECRET_KEYS = {"secret"}
+
+
+def _user_config_path() -> Path:
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "outreach" / "config.toml"
+
+
+def _coerce(value: str, like: Any, name: str) -> Any:
+    if isinstance(like, bool):
+        low = value.strip().lower()
+        if low in ("1", "true", "yes", "on"):
+            return True
+        if low in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(f"{name}={value!r}: expected true or false")
+    if isinstance(like, int):
+        try:
+            return int(value)
+        except ValueError:
+            raise ConfigError(f"{name}={value!r}: expected a whole number") from None
+    if isinstance(like, list):
+        return [v.strip() for v in value.split(",") if v.strip()]
+    return value
+
+
+def database_url(value: str) -> str:
+    """A bare path means SQLite; `sqlite:///x.db` and `postgresql://...` pass through."""
+    v = value.strip()
+    if "://" not in v:
+        return "sqlite:///" + v
+    if v.startswith("postgres://"):
+        v = "postgresql://" + v[len("postgres://") :]
+    return v
+
+
+@dataclass
+class Settings:
+    values: dict[str, Any]
+    config_path: Path | None = None
+    sources: dict[str, str] = field(default_factory=dict)
+
+    def get(self, dotted: str) -> Any:
+        cur: Any = self.values
+        for part in dotted.split("."):
+            cur = cur[part]
+        return cur
+
+    @property
+    def database(self) -> str:
+        return database_url(str(self.values["database"]))
+
+    @property
+    def timezone(self) -> str:
+        return str(self.values["timezone"])
+
+    @property
+    def sending(self) -> dict[str, Any]:
+        return dict(self.values["sending"])
+
+    @property
+    def channels(self) -> dict[str, Any]:
+        return dict(self.values["channels"])
+
+
+def _merge(dst: dict[str, Any], src: dict[str, Any], sources: dict[str, str], origin: str, prefix: str = "") -> None:
+    for k, v in src.items():
+        key = f"{prefix}{k}"
+        if k not in dst:
+            raise ConfigError(f"{origin}: unknown setting {key!r}")
+        if isinstance(dst[k], dict):
+            if not isinstance(v, dict):
+                raise ConfigError(f"{origin}: {key} must be a table [{key}]")
+            _merge(dst[k], v, sources, origin, key + ".")
+        else:
+            dst[k] = v
+            sources[key] = origin
+
+
+def load_settings(
+    *,
+    config_file: str | None = None,
+    overrides: dict[str, Any] | None = None,
+    environ: dict[str, str] | None = None,
+    cwd: Path | None = None,
+) -> Settings:
+    env = dict(os.environ if environ is None else environ)
+    import copy
+
+    values = copy.deepcopy(DEFAULTS)
+    sources: dict[str, str] = {}
+
+    path: Path | None = None
+    explicit = config_file or env.get("OUTREACH_CONFIG")
+    if explicit:
+        path = Path(explicit)
+        if not path.is_file():
+            raise ConfigError(f"config file {explicit} does not exist")
+    else:
+        for cand in ((cwd or Path.cwd()) / "outreach.toml", _user_config_path()):
+            if cand.is_file():
+                path = cand
+                break
+    if path is not None:
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+        if "secret" in data:
+            mode = path.stat().st_mode
+            if mode & (stat.S_IRWXG | stat.S_IRWXO):
+                raise ConfigError(
+                    f"config file {path} holds a secret but is readable by others; run `chmod 600 {path}`"
+                )
+        _merge(values, data, sources, str(path))
+
+    for k, v in list(values.items()):
+        if isinstance(v, dict):
+            for sk, sv in v.items():
+                name = f"OUTREACH_{k}_{sk}".upper()
+                if name in env:
+                    v[sk] = _coerce(env[name], sv, name)
+                    sources[f"{k}.{sk}"] = name
+        else:
+            name = f"OUTREACH_{k}".upper()
+            if name in env:
+                values[k] = _coerce(env[name], v if v is not None else "", name)
+                sources[k] = name
+
+    for dotted, v in (overrides or {}).items():
+        if v is None:
+            continue
+        cur = values
+        parts = dotted.split(".")
+        for p in parts[:-1]:
+            cur = cur[p]
+        cur[parts[-1]] = v
+        sources[dotted] = "command line"
+
+    settings = Settings(values, path, sources)
+    _validate(settings)
+    return settings
+
+
+_WINDOW = re.compile(r"^(\d{1,2}):(\d{2})-(\d{1,2}):(\d{2})$")
+
+
+def _validate(s: Settings) -> None:
+    from outreach_cli.core.timeutil import get_zone
+
+    try:
+        get_zone(s.timezone)
+    except ValueError as exc:
+        raise ConfigError(f"timezone: {exc}") from None
+    window = str(s.sending["window"])
+    m = _WINDOW.match(window)
+    if not m or not (int(m.group(1)) * 60 + int(m.group(2)) < int(m.group(3)) * 60 + int(m.group(4)) <= 24 * 60):
+        raise ConfigError(f"sending.window {window!r}: expected HH:MM-HH:MM with the start before the end")
+    for ch, allowed in CHANNEL_CHOICES.items():
+        if s.channels[ch] not in allowed:
+            raise ConfigError(f"channels.{ch} = {s.channels[ch]!r}: choose one of {', '.join(allowed)}")
+    for day in s.sending["holidays"]:
+        if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", str(day)):
+            raise ConfigError(f"sending.holidays: {day!r} is not a date like 2026-12-25")
+    if int(s.sending["max_attempts"]) < 1 or int(s.sending["concurrency"]) < 1:
+        raise ConfigError("sending.max_attempts and sending.concurrency must be at least 1")

@@ -1,0 +1,1 @@
+"""The functional core: never imports typer or rich."""

@@ -1,0 +1,191 @@
+"""Patient contact data: phone and email checks, time zones, usable methods (SPEC section 4).
+
+Pure: a ``Contact`` in, decisions with reasons out. The libraries used (phonenumbers,
+email-validator) do no I/O here (no DNS).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import phonenumbers
+
+US_STATE_ZONES = {
+    "AL": "America/Chicago", "AK": "America/Anchorage", "AZ": "America/Phoenix",
+    "AR": "America/Chicago", "CA": "America/Los_Angeles", "CO": "America/Denver",
+    "CT": "America/New_York", "DE": "America/New_York", "DC": "America/New_York",
+    "FL": "America/New_York", "GA": "America/New_York", "HI": "Pacific/Honolulu",
+    "ID": "America/Boise", "IL": "America/Chicago", "IN": "America/Indiana/Indianapolis",
+    "IA": "America/Chicago", "KS": "America/Chicago", "KY": "America/New_York",
+    "LA": "America/Chicago", "ME": "America/New_York", "MD": "America/New_York",
+    "MA": "America/New_York", "MI": "America/Detroit", "MN": "America/Chicago",
+    "MS": "America/Chicago", "MO": "America/Chicago", "MT": "America/Denver",
+    "NE": "America/Chicago", "NV": "America/Los_Angeles", "NH": "America/New_York",
+    "NJ": "America/New_York", "NM": "America/Denver", "NY": "America/New_York",
+    "NC": "America/New_York", "ND": "America/Chicago", "OH": "America/New_York",
+    "OK": "America/Chicago", "OR": "America/Los_Angeles", "PA": "America/New_York",
+    "RI": "America/New_York", "SC": "America/New_York", "SD": "America/Chicago",
+    "TN": "America/Chicago", "TX": "America/Chicago", "UT": "America/Denver",
+    "VT": "America/New_York", "VA": "America/New_York", "WA": "America/Los_Angeles",
+    "WV": "America/New_York", "WI": "America/Chicago", "WY": "America/Denver",
+    "PR": "America/Puerto_Rico", "VI": "America/St_Thomas", "GU": "Pacific/Guam",
+    "AS": "Pacific/Pago_Pago", "MP": "Pacific/Saipan",
+}  # fmt: skip
+
+PHONE_TYPES = ("mobile", "landline", "voip", "unknown")
+
+
+def parse_phone(text: str, region: str = "US") -> str:
+    """Any common format -> E.164. Raises ValueError naming the problem (never the number)."""
+    try:
+        num = phonenumbers.parse(text, region)
+    except phonenumbers.NumberParseException:
+        raise ValueError("not a phone number") from None
+    if not phonenumbers.is_possible_number(num):
+        raise ValueError("not a possible phone number (wrong number of digits)")
+    return phonenumbers.format_number(num, phonenumbers.PhoneNumberFormat.E164)
+
+
+def phone_is_valid(e164: str | None) -> bool:
+    if not e164:
+        return False
+    try:
+        return bool(phonenumbers.is_valid_number(phonenumbers.parse(e164, None)))
+    except phonenumbers.NumberParseException:
+        return False
+
+
+def phone_zone(e164: str | None) -> str | None:
+    """The phone number's time zone when it has exactly one."""
+    if not e164:
+        return None
+    from phonenumbers import timezone as ptz
+
+    try:
+        zones = ptz.time_zones_for_number(phonenumbers.parse(e164, None))
+    except phonenumbers.NumberParseException:
+        return None
+    zones = tuple(z for z in zones if z != "Etc/Unknown")
+    return zones[0] if len(zones) == 1 else None
+
+
+def address_zone(state: str | None, country: str | None) -> str | None:
+    if not state:
+        return None
+    if country and country.strip().upper() not in ("US", "USA", "UNITED STATES"):
+        return None
+    return US_STATE_ZONES.get(state.strip().upper())
+
+
+def check_email(text: str) -> str:
+    """Syntax check (no DNS) and normalisation. Raises ValueError with the reason."""
+    import email_validator
+    from email_validator import EmailNotValidError, validate_email
+
+    # `.invalid` addresses are syntactically fine and are the sandbox's bounce trigger (SPEC
+    # section 5); they fail at the provider, as a bounce, not at import. email-validator documents
+    # editing this list to allow a special-use domain.
+    if "invalid" in email_validator.SPECIAL_USE_DOMAIN_NAMES:
+        email_validator.SPECIAL_USE_DOMAIN_NAMES.remove("invalid")
+    try:
+        info = validate_email(text, check_deliverability=False, test_environment=True)
+    except EmailNotValidError as exc:
+        raise ValueError(str(exc)) from None
+    return str(info.normalized)
+
+
+def email_is_valid(text: str | None) -> bool:
+    if not text:
+        return False
+    try:
+        check_email(text)
+    except ValueError:
+        return False
+    return True
+
+
+def mask_phone(e164: str | None) -> str:
+    """'+16175550100' -> '+1******0100' (logs and errors never carry a full number)."""
+    if not e164:
+        return ""
+    digits = e164.lstrip("+")
+    if len(digits) <= 6:
+        return "+" + "*" * len(digits)
+    return "+" + digits[:1] + "*" * (len(digits) - 5) + digits[-4:]
+
+
+def mask_email(email: str | None) -> str:
+    """'jane@example.com' -> 'j***@example.com'."""
+    if not email:
+        return ""
+    local, _, domain = email.partition("@")
+    return (local[:1] + "***@" + domain) if domain else local[:1] + "***"
+
+
+def mask_name(name: str | None) -> str:
+    return (name[:1] + "***") if name else ""
+
+
+@dataclass(frozen=True)
+class Contact:
+    """The parts of a patient that decide which methods are usable."""
+
+    phone: str | None = None
+    phone_type: str = "unknown"
+    email: str | None = None
+    address_line1: str | None = None
+    city: str | None = None
+    state: str | None = None
+    postal_code: str | None = None
+    address_invalid: bool = False
+    sms_opt_out: bool = False
+    call_opt_out: bool = False
+    email_opt_out: bool = False
+    email_suppressed: str | None = None  # bounced | complained
+    card_token: str | None = None
+    phone_valid: bool | None = None  # precomputed; None = compute
+    email_valid: bool | None = None
+
+
+def usable_methods(c: Contact) -> dict[str, str | None]:
+    """Each method -> None when usable, else the reason it is not."""
+    phone_ok = c.phone_valid if c.phone_valid is not None else phone_is_valid(c.phone)
+    email_ok = c.email_valid if c.email_valid is not None else email_is_valid(c.email)
+    out: dict[str, str | None] = {}
+    if not c.phone:
+        out["sms"] = out["call"] = "no phone number"
+    elif not phone_ok:
+        out["sms"] = out["call"] = "phone number is not valid"
+    else:
+        out["sms"] = (
+            "phone is a landline" if c.phone_type == "landline" else "patient opted out of SMS" if c.sms_opt_out else None
+        )
+        out["call"] = "patient opted out of calls" if c.call_opt_out else None
+    if not c.email:
+        out["email"] = "no email address"
+    elif not email_ok:
+        out["email"] = "email address is not valid"
+    elif c.email_suppressed:
+        out["email"] = f"email address suppressed ({c.email_suppressed})"
+    elif c.email_opt_out:
+        out["email"] = "patient opted out of email"
+    else:
+        out["email"] = None
+    missing = [
+        label
+        for label, v in (
+            ("address line 1", c.address_line1),
+            ("city", c.city),
+            ("state", c.state),
+            ("postal code", c.postal_code),
+        )
+        if not (v and v.strip())
+    ]
+    if missing:
+        out["mail"] = "no valid postal address (missing " + ", ".join(missing) + ")"
+    elif c.address_invalid:
+        out["mail"] = "postal address marked invalid"
+    else:
+        out["mail"] = None
+    out["charge_card"] = None if c.card_token else "no card on file"
+    return out

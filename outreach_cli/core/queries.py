@@ -1,0 +1,327 @@
+"""Read side: `list` filters and sorts, `metrics`, `show`, `audit`, served by indexes."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Select, and_, case, func, or_, select
+
+from outreach_cli.core.errors import InvalidInput, NotFound
+from outreach_cli.core.models import (
+    charge_t,
+    event_t,
+    invoice_set_t,
+    patient_t,
+    rule_set_t,
+    send_t,
+)
+from outreach_cli.core.money import plain_dollars
+from outreach_cli.core.ranges import CentsRange, TimeRange
+from outreach_cli.core.sets import Context, RuleSets, contact_of, payment_url, zones_of
+from outreach_cli.core.statuses import ATTENTION, OPEN, Status
+from outreach_cli.core.timeutil import iso_z
+
+SORTS = {"next-send", "amount", "created", "patient", "status", "id"}
+LIST_COLUMNS = [
+    "id", "status", "amount_outstanding", "amount_outstanding_cents", "patient_id", "patient_name", "phone",
+    "email", "rule_set", "created_at", "next_send_at", "next_step", "next_methods", "status_reason", "payment_url",
+]  # fmt: skip
+
+
+@dataclass
+class ListFilter:
+    search: str | None = None
+    statuses: list[Status] = field(default_factory=lambda: list(OPEN))
+    amount: CentsRange | None = None
+    created: TimeRange | None = None
+    send_time: TimeRange | None = None
+    rule_sets: list[str] = field(default_factory=list)
+    sort: str = "next-send"
+    desc: bool = False
+    limit: int | None = None
+    offset: int = 0
+
+
+def _search_clause(text: str) -> Any:
+    raw = text.strip()
+    if not raw:
+        raise InvalidInput("--search is empty")
+    clauses: list[Any] = []
+    low = raw.lower()
+    like = "%" + low.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+    clauses.append(patient_t.c.search_name.like(like, escape="\\"))
+    clauses.append(func.lower(patient_t.c.patient_id) == low)
+    if re.fullmatch(r"#?[0-9]{1,18}", raw):
+        clauses.append(invoice_set_t.c.id == int(raw.lstrip("#")))
+    digits = re.sub(r"\D", "", raw)
+    if len(digits) >= 4 and re.fullmatch(r"[\s()+.\-0-9]+", raw):
+        clauses.append(patient_t.c.phone.like(f"%{digits}%"))
+    return or_(*clauses)
+
+
+def _base(rule_sets: RuleSets, f: ListFilter) -> Select[Any]:
+    q = (
+        select(
+            invoice_set_t.c.id,
+            invoice_set_t.c.status,
+            invoice_set_t.c.amount_outstanding_cents,
+            invoice_set_t.c.created_at,
+            invoice_set_t.c.next_send_at,
+            invoice_set_t.c.next_step,
+            invoice_set_t.c.next_methods,
+            invoice_set_t.c.status_reason,
+            invoice_set_t.c.rule_set_id,
+            patient_t.c.patient_id,
+            patient_t.c.first_name,
+            patient_t.c.last_name,
+            patient_t.c.phone,
+            patient_t.c.email,
+        )
+        .select_from(invoice_set_t)
+        .join(patient_t, patient_t.c.id == invoice_set_t.c.patient_pk)
+    )
+    conds: list[Any] = []
+    if set(f.statuses) != set(Status):
+        conds.append(invoice_set_t.c.status.in_([s.value for s in f.statuses]))
+    if f.amount is not None:
+        if f.amount.low is not None:
+            conds.append(invoice_set_t.c.amount_outstanding_cents >= f.amount.low)
+        if f.amount.high is not None:
+            conds.append(invoice_set_t.c.amount_outstanding_cents <= f.amount.high)
+    for col, rng in ((invoice_set_t.c.created_at, f.created), (invoice_set_t.c.next_send_at, f.send_time)):
+        if rng is not None:
+            if rng.start is not None:
+                conds.append(col >= rng.start)
+            if rng.end is not None:
+                conds.append(col < rng.end)
+    if f.rule_sets:
+        ids = [rule_sets.resolve(n) for n in f.rule_sets]
+        conds.append(invoice_set_t.c.rule_set_id.in_(ids))
+    if f.search:
+        conds.append(_search_clause(f.search))
+    if conds:
+        q = q.where(and_(*conds))
+    return q
+
+
+def _order(q: Select[Any], f: ListFilter) -> Select[Any]:
+    if f.sort not in SORTS:
+        raise InvalidInput(f"--sort {f.sort!r}: choose one of {', '.join(sorted(SORTS))}")
+    col: Any
+    if f.sort == "next-send":
+        nulls_last = case((invoice_set_t.c.next_send_at.is_(None), 1), else_=0)
+        col = invoice_set_t.c.next_send_at
+        q = q.order_by(nulls_last, col.desc() if f.desc else col.asc())
+    elif f.sort == "patient":
+        cols = (patient_t.c.last_name, patient_t.c.first_name)
+        q = q.order_by(*(c.desc() if f.desc else c.asc() for c in cols))
+    else:
+        col = {
+            "amount": invoice_set_t.c.amount_outstanding_cents,
+            "created": invoice_set_t.c.created_at,
+            "status": invoice_set_t.c.status,
+            "id": invoice_set_t.c.id,
+        }[f.sort]
+        q = q.order_by(col.desc() if f.desc else col.asc())
+    idcol = invoice_set_t.c.id
+    return q.order_by(idcol.desc() if f.desc else idcol.asc())
+
+
+def list_sets(store: Any, f: ListFilter, ctx: Context) -> Iterator[dict[str, Any]]:
+    """Streams the matching sets as JSON-ready dicts (server-side cursor, flat memory)."""
+    with store.read() as conn:
+        rule_sets = RuleSets(conn)
+        q = _order(_base(rule_sets, f), f)
+        if f.limit is not None:
+            q = q.limit(f.limit)
+        if f.offset:
+            q = q.offset(f.offset)
+        result = conn.execution_options(stream_results=True, yield_per=1000).execute(q)
+        for r in result:
+            yield {
+                "id": r.id,
+                "status": r.status,
+                "amount_outstanding": plain_dollars(r.amount_outstanding_cents),
+                "amount_outstanding_cents": r.amount_outstanding_cents,
+                "patient_id": r.patient_id,
+                "patient_name": f"{r.first_name} {r.last_name}".strip(),
+                "phone": r.phone,
+                "email": r.email,
+                "rule_set": rule_sets.name(r.rule_set_id),
+                "created_at": iso_z(r.created_at),
+                "next_send_at": iso_z(r.next_send_at),
+                "next_step": r.next_step,
+                "next_methods": r.next_methods.split(",") if r.next_methods else [],
+                "status_reason": r.status_reason,
+                "payment_url": payment_url(r.id, ctx),
+            }
+
+
+def selected_ids(store: Any, f: ListFilter) -> list[int]:
+    with store.read() as conn:
+        q = _order(_base(RuleSets(conn), f).with_only_columns(invoice_set_t.c.id), f)
+        if f.limit is not None:
+            q = q.limit(f.limit)
+        if f.offset:
+            q = q.offset(f.offset)
+        return list(conn.execute(q).scalars())
+
+
+# --- metrics ---------------------------------------------------------------------------------
+
+AGING = (("0-30", 0, 30), ("31-60", 31, 60), ("61-90", 61, 90), ("91-120", 91, 120), ("120+", 121, None))
+
+
+def metrics(store: Any, *, show_all: bool, now: datetime) -> dict[str, Any]:
+    def card(count: int, cents: int) -> dict[str, Any]:
+        return {"count": count, "amount_outstanding_cents": cents, "amount_outstanding": plain_dollars(cents)}
+
+    with store.read() as conn:
+        wanted = list(Status) if show_all else list(ATTENTION)
+        rows = conn.execute(
+            select(invoice_set_t.c.status, func.count(), func.coalesce(func.sum(invoice_set_t.c.amount_outstanding_cents), 0))
+            .where(invoice_set_t.c.status.in_([s.value for s in wanted]))
+            .group_by(invoice_set_t.c.status)
+        ).all()
+        got = {s: (int(c), int(a)) for s, c, a in rows}
+        out: dict[str, Any] = {s.value: card(*got.get(s.value, (0, 0))) for s in wanted}
+        if show_all:
+            out["total"] = card(sum(c for c, _ in got.values()), sum(a for _, a in got.values()))
+            from datetime import timedelta
+
+            aging = []
+            for bucket, lo, hi in AGING:
+                conds = [invoice_set_t.c.status.in_([s.value for s in OPEN])]
+                # "days since creation": a set created `d` whole days ago is in the bucket holding d.
+                conds.append(invoice_set_t.c.created_at <= now - timedelta(days=lo))
+                if hi is not None:
+                    conds.append(invoice_set_t.c.created_at > now - timedelta(days=hi + 1))
+                c, a = conn.execute(
+                    select(func.count(), func.coalesce(func.sum(invoice_set_t.c.amount_outstanding_cents), 0)).where(*conds)
+                ).one()
+                aging.append({"bucket": bucket, "count": int(c), "amount_outstanding_cents": int(a),
+                              "amount_outstanding": plain_dollars(int(a))})  # fmt: skip
+            out["aging"] = aging
+    return out
+
+
+# --- show ------------------------------------------------------------------------------------
+
+
+def show_set(store: Any, set_id: int, ctx: Context) -> dict[str, Any]:
+    from outreach_cli.core.contacts import usable_methods
+    from outreach_cli.core.evaluation import step_applies
+    from outreach_cli.core.scheduling import scheduled_at
+
+    with store.read() as conn:
+        rule_sets = RuleSets(conn)
+        s = conn.execute(select(invoice_set_t).where(invoice_set_t.c.id == set_id)).first()
+        if s is None:
+            raise NotFound(f"no invoice set with ID {set_id}")
+        p = conn.execute(select(patient_t).where(patient_t.c.id == s.patient_pk)).one()
+        charges = conn.execute(
+            select(charge_t).where(charge_t.c.invoice_set_id == set_id).order_by(charge_t.c.created_at, charge_t.c.id)
+        ).all()
+        sends = conn.execute(
+            select(send_t).where(send_t.c.invoice_set_id == set_id).order_by(send_t.c.schedule_gen, send_t.c.step_index, send_t.c.id)
+        ).all()
+        events = conn.execute(select(event_t).where(event_t.c.invoice_set_id == set_id).order_by(event_t.c.at, event_t.c.id)).all()
+        rs_name = conn.execute(select(rule_set_t.c.name).where(rule_set_t.c.id == s.rule_set_id)).scalar_one()
+    rs = rule_sets.get(s.rule_set_id)
+    usable = usable_methods(contact_of(p))
+    zones = zones_of(p, ctx.practice_tz)
+    schedule: list[dict[str, Any]] = []
+    for snd in sends:
+        schedule.append({"step": snd.step_title, "day": snd.step_day, "method": snd.method, "status": snd.status,
+                         "due_at": iso_z(snd.due_at), "sent_at": iso_z(snd.sent_at), "reason": snd.reason,
+                         "provider_ref": snd.provider_ref, "fallback": bool(snd.is_fallback),
+                         "generation": snd.schedule_gen})  # fmt: skip
+    if s.status in [x.value for x in OPEN] and s.status != Status.EXPIRED.value:
+        done = {(snd.step_index, snd.method) for snd in sends if snd.schedule_gen == s.schedule_gen}
+        for step in rs.steps[(s.next_step_index or 0) :]:
+            due = scheduled_at(s.anchor_at, step.day, zones, ctx.window) if s.paused_at is None else None
+            for m in step.methods:
+                if (step.index, m) in done:
+                    continue
+                reason = usable.get(m)
+                if not step_applies(step, s.amount_outstanding_cents):
+                    reason = "balance outside this step's min/max balance (will be skipped)"
+                elif s.paused_at is not None:
+                    reason = "set is paused"
+                schedule.append({"step": step.title, "day": step.day, "method": m, "status": "pending",
+                                 "due_at": iso_z(due), "sent_at": None, "reason": reason, "provider_ref": None,
+                                 "fallback": False, "generation": s.schedule_gen})  # fmt: skip
+    return {
+        "id": s.id,
+        "status": s.status,
+        "status_reason": s.status_reason,
+        "amount_outstanding_cents": s.amount_outstanding_cents,
+        "amount_outstanding": plain_dollars(s.amount_outstanding_cents),
+        "rule_set": rs_name,
+        "payment_url": payment_url(s.id, ctx),
+        "created_at": iso_z(s.created_at),
+        "anchor_at": iso_z(s.anchor_at),
+        "next_send_at": iso_z(s.next_send_at),
+        "next_step": s.next_step,
+        "patient": {
+            "patient_id": p.patient_id,
+            "first_name": p.first_name,
+            "last_name": p.last_name,
+            "phone": p.phone,
+            "phone_type": p.phone_type,
+            "email": p.email,
+            "address": {k: getattr(p, k) for k in ("address_line1", "address_line2", "city", "state", "postal_code", "country")},
+            "timezone": zones[0],
+            "timezones": list(zones),
+            "sms_opt_out": bool(p.sms_opt_out),
+            "call_opt_out": bool(p.call_opt_out),
+            "email_opt_out": bool(p.email_opt_out),
+            "email_suppressed": bool(p.email_suppressed),
+            "email_suppression": p.email_suppressed,
+            "card_on_file": bool(p.card_token),
+            "usable_methods": {m: {"usable": r is None, "reason": r} for m, r in usable.items()},
+        },
+        "charges": [
+            {"charge_id": c.charge_id, "amount_cents": c.amount_cents, "outstanding_cents": c.outstanding_cents,
+             "status": c.status, "created_at": iso_z(c.created_at), "description": c.description}  # fmt: skip
+            for c in charges
+        ],
+        "schedule": schedule,
+        "timeline": [
+            {"at": iso_z(e.at), "kind": e.kind, "actor": e.actor, "action": e.action, "from_status": e.from_status,
+             "to_status": e.to_status, "reason": e.reason, "detail": json.loads(e.detail) if e.detail else None}  # fmt: skip
+            for e in events
+        ],
+    }
+
+
+# --- audit -----------------------------------------------------------------------------------
+
+AUDIT_COLUMNS = ["event_id", "at", "set_id", "kind", "actor", "action", "from_status", "to_status", "reason", "detail"]
+
+
+def audit(store: Any, *, set_id: int | None, since: TimeRange | None, actor: str | None,
+          limit: int | None) -> Iterator[dict[str, Any]]:  # fmt: skip
+    with store.read() as conn:
+        q = select(event_t)
+        if set_id is not None:
+            q = q.where(event_t.c.invoice_set_id == set_id)
+        if since is not None:
+            if since.start is not None:
+                q = q.where(event_t.c.at >= since.start)
+            if since.end is not None:
+                q = q.where(event_t.c.at < since.end)
+        if actor:
+            q = q.where(event_t.c.actor == actor)
+        q = q.order_by(event_t.c.at, event_t.c.id)
+        if limit is not None:
+            q = q.limit(limit)
+        for e in conn.execution_options(stream_results=True, yield_per=1000).execute(q):
+            yield {"event_id": e.id, "at": iso_z(e.at), "set_id": e.invoice_set_id, "kind": e.kind, "actor": e.actor,
+                   "action": e.action, "from_status": e.from_status, "to_status": e.to_status, "reason": e.reason,
+                   "detail": e.detail}  # fmt: skip

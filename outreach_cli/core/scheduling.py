@@ -1,0 +1,135 @@
+"""Scheduling (SPEC section 4): due times, the sending window, weekends, holidays, the hard
+08:00-21:00 bound, the intersection of the phone's and the address's time zones, expiry.
+
+Pure: aware UTC datetimes and zone names in, aware UTC datetimes out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta
+from functools import lru_cache
+from zoneinfo import ZoneInfo
+
+from outreach_cli.core.timeutil import UTC
+
+HARD_START = 8 * 60  # nothing before 08:00 patient-local, whatever the configuration
+HARD_END = 21 * 60  # nor after 21:00
+DAY = timedelta(days=1)
+
+
+@dataclass(frozen=True)
+class Window:
+    start_min: int = 9 * 60
+    end_min: int = 17 * 60
+    weekends: bool = False
+    holidays: frozenset[date] = field(default_factory=frozenset)
+
+    @classmethod
+    def from_settings(cls, window: str, weekends: bool, holidays: list[str]) -> Window:
+        a, _, b = window.partition("-")
+        ah, am = (int(x) for x in a.split(":"))
+        bh, bm = (int(x) for x in b.split(":"))
+        return cls(ah * 60 + am, bh * 60 + bm, bool(weekends), frozenset(date.fromisoformat(str(d)) for d in holidays))
+
+    @property
+    def effective(self) -> tuple[int, int]:
+        """The configured window clipped to the hard 08:00-21:00 bound (minutes after midnight)."""
+        return max(self.start_min, HARD_START), min(self.end_min, HARD_END)
+
+    def day_allowed(self, d: date) -> bool:
+        if d in self.holidays:
+            return False
+        return self.weekends or d.weekday() < 5
+
+
+@lru_cache(maxsize=512)
+def zone(name: str) -> ZoneInfo:
+    return ZoneInfo(name)
+
+
+def patient_zones(explicit: str | None, phone_tz: str | None, address_tz: str | None, practice_tz: str) -> tuple[str, ...]:
+    """The zones a moment must be allowed in, primary first.
+
+    Primary: the `timezone` column, else the phone's zone (when it has exactly one), else the
+    address state's zone, else the practice zone. When the phone and the address point to other
+    zones, a moment must be allowed in those too (we err on the side of the patient's quiet hours).
+    """
+    primary = explicit or phone_tz or address_tz or practice_tz
+    out = [primary]
+    for z in (phone_tz, address_tz):
+        if z and z not in out:
+            out.append(z)
+    return tuple(out)
+
+
+def _local_minutes(dt_local: datetime) -> int:
+    return dt_local.hour * 60 + dt_local.minute
+
+
+def allowed_in(moment: datetime, zone_name: str, window: Window) -> bool:
+    local = moment.astimezone(zone(zone_name))
+    if not window.day_allowed(local.date()):
+        return False
+    start, end = window.effective
+    mins = local.hour * 60 + local.minute + local.second / 60 + local.microsecond / 60e6
+    return start <= mins < end
+
+
+def is_allowed(moment: datetime, zones: tuple[str, ...], window: Window) -> bool:
+    return all(allowed_in(moment, z, window) for z in zones)
+
+
+def _at_local(d: date, minutes: int, tz: ZoneInfo) -> datetime:
+    return datetime.combine(d, time(minutes // 60, minutes % 60), tzinfo=tz).astimezone(UTC)
+
+
+def _next_in_zone(moment: datetime, zone_name: str, window: Window) -> datetime:
+    """The earliest allowed moment >= ``moment`` in one zone."""
+    tz = zone(zone_name)
+    local = moment.astimezone(tz)
+    start, end = window.effective
+    d = local.date()
+    for _ in range(400):
+        if window.day_allowed(d):
+            day_start = _at_local(d, start, tz)
+            day_end = _at_local(d, end, tz)
+            if moment < day_start:
+                return day_start
+            if moment < day_end:
+                return moment
+        d += DAY
+    raise ValueError("no allowed sending moment within 400 days; check sending.window/weekends/holidays")
+
+
+def next_allowed(moment: datetime, zones: tuple[str, ...], window: Window) -> datetime:
+    """The first moment >= ``moment`` allowed in every zone."""
+    t = moment
+    for _ in range(100):
+        moved = t
+        for z in zones:
+            moved = max(moved, _next_in_zone(moved, z, window))
+        if moved == t and is_allowed(t, zones, window):
+            return t
+        t = moved
+        if is_allowed(t, zones, window):
+            return t
+    raise ValueError("the patient's time zones have no common sending window")
+
+
+def step_due(anchor: datetime, day: int) -> datetime:
+    return anchor + day * DAY
+
+
+def scheduled_at(anchor: datetime, day: int, zones: tuple[str, ...], window: Window) -> datetime:
+    """When a step is due: anchor + day x 24h, moved to the first allowed moment."""
+    return next_allowed(step_due(anchor, day), zones, window)
+
+
+def expires_at(anchor: datetime, expiry_day: int) -> datetime:
+    """Expiry ignores the send window."""
+    return anchor + expiry_day * DAY
+
+
+def local_day(moment: datetime, zone_name: str) -> str:
+    return moment.astimezone(zone(zone_name)).date().isoformat()

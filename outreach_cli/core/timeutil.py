@@ -1,0 +1,86 @@
+"""Time parsing and the injectable clock. All instants are timezone-aware UTC."""
+
+from __future__ import annotations
+
+import re
+from datetime import date, datetime, time, timedelta, timezone
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+UTC = timezone.utc
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def as_utc(dt: datetime, tz: ZoneInfo | timezone = UTC) -> datetime:
+    """Naive values are read in ``tz``; the result is aware UTC."""
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=tz)
+    return dt.astimezone(UTC)
+
+
+def get_zone(name: str) -> ZoneInfo:
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown time zone {name!r} (use an IANA name like America/New_York)") from None
+
+
+def parse_datetime(text: str, tz: ZoneInfo | timezone = UTC) -> datetime:
+    """ISO 8601 date or datetime (with 'Z' or an offset, or naive in ``tz``) -> aware UTC.
+
+    A bare date means its midnight in ``tz``.
+    """
+    raw = text.strip()
+    if not raw:
+        raise ValueError("empty date")
+    try:
+        if re.fullmatch(r"\d{4}-\d{2}-\d{2}", raw):
+            return datetime.combine(date.fromisoformat(raw), time(0), tzinfo=tz).astimezone(UTC)
+        dt = datetime.fromisoformat(raw.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        pass
+    else:
+        return as_utc(dt, tz)
+    try:
+        from dateutil import parser as du
+
+        dt = du.isoparse(raw)
+    except (ValueError, OverflowError):
+        raise ValueError(
+            f"not a date or datetime: {text!r} (use 2026-03-01, 2026-03-01T14:30 or 2026-03-01T14:30:00Z)"
+        ) from None
+    return as_utc(dt, tz)
+
+
+def iso_z(dt: datetime | None) -> str | None:
+    """ISO 8601 UTC with 'Z' (JSON/TSV/CSV)."""
+    if dt is None:
+        return None
+    dt = as_utc(dt)
+    if dt.microsecond:
+        return dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def format_relative(dt: datetime, now: datetime) -> str:
+    """'in 3h', '2d ago' for terminal tables."""
+    delta = dt - now
+    secs = int(delta.total_seconds())
+    ahead = secs >= 0
+    secs = abs(secs)
+    if secs < 60:
+        text = "now" if secs < 30 else "1m"
+    elif secs < 3600:
+        text = f"{secs // 60}m"
+    elif secs < 86400:
+        text = f"{secs // 3600}h"
+    else:
+        text = f"{secs // 86400}d"
+    if text == "now":
+        return text
+    return f"in {text}" if ahead else f"{text} ago"
+
+
+DAY = timedelta(days=1)

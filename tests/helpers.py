@@ -1,0 +1,45 @@
+"""Small builders for test input files."""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+from typing import Any
+
+PATIENT_HEADER = ["patient_id", "first_name", "last_name", "phone", "phone_type", "email", "address_line1",
+                  "address_line2", "city", "state", "postal_code", "country", "timezone", "sms_opt_out",
+                  "call_opt_out", "email_opt_out", "card_token"]  # fmt: skip
+
+
+def patient(pid: str, **kw: Any) -> dict[str, Any]:
+    base = {"patient_id": pid, "first_name": "Jane", "last_name": "Doe", "phone": "(617) 555-0100",
+            "phone_type": "mobile", "email": f"{pid.lower()}@example.com", "address_line1": "1 Main St",
+            "city": "Boston", "state": "MA", "postal_code": "02118", "country": "US"}  # fmt: skip
+    base.update(kw)
+    return base
+
+
+def csv_text(rows: list[dict[str, Any]], header: list[str] | None = None) -> str:
+    header = header or list(rows[0].keys())
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=header, lineterminator="\n", extrasaction="raise")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: r.get(k, "") for k in header})
+    return buf.getvalue()
+
+
+def write_csv(path: Path, rows: list[dict[str, Any]], header: list[str] | None = None) -> Path:
+    path.write_text(csv_text(rows, header), encoding="utf-8")
+    return path
+
+
+def setup_patients(cli: Any, tmp: Path, rows: list[dict[str, Any]]) -> None:
+    cli.ok("import", "patients", str(write_csv(tmp / "patients.csv", rows, PATIENT_HEADER)))
+
+
+def setup_charges(cli: Any, tmp: Path, rows: list[tuple[str, str, str]], name: str = "charges.csv", *extra: str) -> Any:
+    """rows: (charge_id, patient_id, amount)."""
+    p = write_csv(tmp / name, [{"charge_id": c, "patient_id": p, "amount": a} for c, p, a in rows])
+    return cli.ok("import", "charges", str(p), *extra)
