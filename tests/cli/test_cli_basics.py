@@ -1,0 +1,189 @@
+"""The command line as a whole: help, exit codes, configuration, doctor, rule-set commands."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from outreach_cli.cli.app import app
+from tests.conftest import Cli, write
+
+
+def _commands() -> list[list[str]]:
+    from typer.main import get_command
+
+    root = get_command(app)
+    out: list[list[str]] = []
+
+    def walk(cmd: object, path: list[str]) -> None:
+        subs = getattr(cmd, "commands", None)
+        if subs:
+            for name, sub in subs.items():
+                walk(sub, [*path, name])
+        else:
+            out.append(path)
+
+    walk(root, [])
+    return out
+
+
+def test_every_command_has_help_text() -> None:
+    from typer.main import get_command
+
+    root = get_command(app)
+    cmds = _commands()
+    assert len(cmds) >= 15
+    for path in cmds:
+        cmd = root
+        for p in path:
+            cmd = cmd.commands[p]  # type: ignore[attr-defined]
+        assert (cmd.help or "").strip(), f"`outreach {' '.join(path)}` has no help text"
+
+
+def test_help_lists_commands(sqlite_url: str) -> None:
+    r = Cli(sqlite_url)("--help", db=False)
+    assert r.code == 0
+    for name in ("init", "import", "rulesets", "list", "metrics", "show", "act", "audit", "collections", "doctor", "demo"):
+        assert f"  {name} " in r.stdout
+    assert Cli(sqlite_url)("-h", db=False).code == 0
+
+
+def test_help_as_a_process_imports_no_heavy_modules() -> None:
+    code = (
+        "import sys, runpy; sys.argv=['outreach','--help']\n"
+        "try:\n    runpy.run_module('outreach_cli', run_name='__main__')\nexcept SystemExit: pass\n"
+        "heavy=[m for m in ('sqlalchemy','sqlmodel','twilio','alembic','psycopg','phonenumbers','fpdf') if m in sys.modules]\n"
+        "print('HEAVY', heavy, file=sys.stderr)"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert "HEAVY []" in r.stderr, r.stderr
+
+
+def test_version(sqlite_url: str) -> None:
+    r = Cli(sqlite_url)("--version", db=False)
+    assert r.code == 0 and r.stdout.startswith("outreach ")
+
+
+def test_usage_error_is_exit_2(sqlite_url: str) -> None:
+    c = Cli(sqlite_url)
+    c.ok("init")
+    r = c("list", "--bogus")
+    assert r.code == 2
+    r = c("list", "--amount", "lots")
+    assert r.code == 2 and "accepted forms" in r.stderr
+    r = c("list", "--status", "sleeping")
+    assert r.code == 2 and "accepted:" in r.stderr
+
+
+def test_schema_missing_or_behind_is_exit_4(tmp_path: Path) -> None:
+    c = Cli(f"sqlite:///{tmp_path / 'fresh.db'}")
+    r = c("list")
+    assert r.code == 4 and "outreach init" in r.stderr
+    c.ok("init")
+    from sqlalchemy import text
+
+    from outreach_cli.core.store import Store
+
+    s = Store(c.db)
+    with s.engine.begin() as conn:
+        conn.execute(text("UPDATE alembic_version SET version_num = '0000'"))
+    r = c("metrics")
+    assert r.code == 4 and "run `outreach init`" in r.stderr
+    r = c("doctor")
+    assert r.code == 4 and "FAIL schema" in r.stdout
+
+
+def test_unreachable_database_is_exit_4(tmp_path: Path) -> None:
+    r = Cli(str(tmp_path / "no" / "such" / "dir" / "x.db"))("list")
+    assert r.code == 4 and "does not exist" in r.stderr
+    r = Cli("postgresql://nobody:secretpw@127.0.0.1:1/x")("list")
+    assert r.code == 4 and "secretpw" not in r.stderr and "cannot open database" in r.stderr
+
+
+def test_init_is_repeatable_and_doctor_passes(sqlite_url: str) -> None:
+    c = Cli(sqlite_url)
+    r1 = c.ok("init")
+    assert "created" in r1.stderr
+    r2 = c.ok("init")
+    assert "up to date" in r2.stderr and "unchanged" in r2.stderr
+    r = c.ok("doctor")
+    assert "ok   database" in r.stdout and "ok   schema" in r.stdout and "FAIL" not in r.stdout
+
+
+def test_config_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from outreach_cli.config import load_settings
+
+    cfg = write(tmp_path / "outreach.toml", 'timezone = "America/Chicago"\n[sending]\nwindow = "10:00-16:00"\n')
+    s = load_settings(cwd=tmp_path, environ={})
+    assert s.timezone == "America/Chicago" and s.sending["window"] == "10:00-16:00"
+    s = load_settings(cwd=tmp_path, environ={"OUTREACH_TIMEZONE": "America/Denver", "OUTREACH_SENDING_WEEKENDS": "true"})
+    assert s.timezone == "America/Denver" and s.sending["weekends"] is True
+    s = load_settings(cwd=tmp_path, environ={"OUTREACH_DATABASE": "a.db"}, overrides={"database": "b.db"})
+    assert s.database == "sqlite:///b.db"
+    other = write(tmp_path / "other.toml", 'timezone = "Europe/Paris"\n')
+    s = load_settings(cwd=tmp_path, environ={"OUTREACH_CONFIG": str(other)})
+    assert s.timezone == "Europe/Paris"
+    assert cfg.exists()
+
+
+def test_config_errors_are_exit_4(tmp_path: Path) -> None:
+    write(tmp_path / "outreach.toml", 'timezone = "Nowhere/Land"\n')
+    r = Cli(f"sqlite:///{tmp_path / 'x.db'}")("list")
+    assert r.code == 4 and "timezone" in r.stderr
+    write(tmp_path / "outreach.toml", '[sending]\nwindoww = "1"\n')
+    r = Cli(f"sqlite:///{tmp_path / 'x.db'}")("list")
+    assert r.code == 4 and "unknown setting 'sending.windoww'" in r.stderr
+
+
+def test_secret_in_world_readable_config_refused(tmp_path: Path) -> None:
+    p = write(tmp_path / "outreach.toml", 'secret = "abc"\n')
+    os.chmod(p, 0o644)
+    r = Cli(f"sqlite:///{tmp_path / 'x.db'}")("list")
+    assert r.code == 4 and "chmod 600" in r.stderr and "abc" not in r.stderr
+
+
+def test_rulesets_commands(sqlite_url: str, tmp_path: Path) -> None:
+    c = Cli(sqlite_url)
+    c.ok("init")
+    r = c.ok("rulesets", "list", "--format", "tsv")
+    names = [line.split("\t")[0] for line in r.stdout.splitlines()[1:]]
+    assert names == ["final-notice", "gentle", "standard"]
+    r = c.ok("rulesets", "show", "standard")
+    assert "day   0" in r.stdout
+    bad = write(tmp_path / "bad.toml", "expiry_day = 1\n[[step]]\nday = 0\nmethods = [\"sms\"]\n")
+    r = c("rulesets", "validate", str(bad))
+    assert r.code == 2 and "bad.toml: step 1 (day 0): message" in r.stderr
+    d = tmp_path / "rs"
+    d.mkdir()
+    write(d / "quick.toml", "expiry_day = 5\n[[step]]\nday = 0\nmethods = [\"mail\"]\n")
+    c.ok("rulesets", "sync", str(d))
+    write(d / "quick.toml", "expiry_day = 6\n[[step]]\nday = 1\nmethods = [\"mail\"]\n")
+    r = c.ok("rulesets", "sync", str(d))
+    assert "quick: updated (version 2)" in r.stderr
+    write(d / "broken.toml", "expiry_day = 6\n")
+    r = c("rulesets", "sync", str(d))
+    assert r.code == 2 and "nothing was synced" in r.stderr
+
+
+def test_internal_error_has_no_traceback_without_v(sqlite_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    c = Cli(sqlite_url)
+    c.ok("init")
+    import outreach_cli.core.queries as q
+
+    def boom(*a: object, **k: object) -> None:
+        raise RuntimeError("kaboom")
+
+    monkeypatch.setattr(q, "metrics", boom)
+    r = c("metrics")
+    assert r.code == 1 and "run again with -v" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_demo_runs(tmp_path: Path) -> None:
+    r = Cli(f"sqlite:///{tmp_path / 'demo.db'}", now=None)("demo", "--patients", "40", "--days", "3", db=False)
+    assert r.code == 0, r
+    assert (tmp_path / "demo.db").exists()
+    assert "Status" in r.stdout and "Total" in r.stdout

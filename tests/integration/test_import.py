@@ -1,0 +1,226 @@
+"""Imports (SPEC section 8) on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import select, text
+
+from outreach_cli.core.store import Store
+from tests.conftest import Cli
+from tests.helpers import PATIENT_HEADER, patient, setup_charges, setup_patients, write_csv
+
+
+def dump(url: str) -> dict[str, list[tuple[Any, ...]]]:
+    store = Store(url)
+    out = {}
+    with store.engine.connect() as conn:
+        for t in ("patient", "charge", "payment", "payment_allocation", "invoice_set", "event", "rule_set",
+                  "rule_set_version", "send"):  # fmt: skip
+            out[t] = [tuple(r) for r in conn.execute(text(f"SELECT * FROM {t} ORDER BY id"))]
+    store.engine.dispose()
+    return out
+
+
+def _files(tmp_path: Path) -> tuple[Path, Path, Path]:
+    patients = write_csv(tmp_path / "p.csv", [patient(f"P{i}", first_name=f"F{i}") for i in range(20)], PATIENT_HEADER)
+    charges = write_csv(
+        tmp_path / "c.csv",
+        [{"charge_id": f"C{i}", "patient_id": f"P{i % 20}", "amount": f"${i + 1},234.56",
+          "created_at": f"2026-01-{(i % 28) + 1:02d}T10:00:00-05:00", "description": "Office visit"} for i in range(40)],
+    )  # fmt: skip
+    payments = write_csv(
+        tmp_path / "y.csv",
+        [{"payment_id": f"Y{i}", "patient_id": f"P{i}", "amount": "500.00", "paid_at": "2026-02-01T12:00:00Z"} for i in range(10)],
+    )
+    return patients, charges, payments
+
+
+def test_reimport_is_idempotent(cli: Cli, tmp_path: Path) -> None:
+    p, c, y = _files(tmp_path)
+    for f, kind in ((p, "patients"), (c, "charges"), (y, "payments")):
+        cli.ok("import", kind, str(f))
+    before = dump(cli.db)
+    for f, kind in ((p, "patients"), (c, "charges"), (y, "payments")):
+        r = cli.ok("import", kind, str(f), now="2026-03-05T10:00:00Z")
+        assert "0 created, 0 updated" in r.stderr, r.stderr
+    assert dump(cli.db) == before
+
+
+def _thousand(tmp_path: Path, bad: dict[str, str]) -> Path:
+    rows = [{"charge_id": f"C{i:04d}", "patient_id": f"P{i % 5}", "amount": "10.00", "created_at": "2026-01-05"} for i in range(1000)]
+    rows[500].update(bad)
+    return write_csv(tmp_path / "c1000.csv", rows)
+
+
+@pytest.mark.parametrize(
+    "bad,column",
+    [({"amount": "12,34"}, "amount"), ({"patient_id": "NOPE"}, "patient_id"), ({"created_at": "2026-02-30"}, "created_at"),
+     ({"amount": "-5"}, "amount")],
+)  # fmt: skip
+def test_one_bad_row_in_a_thousand(cli: Cli, tmp_path: Path, bad: dict[str, str], column: str) -> None:
+    setup_patients(cli, tmp_path, [patient(f"P{i}") for i in range(5)])
+    f = _thousand(tmp_path, bad)
+    before = dump(cli.db)
+    r = cli("import", "charges", str(f))
+    assert r.code == 2, r
+    assert f"line 502: {column}:" in r.stderr  # header is line 1, row index 500 is line 502
+    assert "nothing was imported" in r.stderr
+    assert dump(cli.db) == before
+
+    r = cli("import", "charges", str(f), "--skip-invalid")
+    assert r.code == 3, r
+    assert f"line 502: {column}:" in r.stderr
+    after = dump(cli.db)
+    assert len(after["charge"]) == 999
+    assert "999 created" in r.stderr
+
+
+def test_money_and_offset_datetime_round_trip(cli: Cli, tmp_path: Path) -> None:
+    setup_patients(cli, tmp_path, [patient("P1")])
+    write_csv(tmp_path / "c.csv", [{"charge_id": "C1", "patient_id": "P1", "amount": "$1,234.56",
+                                     "created_at": "2026-02-03T10:15:30.123456+05:30"}])  # fmt: skip
+    cli.ok("import", "charges", str(tmp_path / "c.csv"))
+    data = json.loads(cli.ok("show", "1", "--format", "json").stdout)
+    assert data["charges"][0]["amount_cents"] == 123456
+    assert data["charges"][0]["created_at"] == "2026-02-03T04:45:30.123456Z"
+    assert data["amount_outstanding_cents"] == 123456
+    row = json.loads(cli.ok("list", "--format", "jsonl").stdout.splitlines()[0])
+    assert row["amount_outstanding"] == "1234.56" and row["amount_outstanding_cents"] == 123456
+    from datetime import datetime, timezone
+
+    from outreach_cli.core.models import charge_t
+
+    store = Store(cli.db)
+    with store.read() as conn:
+        created = conn.execute(select(charge_t.c.created_at)).scalar_one()
+    assert created == datetime(2026, 2, 3, 4, 45, 30, 123456, tzinfo=timezone.utc)
+    assert created.tzinfo is not None
+    store.engine.dispose()
+
+
+def test_charges_join_in_progress_set_and_open_new_after_paid(cli: Cli, tmp_path: Path) -> None:
+    setup_patients(cli, tmp_path, [patient("P1")])
+    setup_charges(cli, tmp_path, [("C1", "P1", "100.00"), ("C2", "P1", "50.00")])
+    rows = [json.loads(x) for x in cli.ok("list", "--format", "jsonl").stdout.splitlines()]
+    assert len(rows) == 1 and rows[0]["amount_outstanding_cents"] == 15000
+    setup_charges(cli, tmp_path, [("C3", "P1", "25.00")], "c2.csv")
+    rows = [json.loads(x) for x in cli.ok("list", "--format", "jsonl").stdout.splitlines()]
+    assert len(rows) == 1 and rows[0]["amount_outstanding_cents"] == 17500
+    write_csv(tmp_path / "y.csv", [{"payment_id": "Y1", "patient_id": "P1", "amount": "175.00"}])
+    cli.ok("import", "payments", str(tmp_path / "y.csv"))
+    rows = [json.loads(x) for x in cli.ok("list", "--status", "all", "--format", "jsonl").stdout.splitlines()]
+    assert [r["status"] for r in rows] == ["paid"]
+    setup_charges(cli, tmp_path, [("C4", "P1", "30.00")], "c3.csv")
+    rows = [json.loads(x) for x in cli.ok("list", "--status", "all", "--format", "jsonl", "--sort", "id").stdout.splitlines()]
+    assert [(r["id"], r["status"]) for r in rows] == [(1, "paid"), (2, "active")]
+
+
+def test_payments_apply_oldest_first_or_to_named_charge(cli: Cli, tmp_path: Path) -> None:
+    setup_patients(cli, tmp_path, [patient("P1")])
+    write_csv(tmp_path / "c.csv", [
+        {"charge_id": "OLD", "patient_id": "P1", "amount": "100.00", "created_at": "2026-01-01"},
+        {"charge_id": "NEW", "patient_id": "P1", "amount": "100.00", "created_at": "2026-02-01"},
+        {"charge_id": "MID", "patient_id": "P1", "amount": "100.00", "created_at": "2026-01-15"},
+    ])  # fmt: skip
+    cli.ok("import", "charges", str(tmp_path / "c.csv"))
+    write_csv(tmp_path / "y.csv", [
+        {"payment_id": "Y1", "patient_id": "P1", "amount": "150.00", "charge_id": ""},
+        {"payment_id": "Y2", "patient_id": "P1", "amount": "20.00", "charge_id": "NEW"},
+    ])  # fmt: skip
+    cli.ok("import", "payments", str(tmp_path / "y.csv"))
+    data = json.loads(cli.ok("show", "1", "--format", "json").stdout)
+    out = {c["charge_id"]: (c["outstanding_cents"], c["status"]) for c in data["charges"]}
+    assert out == {"OLD": (0, "paid"), "MID": (5000, "outstanding"), "NEW": (8000, "outstanding")}
+    assert data["amount_outstanding_cents"] == 13000
+    kinds = [e["kind"] for e in data["timeline"]]
+    assert kinds.count("payment") == 2
+
+
+def test_payment_changed_values_rejected(cli: Cli, tmp_path: Path) -> None:
+    setup_patients(cli, tmp_path, [patient("P1")])
+    setup_charges(cli, tmp_path, [("C1", "P1", "100.00")])
+    write_csv(tmp_path / "y.csv", [{"payment_id": "Y1", "patient_id": "P1", "amount": "10.00"}])
+    cli.ok("import", "payments", str(tmp_path / "y.csv"))
+    write_csv(tmp_path / "y2.csv", [{"payment_id": "Y1", "patient_id": "P1", "amount": "99.00"}])
+    r = cli("import", "payments", str(tmp_path / "y2.csv"))
+    assert r.code == 2 and "line 2: payment_id:" in r.stderr and "cannot change" in r.stderr
+
+
+def test_patient_validation_and_formats(cli: Cli, tmp_path: Path) -> None:
+    rows = [
+        patient("P1", phone="617.555.0100"),
+        patient("P2", phone="not a phone"),
+        patient("P3", email="nobody@"),
+        patient("P4", first_name=""),
+        patient("P5", sms_opt_out="maybe"),
+        patient("P6", timezone="Mars/Olympus"),
+        patient("P7", phone_type="pager"),
+    ]
+    f = write_csv(tmp_path / "p.csv", rows, PATIENT_HEADER)
+    r = cli("import", "patients", str(f))
+    assert r.code == 2
+    for line, col in ((3, "phone"), (4, "email"), (5, "first_name"), (6, "sms_opt_out"), (7, "timezone"), (8, "phone_type")):
+        assert f"line {line}: {col}:" in r.stderr, r.stderr
+    # Error text never carries the phone number or email itself.
+    assert "not a phone" not in r.stderr.replace("not a phone number", "")
+    assert "nobody@" not in r.stderr
+    r = cli("import", "patients", str(f), "--skip-invalid")
+    assert r.code == 3
+    data = [json.loads(x) for x in cli.ok("list", "--format", "jsonl").stdout.splitlines()]
+    assert data == []  # patients alone open no sets
+    setup_charges(cli, tmp_path, [("C1", "P1", "5")])
+    row = json.loads(cli.ok("list", "--format", "jsonl").stdout)
+    assert row["phone"] == "+16175550100"
+
+
+def test_bom_crlf_and_jsonl(cli: Cli, tmp_path: Path) -> None:
+    text = "\ufeffpatient_id,first_name,phone\r\nP1,Ann,(212) 555-0101\r\nP2,Bo,\r\n"
+    (tmp_path / "p.csv").write_bytes(text.encode("utf-8"))
+    cli.ok("import", "patients", str(tmp_path / "p.csv"))
+    (tmp_path / "c.jsonl").write_text(
+        '{"charge_id": "C1", "patient_id": "P1", "amount_cents": 1999}\n\n{"charge_id": "C2", "patient_id": "P2", "amount": "5.01"}\n'
+    )
+    cli.ok("import", "charges", str(tmp_path / "c.jsonl"))
+    rows = [json.loads(x) for x in cli.ok("list", "--format", "jsonl", "--sort", "id").stdout.splitlines()]
+    assert [r["amount_outstanding_cents"] for r in rows] == [1999, 501]
+    r = cli("import", "charges", "-", "--input-format", "jsonl", input='{"charge_id": "C3", "patient_id": "P1", "amount": 3}\n{"oops"\n')
+    assert r.code == 2 and "line 2: not valid JSON" in r.stderr
+
+
+def test_unknown_column_and_bad_encoding(cli: Cli, tmp_path: Path) -> None:
+    (tmp_path / "p.csv").write_text("patient_id,first_name,phone_numer\nP1,A,1\n")
+    r = cli("import", "patients", str(tmp_path / "p.csv"))
+    assert r.code == 2 and "line 1: unknown column(s) 'phone_numer'" in r.stderr
+    (tmp_path / "p2.csv").write_bytes(b"patient_id,first_name\nP1,Jos\xe9\n")
+    r = cli("import", "patients", str(tmp_path / "p2.csv"))
+    assert r.code == 2 and "line 2: not UTF-8" in r.stderr
+    r = cli("import", "patients", str(tmp_path / "missing.csv"))
+    assert r.code == 2 and "no such file" in r.stderr
+
+
+def test_dry_run_writes_nothing(cli: Cli, tmp_path: Path) -> None:
+    setup_patients(cli, tmp_path, [patient("P1")])
+    before = dump(cli.db)
+    write_csv(tmp_path / "c.csv", [{"charge_id": "C1", "patient_id": "P1", "amount": "10"}])
+    r = cli.ok("import", "charges", str(tmp_path / "c.csv"), "--dry-run")
+    assert "would import" in r.stderr and "1 created" in r.stderr and "1 new invoice sets" in r.stderr
+    assert dump(cli.db) == before
+
+
+def test_unknown_rule_set(cli: Cli, tmp_path: Path) -> None:
+    setup_patients(cli, tmp_path, [patient("P1")])
+    write_csv(tmp_path / "c.csv", [{"charge_id": "C1", "patient_id": "P1", "amount": "10"}])
+    r = cli("import", "charges", str(tmp_path / "c.csv"), "--rule-set", "nope")
+    assert r.code == 2 and "unknown rule set 'nope'" in r.stderr and "standard" in r.stderr
+
+
+def test_import_can_set_but_not_clear_opt_out(cli: Cli, tmp_path: Path) -> None:
+    setup_patients(cli, tmp_path, [patient("P1", sms_opt_out="yes")])
+    setup_charges(cli, tmp_path, [("C1", "P1", "10")])
+    setup_patients(cli, tmp_path, [patient("P1", sms_opt_out="no")])
+    data = json.loads(cli.ok("show", "1", "--format", "json").stdout)
+    assert data["patient"]["sms_opt_out"] is True
