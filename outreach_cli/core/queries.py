@@ -118,7 +118,7 @@ def _order(q: Select[Any], f: ListFilter) -> Select[Any]:
         col = invoice_set_t.c.next_send_at
         q = q.order_by(nulls_last, col.desc() if f.desc else col.asc())
     elif f.sort == "patient":
-        cols = (patient_t.c.last_name, patient_t.c.first_name)
+        cols = (func.lower(patient_t.c.last_name), func.lower(patient_t.c.first_name))
         q = q.order_by(*(c.desc() if f.desc else c.asc() for c in cols))
     else:
         col = {
