@@ -17,6 +17,7 @@ from outreach_cli.cli import (
     cmd_admin,
     cmd_demo,
     cmd_doctor,
+    cmd_engine,
     cmd_import,
     cmd_init,
     cmd_list,
@@ -86,6 +87,7 @@ cmd_rulesets.register(app)
 cmd_list.register(app)
 cmd_admin.register(app)
 cmd_act.register(app)
+cmd_engine.register(app)
 cmd_doctor.register(app)
 cmd_demo.register(app)
 

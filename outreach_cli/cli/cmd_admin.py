@@ -75,9 +75,12 @@ def print_attention(a: App, store: Any, limit: int = 15) -> None:
     from outreach_cli.core.queries import ListFilter, list_sets
     from outreach_cli.core.statuses import ATTENTION
 
-    rows = list(list_sets(store, ListFilter(statuses=list(ATTENTION), sort="status", limit=limit), a.context()))
+    per = max(1, limit // len(ATTENTION))
+    rows = []
+    for status in ATTENTION:  # failed, expired, paused, will-fail: a few of each
+        rows.extend(list_sets(store, ListFilter(statuses=[status], sort="amount", desc=True, limit=per), a.context()))
     a.out.print()
-    a.out.print(f"Sets needing attention (first {limit}; `outreach list --status failed,expired,paused,will-fail` for all):")
+    a.out.print(f"Sets needing attention (the largest {per} of each; `outreach list --status failed,expired,paused,will-fail` for all):")
     _table(a, rows)
 
 

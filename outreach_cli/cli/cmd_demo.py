@@ -64,9 +64,21 @@ def run_demo(a: App, *, patients: int, days: int, seed: int) -> None:
     sync_dir(store, shipped_dir(), ctx)
     data = generate(patients, seed=seed, start=start, days=days)
     run_import(store, "patients", data.patients_csv.encode(), source="demo patients", ctx=ctx, input_format="csv")
-    rep = run_import(store, "charges", data.charges_csv.encode(), source="demo charges", ctx=ctx,
-                     input_format="csv", rule_set="standard")  # fmt: skip
-    a.info(f"demo: {patients} patients, {rep.created} charges, {rep.sets_created} invoice sets in {path}")
+    n_charges = n_sets = 0
+    for rule_set, text in data.charges_csv.items():
+        rep = run_import(store, "charges", text.encode(), source=f"demo charges ({rule_set})", ctx=ctx,
+                         input_format="csv", rule_set=rule_set)  # fmt: skip
+        n_charges += rep.created
+        n_sets += rep.sets_created
+    if data.pauses:
+        from outreach_cli.core.actions import run_action
+        from outreach_cli.core.queries import ListFilter, list_sets
+        from outreach_cli.core.statuses import Action
+
+        wanted = set(data.pauses)
+        ids = [r["id"] for r in list_sets(store, ListFilter(), ctx) if r["patient_id"] in wanted]
+        run_action(store, Action.PAUSE, ids, ctx, reason="patient disputes the bill")
+    a.info(f"demo: {patients} patients, {n_charges} charges, {n_sets} invoice sets in {path}")
     by_day: dict[int, list[dict[str, str]]] = {}
     for p in data.payments:
         by_day.setdefault(int(p["day"]), []).append(p)
@@ -80,12 +92,15 @@ def run_demo(a: App, *, patients: int, days: int, seed: int) -> None:
 
 
 def simulate(a: App, store: object, *, start: datetime, days: int, payments_by_day: dict[int, list[dict[str, str]]]) -> None:
-    """Day by day: payments that come in that day, then the outreach ticks of that day."""
+    """Day by day: payments that come in that day, then hourly outreach ticks."""
     import csv
     import io
     from datetime import timedelta
 
+    from outreach_cli.cli.cmd_engine import build_engine
     from outreach_cli.core.importer import run_import
+
+    end = start + timedelta(days=days)
 
     for day in range(days + 1):
         day_start = start + timedelta(days=day)
@@ -100,3 +115,10 @@ def simulate(a: App, store: object, *, start: datetime, days: int, payments_by_d
             ctx = a.context(actor="demo")
             ctx.now = paid_at
             run_import(store, "payments", buf.getvalue().encode(), source="demo payments", ctx=ctx, input_format="csv")
+        for hour in range(24):
+            now = day_start + timedelta(hours=hour)
+            if now > end:
+                break
+            engine = build_engine(a)
+            engine.ctx.now = now
+            engine.tick()

@@ -69,8 +69,9 @@ def _table(a: App, rows: list[dict[str, Any]]) -> None:
 
     t = Table(show_edge=False, pad_edge=False, header_style="bold")
     for name, justify in (("ID", "right"), ("Status", "left"), ("Balance", "right"), ("Patient", "left"),
-                          ("Phone", "left"), ("Rule set", "left"), ("Next send", "left"), ("Reason", "left")):  # fmt: skip
-        t.add_column(name, justify=justify, overflow="fold")  # type: ignore[arg-type]
+                          ("Phone", "left"), ("Rule set", "left"), ("Next send", "left")):  # fmt: skip
+        t.add_column(name, justify=justify, no_wrap=True)  # type: ignore[arg-type]
+    t.add_column("Reason", overflow="ellipsis", no_wrap=True, max_width=70)
     for r in rows:
         nxt = ""
         if r["next_send_at"]:

@@ -107,7 +107,7 @@ class App:
             force_terminal=self.color,
             no_color=not self.color,
             highlight=False,
-            soft_wrap=not self.env.stdout_isatty,
+            width=None if self.env.stdout_isatty else 200,
         )
 
     @cached_property

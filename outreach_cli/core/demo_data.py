@@ -33,20 +33,24 @@ SERVICES = ("Office visit", "Lab work", "X-ray", "Physical therapy", "Annual phy
 @dataclass
 class DemoData:
     patients_csv: str
-    charges_csv: str
+    charges_csv: dict[str, str]  # rule set -> charges CSV
     payments: list[dict[str, str]]  # payment rows with the day they happen on
+    pauses: list[str]  # patient IDs whose set an admin pauses
 
 
 def generate(n_patients: int, *, seed: int = 7, start: datetime, days: int = 30) -> DemoData:
     rnd = random.Random(seed)
-    pbuf, cbuf = io.StringIO(), io.StringIO()
+    pbuf = io.StringIO()
+    cbufs = {name: io.StringIO() for name in ("standard", "gentle", "final-notice")}
     pw = csv.writer(pbuf, lineterminator="\n")
-    cw = csv.writer(cbuf, lineterminator="\n")
+    cws = {name: csv.writer(b, lineterminator="\n") for name, b in cbufs.items()}
     pw.writerow(["patient_id", "first_name", "last_name", "phone", "phone_type", "email", "address_line1",
                  "address_line2", "city", "state", "postal_code", "country", "timezone", "sms_opt_out",
                  "call_opt_out", "email_opt_out", "card_token"])  # fmt: skip
-    cw.writerow(["charge_id", "patient_id", "amount", "created_at", "description"])
+    for cw in cws.values():
+        cw.writerow(["charge_id", "patient_id", "amount", "created_at", "description"])
     payments: list[dict[str, str]] = []
+    pauses: list[str] = []
     charge_no = 0
     for i in range(1, n_patients + 1):
         pid = f"P{i:06d}"
@@ -71,6 +75,13 @@ def generate(n_patients: int, *, seed: int = 7, start: datetime, days: int = 30)
             email = ""
         has_address = rnd.random() > 0.08
         card = rnd.choice(("tok_visa", "", "", "", "tok_chargeDeclined"))
+        if rnd.random() < 0.04:  # hard to reach: a landline, no email, no address
+            phone, phone_type, email, has_address, card = f"({area}) 555-01{rnd.randrange(100):02d}", "landline", "", False, ""
+        r3 = rnd.random()
+        rule_set = "final-notice" if r3 < 0.12 else "gentle" if r3 < 0.3 else "standard"
+        cw = cws[rule_set]
+        if rnd.random() < 0.02:
+            pauses.append(pid)
         pw.writerow([pid, first, last, phone, phone_type, email,
                      f"{rnd.randrange(1, 999)} {rnd.choice(STREETS)}" if has_address else "",
                      "", city if has_address else "", state, postal if has_address else "", "US", "",
@@ -91,4 +102,4 @@ def generate(n_patients: int, *, seed: int = 7, start: datetime, days: int = 30)
             amount = balance if full else balance // 2
             payments.append({"payment_id": f"Y{i:06d}", "patient_id": pid, "amount": f"{amount / 100:.2f}",
                              "day": str(day)})  # fmt: skip
-    return DemoData(pbuf.getvalue(), cbuf.getvalue(), payments)
+    return DemoData(pbuf.getvalue(), {k: b.getvalue() for k, b in cbufs.items()}, payments, pauses)

@@ -1,0 +1,62 @@
+"""The channel interface: one small adapter per provider.
+
+``send`` turns one message into an ``Outcome`` classified as delivered, sent (accepted, final
+status later), permanent failure, transient failure, or unknown (may have gone out; never
+blindly re-sent). Adapters never log message bodies or full contact data.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+DELIVERED = "delivered"
+SENT = "sent"
+FAILED = "failed"
+TRANSIENT = "transient"
+UNKNOWN = "unknown"
+
+
+@dataclass
+class Message:
+    send_id: int
+    set_id: int
+    method: str
+    step_title: str
+    body: str
+    payment_url: str
+    phone: str | None = None
+    email: str | None = None
+    first_name: str = ""
+    last_name: str = ""
+    address: dict[str, str | None] = field(default_factory=dict)
+    card_token: str | None = None
+    balance_cents: int = 0
+    practice_name: str = ""
+    practice_phone: str = ""
+    claim_token: str = ""
+
+
+@dataclass
+class Outcome:
+    status: str  # delivered | sent | failed | transient | unknown
+    provider_ref: str | None = None
+    error_code: str | None = None
+    reason: str | None = None
+    # Facts learned about the patient: phone_type="landline", sms_opt_out=True, email_suppressed="bounced"
+    patient_update: dict[str, Any] = field(default_factory=dict)
+    charged_cents: int = 0  # charge_card: the amount collected
+
+
+class ProviderConfigError(Exception):
+    """Authentication/account problems: the run stops (exit 4) and sends nothing more."""
+
+
+class Provider(Protocol):
+    name: str
+
+    def send(self, msg: Message) -> Outcome: ...
+
+    def lookup(self, provider_ref: str | None, msg: Message) -> Outcome | None:
+        """The final outcome of an earlier send, or None if it cannot be known yet."""
+        ...

@@ -1,0 +1,817 @@
+"""The outreach tick (`run-outreach`): expire, reconcile, claim, send, record, fall back, re-predict.
+
+Exactly-once in effect (SPEC section 6): a send is recorded as `claimed` with a lease and a claim
+token in a committed transaction *before* the provider is called; its result is written only if
+the token still matches. PostgreSQL claims use FOR UPDATE SKIP LOCKED; SQLite claims run in
+BEGIN IMMEDIATE transactions. A claim whose lease expired may have gone out: it becomes `unknown`
+and is resolved by looking it up (reconciliation), never by sending again.
+
+One step per set per tick: a set whose step is still in flight (claimed, or waiting for a retry)
+is not claimed again, so steps go out in order and catch-up after downtime never bursts.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, time as dtime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, exists, insert, select, update
+
+from outreach_cli.core.channels.base import (
+    DELIVERED,
+    FAILED,
+    SENT,
+    TRANSIENT,
+    UNKNOWN,
+    Message,
+    Outcome,
+    Provider,
+    ProviderConfigError,
+)
+from outreach_cli.core.contacts import mask_phone, usable_methods
+from outreach_cli.core.errors import ConfigError
+from outreach_cli.core.evaluation import step_applies
+from outreach_cli.core.models import invoice_set_t, patient_t, send_t
+from outreach_cli.core.money import format_dollars
+from outreach_cli.core.rulesets import RuleSet, Step, render
+from outreach_cli.core.scheduling import expires_at, is_allowed, next_allowed, zone
+from outreach_cli.core.sets import (
+    Context,
+    RuleSets,
+    add_events,
+    chunks,
+    contact_of,
+    event_row,
+    open_set_ids_for_patients,
+    payment_url,
+    refresh_sets,
+    zones_of,
+)
+from outreach_cli.core.statuses import OPEN, SENDABLE, Status
+
+log = logging.getLogger("outreach.engine")
+
+MESSAGE_CHANNELS = ("sms", "email", "call", "mail")  # at most one per patient per local day
+IN_FLIGHT = ("claimed", "pending")
+COUNTS_AS_SENT = ("sent", "delivered", "unknown")
+DEFAULT_FALLBACK_MESSAGE = (
+    "Hi {first_name}, {practice_name} shows a balance of {balance} on your account. Pay securely: {url}"
+)
+BATCH = 200
+
+
+@dataclass
+class TickSummary:
+    sent: int = 0
+    failed: int = 0
+    skipped: int = 0
+    deferred: int = 0
+    unknown: int = 0
+    expired: int = 0
+    paid: int = 0
+    reconciled: int = 0
+    duration_s: float = 0.0
+    would_send: list[dict[str, Any]] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"sent": self.sent, "failed": self.failed, "skipped": self.skipped, "deferred": self.deferred,
+                "unknown": self.unknown, "expired": self.expired, "paid": self.paid, "reconciled": self.reconciled,
+                "duration_s": round(self.duration_s, 3)}  # fmt: skip
+
+
+@dataclass
+class Claim:
+    send_id: int
+    set_id: int
+    patient_pk: int
+    gen: int
+    step_index: int
+    step_day: int
+    method: str
+    token: str
+    is_fallback: bool
+    msg: Message
+
+
+def backoff(attempt: int) -> timedelta:
+    """Transient failures retry on later runs: 5 min, 20 min, 80 min, ..."""
+    return timedelta(minutes=5 * (4 ** max(0, attempt - 1)))
+
+
+def practice_phone_display(e164: str) -> str:
+    try:
+        import phonenumbers
+
+        return str(phonenumbers.format_number(phonenumbers.parse(e164, "US"), phonenumbers.PhoneNumberFormat.NATIONAL))
+    except Exception:  # noqa: BLE001 - display only
+        return e164
+
+
+class Engine:
+    def __init__(
+        self,
+        store: Any,
+        ctx: Context,
+        providers: dict[str, Provider],
+        *,
+        lease_seconds: int = 300,
+        max_attempts: int = 3,
+        concurrency: int = 8,
+        limit: int | None = None,
+        progress: Callable[[int], None] | None = None,
+    ) -> None:
+        self.store = store
+        self.ctx = ctx
+        self.providers = providers
+        self.lease = timedelta(seconds=lease_seconds)
+        self.max_attempts = max_attempts
+        self.concurrency = max(1, concurrency)
+        self.limit = limit
+        self.progress = progress
+        self.pg = store.dialect == "postgresql"
+        self.summary = TickSummary()
+        self._touched_sets: set[int] = set()
+        self._touched_patients: set[int] = set()
+        self._phone_display = practice_phone_display(ctx.practice_phone) if ctx.practice_phone else ""
+
+    # --- the tick ---------------------------------------------------------------------------
+
+    def tick(self, *, dry_run: bool = False) -> TickSummary:
+        started = time.monotonic()
+        if dry_run:
+            self._dry_run()
+        else:
+            self._expire_leases()
+            self._reconcile()
+            self._expire_and_pay()
+            claimed_total = 0
+            while True:
+                budget = None if self.limit is None else self.limit - claimed_total
+                if budget is not None and budget <= 0:
+                    break
+                with self.store.write() as conn:
+                    rule_sets = RuleSets(conn)
+                    deferred_before = self.summary.deferred + self.summary.skipped
+                    claims, finalize = self._claim(conn, rule_sets, min(BATCH, budget or BATCH))
+                    progressed = self.summary.deferred + self.summary.skipped != deferred_before
+                if not claims and not finalize:
+                    if progressed or self._touched_sets:
+                        with self.store.write() as conn:
+                            self._refresh(conn, RuleSets(conn))
+                        if progressed:
+                            continue
+                    break
+                claimed_total += len({c.set_id for c in claims}) or len(finalize)
+                self._deliver(claims, finalize)
+        self.summary.duration_s = time.monotonic() - started
+        return self.summary
+
+    # --- phase: leases and reconciliation ----------------------------------------------------
+
+    def _expire_leases(self) -> None:
+        """Claims whose lease ran out may have gone out: they become unknown (then reconciled)."""
+        now = self.ctx.now
+        with self.store.write() as conn:
+            rows = conn.execute(
+                select(send_t.c.id, send_t.c.invoice_set_id, send_t.c.patient_pk, send_t.c.method, send_t.c.step_title,
+                       send_t.c.step_day)  # fmt: skip
+                .where(send_t.c.status == "claimed", send_t.c.lease_until < now)
+            ).all()
+            if not rows:
+                return
+            for chunk in chunks([r.id for r in rows]):
+                conn.execute(
+                    update(send_t)
+                    .where(send_t.c.id.in_(chunk), send_t.c.status == "claimed", send_t.c.lease_until < now)
+                    .values(status="unknown", claim_token=None, lease_until=None,
+                            reason="the run ended before the outcome was recorded; resolving by lookup")  # fmt: skip
+                )
+            add_events(conn, [
+                event_row(self.ctx, "send", set_id=r.invoice_set_id, patient_pk=r.patient_pk, actor="system",
+                          detail={"step": r.step_title, "day": r.step_day, "method": r.method, "status": "unknown",
+                                  "reason": "lease expired"})  # fmt: skip
+                for r in rows
+            ])
+            self.summary.unknown += len(rows)
+
+    def _reconcile(self) -> None:
+        """Resolve `unknown` sends by asking the provider, never by sending again."""
+        with self.store.read() as conn:
+            rows = conn.execute(select(send_t).where(send_t.c.status == "unknown").order_by(send_t.c.id).limit(5000)).all()
+        if not rows:
+            return
+        with self.store.write() as conn:
+            rule_sets = RuleSets(conn)
+            for r in rows:
+                provider = self.providers.get(r.method)
+                if provider is None:
+                    continue
+                msg = self._message_for_row(conn, r, rule_sets)
+                if msg is None:
+                    continue
+                try:
+                    out = provider.lookup(r.provider_ref, msg)
+                except ProviderConfigError as exc:
+                    raise ConfigError(f"{r.method} provider: {exc}") from None
+                except Exception as exc:  # noqa: BLE001 - a lookup failure leaves it unknown
+                    log.info("lookup of send %s failed: %s", r.id, type(exc).__name__)
+                    continue
+                if out is None or out.status == UNKNOWN:
+                    continue
+                status = {DELIVERED: "delivered", SENT: "sent", FAILED: "failed", TRANSIENT: "failed"}[out.status]
+                res = conn.execute(
+                    update(send_t)
+                    .where(send_t.c.id == r.id, send_t.c.status == "unknown")
+                    .values(status=status, provider_ref=out.provider_ref or r.provider_ref, error_code=out.error_code,
+                            reason=out.reason, finished_at=self.ctx.now)  # fmt: skip
+                )
+                if res.rowcount:
+                    self.summary.reconciled += 1
+                    self._apply_patient_update(conn, r.patient_pk, out)
+                    add_events(conn, [event_row(self.ctx, "send", set_id=r.invoice_set_id, patient_pk=r.patient_pk,
+                                                actor="system", detail={"step": r.step_title, "day": r.step_day,
+                                                "method": r.method, "status": status, "reconciled": True,
+                                                "provider_ref": out.provider_ref, "error_code": out.error_code,
+                                                "reason": out.reason})])  # fmt: skip
+                    self._touched_sets.add(r.invoice_set_id)
+            self._refresh(conn, rule_sets)
+
+    # --- phase: paid and expired ------------------------------------------------------------
+
+    def _expire_and_pay(self) -> None:
+        now = self.ctx.now
+        with self.store.write() as conn:
+            rule_sets = RuleSets(conn)
+            open_values = [s.value for s in OPEN]
+            ids = set(
+                conn.execute(
+                    select(invoice_set_t.c.id).where(
+                        invoice_set_t.c.status.in_(open_values), invoice_set_t.c.amount_outstanding_cents <= 0
+                    )
+                ).scalars()
+            )
+            for rid, (_, _, rs) in rule_sets.by_id.items():
+                cutoff = now - timedelta(days=rs.expiry_day)
+                ids.update(
+                    conn.execute(
+                        select(invoice_set_t.c.id).where(
+                            invoice_set_t.c.rule_set_id == rid,
+                            invoice_set_t.c.status.in_(open_values),
+                            invoice_set_t.c.status != Status.EXPIRED.value,
+                            invoice_set_t.c.expired_at.is_(None),
+                            invoice_set_t.c.anchor_at <= cutoff,
+                        )
+                    ).scalars()
+                )
+            if ids:
+                self._touched_sets.update(ids)
+                self._refresh(conn, rule_sets)
+
+    def _refresh(self, conn: Connection, rule_sets: RuleSets) -> None:
+        ids = set(self._touched_sets)
+        if self._touched_patients:
+            ids.update(open_set_ids_for_patients(conn, self._touched_patients))
+        if not ids:
+            return
+        changed = refresh_sets(conn, ids, self.ctx, rule_sets)
+        for _, to in changed.values():
+            if to == Status.PAID.value:
+                self.summary.paid += 1
+            elif to == Status.EXPIRED.value:
+                self.summary.expired += 1
+        self._touched_sets.clear()
+        self._touched_patients.clear()
+
+    # --- phase: claim ----------------------------------------------------------------------
+
+    def _due_sets_query(self, batch: int) -> Any:
+        now = self.ctx.now
+        in_flight = exists().where(send_t.c.invoice_set_id == invoice_set_t.c.id, send_t.c.status.in_(IN_FLIGHT))
+        q = (
+            select(invoice_set_t, patient_t.c.patient_id.label("p_patient_id"))
+            .join(patient_t, patient_t.c.id == invoice_set_t.c.patient_pk)
+            .where(
+                invoice_set_t.c.status.in_([s.value for s in SENDABLE]),
+                invoice_set_t.c.next_send_at <= now,
+                invoice_set_t.c.paused_at.is_(None),
+                invoice_set_t.c.amount_outstanding_cents > 0,
+                ~in_flight,
+            )
+            .order_by(invoice_set_t.c.next_send_at, invoice_set_t.c.id)
+            .limit(batch)
+        )
+        if self.pg:
+            q = q.with_for_update(skip_locked=True, of=invoice_set_t)
+        return q
+
+    def _claim(self, conn: Connection, rule_sets: RuleSets, batch: int) -> tuple[list[Claim], list[tuple[int, int, int]]]:
+        """Claims due work in the caller's transaction. Returns (claims, steps to finalize now)."""
+        now = self.ctx.now
+        claims: list[Claim] = []
+        finalize: list[tuple[int, int, int]] = []
+        claims.extend(self._claim_retries(conn, rule_sets, batch))
+        sets = conn.execute(self._due_sets_query(batch)).all()
+        if not sets:
+            return claims, finalize
+        pmap = self._patients(conn, {s.patient_pk for s in sets})
+        day_busy = self._busy_channels(conn, pmap)
+        skipped_rows: list[dict[str, Any]] = []
+        claim_rows: list[dict[str, Any]] = []
+        set_updates: list[tuple[int, dict[str, Any]]] = []
+        for s in sets:
+            p = pmap[s.patient_pk]
+            rs = rule_sets.get(s.rule_set_id)
+            idx = s.next_step_index or 0
+            if idx >= len(rs.steps):
+                self._touched_sets.add(s.id)
+                continue
+            step = rs.steps[idx]
+            zones = zones_of(p, self.ctx.practice_tz)
+            if not is_allowed(now, zones, self.ctx.window):
+                set_updates.append((s.id, {"next_send_at": next_allowed(now, zones, self.ctx.window)}))
+                self.summary.deferred += 1
+                continue
+            base = {"invoice_set_id": s.id, "patient_pk": s.patient_pk, "schedule_gen": s.schedule_gen,
+                    "step_index": idx, "step_day": step.day, "step_title": step.title,
+                    "rule_set_version": rule_sets.version(s.rule_set_id), "due_at": s.next_send_at}  # fmt: skip
+            if not step_applies(step, s.amount_outstanding_cents):
+                for m in step.methods:
+                    skipped_rows.append({**base, "method": m, "status": "skipped", "finished_at": now,
+                                         "reason": f"balance {format_dollars(s.amount_outstanding_cents)} is outside "
+                                                   "this step's min/max balance"})  # fmt: skip
+                set_updates.append((s.id, {"next_step_index": idx + 1}))
+                self._touched_sets.add(s.id)
+                continue
+            usable = usable_methods(contact_of(p))
+            today = now.astimezone(zone(zones[0])).date().isoformat()
+            candidates = [m for m in step.methods if usable[m] is None]
+            blocked = [m for m in candidates if m in MESSAGE_CHANNELS and (s.patient_pk, m, today) in day_busy]
+            if blocked:
+                tomorrow = datetime.combine(now.astimezone(zone(zones[0])).date() + timedelta(days=1), dtime(0),
+                                            tzinfo=zone(zones[0]))  # fmt: skip
+                set_updates.append((s.id, {"next_send_at": next_allowed(tomorrow, zones, self.ctx.window)}))
+                self.summary.deferred += 1
+                continue
+            for m in step.methods:
+                if usable[m] is not None:
+                    skipped_rows.append({**base, "method": m, "status": "skipped", "finished_at": now, "reason": usable[m]})
+            for m in candidates:
+                token = secrets.token_hex(16)
+                claim_rows.append({**base, "method": m, "status": "claimed", "claim_token": token,
+                                   "lease_until": now + self.lease, "attempts": 1, "local_day": today})  # fmt: skip
+                if m in MESSAGE_CHANNELS:
+                    day_busy.add((s.patient_pk, m, today))
+            set_updates.append((s.id, {"next_step_index": idx + 1}))
+            if not candidates:
+                finalize.append((s.id, s.schedule_gen, idx))
+        self.summary.skipped += len(skipped_rows)
+        for chunk in chunks(skipped_rows, 1000):
+            conn.execute(insert(send_t), list(chunk))
+        if skipped_rows:
+            add_events(conn, [
+                event_row(self.ctx, "send", set_id=r["invoice_set_id"], patient_pk=r["patient_pk"], actor="system",
+                          detail={"step": r["step_title"], "day": r["step_day"], "method": r["method"],
+                                  "status": "skipped", "reason": r["reason"]})  # fmt: skip
+                for r in skipped_rows
+            ])
+        for sid, values in set_updates:
+            conn.execute(update(invoice_set_t).where(invoice_set_t.c.id == sid).values(updated_at=now, **values))
+        if claim_rows:
+            ids: list[int] = []
+            for chunk in chunks(claim_rows, 500):
+                res = conn.execute(insert(send_t).returning(send_t.c.id, sort_by_parameter_order=True), list(chunk))
+                ids.extend(r[0] for r in res)
+            set_rows = {s.id: s for s in sets}
+            for send_id, row in zip(ids, claim_rows, strict=True):
+                s = set_rows[row["invoice_set_id"]]
+                rs = rule_sets.get(s.rule_set_id)
+                step = rs.steps[row["step_index"]]
+                claims.append(self._make_claim(send_id, row, s, pmap[s.patient_pk], step, rs, is_fallback=False))
+        return claims, finalize
+
+    def _claim_retries(self, conn: Connection, rule_sets: RuleSets, batch: int) -> list[Claim]:
+        now = self.ctx.now
+        q = (
+            select(send_t, invoice_set_t.c.rule_set_id, invoice_set_t.c.amount_outstanding_cents.label("balance"))
+            .join(invoice_set_t, invoice_set_t.c.id == send_t.c.invoice_set_id)
+            .where(
+                send_t.c.status == "pending",
+                send_t.c.next_attempt_at <= now,
+                invoice_set_t.c.status.in_([s.value for s in SENDABLE]),
+                invoice_set_t.c.paused_at.is_(None),
+                invoice_set_t.c.amount_outstanding_cents > 0,
+            )
+            .order_by(send_t.c.next_attempt_at, send_t.c.id)
+            .limit(batch)
+        )
+        if self.pg:
+            q = q.with_for_update(skip_locked=True, of=send_t)
+        rows = conn.execute(q).all()
+        if not rows:
+            return []
+        pmap = self._patients(conn, {r.patient_pk for r in rows})
+        out: list[Claim] = []
+        for r in rows:
+            p = pmap[r.patient_pk]
+            zones = zones_of(p, self.ctx.practice_tz)
+            if not is_allowed(now, zones, self.ctx.window):
+                conn.execute(update(send_t).where(send_t.c.id == r.id).values(next_attempt_at=next_allowed(now, zones, self.ctx.window)))
+                self.summary.deferred += 1
+                continue
+            token = secrets.token_hex(16)
+            conn.execute(
+                update(send_t)
+                .where(send_t.c.id == r.id, send_t.c.status == "pending")
+                .values(status="claimed", claim_token=token, lease_until=now + self.lease, attempts=r.attempts + 1)
+            )
+            rs = rule_sets.get(r.rule_set_id)
+            step = rs.steps[r.step_index] if r.step_index < len(rs.steps) else None
+            s_like = _SetLike(r.invoice_set_id, r.patient_pk, r.schedule_gen, r.balance)
+            row = {"invoice_set_id": r.invoice_set_id, "schedule_gen": r.schedule_gen, "step_index": r.step_index,
+                   "step_day": r.step_day, "step_title": r.step_title, "method": r.method, "claim_token": token}  # fmt: skip
+            out.append(self._make_claim(r.id, row, s_like, p, step, rs, is_fallback=bool(r.is_fallback)))
+        return out
+
+    def _patients(self, conn: Connection, pks: set[int]) -> dict[int, Any]:
+        out: dict[int, Any] = {}
+        for chunk in chunks(sorted(pks)):
+            for p in conn.execute(select(patient_t).where(patient_t.c.id.in_(chunk))):
+                out[p.id] = p
+        return out
+
+    def _busy_channels(self, conn: Connection, pmap: dict[int, Any]) -> set[tuple[int, str, str]]:
+        """(patient, channel, local day) already used today, across all of the patient's sets."""
+        busy: set[tuple[int, str, str]] = set()
+        days = set()
+        for p in pmap.values():
+            zones = zones_of(p, self.ctx.practice_tz)
+            days.add(self.ctx.now.astimezone(zone(zones[0])).date().isoformat())
+        for chunk in chunks(sorted(pmap)):
+            for ppk, method, day in conn.execute(
+                select(send_t.c.patient_pk, send_t.c.method, send_t.c.local_day).where(
+                    send_t.c.patient_pk.in_(chunk),
+                    send_t.c.local_day.in_(sorted(days)),
+                    send_t.c.method.in_(MESSAGE_CHANNELS),
+                    send_t.c.status.in_(("claimed", "pending", "sent", "delivered", "unknown")),
+                )
+            ):
+                busy.add((ppk, method, day))
+        return busy
+
+    def _values(self, s: Any, p: Any) -> dict[str, str]:
+        return {
+            "first_name": p.first_name,
+            "last_name": p.last_name,
+            "full_name": f"{p.first_name} {p.last_name}".strip(),
+            "balance": format_dollars(s.amount_outstanding_cents),
+            "url": payment_url(s.id, self.ctx),
+            "practice_name": self.ctx.practice_name,
+            "practice_phone": self._phone_display,
+            "invoice_id": str(s.id),
+        }
+
+    def _make_claim(self, send_id: int, row: dict[str, Any], s: Any, p: Any, step: Step | None, rs: RuleSet,
+                    *, is_fallback: bool) -> Claim:  # fmt: skip
+        template = (step.message if step and step.message.strip() else "") or DEFAULT_FALLBACK_MESSAGE
+        values = self._values(s, p)
+        msg = Message(
+            send_id=send_id, set_id=s.id, method=row["method"], step_title=row["step_title"],
+            body=render(template, values), payment_url=values["url"], phone=p.phone, email=p.email,
+            first_name=p.first_name, last_name=p.last_name,
+            address={k: getattr(p, k) for k in ("address_line1", "address_line2", "city", "state", "postal_code", "country")},
+            card_token=p.card_token, balance_cents=s.amount_outstanding_cents, practice_name=self.ctx.practice_name,
+            practice_phone=self._phone_display, claim_token=row["claim_token"],
+        )  # fmt: skip
+        return Claim(send_id, s.id, p.id, row["schedule_gen"], row["step_index"], row["step_day"], row["method"],
+                     row["claim_token"], is_fallback, msg)  # fmt: skip
+
+    def _message_for_row(self, conn: Connection, r: Any, rule_sets: RuleSets) -> Message | None:
+        s = conn.execute(select(invoice_set_t).where(invoice_set_t.c.id == r.invoice_set_id)).first()
+        p = conn.execute(select(patient_t).where(patient_t.c.id == r.patient_pk)).first()
+        if s is None or p is None:
+            return None
+        rs = rule_sets.get(s.rule_set_id)
+        step = rs.steps[r.step_index] if r.step_index < len(rs.steps) else None
+        row = {"method": r.method, "step_title": r.step_title, "claim_token": r.claim_token or "",
+               "schedule_gen": r.schedule_gen, "step_index": r.step_index, "step_day": r.step_day}  # fmt: skip
+        return self._make_claim(r.id, row, s, p, step, rs, is_fallback=bool(r.is_fallback)).msg
+
+    # --- phase: send and record -------------------------------------------------------------
+
+    def _deliver(self, claims: list[Claim], finalize: list[tuple[int, int, int]]) -> None:
+        pending_final = list(finalize)
+        while claims or pending_final:
+            claims = self._drop_stale(claims)
+            results = self._call_providers(claims)
+            with self.store.write() as conn:
+                rule_sets = RuleSets(conn)
+                steps = self._record(conn, results) | set(pending_final)
+                claims = self._finalize(conn, rule_sets, steps)
+                self._refresh(conn, rule_sets)
+            pending_final = []
+
+    def _drop_stale(self, claims: list[Claim]) -> list[Claim]:
+        """Re-read the balance and status right before calling providers: a payment, pause or
+        cancel committed since the claim stops the send."""
+        if not claims:
+            return claims
+        ids = sorted({c.set_id for c in claims})
+        ok: dict[int, int] = {}
+        with self.store.read() as conn:
+            for chunk in chunks(ids):
+                for sid, status, paused, bal in conn.execute(
+                    select(invoice_set_t.c.id, invoice_set_t.c.status, invoice_set_t.c.paused_at,
+                           invoice_set_t.c.amount_outstanding_cents).where(invoice_set_t.c.id.in_(chunk))  # fmt: skip
+                ):
+                    if status in [s.value for s in SENDABLE] and paused is None and bal > 0:
+                        ok[sid] = bal
+        keep = [c for c in claims if c.set_id in ok]
+        stale = [c for c in claims if c.set_id not in ok]
+        if stale:
+            with self.store.write() as conn:
+                for c in stale:
+                    conn.execute(
+                        update(send_t)
+                        .where(send_t.c.id == c.send_id, send_t.c.claim_token == c.token, send_t.c.status == "claimed")
+                        .values(status="cancelled", reason="set stopped or paid before sending", finished_at=self.ctx.now,
+                                lease_until=None)  # fmt: skip
+                    )
+                    self._touched_sets.add(c.set_id)
+        for c in keep:
+            if c.msg.balance_cents != ok[c.set_id]:
+                c.msg.balance_cents = ok[c.set_id]
+        return keep
+
+    def _call_one(self, c: Claim) -> tuple[Claim, Outcome]:
+        provider = self.providers[c.method]
+        try:
+            out = provider.send(c.msg)
+        except ProviderConfigError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - anything unexpected mid-call may have gone out
+            log.info("send %s (%s) raised %s", c.send_id, c.method, type(exc).__name__)
+            out = Outcome(UNKNOWN, None, None, f"provider call ended without an answer ({type(exc).__name__})")
+        log.info("send %s %s to %s: %s", c.send_id, c.method, mask_phone(c.msg.phone) if c.method in ("sms", "call") else "patient", out.status)
+        return c, out
+
+    def _call_providers(self, claims: list[Claim]) -> list[tuple[Claim, Outcome]]:
+        if not claims:
+            return []
+        config_error: ProviderConfigError | None = None
+        results: list[tuple[Claim, Outcome]] = []
+        if self.concurrency == 1 or len(claims) == 1:
+            for c in claims:
+                if config_error is not None:
+                    break
+                try:
+                    results.append(self._call_one(c))
+                except ProviderConfigError as exc:
+                    config_error = exc
+        else:
+            with ThreadPoolExecutor(max_workers=min(self.concurrency, len(claims))) as pool:
+                futures = [pool.submit(self._call_one, c) for c in claims]
+                for f in futures:
+                    try:
+                        results.append(f.result())
+                    except ProviderConfigError as exc:
+                        config_error = exc
+        if self.progress:
+            self.progress(len(results))
+        if config_error is not None:
+            done = {c.send_id for c, _ in results}
+            with self.store.write() as conn:
+                self._record(conn, results)
+                for c in claims:
+                    if c.send_id not in done:  # not sent: back to pending, no attempt used
+                        conn.execute(
+                            update(send_t)
+                            .where(send_t.c.id == c.send_id, send_t.c.claim_token == c.token)
+                            .values(status="pending", claim_token=None, lease_until=None, next_attempt_at=self.ctx.now,
+                                    attempts=send_t.c.attempts - 1)  # fmt: skip
+                        )
+            raise ConfigError(f"provider configuration error: {config_error}; the run stopped and sent nothing more")
+        return results
+
+    def _record(self, conn: Connection, results: list[tuple[Claim, Outcome]]) -> set[tuple[int, int, int]]:
+        now = self.ctx.now
+        steps: set[tuple[int, int, int]] = set()
+        events: list[dict[str, Any]] = []
+        charges: list[tuple[Claim, Outcome]] = []
+        for c, out in results:
+            values: dict[str, Any] = {"provider_ref": out.provider_ref, "error_code": out.error_code, "reason": out.reason,
+                                      "claim_token": None, "lease_until": None}  # fmt: skip
+            status = out.status
+            if status == TRANSIENT:
+                attempts = conn.execute(select(send_t.c.attempts).where(send_t.c.id == c.send_id)).scalar_one()
+                if attempts >= self.max_attempts:
+                    status = FAILED
+                    values["reason"] = f"{out.reason or 'temporary failure'} (gave up after {attempts} attempts)"
+                else:
+                    values.update(status="pending", next_attempt_at=now + backoff(attempts))
+            if status != TRANSIENT:
+                values["status"] = {DELIVERED: "delivered", SENT: "sent", FAILED: "failed", UNKNOWN: "unknown"}[status]
+                values["finished_at"] = now if status in (DELIVERED, FAILED) else None
+                if status in (DELIVERED, SENT, UNKNOWN):
+                    values["sent_at"] = now
+            res = conn.execute(
+                update(send_t)
+                .where(send_t.c.id == c.send_id, send_t.c.claim_token == c.token, send_t.c.status == "claimed")
+                .values(**values)
+            )
+            if not res.rowcount:
+                # Fenced: our lease expired and another run took this send over; its result stands.
+                log.info("send %s: claim token no longer matches; result discarded", c.send_id)
+                continue
+            shown = values.get("status", "pending")
+            if shown in ("delivered", "sent"):
+                self.summary.sent += 1
+            elif shown == "failed":
+                self.summary.failed += 1
+            elif shown == "unknown":
+                self.summary.unknown += 1
+            events.append(event_row(self.ctx, "send", set_id=c.set_id, patient_pk=c.patient_pk, actor="system",
+                                    detail={"step": c.msg.step_title, "day": c.step_day, "method": c.method,
+                                            "status": shown, "provider_ref": out.provider_ref,
+                                            "error_code": out.error_code, "reason": values.get("reason"),
+                                            "fallback": c.is_fallback or None}))  # fmt: skip
+            self._apply_patient_update(conn, c.patient_pk, out)
+            if c.method == "charge_card" and out.status == DELIVERED and out.charged_cents > 0:
+                charges.append((c, out))
+            steps.add((c.set_id, c.gen, c.step_index))
+            self._touched_sets.add(c.set_id)
+        add_events(conn, events)
+        if charges:
+            self._record_card_payments(conn, charges)
+        return steps
+
+    def _apply_patient_update(self, conn: Connection, patient_pk: int, out: Outcome) -> None:
+        if not out.patient_update:
+            return
+        allowed = {k: v for k, v in out.patient_update.items() if k in ("phone_type", "sms_opt_out", "call_opt_out", "email_suppressed", "email_opt_out")}
+        if allowed:
+            conn.execute(update(patient_t).where(patient_t.c.id == patient_pk).values(updated_at=self.ctx.now, **allowed))
+            self._touched_patients.add(patient_pk)
+
+    def _record_card_payments(self, conn: Connection, charges: list[tuple[Claim, Outcome]]) -> None:
+        from outreach_cli.core.importer import apply_payments
+
+        rule_sets = RuleSets(conn)
+        payments = []
+        for c, out in charges:
+            bal = conn.execute(
+                select(invoice_set_t.c.amount_outstanding_cents).where(invoice_set_t.c.id == c.set_id)
+            ).scalar_one()
+            amount = min(out.charged_cents, bal)
+            if amount > 0:
+                payments.append({"payment_id": f"card-{c.send_id}", "patient_pk": c.patient_pk, "amount_cents": amount,
+                                 "paid_at": self.ctx.now, "charge_ref": None, "source": "card"})  # fmt: skip
+        if payments:
+            apply_payments(conn, payments, self.ctx, rule_sets)
+
+    # --- phase: step outcome and fallbacks --------------------------------------------------
+
+    def _finalize(self, conn: Connection, rule_sets: RuleSets, steps: set[tuple[int, int, int]]) -> list[Claim]:
+        """For each step whose sends are all final: delivered -> the set is no longer failed;
+        nothing delivered -> try the rule set's fallbacks in order; none left -> failed."""
+        now = self.ctx.now
+        new_claims: list[Claim] = []
+        for set_id, gen, idx in sorted(steps):
+            sends = conn.execute(
+                select(send_t).where(send_t.c.invoice_set_id == set_id, send_t.c.schedule_gen == gen,
+                                     send_t.c.step_index == idx)  # fmt: skip
+            ).all()
+            if any(r.status in IN_FLIGHT for r in sends):
+                continue
+            s = conn.execute(select(invoice_set_t).where(invoice_set_t.c.id == set_id)).one()
+            if any(r.status in COUNTS_AS_SENT for r in sends):
+                if s.failed_reason is not None and s.schedule_gen == gen:
+                    conn.execute(update(invoice_set_t).where(invoice_set_t.c.id == set_id).values(failed_reason=None))
+                    self._touched_sets.add(set_id)
+                continue
+            if s.status not in [x.value for x in SENDABLE] or s.paused_at is not None or s.schedule_gen != gen:
+                continue
+            if s.amount_outstanding_cents <= 0 or all(r.status == "cancelled" for r in sends if not r.is_fallback):
+                continue
+            rs = rule_sets.get(s.rule_set_id)
+            tried = {r.method for r in sends}
+            p = conn.execute(select(patient_t).where(patient_t.c.id == s.patient_pk)).one()
+            usable = usable_methods(contact_of(p))
+            step = rs.steps[idx] if idx < len(rs.steps) else None
+            title = sends[0].step_title if sends else (step.title if step else f"step {idx + 1}")
+            day = sends[0].step_day if sends else (step.day if step else 0)
+            zones = zones_of(p, self.ctx.practice_tz)
+            today = now.astimezone(zone(zones[0])).date().isoformat()
+            chosen = None
+            for m in rs.fallback:
+                if m in tried:
+                    continue
+                base = {"invoice_set_id": set_id, "patient_pk": s.patient_pk, "schedule_gen": gen, "step_index": idx,
+                        "step_day": day, "step_title": title, "rule_set_version": rule_sets.version(s.rule_set_id),
+                        "due_at": now, "method": m, "is_fallback": True}  # fmt: skip
+                if usable[m] is not None:
+                    conn.execute(insert(send_t), {**base, "status": "skipped", "reason": usable[m], "finished_at": now})
+                    self.summary.skipped += 1
+                    continue
+                chosen = {**base, "status": "claimed", "claim_token": secrets.token_hex(16), "lease_until": now + self.lease,
+                          "attempts": 1, "local_day": today}  # fmt: skip
+                break
+            if chosen is not None:
+                send_id = conn.execute(insert(send_t).returning(send_t.c.id), chosen).scalar_one()
+                new_claims.append(self._make_claim(send_id, chosen, s, p, step, rs, is_fallback=True))
+                continue
+            sends = conn.execute(
+                select(send_t).where(send_t.c.invoice_set_id == set_id, send_t.c.schedule_gen == gen,
+                                     send_t.c.step_index == idx).order_by(send_t.c.id)  # fmt: skip
+            ).all()
+            reasons = "; ".join(f"{r.method}: {r.reason or r.status}" for r in sends)
+            conn.execute(
+                update(invoice_set_t).where(invoice_set_t.c.id == set_id)
+                .values(failed_reason=f'step "{title}" (day {day}) could not be delivered: {reasons}')
+            )
+            self._touched_sets.add(set_id)
+        return new_claims
+
+    # --- dry run ------------------------------------------------------------------------------
+
+    def _dry_run(self) -> None:
+        class _Rollback(Exception):
+            pass
+
+        try:
+            with self.store.write() as conn:
+                rule_sets = RuleSets(conn)
+                claims, _ = self._claim(conn, rule_sets, self.limit or 10_000)
+                for c in claims:
+                    self.summary.would_send.append({"id": c.set_id, "step": c.msg.step_title, "day": c.step_day,
+                                                    "method": c.method, "fallback": c.is_fallback})  # fmt: skip
+                raise _Rollback()
+        except _Rollback:
+            pass
+
+
+@dataclass
+class _SetLike:
+    id: int
+    patient_pk: int
+    schedule_gen: int
+    amount_outstanding_cents: int
+
+
+def forecast(store: Any, ctx: Context, days: int) -> list[dict[str, Any]]:
+    """Every send due in the next ``days`` days, and the ones predicted to fail, with reasons."""
+    from outreach_cli.core.scheduling import scheduled_at
+    from outreach_cli.core.timeutil import iso_z
+
+    horizon = ctx.now + timedelta(days=days)
+    out: list[dict[str, Any]] = []
+    with store.read() as conn:
+        rule_sets = RuleSets(conn)
+        q = (
+            select(invoice_set_t, patient_t.c.patient_id.label("p_patient_id"))
+            .join(patient_t, patient_t.c.id == invoice_set_t.c.patient_pk)
+            .where(
+                invoice_set_t.c.status.in_([s.value for s in SENDABLE]),
+                invoice_set_t.c.paused_at.is_(None),
+                invoice_set_t.c.next_send_at.is_not(None),
+                invoice_set_t.c.next_send_at < horizon,
+            )
+            .order_by(invoice_set_t.c.next_send_at, invoice_set_t.c.id)
+        )
+        sets = conn.execute(q).all()
+        pmap: dict[int, Any] = {}
+        for chunk in chunks(sorted({s.patient_pk for s in sets})):
+            for p in conn.execute(select(patient_t).where(patient_t.c.id.in_(chunk))):
+                pmap[p.id] = p
+    for s in sets:
+        p = pmap[s.patient_pk]
+        rs = rule_sets.get(s.rule_set_id)
+        usable = usable_methods(contact_of(p))
+        zones = zones_of(p, ctx.practice_tz)
+        end = expires_at(s.anchor_at, rs.expiry_day)
+        for step in rs.steps[(s.next_step_index or 0) :]:
+            at = scheduled_at(s.anchor_at, step.day, zones, ctx.window)
+            if at >= horizon or at >= end:
+                break
+            if not step_applies(step, s.amount_outstanding_cents):
+                continue
+            ok = [m for m in step.methods if usable[m] is None]
+            fb = [m for m in rs.fallback if m not in step.methods and usable[m] is None]
+            if ok:
+                prediction, reason = "ok", None
+            elif fb:
+                prediction, reason = "fallback", "own methods unusable; fallback " + fb[0]
+            else:
+                prediction = "will-fail"
+                reason = "; ".join(f"{m}: {usable[m]}" for m in step.methods)
+            out.append({"id": s.id, "patient_id": s.p_patient_id, "due_at": iso_z(max(at, ctx.now)), "step": step.title,
+                        "day": step.day, "methods": list(step.methods), "usable_methods": ok, "prediction": prediction,
+                        "reason": reason})  # fmt: skip
+    out.sort(key=lambda r: (r["due_at"], r["id"]))
+    return out
+
