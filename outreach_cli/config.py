@@ -212,6 +212,12 @@ def _validate(s: Settings) -> None:
     m = _WINDOW.match(window)
     if not m or not (int(m.group(1)) * 60 + int(m.group(2)) < int(m.group(3)) * 60 + int(m.group(4)) <= 24 * 60):
         raise ConfigError(f"sending.window {window!r}: expected HH:MM-HH:MM with the start before the end")
+    start = int(m.group(1)) * 60 + int(m.group(2))
+    end = int(m.group(3)) * 60 + int(m.group(4))
+    if min(end, 21 * 60) - max(start, 8 * 60) < 30:
+        raise ConfigError(
+            f"sending.window {window!r} leaves less than 30 minutes inside 08:00-21:00, when sending is ever allowed"
+        )
     for ch, allowed in CHANNEL_CHOICES.items():
         if s.channels[ch] not in allowed:
             raise ConfigError(f"channels.{ch} = {s.channels[ch]!r}: choose one of {', '.join(allowed)}")

@@ -99,6 +99,9 @@ def _print_error(env: Environment | None, message: str, details: list[str] | Non
         print(f"  {line}", file=stream)
 
 
+_command = None
+
+
 def run(argv: list[str] | None = None, env: Environment | None = None) -> int:
     """Run the command line and return the exit code (tests call this directly)."""
     from typer.main import get_command
@@ -107,7 +110,10 @@ def run(argv: list[str] | None = None, env: Environment | None = None) -> int:
 
     args = list(sys.argv[1:] if argv is None else argv)
     verbose = "-v" in args or "--verbose" in args
-    cmd = get_command(app)
+    global _command
+    if _command is None:
+        _command = get_command(app)
+    cmd = _command
     try:
         rv = cmd.main(args=args, prog_name="outreach", standalone_mode=False)
         return int(rv) if isinstance(rv, int) else 0

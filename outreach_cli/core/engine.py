@@ -334,7 +334,10 @@ class Engine:
             step = rs.steps[idx]
             zones = zones_of(p, self.ctx.practice_tz)
             if not is_allowed(now, zones, self.ctx.window):
-                set_updates.append((s.id, {"next_send_at": next_allowed(now, zones, self.ctx.window)}))
+                nxt = self._next_allowed(now, zones)
+                set_updates.append((s.id, {"next_send_at": nxt}))
+                if nxt is None:
+                    self._touched_sets.add(s.id)  # re-evaluation explains it (will-fail)
                 self.summary.deferred += 1
                 continue
             base = {"invoice_set_id": s.id, "patient_pk": s.patient_pk, "schedule_gen": s.schedule_gen,
@@ -355,7 +358,7 @@ class Engine:
             if blocked:
                 tomorrow = datetime.combine(now.astimezone(zone(zones[0])).date() + timedelta(days=1), dtime(0),
                                             tzinfo=zone(zones[0]))  # fmt: skip
-                set_updates.append((s.id, {"next_send_at": next_allowed(tomorrow, zones, self.ctx.window)}))
+                set_updates.append((s.id, {"next_send_at": self._next_allowed(tomorrow, zones)}))
                 self.summary.deferred += 1
                 continue
             for m in step.methods:
@@ -421,7 +424,8 @@ class Engine:
             p = pmap[r.patient_pk]
             zones = zones_of(p, self.ctx.practice_tz)
             if not is_allowed(now, zones, self.ctx.window):
-                conn.execute(update(send_t).where(send_t.c.id == r.id).values(next_attempt_at=next_allowed(now, zones, self.ctx.window)))
+                later = self._next_allowed(now, zones) or now + timedelta(days=1)
+                conn.execute(update(send_t).where(send_t.c.id == r.id).values(next_attempt_at=later))
                 self.summary.deferred += 1
                 continue
             token = secrets.token_hex(16)
@@ -437,6 +441,13 @@ class Engine:
                    "step_day": r.step_day, "step_title": r.step_title, "method": r.method, "claim_token": token}  # fmt: skip
             out.append(self._make_claim(r.id, row, s_like, p, step, rs, is_fallback=bool(r.is_fallback)))
         return out
+
+    def _next_allowed(self, moment: datetime, zones: tuple[str, ...]) -> datetime | None:
+        """None when the zones share no allowed moment (the set's re-evaluation says will-fail)."""
+        try:
+            return next_allowed(moment, zones, self.ctx.window)
+        except ValueError:
+            return None
 
     def _patients(self, conn: Connection, pks: set[int]) -> dict[int, Any]:
         out: dict[int, Any] = {}
@@ -672,7 +683,8 @@ class Engine:
                 payments.append({"payment_id": f"card-{c.send_id}", "patient_pk": c.patient_pk, "amount_cents": amount,
                                  "paid_at": self.ctx.now, "charge_ref": None, "source": "card"})  # fmt: skip
         if payments:
-            apply_payments(conn, payments, self.ctx, rule_sets)
+            changed = apply_payments(conn, payments, self.ctx, rule_sets)
+            self.summary.paid += sum(1 for _, to in changed.values() if to == Status.PAID.value)
 
     # --- phase: step outcome and fallbacks --------------------------------------------------
 

@@ -11,7 +11,7 @@ from datetime import datetime
 
 from outreach_cli.core.contacts import Contact, usable_methods
 from outreach_cli.core.rulesets import RuleSet, Step
-from outreach_cli.core.scheduling import Window, expires_at, scheduled_at
+from outreach_cli.core.scheduling import Window, expires_at, next_allowed, step_due
 from outreach_cli.core.statuses import TERMINAL, Status
 
 
@@ -115,7 +115,15 @@ def evaluate(
             idx += 1  # skipped at send time; show the step that will actually run
         if idx < len(steps):
             step = steps[idx]
-            next_at = scheduled_at(anchor, step.day, zones, window)
+            try:
+                # An overdue step (catch-up) is due now, or at the next allowed moment.
+                next_at = next_allowed(max(step_due(anchor, step.day), now), zones, window)
+            except ValueError as exc:
+                # No moment is allowed in all of the patient's zones under this sending window.
+                will_fail = f"{step.label()}: {exc} ({' and '.join(zones)})"
+                shown, reason = derive_status(
+                    None, paused=paused, expired=expired, failed_reason=failed_reason, will_fail_reason=will_fail
+                )
             step_title = step.title
             methods = ",".join(step.methods)
     return SetView(shown, reason, will_fail, expired_at, next_at, step_title, methods)

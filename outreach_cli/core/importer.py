@@ -518,9 +518,9 @@ def apply_payments(
     payments: list[dict[str, Any]],
     ctx: Context,
     rule_sets: RuleSets,
-) -> int:
+) -> dict[int, tuple[str, str]]:
     """Apply new payments (dicts with patient_pk, payment_id, amount_cents, paid_at, charge_ref,
-    source). Returns the number of sets whose status changed (e.g. to paid)."""
+    source). Returns {set_id: (from, to)} for the sets whose status changed (e.g. to paid)."""
     pks = sorted({p["patient_pk"] for p in payments})
     outstanding: dict[int, list[dict[str, Any]]] = defaultdict(list)
     for chunk in chunks(pks):
@@ -584,7 +584,7 @@ def apply_payments(
     add_events(conn, events)
     touched = {sid for (_, sid) in per_set}
     recompute_amounts(conn, touched)
-    return len(refresh_sets(conn, touched, ctx, rule_sets))
+    return refresh_sets(conn, touched, ctx, rule_sets)
 
 
 def _import_payments(
@@ -606,7 +606,7 @@ def _import_payments(
     new.sort(key=lambda p: p["paid_at"])
     report.created += len(new)
     if new:
-        report.sets_changed += apply_payments(conn, new, ctx, rule_sets)
+        report.sets_changed += len(apply_payments(conn, new, ctx, rule_sets))
 
 
 # --- entry point -----------------------------------------------------------------------------
