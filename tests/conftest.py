@@ -75,7 +75,7 @@ def pg_url_or_skip() -> str:
         pytest.skip(str(exc))
 
 
-_TABLES = ("send", "payment_allocation", "payment", "charge", "event", "invoice_set", "rule_set_version",
+_TABLES = ("send", "inbound_message", "payment_allocation", "payment", "charge", "event", "invoice_set", "rule_set_version",
            "rule_set", "patient", "meta")  # fmt: skip
 
 

@@ -88,6 +88,7 @@ def upgrade() -> None:
     sa.Column('next_step', sa.String(), nullable=True),
     sa.Column('next_methods', sa.String(), nullable=True),
     sa.Column('schedule_gen', sa.Integer(), nullable=False),
+    sa.Column('recheck_step', sa.Integer(), nullable=True),
     sa.Column('exported_at', sa.DateTime(timezone=True), nullable=True),
     sa.Column('closed_at', sa.DateTime(timezone=True), nullable=True),
     sa.Column('updated_at', sa.DateTime(timezone=True), nullable=False),
@@ -154,6 +155,13 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f('ix_charge_invoice_set_id'), ['invoice_set_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_charge_patient_pk'), ['patient_pk'], unique=False)
 
+    op.create_table('inbound_message',
+    sa.Column('sid', sa.String(), nullable=False),
+    sa.Column('received_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('patient_pk', sa.Integer(), nullable=True),
+    sa.ForeignKeyConstraint(['patient_pk'], ['patient.id'], ),
+    sa.PrimaryKeyConstraint('sid')
+    )
     op.create_table('event',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('invoice_set_id', sa.Integer(), nullable=True),
@@ -271,6 +279,7 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_event_actor'))
 
     op.drop_table('event')
+    op.drop_table('inbound_message')
     with op.batch_alter_table('charge', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_charge_patient_pk'))
         batch_op.drop_index(batch_op.f('ix_charge_invoice_set_id'))

@@ -18,15 +18,16 @@ def register(app: typer.Typer) -> None:
 
 
 def build_engine(a: App, *, limit: int | None = None, concurrency: int | None = None):  # type: ignore[no-untyped-def]
-    from outreach_cli.core.channels import build_providers
+    from outreach_cli.core import channels
+    from outreach_cli.core.channels.base import ProviderConfigError
     from outreach_cli.core.engine import Engine
     from outreach_cli.core.errors import ConfigError
 
     s = a.settings
     store = a.store()
     try:
-        providers = build_providers(s.channels)
-    except (ValueError, KeyError) as exc:
+        providers = channels.build_providers(s.channels)
+    except (ValueError, KeyError, ProviderConfigError) as exc:
         raise ConfigError(str(exc)) from None
     return Engine(
         store,
@@ -88,3 +89,23 @@ def forecast(
     if f == "table":
         fails = sum(1 for r in rows if r["prediction"] == "will-fail")
         a.info(f"{len(rows)} send(s) in the next {days} day(s); {fails} predicted to fail")
+
+
+@events_app.command("ingest")
+def ingest(
+    ctx: typer.Context,
+    file: Annotated[str, typer.Argument(help="JSON lines, or - for stdin.", metavar="FILE|-")],
+) -> None:
+    """Apply delivery facts from any source, one JSON object per line:
+    {"type": "sms_status", "sid", "status", "error_code"}, {"type": "inbound_sms", "from", "body",
+    "received_at"}, {"type": "email_bounce", "email", "reason"}, {"type": "email_complaint", "email"}.
+    All-or-nothing: a bad line is reported with its number and nothing is applied (exit 2)."""
+    from outreach_cli.cli.context import read_input
+    from outreach_cli.core.ingest import ingest as do_ingest
+    from outreach_cli.core.readers import decode
+
+    a = get_app(ctx)
+    store = a.store()
+    data, source = read_input(a, file)
+    report = do_ingest(store, decode(data, source), a.context(actor="system"), source)
+    a.info(f"events ingest: {report.lines} line(s), {report.applied} applied, {report.unchanged} unchanged")

@@ -201,46 +201,121 @@ class Engine:
             self.summary.unknown += len(rows)
 
     def _reconcile(self) -> None:
-        """Resolve `unknown` sends by asking the provider, never by sending again."""
+        """Learn what happened after earlier sends: resolve `unknown` sends by looking them up
+        (never by sending again), fetch final statuses of accepted Twilio messages, read inbound
+        replies, and re-decide steps whose outcome changed since (fallbacks, failed)."""
+        from outreach_cli.core.inbound import apply_inbound, apply_send_status
+
+        now = self.ctx.now
+        recheck: list[tuple[int, int, int]] = []
         with self.store.read() as conn:
-            rows = conn.execute(select(send_t).where(send_t.c.status == "unknown").order_by(send_t.c.id).limit(5000)).all()
-        if not rows:
-            return
-        with self.store.write() as conn:
-            rule_sets = RuleSets(conn)
-            for r in rows:
-                provider = self.providers.get(r.method)
-                if provider is None:
-                    continue
-                msg = self._message_for_row(conn, r, rule_sets)
-                if msg is None:
-                    continue
-                try:
-                    out = provider.lookup(r.provider_ref, msg)
-                except ProviderConfigError as exc:
-                    raise ConfigError(f"{r.method} provider: {exc}") from None
-                except Exception as exc:  # noqa: BLE001 - a lookup failure leaves it unknown
-                    log.info("lookup of send %s failed: %s", r.id, type(exc).__name__)
-                    continue
-                if out is None or out.status == UNKNOWN:
-                    continue
-                status = {DELIVERED: "delivered", SENT: "sent", FAILED: "failed", TRANSIENT: "failed"}[out.status]
-                res = conn.execute(
-                    update(send_t)
-                    .where(send_t.c.id == r.id, send_t.c.status == "unknown")
-                    .values(status=status, provider_ref=out.provider_ref or r.provider_ref, error_code=out.error_code,
-                            reason=out.reason, finished_at=self.ctx.now)  # fmt: skip
+            unknown = conn.execute(select(send_t).where(send_t.c.status == "unknown").order_by(send_t.c.id).limit(5000)).all()
+            fetchable = [m for m, p in self.providers.items() if hasattr(p, "fetch")]
+            accepted = conn.execute(
+                select(send_t)
+                .where(send_t.c.status == "sent", send_t.c.method.in_(fetchable), send_t.c.provider_ref.is_not(None),
+                       send_t.c.sent_at >= now - timedelta(days=7))  # fmt: skip
+                .order_by(send_t.c.id)
+                .limit(5000)
+            ).all() if fetchable else []
+        if unknown or accepted:
+            with self.store.write() as conn:
+                rule_sets = RuleSets(conn)
+                for r in unknown:
+                    self._resolve_unknown(conn, r, rule_sets)
+                for r in accepted:
+                    try:
+                        out = self.providers[r.method].fetch(r.provider_ref)  # type: ignore[attr-defined]
+                    except ProviderConfigError as exc:
+                        raise ConfigError(f"{r.method} provider: {exc}") from None
+                    except Exception as exc:  # noqa: BLE001 - try again next run
+                        log.info("status fetch for send %s failed: %s", r.id, type(exc).__name__)
+                        continue
+                    if apply_send_status(conn, r, out, self.ctx, source="reconciliation"):
+                        self.summary.reconciled += 1
+                        self._touched_patients.add(r.patient_pk)
+                        self._touched_sets.add(r.invoice_set_id)
+                self._refresh(conn, rule_sets)
+        sms = self.providers.get("sms")
+        if sms is not None and hasattr(sms, "inbound") and getattr(sms, "from_number", None):
+            with self.store.read() as conn:
+                since_text = self.store.get_meta(conn, "twilio_inbound_since")
+            since = datetime.fromisoformat(since_text) if since_text else now - timedelta(days=2)
+            try:
+                items = sms.inbound(sms.from_number, since - timedelta(days=1))
+            except ProviderConfigError as exc:
+                raise ConfigError(f"sms provider: {exc}") from None
+            except Exception as exc:  # noqa: BLE001 - replies are read again next run
+                log.info("reading inbound messages failed: %s", type(exc).__name__)
+                items = []
+            if items:
+                with self.store.write() as conn:
+                    n, pts = apply_inbound(conn, items, self.ctx)
+                    self.summary.reconciled += n
+                    self._touched_patients |= pts
+                    newest = max((i["received_at"] for i in items if i["received_at"]), default=since)
+                    self._set_meta(conn, "twilio_inbound_since", max(newest, since).isoformat())
+                    self._refresh(conn, RuleSets(conn))
+        with self.store.read() as conn:
+            for sid, gen, idx in conn.execute(
+                select(invoice_set_t.c.id, invoice_set_t.c.schedule_gen, invoice_set_t.c.recheck_step).where(
+                    invoice_set_t.c.recheck_step.is_not(None)
                 )
-                if res.rowcount:
-                    self.summary.reconciled += 1
-                    self._apply_patient_update(conn, r.patient_pk, out)
-                    add_events(conn, [event_row(self.ctx, "send", set_id=r.invoice_set_id, patient_pk=r.patient_pk,
-                                                actor="system", detail={"step": r.step_title, "day": r.step_day,
-                                                "method": r.method, "status": status, "reconciled": True,
-                                                "provider_ref": out.provider_ref, "error_code": out.error_code,
-                                                "reason": out.reason})])  # fmt: skip
-                    self._touched_sets.add(r.invoice_set_id)
-            self._refresh(conn, rule_sets)
+            ):
+                recheck.append((sid, gen, idx))
+        if recheck:
+            with self.store.write() as conn:
+                for sid, _, _ in recheck:
+                    conn.execute(update(invoice_set_t).where(invoice_set_t.c.id == sid).values(recheck_step=None))
+            self._deliver([], recheck)
+
+    def _set_meta(self, conn: Connection, key: str, value: str) -> None:
+        from outreach_cli.core.models import meta_t
+
+        if conn.execute(select(meta_t.c.key).where(meta_t.c.key == key)).first():
+            conn.execute(update(meta_t).where(meta_t.c.key == key).values(value=value))
+        else:
+            conn.execute(insert(meta_t), {"key": key, "value": value})
+
+    def _resolve_unknown(self, conn: Connection, r: Any, rule_sets: RuleSets) -> None:
+        provider = self.providers.get(r.method)
+        if provider is None:
+            return
+        msg = self._message_for_row(conn, r, rule_sets)
+        if msg is None:
+            return
+        msg.attempted_at = r.sent_at or r.lease_until
+        try:
+            out = provider.lookup(r.provider_ref, msg)
+        except ProviderConfigError as exc:
+            raise ConfigError(f"{r.method} provider: {exc}") from None
+        except Exception as exc:  # noqa: BLE001 - a failed lookup leaves it unknown for the next run
+            log.info("lookup of send %s failed: %s", r.id, type(exc).__name__)
+            return
+        if out is None or out.status == UNKNOWN:
+            return
+        if out.status == TRANSIENT:
+            # The provider positively has no such message: it never went out; try it again.
+            values: dict[str, Any] = {"status": "pending", "next_attempt_at": self.ctx.now, "reason": out.reason}
+        else:
+            status = {DELIVERED: "delivered", SENT: "sent", FAILED: "failed"}[out.status]
+            values = {"status": status, "provider_ref": out.provider_ref or r.provider_ref, "error_code": out.error_code,
+                      "reason": out.reason, "finished_at": self.ctx.now if status != "sent" else None}  # fmt: skip
+        res = conn.execute(update(send_t).where(send_t.c.id == r.id, send_t.c.status == "unknown").values(**values))
+        if not res.rowcount:
+            return
+        self.summary.reconciled += 1
+        self._apply_patient_update(conn, r.patient_pk, out)
+        add_events(conn, [event_row(self.ctx, "send", set_id=r.invoice_set_id, patient_pk=r.patient_pk, actor="system",
+                                    detail={"step": r.step_title, "day": r.step_day, "method": r.method,
+                                            "status": values["status"], "reconciled": True,
+                                            "provider_ref": values.get("provider_ref"), "error_code": out.error_code,
+                                            "reason": out.reason})])  # fmt: skip
+        self._touched_sets.add(r.invoice_set_id)
+        if values["status"] == "failed":
+            conn.execute(update(invoice_set_t).where(invoice_set_t.c.id == r.invoice_set_id,
+                                                     invoice_set_t.c.schedule_gen == r.schedule_gen)
+                         .values(recheck_step=r.step_index))  # fmt: skip
 
     # --- phase: paid and expired ------------------------------------------------------------
 

@@ -139,6 +139,9 @@ class InvoiceSet(SQLModel, table=True):
     next_step: str | None = None
     next_methods: str | None = None  # comma-separated
     schedule_gen: int = 1
+    # A step whose outcome changed after the run (a status callback, a reconciliation): the next
+    # run re-decides it (fallbacks, failed).
+    recheck_step: int | None = None
     exported_at: datetime | None = _ts()
     closed_at: datetime | None = _ts()
     updated_at: datetime | None = _ts(nullable=False)
@@ -210,6 +213,15 @@ class Send(SQLModel, table=True):
     reason: str | None = None
 
 
+class InboundMessage(SQLModel, table=True):
+    """Replies already applied (by provider message ID), so reading them again changes nothing."""
+
+    __tablename__ = "inbound_message"
+    sid: str = Field(primary_key=True)
+    received_at: datetime | None = _ts()
+    patient_pk: int | None = Field(default=None, foreign_key="patient.id")
+
+
 class Event(SQLModel, table=True):
     """Append-only timeline and audit record. Never updated or deleted."""
 
@@ -257,3 +269,4 @@ payment_t = Payment.__table__  # type: ignore[attr-defined]
 allocation_t = PaymentAllocation.__table__  # type: ignore[attr-defined]
 send_t = Send.__table__  # type: ignore[attr-defined]
 event_t = Event.__table__  # type: ignore[attr-defined]
+inbound_t = InboundMessage.__table__  # type: ignore[attr-defined]

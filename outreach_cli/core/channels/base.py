@@ -8,6 +8,7 @@ blindly re-sent). Adapters never log message bodies or full contact data.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Protocol
 
 DELIVERED = "delivered"
@@ -35,6 +36,7 @@ class Message:
     practice_name: str = ""
     practice_phone: str = ""
     claim_token: str = ""
+    attempted_at: datetime | None = None  # when an earlier attempt was made (lookups)
 
 
 @dataclass

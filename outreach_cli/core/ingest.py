@@ -1,0 +1,118 @@
+"""`outreach events ingest FILE|-`: delivery facts as JSON lines (SPEC section 5).
+
+Types: sms_status {sid, status, error_code}, inbound_sms {from, body, received_at},
+email_bounce {email, reason}, email_complaint {email}. Every line is validated first; unknown
+types and malformed lines are reported with their line number and nothing is applied.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select
+
+from outreach_cli.core.channels.twilio_provider import classify_status
+from outreach_cli.core.contacts import parse_phone
+from outreach_cli.core.errors import InvalidInput
+from outreach_cli.core.inbound import apply_inbound, apply_send_status, suppress_email
+from outreach_cli.core.models import send_t
+from outreach_cli.core.sets import Context, RuleSets, open_set_ids_for_patients, refresh_sets
+from outreach_cli.core.timeutil import parse_datetime
+
+TYPES = {
+    "sms_status": ("sid", "status"),
+    "inbound_sms": ("from", "body"),
+    "email_bounce": ("email",),
+    "email_complaint": ("email",),
+}
+STATUSES = {"accepted", "queued", "sending", "sent", "delivered", "undelivered", "failed", "read", "receiving", "received"}
+
+
+@dataclass
+class IngestReport:
+    lines: int = 0
+    applied: int = 0
+    unchanged: int = 0
+
+
+def ingest(store: Any, text: str, ctx: Context, source: str = "<stdin>") -> IngestReport:
+    events: list[tuple[int, dict[str, Any]]] = []
+    problems: list[str] = []
+    for n, raw in enumerate(text.splitlines(), start=1):
+        if not raw.strip():
+            continue
+        try:
+            obj = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            problems.append(f"line {n}: not valid JSON: {exc.msg}")
+            continue
+        if not isinstance(obj, dict):
+            problems.append(f"line {n}: expected a JSON object")
+            continue
+        kind = obj.get("type")
+        if kind not in TYPES:
+            problems.append(f"line {n}: type: unknown event type {kind!r} (known: {', '.join(TYPES)})")
+            continue
+        missing = [k for k in TYPES[kind] if not isinstance(obj.get(k), str) or not obj.get(k)]
+        if missing:
+            problems.append(f"line {n}: {missing[0]}: required for {kind}")
+            continue
+        if kind == "sms_status" and obj["status"] not in STATUSES:
+            problems.append(f"line {n}: status: unknown message status {obj['status']!r}")
+            continue
+        if kind == "sms_status" and obj.get("error_code") not in (None, "") and not str(obj["error_code"]).isdigit():
+            problems.append(f"line {n}: error_code: expected a number")
+            continue
+        if kind == "inbound_sms":
+            try:
+                obj["from"] = parse_phone(obj["from"])
+            except ValueError as exc:
+                problems.append(f"line {n}: from: {exc}")
+                continue
+            if obj.get("received_at"):
+                try:
+                    obj["received_at"] = parse_datetime(str(obj["received_at"]))
+                except ValueError as exc:
+                    problems.append(f"line {n}: received_at: {exc}")
+                    continue
+        events.append((n, obj))
+    report = IngestReport(lines=len(events) + len(problems))
+    with store.write() as conn:
+        sends: dict[str, Any] = {}
+        sids = [o["sid"] for _, o in events if o["type"] == "sms_status"]
+        for i in range(0, len(sids), 500):
+            for r in conn.execute(select(send_t).where(send_t.c.provider_ref.in_(sids[i : i + 500]))):
+                sends[r.provider_ref] = r
+        for n, o in events:
+            if o["type"] == "sms_status" and o["sid"] not in sends:
+                problems.append(f"line {n}: sid: no send with this message SID")
+        if problems:
+            problems.sort(key=lambda p: int(p.split(":")[0].split()[1]))
+            raise InvalidInput(f"{source}: {len(problems)} problem(s); nothing was applied", details=problems[:50])
+        touched: set[int] = set()
+        for _, o in events:
+            kind = o["type"]
+            if kind == "sms_status":
+                row = sends[o["sid"]]
+                out = classify_status(o["status"], o.get("error_code"), o["sid"])
+                if apply_send_status(conn, row, out, ctx, source="events ingest"):
+                    report.applied += 1
+                    touched.add(row.patient_pk)
+                    row = conn.execute(select(send_t).where(send_t.c.id == row.id)).one()
+                    sends[o["sid"]] = row
+                else:
+                    report.unchanged += 1
+            elif kind == "inbound_sms":
+                n_applied, pts = apply_inbound(conn, [{"sid": o.get("sid"), "from": o["from"], "body": o["body"],
+                                                       "received_at": o.get("received_at")}], ctx)  # fmt: skip
+                report.applied += n_applied
+                touched |= pts
+            else:
+                pts = suppress_email(conn, o["email"], "bounced" if kind == "email_bounce" else "complained", ctx, o.get("reason"))
+                report.applied += 1
+                touched |= pts
+        if touched:
+            refresh_sets(conn, open_set_ids_for_patients(conn, touched), ctx, RuleSets(conn))
+    return report
