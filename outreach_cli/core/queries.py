@@ -240,7 +240,8 @@ def show_set(store: Any, set_id: int, ctx: Context) -> dict[str, Any]:
         schedule.append({"step": snd.step_title, "day": snd.step_day, "method": snd.method, "status": snd.status,
                          "due_at": iso_z(snd.due_at), "sent_at": iso_z(snd.sent_at), "reason": snd.reason,
                          "provider_ref": snd.provider_ref, "fallback": bool(snd.is_fallback),
-                         "generation": snd.schedule_gen})  # fmt: skip
+                         "generation": snd.schedule_gen, "attempts": snd.attempts,
+                         "next_attempt_at": iso_z(snd.next_attempt_at) if snd.status == "pending" else None})  # fmt: skip
     if s.status in [x.value for x in OPEN] and s.status != Status.EXPIRED.value:
         done = {(snd.step_index, snd.method) for snd in sends if snd.schedule_gen == s.schedule_gen}
         for step in rs.steps[(s.next_step_index or 0) :]:
@@ -255,7 +256,8 @@ def show_set(store: Any, set_id: int, ctx: Context) -> dict[str, Any]:
                     reason = "set is paused"
                 schedule.append({"step": step.title, "day": step.day, "method": m, "status": "pending",
                                  "due_at": iso_z(due), "sent_at": None, "reason": reason, "provider_ref": None,
-                                 "fallback": False, "generation": s.schedule_gen})  # fmt: skip
+                                 "fallback": False, "generation": s.schedule_gen, "attempts": 0,
+                                 "next_attempt_at": None})  # fmt: skip
     return {
         "id": s.id,
         "status": s.status,

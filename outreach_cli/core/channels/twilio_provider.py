@@ -135,7 +135,11 @@ class TwilioProvider:
         if missing:
             raise ProviderConfigError(f"channels.{method} = twilio needs " + ", ".join(missing))
         base = os.environ.get("OUTREACH_TWILIO_BASE_URL") or DEFAULT_BASE
-        return cls(method, str(sid), str(token), from_number, mss, base)
+        try:
+            timeout = float(os.environ.get("OUTREACH_TWILIO_TIMEOUT") or TIMEOUT_S)
+        except ValueError:
+            raise ProviderConfigError("OUTREACH_TWILIO_TIMEOUT must be a number of seconds") from None
+        return cls(method, str(sid), str(token), from_number, mss, base, timeout)
 
     # --- sending ---------------------------------------------------------------------------
 

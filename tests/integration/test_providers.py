@@ -1,0 +1,316 @@
+"""Real providers (SPEC section 5) against loopback servers: the real twilio SDK talking to a fake
+Twilio API, smtplib talking to aiosmtpd, and PDF letters read back. Nothing reaches the internet."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import Cli, write
+from tests.fakes.twilio_server import ACCOUNT, TOKEN, FakeTwilio
+from tests.helpers import PATIENT_HEADER, patient, write_csv
+
+UTC = timezone.utc
+T0 = datetime.now(UTC).replace(hour=15, minute=0, second=0, microsecond=0)  # today, 10:00/11:00 in New York
+while T0.weekday() >= 5:
+    T0 += timedelta(days=1)
+PRACTICE = "+16175550999"
+
+
+def z(dt: datetime) -> str:
+    return dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@pytest.fixture
+def twilio(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeTwilio]:
+    fake = FakeTwilio().start()
+    monkeypatch.setenv("OUTREACH_CHANNELS_SMS", "twilio")
+    monkeypatch.setenv("OUTREACH_CHANNELS_CALL", "twilio")
+    monkeypatch.setenv("TWILIO_ACCOUNT_SID", ACCOUNT)
+    monkeypatch.setenv("TWILIO_AUTH_TOKEN", TOKEN)
+    monkeypatch.setenv("TWILIO_FROM_NUMBER", PRACTICE)
+    monkeypatch.setenv("OUTREACH_TWILIO_BASE_URL", fake.base_url)
+    monkeypatch.setenv("OUTREACH_TWILIO_TIMEOUT", "1")
+    yield fake
+    fake.stop()
+
+
+SMSONLY = """title = "SMS only"
+expiry_day = 30
+[[step]]
+day = 0
+methods = ["sms"]
+title = "Statement"
+message = "Hi {first_name}, you owe {balance}. Pay: {url}"
+[[step]]
+day = 3
+methods = ["sms"]
+title = "Reminder"
+message = "Hi {first_name}, still {balance}. Pay: {url}"
+"""
+
+
+def setup(cli: Cli, tmp_path: Path, pts: list[dict[str, Any]], rule_set: str = "standard", amount: str = "$1,234.56") -> None:
+    if rule_set == "smsonly":
+        d = tmp_path / "rs"
+        d.mkdir(exist_ok=True)
+        write(d / "smsonly.toml", SMSONLY)
+        cli.ok("rulesets", "sync", str(d))
+    write_csv(tmp_path / "p.csv", pts, PATIENT_HEADER)
+    cli.ok("import", "patients", str(tmp_path / "p.csv"), now=z(T0))
+    write_csv(tmp_path / "c.csv", [{"charge_id": f"C{p['patient_id']}", "patient_id": p["patient_id"], "amount": amount} for p in pts])
+    cli.ok("import", "charges", str(tmp_path / "c.csv"), "--rule-set", rule_set, now=z(T0))
+
+
+def tick(cli: Cli, at: datetime) -> dict[str, Any]:
+    return json.loads(cli.ok("run-outreach", "--format", "json", now=z(at)).stdout)  # type: ignore[no-any-return]
+
+
+def show(cli: Cli, i: int) -> dict[str, Any]:
+    return json.loads(cli.ok("show", str(i), "--format", "json").stdout)  # type: ignore[no-any-return]
+
+
+def sends(cli: Cli, i: int) -> list[dict[str, Any]]:
+    return [s for s in show(cli, i)["schedule"] if s["attempts"] > 0 or s["status"] != "pending"]
+
+
+def test_sms_to_from_body_and_delivery_reconciled(cli: Cli, tmp_path: Path, twilio: FakeTwilio) -> None:
+    setup(cli, tmp_path, [patient("P1", first_name="Rosa")])
+    s = tick(cli, T0)
+    assert s["sent"] == 2  # sms (accepted by Twilio) + email (sandbox)
+    [req] = [r for r in twilio.create_requests if r["_kind"] == "message"]
+    assert req["To"] == "+16175550100" and req["From"] == PRACTICE
+    assert "Rosa" in req["Body"] and "$1,234.56" in req["Body"]
+    url = show(cli, 1)["payment_url"]
+    assert url in req["Body"]
+    sms = [x for x in sends(cli, 1) if x["method"] == "sms"][0]
+    assert sms["status"] == "sent" and sms["provider_ref"].startswith("SM")
+    twilio.set_status(sms["provider_ref"], "delivered")
+    s = tick(cli, T0 + timedelta(minutes=5))
+    assert s["reconciled"] == 1
+    assert [x for x in sends(cli, 1) if x["method"] == "sms"][0]["status"] == "delivered"
+
+
+def test_bad_recipients(cli: Cli, tmp_path: Path, twilio: FakeTwilio) -> None:
+    setup(cli, tmp_path, [patient("INV", phone="+15005550001"), patient("LAND", phone="+15005550009"),
+                          patient("OPT", phone="+15005550004")])  # fmt: skip
+    tick(cli, T0)
+    inv, land, opt = ([x for x in sends(cli, i) if x["method"] == "sms"][0] for i in (1, 2, 3))
+    assert (inv["status"], inv["reason"]) == ("failed", "invalid phone number")
+    assert land["status"] == "failed" and show(cli, 2)["patient"]["phone_type"] == "landline"
+    assert opt["status"] == "failed" and show(cli, 3)["patient"]["sms_opt_out"] is True
+    assert show(cli, 2)["patient"]["usable_methods"]["sms"]["reason"] == "phone is a landline"
+
+
+@pytest.mark.parametrize("fault", ["429", "500"])
+def test_transient_errors_retried_later_without_duplicate(cli: Cli, tmp_path: Path, twilio: FakeTwilio, fault: str) -> None:
+    setup(cli, tmp_path, [patient("P1")], rule_set="smsonly")
+    twilio.faults.append(fault)
+    s = tick(cli, T0)
+    assert s["sent"] == 0 and [x for x in sends(cli, 1)][0]["status"] == "pending"
+    assert tick(cli, T0 + timedelta(minutes=1))["sent"] == 0  # back-off: not yet
+    s = tick(cli, T0 + timedelta(minutes=6))
+    assert s["sent"] == 1
+    assert len(twilio.sent_to("+16175550100")) == 1
+    assert len([r for r in twilio.create_requests if r["To"] == "+16175550100"]) == 2
+
+
+def test_accepted_then_timed_out_is_resolved_by_lookup(cli: Cli, tmp_path: Path, twilio: FakeTwilio) -> None:
+    setup(cli, tmp_path, [patient("P1")], rule_set="smsonly")
+    twilio.faults.append("hang")
+    twilio.hang_seconds = 2.5
+    s = tick(cli, T0)
+    assert s["unknown"] == 1
+    [snd] = sends(cli, 1)
+    assert snd["status"] == "unknown"
+    s = tick(cli, T0 + timedelta(minutes=2))
+    assert s["reconciled"] == 1
+    [snd] = sends(cli, 1)
+    assert snd["status"] in ("sent", "delivered") and snd["provider_ref"].startswith("SM")
+    assert len([r for r in twilio.create_requests if r["To"] == "+16175550100"]) == 1  # never re-sent
+
+
+def test_connection_reset_before_answer_is_unknown_not_resent(cli: Cli, tmp_path: Path, twilio: FakeTwilio) -> None:
+    setup(cli, tmp_path, [patient("P1")], rule_set="smsonly")
+    twilio.faults.append("reset")
+    tick(cli, T0)
+    [snd] = sends(cli, 1)
+    assert snd["status"] in ("unknown", "pending")
+    tick(cli, T0 + timedelta(minutes=10))
+    # The reset request created nothing at Twilio, so the lookup finds nothing and it is sent once.
+    tick(cli, T0 + timedelta(minutes=11))
+    assert len(twilio.sent_to("+16175550100")) == 1
+
+
+def test_undelivered_callback_fails_step_and_marks_landline(cli: Cli, tmp_path: Path, twilio: FakeTwilio) -> None:
+    setup(cli, tmp_path, [patient("P1"), patient("P2", phone="(617) 555-0133")], rule_set="smsonly")
+    tick(cli, T0)
+    sid1 = sends(cli, 1)[0]["provider_ref"]
+    sid2 = sends(cli, 2)[0]["provider_ref"]
+    # P1 through `events ingest` (a status callback), P2 through reconciliation.
+    r = cli("events", "ingest", "-", input=json.dumps({"type": "sms_status", "sid": sid1, "status": "undelivered", "error_code": 30006}) + "\n")
+    assert r.code == 0, r
+    twilio.set_status(sid2, "undelivered", 30006)
+    tick(cli, T0 + timedelta(minutes=5))
+    for i in (1, 2):
+        d = show(cli, i)
+        assert d["patient"]["phone_type"] == "landline"
+        assert d["status"] == "failed" and 'step "Statement" (day 0)' in d["status_reason"]
+        assert [x for x in d["schedule"] if x["day"] == 0][0]["status"] == "failed"
+
+
+def test_inbound_stop_opts_out_and_next_sms_skipped(cli: Cli, tmp_path: Path, twilio: FakeTwilio) -> None:
+    setup(cli, tmp_path, [patient("P1")], rule_set="smsonly")
+    tick(cli, T0)
+    twilio.add_inbound("+16175550100", PRACTICE, "  Stop ", T0 + timedelta(hours=1))
+    twilio.add_inbound("+16175550100", PRACTICE, "who is this?", T0 + timedelta(hours=1, minutes=1))
+    tick(cli, T0 + timedelta(hours=2))
+    d = show(cli, 1)
+    assert d["patient"]["sms_opt_out"] is True
+    replies = [e for e in d["timeline"] if e["kind"] == "reply"]
+    assert [r["detail"]["keyword"] for r in replies] == ["stop", None]
+    assert d["status"] == "will-fail"  # the remaining step is sms only
+    tick(cli, T0 + timedelta(hours=3))  # reading the same replies again changes nothing
+    assert len([e for e in show(cli, 1)["timeline"] if e["kind"] == "reply"]) == 2
+    tick(cli, T0 + timedelta(days=3, hours=1))
+    tick(cli, T0 + timedelta(days=5, hours=1))
+    day3 = [x for x in show(cli, 1)["schedule"] if x["day"] == 3]
+    assert day3 and day3[0]["status"] == "skipped" and "opted out" in day3[0]["reason"]
+    assert len(twilio.sent_to("+16175550100")) == 1
+
+
+def test_calls_speak_the_message(cli: Cli, tmp_path: Path, twilio: FakeTwilio) -> None:
+    d = tmp_path / "rs"
+    d.mkdir()
+    write(d / "callonly.toml", 'expiry_day = 5\n[[step]]\nday = 0\nmethods = ["call"]\ntitle = "Call"\nmessage = "Hello {first_name}, you owe {balance} & more."\n')
+    cli.ok("rulesets", "sync", str(d))
+    setup(cli, tmp_path, [patient("P1")], rule_set="callonly")
+    tick(cli, T0)
+    [req] = [r for r in twilio.create_requests if r["_kind"] == "call"]
+    assert req["To"] == "+16175550100" and req["From"] == PRACTICE
+    assert req["Twiml"].startswith("<Response><Say>") and "Jane" in req["Twiml"] and "&amp; more" in req["Twiml"]
+
+
+def test_bad_credentials_stop_the_run_with_exit_4(cli: Cli, tmp_path: Path, twilio: FakeTwilio, monkeypatch: pytest.MonkeyPatch) -> None:
+    setup(cli, tmp_path, [patient(f"P{i}") for i in range(3)], rule_set="smsonly")
+    monkeypatch.setenv("TWILIO_AUTH_TOKEN", "wrong")
+    r = cli("run-outreach", now=z(T0))
+    assert r.code == 4 and "credentials" in r.stderr and "wrong" not in r.stderr
+    assert twilio.messages == {}
+    monkeypatch.setenv("TWILIO_AUTH_TOKEN", TOKEN)
+    tick(cli, T0 + timedelta(minutes=1))
+    assert len(twilio.messages) == 3  # nothing was lost: the next good run sends each once
+
+
+def test_doctor_reports_missing_twilio_settings_masked(cli: Cli, twilio: FakeTwilio, monkeypatch: pytest.MonkeyPatch) -> None:
+    r = cli("doctor")
+    assert r.code == 0, r
+    assert TOKEN not in r.stdout and "ok   sms provider: twilio" in r.stdout
+    monkeypatch.delenv("TWILIO_FROM_NUMBER")
+    r = cli("doctor")
+    assert r.code == 4 and "FAIL sms provider" in r.stdout and "TWILIO_FROM_NUMBER" in r.stdout
+
+
+# --- SMTP ----------------------------------------------------------------------------------------
+
+
+class _Handler:
+    def __init__(self) -> None:
+        self.messages: list[Any] = []
+
+    async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str, rcpt_options: Any) -> str:
+        if "bounce" in address:
+            return "550 5.1.1 no such user"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        self.messages.append(envelope)
+        return "250 Message accepted for delivery"
+
+
+@pytest.fixture
+def smtp(monkeypatch: pytest.MonkeyPatch) -> Iterator[_Handler]:
+    from aiosmtpd.controller import Controller
+
+    import socket
+
+    with socket.socket() as probe:  # a free loopback port
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    handler = _Handler()
+    ctl = Controller(handler, hostname="127.0.0.1", port=port)
+    ctl.start()
+    monkeypatch.setenv("OUTREACH_CHANNELS_EMAIL", "smtp")
+    monkeypatch.setenv("OUTREACH_SMTP_URL", f"smtp://127.0.0.1:{port}")
+    monkeypatch.setenv("OUTREACH_EMAIL_FROM", "billing@riverside.example")
+    yield handler
+    ctl.stop()
+
+
+def test_email_over_smtp(cli: Cli, tmp_path: Path, smtp: _Handler) -> None:
+    import email
+    from email import policy
+
+    setup(cli, tmp_path, [patient("P1", first_name="Rosa"), patient("P2", email="someone.bounce@example.com")])
+    s = tick(cli, T0)
+    assert s["sent"] >= 3
+    [env] = smtp.messages
+    msg = email.message_from_bytes(env.content, policy=policy.default)
+    assert msg["Subject"] == "Statement" and msg["From"] == "billing@riverside.example" and msg["To"] == "p1@example.com"
+    assert msg["List-Unsubscribe"].startswith("<mailto:")
+    text = msg.get_body(("plain",)).get_content()
+    html = msg.get_body(("html",)).get_content()
+    url = show(cli, 1)["payment_url"]
+    assert "Rosa" in text and "$1,234.56" in text and url in text and url in html
+    d = show(cli, 2)
+    assert d["patient"]["email_suppressed"] is True
+    assert [x for x in d["schedule"] if x["method"] == "email"][0]["status"] == "failed"
+
+
+def test_pdf_letter(cli: Cli, tmp_path: Path) -> None:
+    from pypdf import PdfReader
+
+    d = tmp_path / "rs"
+    d.mkdir()
+    write(d / "letter.toml", 'expiry_day = 5\n[[step]]\nday = 0\nmethods = ["mail"]\ntitle = "Statement letter"\nmessage = "Dear {full_name}, please pay {balance}."\n')
+    cli.ok("rulesets", "sync", str(d))
+    setup(cli, tmp_path, [patient("P1", address_line1="77 Harbor Rd", city="Salem", state="MA", postal_code="01970")], rule_set="letter")
+    tick(cli, T0)
+    [pdf] = list(Path("mail-outbox").glob("*.pdf"))
+    text = PdfReader(str(pdf)).pages[0].extract_text()
+    for needle in ("Jane Doe", "77 Harbor Rd", "Salem, MA 01970", "$1,234.56", show(cli, 1)["payment_url"], "Riverside Family Medicine"):
+        assert needle in text, (needle, text)
+    manifest = (Path("mail-outbox") / "manifest.csv").read_text().splitlines()
+    assert manifest[0].startswith("file,send_id") and pdf.name in manifest[1]
+
+
+# --- events ingest --------------------------------------------------------------------------------
+
+
+def test_events_ingest_all_or_nothing(cli: Cli, tmp_path: Path) -> None:
+    setup(cli, tmp_path, [patient("P1"), patient("P2", phone="(617) 555-0144", email="two@example.com")])
+    lines = [
+        {"type": "email_bounce", "email": "p1@example.com", "reason": "mailbox full"},
+        {"type": "inbound_sms", "from": "(617) 555-0144", "body": "STOP", "received_at": z(T0)},
+        {"type": "carrier_pigeon"},
+        "not json",
+        {"type": "sms_status", "sid": "SMnope", "status": "delivered"},
+    ]
+    text = "\n".join(x if isinstance(x, str) else json.dumps(x) for x in lines) + "\n"
+    r = cli("events", "ingest", "-", input=text)
+    assert r.code == 2 and "nothing was applied" in r.stderr
+    for n in (3, 4, 5):
+        assert f"line {n}:" in r.stderr
+    assert show(cli, 1)["patient"]["email_suppressed"] is False
+    good = "\n".join(json.dumps(x) for x in lines[:2]) + "\n" + json.dumps({"type": "email_complaint", "email": "two@example.com"}) + "\n"
+    cli.ok("events", "ingest", "-", input=good)
+    assert show(cli, 1)["patient"]["email_suppressed"] is True
+    p2 = show(cli, 2)["patient"]
+    assert p2["sms_opt_out"] is True and p2["email_suppressed"] is True
+    assert p2["usable_methods"]["email"]["usable"] is False
