@@ -394,6 +394,18 @@ class Engine:
         sets = conn.execute(self._due_sets_query(batch)).all()
         if not sets:
             return claims, finalize
+        if self.pg:
+            # Under READ COMMITTED a row locked after another worker's claim committed is re-checked
+            # against its new version, but the NOT EXISTS above still used the older snapshot: look
+            # again with a fresh statement.
+            busy = set(
+                conn.execute(
+                    select(send_t.c.invoice_set_id).where(
+                        send_t.c.invoice_set_id.in_([s.id for s in sets]), send_t.c.status.in_(IN_FLIGHT)
+                    )
+                ).scalars()
+            )
+            sets = [s for s in sets if s.id not in busy]
         pmap = self._patients(conn, {s.patient_pk for s in sets})
         day_busy = self._busy_channels(conn, pmap)
         skipped_rows: list[dict[str, Any]] = []
@@ -445,9 +457,13 @@ class Engine:
                                    "lease_until": now + self.lease, "attempts": 1, "local_day": today})  # fmt: skip
                 if m in MESSAGE_CHANNELS:
                     day_busy.add((s.patient_pk, m, today))
-            set_updates.append((s.id, {"next_step_index": idx + 1}))
+            # next_send_at is cleared until the step's outcome is recorded (then re-evaluated).
+            upd: dict[str, Any] = {"next_step_index": idx + 1, "next_send_at": None}
             if not candidates:
+                # Nothing to send: decide fallbacks/failed next; recheck_step survives a crash.
+                upd["recheck_step"] = idx
                 finalize.append((s.id, s.schedule_gen, idx))
+            set_updates.append((s.id, upd))
         self.summary.skipped += len(skipped_rows)
         for chunk in chunks(skipped_rows, 1000):
             conn.execute(insert(send_t), list(chunk))
@@ -769,6 +785,11 @@ class Engine:
         now = self.ctx.now
         new_claims: list[Claim] = []
         for set_id, gen, idx in sorted(steps):
+            conn.execute(
+                update(invoice_set_t)
+                .where(invoice_set_t.c.id == set_id, invoice_set_t.c.recheck_step == idx)
+                .values(recheck_step=None)
+            )
             sends = conn.execute(
                 select(send_t).where(send_t.c.invoice_set_id == set_id, send_t.c.schedule_gen == gen,
                                      send_t.c.step_index == idx)  # fmt: skip
