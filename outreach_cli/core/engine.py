@@ -97,6 +97,8 @@ class Claim:
     token: str
     is_fallback: bool
     msg: Message
+    template: str = ""
+    values: dict[str, str] = field(default_factory=dict)
 
 
 def backoff(attempt: int) -> timedelta:
@@ -189,7 +191,7 @@ class Engine:
                 conn.execute(
                     update(send_t)
                     .where(send_t.c.id.in_(chunk), send_t.c.status == "claimed", send_t.c.lease_until < now)
-                    .values(status="unknown", claim_token=None, lease_until=None,
+                    .values(status="unknown", claim_token=None,
                             reason="the run ended before the outcome was recorded; resolving by lookup")  # fmt: skip
                 )
             add_events(conn, [
@@ -284,7 +286,7 @@ class Engine:
         msg = self._message_for_row(conn, r, rule_sets)
         if msg is None:
             return
-        msg.attempted_at = r.sent_at or r.lease_until
+        msg.attempted_at = r.sent_at or (r.lease_until - self.lease if r.lease_until else None)
         try:
             out = provider.lookup(r.provider_ref, msg)
         except ProviderConfigError as exc:
@@ -591,7 +593,7 @@ class Engine:
             practice_phone=self._phone_display, claim_token=row["claim_token"],
         )  # fmt: skip
         return Claim(send_id, s.id, p.id, row["schedule_gen"], row["step_index"], row["step_day"], row["method"],
-                     row["claim_token"], is_fallback, msg)  # fmt: skip
+                     row["claim_token"], is_fallback, msg, template, values)  # fmt: skip
 
     def _message_for_row(self, conn: Connection, r: Any, rule_sets: RuleSets) -> Message | None:
         s = conn.execute(select(invoice_set_t).where(invoice_set_t.c.id == r.invoice_set_id)).first()
@@ -625,7 +627,13 @@ class Engine:
             return claims
         ids = sorted({c.set_id for c in claims})
         ok: dict[int, int] = {}
+        mine: set[tuple[int, str]] = set()
         with self.store.read() as conn:
+            for chunk in chunks([c.send_id for c in claims]):
+                for sid_, token in conn.execute(
+                    select(send_t.c.id, send_t.c.claim_token).where(send_t.c.id.in_(chunk), send_t.c.status == "claimed")
+                ):
+                    mine.add((sid_, token))
             for chunk in chunks(ids):
                 for sid, status, paused, bal in conn.execute(
                     select(invoice_set_t.c.id, invoice_set_t.c.status, invoice_set_t.c.paused_at,
@@ -633,6 +641,8 @@ class Engine:
                 ):
                     if status in [s.value for s in SENDABLE] and paused is None and bal > 0:
                         ok[sid] = bal
+        # A claim another run has taken over (our lease ran out) is not ours to send any more.
+        claims = [c for c in claims if (c.send_id, c.token) in mine]
         keep = [c for c in claims if c.set_id in ok]
         stale = [c for c in claims if c.set_id not in ok]
         if stale:
@@ -646,8 +656,10 @@ class Engine:
                     )
                     self._touched_sets.add(c.set_id)
         for c in keep:
-            if c.msg.balance_cents != ok[c.set_id]:
+            if c.msg.balance_cents != ok[c.set_id]:  # a partial payment since the claim
                 c.msg.balance_cents = ok[c.set_id]
+                c.values["balance"] = format_dollars(ok[c.set_id])
+                c.msg.body = render(c.template, c.values)
         return keep
 
     def _call_one(self, c: Claim) -> tuple[Claim, Outcome]:
