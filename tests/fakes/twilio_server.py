@@ -37,6 +37,9 @@ class FakeTwilio:
     create_requests: list[dict[str, str]] = field(default_factory=list)
     faults: list[str] = field(default_factory=list)  # queued for the next creates: "429", "500", "hang", "reset"
     hang_seconds: float = 3.0
+    delay: float = 0.0  # latency of every create
+    fault_rates: dict[str, float] = field(default_factory=dict)  # random faults: {"500": 0.1, ...}
+    seed: int = 1
     lock: threading.Lock = field(default_factory=threading.Lock)
     server: ThreadingHTTPServer | None = None
     thread: threading.Thread | None = None
@@ -59,7 +62,10 @@ class FakeTwilio:
             def do_GET(self) -> None:
                 fake._handle(self, "GET")
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        class Server(ThreadingHTTPServer):
+            request_queue_size = 256  # many workers at once, as the real API would take them
+
+        self.server = Server(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
@@ -142,9 +148,25 @@ class FakeTwilio:
             self._error(h, 405, 20004, "Method not allowed")
 
     def _create(self, h: BaseHTTPRequestHandler, kind: str, form: dict[str, str]) -> None:
+        import random
+
         with self.lock:
             self.create_requests.append(dict(form, _kind=kind))
             fault = self.faults.pop(0) if self.faults else None
+            if fault is None and self.fault_rates:
+                rnd = getattr(self, "_rnd", None) or random.Random(self.seed)
+                self._rnd = rnd
+                roll = rnd.random()
+                for name, rate in self.fault_rates.items():
+                    if roll < rate:
+                        fault = name
+                        break
+                    roll -= rate
+        if self.delay:
+            time.sleep(self.delay)
+        if fault == "slow":
+            time.sleep(self.hang_seconds / 3)
+            fault = None
         to = form.get("To", "")
         if fault in ("429", "500", "503"):
             status = int(fault)

@@ -1,0 +1,98 @@
+"""Shared set-up for the reliability tests: many due sends, real `outreach` processes, and the
+fake Twilio API as the place where duplicates would show."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections import Counter
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+from tests.conftest import Cli, write
+from tests.fakes.twilio_server import ACCOUNT, TOKEN, FakeTwilio
+from tests.helpers import PATIENT_HEADER, patient, write_csv
+
+UTC = timezone.utc
+PRACTICE = "+16175550999"
+T0 = datetime.now(UTC).replace(hour=15, minute=0, second=0, microsecond=0)
+while T0.weekday() >= 5:
+    T0 += timedelta(days=1)
+
+ONESTEP = """title = "One SMS"
+expiry_day = 30
+[[step]]
+day = 0
+methods = ["sms"]
+title = "Statement"
+message = "Hi {first_name}, you owe {balance}. Pay: {url}"
+"""
+
+
+def z(dt: datetime) -> str:
+    return dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def phone(i: int) -> str:
+    return f"+1617200{i:04d}"
+
+
+def env_for(db: str, fake: FakeTwilio, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OUTREACH_", "TWILIO_"))}
+    env.update(
+        OUTREACH_DATABASE=db,
+        OUTREACH_CHANNELS_SMS="twilio",
+        OUTREACH_CHANNELS_CALL="twilio",
+        TWILIO_ACCOUNT_SID=ACCOUNT,
+        TWILIO_AUTH_TOKEN=TOKEN,
+        TWILIO_FROM_NUMBER=PRACTICE,
+        OUTREACH_TWILIO_BASE_URL=fake.base_url,
+        OUTREACH_TWILIO_TIMEOUT="2",
+        OUTREACH_SENDING_CONCURRENCY="8",
+    )
+    env.update(extra)
+    return env
+
+
+def seed_sets(cli: Cli, tmp: Path, n: int) -> None:
+    d = tmp / "rs"
+    d.mkdir(exist_ok=True)
+    write(d / "onestep.toml", ONESTEP)
+    cli.ok("rulesets", "sync", str(d))
+    write_csv(tmp / "p.csv", [patient(f"P{i:05d}", phone=phone(i)) for i in range(n)], PATIENT_HEADER)
+    cli.ok("import", "patients", str(tmp / "p.csv"), now=z(T0))
+    write_csv(tmp / "c.csv", [{"charge_id": f"C{i:05d}", "patient_id": f"P{i:05d}", "amount": "50.00"} for i in range(n)])
+    cli.ok("import", "charges", str(tmp / "c.csv"), "--rule-set", "onestep", now=z(T0))
+
+
+def start_run(env: dict[str, str], now: datetime, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "outreach_cli", "--now", z(now), "run-outreach", "--format", "json", *args],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+
+
+def per_number(fake: FakeTwilio) -> Counter[str]:
+    return Counter(m["to"] for m in fake.messages.values() if m["direction"] != "inbound")
+
+
+def send_statuses(db: str) -> Counter[str]:
+    from sqlalchemy import func, select
+
+    from outreach_cli.core.models import send_t
+    from outreach_cli.core.store import Store
+
+    store = Store(db)
+    with store.read() as conn:
+        out = Counter({s: n for s, n in conn.execute(select(send_t.c.status, func.count()).group_by(send_t.c.status))})
+    store.engine.dispose()
+    return out
+
+
+def finish(proc: subprocess.Popen[str], timeout: float = 240) -> tuple[int, str, str]:
+    out, err = proc.communicate(timeout=timeout)
+    return proc.returncode, out, err
+
+
