@@ -78,7 +78,10 @@ def root(
     if verbose:
         import logging
 
-        logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+        logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s", force=True)
+        # The twilio SDK logs whole requests (numbers, message bodies) at INFO: PHI stays out of logs.
+        for noisy in ("twilio", "twilio.http_client", "urllib3", "aiosmtpd", "mail.log", "fontTools", "fpdf"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 cmd_init.register(app)

@@ -86,7 +86,7 @@ def print_attention(a: App, store: Any, limit: int = 15) -> None:
 
 def show(
     ctx: typer.Context,
-    set_id: Annotated[int, typer.Argument(help="Invoice set ID.", metavar="ID")],
+    set_id: Annotated[int, typer.Argument(help="Invoice set ID.", metavar="ID", min=1, max=2**63 - 1)],
     fmt: Annotated[str | None, typer.Option("--format", help="table (text) or json.")] = None,
 ) -> None:
     """One invoice set: status, patient and which methods are usable (with reasons), charges,
@@ -166,7 +166,7 @@ def _detail(d: Any) -> str:
 
 def audit(
     ctx: typer.Context,
-    set_id: Annotated[int | None, typer.Option("--id", help="Only this invoice set.", metavar="ID")] = None,
+    set_id: Annotated[int | None, typer.Option("--id", help="Only this invoice set.", metavar="ID", min=1, max=2**63 - 1)] = None,
     since: Annotated[str | None, typer.Option("--since", help="Time range: 2026-03-01, -7d, today, A..B.", metavar="RANGE")] = None,
     actor: Annotated[str | None, typer.Option("--actor", help="Only events by this actor.", metavar="NAME")] = None,
     limit: Annotated[int | None, typer.Option("--limit", min=0, help="At most N events.")] = None,

@@ -61,6 +61,7 @@ CHARGE_COLUMNS = ("charge_id", "patient_id", "amount", "amount_cents", "created_
 PAYMENT_COLUMNS = ("payment_id", "patient_id", "amount", "amount_cents", "paid_at", "charge_id")
 KINDS = {"patients": PATIENT_COLUMNS, "charges": CHARGE_COLUMNS, "payments": PAYMENT_COLUMNS}
 MAX_ERRORS_SHOWN = 50
+MAX_AMOUNT_CENTS = 10_000_000_00  # $10,000,000.00: anything above is a broken file, not a medical bill
 
 
 @dataclass
@@ -118,6 +119,9 @@ def _amount(rec: Record, errs: list[str]) -> int | None:
         return None
     if cents <= 0:
         errs.append(f"line {rec.line}: amount: must be greater than zero, got {format_dollars(cents)}")
+        return None
+    if cents > MAX_AMOUNT_CENTS:
+        errs.append(f"line {rec.line}: amount: above {format_dollars(MAX_AMOUNT_CENTS)}, the largest accepted amount")
         return None
     return cents
 

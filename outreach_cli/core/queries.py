@@ -102,7 +102,7 @@ def _base(rule_sets: RuleSets, f: ListFilter) -> Select[Any]:
     if f.rule_sets:
         ids = [rule_sets.resolve(n) for n in f.rule_sets]
         conds.append(invoice_set_t.c.rule_set_id.in_(ids))
-    if f.search:
+    if f.search is not None:
         conds.append(_search_clause(f.search))
     if conds:
         q = q.where(and_(*conds))

@@ -73,7 +73,7 @@ def _check_cells(line: int, values: dict[str, Any], errors: list[str]) -> bool:
 
 
 def _read_csv(text: str, columns: tuple[str, ...], errors: list[str]) -> Iterator[Record]:
-    reader = csv.reader(io.StringIO(text, newline=""))
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
     try:
         header = next(reader)
     except StopIteration:
