@@ -102,7 +102,7 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f('ix_invoice_set_next_send_at'), ['next_send_at'], unique=False)
         batch_op.create_index(batch_op.f('ix_invoice_set_patient_pk'), ['patient_pk'], unique=False)
         batch_op.create_index('ix_invoice_set_status_amount', ['status', 'amount_outstanding_cents'], unique=False)
-        batch_op.create_index('ix_invoice_set_status_created', ['status', 'created_at'], unique=False)
+        batch_op.create_index('ix_invoice_set_status_created', ['status', 'created_at', 'amount_outstanding_cents'], unique=False)
         batch_op.create_index('ix_invoice_set_status_next', ['status', 'next_send_at'], unique=False)
         batch_op.create_index('ix_invoice_set_status_rule_set', ['status', 'rule_set_id'], unique=False)
         batch_op.create_index('uq_invoice_set_in_progress', ['patient_pk'], unique=True, sqlite_where=sa.text("status IN ('active','paused','will-fail','failed')"), postgresql_where=sa.text("status IN ('active','paused','will-fail','failed')"))

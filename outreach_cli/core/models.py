@@ -117,7 +117,7 @@ class InvoiceSet(SQLModel, table=True):
         ),
         Index("ix_invoice_set_status_next", "status", "next_send_at"),
         Index("ix_invoice_set_status_amount", "status", "amount_outstanding_cents"),
-        Index("ix_invoice_set_status_created", "status", "created_at"),
+        Index("ix_invoice_set_status_created", "status", "created_at", "amount_outstanding_cents"),  # covers aging
         Index("ix_invoice_set_status_rule_set", "status", "rule_set_id"),
     )
     id: int | None = Field(default=None, primary_key=True)

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, and_, case, func, or_, select
+from sqlalchemy import Select, and_, case, func, literal_column, or_, select
 
 from outreach_cli.core.errors import InvalidInput, NotFound
 from outreach_cli.core.models import (
@@ -47,24 +47,53 @@ class ListFilter:
     offset: int = 0
 
 
+def _full_number(raw: str) -> str | None:
+    """A complete phone number in any formatting -> E.164 (exact match); else None."""
+    from outreach_cli.core.contacts import parse_phone, phone_is_valid
+
+    try:
+        e164 = parse_phone(raw)
+    except ValueError:
+        return None
+    return e164 if phone_is_valid(e164) else None
+
+
 def _search_clause(text: str) -> Any:
+    """Name (substring, any case), phone (any formatting), patient ID or set ID.
+
+    Patient matches are found first (one pass over patients, or the phone index for a complete
+    number), then their sets through the patient index: cheaper than testing every set's patient.
+    """
     raw = text.strip()
     if not raw:
-        raise InvalidInput("--search is empty")
-    clauses: list[Any] = []
+        raise InvalidInput("--search is empty; give a name, phone number, patient ID or invoice set ID")
+    digits = re.sub(r"\D", "", raw)
+    phone_like = bool(re.fullmatch(r"[\s()+.\-0-9]+", raw))
+    full = _full_number(raw) if phone_like and len(digits) >= 7 else None
+    if full is not None:
+        patients: Any = select(patient_t.c.id).where(patient_t.c.phone == full)
+        return invoice_set_t.c.patient_pk.in_(patients)
     low = raw.lower()
     like = "%" + low.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-    clauses.append(patient_t.c.search_name.like(like, escape="\\"))
-    clauses.append(func.lower(patient_t.c.patient_id) == low)
+    pconds: list[Any] = [patient_t.c.search_name.like(like, escape="\\"), func.lower(patient_t.c.patient_id) == low]
+    if len(digits) >= 4 and phone_like:
+        pconds.append(patient_t.c.phone.like(f"%{digits}%"))
+    clauses: list[Any] = [invoice_set_t.c.patient_pk.in_(select(patient_t.c.id).where(or_(*pconds)))]
     if re.fullmatch(r"#?[0-9]{1,18}", raw):
         clauses.append(invoice_set_t.c.id == int(raw.lstrip("#")))
-    digits = re.sub(r"\D", "", raw)
-    if len(digits) >= 4 and re.fullmatch(r"[\s()+.\-0-9]+", raw):
-        clauses.append(patient_t.c.phone.like(f"%{digits}%"))
     return or_(*clauses)
 
 
-def _base(rule_sets: RuleSets, f: ListFilter) -> Select[Any]:
+def _base(rule_sets: RuleSets, f: ListFilter, *, walk_next_send: bool = False) -> Select[Any]:
+    """The filtered query. ``walk_next_send`` (SQLite only): write the filter columns as `+col`,
+    which SQLite reads as "do not use an index for this term", so the planner walks the next-send
+    index in order and stops after `--limit` matches instead of sorting every match."""
+
+    def c(name: str) -> Any:
+        if walk_next_send:
+            return literal_column(f"+invoice_set.{name}", type_=invoice_set_t.c[name].type)
+        return invoice_set_t.c[name]
+
     q = (
         select(
             invoice_set_t.c.id,
@@ -87,13 +116,13 @@ def _base(rule_sets: RuleSets, f: ListFilter) -> Select[Any]:
     )
     conds: list[Any] = []
     if set(f.statuses) != set(Status):
-        conds.append(invoice_set_t.c.status.in_([s.value for s in f.statuses]))
+        conds.append(c("status").in_([s.value for s in f.statuses]))
     if f.amount is not None:
         if f.amount.low is not None:
-            conds.append(invoice_set_t.c.amount_outstanding_cents >= f.amount.low)
+            conds.append(c("amount_outstanding_cents") >= f.amount.low)
         if f.amount.high is not None:
-            conds.append(invoice_set_t.c.amount_outstanding_cents <= f.amount.high)
-    for col, rng in ((invoice_set_t.c.created_at, f.created), (invoice_set_t.c.next_send_at, f.send_time)):
+            conds.append(c("amount_outstanding_cents") <= f.amount.high)
+    for col, rng in ((c("created_at"), f.created), (invoice_set_t.c.next_send_at, f.send_time)):
         if rng is not None:
             if rng.start is not None:
                 conds.append(col >= rng.start)
@@ -101,7 +130,7 @@ def _base(rule_sets: RuleSets, f: ListFilter) -> Select[Any]:
                 conds.append(col < rng.end)
     if f.rule_sets:
         ids = [rule_sets.resolve(n) for n in f.rule_sets]
-        conds.append(invoice_set_t.c.rule_set_id.in_(ids))
+        conds.append(c("rule_set_id").in_(ids))
     if f.search is not None:
         conds.append(_search_clause(f.search))
     if conds:
@@ -132,17 +161,56 @@ def _order(q: Select[Any], f: ListFilter) -> Select[Any]:
     return q.order_by(idcol.desc() if f.desc else idcol.asc())
 
 
-def list_sets(store: Any, f: ListFilter, ctx: Context) -> Iterator[dict[str, Any]]:
-    """Streams the matching sets as JSON-ready dicts (server-side cursor, flat memory)."""
-    with store.read() as conn:
-        rule_sets = RuleSets(conn)
-        q = _order(_base(rule_sets, f), f)
+def _pages(conn: Any, base: Select[Any], f: ListFilter) -> Iterator[Any]:
+    """The rows in order, limit and offset applied, streamed.
+
+    Sorting by next send puts sets with no next send last. Written as one ORDER BY, that needs a
+    computed key no index can serve; as two ordered scans (scheduled sets by the next-send index,
+    then the rest by ID) each is index-served and `--limit 50` stops after 50 rows.
+    """
+    opts = {"stream_results": True, "yield_per": 1000}
+    if f.sort != "next-send":
+        q = _order(base, f)
         if f.limit is not None:
             q = q.limit(f.limit)
         if f.offset:
             q = q.offset(f.offset)
-        result = conn.execution_options(stream_results=True, yield_per=1000).execute(q)
-        for r in result:
+        yield from conn.execution_options(**opts).execute(q)
+        return
+    col, idcol = invoice_set_t.c.next_send_at, invoice_set_t.c.id
+    first = base.where(col.is_not(None)).order_by(col.desc() if f.desc else col.asc(), idcol.desc() if f.desc else idcol.asc())
+
+    second = base.where(col.is_(None)).order_by(idcol.desc() if f.desc else idcol.asc())
+    if f.offset:
+        first = first.offset(f.offset)
+    if f.limit is not None:
+        first = first.limit(f.limit)
+    got = 0
+    for r in conn.execution_options(**opts).execute(first):
+        got += 1
+        yield r
+    if f.limit is not None and got >= f.limit:
+        return
+    offset2 = 0
+    if f.offset and got == 0:
+        n_first = conn.execute(select(func.count()).select_from(base.where(col.is_not(None)).subquery())).scalar_one()
+        offset2 = max(0, f.offset - n_first)
+    if offset2:
+        second = second.offset(offset2)
+    if f.limit is not None:
+        second = second.limit(f.limit - got)
+    yield from conn.execution_options(**opts).execute(second)
+
+
+def list_sets(store: Any, f: ListFilter, ctx: Context) -> Iterator[dict[str, Any]]:
+    """Streams the matching sets as JSON-ready dicts (server-side cursor, flat memory)."""
+    if f.sort not in SORTS:
+        raise InvalidInput(f"--sort {f.sort!r}: choose one of {', '.join(sorted(SORTS))}")
+    with store.read() as conn:
+        rule_sets = RuleSets(conn)
+        walk = (store.dialect == "sqlite" and f.sort == "next-send" and f.search is None and f.created is None
+                and f.limit is not None)
+        for r in _pages(conn, _base(rule_sets, f, walk_next_send=walk), f):
             yield {
                 "id": r.id,
                 "status": r.status,
@@ -164,12 +232,8 @@ def list_sets(store: Any, f: ListFilter, ctx: Context) -> Iterator[dict[str, Any
 
 def selected_ids(store: Any, f: ListFilter) -> list[int]:
     with store.read() as conn:
-        q = _order(_base(RuleSets(conn), f).with_only_columns(invoice_set_t.c.id), f)
-        if f.limit is not None:
-            q = q.limit(f.limit)
-        if f.offset:
-            q = q.offset(f.offset)
-        return list(conn.execute(q).scalars())
+        base = _base(RuleSets(conn), f).with_only_columns(invoice_set_t.c.id, invoice_set_t.c.next_send_at)
+        return [r.id for r in _pages(conn, base, f)]
 
 
 # --- metrics ---------------------------------------------------------------------------------
@@ -194,18 +258,19 @@ def metrics(store: Any, *, show_all: bool, now: datetime) -> dict[str, Any]:
             out["total"] = card(sum(c for c, _ in got.values()), sum(a for _, a in got.values()))
             from datetime import timedelta
 
-            aging = []
-            for bucket, lo, hi in AGING:
-                conds = [invoice_set_t.c.status.in_([s.value for s in OPEN])]
-                # "days since creation": a set created `d` whole days ago is in the bucket holding d.
-                conds.append(invoice_set_t.c.created_at <= now - timedelta(days=lo))
-                if hi is not None:
-                    conds.append(invoice_set_t.c.created_at > now - timedelta(days=hi + 1))
-                c, a = conn.execute(
-                    select(func.count(), func.coalesce(func.sum(invoice_set_t.c.amount_outstanding_cents), 0)).where(*conds)
-                ).one()
-                aging.append({"bucket": bucket, "count": int(c), "amount_outstanding_cents": int(a),
-                              "amount_outstanding": plain_dollars(int(a))})  # fmt: skip
+            # One pass over the open sets: "days since creation" d falls in the bucket holding d.
+            bucket = case(
+                *[(invoice_set_t.c.created_at > now - timedelta(days=hi + 1), name) for name, _, hi in AGING if hi is not None],
+                else_=AGING[-1][0],
+            ).label("bucket")
+            rows = conn.execute(
+                select(bucket, func.count(), func.coalesce(func.sum(invoice_set_t.c.amount_outstanding_cents), 0))
+                .where(invoice_set_t.c.status.in_([s.value for s in OPEN]), invoice_set_t.c.created_at <= now)
+                .group_by(bucket)
+            ).all()
+            got_b = {b: (int(c), int(a)) for b, c, a in rows}
+            aging = [{"bucket": name, "count": got_b.get(name, (0, 0))[0], "amount_outstanding_cents": got_b.get(name, (0, 0))[1],
+                      "amount_outstanding": plain_dollars(got_b.get(name, (0, 0))[1])} for name, _, _ in AGING]  # fmt: skip
             out["aging"] = aging
     return out
 
