@@ -38,6 +38,7 @@ def generate(db: Path, n: int, seed: int = 42, due_now: int = 0) -> None:
     con.execute("PRAGMA journal_mode=WAL")
     con.execute("PRAGMA synchronous=OFF")
     rs_ids = [r[0] for r in con.execute("SELECT id FROM rule_set ORDER BY name")]
+    standard = con.execute("SELECT id FROM rule_set WHERE name = 'standard'").fetchone()[0]
     weights = [w for _, w in STATUSES]
     names = [s for s, _ in STATUSES]
     t0 = time.monotonic()
@@ -49,7 +50,10 @@ def generate(db: Path, n: int, seed: int = 42, due_now: int = 0) -> None:
             pk = i + 1
             first, last = rnd.choice(FIRST), rnd.choice(LAST)
             phone = f"+1{rnd.choice(AREAS)}{rnd.randrange(2000000, 9999999)}"
-            created = NOW - timedelta(days=rnd.randrange(0, 200), minutes=rnd.randrange(0, 1440))
+            if pk <= due_now:  # created an hour ago on the standard rule set: step 0 is due now
+                created = NOW - timedelta(hours=1)
+            else:
+                created = NOW - timedelta(days=rnd.randrange(0, 200), minutes=rnd.randrange(0, 1440))
             patients.append((pk, f"P{pk:07d}", first, last, phone, "mobile", f"{first.lower()}{pk}@example.com",
                              f"{rnd.randrange(1, 999)} Main St", "Boston", "MA", "02118", "US", 0,
                              "America/New_York", "America/New_York", 0, 0, 0, f"{first} {last}".lower(),
@@ -60,7 +64,7 @@ def generate(db: Path, n: int, seed: int = 42, due_now: int = 0) -> None:
             nxt = None
             if status in ("active", "will-fail", "failed"):
                 nxt = NOW - timedelta(minutes=1) if pk <= due_now else NOW + timedelta(hours=rnd.randrange(1, 24 * 30))
-            sets.append((pk, pk, rnd.choice(rs_ids), status, None, outstanding, ts(created), ts(created),
+            sets.append((pk, pk, standard if pk <= due_now else rnd.choice(rs_ids), status, None, outstanding, ts(created), ts(created),
                          ts(nxt) if nxt else None, 0 if pk <= due_now else 1, "Statement" if nxt else None,
                          "sms,email" if nxt else None, 1, ts(created)))  # fmt: skip
             for _ in range(rnd.choice((1, 1, 2))):

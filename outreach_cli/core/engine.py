@@ -152,27 +152,78 @@ class Engine:
             self._expire_leases()
             self._reconcile()
             self._expire_and_pay()
-            claimed_total = 0
-            while True:
-                budget = None if self.limit is None else self.limit - claimed_total
-                if budget is not None and budget <= 0:
-                    break
-                with self.store.write() as conn:
-                    rule_sets = RuleSets(conn)
-                    deferred_before = self.summary.deferred + self.summary.skipped
-                    claims, finalize = self._claim(conn, rule_sets, min(BATCH, budget or BATCH))
-                    progressed = self.summary.deferred + self.summary.skipped != deferred_before
-                if not claims and not finalize:
-                    if progressed or self._touched_sets:
-                        with self.store.write() as conn:
-                            self._refresh(conn, RuleSets(conn))
-                        if progressed:
-                            continue
-                    break
-                claimed_total += len({c.set_id for c in claims}) or len(finalize)
-                self._deliver(claims, finalize)
+            self._pipeline()
         self.summary.duration_s = time.monotonic() - started
         return self.summary
+
+    def _pipeline(self) -> None:
+        """Claim batch N+1 while batch N is with the providers, then record N: the database work
+        overlaps the network, so `--concurrency` provider calls stay busy."""
+        claimed_total = 0
+        inflight: tuple[list[Claim], list[Any], list[tuple[int, int, int]]] | None = None
+        with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
+            try:
+                while True:
+                    budget = None if self.limit is None else self.limit - claimed_total
+                    claims: list[Claim] = []
+                    finalize: list[tuple[int, int, int]] = []
+                    progressed = False
+                    if budget is None or budget > 0:
+                        with self.store.write() as conn:
+                            rule_sets = RuleSets(conn)
+                            before = self.summary.deferred + self.summary.skipped
+                            claims, finalize = self._claim(conn, rule_sets, min(BATCH, budget or BATCH))
+                            progressed = self.summary.deferred + self.summary.skipped != before
+                        claims = self._drop_stale(claims)
+                    futures = [pool.submit(self._call_one, c) for c in claims]
+                    done, inflight = inflight, ((claims, futures, finalize) if (claims or finalize) else None)
+                    if done is not None:
+                        self._complete(*done)
+                    if not claims and not finalize:
+                        if progressed or self._touched_sets:
+                            with self.store.write() as conn:
+                                self._refresh(conn, RuleSets(conn))
+                            if progressed:
+                                continue
+                        break
+                    claimed_total += len({c.set_id for c in claims}) or len(finalize)
+            finally:
+                if inflight is not None:
+                    self._complete(*inflight)
+
+    def _complete(self, claims: list[Claim], futures: list[Any], finalize: list[tuple[int, int, int]]) -> None:
+        results: list[tuple[Claim, Outcome]] = []
+        config_error: ProviderConfigError | None = None
+        for c, fut in zip(claims, futures, strict=True):
+            try:
+                results.append(fut.result())
+            except ProviderConfigError as exc:
+                config_error = exc
+        if self.progress and results:
+            self.progress(len(results))
+        if config_error is not None:
+            self._stop_on_config_error(claims, results, config_error)
+        with self.store.write() as conn:
+            rule_sets = RuleSets(conn)
+            steps = self._record(conn, results) | set(finalize)
+            fallbacks = self._finalize(conn, rule_sets, steps)
+            self._refresh(conn, rule_sets)
+        if fallbacks:
+            self._deliver(fallbacks, [])
+
+    def _stop_on_config_error(self, claims: list[Claim], results: list[tuple[Claim, Outcome]], exc: ProviderConfigError) -> None:
+        done = {c.send_id for c, _ in results}
+        with self.store.write() as conn:
+            self._record(conn, results)
+            for c in claims:
+                if c.send_id not in done:  # not sent: back to pending, no attempt used
+                    conn.execute(
+                        update(send_t)
+                        .where(send_t.c.id == c.send_id, send_t.c.claim_token == c.token)
+                        .values(status="pending", claim_token=None, lease_until=None, next_attempt_at=self.ctx.now,
+                                attempts=send_t.c.attempts - 1)  # fmt: skip
+                    )
+        raise ConfigError(f"provider configuration error: {exc}; the run stopped and sent nothing more")
 
     # --- phase: leases and reconciliation ----------------------------------------------------
 
@@ -698,31 +749,37 @@ class Engine:
         if self.progress:
             self.progress(len(results))
         if config_error is not None:
-            done = {c.send_id for c, _ in results}
-            with self.store.write() as conn:
-                self._record(conn, results)
-                for c in claims:
-                    if c.send_id not in done:  # not sent: back to pending, no attempt used
-                        conn.execute(
-                            update(send_t)
-                            .where(send_t.c.id == c.send_id, send_t.c.claim_token == c.token)
-                            .values(status="pending", claim_token=None, lease_until=None, next_attempt_at=self.ctx.now,
-                                    attempts=send_t.c.attempts - 1)  # fmt: skip
-                        )
-            raise ConfigError(f"provider configuration error: {config_error}; the run stopped and sent nothing more")
+            self._stop_on_config_error(claims, results, config_error)
         return results
 
     def _record(self, conn: Connection, results: list[tuple[Claim, Outcome]]) -> set[tuple[int, int, int]]:
+        """Write outcomes, fenced by claim token: a send another run has taken over (our lease
+        ran out) keeps that run's result. One bulk statement per batch."""
         now = self.ctx.now
         steps: set[tuple[int, int, int]] = set()
         events: list[dict[str, Any]] = []
         charges: list[tuple[Claim, Outcome]] = []
+        if not results:
+            return steps
+        current: dict[int, tuple[str | None, str, int]] = {}
+        for chunk in chunks([c.send_id for c, _ in results]):
+            q = select(send_t.c.id, send_t.c.claim_token, send_t.c.status, send_t.c.attempts).where(send_t.c.id.in_(chunk))
+            if self.pg:
+                q = q.with_for_update()
+            for sid, token, status, attempts in conn.execute(q):
+                current[sid] = (token, status, attempts)
+        rows: list[dict[str, Any]] = []
         for c, out in results:
+            token, cur_status, attempts = current.get(c.send_id, (None, "", 0))
+            if token != c.token or cur_status != "claimed":
+                # Fenced: our lease expired and another run took this send over; its result stands.
+                log.info("send %s: claim token no longer matches; result discarded", c.send_id)
+                continue
             values: dict[str, Any] = {"provider_ref": out.provider_ref, "error_code": out.error_code, "reason": out.reason,
-                                      "claim_token": None, "lease_until": None}  # fmt: skip
+                                      "claim_token": None, "lease_until": None, "next_attempt_at": None,
+                                      "finished_at": None, "sent_at": None}  # fmt: skip
             status = out.status
             if status == TRANSIENT:
-                attempts = conn.execute(select(send_t.c.attempts).where(send_t.c.id == c.send_id)).scalar_one()
                 if attempts >= self.max_attempts:
                     status = FAILED
                     values["reason"] = f"{out.reason or 'temporary failure'} (gave up after {attempts} attempts)"
@@ -733,16 +790,8 @@ class Engine:
                 values["finished_at"] = now if status in (DELIVERED, FAILED) else None
                 if status in (DELIVERED, SENT, UNKNOWN):
                     values["sent_at"] = now
-            res = conn.execute(
-                update(send_t)
-                .where(send_t.c.id == c.send_id, send_t.c.claim_token == c.token, send_t.c.status == "claimed")
-                .values(**values)
-            )
-            if not res.rowcount:
-                # Fenced: our lease expired and another run took this send over; its result stands.
-                log.info("send %s: claim token no longer matches; result discarded", c.send_id)
-                continue
-            shown = values.get("status", "pending")
+            rows.append({"b_id": c.send_id, **values})
+            shown = values["status"]
             if shown in ("delivered", "sent"):
                 self.summary.sent += 1
             elif shown == "failed":
@@ -759,6 +808,9 @@ class Engine:
                 charges.append((c, out))
             steps.add((c.set_id, c.gen, c.step_index))
             self._touched_sets.add(c.set_id)
+        from outreach_cli.core.sets import bulk_update
+
+        bulk_update(conn, send_t, rows)
         add_events(conn, events)
         if charges:
             self._record_card_payments(conn, charges)

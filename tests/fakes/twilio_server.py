@@ -131,7 +131,10 @@ class FakeTwilio:
         resource = parts[3]
         if verb == "POST" and resource in ("Messages.json", "Calls.json"):
             length = int(h.headers.get("Content-Length", "0"))
-            form = {k: v[0] for k, v in parse_qs(h.rfile.read(length).decode()).items()}
+            raw = h.rfile.read(length)
+            if len(raw) < length:  # the client died mid-request: like Twilio, create nothing
+                return
+            form = {k: v[0] for k, v in parse_qs(raw.decode()).items()}
             self._create(h, "message" if resource == "Messages.json" else "call", form)
         elif verb == "GET" and resource in ("Messages.json", "Calls.json"):
             self._list(h, "messages" if resource == "Messages.json" else "calls", {k: v[0] for k, v in parse_qs(url.query).items()})
