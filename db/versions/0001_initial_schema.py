@@ -41,6 +41,8 @@ def upgrade() -> None:
     sa.Column('postal_code', sa.String(), nullable=True),
     sa.Column('country', sa.String(), nullable=True),
     sa.Column('address_invalid', sa.Boolean(), nullable=False),
+    sa.Column('phone_valid', sa.Boolean(), nullable=True),
+    sa.Column('email_valid', sa.Boolean(), nullable=True),
     sa.Column('timezone', sa.String(), nullable=True),
     sa.Column('phone_tz', sa.String(), nullable=True),
     sa.Column('address_tz', sa.String(), nullable=True),

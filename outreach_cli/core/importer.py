@@ -25,7 +25,7 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Connection, insert, select
+from sqlalchemy import Connection, func, insert, select
 
 from outreach_cli.core import contacts
 from outreach_cli.core.errors import InvalidInput
@@ -241,6 +241,8 @@ def _patient_values(norm: dict[str, Any], existing: Any | None) -> dict[str, Any
         new["email_suppressed"] = existing.email_suppressed
     else:
         new["email_suppressed"] = None
+    new["phone_valid"] = contacts.phone_is_valid(new["phone"]) if new["phone"] else False
+    new["email_valid"] = contacts.email_is_valid(new["email"]) if new["email"] else False
     new["phone_tz"] = contacts.phone_zone(new["phone"])
     new["address_tz"] = contacts.address_zone(new["state"], new["country"])
     new["search_name"] = f"{new['first_name']} {new['last_name']}".strip().lower()
@@ -421,30 +423,21 @@ def _import_charges(
             ):
                 in_progress[ppk] = sid
         need = [pk for pk in pks if pk not in in_progress]
+        created_sets: set[int] = set()
         if need:
-            rows = [
-                {"patient_pk": pk, "rule_set_id": rule_set_id, "status": "active", "amount_outstanding_cents": 0,
-                 "created_at": ctx.now, "anchor_at": ctx.now, "updated_at": ctx.now, "next_step_index": 0,
-                 "schedule_gen": 1}  # fmt: skip
-                for pk in need
-            ]
-            for chunk in chunks(rows, 1000):
-                res = conn.execute(
-                    insert(invoice_set_t).returning(
-                        invoice_set_t.c.id, invoice_set_t.c.patient_pk, sort_by_parameter_order=True
-                    ),
-                    list(chunk),
-                )
-                for sid, ppk in res:
-                    in_progress[ppk] = sid
-                    events.append(event_row(ctx, "created", set_id=sid, patient_pk=ppk, to_status="active",
-                                            detail={"rule_set": rule_set_name}))  # fmt: skip
+            fresh = _create_sets(conn, need, new_recs, patients, rule_set_id, rule_sets, ctx)
+            in_progress.update(fresh)
+            for ppk, sid in fresh.items():
+                events.append(event_row(ctx, "created", set_id=sid, patient_pk=ppk, to_status="active",
+                                        detail={"rule_set": rule_set_name}))  # fmt: skip
             report.sets_created += len(need)
+            created_sets = set(fresh.values())
         charge_rows = []
         for _, n in new_recs:
             ppk = patients[n["patient_id"]]
             sid = in_progress[ppk]
-            touched_sets.add(sid)
+            if sid not in created_sets:  # new sets were evaluated before they were written
+                touched_sets.add(sid)
             charge_rows.append({
                 "charge_id": n["charge_id"], "patient_pk": ppk, "invoice_set_id": sid,
                 "amount_cents": n["amount_cents"], "outstanding_cents": n["amount_cents"],
@@ -458,6 +451,57 @@ def _import_charges(
     add_events(conn, events)
     recompute_amounts(conn, touched_sets)
     report.sets_changed += len(refresh_sets(conn, touched_sets, ctx, rule_sets))
+
+
+def _create_sets(
+    conn: Connection,
+    need: list[int],
+    new_recs: list[tuple[Record, dict[str, Any]]],
+    patients: dict[str, int],
+    rule_set_id: int,
+    rule_sets: RuleSets,
+    ctx: Context,
+) -> dict[int, int]:
+    """New invoice sets, written once with their balance, status and next send already decided
+    (no second pass over a million rows). Returns {patient_pk: set_id}."""
+    from outreach_cli.core.evaluation import evaluate
+    from outreach_cli.core.sets import contact_of, zones_of
+    from outreach_cli.core.statuses import Status
+
+    balance: dict[int, int] = defaultdict(int)
+    for _, n in new_recs:
+        balance[patients[n["patient_id"]]] += n["amount_cents"]
+    rs = rule_sets.get(rule_set_id)
+    rows: list[dict[str, Any]] = []
+    for chunk in chunks(need, 900):
+        for p in conn.execute(select(patient_t).where(patient_t.c.id.in_(chunk))):
+            view = evaluate(status=Status.ACTIVE, rule_set=rs, next_step_index=0, anchor=ctx.now, paused=False,
+                            expired_at=None, failed_reason=None, balance_cents=balance[p.id], contact=contact_of(p),
+                            zones=zones_of(p, ctx.practice_tz), window=ctx.window, now=ctx.now)  # fmt: skip
+            rows.append({"patient_pk": p.id, "rule_set_id": rule_set_id, "status": view.status.value,
+                         "status_reason": view.status_reason, "will_fail_reason": view.will_fail_reason,
+                         "expired_at": view.expired_at, "amount_outstanding_cents": balance[p.id],
+                         "created_at": ctx.now, "anchor_at": ctx.now, "updated_at": ctx.now, "next_step_index": 0,
+                         "next_send_at": view.next_send_at, "next_step": view.next_step,
+                         "next_methods": view.next_methods, "schedule_gen": 1})  # fmt: skip
+    out: dict[int, int] = {}
+    if conn.dialect.name == "sqlite":
+        # Writers are serialised (BEGIN IMMEDIATE), so IDs can be assigned here: no RETURNING round trips.
+        next_id = (conn.execute(select(func.max(invoice_set_t.c.id))).scalar() or 0) + 1
+        for i, r in enumerate(rows):
+            r["id"] = next_id + i
+            out[r["patient_pk"]] = r["id"]
+        for chunk in chunks(rows, 5000):
+            conn.execute(insert(invoice_set_t), list(chunk))
+    else:
+        for chunk in chunks(rows, 1000):
+            res = conn.execute(
+                insert(invoice_set_t).returning(invoice_set_t.c.id, invoice_set_t.c.patient_pk, sort_by_parameter_order=True),
+                list(chunk),
+            )
+            for sid, ppk in res:
+                out[ppk] = sid
+    return out
 
 
 # --- payments --------------------------------------------------------------------------------

@@ -69,6 +69,10 @@ class Patient(SQLModel, table=True):
     postal_code: str | None = None
     country: str | None = None
     address_invalid: bool = False
+    # Computed once when the phone/email is stored (validation is costly at a million sets);
+    # NULL means "not computed": checked on the fly.
+    phone_valid: bool | None = None
+    email_valid: bool | None = None
     timezone: str | None = None  # explicit column from the import
     phone_tz: str | None = None  # derived: the phone's zone when it has exactly one
     address_tz: str | None = None  # derived: the address state's zone

@@ -105,6 +105,8 @@ def contact_of(p: Any) -> Contact:
         email_opt_out=bool(p.email_opt_out),
         email_suppressed=p.email_suppressed,
         card_token=p.card_token,
+        phone_valid=p.phone_valid,
+        email_valid=p.email_valid,
     )
 
 
@@ -212,6 +214,8 @@ _PATIENT_COLS = tuple(
         "timezone",
         "phone_tz",
         "address_tz",
+        "phone_valid",
+        "email_valid",
     )
 )
 
