@@ -1,0 +1,263 @@
+"""The scale benchmark (SPEC section 12): `python -m bench` (or `make bench`).
+
+Measures whole `outreach` processes (median of several runs) on a generated SQLite database of
+1,000,000 invoice sets, runs the equivalent raw SQL with the `sqlite3` shell on the same file for
+a ratio (the tool's overhead over the database itself), optionally repeats the run-outreach
+throughput on PostgreSQL with 1, 2 and 4 workers, and writes bench/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+NOW = "2026-11-02T15:00:00Z"
+OPEN = "('active','paused','expired','will-fail','failed')"
+
+
+def timed(cmd: list[str], *, env: dict[str, str] | None = None, stdin: bytes | None = None) -> tuple[float, int, int]:
+    """Wall seconds, peak RSS (KB) and exit code of one process (os.wait4 gives its own rusage)."""
+    t0 = time.perf_counter()
+    p = subprocess.Popen(cmd, env=env, stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    if stdin is not None:
+        assert p.stdin is not None
+        p.stdin.write(stdin)
+        p.stdin.close()
+    _, status, usage = os.wait4(p.pid, 0)
+    wall = time.perf_counter() - t0
+    return wall, int(usage.ru_maxrss), os.waitstatus_to_exitcode(status)
+
+
+def median(cmd: list[str], runs: int, **kw: object) -> tuple[float, int]:
+    walls, rss = [], []
+    for _ in range(runs):
+        w, r, code = timed(cmd, **kw)  # type: ignore[arg-type]
+        if code != 0:
+            raise SystemExit(f"command failed ({code}): {' '.join(cmd)}")
+        walls.append(w)
+        rss.append(r)
+    return statistics.median(walls), max(rss)
+
+
+def sql_time(db: Path, sql: str, runs: int) -> float:
+    return median(["sqlite3", str(db), sql], runs)[0]
+
+
+def outreach(db: Path | str, *args: str) -> list[str]:
+    return [sys.executable, "-m", "outreach_cli", "--db", str(db), "--now", NOW, *args]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--sets", type=int, default=1_000_000)
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--pg", help="PostgreSQL URL for the multi-worker run-outreach figures")
+    ap.add_argument("--regenerate", action="store_true")
+    ap.add_argument("--skip", default="", help="comma list: import,act,throughput,jsonl")
+    a = ap.parse_args()
+    skip = set(filter(None, a.skip.split(",")))
+    sys.path.insert(0, str(HERE.parent))
+    from bench.generate import generate
+
+    data = HERE / "data"
+    data.mkdir(exist_ok=True)
+    db = data / f"bench-{a.sets}.db"
+    if a.regenerate or not db.exists():
+        generate(db, a.sets)
+    rows: list[tuple[str, float, float | None, str]] = []  # name, tool s, raw s, note
+
+    def measure(name: str, args: list[str], sql: str | None, note: str = "") -> None:
+        wall, rss = median(outreach(db, *args), a.runs)
+        raw = sql_time(db, sql, a.runs) if sql else None
+        rows.append((name, wall, raw, note or f"peak RSS {rss / 1024:.0f} MB"))
+        print(f"{name:<45} {wall:7.3f}s" + (f"  raw {raw:.3f}s" if raw else ""), file=sys.stderr)
+
+    w, rss = median([sys.executable, "-m", "outreach_cli", "--help"], 5)
+    rows.append(("outreach --help", w, None, f"peak RSS {rss / 1024:.0f} MB"))
+    print(f"{'--help':<45} {w:7.3f}s", file=sys.stderr)
+    measure("metrics", ["metrics"], f"SELECT status, count(*), sum(amount_outstanding_cents) FROM invoice_set WHERE status IN ('failed','expired','paused','will-fail') GROUP BY status;")
+    measure("metrics --all", ["metrics", "--all"], "SELECT status, count(*), sum(amount_outstanding_cents) FROM invoice_set GROUP BY status;")
+    base = "SELECT s.id, s.status, s.amount_outstanding_cents, p.patient_id, p.first_name, p.last_name, p.phone FROM invoice_set s JOIN patient p ON p.id = s.patient_pk WHERE "
+    filters = [
+        ("list --limit 50 (default: open, by next send)", [], f"s.status IN {OPEN} ORDER BY s.next_send_at IS NULL, s.next_send_at LIMIT 50"),
+        ("list --status failed --limit 50", ["--status", "failed"], "s.status = 'failed' ORDER BY s.next_send_at LIMIT 50"),
+        ("list --amount 100..500 --limit 50", ["--amount", "100..500"], f"s.status IN {OPEN} AND s.amount_outstanding_cents BETWEEN 10000 AND 50000 ORDER BY s.next_send_at LIMIT 50"),
+        ("list --created 2026-06-01..2026-06-30 --limit 50", ["--created", "2026-06-01..2026-06-30"], f"s.status IN {OPEN} AND s.created_at >= '2026-06-01' AND s.created_at < '2026-07-01' ORDER BY s.next_send_at LIMIT 50"),
+        ("list --send-time today --limit 50", ["--send-time", "today"], f"s.status IN {OPEN} AND s.next_send_at >= '2026-11-02' AND s.next_send_at < '2026-11-03' ORDER BY s.next_send_at LIMIT 50"),
+        ("list --rule-set gentle --limit 50", ["--rule-set", "gentle"], f"s.status IN {OPEN} AND s.rule_set_id = (SELECT id FROM rule_set WHERE name='gentle') ORDER BY s.next_send_at LIMIT 50"),
+        ("list --search smith --limit 50", ["--search", "smith"], f"s.status IN {OPEN} AND p.search_name LIKE '%smith%' ORDER BY s.next_send_at LIMIT 50"),
+        ("list --search '(617) 555-0142' --limit 50", ["--search", "(617) 555-0142"], f"s.status IN {OPEN} AND p.phone = '+16175550142' ORDER BY s.next_send_at LIMIT 50"),
+        ("list --search 5550142 (digits) --limit 50", ["--search", "5550142"], f"s.status IN {OPEN} AND p.phone LIKE '%5550142%' ORDER BY s.next_send_at LIMIT 50"),
+        ("list --sort amount --desc --limit 50", ["--sort", "amount", "--desc"], f"s.status IN {OPEN} ORDER BY s.amount_outstanding_cents DESC LIMIT 50"),
+        ("list --status all --sort id --limit 50", ["--status", "all", "--sort", "id"], "1 ORDER BY s.id LIMIT 50"),
+    ]
+    for name, args, where in filters:
+        measure(name, ["list", *args, "--limit", "50", "--format", "tsv"], base + where + ";")
+
+    if "jsonl" not in skip:
+        wall, rss, code = timed(outreach(db, "list", "--status", "all", "--format", "jsonl"))
+        raw = sql_time(db, "SELECT s.*, p.* FROM invoice_set s JOIN patient p ON p.id = s.patient_pk;", 1)
+        rows.append(("list --status all --format jsonl (all sets)", wall, raw, f"peak RSS {rss / 1024:.0f} MB (target < 200 MB)"))
+        print(f"jsonl all: {wall:.1f}s rss {rss / 1024:.0f} MB", file=sys.stderr)
+
+    tmp = Path(tempfile.mkdtemp(prefix="outreach-bench-"))
+    try:
+        if "act" not in skip:
+            copy = tmp / "act.db"
+            shutil.copy(db, copy)
+            ids = subprocess.run(["sqlite3", str(copy), "SELECT id FROM invoice_set WHERE status='active' ORDER BY id LIMIT 100000;"],
+                                 capture_output=True, check=True).stdout  # fmt: skip
+            n = len(ids.split())
+            wall, rss, code = timed(outreach(copy, "act", "pause", "-"), stdin=ids)
+            assert code == 0, code
+            shutil.copy(db, copy)
+            idlist = ",".join(ids.decode().split())
+            t0 = time.perf_counter()
+            subprocess.run(["sqlite3", str(copy), f"BEGIN; UPDATE invoice_set SET status='paused' WHERE id IN ({idlist}); "
+                            f"INSERT INTO event (invoice_set_id, at, kind, actor, from_status, to_status) SELECT id, '2026-11-02', 'action', 'b', 'active', 'paused' FROM invoice_set WHERE id IN ({idlist}); COMMIT;"],
+                           check=True, capture_output=True)  # fmt: skip
+            raw = time.perf_counter() - t0
+            rows.append((f"act pause - ({n:,} IDs from stdin)", wall, raw, f"peak RSS {rss / 1024:.0f} MB; one run (it changes data)"))
+            print(f"act pause {n}: {wall:.1f}s", file=sys.stderr)
+        if "import" not in skip:
+            pdb = tmp / "import.db"
+            generate(pdb, 0)  # schema only
+            csvp = tmp / "patients.csv"
+            chp = tmp / "charges.csv"
+            import csv
+
+            with csvp.open("w", newline="") as fh:
+                w = csv.writer(fh)
+                w.writerow(["patient_id", "first_name", "last_name", "phone", "email", "state"])
+                for i in range(a.sets):
+                    w.writerow([f"P{i:07d}", "Ann", "Lee", "", "", "MA"])
+            with chp.open("w", newline="") as fh:
+                w = csv.writer(fh)
+                w.writerow(["charge_id", "patient_id", "amount", "created_at", "description"])
+                for i in range(a.sets):
+                    w.writerow([f"C{i:08d}", f"P{i % a.sets:07d}", "123.45", "2026-10-01", "Office visit"])
+            subprocess.run(outreach(pdb, "-q", "import", "patients", str(csvp)), check=True)
+            wall, rss, code = timed(outreach(pdb, "import", "charges", str(chp), "--rule-set", "standard"))
+            assert code == 0, code
+            raw_db = tmp / "raw.db"
+            t0 = time.perf_counter()
+            subprocess.run(["sqlite3", str(raw_db), ".mode csv", f".import {chp} charge_raw"], check=True)
+            raw = time.perf_counter() - t0
+            rows.append((f"import charges ({a.sets:,} rows, new sets)", wall, raw,
+                         f"peak RSS {rss / 1024:.0f} MB; raw = sqlite3 .import of the CSV (no validation, no sets)"))  # fmt: skip
+            print(f"import {a.sets}: {wall:.1f}s", file=sys.stderr)
+        throughput: list[tuple[str, float, float]] = []
+        if "throughput" not in skip:
+            throughput.append(run_outreach_throughput(tmp / "tick.db", None, 1, 5000))
+            if a.pg:
+                for workers in (1, 2, 4):
+                    throughput.append(run_outreach_throughput(None, a.pg, workers, 20000))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    write_results(rows, throughput, a.sets)
+
+
+def run_outreach_throughput(sqlite_db: Path | None, pg: str | None, workers: int, n: int) -> tuple[str, float, float]:
+    """run-outreach against a local fake Twilio API that takes 50 ms per call, concurrency 16."""
+    from bench.generate import generate
+    from tests.fakes.twilio_server import ACCOUNT, TOKEN, FakeTwilio
+
+    fake = FakeTwilio(delay=0.05).start()
+    try:
+        if pg:
+            db_url = _pg_fresh(pg, n)
+        else:
+            assert sqlite_db is not None
+            generate(sqlite_db, n, due_now=n)
+            db_url = f"sqlite:///{sqlite_db}"
+        env = dict(os.environ, OUTREACH_DATABASE=db_url, OUTREACH_CHANNELS_SMS="twilio", OUTREACH_CHANNELS_EMAIL="sandbox",
+                   TWILIO_ACCOUNT_SID=ACCOUNT, TWILIO_AUTH_TOKEN=TOKEN, TWILIO_FROM_NUMBER="+16175550999",
+                   OUTREACH_TWILIO_BASE_URL=fake.base_url)  # fmt: skip
+        cmd = [sys.executable, "-m", "outreach_cli", "--now", NOW, "run-outreach", "--concurrency", "16"]
+        t0 = time.perf_counter()
+        procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for _ in range(workers)]
+        for p in procs:
+            _, err = p.communicate()
+            if p.returncode != 0:
+                raise SystemExit(err.decode()[-2000:])
+        wall = time.perf_counter() - t0
+        sent = len([m for m in fake.messages.values()])
+        label = f"{'PostgreSQL' if pg else 'SQLite'}, {workers} worker(s), {n:,} due sends"
+        print(f"run-outreach {label}: {sent} in {wall:.1f}s = {sent / wall:.0f}/s", file=sys.stderr)
+        return label, sent / wall, wall
+    finally:
+        fake.stop()
+
+
+def _pg_fresh(url: str, n: int) -> str:
+    """A fresh schema with n sets due now, built through the real import path."""
+    import uuid
+
+    import psycopg
+
+    schema = f"outreach_bench_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(url, autocommit=True) as c:
+        c.execute(f'CREATE SCHEMA "{schema}"')
+    sep = "&" if "?" in url else "?"
+    db = f"{url}{sep}options=-csearch_path%3D{schema}"
+    tmp = Path(tempfile.mkdtemp())
+    subprocess.run([sys.executable, "-m", "outreach_cli", "--db", db, "-q", "init"], check=True)
+    import csv
+
+    with (tmp / "p.csv").open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["patient_id", "first_name", "phone", "phone_type"])
+        for i in range(n):
+            w.writerow([f"P{i:07d}", "Ann", f"+1617{2000000 + i:07d}", "mobile"])
+    with (tmp / "c.csv").open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["charge_id", "patient_id", "amount"])
+        for i in range(n):
+            w.writerow([f"C{i:07d}", f"P{i:07d}", "42.00"])
+    subprocess.run([sys.executable, "-m", "outreach_cli", "--db", db, "--now", "2026-11-02T14:00:00Z", "-q", "import", "patients", str(tmp / "p.csv")], check=True)
+    subprocess.run([sys.executable, "-m", "outreach_cli", "--db", db, "--now", "2026-11-02T14:00:00Z", "-q", "import", "charges", str(tmp / "c.csv"), "--rule-set", "final-notice"], check=True)
+    shutil.rmtree(tmp, ignore_errors=True)
+    return db
+
+
+def write_results(rows: list[tuple[str, float, float | None, str]], throughput: list[tuple[str, float, float]], n: int) -> None:
+    lines = [
+        "# Benchmark results",
+        "",
+        f"Measured {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC on {platform.node() or 'this machine'}: "
+        f"{platform.system()} {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+        f"SQLite {subprocess.run(['sqlite3', '--version'], capture_output=True, text=True).stdout.split()[0]}.",
+        f"Database: {n:,} invoice sets (with patients, charges, sends and events), generated by `bench/generate.py`.",
+        "Each figure is the wall time of a whole process (startup included), median of 3 runs unless noted; the raw",
+        "column runs the equivalent SQL with the `sqlite3` shell on the same file; ratio = tool / raw.",
+        "",
+        "| measurement | outreach | raw SQL | ratio | notes |",
+        "|---|---:|---:|---:|---|",
+    ]
+    for name, wall, raw, note in rows:
+        ratio = f"{wall / raw:.1f}x" if raw else ""
+        lines.append(f"| {name} | {wall:.3f} s | {f'{raw:.3f} s' if raw else ''} | {ratio} | {note} |")
+    if throughput:
+        lines += ["", "run-outreach against a local fake Twilio API taking 50 ms per call, `--concurrency 16` per worker",
+                  "(ideal: 320 sends/s per worker):", "", "| setup | sends/s | % of ideal | wall |", "|---|---:|---:|---:|"]  # fmt: skip
+        for label, rate, wall in throughput:
+            workers = int(label.split(", ")[1].split()[0])
+            lines.append(f"| {label} | {rate:.0f} | {100 * rate / (320 * workers):.0f}% | {wall:.1f} s |")
+    out = HERE / "RESULTS.md"
+    out.write_text("\n".join(lines) + "\n")
+    print(f"wrote {out}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
