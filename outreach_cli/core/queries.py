@@ -202,6 +202,44 @@ def _pages(conn: Any, base: Select[Any], f: ListFilter) -> Iterator[Any]:
     yield from conn.execution_options(**opts).execute(second)
 
 
+def plan_statements(store: Any, f: ListFilter) -> list[Any]:
+    """The SELECTs `list` runs for ``f`` (first page), for query-plan checks."""
+    with store.read() as conn:
+        rule_sets = RuleSets(conn)
+    walk = store.dialect == "sqlite" and f.sort == "next-send" and f.search is None and f.created is None and f.limit is not None
+    base = _base(rule_sets, f, walk_next_send=walk)
+    if f.sort != "next-send":
+        q = _order(base, f)
+        return [q.limit(f.limit) if f.limit is not None else q]
+    col, idcol = invoice_set_t.c.next_send_at, invoice_set_t.c.id
+    first = base.where(col.is_not(None)).order_by(col, idcol)
+    second = base.where(col.is_(None)).order_by(idcol)
+    if f.limit is not None:
+        first, second = first.limit(f.limit), second.limit(f.limit)
+    return [first, second]
+
+
+def metrics_statements(now: datetime) -> list[Any]:
+    """The SELECTs behind `metrics --all`, for query-plan checks."""
+    from datetime import timedelta
+
+    counts = (
+        select(invoice_set_t.c.status, func.count(), func.coalesce(func.sum(invoice_set_t.c.amount_outstanding_cents), 0))
+        .where(invoice_set_t.c.status.in_([s.value for s in Status]))
+        .group_by(invoice_set_t.c.status)
+    )
+    bucket = case(
+        *[(invoice_set_t.c.created_at > now - timedelta(days=hi + 1), name) for name, _, hi in AGING if hi is not None],
+        else_=AGING[-1][0],
+    ).label("bucket")
+    aging = (
+        select(bucket, func.count(), func.coalesce(func.sum(invoice_set_t.c.amount_outstanding_cents), 0))
+        .where(invoice_set_t.c.status.in_([s.value for s in OPEN]), invoice_set_t.c.created_at <= now)
+        .group_by(bucket)
+    )
+    return [counts, aging]
+
+
 def list_sets(store: Any, f: ListFilter, ctx: Context) -> Iterator[dict[str, Any]]:
     """Streams the matching sets as JSON-ready dicts (server-side cursor, flat memory)."""
     if f.sort not in SORTS:
