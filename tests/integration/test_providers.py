@@ -15,15 +15,9 @@ from tests.conftest import Cli, write
 from tests.fakes.twilio_server import ACCOUNT, TOKEN, FakeTwilio
 from tests.helpers import PATIENT_HEADER, patient, write_csv
 
+from tests.reliability.harness import PRACTICE, T0, z  # T0: a weekday today, 15:00 UTC
+
 UTC = timezone.utc
-T0 = datetime.now(UTC).replace(hour=15, minute=0, second=0, microsecond=0)  # today, 10:00/11:00 in New York
-while T0.weekday() >= 5:
-    T0 += timedelta(days=1)
-PRACTICE = "+16175550999"
-
-
-def z(dt: datetime) -> str:
-    return dt.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @pytest.fixture

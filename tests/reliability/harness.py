@@ -9,7 +9,6 @@ import sys
 from collections import Counter
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
 
 from tests.conftest import Cli, write
 from tests.fakes.twilio_server import ACCOUNT, TOKEN, FakeTwilio

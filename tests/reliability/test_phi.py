@@ -49,7 +49,7 @@ def test_no_phi_on_stderr(cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPa
         write(d / "canary.toml", RULES)
         run("rulesets", "sync", str(d))
         good = [
-            patient("C1", first_name=FIRST, last_name=LAST, phone=f"(617) 555-0187", email=EMAIL),
+            patient("C1", first_name=FIRST, last_name=LAST, phone="(617) 555-0187", email=EMAIL),
             patient("C2", first_name=FIRST, last_name=LAST, phone="+15005550001", email="zorblaxine.canary@mailhost.invalid"),
             patient("C3", first_name=FIRST, last_name=LAST, phone="+15005550009", email=EMAIL),
         ]
