@@ -13,10 +13,10 @@ import sqlite3
 import subprocess
 import sys
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-UTC = timezone.utc
+UTC = UTC
 STATUSES = [("active", 0.55), ("paid", 0.15), ("paused", 0.04), ("expired", 0.06), ("failed", 0.04),
             ("will-fail", 0.03), ("cancelled", 0.04), ("written-off", 0.05), ("collections", 0.04)]  # fmt: skip
 FIRST = "James Mary Robert Patricia John Jennifer Michael Linda David Elizabeth Sofia Mateo Priya Wei Fatima".split()

@@ -48,7 +48,7 @@ def _pg_schema_url() -> str:
         schema = f"outreach_test_{os.getpid()}_{uuid.uuid4().hex[:8]}"
         with psycopg.connect(PG_URL, connect_timeout=5, autocommit=True) as conn:
             conn.execute(f'CREATE SCHEMA "{schema}"')
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         _pg_state["error"] = f"PostgreSQL not reachable at {PG_URL}: {exc}".strip()
         raise RuntimeError(_pg_state["error"]) from None
     sep = "&" if "?" in PG_URL else "?"

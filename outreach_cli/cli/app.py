@@ -129,7 +129,7 @@ def run(argv: list[str] | None = None, env: Environment | None = None) -> int:
     except BrokenPipeError:
         # The reader went away (`| head`): stop quietly.
         try:
-            sys.stdout = open("/dev/null", "w")  # noqa: SIM115
+            sys.stdout = open("/dev/null", "w")
         except OSError:
             pass
         return 0

@@ -37,9 +37,9 @@ def run_demo(a: App, *, patients: int, days: int, seed: int) -> None:
     from datetime import timedelta
 
     from outreach_cli.config import database_url
+    from outreach_cli.core.demo_data import generate
     from outreach_cli.core.errors import InvalidInput
     from outreach_cli.core.importer import run_import
-    from outreach_cli.core.demo_data import generate
     from outreach_cli.core.ruleset_store import sync_dir
     from outreach_cli.core.rulesets import shipped_dir
 
@@ -84,7 +84,7 @@ def run_demo(a: App, *, patients: int, days: int, seed: int) -> None:
         by_day.setdefault(int(p["day"]), []).append(p)
     simulate(a, store, start=start, days=days, payments_by_day=by_day)
     a.info(f"demo: simulated {days} days of outreach ending {end:%Y-%m-%d %H:%M} UTC")
-    from outreach_cli.cli.cmd_admin import print_metrics, print_attention
+    from outreach_cli.cli.cmd_admin import print_attention, print_metrics
 
     print_metrics(a, store, show_all=True)
     print_attention(a, store)

@@ -18,7 +18,8 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime, time as dtime, timedelta
+from datetime import datetime, timedelta
+from datetime import time as dtime
 from typing import Any
 
 from sqlalchemy import Connection, exists, insert, select, update
@@ -111,7 +112,7 @@ def practice_phone_display(e164: str) -> str:
         import phonenumbers
 
         return str(phonenumbers.format_number(phonenumbers.parse(e164, "US"), phonenumbers.PhoneNumberFormat.NATIONAL))
-    except Exception:  # noqa: BLE001 - display only
+    except Exception:
         return e164
 
 
@@ -194,7 +195,7 @@ class Engine:
     def _complete(self, claims: list[Claim], futures: list[Any], finalize: list[tuple[int, int, int]]) -> None:
         results: list[tuple[Claim, Outcome]] = []
         config_error: ProviderConfigError | None = None
-        for c, fut in zip(claims, futures, strict=True):
+        for fut in futures:
             try:
                 results.append(fut.result())
             except ProviderConfigError as exc:
@@ -281,7 +282,7 @@ class Engine:
                         out = self.providers[r.method].fetch(r.provider_ref)  # type: ignore[attr-defined]
                     except ProviderConfigError as exc:
                         raise ConfigError(f"{r.method} provider: {exc}") from None
-                    except Exception as exc:  # noqa: BLE001 - try again next run
+                    except Exception as exc:
                         log.info("status fetch for send %s failed: %s", r.id, type(exc).__name__)
                         continue
                     if apply_send_status(conn, r, out, self.ctx, source="reconciliation"):
@@ -298,7 +299,7 @@ class Engine:
                 items = sms.inbound(sms.from_number, since - timedelta(days=1))
             except ProviderConfigError as exc:
                 raise ConfigError(f"sms provider: {exc}") from None
-            except Exception as exc:  # noqa: BLE001 - replies are read again next run
+            except Exception as exc:
                 log.info("reading inbound messages failed: %s", type(exc).__name__)
                 items = []
             if items:
@@ -342,7 +343,7 @@ class Engine:
             out = provider.lookup(r.provider_ref, msg)
         except ProviderConfigError as exc:
             raise ConfigError(f"{r.method} provider: {exc}") from None
-        except Exception as exc:  # noqa: BLE001 - a failed lookup leaves it unknown for the next run
+        except Exception as exc:
             log.info("lookup of send %s failed: %s", r.id, type(exc).__name__)
             return
         if out is None or out.status == UNKNOWN:
@@ -719,7 +720,7 @@ class Engine:
             out = provider.send(c.msg)
         except ProviderConfigError:
             raise
-        except Exception as exc:  # noqa: BLE001 - anything unexpected mid-call may have gone out
+        except Exception as exc:
             log.info("send %s (%s) raised %s", c.send_id, c.method, type(exc).__name__)
             out = Outcome(UNKNOWN, None, None, f"provider call ended without an answer ({type(exc).__name__})")
         log.info("send %s %s to %s: %s", c.send_id, c.method, mask_phone(c.msg.phone) if c.method in ("sms", "call") else "patient", out.status)

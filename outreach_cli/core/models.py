@@ -7,14 +7,14 @@ through either database unchanged. Every `list` filter and sort has an index.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import BigInteger, Column, DateTime, ForeignKey, Index, Integer, String, Text, UniqueConstraint, text
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
 
-UTC = timezone.utc
+UTC = UTC
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -245,21 +245,21 @@ class Event(SQLModel, table=True):
 
 # Integer, String are re-exported for migrations' convenience.
 __all__ = [
-    "UTCDateTime",
+    "Charge",
+    "Column",
+    "Event",
+    "ForeignKey",
+    "Integer",
+    "InvoiceSet",
     "Meta",
     "Patient",
-    "RuleSetRow",
-    "RuleSetVersion",
-    "InvoiceSet",
-    "Charge",
     "Payment",
     "PaymentAllocation",
+    "RuleSetRow",
+    "RuleSetVersion",
     "Send",
-    "Event",
-    "Integer",
     "String",
-    "Column",
-    "ForeignKey",
+    "UTCDateTime",
 ]
 
 # Core table handles: bulk work uses SQLAlchemy Core on these (set-based, no per-row ORM).

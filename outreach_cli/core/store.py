@@ -126,10 +126,9 @@ class Store:
 
     def migrate(self) -> tuple[str | None, str]:
         """Create or upgrade the schema to head. Returns (before, after)."""
+        import outreach_db
         from alembic import command
         from alembic.config import Config
-
-        import outreach_db
 
         before = self.current_revision()
         cfg = Config()

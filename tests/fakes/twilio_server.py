@@ -10,7 +10,7 @@ import socket
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from email.utils import format_datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -27,7 +27,7 @@ ERRORS = {
 
 
 def rfc2822(dt: datetime) -> str:
-    return format_datetime(dt.astimezone(timezone.utc), usegmt=True).replace("GMT", "+0000")
+    return format_datetime(dt.astimezone(UTC), usegmt=True).replace("GMT", "+0000")
 
 
 @dataclass
@@ -186,7 +186,7 @@ class FakeTwilio:
         if kind == "call" and to == "+15005550001":
             self._error(h, 400, 21211, "The 'To' number is not a valid phone number.")
             return
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         if kind == "message":
             sid = "SM" + secrets.token_hex(16)
             item = self._message(sid, to, form.get("From", ""), form.get("Body", ""), "queued", now,
@@ -231,4 +231,4 @@ def _day(rfc: str | None) -> str:
         return ""
     from email.utils import parsedate_to_datetime
 
-    return parsedate_to_datetime(rfc).astimezone(timezone.utc).strftime("%Y-%m-%d")
+    return parsedate_to_datetime(rfc).astimezone(UTC).strftime("%Y-%m-%d")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -14,7 +14,7 @@ from outreach_cli.core.channels.base import Message, Outcome
 from tests.conftest import Cli, write
 from tests.helpers import PATIENT_HEADER, patient, write_csv
 
-UTC = timezone.utc
+UTC = UTC
 T0 = datetime(2026, 3, 2, 14, 0, tzinfo=UTC)  # Monday 09:00 in New York
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 
@@ -90,14 +91,14 @@ def test_money_and_offset_datetime_round_trip(cli: Cli, tmp_path: Path) -> None:
     assert data["amount_outstanding_cents"] == 123456
     row = json.loads(cli.ok("list", "--format", "jsonl").stdout.splitlines()[0])
     assert row["amount_outstanding"] == "1234.56" and row["amount_outstanding_cents"] == 123456
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     from outreach_cli.core.models import charge_t
 
     store = Store(cli.db)
     with store.read() as conn:
         created = conn.execute(select(charge_t.c.created_at)).scalar_one()
-    assert created == datetime(2026, 2, 3, 4, 45, 30, 123456, tzinfo=timezone.utc)
+    assert created == datetime(2026, 2, 3, 4, 45, 30, 123456, tzinfo=UTC)
     assert created.tzinfo is not None
     store.engine.dispose()
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -14,10 +14,9 @@ import pytest
 from tests.conftest import Cli, write
 from tests.fakes.twilio_server import ACCOUNT, TOKEN, FakeTwilio
 from tests.helpers import PATIENT_HEADER, patient, write_csv
-
 from tests.reliability.harness import PRACTICE, T0, z  # T0: a weekday today, 15:00 UTC
 
-UTC = timezone.utc
+UTC = UTC
 
 
 @pytest.fixture
@@ -230,9 +229,9 @@ class _Handler:
 
 @pytest.fixture
 def smtp(monkeypatch: pytest.MonkeyPatch) -> Iterator[_Handler]:
-    from aiosmtpd.controller import Controller
-
     import socket
+
+    from aiosmtpd.controller import Controller
 
     with socket.socket() as probe:  # a free loopback port
         probe.bind(("127.0.0.1", 0))

@@ -4,7 +4,7 @@ index (speed itself is measured by bench/, never by tests)."""
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -16,7 +16,7 @@ from outreach_cli.core.statuses import Status
 from outreach_cli.core.store import Store
 from tests.conftest import Cli
 
-NOW = datetime(2026, 3, 2, 15, tzinfo=timezone.utc)
+NOW = datetime(2026, 3, 2, 15, tzinfo=UTC)
 UTC = ZoneInfo("UTC")
 
 

@@ -4,7 +4,7 @@ of ticks every 15 minutes, and sending configurations drawn by hypothesis."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -18,7 +18,7 @@ from outreach_cli.core.store import Store
 from tests.conftest import Cli
 from tests.helpers import PATIENT_HEADER, patient, write_csv
 
-UTC = timezone.utc
+UTC = UTC
 START = datetime(2026, 10, 20, 0, 0, tzinfo=UTC)  # spans the end of DST in Europe and the US
 
 PATIENTS = [

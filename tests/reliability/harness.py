@@ -7,14 +7,14 @@ import os
 import subprocess
 import sys
 from collections import Counter
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from tests.conftest import Cli, write
 from tests.fakes.twilio_server import ACCOUNT, TOKEN, FakeTwilio
 from tests.helpers import PATIENT_HEADER, patient, write_csv
 
-UTC = timezone.utc
+UTC = UTC
 PRACTICE = "+16175550999"
 T0 = datetime.now(UTC).replace(hour=15, minute=0, second=0, microsecond=0)
 while T0.weekday() >= 5:

@@ -4,6 +4,7 @@ code, nothing written. Plus property-based fuzzing of the parsers."""
 from __future__ import annotations
 
 import string
+from datetime import UTC
 from pathlib import Path
 
 import pytest
@@ -111,7 +112,7 @@ TEXT = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=60
 @settings(max_examples=300, deadline=None)
 @given(TEXT)
 def test_fuzz_amounts_and_ranges(text: str) -> None:
-    from datetime import datetime, timezone
+    from datetime import datetime
     from zoneinfo import ZoneInfo
 
     try:
@@ -119,7 +120,7 @@ def test_fuzz_amounts_and_ranges(text: str) -> None:
     except ValueError:
         pass
     for fn in (lambda: parse_amount_range(text),
-               lambda: parse_time_range(text, tz=ZoneInfo("America/New_York"), now=datetime(2026, 3, 1, tzinfo=timezone.utc)),
+               lambda: parse_time_range(text, tz=ZoneInfo("America/New_York"), now=datetime(2026, 3, 1, tzinfo=UTC)),
                lambda: parse_status_list([text])):  # fmt: skip
         try:
             fn()

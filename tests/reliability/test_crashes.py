@@ -146,7 +146,7 @@ def test_random_provider_faults(tmp_path: Path) -> None:
         seed_sets(cli, tmp_path, n)
         env = env_for(db, fake, OUTREACH_TWILIO_TIMEOUT="1", OUTREACH_SENDING_CONCURRENCY="8")
         for minutes in (0, 10, 40, 130, 400, 1400):
-            code, out, err = finish(start_run(env, T0 + timedelta(minutes=minutes)))
+            code, _, err = finish(start_run(env, T0 + timedelta(minutes=minutes)))
             assert code == 0, err
             assert "Traceback" not in err
         counts = per_number(fake)

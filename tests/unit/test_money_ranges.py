@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -9,7 +9,7 @@ from outreach_cli.core.errors import InvalidInput
 from outreach_cli.core.money import format_dollars, parse_dollars, plain_dollars
 from outreach_cli.core.ranges import parse_amount_range, parse_time_range
 
-UTC = timezone.utc
+UTC = UTC
 NY = ZoneInfo("America/New_York")
 
 

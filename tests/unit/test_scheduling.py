@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from hypothesis import given, settings
@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from outreach_cli.core.scheduling import Window, is_allowed, next_allowed, patient_zones, scheduled_at
 
-UTC = timezone.utc
+UTC = UTC
 W = Window()  # 09:00-17:00, no weekends
 
 

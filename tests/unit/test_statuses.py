@@ -7,19 +7,19 @@ import pytest
 from outreach_cli.core.errors import InvalidInput
 from outreach_cli.core.statuses import OPEN, Action, Result, Status, decide, parse_status, parse_status_list
 
-C, U, I = Result.CHANGED, Result.UNCHANGED, Result.INELIGIBLE
+C, U, X = Result.CHANGED, Result.UNCHANGED, Result.INELIGIBLE  # X: ineligible
 S = Status
 # rows: status; columns: write-off, collections, change-ruleset (to another), pause, resume, cancel
 TABLE = {
     S.ACTIVE:      (C, C, C, C, U, C),
     S.PAUSED:      (C, C, C, U, C, C),
-    S.EXPIRED:     (C, C, C, I, U, C),
+    S.EXPIRED:     (C, C, C, X, U, C),
     S.WILL_FAIL:   (C, C, C, C, U, C),
     S.FAILED:      (C, C, C, C, U, C),
-    S.PAID:        (I, I, I, I, I, I),
-    S.CANCELLED:   (I, I, I, I, I, U),
-    S.WRITTEN_OFF: (U, I, I, I, I, I),
-    S.COLLECTIONS: (I, U, I, I, I, I),
+    S.PAID:        (X, X, X, X, X, X),
+    S.CANCELLED:   (X, X, X, X, X, U),
+    S.WRITTEN_OFF: (U, X, X, X, X, X),
+    S.COLLECTIONS: (X, U, X, X, X, X),
 }  # fmt: skip
 ACTIONS = (Action.WRITE_OFF, Action.COLLECTIONS, Action.CHANGE_RULESET, Action.PAUSE, Action.RESUME, Action.CANCEL)
 
@@ -30,7 +30,7 @@ def test_action_table(status: Status, col: int) -> None:
     action = ACTIONS[col]
     result, to, reason = decide(action, status)
     assert result is TABLE[status][col], (status, action, reason)
-    if result is I:
+    if result is X:
         assert status.value in reason
         assert to is None
 

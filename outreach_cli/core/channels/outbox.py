@@ -6,7 +6,7 @@ from __future__ import annotations
 import csv
 import os
 import threading
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from outreach_cli.core.channels.base import DELIVERED, FAILED, Message, Outcome
@@ -81,7 +81,7 @@ class OutboxProvider:
                     w.writerow([name, msg.send_id, msg.set_id, f"{msg.first_name} {msg.last_name}".strip(),
                                 a.get("address_line1") or "", a.get("address_line2") or "", a.get("city") or "",
                                 a.get("state") or "", a.get("postal_code") or "", a.get("country") or "",
-                                format_dollars(msg.balance_cents), datetime.now(timezone.utc).isoformat()])  # fmt: skip
+                                format_dollars(msg.balance_cents), datetime.now(UTC).isoformat()])  # fmt: skip
         except OSError as exc:
             return Outcome(FAILED, None, "outbox", f"cannot write the letter: {exc.strerror}")
         return Outcome(DELIVERED, name)

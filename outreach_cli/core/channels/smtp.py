@@ -12,7 +12,6 @@ from __future__ import annotations
 import html
 import os
 import smtplib
-import socket
 import ssl
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
@@ -105,7 +104,7 @@ class SmtpProvider:
                 if 400 <= exc.smtp_code < 500:
                     return Outcome(TRANSIENT, None, str(exc.smtp_code), "message temporarily refused (will retry)")
                 return Outcome(FAILED, None, str(exc.smtp_code), "message refused by the SMTP server")
-            except (socket.timeout, TimeoutError, smtplib.SMTPServerDisconnected) as exc:
+            except (TimeoutError, smtplib.SMTPServerDisconnected) as exc:
                 return Outcome(UNKNOWN, ref, None, f"no answer after sending ({type(exc).__name__})")
             if refused:
                 return Outcome(FAILED, ref, "550", "recipient refused (bounce)", {"email_suppressed": "bounced"})

@@ -11,7 +11,7 @@
 from __future__ import annotations
 
 import os
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from xml.sax.saxutils import escape
 
@@ -158,7 +158,7 @@ class TwilioProvider:
             return classify_status(c.status or "queued", None, c.sid)
         except ProviderConfigError:
             raise
-        except Exception as exc:  # noqa: BLE001 - classified, never swallowed silently
+        except Exception as exc:
             return classify_exception(exc, self.method)
 
     # --- looking up ------------------------------------------------------------------------
@@ -185,7 +185,7 @@ class TwilioProvider:
         if provider_ref:
             out = self.fetch(provider_ref)
             return None if out.status == UNKNOWN else out
-        since = (msg.attempted_at or datetime.now(timezone.utc)) - timedelta(minutes=10)
+        since = (msg.attempted_at or datetime.now(UTC)) - timedelta(minutes=10)
         try:
             if self.method == "sms":
                 found = self.client.messages.list(to=msg.phone, date_sent_after=since, limit=50)
@@ -197,9 +197,9 @@ class TwilioProvider:
                 if calls:
                     c = calls[0]
                     return classify_status(c.status or "queued", None, c.sid)
-        except Exception as exc:  # noqa: BLE001
-            out = classify_exception(exc, self.method)
-            return None if out.status in (UNKNOWN, TRANSIENT) else None
+        except Exception as exc:
+            classify_exception(exc, self.method)  # raises on account/credential errors
+            return None  # the lookup itself failed: stays unknown, asked again next run
         return Outcome(TRANSIENT, None, None, "not found at Twilio: it was never sent")
 
     def inbound(self, to_number: str, since: datetime | None) -> list[dict[str, Any]]:
@@ -211,5 +211,5 @@ class TwilioProvider:
         for m in self.client.messages.list(**kwargs):
             if (m.direction or "").startswith("inbound"):
                 out.append({"sid": m.sid, "from": m.from_, "body": m.body or "", "received_at": m.date_sent or m.date_created})
-        out.sort(key=lambda r: (r["received_at"] or datetime.min.replace(tzinfo=timezone.utc), r["sid"]))
+        out.sort(key=lambda r: (r["received_at"] or datetime.min.replace(tzinfo=UTC), r["sid"]))
         return out
