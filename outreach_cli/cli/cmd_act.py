@@ -43,6 +43,8 @@ def act(
     collections, cancel and change-ruleset ask for confirmation on a terminal, else need --yes
     (exit 5 without). One result row per set on stdout; a summary line on stderr.
     """
+    from contextlib import nullcontext
+
     from outreach_cli.cli.context import read_input
     from outreach_cli.cli.render import resolve_format, write_rows
     from outreach_cli.core.actions import RESULT_COLUMNS, run_action
@@ -99,8 +101,12 @@ def act(
         answer = a.env.stdin.readline().strip().lower()
         return answer in ("y", "yes")
 
-    res = run_action(store, act_, selected, a.context(actor), rule_set=target_rs, reason=reason,
-                     skip_ineligible=skip_ineligible, dry_run=dry_run, confirm=confirm)  # fmt: skip
+    prompting = act_ in NEEDS_CONFIRMATION and not yes and not dry_run and a.interactive
+    label = f"{act_.value}: {len(selected):,} set(s)"
+    with a.progress(label) if not prompting else nullcontext(lambda _n: None) as update:
+        res = run_action(store, act_, selected, a.context(actor), rule_set=target_rs, reason=reason,
+                         skip_ineligible=skip_ineligible, dry_run=dry_run, confirm=confirm)  # fmt: skip
+        update(len(selected))
     blocked_stop = bool(res.blocked) and not skip_ineligible
     shown = res.blocked if blocked_stop else res.outcomes
     write_rows(a, (o.row() for o in shown), RESULT_COLUMNS, f, table=lambda rows: _table(a, rows))

@@ -60,7 +60,16 @@ def run_outreach(
 
         raise InvalidInput(f"--format {fmt!r}: choose json (summary) or, with --dry-run, table/tsv/jsonl")
     engine = build_engine(a, limit=limit, concurrency=concurrency)
-    summary = engine.tick(dry_run=dry_run)
+    with a.progress("sending") as update:
+        sent = 0
+
+        def advance(n: int) -> None:
+            nonlocal sent
+            sent += n
+            update(sent)
+
+        engine.progress = advance
+        summary = engine.tick(dry_run=dry_run)
     if dry_run:
         f = (fmt or ("table" if a.env.stdout_isatty else "tsv")).lower()
         write_rows(a, summary.would_send, ["id", "step", "day", "method", "fallback"], "jsonl" if f == "json" else f)

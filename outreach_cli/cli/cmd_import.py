@@ -31,17 +31,19 @@ def _run(ctx: typer.Context, kind: str, file: str, input_format: str | None, ski
     a = get_app(ctx)
     store = a.store()
     data, source = read_input(a, file)
-    report = run_import(
-        store,
-        kind,
-        data,
-        source=source,
-        ctx=a.context(),
-        input_format=input_format,
-        skip_invalid=skip_invalid,
-        dry_run=dry_run,
-        rule_set=rule_set,
-    )
+    with a.progress(f"importing {kind}") as update:
+        report = run_import(
+            store,
+            kind,
+            data,
+            source=source,
+            ctx=a.context(),
+            input_format=input_format,
+            skip_invalid=skip_invalid,
+            dry_run=dry_run,
+            rule_set=rule_set,
+            progress=update,
+        )
     for e in report.errors:
         print(f"{source}: {e}", file=a.env.stderr)
     a.info(report.summary())

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import getpass
 import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
@@ -127,6 +129,24 @@ class App:
 
     def write(self, text: str) -> None:
         self.env.stdout.write(text)
+
+    @contextmanager
+    def progress(self, description: str, total: int | None = None) -> Iterator[Callable[[int], None]]:
+        """A progress bar on stderr when it is a terminal (and not -q); nothing otherwise.
+        Yields ``advance(n)`` (``total`` known) or ``update(done)`` (``total`` unknown)."""
+        if self.quiet or not self.env.stderr_isatty:
+            yield lambda _n: None
+            return
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+        columns = [SpinnerColumn(), TextColumn("{task.description}")]
+        columns += [BarColumn(), MofNCompleteColumn()] if total else [TextColumn("{task.completed:,}")]
+        with Progress(*columns, TimeElapsedColumn(), console=self.err_console, transient=True) as bar:
+            task = bar.add_task(description, total=total)
+            if total:
+                yield lambda n: bar.advance(task, n)
+            else:
+                yield lambda done: bar.update(task, completed=done)
 
 
 def default_actor() -> str:

@@ -684,6 +684,8 @@ def run_import(
     recs: list[tuple[Record, dict[str, Any]]] = []
     for rec in read_records(text, fmt, columns=columns, errors=errs):
         report.rows += 1
+        if progress is not None and report.rows % 5000 == 0:
+            progress(report.rows)
         if kind == "patients":
             norm = _validate_patient(rec, errs)
         elif kind == "charges":

@@ -187,3 +187,25 @@ def test_demo_runs(tmp_path: Path) -> None:
     assert r.code == 0, r
     assert (tmp_path / "demo.db").exists()
     assert "Status" in r.stdout and "Total" in r.stdout
+
+
+def test_progress_only_on_a_terminal(sqlite_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from outreach_cli.cli import env as env_mod
+    from tests.helpers import PATIENT_HEADER, patient, write_csv
+
+    c = Cli(sqlite_url)
+    c.ok("init")
+    f = write_csv(tmp_path / "p.csv", [patient(f"P{i}") for i in range(12000)], PATIENT_HEADER)
+    piped = c.ok("import", "patients", str(f))
+    assert "importing" not in piped.stderr  # a pipe gets the summary line only
+    real = env_mod.Environment.detect
+
+    def tty() -> env_mod.Environment:
+        e = real()
+        e.stderr_isatty = True
+        return e
+
+    monkeypatch.setattr(env_mod, "detect_environment", tty)
+    r = c.ok("import", "patients", str(f), "--dry-run")
+    assert "importing patients" in r.stderr
+    assert "importing" not in c.ok("-q", "import", "patients", str(f), "--dry-run").stderr
