@@ -73,15 +73,15 @@ def plan(conn: Connection, action: Action, ids: list[int], *, rule_set_id: int |
             found[r.id] = r
     out: list[Outcome] = []
     for i in ids:
-        r = found.get(i)
-        if r is None:
+        row = found.get(i)
+        if row is None:
             out.append(Outcome(i, action.value, Result.NOT_FOUND, None, None, "no invoice set with this ID"))
             continue
-        status = Status(r.status)
-        result, to, why = decide(action, status, same_rule_set=(rule_set_id is not None and r.rule_set_id == rule_set_id))
+        status = Status(row.status)
+        result, to, why = decide(action, status, same_rule_set=(rule_set_id is not None and row.rule_set_id == rule_set_id))
         out.append(
             Outcome(i, action.value, result, status.value, (to.value if to else None),
-                    why if result is not Result.CHANGED else (reason or ""), r.amount_outstanding_cents, r.patient_pk)  # fmt: skip
+                    why if result is not Result.CHANGED else (reason or ""), row.amount_outstanding_cents, row.patient_pk)  # fmt: skip
         )
     return out
 

@@ -296,7 +296,7 @@ class Engine:
                 since_text = self.store.get_meta(conn, "twilio_inbound_since")
             since = datetime.fromisoformat(since_text) if since_text else now - timedelta(days=2)
             try:
-                items = sms.inbound(sms.from_number, since - timedelta(days=1))
+                items = sms.inbound(getattr(sms, "from_number"), since - timedelta(days=1))  # noqa: B009
             except ProviderConfigError as exc:
                 raise ConfigError(f"sms provider: {exc}") from None
             except Exception as exc:

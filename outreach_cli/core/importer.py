@@ -259,7 +259,7 @@ def _import_patients(
             existing[row.patient_id] = row
     inserts, updates = [], []
     touched_contacts: list[int] = []
-    contact_events: list[dict[str, Any]] = []
+    contact_events: list[tuple[int, list[str]]] = []
     for _, norm in recs:
         old = existing.get(norm["patient_id"])
         new = _patient_values(norm, old)
@@ -278,7 +278,7 @@ def _import_patients(
         if changed_contact:
             touched_contacts.append(old.id)
             # Field names only: values are PHI and the event log is read widely.
-            contact_events.append((old.id, sorted(changed_contact)))  # type: ignore[arg-type]
+            contact_events.append((old.id, sorted(changed_contact)))
     for chunk in chunks(inserts, 1000):
         conn.execute(insert(patient_t), list(chunk))
     bulk_update(conn, patient_t, updates)
@@ -291,7 +291,7 @@ def _import_patients(
             ):
                 by_patient[ppk].append(sid)
         events = []
-        for ppk, fields in contact_events:  # type: ignore[misc]
+        for ppk, fields in contact_events:
             for sid in by_patient.get(ppk, []):
                 events.append(event_row(ctx, "contact_updated", set_id=sid, patient_pk=ppk, detail={"fields": fields}))
         add_events(conn, events)

@@ -326,7 +326,7 @@ def parse_text(text: str, *, name: str, source: str) -> ValidationReport:
                     )
                 )
 
-    if _is_int(expiry) and prev_day is not None and expiry <= prev_day:
+    if isinstance(expiry, int) and prev_day is not None and expiry <= prev_day:
         err("expiry_day", f"must be after the last step's day ({prev_day}), got {expiry}")
 
     if not report.errors:

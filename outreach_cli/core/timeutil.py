@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import re
-from datetime import UTC, date, datetime, time, timedelta, timezone
+from datetime import date, datetime, time, timedelta, timezone
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-UTC = UTC
+UTC = timezone.utc  # noqa: UP017 - re-exported for the core modules
 
 
 def utcnow() -> datetime:
