@@ -185,7 +185,10 @@ class TwilioProvider:
         if provider_ref:
             out = self.fetch(provider_ref)
             return None if out.status == UNKNOWN else out
-        since = (msg.attempted_at or datetime.now(UTC)) - timedelta(minutes=10)
+        # The attempt's time by the tool's clock, or the real clock if earlier (`--now` may be a
+        # simulated future; Twilio dates messages by its own clock).
+        real_now = datetime.now(UTC)
+        since = min(msg.attempted_at or real_now, real_now) - timedelta(minutes=10)
         try:
             if self.method == "sms":
                 found = self.client.messages.list(to=msg.phone, date_sent_after=since, limit=50)
