@@ -445,8 +445,12 @@ def _import_charges(
             })  # fmt: skip
             events.append(event_row(ctx, "charge_added", set_id=sid, patient_pk=ppk,
                                     detail={"charge_id": n["charge_id"], "amount_cents": n["amount_cents"]}))  # fmt: skip
-        for chunk in chunks(charge_rows, 2000):
-            conn.execute(insert(charge_t), list(chunk))
+            if len(charge_rows) >= 5000:  # written as we go: memory stays bounded by the batch
+                conn.execute(insert(charge_t), charge_rows)
+                add_events(conn, events)
+                charge_rows, events = [], []
+        if charge_rows:
+            conn.execute(insert(charge_t), charge_rows)
         report.created += len(new_recs)
     add_events(conn, events)
     recompute_amounts(conn, touched_sets)
@@ -464,7 +468,8 @@ def _create_sets(
 ) -> dict[int, int]:
     """New invoice sets, written once with their balance, status and next send already decided
     (no second pass over a million rows). Returns {patient_pk: set_id}."""
-    from outreach_cli.core.evaluation import evaluate
+    from outreach_cli.core.contacts import usable_methods
+    from outreach_cli.core.evaluation import evaluate, step_applies
     from outreach_cli.core.sets import contact_of, zones_of
     from outreach_cli.core.statuses import Status
 
@@ -473,11 +478,19 @@ def _create_sets(
         balance[patients[n["patient_id"]]] += n["amount_cents"]
     rs = rule_sets.get(rule_set_id)
     rows: list[dict[str, Any]] = []
+    # Every new set starts at step 0 now: its evaluation depends only on the patient's zones,
+    # usable methods and which steps the balance admits, so equal patients share one evaluation.
+    seen: dict[tuple[Any, ...], Any] = {}
     for chunk in chunks(need, 900):
         for p in conn.execute(select(patient_t).where(patient_t.c.id.in_(chunk))):
-            view = evaluate(status=Status.ACTIVE, rule_set=rs, next_step_index=0, anchor=ctx.now, paused=False,
-                            expired_at=None, failed_reason=None, balance_cents=balance[p.id], contact=contact_of(p),
-                            zones=zones_of(p, ctx.practice_tz), window=ctx.window, now=ctx.now)  # fmt: skip
+            contact, zones, bal = contact_of(p), zones_of(p, ctx.practice_tz), balance[p.id]
+            key = (zones, tuple(usable_methods(contact).items()), tuple(step_applies(st, bal) for st in rs.steps))
+            view = seen.get(key)
+            if view is None:
+                view = evaluate(status=Status.ACTIVE, rule_set=rs, next_step_index=0, anchor=ctx.now, paused=False,
+                                expired_at=None, failed_reason=None, balance_cents=bal, contact=contact,
+                                zones=zones, window=ctx.window, now=ctx.now)  # fmt: skip
+                seen[key] = view
             rows.append({"patient_pk": p.id, "rule_set_id": rule_set_id, "status": view.status.value,
                          "status_reason": view.status_reason, "will_fail_reason": view.will_fail_reason,
                          "expired_at": view.expired_at, "amount_outstanding_cents": balance[p.id],
