@@ -426,12 +426,12 @@ def _import_charges(
         created_sets: set[int] = set()
         if need:
             fresh = _create_sets(conn, need, new_recs, patients, rule_set_id, rule_sets, ctx)
-            in_progress.update(fresh)
-            for ppk, sid in fresh.items():
-                events.append(event_row(ctx, "created", set_id=sid, patient_pk=ppk, to_status="active",
+            for ppk, (sid, status, reason) in fresh.items():
+                in_progress[ppk] = sid
+                events.append(event_row(ctx, "created", set_id=sid, patient_pk=ppk, to_status=status, reason=reason,
                                         detail={"rule_set": rule_set_name}))  # fmt: skip
             report.sets_created += len(need)
-            created_sets = set(fresh.values())
+            created_sets = {sid for sid, _, _ in fresh.values()}
         charge_rows = []
         for _, n in new_recs:
             ppk = patients[n["patient_id"]]
@@ -465,9 +465,9 @@ def _create_sets(
     rule_set_id: int,
     rule_sets: RuleSets,
     ctx: Context,
-) -> dict[int, int]:
+) -> dict[int, tuple[int, str, str | None]]:
     """New invoice sets, written once with their balance, status and next send already decided
-    (no second pass over a million rows). Returns {patient_pk: set_id}."""
+    (no second pass over a million rows). Returns {patient_pk: (set_id, status, reason)}."""
     from outreach_cli.core.contacts import usable_methods
     from outreach_cli.core.evaluation import evaluate, step_applies
     from outreach_cli.core.sets import contact_of, zones_of
@@ -497,13 +497,13 @@ def _create_sets(
                          "created_at": ctx.now, "anchor_at": ctx.now, "updated_at": ctx.now, "next_step_index": 0,
                          "next_send_at": view.next_send_at, "next_step": view.next_step,
                          "next_methods": view.next_methods, "schedule_gen": 1})  # fmt: skip
-    out: dict[int, int] = {}
+    out: dict[int, tuple[int, str, str | None]] = {}
     if conn.dialect.name == "sqlite":
         # Writers are serialised (BEGIN IMMEDIATE), so IDs can be assigned here: no RETURNING round trips.
         next_id = (conn.execute(select(func.max(invoice_set_t.c.id))).scalar() or 0) + 1
         for i, r in enumerate(rows):
             r["id"] = next_id + i
-            out[r["patient_pk"]] = r["id"]
+            out[r["patient_pk"]] = (r["id"], r["status"], r["status_reason"])
         for chunk in chunks(rows, 5000):
             conn.execute(insert(invoice_set_t), list(chunk))
     else:
@@ -512,8 +512,9 @@ def _create_sets(
                 insert(invoice_set_t).returning(invoice_set_t.c.id, invoice_set_t.c.patient_pk, sort_by_parameter_order=True),
                 list(chunk),
             )
+            by_patient = {r["patient_pk"]: r for r in chunk}
             for sid, ppk in res:
-                out[ppk] = sid
+                out[ppk] = (sid, by_patient[ppk]["status"], by_patient[ppk]["status_reason"])
     return out
 
 
