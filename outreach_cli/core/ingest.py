@@ -7,7 +7,6 @@ types and malformed lines are reported with their line number and nothing is app
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +17,7 @@ from outreach_cli.core.contacts import parse_phone
 from outreach_cli.core.errors import InvalidInput
 from outreach_cli.core.inbound import apply_inbound, apply_send_status, suppress_email
 from outreach_cli.core.models import send_t
+from outreach_cli.core.readers import json_objects
 from outreach_cli.core.sets import Context, RuleSets, open_set_ids_for_patients, refresh_sets
 from outreach_cli.core.timeutil import parse_datetime
 
@@ -40,17 +40,7 @@ class IngestReport:
 def ingest(store: Any, text: str, ctx: Context, source: str = "<stdin>") -> IngestReport:
     events: list[tuple[int, dict[str, Any]]] = []
     problems: list[str] = []
-    for n, raw in enumerate(text.splitlines(), start=1):
-        if not raw.strip():
-            continue
-        try:
-            obj = json.loads(raw)
-        except json.JSONDecodeError as exc:
-            problems.append(f"line {n}: not valid JSON: {exc.msg}")
-            continue
-        if not isinstance(obj, dict):
-            problems.append(f"line {n}: expected a JSON object")
-            continue
+    for n, obj in json_objects(text, problems):
         kind = obj.get("type")
         if kind not in TYPES:
             problems.append(f"line {n}: type: unknown event type {kind!r} (known: {', '.join(TYPES)})")

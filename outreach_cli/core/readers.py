@@ -108,7 +108,8 @@ def _read_csv(text: str, columns: tuple[str, ...], errors: list[str]) -> Iterato
             yield Record(line, values)
 
 
-def _read_jsonl(text: str, columns: tuple[str, ...], errors: list[str]) -> Iterator[Record]:
+def json_objects(text: str, errors: list[str]) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, object) for each JSON-lines object; blank lines skipped, problems noted."""
     for i, raw in enumerate(text.splitlines(), start=1):
         if not raw.strip():
             continue
@@ -120,6 +121,11 @@ def _read_jsonl(text: str, columns: tuple[str, ...], errors: list[str]) -> Itera
         if not isinstance(obj, dict):
             errors.append(f"line {i}: expected a JSON object, found {type(obj).__name__}")
             continue
+        yield i, obj
+
+
+def _read_jsonl(text: str, columns: tuple[str, ...], errors: list[str]) -> Iterator[Record]:
+    for i, obj in json_objects(text, errors):
         unknown = [k for k in obj if k not in columns]
         if unknown:
             errors.append(f"line {i}: unknown key(s) " + ", ".join(repr(u) for u in unknown))
