@@ -849,23 +849,30 @@ class Engine:
         nothing delivered -> try the rule set's fallbacks in order; none left -> failed."""
         now = self.ctx.now
         new_claims: list[Claim] = []
+        # One read of the batch's sets and sends; per-set statements only on the rare fallback path.
+        set_ids = sorted({sid for sid, _, _ in steps})
+        sets_by_id: dict[int, Any] = {}
+        sends_by_step: dict[tuple[int, int, int], list[Any]] = {}
+        for chunk in chunks(set_ids):
+            for row in conn.execute(select(invoice_set_t).where(invoice_set_t.c.id.in_(chunk))):
+                sets_by_id[row.id] = row
+            for snd in conn.execute(select(send_t).where(send_t.c.invoice_set_id.in_(chunk)).order_by(send_t.c.id)):
+                sends_by_step.setdefault((snd.invoice_set_id, snd.schedule_gen, snd.step_index), []).append(snd)
+        recovered: list[int] = []
         for set_id, gen, idx in sorted(steps):
-            conn.execute(
-                update(invoice_set_t)
-                .where(invoice_set_t.c.id == set_id, invoice_set_t.c.recheck_step == idx)
-                .values(recheck_step=None)
-            )
-            sends = conn.execute(
-                select(send_t).where(send_t.c.invoice_set_id == set_id, send_t.c.schedule_gen == gen,
-                                     send_t.c.step_index == idx)  # fmt: skip
-            ).all()
+            s = sets_by_id[set_id]
+            if s.recheck_step == idx:
+                conn.execute(
+                    update(invoice_set_t)
+                    .where(invoice_set_t.c.id == set_id, invoice_set_t.c.recheck_step == idx)
+                    .values(recheck_step=None)
+                )
+            sends = sends_by_step.get((set_id, gen, idx), [])
             if any(r.status in IN_FLIGHT for r in sends):
                 continue
-            s = conn.execute(select(invoice_set_t).where(invoice_set_t.c.id == set_id)).one()
             if any(r.status in COUNTS_AS_SENT for r in sends):
                 if s.failed_reason is not None and s.schedule_gen == gen:
-                    conn.execute(update(invoice_set_t).where(invoice_set_t.c.id == set_id).values(failed_reason=None))
-                    self._touched_sets.add(set_id)
+                    recovered.append(set_id)  # a delivered step returns a failed set to active
                 continue
             if s.status not in [x.value for x in SENDABLE] or s.paused_at is not None or s.schedule_gen != gen:
                 continue
@@ -898,16 +905,21 @@ class Engine:
                 send_id = conn.execute(insert(send_t).returning(send_t.c.id), chosen).scalar_one()
                 new_claims.append(self._make_claim(send_id, chosen, s, p, step, rs, is_fallback=True))
                 continue
-            sends = conn.execute(
-                select(send_t).where(send_t.c.invoice_set_id == set_id, send_t.c.schedule_gen == gen,
-                                     send_t.c.step_index == idx).order_by(send_t.c.id)  # fmt: skip
-            ).all()
+            sends = list(
+                conn.execute(
+                    select(send_t).where(send_t.c.invoice_set_id == set_id, send_t.c.schedule_gen == gen,
+                                         send_t.c.step_index == idx).order_by(send_t.c.id)  # fmt: skip
+                )
+            )
             reasons = "; ".join(f"{r.method}: {r.reason or r.status}" for r in sends)
             conn.execute(
                 update(invoice_set_t).where(invoice_set_t.c.id == set_id)
                 .values(failed_reason=f'step "{title}" (day {day}) could not be delivered: {reasons}')
             )
             self._touched_sets.add(set_id)
+        for chunk in chunks(recovered):
+            conn.execute(update(invoice_set_t).where(invoice_set_t.c.id.in_(chunk)).values(failed_reason=None))
+        self._touched_sets.update(recovered)
         return new_claims
 
     # --- dry run ------------------------------------------------------------------------------
