@@ -43,3 +43,20 @@ def setup_charges(cli: Any, tmp: Path, rows: list[tuple[str, str, str]], name: s
     """rows: (charge_id, patient_id, amount)."""
     p = write_csv(tmp / name, [{"charge_id": c, "patient_id": p, "amount": a} for c, p, a in rows])
     return cli.ok("import", "charges", str(p), *extra)
+
+
+def sync_rule_set(cli: Any, tmp: Path, name: str, toml: str) -> None:
+    """Write one rule-set file into tmp/rs and sync that directory."""
+    d = tmp / "rs"
+    d.mkdir(exist_ok=True)
+    (d / f"{name}.toml").write_text(toml, encoding="utf-8")
+    cli.ok("rulesets", "sync", str(d))
+
+
+def seed_patients(cli: Any, tmp: Path, patients: list[dict[str, Any]], *, rule_set: str, amount: str, now: str) -> None:
+    """Import the patients, then one charge each (charge ID C-<patient ID>) on ``rule_set``."""
+    write_csv(tmp / "p.csv", patients, PATIENT_HEADER)
+    cli.ok("import", "patients", str(tmp / "p.csv"), now=now)
+    write_csv(tmp / "c.csv", [{"charge_id": f"C-{p['patient_id']}", "patient_id": p["patient_id"], "amount": amount}
+                              for p in patients])  # fmt: skip
+    cli.ok("import", "charges", str(tmp / "c.csv"), "--rule-set", rule_set, now=now)

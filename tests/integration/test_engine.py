@@ -11,8 +11,8 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from outreach_cli.core.channels.base import Message, Outcome
-from tests.conftest import Cli, write
-from tests.helpers import PATIENT_HEADER, patient, write_csv
+from tests.conftest import Cli
+from tests.helpers import PATIENT_HEADER, patient, seed_patients, sync_rule_set, write_csv
 
 UTC = UTC
 T0 = datetime(2026, 3, 2, 14, 0, tzinfo=UTC)  # Monday 09:00 in New York
@@ -56,11 +56,7 @@ class _Wrap:
 
 def setup(cli: Cli, tmp_path: Path, patients: list[dict[str, Any]], *, rule_set: str = "standard",
           amount: str = "250.00", now: datetime = T0) -> None:  # fmt: skip
-    write_csv(tmp_path / "p.csv", patients, PATIENT_HEADER)
-    cli.ok("import", "patients", str(tmp_path / "p.csv"), now=z(now))
-    write_csv(tmp_path / "c.csv", [{"charge_id": f"C-{p['patient_id']}", "patient_id": p["patient_id"], "amount": amount}
-                                   for p in patients])  # fmt: skip
-    cli.ok("import", "charges", str(tmp_path / "c.csv"), "--rule-set", rule_set, now=z(now))
+    seed_patients(cli, tmp_path, patients, rule_set=rule_set, amount=amount, now=z(now))
 
 
 def tick(cli: Cli, at: datetime) -> dict[str, Any]:
@@ -119,10 +115,7 @@ message = "Hi {first_name}, balance {balance}, pay {url}"
 
 
 def test_sandbox_magic_values(cli: Cli, tmp_path: Path) -> None:
-    d = tmp_path / "rs"
-    d.mkdir()
-    write(d / "probe.toml", PROBE)
-    cli.ok("rulesets", "sync", str(d))
+    sync_rule_set(cli, tmp_path, "probe", PROBE)
     pts = [
         patient("INV", phone="+15005550001", email="a@example.com", card_token="tok_visa"),
         patient("LAND", phone="+15005550009", email="b@mailhost.invalid", card_token="tok_chargeDeclined"),
@@ -195,10 +188,7 @@ message = "Hi {first_name}, pay {url}"
 
 
 def test_will_fail_then_fixed_by_new_number(cli: Cli, tmp_path: Path) -> None:
-    d = tmp_path / "rs"
-    d.mkdir()
-    write(d / "textonly.toml", TEXTONLY)
-    cli.ok("rulesets", "sync", str(d))
+    sync_rule_set(cli, tmp_path, "textonly", TEXTONLY)
     setup(cli, tmp_path, [patient("P1", phone="(617) 555-0100", phone_type="landline")], rule_set="textonly")
     s = show(cli, 1)
     assert s["status"] == "will-fail"
@@ -211,10 +201,7 @@ def test_will_fail_then_fixed_by_new_number(cli: Cli, tmp_path: Path) -> None:
 
 
 def test_will_fail_becomes_failed_when_due(cli: Cli, tmp_path: Path) -> None:
-    d = tmp_path / "rs"
-    d.mkdir()
-    write(d / "textonly.toml", TEXTONLY)
-    cli.ok("rulesets", "sync", str(d))
+    sync_rule_set(cli, tmp_path, "textonly", TEXTONLY)
     setup(cli, tmp_path, [patient("P1", phone_type="landline")], rule_set="textonly")
     tick(cli, T0)
     assert show(cli, 1)["status"] == "will-fail"

@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Cli, write
+from tests.conftest import Cli
 from tests.fakes.twilio_server import ACCOUNT, TOKEN, FakeTwilio
-from tests.helpers import PATIENT_HEADER, patient, write_csv
+from tests.helpers import patient, seed_patients, sync_rule_set
 from tests.reliability.harness import PRACTICE, T0, z  # T0: a weekday today, 15:00 UTC
 
 UTC = UTC
@@ -50,14 +50,8 @@ message = "Hi {first_name}, still {balance}. Pay: {url}"
 
 def setup(cli: Cli, tmp_path: Path, pts: list[dict[str, Any]], rule_set: str = "standard", amount: str = "$1,234.56") -> None:
     if rule_set == "smsonly":
-        d = tmp_path / "rs"
-        d.mkdir(exist_ok=True)
-        write(d / "smsonly.toml", SMSONLY)
-        cli.ok("rulesets", "sync", str(d))
-    write_csv(tmp_path / "p.csv", pts, PATIENT_HEADER)
-    cli.ok("import", "patients", str(tmp_path / "p.csv"), now=z(T0))
-    write_csv(tmp_path / "c.csv", [{"charge_id": f"C{p['patient_id']}", "patient_id": p["patient_id"], "amount": amount} for p in pts])
-    cli.ok("import", "charges", str(tmp_path / "c.csv"), "--rule-set", rule_set, now=z(T0))
+        sync_rule_set(cli, tmp_path, "smsonly", SMSONLY)
+    seed_patients(cli, tmp_path, pts, rule_set=rule_set, amount=amount, now=z(T0))
 
 
 def tick(cli: Cli, at: datetime) -> dict[str, Any]:
@@ -178,10 +172,7 @@ def test_inbound_stop_opts_out_and_next_sms_skipped(cli: Cli, tmp_path: Path, tw
 
 
 def test_calls_speak_the_message(cli: Cli, tmp_path: Path, twilio: FakeTwilio) -> None:
-    d = tmp_path / "rs"
-    d.mkdir()
-    write(d / "callonly.toml", 'expiry_day = 5\n[[step]]\nday = 0\nmethods = ["call"]\ntitle = "Call"\nmessage = "Hello {first_name}, you owe {balance} & more."\n')
-    cli.ok("rulesets", "sync", str(d))
+    sync_rule_set(cli, tmp_path, "callonly", 'expiry_day = 5\n[[step]]\nday = 0\nmethods = ["call"]\ntitle = "Call"\nmessage = "Hello {first_name}, you owe {balance} & more."\n')
     setup(cli, tmp_path, [patient("P1")], rule_set="callonly")
     tick(cli, T0)
     [req] = [r for r in twilio.create_requests if r["_kind"] == "call"]
@@ -269,10 +260,7 @@ def test_email_over_smtp(cli: Cli, tmp_path: Path, smtp: _Handler) -> None:
 def test_pdf_letter(cli: Cli, tmp_path: Path) -> None:
     from pypdf import PdfReader
 
-    d = tmp_path / "rs"
-    d.mkdir()
-    write(d / "letter.toml", 'expiry_day = 5\n[[step]]\nday = 0\nmethods = ["mail"]\ntitle = "Statement letter"\nmessage = "Dear {full_name}, please pay {balance}."\n')
-    cli.ok("rulesets", "sync", str(d))
+    sync_rule_set(cli, tmp_path, "letter", 'expiry_day = 5\n[[step]]\nday = 0\nmethods = ["mail"]\ntitle = "Statement letter"\nmessage = "Dear {full_name}, please pay {balance}."\n')
     setup(cli, tmp_path, [patient("P1", address_line1="77 Harbor Rd", city="Salem", state="MA", postal_code="01970")], rule_set="letter")
     tick(cli, T0)
     [pdf] = list(Path("mail-outbox").glob("*.pdf"))

@@ -10,9 +10,9 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from tests.conftest import Cli, write
+from tests.conftest import Cli
 from tests.fakes.twilio_server import ACCOUNT, TOKEN, FakeTwilio
-from tests.helpers import PATIENT_HEADER, patient, write_csv
+from tests.helpers import PATIENT_HEADER, patient, sync_rule_set, write_csv
 
 UTC = UTC
 PRACTICE = "+16175550999"
@@ -56,14 +56,20 @@ def env_for(db: str, fake: FakeTwilio, **extra: str) -> dict[str, str]:
 
 
 def seed_sets(cli: Cli, tmp: Path, n: int) -> None:
-    d = tmp / "rs"
-    d.mkdir(exist_ok=True)
-    write(d / "onestep.toml", ONESTEP)
-    cli.ok("rulesets", "sync", str(d))
+    sync_rule_set(cli, tmp, "onestep", ONESTEP)
     write_csv(tmp / "p.csv", [patient(f"P{i:05d}", phone=phone(i)) for i in range(n)], PATIENT_HEADER)
     cli.ok("import", "patients", str(tmp / "p.csv"), now=z(T0))
     write_csv(tmp / "c.csv", [{"charge_id": f"C{i:05d}", "patient_id": f"P{i:05d}", "amount": "50.00"} for i in range(n)])
     cli.ok("import", "charges", str(tmp / "c.csv"), "--rule-set", "onestep", now=z(T0))
+
+
+def fresh_sqlite(tmp: Path, n: int) -> tuple[str, Cli]:
+    """A new SQLite database with ``n`` sets whose one SMS step is due at T0."""
+    db = f"sqlite:///{tmp / 'o.db'}"
+    cli = Cli(db)
+    cli.ok("init")
+    seed_sets(cli, tmp, n)
+    return db, cli
 
 
 def start_run(env: dict[str, str], now: datetime, *args: str) -> subprocess.Popen[str]:

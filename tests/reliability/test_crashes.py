@@ -15,10 +15,19 @@ from sqlalchemy import func, select
 
 from outreach_cli.core.models import invoice_set_t, send_t
 from outreach_cli.core.store import Store
-from tests.conftest import Cli
 from tests.fakes.twilio_server import FakeTwilio
 from tests.helpers import write_csv
-from tests.reliability.harness import T0, env_for, finish, per_number, phone, seed_sets, send_statuses, start_run, z
+from tests.reliability.harness import (
+    T0,
+    env_for,
+    finish,
+    fresh_sqlite,
+    per_number,
+    phone,
+    send_statuses,
+    start_run,
+    z,
+)
 
 
 def _wait_for_requests(fake: FakeTwilio, n: int, timeout: float = 30) -> None:
@@ -34,10 +43,7 @@ def test_kill_9_at_random_moments(tmp_path: Path, trial: int) -> None:
     n = 150
     fake = FakeTwilio(delay=0.01).start()
     try:
-        db = f"sqlite:///{tmp_path / 'o.db'}"
-        cli = Cli(db)
-        cli.ok("init")
-        seed_sets(cli, tmp_path, n)
+        db, _ = fresh_sqlite(tmp_path, n)
         env = env_for(db, fake, OUTREACH_SENDING_CONCURRENCY="4")
         proc = start_run(env, T0)
         # Kill at a random point: before, during or after provider calls (some accepted, unrecorded).
@@ -61,10 +67,7 @@ def test_kill_9_at_random_moments(tmp_path: Path, trial: int) -> None:
 def test_stale_worker_cannot_overwrite_the_reclaimed_result(tmp_path: Path) -> None:
     fake = FakeTwilio(delay=0.0).start()
     try:
-        db = f"sqlite:///{tmp_path / 'o.db'}"
-        cli = Cli(db)
-        cli.ok("init")
-        seed_sets(cli, tmp_path, 1)
+        db, cli = fresh_sqlite(tmp_path, 1)
         fake.faults.append("hang")  # accepted at once, answered late
         fake.hang_seconds = 4
         env = env_for(db, fake, OUTREACH_TWILIO_TIMEOUT="20")
@@ -97,10 +100,7 @@ def test_admin_actions_and_payments_win_races(tmp_path: Path, what: str) -> None
     n = 400
     fake = FakeTwilio(delay=0.01).start()
     try:
-        db = f"sqlite:///{tmp_path / 'o.db'}"
-        cli = Cli(db)
-        cli.ok("init")
-        seed_sets(cli, tmp_path, n)
+        db, cli = fresh_sqlite(tmp_path, n)
         env = env_for(db, fake, OUTREACH_SENDING_CONCURRENCY="2")
         proc = start_run(env, T0)
         _wait_for_requests(fake, 20)
@@ -140,10 +140,7 @@ def test_random_provider_faults(tmp_path: Path) -> None:
     fake = FakeTwilio(fault_rates={"500": 0.1, "429": 0.1, "reset": 0.05, "hang": 0.05, "slow": 0.05}, seed=7).start()
     fake.hang_seconds = 1.5
     try:
-        db = f"sqlite:///{tmp_path / 'o.db'}"
-        cli = Cli(db)
-        cli.ok("init")
-        seed_sets(cli, tmp_path, n)
+        db, _ = fresh_sqlite(tmp_path, n)
         env = env_for(db, fake, OUTREACH_TWILIO_TIMEOUT="1", OUTREACH_SENDING_CONCURRENCY="8")
         for minutes in (0, 10, 40, 130, 400, 1400):
             code, _, err = finish(start_run(env, T0 + timedelta(minutes=minutes)))
