@@ -46,6 +46,7 @@ from outreach_cli.core.sets import (
     Context,
     RuleSets,
     add_events,
+    bulk_update,
     chunks,
     contact_of,
     event_row,
@@ -528,8 +529,12 @@ class Engine:
                                   "status": "skipped", "reason": r["reason"]})  # fmt: skip
                 for r in skipped_rows
             ])
+        # One executemany per shape of change (deferred, advanced, advanced-with-recheck), not a statement per set.
+        by_shape: dict[tuple[str, ...], list[dict[str, Any]]] = {}
         for sid, values in set_updates:
-            conn.execute(update(invoice_set_t).where(invoice_set_t.c.id == sid).values(updated_at=now, **values))
+            by_shape.setdefault(tuple(sorted(values)), []).append({"b_id": sid, "updated_at": now, **values})
+        for rows in by_shape.values():
+            bulk_update(conn, invoice_set_t, rows)
         if claim_rows:
             ids: list[int] = []
             for chunk in chunks(claim_rows, 500):
@@ -809,8 +814,6 @@ class Engine:
                 charges.append((c, out))
             steps.add((c.set_id, c.gen, c.step_index))
             self._touched_sets.add(c.set_id)
-        from outreach_cli.core.sets import bulk_update
-
         bulk_update(conn, send_t, rows)
         add_events(conn, events)
         if charges:
