@@ -28,8 +28,13 @@ OPEN = "('active','paused','expired','will-fail','failed')"
 def timed(cmd: list[str], *, env: dict[str, str] | None = None, stdin: bytes | None = None) -> tuple[float, int, int]:
     """Wall seconds, peak RSS (KB) and exit code of one process (os.wait4 gives its own rusage)."""
     t0 = time.perf_counter()
-    p = subprocess.Popen(cmd, env=env, stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    p = subprocess.Popen(
+        cmd,
+        env=env,
+        stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     if stdin is not None:
         assert p.stdin is not None
         p.stdin.write(stdin)
@@ -86,20 +91,68 @@ def main() -> None:
     w, rss = median([sys.executable, "-m", "outreach_cli", "--help"], 5)
     rows.append(("outreach --help", w, None, f"peak RSS {rss / 1024:.0f} MB"))
     print(f"{'--help':<45} {w:7.3f}s", file=sys.stderr)
-    measure("metrics", ["metrics"], "SELECT status, count(*), sum(amount_outstanding_cents) FROM invoice_set WHERE status IN ('failed','expired','paused','will-fail') GROUP BY status;")
-    measure("metrics --all", ["metrics", "--all"], "SELECT status, count(*), sum(amount_outstanding_cents) FROM invoice_set GROUP BY status;")
+    measure(
+        "metrics",
+        ["metrics"],
+        "SELECT status, count(*), sum(amount_outstanding_cents) FROM invoice_set WHERE status IN ('failed','expired','paused','will-fail') GROUP BY status;",
+    )
+    measure(
+        "metrics --all",
+        ["metrics", "--all"],
+        "SELECT status, count(*), sum(amount_outstanding_cents) FROM invoice_set GROUP BY status;",
+    )
     base = "SELECT s.id, s.status, s.amount_outstanding_cents, p.patient_id, p.first_name, p.last_name, p.phone FROM invoice_set s JOIN patient p ON p.id = s.patient_pk WHERE "
     filters = [
-        ("list --limit 50 (default: open, by next send)", [], f"s.status IN {OPEN} ORDER BY s.next_send_at IS NULL, s.next_send_at LIMIT 50"),
-        ("list --status failed --limit 50", ["--status", "failed"], "s.status = 'failed' ORDER BY s.next_send_at LIMIT 50"),
-        ("list --amount 100..500 --limit 50", ["--amount", "100..500"], f"s.status IN {OPEN} AND s.amount_outstanding_cents BETWEEN 10000 AND 50000 ORDER BY s.next_send_at LIMIT 50"),
-        ("list --created 2026-06-01..2026-06-30 --limit 50", ["--created", "2026-06-01..2026-06-30"], f"s.status IN {OPEN} AND s.created_at >= '2026-06-01' AND s.created_at < '2026-07-01' ORDER BY s.next_send_at LIMIT 50"),
-        ("list --send-time today --limit 50", ["--send-time", "today"], f"s.status IN {OPEN} AND s.next_send_at >= '2026-11-02' AND s.next_send_at < '2026-11-03' ORDER BY s.next_send_at LIMIT 50"),
-        ("list --rule-set gentle --limit 50", ["--rule-set", "gentle"], f"s.status IN {OPEN} AND s.rule_set_id = (SELECT id FROM rule_set WHERE name='gentle') ORDER BY s.next_send_at LIMIT 50"),
-        ("list --search smith --limit 50", ["--search", "smith"], f"s.status IN {OPEN} AND p.search_name LIKE '%smith%' ORDER BY s.next_send_at LIMIT 50"),
-        ("list --search '(617) 555-0142' --limit 50", ["--search", "(617) 555-0142"], f"s.status IN {OPEN} AND p.phone = '+16175550142' ORDER BY s.next_send_at LIMIT 50"),
-        ("list --search 5550142 (digits) --limit 50", ["--search", "5550142"], f"s.status IN {OPEN} AND p.phone LIKE '%5550142%' ORDER BY s.next_send_at LIMIT 50"),
-        ("list --sort amount --desc --limit 50", ["--sort", "amount", "--desc"], f"s.status IN {OPEN} ORDER BY s.amount_outstanding_cents DESC LIMIT 50"),
+        (
+            "list --limit 50 (default: open, by next send)",
+            [],
+            f"s.status IN {OPEN} ORDER BY s.next_send_at IS NULL, s.next_send_at LIMIT 50",
+        ),
+        (
+            "list --status failed --limit 50",
+            ["--status", "failed"],
+            "s.status = 'failed' ORDER BY s.next_send_at LIMIT 50",
+        ),
+        (
+            "list --amount 100..500 --limit 50",
+            ["--amount", "100..500"],
+            f"s.status IN {OPEN} AND s.amount_outstanding_cents BETWEEN 10000 AND 50000 ORDER BY s.next_send_at LIMIT 50",
+        ),
+        (
+            "list --created 2026-06-01..2026-06-30 --limit 50",
+            ["--created", "2026-06-01..2026-06-30"],
+            f"s.status IN {OPEN} AND s.created_at >= '2026-06-01' AND s.created_at < '2026-07-01' ORDER BY s.next_send_at LIMIT 50",
+        ),
+        (
+            "list --send-time today --limit 50",
+            ["--send-time", "today"],
+            f"s.status IN {OPEN} AND s.next_send_at >= '2026-11-02' AND s.next_send_at < '2026-11-03' ORDER BY s.next_send_at LIMIT 50",
+        ),
+        (
+            "list --rule-set gentle --limit 50",
+            ["--rule-set", "gentle"],
+            f"s.status IN {OPEN} AND s.rule_set_id = (SELECT id FROM rule_set WHERE name='gentle') ORDER BY s.next_send_at LIMIT 50",
+        ),
+        (
+            "list --search smith --limit 50",
+            ["--search", "smith"],
+            f"s.status IN {OPEN} AND p.search_name LIKE '%smith%' ORDER BY s.next_send_at LIMIT 50",
+        ),
+        (
+            "list --search '(617) 555-0142' --limit 50",
+            ["--search", "(617) 555-0142"],
+            f"s.status IN {OPEN} AND p.phone = '+16175550142' ORDER BY s.next_send_at LIMIT 50",
+        ),
+        (
+            "list --search 5550142 (digits) --limit 50",
+            ["--search", "5550142"],
+            f"s.status IN {OPEN} AND p.phone LIKE '%5550142%' ORDER BY s.next_send_at LIMIT 50",
+        ),
+        (
+            "list --sort amount --desc --limit 50",
+            ["--sort", "amount", "--desc"],
+            f"s.status IN {OPEN} ORDER BY s.amount_outstanding_cents DESC LIMIT 50",
+        ),
         ("list --status all --sort id --limit 50", ["--status", "all", "--sort", "id"], "1 ORDER BY s.id LIMIT 50"),
     ]
     for name, args, where in filters:
@@ -108,7 +161,14 @@ def main() -> None:
     if "jsonl" not in skip:
         wall, rss, code = timed(outreach(db, "list", "--status", "all", "--format", "jsonl"))
         raw = sql_time(db, "SELECT s.*, p.* FROM invoice_set s JOIN patient p ON p.id = s.patient_pk;", 1)
-        rows.append(("list --status all --format jsonl (all sets)", wall, raw, f"peak RSS {rss / 1024:.0f} MB (target < 200 MB)"))
+        rows.append(
+            (
+                "list --status all --format jsonl (all sets)",
+                wall,
+                raw,
+                f"peak RSS {rss / 1024:.0f} MB (target < 200 MB)",
+            )
+        )
         print(f"jsonl all: {wall:.1f}s rss {rss / 1024:.0f} MB", file=sys.stderr)
 
     tmp = Path(tempfile.mkdtemp(prefix="outreach-bench-"))
@@ -116,20 +176,32 @@ def main() -> None:
         if "act" not in skip:
             copy = tmp / "act.db"
             shutil.copy(db, copy)
-            ids = subprocess.run(["sqlite3", str(copy), "SELECT id FROM invoice_set WHERE status='active' ORDER BY id LIMIT 100000;"],
-                                 capture_output=True, check=True).stdout  # fmt: skip
+            ids = subprocess.run(
+                ["sqlite3", str(copy), "SELECT id FROM invoice_set WHERE status='active' ORDER BY id LIMIT 100000;"],
+                capture_output=True,
+                check=True,
+            ).stdout
             n = len(ids.split())
             wall, rss, code = timed(outreach(copy, "act", "pause", "-"), stdin=ids)
             assert code == 0, code
             shutil.copy(db, copy)
             idlist = ",".join(ids.decode().split())
-            sql = (f"BEGIN; UPDATE invoice_set SET status='paused' WHERE id IN ({idlist}); "
-                   f"INSERT INTO event (invoice_set_id, at, kind, actor, from_status, to_status) SELECT id, '2026-11-02', "
-                   f"'action', 'b', 'active', 'paused' FROM invoice_set WHERE id IN ({idlist}); COMMIT;")  # fmt: skip
+            sql = (
+                f"BEGIN; UPDATE invoice_set SET status='paused' WHERE id IN ({idlist}); "
+                f"INSERT INTO event (invoice_set_id, at, kind, actor, from_status, to_status) SELECT id, '2026-11-02', "
+                f"'action', 'b', 'active', 'paused' FROM invoice_set WHERE id IN ({idlist}); COMMIT;"
+            )
             t0 = time.perf_counter()
             subprocess.run(["sqlite3", str(copy)], input=sql.encode(), check=True, capture_output=True)
             raw = time.perf_counter() - t0
-            rows.append((f"act pause - ({n:,} IDs from stdin)", wall, raw, f"peak RSS {rss / 1024:.0f} MB; one run (it changes data)"))
+            rows.append(
+                (
+                    f"act pause - ({n:,} IDs from stdin)",
+                    wall,
+                    raw,
+                    f"peak RSS {rss / 1024:.0f} MB; one run (it changes data)",
+                )
+            )
             print(f"act pause {n}: {wall:.1f}s", file=sys.stderr)
         if "import" not in skip:
             pdb = tmp / "import.db"
@@ -155,8 +227,14 @@ def main() -> None:
             t0 = time.perf_counter()
             subprocess.run(["sqlite3", str(raw_db), ".mode csv", f".import {chp} charge_raw"], check=True)
             raw = time.perf_counter() - t0
-            rows.append((f"import charges ({a.sets:,} rows, new sets)", wall, raw,
-                         f"peak RSS {rss / 1024:.0f} MB; raw = sqlite3 .import of the CSV (no validation, no sets)"))  # fmt: skip
+            rows.append(
+                (
+                    f"import charges ({a.sets:,} rows, new sets)",
+                    wall,
+                    raw,
+                    f"peak RSS {rss / 1024:.0f} MB; raw = sqlite3 .import of the CSV (no validation, no sets)",
+                )
+            )
             print(f"import {a.sets}: {wall:.1f}s", file=sys.stderr)
         throughput: list[tuple[str, float, float]] = []
         if "throughput" not in skip:
@@ -182,12 +260,21 @@ def run_outreach_throughput(sqlite_db: Path | None, pg: str | None, workers: int
             assert sqlite_db is not None
             generate(sqlite_db, n, due_now=n)
             db_url = f"sqlite:///{sqlite_db}"
-        env = dict(os.environ, OUTREACH_DATABASE=db_url, OUTREACH_CHANNELS_SMS="twilio", OUTREACH_CHANNELS_EMAIL="sandbox",
-                   TWILIO_ACCOUNT_SID=ACCOUNT, TWILIO_AUTH_TOKEN=TOKEN, TWILIO_FROM_NUMBER="+16175550999",
-                   OUTREACH_TWILIO_BASE_URL=fake.base_url)  # fmt: skip
+        env = dict(
+            os.environ,
+            OUTREACH_DATABASE=db_url,
+            OUTREACH_CHANNELS_SMS="twilio",
+            OUTREACH_CHANNELS_EMAIL="sandbox",
+            TWILIO_ACCOUNT_SID=ACCOUNT,
+            TWILIO_AUTH_TOKEN=TOKEN,
+            TWILIO_FROM_NUMBER="+16175550999",
+            OUTREACH_TWILIO_BASE_URL=fake.base_url,
+        )
         cmd = [sys.executable, "-m", "outreach_cli", "--now", NOW, "run-outreach", "--concurrency", "16"]
         t0 = time.perf_counter()
-        procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for _ in range(workers)]
+        procs = [
+            subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for _ in range(workers)
+        ]
         for p in procs:
             _, err = p.communicate()
             if p.returncode != 0:
@@ -226,13 +313,47 @@ def _pg_fresh(url: str, n: int) -> str:
         w.writerow(["charge_id", "patient_id", "amount"])
         for i in range(n):
             w.writerow([f"C{i:07d}", f"P{i:07d}", "42.00"])
-    subprocess.run([sys.executable, "-m", "outreach_cli", "--db", db, "--now", "2026-11-02T14:00:00Z", "-q", "import", "patients", str(tmp / "p.csv")], check=True)
-    subprocess.run([sys.executable, "-m", "outreach_cli", "--db", db, "--now", "2026-11-02T14:00:00Z", "-q", "import", "charges", str(tmp / "c.csv"), "--rule-set", "final-notice"], check=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "outreach_cli",
+            "--db",
+            db,
+            "--now",
+            "2026-11-02T14:00:00Z",
+            "-q",
+            "import",
+            "patients",
+            str(tmp / "p.csv"),
+        ],
+        check=True,
+    )
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "outreach_cli",
+            "--db",
+            db,
+            "--now",
+            "2026-11-02T14:00:00Z",
+            "-q",
+            "import",
+            "charges",
+            str(tmp / "c.csv"),
+            "--rule-set",
+            "final-notice",
+        ],
+        check=True,
+    )
     shutil.rmtree(tmp, ignore_errors=True)
     return db
 
 
-def write_results(rows: list[tuple[str, float, float | None, str]], throughput: list[tuple[str, float, float]], n: int) -> None:
+def write_results(
+    rows: list[tuple[str, float, float | None, str]], throughput: list[tuple[str, float, float]], n: int
+) -> None:
     lines = [
         "# Benchmark results",
         "",
@@ -250,8 +371,14 @@ def write_results(rows: list[tuple[str, float, float | None, str]], throughput: 
         ratio = f"{wall / raw:.1f}x" if raw else ""
         lines.append(f"| {name} | {wall:.3f} s | {f'{raw:.3f} s' if raw else ''} | {ratio} | {note} |")
     if throughput:
-        lines += ["", "run-outreach against a local fake Twilio API taking 50 ms per call, `--concurrency 16` per worker",
-                  "(ideal: 320 sends/s per worker):", "", "| setup | sends/s | % of ideal | wall |", "|---|---:|---:|---:|"]  # fmt: skip
+        lines += [
+            "",
+            "run-outreach against a local fake Twilio API taking 50 ms per call, `--concurrency 16` per worker",
+            "(ideal: 320 sends/s per worker):",
+            "",
+            "| setup | sends/s | % of ideal | wall |",
+            "|---|---:|---:|---:|",
+        ]
         for label, rate, wall in throughput:
             workers = int(label.split(", ")[1].split()[0])
             lines.append(f"| {label} | {rate:.0f} | {100 * rate / (320 * workers):.0f}% | {wall:.1f} s |")

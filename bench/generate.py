@@ -17,8 +17,17 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 UTC = UTC
-STATUSES = [("active", 0.55), ("paid", 0.15), ("paused", 0.04), ("expired", 0.06), ("failed", 0.04),
-            ("will-fail", 0.03), ("cancelled", 0.04), ("written-off", 0.05), ("collections", 0.04)]  # fmt: skip
+STATUSES = [
+    ("active", 0.55),
+    ("paid", 0.15),
+    ("paused", 0.04),
+    ("expired", 0.06),
+    ("failed", 0.04),
+    ("will-fail", 0.03),
+    ("cancelled", 0.04),
+    ("written-off", 0.05),
+    ("collections", 0.04),
+]
 FIRST = "James Mary Robert Patricia John Jennifer Michael Linda David Elizabeth Sofia Mateo Priya Wei Fatima".split()
 LAST = "Smith Johnson Williams Brown Jones Garcia Miller Davis Rodriguez Martinez Nguyen Okafor Haddad Lee".split()
 AREAS = ("617", "212", "312", "303", "602", "415", "206", "713", "305")
@@ -54,34 +63,106 @@ def generate(db: Path, n: int, seed: int = 42, due_now: int = 0) -> None:
                 created = NOW - timedelta(hours=1)
             else:
                 created = NOW - timedelta(days=rnd.randrange(0, 200), minutes=rnd.randrange(0, 1440))
-            patients.append((pk, f"P{pk:07d}", first, last, phone, "mobile", f"{first.lower()}{pk}@example.com",
-                             f"{rnd.randrange(1, 999)} Main St", "Boston", "MA", "02118", "US", 0,
-                             "America/New_York", "America/New_York", 0, 0, 0, f"{first} {last}".lower(),
-                             ts(created), ts(created)))  # fmt: skip
+            patients.append(
+                (
+                    pk,
+                    f"P{pk:07d}",
+                    first,
+                    last,
+                    phone,
+                    "mobile",
+                    f"{first.lower()}{pk}@example.com",
+                    f"{rnd.randrange(1, 999)} Main St",
+                    "Boston",
+                    "MA",
+                    "02118",
+                    "US",
+                    0,
+                    "America/New_York",
+                    "America/New_York",
+                    0,
+                    0,
+                    0,
+                    f"{first} {last}".lower(),
+                    ts(created),
+                    ts(created),
+                )
+            )
             status = rnd.choices(names, weights)[0] if pk > due_now else "active"
             amount = rnd.choice((2500, 7500, 12000, 18550, 45000, 98000, 156000)) + rnd.randrange(100)
             outstanding = 0 if status in ("paid", "written-off") else amount
             nxt = None
             if status in ("active", "will-fail", "failed"):
                 nxt = NOW - timedelta(minutes=1) if pk <= due_now else NOW + timedelta(hours=rnd.randrange(1, 24 * 30))
-            sets.append((pk, pk, standard if pk <= due_now else rnd.choice(rs_ids), status, None, outstanding, ts(created), ts(created),
-                         ts(nxt) if nxt else None, 0 if pk <= due_now else 1, "Statement" if nxt else None,
-                         "sms,email" if nxt else None, 1, ts(created)))  # fmt: skip
+            sets.append(
+                (
+                    pk,
+                    pk,
+                    standard if pk <= due_now else rnd.choice(rs_ids),
+                    status,
+                    None,
+                    outstanding,
+                    ts(created),
+                    ts(created),
+                    ts(nxt) if nxt else None,
+                    0 if pk <= due_now else 1,
+                    "Statement" if nxt else None,
+                    "sms,email" if nxt else None,
+                    1,
+                    ts(created),
+                )
+            )
             for _ in range(rnd.choice((1, 1, 2))):
                 charge_id += 1
-                cstatus = {"paid": "paid", "written-off": "written-off", "collections": "collections"}.get(status, "outstanding")
-                charges.append((charge_id, f"C{charge_id:08d}", pk, pk, amount, outstanding, ts(created), "Office visit", cstatus))
+                cstatus = {"paid": "paid", "written-off": "written-off", "collections": "collections"}.get(
+                    status, "outstanding"
+                )
+                charges.append(
+                    (charge_id, f"C{charge_id:08d}", pk, pk, amount, outstanding, ts(created), "Office visit", cstatus)
+                )
                 outstanding = 0  # the second charge of a set is paid in the generator
                 amount = rnd.choice((2500, 4000))
             if pk > due_now:
-                sends.append((pk, pk, 1, 0, 0, "Statement", "sms", 0, 1, "delivered", ts(created), 1, ts(created), ts(created),
-                              created.date().isoformat(), f"SM{pk:032x}"))  # fmt: skip
+                sends.append(
+                    (
+                        pk,
+                        pk,
+                        1,
+                        0,
+                        0,
+                        "Statement",
+                        "sms",
+                        0,
+                        1,
+                        "delivered",
+                        ts(created),
+                        1,
+                        ts(created),
+                        ts(created),
+                        created.date().isoformat(),
+                        f"SM{pk:032x}",
+                    )
+                )
             events.append((pk, pk, ts(created), "created", "bench", "active"))
-        con.executemany("INSERT INTO patient (id, patient_id, first_name, last_name, phone, phone_type, email, address_line1, city, state, postal_code, country, address_invalid, phone_valid, email_valid, phone_tz, address_tz, sms_opt_out, call_opt_out, email_opt_out, search_name, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,1,1,?,?,?,?,?,?,?,?)", patients)
-        con.executemany("INSERT INTO invoice_set (id, patient_pk, rule_set_id, status, status_reason, amount_outstanding_cents, created_at, anchor_at, next_send_at, next_step_index, next_step, next_methods, schedule_gen, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)", sets)
-        con.executemany("INSERT INTO charge (id, charge_id, patient_pk, invoice_set_id, amount_cents, outstanding_cents, created_at, description, status) VALUES (?,?,?,?,?,?,?,?,?)", charges)
-        con.executemany("INSERT INTO send (id, invoice_set_id, patient_pk, schedule_gen, step_index, step_title, method, is_fallback, rule_set_version, status, due_at, attempts, sent_at, finished_at, local_day, provider_ref, step_day) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,0)", sends)
-        con.executemany("INSERT INTO event (invoice_set_id, patient_pk, at, kind, actor, to_status) VALUES (?,?,?,?,?,?)", events)
+        con.executemany(
+            "INSERT INTO patient (id, patient_id, first_name, last_name, phone, phone_type, email, address_line1, city, state, postal_code, country, address_invalid, phone_valid, email_valid, phone_tz, address_tz, sms_opt_out, call_opt_out, email_opt_out, search_name, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,1,1,?,?,?,?,?,?,?,?)",
+            patients,
+        )
+        con.executemany(
+            "INSERT INTO invoice_set (id, patient_pk, rule_set_id, status, status_reason, amount_outstanding_cents, created_at, anchor_at, next_send_at, next_step_index, next_step, next_methods, schedule_gen, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            sets,
+        )
+        con.executemany(
+            "INSERT INTO charge (id, charge_id, patient_pk, invoice_set_id, amount_cents, outstanding_cents, created_at, description, status) VALUES (?,?,?,?,?,?,?,?,?)",
+            charges,
+        )
+        con.executemany(
+            "INSERT INTO send (id, invoice_set_id, patient_pk, schedule_gen, step_index, step_title, method, is_fallback, rule_set_version, status, due_at, attempts, sent_at, finished_at, local_day, provider_ref, step_day) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,0)",
+            sends,
+        )
+        con.executemany(
+            "INSERT INTO event (invoice_set_id, patient_pk, at, kind, actor, to_status) VALUES (?,?,?,?,?,?)", events
+        )
         con.commit()
     con.execute("ANALYZE")
     con.commit()

@@ -75,8 +75,19 @@ def pg_url_or_skip() -> str:
         pytest.skip(str(exc))
 
 
-_TABLES = ("send", "inbound_message", "payment_allocation", "payment", "charge", "event", "invoice_set", "rule_set_version",
-           "rule_set", "patient", "meta")  # fmt: skip
+_TABLES = (
+    "send",
+    "inbound_message",
+    "payment_allocation",
+    "payment",
+    "charge",
+    "event",
+    "invoice_set",
+    "rule_set_version",
+    "rule_set",
+    "patient",
+    "meta",
+)
 
 
 def _reset_pg(url: str) -> None:

@@ -7,15 +7,41 @@ import io
 from pathlib import Path
 from typing import Any
 
-PATIENT_HEADER = ["patient_id", "first_name", "last_name", "phone", "phone_type", "email", "address_line1",
-                  "address_line2", "city", "state", "postal_code", "country", "timezone", "sms_opt_out",
-                  "call_opt_out", "email_opt_out", "card_token"]  # fmt: skip
+PATIENT_HEADER = [
+    "patient_id",
+    "first_name",
+    "last_name",
+    "phone",
+    "phone_type",
+    "email",
+    "address_line1",
+    "address_line2",
+    "city",
+    "state",
+    "postal_code",
+    "country",
+    "timezone",
+    "sms_opt_out",
+    "call_opt_out",
+    "email_opt_out",
+    "card_token",
+]
 
 
 def patient(pid: str, **kw: Any) -> dict[str, Any]:
-    base = {"patient_id": pid, "first_name": "Jane", "last_name": "Doe", "phone": "(617) 555-0100",
-            "phone_type": "mobile", "email": f"{pid.lower()}@example.com", "address_line1": "1 Main St",
-            "city": "Boston", "state": "MA", "postal_code": "02118", "country": "US"}  # fmt: skip
+    base = {
+        "patient_id": pid,
+        "first_name": "Jane",
+        "last_name": "Doe",
+        "phone": "(617) 555-0100",
+        "phone_type": "mobile",
+        "email": f"{pid.lower()}@example.com",
+        "address_line1": "1 Main St",
+        "city": "Boston",
+        "state": "MA",
+        "postal_code": "02118",
+        "country": "US",
+    }
     base.update(kw)
     return base
 
@@ -57,6 +83,8 @@ def seed_patients(cli: Any, tmp: Path, patients: list[dict[str, Any]], *, rule_s
     """Import the patients, then one charge each (charge ID C-<patient ID>) on ``rule_set``."""
     write_csv(tmp / "p.csv", patients, PATIENT_HEADER)
     cli.ok("import", "patients", str(tmp / "p.csv"), now=now)
-    write_csv(tmp / "c.csv", [{"charge_id": f"C-{p['patient_id']}", "patient_id": p["patient_id"], "amount": amount}
-                              for p in patients])  # fmt: skip
+    write_csv(
+        tmp / "c.csv",
+        [{"charge_id": f"C-{p['patient_id']}", "patient_id": p["patient_id"], "amount": amount} for p in patients],
+    )
     cli.ok("import", "charges", str(tmp / "c.csv"), "--rule-set", rule_set, now=now)

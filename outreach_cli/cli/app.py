@@ -56,13 +56,30 @@ def _version(value: bool) -> None:
 @app.callback()
 def root(
     ctx: typer.Context,
-    db: Annotated[str | None, typer.Option("--db", help="Database URL or SQLite file path (env OUTREACH_DATABASE).", metavar="URL_OR_PATH")] = None,
-    config: Annotated[str | None, typer.Option("--config", help="Config file (env OUTREACH_CONFIG; default ./outreach.toml).", metavar="FILE")] = None,
-    now: Annotated[str | None, typer.Option("--now", help="Treat this as the current time (simulation, forecasts, tests; env OUTREACH_NOW).", metavar="TIMESTAMP")] = None,
+    db: Annotated[
+        str | None,
+        typer.Option("--db", help="Database URL or SQLite file path (env OUTREACH_DATABASE).", metavar="URL_OR_PATH"),
+    ] = None,
+    config: Annotated[
+        str | None,
+        typer.Option("--config", help="Config file (env OUTREACH_CONFIG; default ./outreach.toml).", metavar="FILE"),
+    ] = None,
+    now: Annotated[
+        str | None,
+        typer.Option(
+            "--now",
+            help="Treat this as the current time (simulation, forecasts, tests; env OUTREACH_NOW).",
+            metavar="TIMESTAMP",
+        ),
+    ] = None,
     quiet: Annotated[bool, typer.Option("-q", "--quiet", help="Print only data and errors.")] = False,
-    verbose: Annotated[bool, typer.Option("-v", "--verbose", help="Say more on stderr; show tracebacks of internal errors.")] = False,
+    verbose: Annotated[
+        bool, typer.Option("-v", "--verbose", help="Say more on stderr; show tracebacks of internal errors.")
+    ] = False,
     no_color: Annotated[bool, typer.Option("--no-color", help="No colour (also NO_COLOR).")] = False,
-    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
+    ] = False,
 ) -> None:
     from outreach_cli.cli import env as env_mod
 
@@ -78,7 +95,9 @@ def root(
     if verbose:
         import logging
 
-        logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s", force=True)
+        logging.basicConfig(
+            level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s", force=True
+        )
         # The twilio SDK logs whole requests (numbers, message bodies) at INFO: PHI stays out of logs.
         for noisy in ("twilio", "twilio.http_client", "urllib3", "aiosmtpd", "mail.log", "fontTools", "fpdf"):
             logging.getLogger(noisy).setLevel(logging.WARNING)

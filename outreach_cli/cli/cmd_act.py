@@ -19,21 +19,58 @@ def register(app: typer.Typer) -> None:
 
 def act(
     ctx: typer.Context,
-    action: Annotated[str, typer.Argument(help="write-off, collections, change-ruleset, pause, resume or cancel.", metavar="ACTION")],
-    ids: Annotated[list[str] | None, typer.Argument(help="Invoice set IDs, or - to read them from stdin (plain IDs, JSON lines with \"id\", or TSV/CSV rows with the ID first).", metavar="[ID...|-]")] = None,
+    action: Annotated[
+        str, typer.Argument(help="write-off, collections, change-ruleset, pause, resume or cancel.", metavar="ACTION")
+    ],
+    ids: Annotated[
+        list[str] | None,
+        typer.Argument(
+            help='Invoice set IDs, or - to read them from stdin (plain IDs, JSON lines with "id", or TSV/CSV rows with the ID first).',
+            metavar="[ID...|-]",
+        ),
+    ] = None,
     search: Search = None,
     status: StatusOpt = None,
     amount: AmountOpt = None,
     created: CreatedOpt = None,
     send_time: SendTimeOpt = None,
-    rule_set: Annotated[list[str] | None, typer.Option("--rule-set", help="change-ruleset: the new rule set. Other actions: select sets on this rule set (a filter).", metavar="NAME")] = None,
-    from_rule_set: Annotated[list[str] | None, typer.Option("--from-rule-set", help="change-ruleset: select sets now on this rule set.", metavar="NAME", rich_help_panel="Filters")] = None,
+    rule_set: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--rule-set",
+            help="change-ruleset: the new rule set. Other actions: select sets on this rule set (a filter).",
+            metavar="NAME",
+        ),
+    ] = None,
+    from_rule_set: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--from-rule-set",
+            help="change-ruleset: select sets now on this rule set.",
+            metavar="NAME",
+            rich_help_panel="Filters",
+        ),
+    ] = None,
     reason: Annotated[str | None, typer.Option("--reason", help="Why (kept in the event log).")] = None,
     actor: Annotated[str | None, typer.Option("--actor", help="Who acts (default: the OS user).")] = None,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print exactly what would happen; change nothing.")] = False,
-    yes: Annotated[bool, typer.Option("--yes", "-y", help="Confirm write-off, collections, cancel and change-ruleset without a prompt.")] = False,
-    skip_ineligible: Annotated[bool, typer.Option("--skip-ineligible", help="Apply the eligible sets even if some are ineligible or not found (still exits 3).")] = False,
-    fmt: Annotated[str | None, typer.Option("--format", help="table, tsv, csv, json or jsonl (default: table on a terminal, tsv otherwise).")] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print exactly what would happen; change nothing.")
+    ] = False,
+    yes: Annotated[
+        bool,
+        typer.Option("--yes", "-y", help="Confirm write-off, collections, cancel and change-ruleset without a prompt."),
+    ] = False,
+    skip_ineligible: Annotated[
+        bool,
+        typer.Option(
+            "--skip-ineligible",
+            help="Apply the eligible sets even if some are ineligible or not found (still exits 3).",
+        ),
+    ] = False,
+    fmt: Annotated[
+        str | None,
+        typer.Option("--format", help="table, tsv, csv, json or jsonl (default: table on a terminal, tsv otherwise)."),
+    ] = None,
 ) -> None:
     """Act on invoice sets: write-off, collections, change-ruleset, pause, resume, cancel.
 
@@ -81,11 +118,21 @@ def act(
     elif ids:
         selected = parse_id_args(ids)
     elif has_filters:
-        flt = build_filter(a, search=search, status=status, amount=amount, created=created, send_time=send_time,
-                           rule_set=filter_rs, sort="id")  # fmt: skip
+        flt = build_filter(
+            a,
+            search=search,
+            status=status,
+            amount=amount,
+            created=created,
+            send_time=send_time,
+            rule_set=filter_rs,
+            sort="id",
+        )
         selected = selected_ids(store, flt)
     else:
-        raise InvalidInput("select sets: give IDs, - to read IDs from stdin, or filters such as --status (there is no implicit 'all')")
+        raise InvalidInput(
+            "select sets: give IDs, - to read IDs from stdin, or filters such as --status (there is no implicit 'all')"
+        )
 
     def confirm(res: ActResult) -> bool:
         if act_ not in NEEDS_CONFIRMATION or yes:
@@ -95,7 +142,9 @@ def act(
         from outreach_cli.core.money import format_dollars
 
         total = sum(o.amount_cents for o in res.changed)
-        prompt = f"{act_.value}: {len(res.changed)} invoice set(s), {format_dollars(total)} outstanding. Proceed? [y/N] "
+        prompt = (
+            f"{act_.value}: {len(res.changed)} invoice set(s), {format_dollars(total)} outstanding. Proceed? [y/N] "
+        )
         a.env.stderr.write(prompt)
         a.env.stderr.flush()
         answer = a.env.stdin.readline().strip().lower()
@@ -104,19 +153,33 @@ def act(
     prompting = act_ in NEEDS_CONFIRMATION and not yes and not dry_run and a.interactive
     label = f"{act_.value}: {len(selected):,} set(s)"
     with a.progress(label) if not prompting else nullcontext(lambda _n: None) as update:
-        res = run_action(store, act_, selected, a.context(actor), rule_set=target_rs, reason=reason,
-                         skip_ineligible=skip_ineligible, dry_run=dry_run, confirm=confirm)  # fmt: skip
+        res = run_action(
+            store,
+            act_,
+            selected,
+            a.context(actor),
+            rule_set=target_rs,
+            reason=reason,
+            skip_ineligible=skip_ineligible,
+            dry_run=dry_run,
+            confirm=confirm,
+        )
         update(len(selected))
     blocked_stop = bool(res.blocked) and not skip_ineligible
     shown = res.blocked if blocked_stop else res.outcomes
     write_rows(a, (o.row() for o in shown), RESULT_COLUMNS, f, table=lambda rows: _table(a, rows))
-    counts = (f"{res.count(Result.CHANGED)} changed, {res.count(Result.UNCHANGED)} unchanged, "
-              f"{res.count(Result.INELIGIBLE)} ineligible, {res.count(Result.NOT_FOUND)} not found")  # fmt: skip
+    counts = (
+        f"{res.count(Result.CHANGED)} changed, {res.count(Result.UNCHANGED)} unchanged, "
+        f"{res.count(Result.INELIGIBLE)} ineligible, {res.count(Result.NOT_FOUND)} not found"
+    )
     prefix = f"{act_.value}{' (dry run)' if dry_run else ''}"
     if blocked_stop:
         ids_txt = ", ".join(str(o.id) for o in res.blocked[:10]) + (" ..." if len(res.blocked) > 10 else "")
-        print(f"{prefix}: nothing changed: {len(res.blocked)} set(s) ineligible or not found ({ids_txt}); "
-              f"{counts.replace(' changed', ' would change', 1)}; use --skip-ineligible to apply the rest", file=a.env.stderr)  # fmt: skip
+        print(
+            f"{prefix}: nothing changed: {len(res.blocked)} set(s) ineligible or not found ({ids_txt}); "
+            f"{counts.replace(' changed', ' would change', 1)}; use --skip-ineligible to apply the rest",
+            file=a.env.stderr,
+        )
     else:
         print(f"{prefix}: {counts}", file=a.env.stderr)
     if res.blocked:
@@ -132,6 +195,11 @@ def _table(a: App, rows: list[dict[str, object]]) -> None:
     for c in ("ID", "Result", "From", "To", "Reason"):
         t.add_column(c)
     for r in rows:
-        t.add_row(str(r["id"]), str(r["result"]), badge(str(r["from_status"])) if r["from_status"] else "",
-                  badge(str(r["to_status"])) if r["to_status"] else "", str(r["reason"] or ""))  # fmt: skip
+        t.add_row(
+            str(r["id"]),
+            str(r["result"]),
+            badge(str(r["from_status"])) if r["from_status"] else "",
+            badge(str(r["to_status"])) if r["to_status"] else "",
+            str(r["reason"] or ""),
+        )
     a.out.print(t)

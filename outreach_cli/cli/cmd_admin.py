@@ -20,7 +20,9 @@ def register(app: typer.Typer) -> None:
 
 def metrics(
     ctx: typer.Context,
-    show_all: Annotated[bool, typer.Option("--all", help="Every status, totals, and aging buckets of open balances.")] = False,
+    show_all: Annotated[
+        bool, typer.Option("--all", help="Every status, totals, and aging buckets of open balances.")
+    ] = False,
     fmt: Annotated[str | None, typer.Option("--format", help="table or json.")] = None,
 ) -> None:
     """What needs attention: the Failed, Expired, Paused and Will Fail cards (count and amount
@@ -76,11 +78,13 @@ def print_attention(a: App, store: Any, limit: int = 15) -> None:
     from outreach_cli.core.statuses import ATTENTION
 
     per = max(1, limit // len(ATTENTION))
-    rows = []
+    rows: list[dict[str, Any]] = []
     for status in ATTENTION:  # failed, expired, paused, will-fail: a few of each
         rows.extend(list_sets(store, ListFilter(statuses=[status], sort="amount", desc=True, limit=per), a.context()))
     a.out.print()
-    a.out.print(f"Sets needing attention (the largest {per} of each; `outreach list --status failed,expired,paused,will-fail` for all):")
+    a.out.print(
+        f"Sets needing attention (the largest {per} of each; `outreach list --status failed,expired,paused,will-fail` for all):"
+    )
     _table(a, rows)
 
 
@@ -117,34 +121,74 @@ def _show_text(a: App, d: dict[str, Any]) -> None:
     from outreach_cli.core.money import format_dollars
 
     p = d["patient"]
-    head = Text.assemble((f"Invoice set {d['id']}  ", "bold"), badge(d["status"]),
-                         f"  {format_dollars(d['amount_outstanding_cents'])} outstanding  rule set {d['rule_set']}")  # fmt: skip
+    head = Text.assemble(
+        (f"Invoice set {d['id']}  ", "bold"),
+        badge(d["status"]),
+        f"  {format_dollars(d['amount_outstanding_cents'])} outstanding  rule set {d['rule_set']}",
+    )
     a.out.print(head)
     if d["status_reason"]:
         a.out.print(Text(f"  {d['status_reason']}"))
     a.out.print(Text(f"  created {d['created_at']}   payment link {d['payment_url']}"))
     a.out.print(Text(f"\nPatient {p['first_name']} {p['last_name']} ({p['patient_id']})", style="bold"))
     addr = p["address"]
-    a.out.print(Text(f"  phone {p['phone'] or '-'} ({p['phone_type']})   email {p['email'] or '-'}   time zone {', '.join(p['timezones'])}"))
-    a.out.print(Text("  address " + (", ".join(v for v in (addr["address_line1"], addr["address_line2"], addr["city"],
-                                                          addr["state"], addr["postal_code"]) if v) or "-")))  # fmt: skip
+    a.out.print(
+        Text(
+            f"  phone {p['phone'] or '-'} ({p['phone_type']})   email {p['email'] or '-'}   time zone {', '.join(p['timezones'])}"
+        )
+    )
+    a.out.print(
+        Text(
+            "  address "
+            + (
+                ", ".join(
+                    v
+                    for v in (
+                        addr["address_line1"],
+                        addr["address_line2"],
+                        addr["city"],
+                        addr["state"],
+                        addr["postal_code"],
+                    )
+                    if v
+                )
+                or "-"
+            )
+        )
+    )
     for m, u in p["usable_methods"].items():
-        a.out.print(Text.assemble(f"  {m:<12}", ("usable", "green") if u["usable"] else ("not usable", "red"),
-                                  f"  {u['reason'] or ''}"))  # fmt: skip
+        a.out.print(
+            Text.assemble(
+                f"  {m:<12}", ("usable", "green") if u["usable"] else ("not usable", "red"), f"  {u['reason'] or ''}"
+            )
+        )
     ct = Table(title="Charges", title_justify="left", show_edge=False, pad_edge=False, header_style="bold")
     for c in ("Charge", "Created", "Amount", "Outstanding", "Status", "Description"):
         ct.add_column(c)
     for c in d["charges"]:
-        ct.add_row(c["charge_id"], c["created_at"], format_dollars(c["amount_cents"]), format_dollars(c["outstanding_cents"]),
-                   c["status"], c["description"])  # fmt: skip
+        ct.add_row(
+            c["charge_id"],
+            c["created_at"],
+            format_dollars(c["amount_cents"]),
+            format_dollars(c["outstanding_cents"]),
+            c["status"],
+            c["description"],
+        )
     a.out.print()
     a.out.print(ct)
     st = Table(title="Schedule", title_justify="left", show_edge=False, pad_edge=False, header_style="bold")
     for c in ("Day", "Step", "Method", "Status", "Due", "Sent", "Reason"):
         st.add_column(c)
     for s in d["schedule"]:
-        st.add_row(str(s["day"]), s["step"], s["method"] + (" (fallback)" if s.get("fallback") else ""), s["status"],
-                   s["due_at"] or "", s["sent_at"] or "", s["reason"] or "")  # fmt: skip
+        st.add_row(
+            str(s["day"]),
+            s["step"],
+            s["method"] + (" (fallback)" if s.get("fallback") else ""),
+            s["status"],
+            s["due_at"] or "",
+            s["sent_at"] or "",
+            s["reason"] or "",
+        )
     a.out.print()
     a.out.print(st)
     tl = Table(title="Timeline", title_justify="left", show_edge=False, pad_edge=False, header_style="bold")
@@ -166,8 +210,12 @@ def _detail(d: Any) -> str:
 
 def audit(
     ctx: typer.Context,
-    set_id: Annotated[int | None, typer.Option("--id", help="Only this invoice set.", metavar="ID", min=1, max=2**63 - 1)] = None,
-    since: Annotated[str | None, typer.Option("--since", help="Time range: 2026-03-01, -7d, today, A..B.", metavar="RANGE")] = None,
+    set_id: Annotated[
+        int | None, typer.Option("--id", help="Only this invoice set.", metavar="ID", min=1, max=2**63 - 1)
+    ] = None,
+    since: Annotated[
+        str | None, typer.Option("--since", help="Time range: 2026-03-01, -7d, today, A..B.", metavar="RANGE")
+    ] = None,
     actor: Annotated[str | None, typer.Option("--actor", help="Only events by this actor.", metavar="NAME")] = None,
     limit: Annotated[int | None, typer.Option("--limit", min=0, help="At most N events.")] = None,
     fmt: Annotated[str | None, typer.Option("--format", help="table, tsv, csv, json or jsonl.")] = None,
@@ -184,8 +232,9 @@ def audit(
     f = resolve_format(a, fmt, allowed=("table", "tsv", "csv", "json", "jsonl"))
     rng = None
     if since is not None:
-        rng = parse_time_range(since if ".." in since else since + "..", tz=get_zone(a.settings.timezone), now=a.now,
-                               flag="--since")  # fmt: skip
+        rng = parse_time_range(
+            since if ".." in since else since + "..", tz=get_zone(a.settings.timezone), now=a.now, flag="--since"
+        )
     write_rows(a, q(a.store(), set_id=set_id, since=rng, actor=actor, limit=limit), AUDIT_COLUMNS, f)
 
 
@@ -193,7 +242,9 @@ def audit(
 def export(
     ctx: typer.Context,
     out: Annotated[str, typer.Option("--out", help="CSV file to write, or - for stdout.", metavar="FILE|-")] = "-",
-    include_exported: Annotated[bool, typer.Option("--all", help="Include sets exported before; mark nothing.")] = False,
+    include_exported: Annotated[
+        bool, typer.Option("--all", help="Include sets exported before; mark nothing.")
+    ] = False,
 ) -> None:
     """CSV of the sets in collections not yet exported (patient, contact, address, charges,
     amounts), for the collections agency; marks them exported unless --all."""

@@ -52,8 +52,9 @@ def run_demo(a: App, *, patients: int, days: int, seed: int) -> None:
             os.remove(path + suffix)
     a.settings.values["database"] = url
     # The demo always uses the sandbox providers, whatever the configuration says.
-    a.settings.values["channels"].update(sms="sandbox", call="sandbox", email="sandbox", mail="sandbox",
-                                         charge_card="sandbox")  # fmt: skip
+    a.settings.values["channels"].update(
+        sms="sandbox", call="sandbox", email="sandbox", mail="sandbox", charge_card="sandbox"
+    )
     store = a.store(check_schema=False)
     store.migrate()
     store.ensure_secret()
@@ -66,8 +67,15 @@ def run_demo(a: App, *, patients: int, days: int, seed: int) -> None:
     run_import(store, "patients", data.patients_csv.encode(), source="demo patients", ctx=ctx, input_format="csv")
     n_charges = n_sets = 0
     for rule_set, text in data.charges_csv.items():
-        rep = run_import(store, "charges", text.encode(), source=f"demo charges ({rule_set})", ctx=ctx,
-                         input_format="csv", rule_set=rule_set)  # fmt: skip
+        rep = run_import(
+            store,
+            "charges",
+            text.encode(),
+            source=f"demo charges ({rule_set})",
+            ctx=ctx,
+            input_format="csv",
+            rule_set=rule_set,
+        )
         n_charges += rep.created
         n_sets += rep.sets_created
     if data.pauses:
@@ -88,10 +96,14 @@ def run_demo(a: App, *, patients: int, days: int, seed: int) -> None:
 
     print_metrics(a, store, show_all=True)
     print_attention(a, store)
-    a.info(f"explore it: outreach --db {path} list   |   outreach --db {path} show ID   |   outreach --db {path} metrics")
+    a.info(
+        f"explore it: outreach --db {path} list   |   outreach --db {path} show ID   |   outreach --db {path} metrics"
+    )
 
 
-def simulate(a: App, store: object, *, start: datetime, days: int, payments_by_day: dict[int, list[dict[str, str]]]) -> None:
+def simulate(
+    a: App, store: object, *, start: datetime, days: int, payments_by_day: dict[int, list[dict[str, str]]]
+) -> None:
     """Day by day: payments that come in that day, then hourly outreach ticks."""
     import csv
     import io

@@ -33,7 +33,9 @@ def doctor(ctx: typer.Context) -> None:
 
     try:
         s = a.settings
-        check("config", True, f"{s.config_path or 'no config file'}; timezone {s.timezone}, window {s.sending['window']}")
+        check(
+            "config", True, f"{s.config_path or 'no config file'}; timezone {s.timezone}, window {s.sending['window']}"
+        )
     except OutreachError as exc:
         check("config", False, exc.message)
         _print(a, results)
@@ -59,16 +61,22 @@ def doctor(ctx: typer.Context) -> None:
         from outreach_cli.core.ruleset_store import list_rule_sets
 
         infos = list_rule_sets(store)
-        check("rule sets", bool(infos), ", ".join(f"{i.name} v{i.version}" for i in infos) or "none: run `outreach init`")
+        check(
+            "rule sets", bool(infos), ", ".join(f"{i.name} v{i.version}" for i in infos) or "none: run `outreach init`"
+        )
         default = str(s.values.get("default_rule_set") or "")
         if default:
             check("default rule set", default in {i.name for i in infos}, default)
         with store.read() as conn:
             stored = store.get_meta(conn, "secret")
         env_secret = os.environ.get("OUTREACH_SECRET") or s.values.get("secret")
-        check("payment-link secret", bool(env_secret or stored),
-              f"{'OUTREACH_SECRET' if env_secret else 'stored in the database'} {mask_secret(env_secret or stored)}"
-              if (env_secret or stored) else "missing: run `outreach init` or set OUTREACH_SECRET")  # fmt: skip
+        check(
+            "payment-link secret",
+            bool(env_secret or stored),
+            f"{'OUTREACH_SECRET' if env_secret else 'stored in the database'} {mask_secret(env_secret or stored)}"
+            if (env_secret or stored)
+            else "missing: run `outreach init` or set OUTREACH_SECRET",
+        )
 
     ch = s.channels
     for channel in ("sms", "call"):
@@ -76,12 +84,23 @@ def doctor(ctx: typer.Context) -> None:
             sid = os.environ.get("TWILIO_ACCOUNT_SID")
             tok = os.environ.get("TWILIO_AUTH_TOKEN")
             sender = os.environ.get("TWILIO_FROM_NUMBER") or os.environ.get("TWILIO_MESSAGING_SERVICE_SID")
-            missing = [n for n, v in (("TWILIO_ACCOUNT_SID", sid), ("TWILIO_AUTH_TOKEN", tok),
-                                      ("TWILIO_FROM_NUMBER or TWILIO_MESSAGING_SERVICE_SID", sender)) if not v]  # fmt: skip
+            missing = [
+                n
+                for n, v in (
+                    ("TWILIO_ACCOUNT_SID", sid),
+                    ("TWILIO_AUTH_TOKEN", tok),
+                    ("TWILIO_FROM_NUMBER or TWILIO_MESSAGING_SERVICE_SID", sender),
+                )
+                if not v
+            ]
             base = os.environ.get("OUTREACH_TWILIO_BASE_URL", "https://api.twilio.com")
-            check(f"{channel} provider", not missing,
-                  f"twilio at {base}, account {mask_secret(sid)}, token {mask_secret(tok)}" if not missing
-                  else "twilio: missing " + ", ".join(missing))  # fmt: skip
+            check(
+                f"{channel} provider",
+                not missing,
+                f"twilio at {base}, account {mask_secret(sid)}, token {mask_secret(tok)}"
+                if not missing
+                else "twilio: missing " + ", ".join(missing),
+            )
         else:
             check(f"{channel} provider", True, "sandbox (no network)")
     if ch["email"] == "smtp":
@@ -90,7 +109,11 @@ def doctor(ctx: typer.Context) -> None:
         missing = [n for n, v in (("OUTREACH_SMTP_URL", url), ("OUTREACH_EMAIL_FROM", sender)) if not v]
         from outreach_cli.core.store import mask_url as _m
 
-        check("email provider", not missing, f"smtp {_m(url or '')}" if not missing else "smtp: missing " + ", ".join(missing))
+        check(
+            "email provider",
+            not missing,
+            f"smtp {_m(url or '')}" if not missing else "smtp: missing " + ", ".join(missing),
+        )
     else:
         check("email provider", True, "sandbox (no network)")
     if ch["mail"] == "outbox":

@@ -8,7 +8,9 @@ import typer
 
 from outreach_cli.cli.context import App, get_app
 
-events_app = typer.Typer(help="Delivery facts from other sources (status callbacks, replies, bounces).", no_args_is_help=True)
+events_app = typer.Typer(
+    help="Delivery facts from other sources (status callbacks, replies, bounces).", no_args_is_help=True
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -43,9 +45,17 @@ def build_engine(a: App, *, limit: int | None = None, concurrency: int | None = 
 def run_outreach(
     ctx: typer.Context,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="List what would be sent now; send nothing.")] = False,
-    limit: Annotated[int | None, typer.Option("--limit", min=1, help="Claim at most N invoice sets' steps this run.")] = None,
-    concurrency: Annotated[int | None, typer.Option("--concurrency", min=1, max=256, help="Parallel provider calls (default sending.concurrency).")] = None,
-    fmt: Annotated[str | None, typer.Option("--format", help="json: print a summary object (or, with --dry-run, what would be sent).")] = None,
+    limit: Annotated[
+        int | None, typer.Option("--limit", min=1, help="Claim at most N invoice sets' steps this run.")
+    ] = None,
+    concurrency: Annotated[
+        int | None,
+        typer.Option("--concurrency", min=1, max=256, help="Parallel provider calls (default sending.concurrency)."),
+    ] = None,
+    fmt: Annotated[
+        str | None,
+        typer.Option("--format", help="json: print a summary object (or, with --dry-run, what would be sent)."),
+    ] = None,
 ) -> None:
     """One outreach tick, for cron: reconcile, expire, claim and send what is due (in each
     patient's allowed hours, exactly once), record outcomes, fall back, re-predict Will Fail.
@@ -94,7 +104,9 @@ def forecast(
     a = get_app(ctx)
     f = resolve_format(a, fmt, allowed=("table", "tsv", "csv", "json", "jsonl"))
     rows = do_forecast(a.store(), a.context(), days)
-    write_rows(a, rows, ["id", "patient_id", "due_at", "step", "day", "methods", "usable_methods", "prediction", "reason"], f)
+    write_rows(
+        a, rows, ["id", "patient_id", "due_at", "step", "day", "methods", "usable_methods", "prediction", "reason"], f
+    )
     if f == "table":
         fails = sum(1 for r in rows if r["prediction"] == "will-fail")
         a.info(f"{len(rows)} send(s) in the next {days} day(s); {fails} predicted to fail")

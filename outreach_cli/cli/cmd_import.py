@@ -13,8 +13,12 @@ imp = typer.Typer(
     no_args_is_help=True,
 )
 
-FileArg = Annotated[str, typer.Argument(help="A CSV (header row) or JSON-lines file, or - for stdin.", metavar="FILE|-")]
-FormatOpt = Annotated[str | None, typer.Option("--input-format", help="csv or jsonl (default: by extension, else sniffed).")]
+FileArg = Annotated[
+    str, typer.Argument(help="A CSV (header row) or JSON-lines file, or - for stdin.", metavar="FILE|-")
+]
+FormatOpt = Annotated[
+    str | None, typer.Option("--input-format", help="csv or jsonl (default: by extension, else sniffed).")
+]
 SkipOpt = Annotated[bool, typer.Option("--skip-invalid", help="Import the valid rows, report the rest, exit 3.")]
 DryOpt = Annotated[bool, typer.Option("--dry-run", help="Validate and report what would change; write nothing.")]
 
@@ -23,8 +27,15 @@ def register(app: typer.Typer) -> None:
     app.add_typer(imp, name="import")
 
 
-def _run(ctx: typer.Context, kind: str, file: str, input_format: str | None, skip_invalid: bool, dry_run: bool,
-         rule_set: str | None = None) -> None:  # fmt: skip
+def _run(
+    ctx: typer.Context,
+    kind: str,
+    file: str,
+    input_format: str | None,
+    skip_invalid: bool,
+    dry_run: bool,
+    rule_set: str | None = None,
+) -> None:
     from outreach_cli.core.errors import ExitCode
     from outreach_cli.core.importer import run_import
 
@@ -52,8 +63,13 @@ def _run(ctx: typer.Context, kind: str, file: str, input_format: str | None, ski
 
 
 @imp.command("patients")
-def patients(ctx: typer.Context, file: FileArg, input_format: FormatOpt = None, skip_invalid: SkipOpt = False,
-             dry_run: DryOpt = False) -> None:  # fmt: skip
+def patients(
+    ctx: typer.Context,
+    file: FileArg,
+    input_format: FormatOpt = None,
+    skip_invalid: SkipOpt = False,
+    dry_run: DryOpt = False,
+) -> None:
     """Import patients: patient_id, first_name (required), last_name, phone, phone_type, email,
     address_line1, address_line2, city, state, postal_code, country, timezone, sms_opt_out,
     call_opt_out, email_opt_out, card_token."""
@@ -64,7 +80,12 @@ def patients(ctx: typer.Context, file: FileArg, input_format: FormatOpt = None, 
 def charges(
     ctx: typer.Context,
     file: FileArg,
-    rule_set: Annotated[str | None, typer.Option("--rule-set", help="Rule set for the invoice sets this creates (default: default_rule_set).", metavar="NAME")] = None,
+    rule_set: Annotated[
+        str | None,
+        typer.Option(
+            "--rule-set", help="Rule set for the invoice sets this creates (default: default_rule_set).", metavar="NAME"
+        ),
+    ] = None,
     input_format: FormatOpt = None,
     skip_invalid: SkipOpt = False,
     dry_run: DryOpt = False,
@@ -75,8 +96,13 @@ def charges(
 
 
 @imp.command("payments")
-def payments(ctx: typer.Context, file: FileArg, input_format: FormatOpt = None, skip_invalid: SkipOpt = False,
-             dry_run: DryOpt = False) -> None:  # fmt: skip
+def payments(
+    ctx: typer.Context,
+    file: FileArg,
+    input_format: FormatOpt = None,
+    skip_invalid: SkipOpt = False,
+    dry_run: DryOpt = False,
+) -> None:
     """Import payments: payment_id, patient_id, amount (dollars) or amount_cents, paid_at,
     charge_id (optional). Applied to the named charge, else oldest charges first; a set whose
     balance reaches zero becomes paid."""

@@ -50,8 +50,19 @@ def list_(
     f = resolve_format(a, fmt)
     if limit is None and a.env.stdout_isatty:
         limit = 50
-    flt = build_filter(a, search=search, status=status, amount=amount, created=created, send_time=send_time,
-                       rule_set=rule_set, sort=sort, desc=desc, limit=limit, offset=offset)  # fmt: skip
+    flt = build_filter(
+        a,
+        search=search,
+        status=status,
+        amount=amount,
+        created=created,
+        send_time=send_time,
+        rule_set=rule_set,
+        sort=sort,
+        desc=desc,
+        limit=limit,
+        offset=offset,
+    )
     store = a.store()
     rows = list_sets(store, flt, a.context())
     n = write_rows(a, rows, LIST_COLUMNS, f, table=lambda rs: _table(a, rs))
@@ -68,8 +79,15 @@ def _table(a: App, rows: list[dict[str, Any]]) -> None:
     from outreach_cli.core.timeutil import format_relative, parse_datetime
 
     t = Table(show_edge=False, pad_edge=False, header_style="bold")
-    for name, justify in (("ID", "right"), ("Status", "left"), ("Balance", "right"), ("Patient", "left"),
-                          ("Phone", "left"), ("Rule set", "left"), ("Next send", "left")):  # fmt: skip
+    for name, justify in (
+        ("ID", "right"),
+        ("Status", "left"),
+        ("Balance", "right"),
+        ("Patient", "left"),
+        ("Phone", "left"),
+        ("Rule set", "left"),
+        ("Next send", "left"),
+    ):
         t.add_column(name, justify=justify, no_wrap=True)  # type: ignore[arg-type]
     t.add_column("Reason", overflow="ellipsis", no_wrap=True, max_width=70)
     for r in rows:
@@ -77,7 +95,14 @@ def _table(a: App, rows: list[dict[str, Any]]) -> None:
         if r["next_send_at"]:
             when = parse_datetime(r["next_send_at"])
             nxt = f"{format_relative(when, a.now)}: {r['next_step']} ({', '.join(r['next_methods'])})"
-        t.add_row(str(r["id"]), badge(r["status"]), format_dollars(r["amount_outstanding_cents"]),
-                  f"{r['patient_name']} ({r['patient_id']})", r["phone"] or "", r["rule_set"], nxt,
-                  r["status_reason"] or "")  # fmt: skip
+        t.add_row(
+            str(r["id"]),
+            badge(r["status"]),
+            format_dollars(r["amount_outstanding_cents"]),
+            f"{r['patient_name']} ({r['patient_id']})",
+            r["phone"] or "",
+            r["rule_set"],
+            nxt,
+            r["status_reason"] or "",
+        )
     a.out.print(t)

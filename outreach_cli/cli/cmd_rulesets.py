@@ -28,15 +28,24 @@ def list_(ctx: typer.Context, fmt: FormatOpt = None) -> None:
     a = get_app(ctx)
     f = resolve_format(a, fmt, allowed=("table", "tsv", "csv", "json", "jsonl"))
     rows = [
-        {"name": i.name, "title": i.title, "version": i.version, "steps": i.steps, "expiry_day": i.expiry_day,
-         "open_sets": i.open_sets, "description": i.description}  # fmt: skip
+        {
+            "name": i.name,
+            "title": i.title,
+            "version": i.version,
+            "steps": i.steps,
+            "expiry_day": i.expiry_day,
+            "open_sets": i.open_sets,
+            "description": i.description,
+        }
         for i in list_rule_sets(a.store())
     ]
     write_rows(a, rows, ["name", "title", "version", "steps", "expiry_day", "open_sets", "description"], f)
 
 
 @rs.command("show")
-def show(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Rule-set name.")], fmt: FormatOpt = None) -> None:
+def show(
+    ctx: typer.Context, name: Annotated[str, typer.Argument(help="Rule-set name.")], fmt: FormatOpt = None
+) -> None:
     """One rule set: its steps, methods, messages and expiry."""
     import json
 
@@ -52,12 +61,26 @@ def show(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Rule-set 
     report = parse_text(info.source_text, name=name, source=name)
     parsed: RuleSet | None = report.rule_set
     if fmt and fmt.lower() == "json":
-        payload = {"name": name, "version": info.version, "title": info.title, "description": info.description,
-                   "expiry_day": info.expiry_day, "open_sets": info.open_sets,
-                   "fallback": list(parsed.fallback) if parsed else [],
-                   "steps": [{"day": s.day, "methods": list(s.methods), "title": s.title, "message": s.message,
-                              "min_balance_cents": s.min_balance_cents, "max_balance_cents": s.max_balance_cents}
-                             for s in (parsed.steps if parsed else [])]}  # fmt: skip
+        payload = {
+            "name": name,
+            "version": info.version,
+            "title": info.title,
+            "description": info.description,
+            "expiry_day": info.expiry_day,
+            "open_sets": info.open_sets,
+            "fallback": list(parsed.fallback) if parsed else [],
+            "steps": [
+                {
+                    "day": s.day,
+                    "methods": list(s.methods),
+                    "title": s.title,
+                    "message": s.message,
+                    "min_balance_cents": s.min_balance_cents,
+                    "max_balance_cents": s.max_balance_cents,
+                }
+                for s in (parsed.steps if parsed else [])
+            ],
+        }
         a.write(json.dumps(payload, indent=2) + "\n")
         return
     a.write(f"{name} (version {info.version}): {info.title}\n{info.description}\n")
@@ -79,7 +102,10 @@ def show(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Rule-set 
 @rs.command("validate")
 def validate(
     ctx: typer.Context,
-    files: Annotated[list[Path] | None, typer.Argument(help="Rule-set files (default: every *.toml in rulesets_dir).", metavar="[FILE...]")] = None,
+    files: Annotated[
+        list[Path] | None,
+        typer.Argument(help="Rule-set files (default: every *.toml in rulesets_dir).", metavar="[FILE...]"),
+    ] = None,
 ) -> None:
     """Check rule-set files: errors name the file, step and field; SMS messages are measured in
     segments (GSM-7 or UCS-2) with realistic long values, with a warning above 2."""
@@ -109,7 +135,9 @@ def validate(
 @rs.command("sync")
 def sync(
     ctx: typer.Context,
-    directory: Annotated[Path | None, typer.Argument(help="Directory of *.toml rule sets (default rulesets_dir).", metavar="[DIR]")] = None,
+    directory: Annotated[
+        Path | None, typer.Argument(help="Directory of *.toml rule sets (default rulesets_dir).", metavar="[DIR]")
+    ] = None,
 ) -> None:
     """Load a directory of rule sets into the database. A changed file becomes a new version;
     pending steps of sets that use it follow the new version. Nothing is written if any file is invalid."""

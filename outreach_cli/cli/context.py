@@ -116,7 +116,9 @@ class App:
     def err_console(self) -> Console:
         from rich.console import Console
 
-        return Console(file=self.env.stderr, force_terminal=self.err_color, no_color=not self.err_color, highlight=False)
+        return Console(
+            file=self.env.stderr, force_terminal=self.err_color, no_color=not self.err_color, highlight=False
+        )
 
     def info(self, message: str) -> None:
         """Progress and summaries: stderr, silenced by -q."""
@@ -179,5 +181,3 @@ def read_input(app: App, path: str) -> tuple[bytes, str]:
         raise InvalidInput(f"{path}: is a directory, expected a file") from None
     except OSError as exc:
         raise InvalidInput(f"{path}: cannot read: {exc.strerror}") from None
-
-

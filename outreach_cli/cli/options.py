@@ -13,17 +13,60 @@ if TYPE_CHECKING:
 
 FILTERS = "Filters"
 
-Search = Annotated[str | None, typer.Option("--search", help="Patient name (substring, any case), phone in any formatting (4+ digits match a digit substring), patient ID or invoice set ID.", rich_help_panel=FILTERS)]
-StatusOpt = Annotated[list[str] | None, typer.Option("--status", help="Status (repeatable or comma-separated): active, paused, expired, failed, will-fail, paid, cancelled, written-off, collections; open; all. Default: the open statuses.", rich_help_panel=FILTERS)]
-AmountOpt = Annotated[str | None, typer.Option("--amount", help="Amount outstanding in dollars: 100..500, 100.., ..50, 75 (inclusive).", metavar="RANGE", rich_help_panel=FILTERS)]
-CreatedOpt = Annotated[str | None, typer.Option("--created", help="Created: A..B with dates (whole days, practice time zone), datetimes, today, yesterday, -7d, +3d, -2w; open ends allowed.", metavar="RANGE", rich_help_panel=FILTERS)]
-SendTimeOpt = Annotated[str | None, typer.Option("--send-time", help="Next scheduled send, same forms as --created.", metavar="RANGE", rich_help_panel=FILTERS)]
-RuleSetOpt = Annotated[list[str] | None, typer.Option("--rule-set", help="Rule set name (repeatable).", metavar="NAME", rich_help_panel=FILTERS)]
+Search = Annotated[
+    str | None,
+    typer.Option(
+        "--search",
+        help="Patient name (substring, any case), phone in any formatting (4+ digits match a digit substring), patient ID or invoice set ID.",
+        rich_help_panel=FILTERS,
+    ),
+]
+StatusOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--status",
+        help="Status (repeatable or comma-separated): active, paused, expired, failed, will-fail, paid, cancelled, written-off, collections; open; all. Default: the open statuses.",
+        rich_help_panel=FILTERS,
+    ),
+]
+AmountOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--amount",
+        help="Amount outstanding in dollars: 100..500, 100.., ..50, 75 (inclusive).",
+        metavar="RANGE",
+        rich_help_panel=FILTERS,
+    ),
+]
+CreatedOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--created",
+        help="Created: A..B with dates (whole days, practice time zone), datetimes, today, yesterday, -7d, +3d, -2w; open ends allowed.",
+        metavar="RANGE",
+        rich_help_panel=FILTERS,
+    ),
+]
+SendTimeOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--send-time", help="Next scheduled send, same forms as --created.", metavar="RANGE", rich_help_panel=FILTERS
+    ),
+]
+RuleSetOpt = Annotated[
+    list[str] | None,
+    typer.Option("--rule-set", help="Rule set name (repeatable).", metavar="NAME", rich_help_panel=FILTERS),
+]
 SortOpt = Annotated[str, typer.Option("--sort", help="next-send, amount, created, patient, status or id.")]
 DescOpt = Annotated[bool, typer.Option("--desc", help="Sort descending.")]
-LimitOpt = Annotated[int | None, typer.Option("--limit", min=0, help="At most N sets (default 50 on a terminal, all when piped).")]
+LimitOpt = Annotated[
+    int | None, typer.Option("--limit", min=0, help="At most N sets (default 50 on a terminal, all when piped).")
+]
 OffsetOpt = Annotated[int, typer.Option("--offset", min=0, help="Skip the first N sets.")]
-FormatOpt = Annotated[str | None, typer.Option("--format", help="table, tsv, csv, json, jsonl or ids (default: table on a terminal, tsv otherwise).")]
+FormatOpt = Annotated[
+    str | None,
+    typer.Option("--format", help="table, tsv, csv, json, jsonl or ids (default: table on a terminal, tsv otherwise)."),
+]
 
 
 def build_filter(

@@ -41,8 +41,14 @@ class Outcome:
     patient_pk: int | None = None
 
     def row(self) -> dict[str, Any]:
-        return {"id": self.id, "action": self.action, "result": self.result.value, "from_status": self.from_status,
-                "to_status": self.to_status, "reason": self.reason}  # fmt: skip
+        return {
+            "id": self.id,
+            "action": self.action,
+            "result": self.result.value,
+            "from_status": self.from_status,
+            "to_status": self.to_status,
+            "reason": self.reason,
+        }
 
 
 @dataclass
@@ -62,13 +68,19 @@ class ActResult:
         return [o for o in self.outcomes if o.result is Result.CHANGED]
 
 
-def plan(conn: Connection, action: Action, ids: list[int], *, rule_set_id: int | None, reason: str | None) -> list[Outcome]:
+def plan(
+    conn: Connection, action: Action, ids: list[int], *, rule_set_id: int | None, reason: str | None
+) -> list[Outcome]:
     found: dict[int, Any] = {}
     for chunk in chunks(ids, 900):
         for r in conn.execute(
-            select(invoice_set_t.c.id, invoice_set_t.c.status, invoice_set_t.c.rule_set_id,
-                   invoice_set_t.c.amount_outstanding_cents, invoice_set_t.c.patient_pk)  # fmt: skip
-            .where(invoice_set_t.c.id.in_(chunk))
+            select(
+                invoice_set_t.c.id,
+                invoice_set_t.c.status,
+                invoice_set_t.c.rule_set_id,
+                invoice_set_t.c.amount_outstanding_cents,
+                invoice_set_t.c.patient_pk,
+            ).where(invoice_set_t.c.id.in_(chunk))
         ):
             found[r.id] = r
     out: list[Outcome] = []
@@ -78,10 +90,20 @@ def plan(conn: Connection, action: Action, ids: list[int], *, rule_set_id: int |
             out.append(Outcome(i, action.value, Result.NOT_FOUND, None, None, "no invoice set with this ID"))
             continue
         status = Status(row.status)
-        result, to, why = decide(action, status, same_rule_set=(rule_set_id is not None and row.rule_set_id == rule_set_id))
+        result, to, why = decide(
+            action, status, same_rule_set=(rule_set_id is not None and row.rule_set_id == rule_set_id)
+        )
         out.append(
-            Outcome(i, action.value, result, status.value, (to.value if to else None),
-                    why if result is not Result.CHANGED else (reason or ""), row.amount_outstanding_cents, row.patient_pk)  # fmt: skip
+            Outcome(
+                i,
+                action.value,
+                result,
+                status.value,
+                (to.value if to else None),
+                why if result is not Result.CHANGED else (reason or ""),
+                row.amount_outstanding_cents,
+                row.patient_pk,
+            )
         )
     return out
 
@@ -133,7 +155,9 @@ def _apply(
     ids = [o.id for o in changed]
     refresh: list[int] = []
     if action in (Action.WRITE_OFF, Action.COLLECTIONS, Action.CANCEL):
-        target = {Action.WRITE_OFF: "written-off", Action.COLLECTIONS: "collections", Action.CANCEL: "cancelled"}[action]
+        target = {Action.WRITE_OFF: "written-off", Action.COLLECTIONS: "collections", Action.CANCEL: "cancelled"}[
+            action
+        ]
         for chunk in chunks(ids):
             if action is Action.WRITE_OFF:
                 conn.execute(
@@ -147,8 +171,15 @@ def _apply(
                     .where(charge_t.c.invoice_set_id.in_(chunk), charge_t.c.status == "outstanding")
                     .values(status="collections")
                 )
-            values: dict[str, Any] = {"status": target, "status_reason": reason, "next_send_at": None,
-                                      "next_step": None, "next_methods": None, "closed_at": now, "updated_at": now}  # fmt: skip
+            values: dict[str, Any] = {
+                "status": target,
+                "status_reason": reason,
+                "next_send_at": None,
+                "next_step": None,
+                "next_methods": None,
+                "closed_at": now,
+                "updated_at": now,
+            }
             if action is Action.WRITE_OFF:
                 values["amount_outstanding_cents"] = 0
             if action is Action.COLLECTIONS:
@@ -165,26 +196,48 @@ def _apply(
         rows = []
         for chunk in chunks(ids):
             for sid, anchor, paused_at in conn.execute(
-                select(invoice_set_t.c.id, invoice_set_t.c.anchor_at, invoice_set_t.c.paused_at).where(invoice_set_t.c.id.in_(chunk))
+                select(invoice_set_t.c.id, invoice_set_t.c.anchor_at, invoice_set_t.c.paused_at).where(
+                    invoice_set_t.c.id.in_(chunk)
+                )
             ):
                 # Every remaining step moves later by the time spent paused: no burst on resume.
                 shift = (now - paused_at) if paused_at is not None and now > paused_at else timedelta(0)
-                rows.append({"b_id": sid, "anchor_at": anchor + shift, "paused_at": None, "status": "active",
-                             "status_reason": None, "updated_at": now})  # fmt: skip
+                rows.append(
+                    {
+                        "b_id": sid,
+                        "anchor_at": anchor + shift,
+                        "paused_at": None,
+                        "status": "active",
+                        "status_reason": None,
+                        "updated_at": now,
+                    }
+                )
         bulk_update(conn, invoice_set_t, rows)
         refresh = ids
     elif action is Action.CHANGE_RULESET:
         rows = []
         for o in changed:
             paused = o.from_status == Status.PAUSED.value
-            rows.append({"b_id": o.id, "rule_set_id": rs_id, "anchor_at": now, "next_step_index": 0,
-                         "expired_at": None, "failed_reason": None, "will_fail_reason": None,
-                         "status": "paused" if paused else "active", "paused_at": now if paused else None,
-                         "updated_at": now})  # fmt: skip
+            rows.append(
+                {
+                    "b_id": o.id,
+                    "rule_set_id": rs_id,
+                    "anchor_at": now,
+                    "next_step_index": 0,
+                    "expired_at": None,
+                    "failed_reason": None,
+                    "will_fail_reason": None,
+                    "status": "paused" if paused else "active",
+                    "paused_at": now if paused else None,
+                    "updated_at": now,
+                }
+            )
         bulk_update(conn, invoice_set_t, rows)
         for chunk in chunks(ids):
             conn.execute(
-                update(invoice_set_t).where(invoice_set_t.c.id.in_(chunk)).values(schedule_gen=invoice_set_t.c.schedule_gen + 1)
+                update(invoice_set_t)
+                .where(invoice_set_t.c.id.in_(chunk))
+                .values(schedule_gen=invoice_set_t.c.schedule_gen + 1)
             )
         refresh = ids
     if action in CANCELS_PENDING:
@@ -196,13 +249,22 @@ def _apply(
             detail = {"written_off_cents": o.amount_cents}
         elif action is Action.CHANGE_RULESET:
             detail = {"rule_set": rs_name}
-        events.append(event_row(ctx, "action", set_id=o.id, patient_pk=o.patient_pk, action=action.value,
-                                from_status=o.from_status, to_status=o.to_status, reason=reason,
-                                detail=detail))  # fmt: skip
+        events.append(
+            event_row(
+                ctx,
+                "action",
+                set_id=o.id,
+                patient_pk=o.patient_pk,
+                action=action.value,
+                from_status=o.from_status,
+                to_status=o.to_status,
+                reason=reason,
+                detail=detail,
+            )
+        )
     add_events(conn, events)
     if refresh:
         after = refresh_sets(conn, refresh, ctx, rule_sets)
         for o in changed:
             if o.id in after:
                 o.to_status = after[o.id][1]
-

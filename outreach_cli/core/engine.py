@@ -82,9 +82,17 @@ class TickSummary:
     would_send: list[dict[str, Any]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"sent": self.sent, "failed": self.failed, "skipped": self.skipped, "deferred": self.deferred,
-                "unknown": self.unknown, "expired": self.expired, "paid": self.paid, "reconciled": self.reconciled,
-                "duration_s": round(self.duration_s, 3)}  # fmt: skip
+        return {
+            "sent": self.sent,
+            "failed": self.failed,
+            "skipped": self.skipped,
+            "deferred": self.deferred,
+            "unknown": self.unknown,
+            "expired": self.expired,
+            "paid": self.paid,
+            "reconciled": self.reconciled,
+            "duration_s": round(self.duration_s, 3),
+        }
 
 
 @dataclass
@@ -213,7 +221,9 @@ class Engine:
         if fallbacks:
             self._deliver(fallbacks, [])
 
-    def _stop_on_config_error(self, claims: list[Claim], results: list[tuple[Claim, Outcome]], exc: ProviderConfigError) -> None:
+    def _stop_on_config_error(
+        self, claims: list[Claim], results: list[tuple[Claim, Outcome]], exc: ProviderConfigError
+    ) -> None:
         done = {c.send_id for c, _ in results}
         with self.store.write() as conn:
             self._record(conn, results)
@@ -222,8 +232,13 @@ class Engine:
                     conn.execute(
                         update(send_t)
                         .where(send_t.c.id == c.send_id, send_t.c.claim_token == c.token)
-                        .values(status="pending", claim_token=None, lease_until=None, next_attempt_at=self.ctx.now,
-                                attempts=send_t.c.attempts - 1)  # fmt: skip
+                        .values(
+                            status="pending",
+                            claim_token=None,
+                            lease_until=None,
+                            next_attempt_at=self.ctx.now,
+                            attempts=send_t.c.attempts - 1,
+                        )
                     )
         raise ConfigError(f"provider configuration error: {exc}; the run stopped and sent nothing more")
 
@@ -234,9 +249,14 @@ class Engine:
         now = self.ctx.now
         with self.store.write() as conn:
             rows = conn.execute(
-                select(send_t.c.id, send_t.c.invoice_set_id, send_t.c.patient_pk, send_t.c.method, send_t.c.step_title,
-                       send_t.c.step_day)  # fmt: skip
-                .where(send_t.c.status == "claimed", send_t.c.lease_until < now)
+                select(
+                    send_t.c.id,
+                    send_t.c.invoice_set_id,
+                    send_t.c.patient_pk,
+                    send_t.c.method,
+                    send_t.c.step_title,
+                    send_t.c.step_day,
+                ).where(send_t.c.status == "claimed", send_t.c.lease_until < now)
             ).all()
             if not rows:
                 return
@@ -244,15 +264,32 @@ class Engine:
                 conn.execute(
                     update(send_t)
                     .where(send_t.c.id.in_(chunk), send_t.c.status == "claimed", send_t.c.lease_until < now)
-                    .values(status="unknown", claim_token=None,
-                            reason="the run ended before the outcome was recorded; resolving by lookup")  # fmt: skip
+                    .values(
+                        status="unknown",
+                        claim_token=None,
+                        reason="the run ended before the outcome was recorded; resolving by lookup",
+                    )
                 )
-            add_events(conn, [
-                event_row(self.ctx, "send", set_id=r.invoice_set_id, patient_pk=r.patient_pk, actor="system",
-                          detail={"step": r.step_title, "day": r.step_day, "method": r.method, "status": "unknown",
-                                  "reason": "lease expired"})  # fmt: skip
-                for r in rows
-            ])
+            add_events(
+                conn,
+                [
+                    event_row(
+                        self.ctx,
+                        "send",
+                        set_id=r.invoice_set_id,
+                        patient_pk=r.patient_pk,
+                        actor="system",
+                        detail={
+                            "step": r.step_title,
+                            "day": r.step_day,
+                            "method": r.method,
+                            "status": "unknown",
+                            "reason": "lease expired",
+                        },
+                    )
+                    for r in rows
+                ],
+            )
             self.summary.unknown += len(rows)
 
     def _reconcile(self) -> None:
@@ -264,15 +301,25 @@ class Engine:
         now = self.ctx.now
         recheck: list[tuple[int, int, int]] = []
         with self.store.read() as conn:
-            unknown = conn.execute(select(send_t).where(send_t.c.status == "unknown").order_by(send_t.c.id).limit(5000)).all()
+            unknown = conn.execute(
+                select(send_t).where(send_t.c.status == "unknown").order_by(send_t.c.id).limit(5000)
+            ).all()
             fetchable = [m for m, p in self.providers.items() if hasattr(p, "fetch")]
-            accepted = conn.execute(
-                select(send_t)
-                .where(send_t.c.status == "sent", send_t.c.method.in_(fetchable), send_t.c.provider_ref.is_not(None),
-                       send_t.c.sent_at >= now - timedelta(days=7))  # fmt: skip
-                .order_by(send_t.c.id)
-                .limit(5000)
-            ).all() if fetchable else []
+            accepted = (
+                conn.execute(
+                    select(send_t)
+                    .where(
+                        send_t.c.status == "sent",
+                        send_t.c.method.in_(fetchable),
+                        send_t.c.provider_ref.is_not(None),
+                        send_t.c.sent_at >= now - timedelta(days=7),
+                    )
+                    .order_by(send_t.c.id)
+                    .limit(5000)
+                ).all()
+                if fetchable
+                else []
+            )
         if unknown or accepted:
             with self.store.write() as conn:
                 rule_sets = RuleSets(conn)
@@ -354,23 +401,47 @@ class Engine:
             values: dict[str, Any] = {"status": "pending", "next_attempt_at": self.ctx.now, "reason": out.reason}
         else:
             status = {DELIVERED: "delivered", SENT: "sent", FAILED: "failed"}[out.status]
-            values = {"status": status, "provider_ref": out.provider_ref or r.provider_ref, "error_code": out.error_code,
-                      "reason": out.reason, "finished_at": self.ctx.now if status != "sent" else None}  # fmt: skip
+            values = {
+                "status": status,
+                "provider_ref": out.provider_ref or r.provider_ref,
+                "error_code": out.error_code,
+                "reason": out.reason,
+                "finished_at": self.ctx.now if status != "sent" else None,
+            }
         res = conn.execute(update(send_t).where(send_t.c.id == r.id, send_t.c.status == "unknown").values(**values))
         if not res.rowcount:
             return
         self.summary.reconciled += 1
         self._apply_patient_update(conn, r.patient_pk, out)
-        add_events(conn, [event_row(self.ctx, "send", set_id=r.invoice_set_id, patient_pk=r.patient_pk, actor="system",
-                                    detail={"step": r.step_title, "day": r.step_day, "method": r.method,
-                                            "status": values["status"], "reconciled": True,
-                                            "provider_ref": values.get("provider_ref"), "error_code": out.error_code,
-                                            "reason": out.reason})])  # fmt: skip
+        add_events(
+            conn,
+            [
+                event_row(
+                    self.ctx,
+                    "send",
+                    set_id=r.invoice_set_id,
+                    patient_pk=r.patient_pk,
+                    actor="system",
+                    detail={
+                        "step": r.step_title,
+                        "day": r.step_day,
+                        "method": r.method,
+                        "status": values["status"],
+                        "reconciled": True,
+                        "provider_ref": values.get("provider_ref"),
+                        "error_code": out.error_code,
+                        "reason": out.reason,
+                    },
+                )
+            ],
+        )
         self._touched_sets.add(r.invoice_set_id)
         if values["status"] == "failed":
-            conn.execute(update(invoice_set_t).where(invoice_set_t.c.id == r.invoice_set_id,
-                                                     invoice_set_t.c.schedule_gen == r.schedule_gen)
-                         .values(recheck_step=r.step_index))  # fmt: skip
+            conn.execute(
+                update(invoice_set_t)
+                .where(invoice_set_t.c.id == r.invoice_set_id, invoice_set_t.c.schedule_gen == r.schedule_gen)
+                .values(recheck_step=r.step_index)
+            )
 
     # --- phase: paid and expired ------------------------------------------------------------
 
@@ -440,7 +511,9 @@ class Engine:
             q = q.with_for_update(skip_locked=True, of=invoice_set_t)
         return q
 
-    def _claim(self, conn: Connection, rule_sets: RuleSets, batch: int) -> tuple[list[Claim], list[tuple[int, int, int]]]:
+    def _claim(
+        self, conn: Connection, rule_sets: RuleSets, batch: int
+    ) -> tuple[list[Claim], list[tuple[int, int, int]]]:
         """Claims due work in the caller's transaction. Returns (claims, steps to finalize now)."""
         now = self.ctx.now
         claims: list[Claim] = []
@@ -482,14 +555,28 @@ class Engine:
                     self._touched_sets.add(s.id)  # re-evaluation explains it (will-fail)
                 self.summary.deferred += 1
                 continue
-            base = {"invoice_set_id": s.id, "patient_pk": s.patient_pk, "schedule_gen": s.schedule_gen,
-                    "step_index": idx, "step_day": step.day, "step_title": step.title,
-                    "rule_set_version": rule_sets.version(s.rule_set_id), "due_at": s.next_send_at}  # fmt: skip
+            base = {
+                "invoice_set_id": s.id,
+                "patient_pk": s.patient_pk,
+                "schedule_gen": s.schedule_gen,
+                "step_index": idx,
+                "step_day": step.day,
+                "step_title": step.title,
+                "rule_set_version": rule_sets.version(s.rule_set_id),
+                "due_at": s.next_send_at,
+            }
             if not step_applies(step, s.amount_outstanding_cents):
                 for m in step.methods:
-                    skipped_rows.append({**base, "method": m, "status": "skipped", "finished_at": now,
-                                         "reason": f"balance {format_dollars(s.amount_outstanding_cents)} is outside "
-                                                   "this step's min/max balance"})  # fmt: skip
+                    skipped_rows.append(
+                        {
+                            **base,
+                            "method": m,
+                            "status": "skipped",
+                            "finished_at": now,
+                            "reason": f"balance {format_dollars(s.amount_outstanding_cents)} is outside "
+                            "this step's min/max balance",
+                        }
+                    )
                 set_updates.append((s.id, {"next_step_index": idx + 1}))
                 self._touched_sets.add(s.id)
                 continue
@@ -498,18 +585,30 @@ class Engine:
             candidates = [m for m in step.methods if usable[m] is None]
             blocked = [m for m in candidates if m in MESSAGE_CHANNELS and (s.patient_pk, m, today) in day_busy]
             if blocked:
-                tomorrow = datetime.combine(now.astimezone(zone(zones[0])).date() + timedelta(days=1), dtime(0),
-                                            tzinfo=zone(zones[0]))  # fmt: skip
+                tomorrow = datetime.combine(
+                    now.astimezone(zone(zones[0])).date() + timedelta(days=1), dtime(0), tzinfo=zone(zones[0])
+                )
                 set_updates.append((s.id, {"next_send_at": self._next_allowed(tomorrow, zones)}))
                 self.summary.deferred += 1
                 continue
             for m in step.methods:
                 if usable[m] is not None:
-                    skipped_rows.append({**base, "method": m, "status": "skipped", "finished_at": now, "reason": usable[m]})
+                    skipped_rows.append(
+                        {**base, "method": m, "status": "skipped", "finished_at": now, "reason": usable[m]}
+                    )
             for m in candidates:
                 token = secrets.token_hex(16)
-                claim_rows.append({**base, "method": m, "status": "claimed", "claim_token": token,
-                                   "lease_until": now + self.lease, "attempts": 1, "local_day": today})  # fmt: skip
+                claim_rows.append(
+                    {
+                        **base,
+                        "method": m,
+                        "status": "claimed",
+                        "claim_token": token,
+                        "lease_until": now + self.lease,
+                        "attempts": 1,
+                        "local_day": today,
+                    }
+                )
                 if m in MESSAGE_CHANNELS:
                     day_busy.add((s.patient_pk, m, today))
             # next_send_at is cleared until the step's outcome is recorded (then re-evaluated).
@@ -523,12 +622,26 @@ class Engine:
         for chunk in chunks(skipped_rows, 1000):
             conn.execute(insert(send_t), list(chunk))
         if skipped_rows:
-            add_events(conn, [
-                event_row(self.ctx, "send", set_id=r["invoice_set_id"], patient_pk=r["patient_pk"], actor="system",
-                          detail={"step": r["step_title"], "day": r["step_day"], "method": r["method"],
-                                  "status": "skipped", "reason": r["reason"]})  # fmt: skip
-                for r in skipped_rows
-            ])
+            add_events(
+                conn,
+                [
+                    event_row(
+                        self.ctx,
+                        "send",
+                        set_id=r["invoice_set_id"],
+                        patient_pk=r["patient_pk"],
+                        actor="system",
+                        detail={
+                            "step": r["step_title"],
+                            "day": r["step_day"],
+                            "method": r["method"],
+                            "status": "skipped",
+                            "reason": r["reason"],
+                        },
+                    )
+                    for r in skipped_rows
+                ],
+            )
         # One executemany per shape of change (deferred, advanced, advanced-with-recheck), not a statement per set.
         by_shape: dict[tuple[str, ...], list[dict[str, Any]]] = {}
         for sid, values in set_updates:
@@ -587,8 +700,15 @@ class Engine:
             rs = rule_sets.get(r.rule_set_id)
             step = rs.steps[r.step_index] if r.step_index < len(rs.steps) else None
             s_like = _SetLike(r.invoice_set_id, r.patient_pk, r.schedule_gen, r.balance)
-            row = {"invoice_set_id": r.invoice_set_id, "schedule_gen": r.schedule_gen, "step_index": r.step_index,
-                   "step_day": r.step_day, "step_title": r.step_title, "method": r.method, "claim_token": token}  # fmt: skip
+            row = {
+                "invoice_set_id": r.invoice_set_id,
+                "schedule_gen": r.schedule_gen,
+                "step_index": r.step_index,
+                "step_day": r.step_day,
+                "step_title": r.step_title,
+                "method": r.method,
+                "claim_token": token,
+            }
             out.append(self._make_claim(r.id, row, s_like, p, step, rs, is_fallback=bool(r.is_fallback)))
         return out
 
@@ -637,20 +757,45 @@ class Engine:
             "invoice_id": str(s.id),
         }
 
-    def _make_claim(self, send_id: int, row: dict[str, Any], s: Any, p: Any, step: Step | None, rs: RuleSet,
-                    *, is_fallback: bool) -> Claim:  # fmt: skip
+    def _make_claim(
+        self, send_id: int, row: dict[str, Any], s: Any, p: Any, step: Step | None, rs: RuleSet, *, is_fallback: bool
+    ) -> Claim:
         template = (step.message if step and step.message.strip() else "") or DEFAULT_FALLBACK_MESSAGE
         values = self._values(s, p)
         msg = Message(
-            send_id=send_id, set_id=s.id, method=row["method"], step_title=row["step_title"],
-            body=render(template, values), payment_url=values["url"], phone=p.phone, email=p.email,
-            first_name=p.first_name, last_name=p.last_name,
-            address={k: getattr(p, k) for k in ("address_line1", "address_line2", "city", "state", "postal_code", "country")},
-            card_token=p.card_token, balance_cents=s.amount_outstanding_cents, practice_name=self.ctx.practice_name,
-            practice_phone=self._phone_display, claim_token=row["claim_token"],
-        )  # fmt: skip
-        return Claim(send_id, s.id, p.id, row["schedule_gen"], row["step_index"], row["step_day"], row["method"],
-                     row["claim_token"], is_fallback, msg, template, values)  # fmt: skip
+            send_id=send_id,
+            set_id=s.id,
+            method=row["method"],
+            step_title=row["step_title"],
+            body=render(template, values),
+            payment_url=values["url"],
+            phone=p.phone,
+            email=p.email,
+            first_name=p.first_name,
+            last_name=p.last_name,
+            address={
+                k: getattr(p, k) for k in ("address_line1", "address_line2", "city", "state", "postal_code", "country")
+            },
+            card_token=p.card_token,
+            balance_cents=s.amount_outstanding_cents,
+            practice_name=self.ctx.practice_name,
+            practice_phone=self._phone_display,
+            claim_token=row["claim_token"],
+        )
+        return Claim(
+            send_id,
+            s.id,
+            p.id,
+            row["schedule_gen"],
+            row["step_index"],
+            row["step_day"],
+            row["method"],
+            row["claim_token"],
+            is_fallback,
+            msg,
+            template,
+            values,
+        )
 
     def _message_for_row(self, conn: Connection, r: Any, rule_sets: RuleSets) -> Message | None:
         s = conn.execute(select(invoice_set_t).where(invoice_set_t.c.id == r.invoice_set_id)).first()
@@ -659,8 +804,14 @@ class Engine:
             return None
         rs = rule_sets.get(s.rule_set_id)
         step = rs.steps[r.step_index] if r.step_index < len(rs.steps) else None
-        row = {"method": r.method, "step_title": r.step_title, "claim_token": r.claim_token or "",
-               "schedule_gen": r.schedule_gen, "step_index": r.step_index, "step_day": r.step_day}  # fmt: skip
+        row = {
+            "method": r.method,
+            "step_title": r.step_title,
+            "claim_token": r.claim_token or "",
+            "schedule_gen": r.schedule_gen,
+            "step_index": r.step_index,
+            "step_day": r.step_day,
+        }
         return self._make_claim(r.id, row, s, p, step, rs, is_fallback=bool(r.is_fallback)).msg
 
     # --- phase: send and record -------------------------------------------------------------
@@ -688,13 +839,19 @@ class Engine:
         with self.store.read() as conn:
             for chunk in chunks([c.send_id for c in claims]):
                 for sid_, token in conn.execute(
-                    select(send_t.c.id, send_t.c.claim_token).where(send_t.c.id.in_(chunk), send_t.c.status == "claimed")
+                    select(send_t.c.id, send_t.c.claim_token).where(
+                        send_t.c.id.in_(chunk), send_t.c.status == "claimed"
+                    )
                 ):
                     mine.add((sid_, token))
             for chunk in chunks(ids):
                 for sid, status, paused, bal in conn.execute(
-                    select(invoice_set_t.c.id, invoice_set_t.c.status, invoice_set_t.c.paused_at,
-                           invoice_set_t.c.amount_outstanding_cents).where(invoice_set_t.c.id.in_(chunk))  # fmt: skip
+                    select(
+                        invoice_set_t.c.id,
+                        invoice_set_t.c.status,
+                        invoice_set_t.c.paused_at,
+                        invoice_set_t.c.amount_outstanding_cents,
+                    ).where(invoice_set_t.c.id.in_(chunk))
                 ):
                     if status in [s.value for s in SENDABLE] and paused is None and bal > 0:
                         ok[sid] = bal
@@ -708,8 +865,12 @@ class Engine:
                     conn.execute(
                         update(send_t)
                         .where(send_t.c.id == c.send_id, send_t.c.claim_token == c.token, send_t.c.status == "claimed")
-                        .values(status="cancelled", reason="set stopped or paid before sending", finished_at=self.ctx.now,
-                                lease_until=None)  # fmt: skip
+                        .values(
+                            status="cancelled",
+                            reason="set stopped or paid before sending",
+                            finished_at=self.ctx.now,
+                            lease_until=None,
+                        )
                     )
                     self._touched_sets.add(c.set_id)
         for c in keep:
@@ -728,7 +889,13 @@ class Engine:
         except Exception as exc:
             log.info("send %s (%s) raised %s", c.send_id, c.method, type(exc).__name__)
             out = Outcome(UNKNOWN, None, None, f"provider call ended without an answer ({type(exc).__name__})")
-        log.info("send %s %s to %s: %s", c.send_id, c.method, mask_phone(c.msg.phone) if c.method in ("sms", "call") else "patient", out.status)
+        log.info(
+            "send %s %s to %s: %s",
+            c.send_id,
+            c.method,
+            mask_phone(c.msg.phone) if c.method in ("sms", "call") else "patient",
+            out.status,
+        )
         return c, out
 
     def _call_providers(self, claims: list[Claim]) -> list[tuple[Claim, Outcome]]:
@@ -769,7 +936,9 @@ class Engine:
             return steps
         current: dict[int, tuple[str | None, str, int]] = {}
         for chunk in chunks([c.send_id for c, _ in results]):
-            q = select(send_t.c.id, send_t.c.claim_token, send_t.c.status, send_t.c.attempts).where(send_t.c.id.in_(chunk))
+            q = select(send_t.c.id, send_t.c.claim_token, send_t.c.status, send_t.c.attempts).where(
+                send_t.c.id.in_(chunk)
+            )
             if self.pg:
                 q = q.with_for_update()
             for sid, token, status, attempts in conn.execute(q):
@@ -781,9 +950,16 @@ class Engine:
                 # Fenced: our lease expired and another run took this send over; its result stands.
                 log.info("send %s: claim token no longer matches; result discarded", c.send_id)
                 continue
-            values: dict[str, Any] = {"provider_ref": out.provider_ref, "error_code": out.error_code, "reason": out.reason,
-                                      "claim_token": None, "lease_until": None, "next_attempt_at": None,
-                                      "finished_at": None, "sent_at": None}  # fmt: skip
+            values: dict[str, Any] = {
+                "provider_ref": out.provider_ref,
+                "error_code": out.error_code,
+                "reason": out.reason,
+                "claim_token": None,
+                "lease_until": None,
+                "next_attempt_at": None,
+                "finished_at": None,
+                "sent_at": None,
+            }
             status = out.status
             if status == TRANSIENT:
                 if attempts >= self.max_attempts:
@@ -804,11 +980,25 @@ class Engine:
                 self.summary.failed += 1
             elif shown == "unknown":
                 self.summary.unknown += 1
-            events.append(event_row(self.ctx, "send", set_id=c.set_id, patient_pk=c.patient_pk, actor="system",
-                                    detail={"step": c.msg.step_title, "day": c.step_day, "method": c.method,
-                                            "status": shown, "provider_ref": out.provider_ref,
-                                            "error_code": out.error_code, "reason": values.get("reason"),
-                                            "fallback": c.is_fallback or None}))  # fmt: skip
+            events.append(
+                event_row(
+                    self.ctx,
+                    "send",
+                    set_id=c.set_id,
+                    patient_pk=c.patient_pk,
+                    actor="system",
+                    detail={
+                        "step": c.msg.step_title,
+                        "day": c.step_day,
+                        "method": c.method,
+                        "status": shown,
+                        "provider_ref": out.provider_ref,
+                        "error_code": out.error_code,
+                        "reason": values.get("reason"),
+                        "fallback": c.is_fallback or None,
+                    },
+                )
+            )
             self._apply_patient_update(conn, c.patient_pk, out)
             if c.method == "charge_card" and out.status == DELIVERED and out.charged_cents > 0:
                 charges.append((c, out))
@@ -823,9 +1013,15 @@ class Engine:
     def _apply_patient_update(self, conn: Connection, patient_pk: int, out: Outcome) -> None:
         if not out.patient_update:
             return
-        allowed = {k: v for k, v in out.patient_update.items() if k in ("phone_type", "sms_opt_out", "call_opt_out", "email_suppressed", "email_opt_out")}
+        allowed = {
+            k: v
+            for k, v in out.patient_update.items()
+            if k in ("phone_type", "sms_opt_out", "call_opt_out", "email_suppressed", "email_opt_out")
+        }
         if allowed:
-            conn.execute(update(patient_t).where(patient_t.c.id == patient_pk).values(updated_at=self.ctx.now, **allowed))
+            conn.execute(
+                update(patient_t).where(patient_t.c.id == patient_pk).values(updated_at=self.ctx.now, **allowed)
+            )
             self._touched_patients.add(patient_pk)
 
     def _record_card_payments(self, conn: Connection, charges: list[tuple[Claim, Outcome]]) -> None:
@@ -839,8 +1035,16 @@ class Engine:
             ).scalar_one()
             amount = min(out.charged_cents, bal)
             if amount > 0:
-                payments.append({"payment_id": f"card-{c.send_id}", "patient_pk": c.patient_pk, "amount_cents": amount,
-                                 "paid_at": self.ctx.now, "charge_ref": None, "source": "card"})  # fmt: skip
+                payments.append(
+                    {
+                        "payment_id": f"card-{c.send_id}",
+                        "patient_pk": c.patient_pk,
+                        "amount_cents": amount,
+                        "paid_at": self.ctx.now,
+                        "charge_ref": None,
+                        "source": "card",
+                    }
+                )
         if payments:
             changed = apply_payments(conn, payments, self.ctx, rule_sets)
             self.summary.paid += sum(1 for _, to in changed.values() if to == Status.PAID.value)
@@ -894,15 +1098,30 @@ class Engine:
             for m in rs.fallback:
                 if m in tried:
                     continue
-                base = {"invoice_set_id": set_id, "patient_pk": s.patient_pk, "schedule_gen": gen, "step_index": idx,
-                        "step_day": day, "step_title": title, "rule_set_version": rule_sets.version(s.rule_set_id),
-                        "due_at": now, "method": m, "is_fallback": True}  # fmt: skip
+                base = {
+                    "invoice_set_id": set_id,
+                    "patient_pk": s.patient_pk,
+                    "schedule_gen": gen,
+                    "step_index": idx,
+                    "step_day": day,
+                    "step_title": title,
+                    "rule_set_version": rule_sets.version(s.rule_set_id),
+                    "due_at": now,
+                    "method": m,
+                    "is_fallback": True,
+                }
                 if usable[m] is not None:
                     conn.execute(insert(send_t), {**base, "status": "skipped", "reason": usable[m], "finished_at": now})
                     self.summary.skipped += 1
                     continue
-                chosen = {**base, "status": "claimed", "claim_token": secrets.token_hex(16), "lease_until": now + self.lease,
-                          "attempts": 1, "local_day": today}  # fmt: skip
+                chosen = {
+                    **base,
+                    "status": "claimed",
+                    "claim_token": secrets.token_hex(16),
+                    "lease_until": now + self.lease,
+                    "attempts": 1,
+                    "local_day": today,
+                }
                 break
             if chosen is not None:
                 send_id = conn.execute(insert(send_t).returning(send_t.c.id), chosen).scalar_one()
@@ -910,13 +1129,15 @@ class Engine:
                 continue
             sends = list(
                 conn.execute(
-                    select(send_t).where(send_t.c.invoice_set_id == set_id, send_t.c.schedule_gen == gen,
-                                         send_t.c.step_index == idx).order_by(send_t.c.id)  # fmt: skip
+                    select(send_t)
+                    .where(send_t.c.invoice_set_id == set_id, send_t.c.schedule_gen == gen, send_t.c.step_index == idx)
+                    .order_by(send_t.c.id)
                 )
             )
             reasons = "; ".join(f"{r.method}: {r.reason or r.status}" for r in sends)
             conn.execute(
-                update(invoice_set_t).where(invoice_set_t.c.id == set_id)
+                update(invoice_set_t)
+                .where(invoice_set_t.c.id == set_id)
                 .values(failed_reason=f'step "{title}" (day {day}) could not be delivered: {reasons}')
             )
             self._touched_sets.add(set_id)
@@ -936,8 +1157,15 @@ class Engine:
                 rule_sets = RuleSets(conn)
                 claims, _ = self._claim(conn, rule_sets, self.limit or 10_000)
                 for c in claims:
-                    self.summary.would_send.append({"id": c.set_id, "step": c.msg.step_title, "day": c.step_day,
-                                                    "method": c.method, "fallback": c.is_fallback})  # fmt: skip
+                    self.summary.would_send.append(
+                        {
+                            "id": c.set_id,
+                            "step": c.msg.step_title,
+                            "day": c.step_day,
+                            "method": c.method,
+                            "fallback": c.is_fallback,
+                        }
+                    )
                 raise _Rollback()
         except _Rollback:
             pass
@@ -997,9 +1225,18 @@ def forecast(store: Any, ctx: Context, days: int) -> list[dict[str, Any]]:
             else:
                 prediction = "will-fail"
                 reason = "; ".join(f"{m}: {usable[m]}" for m in step.methods)
-            out.append({"id": s.id, "patient_id": s.p_patient_id, "due_at": iso_z(max(at, ctx.now)), "step": step.title,
-                        "day": step.day, "methods": list(step.methods), "usable_methods": ok, "prediction": prediction,
-                        "reason": reason})  # fmt: skip
+            out.append(
+                {
+                    "id": s.id,
+                    "patient_id": s.p_patient_id,
+                    "due_at": iso_z(max(at, ctx.now)),
+                    "step": step.title,
+                    "day": step.day,
+                    "methods": list(step.methods),
+                    "usable_methods": ok,
+                    "prediction": prediction,
+                    "reason": reason,
+                }
+            )
     out.sort(key=lambda r: (r["due_at"], r["id"]))
     return out
-

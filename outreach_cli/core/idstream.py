@@ -30,7 +30,7 @@ def parse_ids(text: str, source: str = "<stdin>") -> list[int]:
                 problems.append(f"line {n}: not valid JSON: {exc.msg}")
                 continue
             if not isinstance(obj, dict) or "id" not in obj:
-                problems.append(f"line {n}: JSON object without an \"id\" key")
+                problems.append(f'line {n}: JSON object without an "id" key')
                 continue
             value = obj["id"]
             token = str(value) if isinstance(value, (int, str)) and not isinstance(value, bool) else ""
@@ -64,7 +64,9 @@ def parse_id_args(values: list[str]) -> list[int]:
             if not part:
                 continue
             if not re.fullmatch(r"[0-9]{1,18}", part):
-                raise InvalidInput(f"not an invoice set ID: {part!r} (IDs are whole numbers; use - to read them from stdin)")
+                raise InvalidInput(
+                    f"not an invoice set ID: {part!r} (IDs are whole numbers; use - to read them from stdin)"
+                )
             i = int(part)
             if i not in seen:
                 seen.add(i)

@@ -53,10 +53,24 @@ from outreach_cli.core.statuses import IN_PROGRESS
 from outreach_cli.core.timeutil import get_zone, parse_datetime
 
 PATIENT_COLUMNS = (
-    "patient_id", "first_name", "last_name", "phone", "phone_type", "email", "address_line1",
-    "address_line2", "city", "state", "postal_code", "country", "timezone", "sms_opt_out",
-    "call_opt_out", "email_opt_out", "card_token",
-)  # fmt: skip
+    "patient_id",
+    "first_name",
+    "last_name",
+    "phone",
+    "phone_type",
+    "email",
+    "address_line1",
+    "address_line2",
+    "city",
+    "state",
+    "postal_code",
+    "country",
+    "timezone",
+    "sms_opt_out",
+    "call_opt_out",
+    "email_opt_out",
+    "card_token",
+)
 CHARGE_COLUMNS = ("charge_id", "patient_id", "amount", "amount_cents", "created_at", "description")
 PAYMENT_COLUMNS = ("payment_id", "patient_id", "amount", "amount_cents", "paid_at", "charge_id")
 KINDS = {"patients": PATIENT_COLUMNS, "charges": CHARGE_COLUMNS, "payments": PAYMENT_COLUMNS}
@@ -141,7 +155,9 @@ def _text(rec: Record, col: str) -> str:
     return str(rec.values.get(col, "")).strip()
 
 
-def _dedupe(recs: list[tuple[Record, dict[str, Any]]], key: str, errs: list[str]) -> list[tuple[Record, dict[str, Any]]]:
+def _dedupe(
+    recs: list[tuple[Record, dict[str, Any]]], key: str, errs: list[str]
+) -> list[tuple[Record, dict[str, Any]]]:
     seen: dict[str, tuple[int, dict[str, Any]]] = {}
     out = []
     for rec, norm in recs:
@@ -149,7 +165,9 @@ def _dedupe(recs: list[tuple[Record, dict[str, Any]]], key: str, errs: list[str]
         if k in seen:
             first_line, first = seen[k]
             if first != norm:
-                errs.append(f"line {rec.line}: {key}: {k!r} appears again (first on line {first_line}) with other values")
+                errs.append(
+                    f"line {rec.line}: {key}: {k!r} appears again (first on line {first_line}) with other values"
+                )
             continue
         seen[k] = (rec.line, norm)
         out.append((rec, norm))
@@ -211,16 +229,41 @@ def _validate_patient(rec: Record, errs: list[str]) -> dict[str, Any] | None:
 
 
 _CONTACT_FIELDS = (
-    "phone", "phone_type", "email", "address_line1", "address_line2", "city", "state", "postal_code",
-    "country", "timezone", "sms_opt_out", "call_opt_out", "email_opt_out", "card_token", "email_suppressed",
-)  # fmt: skip
+    "phone",
+    "phone_type",
+    "email",
+    "address_line1",
+    "address_line2",
+    "city",
+    "state",
+    "postal_code",
+    "country",
+    "timezone",
+    "sms_opt_out",
+    "call_opt_out",
+    "email_opt_out",
+    "card_token",
+    "email_suppressed",
+)
 
 
 def _patient_values(norm: dict[str, Any], existing: Any | None) -> dict[str, Any]:
     cols: set[str] = norm["_cols"]
     new: dict[str, Any] = {}
-    for col in ("first_name", "last_name", "address_line1", "address_line2", "city", "state", "postal_code",
-                "country", "timezone", "card_token", "phone", "email"):  # fmt: skip
+    for col in (
+        "first_name",
+        "last_name",
+        "address_line1",
+        "address_line2",
+        "city",
+        "state",
+        "postal_code",
+        "country",
+        "timezone",
+        "card_token",
+        "phone",
+        "email",
+    ):
         if col in cols or existing is None:
             new[col] = norm.get(col) if col != "last_name" else (norm.get(col) or "")
         else:
@@ -264,8 +307,15 @@ def _import_patients(
         old = existing.get(norm["patient_id"])
         new = _patient_values(norm, old)
         if old is None:
-            inserts.append({"patient_id": norm["patient_id"], "created_at": ctx.now, "updated_at": ctx.now,
-                            "address_invalid": False, **new})  # fmt: skip
+            inserts.append(
+                {
+                    "patient_id": norm["patient_id"],
+                    "created_at": ctx.now,
+                    "updated_at": ctx.now,
+                    "address_invalid": False,
+                    **new,
+                }
+            )
             report.created += 1
             continue
         diff = [k for k, val in new.items() if getattr(old, k) != val]
@@ -327,7 +377,9 @@ def _patient_map(conn: Connection, pids: list[str]) -> dict[str, int]:
     out: dict[str, int] = {}
     uniq = sorted(set(pids))
     for chunk in chunks(uniq, 900):
-        for pk, pid in conn.execute(select(patient_t.c.id, patient_t.c.patient_id).where(patient_t.c.patient_id.in_(chunk))):
+        for pk, pid in conn.execute(
+            select(patient_t.c.id, patient_t.c.patient_id).where(patient_t.c.patient_id.in_(chunk))
+        ):
             out[pid] = pk
     return out
 
@@ -395,20 +447,32 @@ def _import_charges(
             continue
         report.updated += 1
         outstanding = old.outstanding_cents + delta if old.status == "outstanding" else old.outstanding_cents
-        updates.append({
-            "b_id": old.id,
-            "amount_cents": n["amount_cents"],
-            "outstanding_cents": outstanding,
-            "description": n["description"],
-            "created_at": new_created,
-            "status": "paid" if old.status in ("outstanding", "paid") and outstanding == 0 else old.status,
-        })  # fmt: skip
+        updates.append(
+            {
+                "b_id": old.id,
+                "amount_cents": n["amount_cents"],
+                "outstanding_cents": outstanding,
+                "description": n["description"],
+                "created_at": new_created,
+                "status": "paid" if old.status in ("outstanding", "paid") and outstanding == 0 else old.status,
+            }
+        )
         if old.invoice_set_id is not None:
             touched_sets.add(old.invoice_set_id)
             if delta:
-                events.append(event_row(ctx, "charge_changed", set_id=old.invoice_set_id, patient_pk=old.patient_pk,
-                                        detail={"charge_id": n["charge_id"], "amount_cents": n["amount_cents"],
-                                                "previous_amount_cents": old.amount_cents}))  # fmt: skip
+                events.append(
+                    event_row(
+                        ctx,
+                        "charge_changed",
+                        set_id=old.invoice_set_id,
+                        patient_pk=old.patient_pk,
+                        detail={
+                            "charge_id": n["charge_id"],
+                            "amount_cents": n["amount_cents"],
+                            "previous_amount_cents": old.amount_cents,
+                        },
+                    )
+                )
     bulk_update(conn, charge_t, updates)
 
     if new_recs:
@@ -428,8 +492,17 @@ def _import_charges(
             fresh = _create_sets(conn, need, new_recs, patients, rule_set_id, rule_sets, ctx)
             for ppk, (sid, status, reason) in fresh.items():
                 in_progress[ppk] = sid
-                events.append(event_row(ctx, "created", set_id=sid, patient_pk=ppk, to_status=status, reason=reason,
-                                        detail={"rule_set": rule_set_name}))  # fmt: skip
+                events.append(
+                    event_row(
+                        ctx,
+                        "created",
+                        set_id=sid,
+                        patient_pk=ppk,
+                        to_status=status,
+                        reason=reason,
+                        detail={"rule_set": rule_set_name},
+                    )
+                )
             report.sets_created += len(need)
             created_sets = {sid for sid, _, _ in fresh.values()}
         charge_rows = []
@@ -438,13 +511,27 @@ def _import_charges(
             sid = in_progress[ppk]
             if sid not in created_sets:  # new sets were evaluated before they were written
                 touched_sets.add(sid)
-            charge_rows.append({
-                "charge_id": n["charge_id"], "patient_pk": ppk, "invoice_set_id": sid,
-                "amount_cents": n["amount_cents"], "outstanding_cents": n["amount_cents"],
-                "created_at": n["created_at"] or ctx.now, "description": n["description"], "status": "outstanding",
-            })  # fmt: skip
-            events.append(event_row(ctx, "charge_added", set_id=sid, patient_pk=ppk,
-                                    detail={"charge_id": n["charge_id"], "amount_cents": n["amount_cents"]}))  # fmt: skip
+            charge_rows.append(
+                {
+                    "charge_id": n["charge_id"],
+                    "patient_pk": ppk,
+                    "invoice_set_id": sid,
+                    "amount_cents": n["amount_cents"],
+                    "outstanding_cents": n["amount_cents"],
+                    "created_at": n["created_at"] or ctx.now,
+                    "description": n["description"],
+                    "status": "outstanding",
+                }
+            )
+            events.append(
+                event_row(
+                    ctx,
+                    "charge_added",
+                    set_id=sid,
+                    patient_pk=ppk,
+                    detail={"charge_id": n["charge_id"], "amount_cents": n["amount_cents"]},
+                )
+            )
             if len(charge_rows) >= 5000:  # written as we go: memory stays bounded by the batch
                 conn.execute(insert(charge_t), charge_rows)
                 add_events(conn, events)
@@ -487,16 +574,40 @@ def _create_sets(
             key = (zones, tuple(usable_methods(contact).items()), tuple(step_applies(st, bal) for st in rs.steps))
             view = seen.get(key)
             if view is None:
-                view = evaluate(status=Status.ACTIVE, rule_set=rs, next_step_index=0, anchor=ctx.now, paused=False,
-                                expired_at=None, failed_reason=None, balance_cents=bal, contact=contact,
-                                zones=zones, window=ctx.window, now=ctx.now)  # fmt: skip
+                view = evaluate(
+                    status=Status.ACTIVE,
+                    rule_set=rs,
+                    next_step_index=0,
+                    anchor=ctx.now,
+                    paused=False,
+                    expired_at=None,
+                    failed_reason=None,
+                    balance_cents=bal,
+                    contact=contact,
+                    zones=zones,
+                    window=ctx.window,
+                    now=ctx.now,
+                )
                 seen[key] = view
-            rows.append({"patient_pk": p.id, "rule_set_id": rule_set_id, "status": view.status.value,
-                         "status_reason": view.status_reason, "will_fail_reason": view.will_fail_reason,
-                         "expired_at": view.expired_at, "amount_outstanding_cents": balance[p.id],
-                         "created_at": ctx.now, "anchor_at": ctx.now, "updated_at": ctx.now, "next_step_index": 0,
-                         "next_send_at": view.next_send_at, "next_step": view.next_step,
-                         "next_methods": view.next_methods, "schedule_gen": 1})  # fmt: skip
+            rows.append(
+                {
+                    "patient_pk": p.id,
+                    "rule_set_id": rule_set_id,
+                    "status": view.status.value,
+                    "status_reason": view.status_reason,
+                    "will_fail_reason": view.will_fail_reason,
+                    "expired_at": view.expired_at,
+                    "amount_outstanding_cents": balance[p.id],
+                    "created_at": ctx.now,
+                    "anchor_at": ctx.now,
+                    "updated_at": ctx.now,
+                    "next_step_index": 0,
+                    "next_send_at": view.next_send_at,
+                    "next_step": view.next_step,
+                    "next_methods": view.next_methods,
+                    "schedule_gen": 1,
+                }
+            )
     out: dict[int, tuple[int, str, str | None]] = {}
     if conn.dialect.name == "sqlite":
         # Writers are serialised (BEGIN IMMEDIATE), so IDs can be assigned here: no RETURNING round trips.
@@ -509,7 +620,9 @@ def _create_sets(
     else:
         for chunk in chunks(rows, 1000):
             res = conn.execute(
-                insert(invoice_set_t).returning(invoice_set_t.c.id, invoice_set_t.c.patient_pk, sort_by_parameter_order=True),
+                insert(invoice_set_t).returning(
+                    invoice_set_t.c.id, invoice_set_t.c.patient_pk, sort_by_parameter_order=True
+                ),
                 list(chunk),
             )
             by_patient = {r["patient_pk"]: r for r in chunk}
@@ -533,8 +646,13 @@ def _validate_payment(rec: Record, tz: ZoneInfo, now: datetime, errs: list[str])
     paid_at = _when(rec, "paid_at", tz, now, errs)
     if len(errs) != n0:
         return None
-    return {"payment_id": pay_id, "patient_id": pid, "amount_cents": cents, "paid_at": paid_at,
-            "charge_id": _text(rec, "charge_id") or None}  # fmt: skip
+    return {
+        "payment_id": pay_id,
+        "patient_id": pid,
+        "amount_cents": cents,
+        "paid_at": paid_at,
+        "charge_id": _text(rec, "charge_id") or None,
+    }
 
 
 def _check_payments(
@@ -560,11 +678,7 @@ def _check_payments(
                 errs.append(f"line {rec.line}: charge_id: charge {n['charge_id']!r} belongs to another patient")
         old = existing.get(n["payment_id"])
         if old is not None and ppk is not None:
-            same = (
-                old.patient_pk == ppk
-                and old.amount_cents == n["amount_cents"]
-                and old.charge_ref == n["charge_id"]
-            )
+            same = old.patient_pk == ppk and old.amount_cents == n["amount_cents"] and old.charge_ref == n["charge_id"]
             if not same:
                 errs.append(
                     f"line {rec.line}: payment_id: payment {n['payment_id']!r} was already recorded with other "
@@ -587,9 +701,17 @@ def apply_payments(
     outstanding: dict[int, list[dict[str, Any]]] = defaultdict(list)
     for chunk in chunks(pks):
         for row in conn.execute(
-            select(charge_t.c.id, charge_t.c.charge_id, charge_t.c.patient_pk, charge_t.c.invoice_set_id,
-                   charge_t.c.outstanding_cents, charge_t.c.created_at)  # fmt: skip
-            .where(charge_t.c.patient_pk.in_(chunk), charge_t.c.status == "outstanding", charge_t.c.outstanding_cents > 0)
+            select(
+                charge_t.c.id,
+                charge_t.c.charge_id,
+                charge_t.c.patient_pk,
+                charge_t.c.invoice_set_id,
+                charge_t.c.outstanding_cents,
+                charge_t.c.created_at,
+            )
+            .where(
+                charge_t.c.patient_pk.in_(chunk), charge_t.c.status == "outstanding", charge_t.c.outstanding_cents > 0
+            )
             .order_by(charge_t.c.created_at, charge_t.c.id)
         ):
             outstanding[row.patient_pk].append(dict(row._mapping))
@@ -617,9 +739,16 @@ def apply_payments(
         unapplied.append(left)
     pay_ids: list[int] = []
     rows = [
-        {"payment_id": p["payment_id"], "patient_pk": p["patient_pk"], "amount_cents": p["amount_cents"],
-         "unapplied_cents": unapplied[i], "paid_at": p["paid_at"], "charge_ref": p.get("charge_ref"),
-         "source": p.get("source", "import"), "created_at": ctx.now}  # fmt: skip
+        {
+            "payment_id": p["payment_id"],
+            "patient_pk": p["patient_pk"],
+            "amount_cents": p["amount_cents"],
+            "unapplied_cents": unapplied[i],
+            "paid_at": p["paid_at"],
+            "charge_ref": p.get("charge_ref"),
+            "source": p.get("source", "import"),
+            "created_at": ctx.now,
+        }
         for i, p in enumerate(payments)
     ]
     for chunk in chunks(rows, 1000):
@@ -632,17 +761,31 @@ def apply_payments(
         conn,
         charge_t,
         [
-            {"b_id": cid, "outstanding_cents": ch["outstanding_cents"],
-             "status": "paid" if ch["outstanding_cents"] == 0 else "outstanding"}  # fmt: skip
+            {
+                "b_id": cid,
+                "outstanding_cents": ch["outstanding_cents"],
+                "status": "paid" if ch["outstanding_cents"] == 0 else "outstanding",
+            }
             for cid, ch in changed_charges.items()
         ],
     )
     events = []
     for (i, sid), cents in per_set.items():
         p = payments[i]
-        events.append(event_row(ctx, "payment", set_id=sid, patient_pk=p["patient_pk"],
-                                detail={"payment_id": p["payment_id"], "applied_cents": cents,
-                                        "amount_cents": p["amount_cents"], "source": p.get("source", "import")}))  # fmt: skip
+        events.append(
+            event_row(
+                ctx,
+                "payment",
+                set_id=sid,
+                patient_pk=p["patient_pk"],
+                detail={
+                    "payment_id": p["payment_id"],
+                    "applied_cents": cents,
+                    "amount_cents": p["amount_cents"],
+                    "source": p.get("source", "import"),
+                },
+            )
+        )
     add_events(conn, events)
     touched = {sid for (_, sid) in per_set}
     recompute_amounts(conn, touched)
@@ -663,8 +806,15 @@ def _import_payments(
         if n["payment_id"] in existing:
             report.unchanged += 1
             continue
-        new.append({"payment_id": n["payment_id"], "patient_pk": patients[n["patient_id"]],
-                    "amount_cents": n["amount_cents"], "paid_at": n["paid_at"], "charge_ref": n["charge_id"]})  # fmt: skip
+        new.append(
+            {
+                "payment_id": n["payment_id"],
+                "patient_pk": patients[n["patient_id"]],
+                "amount_cents": n["amount_cents"],
+                "paid_at": n["paid_at"],
+                "charge_ref": n["charge_id"],
+            }
+        )
     new.sort(key=lambda p: p["paid_at"])
     report.created += len(new)
     if new:

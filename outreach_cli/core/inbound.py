@@ -36,7 +36,10 @@ def _timeline_sets(conn: Connection, patient_pk: int) -> list[int]:
     if open_ids:
         return open_ids
     last = conn.execute(
-        select(invoice_set_t.c.id).where(invoice_set_t.c.patient_pk == patient_pk).order_by(invoice_set_t.c.id.desc()).limit(1)
+        select(invoice_set_t.c.id)
+        .where(invoice_set_t.c.patient_pk == patient_pk)
+        .order_by(invoice_set_t.c.id.desc())
+        .limit(1)
     ).scalar()
     return [last] if last is not None else []
 
@@ -50,22 +53,38 @@ def apply_inbound(conn: Connection, items: list[dict[str, Any]], ctx: Context) -
         sid = it.get("sid")
         if sid and conn.execute(select(inbound_t.c.sid).where(inbound_t.c.sid == sid)).first():
             continue  # already applied
-        patients = conn.execute(select(patient_t.c.id, patient_t.c.sms_opt_out).where(patient_t.c.phone == it["from"])).all()
+        patients = conn.execute(
+            select(patient_t.c.id, patient_t.c.sms_opt_out).where(patient_t.c.phone == it["from"])
+        ).all()
         kw = keyword(it.get("body") or "")
         at: datetime = it.get("received_at") or ctx.now
         for pk, opted in patients:
             if kw == "stop" and not opted:
                 conn.execute(update(patient_t).where(patient_t.c.id == pk).values(sms_opt_out=True, updated_at=ctx.now))
             elif kw == "start" and opted:
-                conn.execute(update(patient_t).where(patient_t.c.id == pk).values(sms_opt_out=False, updated_at=ctx.now))
+                conn.execute(
+                    update(patient_t).where(patient_t.c.id == pk).values(sms_opt_out=False, updated_at=ctx.now)
+                )
             touched.add(pk)
-            add_events(conn, [
-                event_row(ctx, "reply", set_id=sid_, patient_pk=pk, actor="patient", at=at,
-                          detail={"body": (it.get("body") or "")[:MAX_BODY], "keyword": kw, "sid": sid})  # fmt: skip
-                for sid_ in _timeline_sets(conn, pk)
-            ])
+            add_events(
+                conn,
+                [
+                    event_row(
+                        ctx,
+                        "reply",
+                        set_id=sid_,
+                        patient_pk=pk,
+                        actor="patient",
+                        at=at,
+                        detail={"body": (it.get("body") or "")[:MAX_BODY], "keyword": kw, "sid": sid},
+                    )
+                    for sid_ in _timeline_sets(conn, pk)
+                ],
+            )
         if sid:
-            conn.execute(insert(inbound_t), {"sid": sid, "received_at": at, "patient_pk": patients[0][0] if patients else None})
+            conn.execute(
+                insert(inbound_t), {"sid": sid, "received_at": at, "patient_pk": patients[0][0] if patients else None}
+            )
         applied += 1
     return applied, touched
 
@@ -78,21 +97,51 @@ def apply_send_status(conn: Connection, send_row: Any, out: Outcome, ctx: Contex
     conn.execute(
         update(send_t)
         .where(send_t.c.id == send_row.id)
-        .values(status=new, error_code=out.error_code, reason=out.reason, finished_at=ctx.now,
-                provider_ref=out.provider_ref or send_row.provider_ref)  # fmt: skip
+        .values(
+            status=new,
+            error_code=out.error_code,
+            reason=out.reason,
+            finished_at=ctx.now,
+            provider_ref=out.provider_ref or send_row.provider_ref,
+        )
     )
     if out.patient_update:
-        conn.execute(update(patient_t).where(patient_t.c.id == send_row.patient_pk).values(updated_at=ctx.now, **out.patient_update))
-    add_events(conn, [event_row(ctx, "send", set_id=send_row.invoice_set_id, patient_pk=send_row.patient_pk, actor="system",
-                                detail={"step": send_row.step_title, "day": send_row.step_day, "method": send_row.method,
-                                        "status": new, "provider_ref": send_row.provider_ref,
-                                        "error_code": out.error_code, "reason": out.reason, "source": source})])  # fmt: skip
+        conn.execute(
+            update(patient_t)
+            .where(patient_t.c.id == send_row.patient_pk)
+            .values(updated_at=ctx.now, **out.patient_update)
+        )
+    add_events(
+        conn,
+        [
+            event_row(
+                ctx,
+                "send",
+                set_id=send_row.invoice_set_id,
+                patient_pk=send_row.patient_pk,
+                actor="system",
+                detail={
+                    "step": send_row.step_title,
+                    "day": send_row.step_day,
+                    "method": send_row.method,
+                    "status": new,
+                    "provider_ref": send_row.provider_ref,
+                    "error_code": out.error_code,
+                    "reason": out.reason,
+                    "source": source,
+                },
+            )
+        ],
+    )
     if new == "failed":
         # The next run re-decides the step: fallbacks, or failed.
         conn.execute(
             update(invoice_set_t)
-            .where(invoice_set_t.c.id == send_row.invoice_set_id, invoice_set_t.c.schedule_gen == send_row.schedule_gen,
-                   invoice_set_t.c.status.in_([s.value for s in OPEN]))  # fmt: skip
+            .where(
+                invoice_set_t.c.id == send_row.invoice_set_id,
+                invoice_set_t.c.schedule_gen == send_row.schedule_gen,
+                invoice_set_t.c.status.in_([s.value for s in OPEN]),
+            )
             .values(recheck_step=send_row.step_index)
         )
     return True
@@ -104,14 +153,27 @@ def suppress_email(conn: Connection, email: str, kind: str, ctx: Context, reason
     if not rows:
         from sqlalchemy import func
 
-        rows = conn.execute(select(patient_t.c.id).where(func.lower(patient_t.c.email) == email.lower())).scalars().all()
+        rows = (
+            conn.execute(select(patient_t.c.id).where(func.lower(patient_t.c.email) == email.lower())).scalars().all()
+        )
     touched = set(rows)
     for pk in rows:
         values: dict[str, Any] = {"email_suppressed": kind, "updated_at": ctx.now}
         if kind == "complained":
             values["email_opt_out"] = True
         conn.execute(update(patient_t).where(patient_t.c.id == pk).values(**values))
-        add_events(conn, [event_row(ctx, f"email_{'bounce' if kind == 'bounced' else 'complaint'}", set_id=sid,
-                                    patient_pk=pk, actor="system", detail={"reason": reason} if reason else None)
-                          for sid in _timeline_sets(conn, pk)])  # fmt: skip
+        add_events(
+            conn,
+            [
+                event_row(
+                    ctx,
+                    f"email_{'bounce' if kind == 'bounced' else 'complaint'}",
+                    set_id=sid,
+                    patient_pk=pk,
+                    actor="system",
+                    detail={"reason": reason} if reason else None,
+                )
+                for sid in _timeline_sets(conn, pk)
+            ],
+        )
     return touched

@@ -27,7 +27,18 @@ TYPES = {
     "email_bounce": ("email",),
     "email_complaint": ("email",),
 }
-STATUSES = {"accepted", "queued", "sending", "sent", "delivered", "undelivered", "failed", "read", "receiving", "received"}
+STATUSES = {
+    "accepted",
+    "queued",
+    "sending",
+    "sent",
+    "delivered",
+    "undelivered",
+    "failed",
+    "read",
+    "receiving",
+    "received",
+}
 
 
 @dataclass
@@ -95,12 +106,17 @@ def ingest(store: Any, text: str, ctx: Context, source: str = "<stdin>") -> Inge
                 else:
                     report.unchanged += 1
             elif kind == "inbound_sms":
-                n_applied, pts = apply_inbound(conn, [{"sid": o.get("sid"), "from": o["from"], "body": o["body"],
-                                                       "received_at": o.get("received_at")}], ctx)  # fmt: skip
+                n_applied, pts = apply_inbound(
+                    conn,
+                    [{"sid": o.get("sid"), "from": o["from"], "body": o["body"], "received_at": o.get("received_at")}],
+                    ctx,
+                )
                 report.applied += n_applied
                 touched |= pts
             else:
-                pts = suppress_email(conn, o["email"], "bounced" if kind == "email_bounce" else "complained", ctx, o.get("reason"))
+                pts = suppress_email(
+                    conn, o["email"], "bounced" if kind == "email_bounce" else "complained", ctx, o.get("reason")
+                )
                 report.applied += 1
                 touched |= pts
         if touched:

@@ -28,9 +28,22 @@ from outreach_cli.core.timeutil import iso_z
 
 SORTS = {"next-send", "amount", "created", "patient", "status", "id"}
 LIST_COLUMNS = [
-    "id", "status", "amount_outstanding", "amount_outstanding_cents", "patient_id", "patient_name", "phone",
-    "email", "rule_set", "created_at", "next_send_at", "next_step", "next_methods", "status_reason", "payment_url",
-]  # fmt: skip
+    "id",
+    "status",
+    "amount_outstanding",
+    "amount_outstanding_cents",
+    "patient_id",
+    "patient_name",
+    "phone",
+    "email",
+    "rule_set",
+    "created_at",
+    "next_send_at",
+    "next_step",
+    "next_methods",
+    "status_reason",
+    "payment_url",
+]
 
 
 @dataclass
@@ -178,7 +191,9 @@ def _pages(conn: Any, base: Select[Any], f: ListFilter) -> Iterator[Any]:
         yield from conn.execution_options(**opts).execute(q)
         return
     col, idcol = invoice_set_t.c.next_send_at, invoice_set_t.c.id
-    first = base.where(col.is_not(None)).order_by(col.desc() if f.desc else col.asc(), idcol.desc() if f.desc else idcol.asc())
+    first = base.where(col.is_not(None)).order_by(
+        col.desc() if f.desc else col.asc(), idcol.desc() if f.desc else idcol.asc()
+    )
 
     second = base.where(col.is_(None)).order_by(idcol.desc() if f.desc else idcol.asc())
     if f.offset:
@@ -206,7 +221,13 @@ def plan_statements(store: Any, f: ListFilter) -> list[Any]:
     """The SELECTs `list` runs for ``f`` (first page), for query-plan checks."""
     with store.read() as conn:
         rule_sets = RuleSets(conn)
-    walk = store.dialect == "sqlite" and f.sort == "next-send" and f.search is None and f.created is None and f.limit is not None
+    walk = (
+        store.dialect == "sqlite"
+        and f.sort == "next-send"
+        and f.search is None
+        and f.created is None
+        and f.limit is not None
+    )
     base = _base(rule_sets, f, walk_next_send=walk)
     if f.sort != "next-send":
         q = _order(base, f)
@@ -224,7 +245,9 @@ def metrics_statements(now: datetime) -> list[Any]:
     from datetime import timedelta
 
     counts = (
-        select(invoice_set_t.c.status, func.count(), func.coalesce(func.sum(invoice_set_t.c.amount_outstanding_cents), 0))
+        select(
+            invoice_set_t.c.status, func.count(), func.coalesce(func.sum(invoice_set_t.c.amount_outstanding_cents), 0)
+        )
         .where(invoice_set_t.c.status.in_([s.value for s in Status]))
         .group_by(invoice_set_t.c.status)
     )
@@ -246,8 +269,13 @@ def list_sets(store: Any, f: ListFilter, ctx: Context) -> Iterator[dict[str, Any
         raise InvalidInput(f"--sort {f.sort!r}: choose one of {', '.join(sorted(SORTS))}")
     with store.read() as conn:
         rule_sets = RuleSets(conn)
-        walk = (store.dialect == "sqlite" and f.sort == "next-send" and f.search is None and f.created is None
-                and f.limit is not None)
+        walk = (
+            store.dialect == "sqlite"
+            and f.sort == "next-send"
+            and f.search is None
+            and f.created is None
+            and f.limit is not None
+        )
         for r in _pages(conn, _base(rule_sets, f, walk_next_send=walk), f):
             yield {
                 "id": r.id,
@@ -286,7 +314,11 @@ def metrics(store: Any, *, show_all: bool, now: datetime) -> dict[str, Any]:
     with store.read() as conn:
         wanted = list(Status) if show_all else list(ATTENTION)
         rows = conn.execute(
-            select(invoice_set_t.c.status, func.count(), func.coalesce(func.sum(invoice_set_t.c.amount_outstanding_cents), 0))
+            select(
+                invoice_set_t.c.status,
+                func.count(),
+                func.coalesce(func.sum(invoice_set_t.c.amount_outstanding_cents), 0),
+            )
             .where(invoice_set_t.c.status.in_([s.value for s in wanted]))
             .group_by(invoice_set_t.c.status)
         ).all()
@@ -298,7 +330,11 @@ def metrics(store: Any, *, show_all: bool, now: datetime) -> dict[str, Any]:
 
             # One pass over the open sets: "days since creation" d falls in the bucket holding d.
             bucket = case(
-                *[(invoice_set_t.c.created_at > now - timedelta(days=hi + 1), name) for name, _, hi in AGING if hi is not None],
+                *[
+                    (invoice_set_t.c.created_at > now - timedelta(days=hi + 1), name)
+                    for name, _, hi in AGING
+                    if hi is not None
+                ],
                 else_=AGING[-1][0],
             ).label("bucket")
             rows = conn.execute(
@@ -307,8 +343,15 @@ def metrics(store: Any, *, show_all: bool, now: datetime) -> dict[str, Any]:
                 .group_by(bucket)
             ).all()
             got_b = {b: (int(c), int(a)) for b, c, a in rows}
-            aging = [{"bucket": name, "count": got_b.get(name, (0, 0))[0], "amount_outstanding_cents": got_b.get(name, (0, 0))[1],
-                      "amount_outstanding": plain_dollars(got_b.get(name, (0, 0))[1])} for name, _, _ in AGING]  # fmt: skip
+            aging = [
+                {
+                    "bucket": name,
+                    "count": got_b.get(name, (0, 0))[0],
+                    "amount_outstanding_cents": got_b.get(name, (0, 0))[1],
+                    "amount_outstanding": plain_dollars(got_b.get(name, (0, 0))[1]),
+                }
+                for name, _, _ in AGING
+            ]
             out["aging"] = aging
     return out
 
@@ -331,20 +374,35 @@ def show_set(store: Any, set_id: int, ctx: Context) -> dict[str, Any]:
             select(charge_t).where(charge_t.c.invoice_set_id == set_id).order_by(charge_t.c.created_at, charge_t.c.id)
         ).all()
         sends = conn.execute(
-            select(send_t).where(send_t.c.invoice_set_id == set_id).order_by(send_t.c.schedule_gen, send_t.c.step_index, send_t.c.id)
+            select(send_t)
+            .where(send_t.c.invoice_set_id == set_id)
+            .order_by(send_t.c.schedule_gen, send_t.c.step_index, send_t.c.id)
         ).all()
-        events = conn.execute(select(event_t).where(event_t.c.invoice_set_id == set_id).order_by(event_t.c.at, event_t.c.id)).all()
+        events = conn.execute(
+            select(event_t).where(event_t.c.invoice_set_id == set_id).order_by(event_t.c.at, event_t.c.id)
+        ).all()
         rs_name = conn.execute(select(rule_set_t.c.name).where(rule_set_t.c.id == s.rule_set_id)).scalar_one()
     rs = rule_sets.get(s.rule_set_id)
     usable = usable_methods(contact_of(p))
     zones = zones_of(p, ctx.practice_tz)
     schedule: list[dict[str, Any]] = []
     for snd in sends:
-        schedule.append({"step": snd.step_title, "day": snd.step_day, "method": snd.method, "status": snd.status,
-                         "due_at": iso_z(snd.due_at), "sent_at": iso_z(snd.sent_at), "reason": snd.reason,
-                         "provider_ref": snd.provider_ref, "fallback": bool(snd.is_fallback),
-                         "generation": snd.schedule_gen, "attempts": snd.attempts,
-                         "next_attempt_at": iso_z(snd.next_attempt_at) if snd.status == "pending" else None})  # fmt: skip
+        schedule.append(
+            {
+                "step": snd.step_title,
+                "day": snd.step_day,
+                "method": snd.method,
+                "status": snd.status,
+                "due_at": iso_z(snd.due_at),
+                "sent_at": iso_z(snd.sent_at),
+                "reason": snd.reason,
+                "provider_ref": snd.provider_ref,
+                "fallback": bool(snd.is_fallback),
+                "generation": snd.schedule_gen,
+                "attempts": snd.attempts,
+                "next_attempt_at": iso_z(snd.next_attempt_at) if snd.status == "pending" else None,
+            }
+        )
     if s.status in [x.value for x in OPEN] and s.status != Status.EXPIRED.value:
         done = {(snd.step_index, snd.method) for snd in sends if snd.schedule_gen == s.schedule_gen}
         for step in rs.steps[(s.next_step_index or 0) :]:
@@ -357,10 +415,22 @@ def show_set(store: Any, set_id: int, ctx: Context) -> dict[str, Any]:
                     reason = "balance outside this step's min/max balance (will be skipped)"
                 elif s.paused_at is not None:
                     reason = "set is paused"
-                schedule.append({"step": step.title, "day": step.day, "method": m, "status": "pending",
-                                 "due_at": iso_z(due), "sent_at": None, "reason": reason, "provider_ref": None,
-                                 "fallback": False, "generation": s.schedule_gen, "attempts": 0,
-                                 "next_attempt_at": None})  # fmt: skip
+                schedule.append(
+                    {
+                        "step": step.title,
+                        "day": step.day,
+                        "method": m,
+                        "status": "pending",
+                        "due_at": iso_z(due),
+                        "sent_at": None,
+                        "reason": reason,
+                        "provider_ref": None,
+                        "fallback": False,
+                        "generation": s.schedule_gen,
+                        "attempts": 0,
+                        "next_attempt_at": None,
+                    }
+                )
     return {
         "id": s.id,
         "status": s.status,
@@ -380,7 +450,9 @@ def show_set(store: Any, set_id: int, ctx: Context) -> dict[str, Any]:
             "phone": p.phone,
             "phone_type": p.phone_type,
             "email": p.email,
-            "address": {k: getattr(p, k) for k in ("address_line1", "address_line2", "city", "state", "postal_code", "country")},
+            "address": {
+                k: getattr(p, k) for k in ("address_line1", "address_line2", "city", "state", "postal_code", "country")
+            },
             "timezone": zones[0],
             "timezones": list(zones),
             "sms_opt_out": bool(p.sms_opt_out),
@@ -392,14 +464,28 @@ def show_set(store: Any, set_id: int, ctx: Context) -> dict[str, Any]:
             "usable_methods": {m: {"usable": r is None, "reason": r} for m, r in usable.items()},
         },
         "charges": [
-            {"charge_id": c.charge_id, "amount_cents": c.amount_cents, "outstanding_cents": c.outstanding_cents,
-             "status": c.status, "created_at": iso_z(c.created_at), "description": c.description}  # fmt: skip
+            {
+                "charge_id": c.charge_id,
+                "amount_cents": c.amount_cents,
+                "outstanding_cents": c.outstanding_cents,
+                "status": c.status,
+                "created_at": iso_z(c.created_at),
+                "description": c.description,
+            }
             for c in charges
         ],
         "schedule": schedule,
         "timeline": [
-            {"at": iso_z(e.at), "kind": e.kind, "actor": e.actor, "action": e.action, "from_status": e.from_status,
-             "to_status": e.to_status, "reason": e.reason, "detail": json.loads(e.detail) if e.detail else None}  # fmt: skip
+            {
+                "at": iso_z(e.at),
+                "kind": e.kind,
+                "actor": e.actor,
+                "action": e.action,
+                "from_status": e.from_status,
+                "to_status": e.to_status,
+                "reason": e.reason,
+                "detail": json.loads(e.detail) if e.detail else None,
+            }
             for e in events
         ],
     }
@@ -410,8 +496,9 @@ def show_set(store: Any, set_id: int, ctx: Context) -> dict[str, Any]:
 AUDIT_COLUMNS = ["event_id", "at", "set_id", "kind", "actor", "action", "from_status", "to_status", "reason", "detail"]
 
 
-def audit(store: Any, *, set_id: int | None, since: TimeRange | None, actor: str | None,
-          limit: int | None) -> Iterator[dict[str, Any]]:  # fmt: skip
+def audit(
+    store: Any, *, set_id: int | None, since: TimeRange | None, actor: str | None, limit: int | None
+) -> Iterator[dict[str, Any]]:
     with store.read() as conn:
         q = select(event_t)
         if set_id is not None:
@@ -427,6 +514,15 @@ def audit(store: Any, *, set_id: int | None, since: TimeRange | None, actor: str
         if limit is not None:
             q = q.limit(limit)
         for e in conn.execution_options(stream_results=True, yield_per=1000).execute(q):
-            yield {"event_id": e.id, "at": iso_z(e.at), "set_id": e.invoice_set_id, "kind": e.kind, "actor": e.actor,
-                   "action": e.action, "from_status": e.from_status, "to_status": e.to_status, "reason": e.reason,
-                   "detail": e.detail}  # fmt: skip
+            yield {
+                "event_id": e.id,
+                "at": iso_z(e.at),
+                "set_id": e.invoice_set_id,
+                "kind": e.kind,
+                "actor": e.actor,
+                "action": e.action,
+                "from_status": e.from_status,
+                "to_status": e.to_status,
+                "reason": e.reason,
+                "detail": e.detail,
+            }

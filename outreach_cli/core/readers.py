@@ -50,9 +50,7 @@ def detect_format(text: str, source: str, explicit: str | None) -> str:
     return "jsonl" if stripped.startswith("{") else "csv"
 
 
-def read_records(
-    text: str, fmt: str, *, columns: tuple[str, ...], errors: list[str]
-) -> Iterator[Record]:
+def read_records(text: str, fmt: str, *, columns: tuple[str, ...], errors: list[str]) -> Iterator[Record]:
     """Yields records; appends `line N: ...` problems to ``errors`` (bad lines are not yielded)."""
     if fmt == "jsonl":
         yield from _read_jsonl(text, columns, errors)
@@ -84,7 +82,10 @@ def _read_csv(text: str, columns: tuple[str, ...], errors: list[str]) -> Iterato
     unknown = [n for n in names if n and n not in columns]
     if unknown:
         raise InvalidInput(
-            "line 1: unknown column(s) " + ", ".join(repr(u) for u in unknown) + "; the columns are " + ", ".join(columns)
+            "line 1: unknown column(s) "
+            + ", ".join(repr(u) for u in unknown)
+            + "; the columns are "
+            + ", ".join(columns)
         )
     dup = sorted({n for n in names if n and names.count(n) > 1})
     if dup:

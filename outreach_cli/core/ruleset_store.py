@@ -26,9 +26,7 @@ def sync_reports(conn: Connection, reports: list[ValidationReport], ctx: Context
     """All-or-nothing: any invalid file stops the sync before anything is written."""
     bad = [p for r in reports for p in r.errors]
     if bad:
-        raise InvalidInput(
-            f"{len(bad)} rule-set problem(s); nothing was synced", details=[str(p) for p in bad]
-        )
+        raise InvalidInput(f"{len(bad)} rule-set problem(s); nothing was synced", details=[str(p) for p in bad])
     results: list[SyncResult] = []
     changed_ids: list[int] = []
     for r in reports:
@@ -40,12 +38,25 @@ def sync_reports(conn: Connection, reports: list[ValidationReport], ctx: Context
         if row is None:
             rid = conn.execute(
                 insert(rule_set_t).returning(rule_set_t.c.id),
-                {"name": rs.name, "title": rs.title, "description": rs.description, "current_version": 1,
-                 "synced_at": ctx.now},  # fmt: skip
+                {
+                    "name": rs.name,
+                    "title": rs.title,
+                    "description": rs.description,
+                    "current_version": 1,
+                    "synced_at": ctx.now,
+                },
             ).scalar_one()
-            conn.execute(insert(rule_set_version_t), {"rule_set_id": rid, "version": 1, "content_hash": h,
-                                                      "source_text": text, "parsed_json": rs.to_json(),
-                                                      "created_at": ctx.now})  # fmt: skip
+            conn.execute(
+                insert(rule_set_version_t),
+                {
+                    "rule_set_id": rid,
+                    "version": 1,
+                    "content_hash": h,
+                    "source_text": text,
+                    "parsed_json": rs.to_json(),
+                    "created_at": ctx.now,
+                },
+            )
             results.append(SyncResult(rs.name, "created", 1))
             continue
         current = conn.execute(
@@ -57,9 +68,17 @@ def sync_reports(conn: Connection, reports: list[ValidationReport], ctx: Context
             results.append(SyncResult(rs.name, "unchanged", row.current_version))
             continue
         version = row.current_version + 1
-        conn.execute(insert(rule_set_version_t), {"rule_set_id": row.id, "version": version, "content_hash": h,
-                                                  "source_text": text, "parsed_json": rs.to_json(),
-                                                  "created_at": ctx.now})  # fmt: skip
+        conn.execute(
+            insert(rule_set_version_t),
+            {
+                "rule_set_id": row.id,
+                "version": version,
+                "content_hash": h,
+                "source_text": text,
+                "parsed_json": rs.to_json(),
+                "created_at": ctx.now,
+            },
+        )
         conn.execute(
             update(rule_set_t)
             .where(rule_set_t.c.id == row.id)
@@ -81,8 +100,13 @@ def sync_reports(conn: Connection, reports: list[ValidationReport], ctx: Context
         add_events(
             conn,
             [
-                event_row(ctx, "rule_set_changed", set_id=sid, patient_pk=ppk,
-                          detail={"rule_set": rule_sets.name(rid), "version": rule_sets.version(rid)})  # fmt: skip
+                event_row(
+                    ctx,
+                    "rule_set_changed",
+                    set_id=sid,
+                    patient_pk=ppk,
+                    detail={"rule_set": rule_sets.name(rid), "version": rule_sets.version(rid)},
+                )
                 for sid, ppk, rid in sets
             ],
         )
@@ -133,6 +157,16 @@ def list_rule_sets(store: Any) -> list[RuleSetInfo]:
         )
     out = []
     for rid, (name, version, rs) in sorted(rule_sets.by_id.items(), key=lambda kv: kv[1][0]):
-        out.append(RuleSetInfo(name, rs.title, rs.description, version, counts.get(rid, 0), len(rs.steps),
-                               rs.expiry_day, texts.get(rid, "")))  # fmt: skip
+        out.append(
+            RuleSetInfo(
+                name,
+                rs.title,
+                rs.description,
+                version,
+                counts.get(rid, 0),
+                len(rs.steps),
+                rs.expiry_day,
+                texts.get(rid, ""),
+            )
+        )
     return out

@@ -107,7 +107,11 @@ class Problem:
     severity: str = "error"  # error | warning
 
     def __str__(self) -> str:
-        return f"{self.where}: {self.severity}: {self.message}" if self.severity == "warning" else f"{self.where}: {self.message}"
+        return (
+            f"{self.where}: {self.severity}: {self.message}"
+            if self.severity == "warning"
+            else f"{self.where}: {self.message}"
+        )
 
 
 @dataclass
@@ -248,7 +252,7 @@ def parse_text(text: str, *, name: str, source: str) -> ValidationReport:
         if methods_raw is None or methods_raw == []:
             err(f"{where}: methods", f"at least one method is required ({', '.join(METHODS)})")
         elif not isinstance(methods_raw, list):
-            err(f"{where}: methods", "must be a list, e.g. [\"sms\", \"email\"]")
+            err(f"{where}: methods", 'must be a list, e.g. ["sms", "email"]')
         else:
             for m in methods_raw:
                 if m not in METHODS:
@@ -273,9 +277,7 @@ def parse_text(text: str, *, name: str, source: str) -> ValidationReport:
             if ph not in PLACEHOLDERS:
                 err(
                     f"{where}: message",
-                    f"unknown placeholder {{{ph}}} (allowed: "
-                    + ", ".join("{" + p + "}" for p in PLACEHOLDERS)
-                    + ")",
+                    f"unknown placeholder {{{ph}}} (allowed: " + ", ".join("{" + p + "}" for p in PLACEHOLDERS) + ")",
                 )
         if message.strip():
             found = set(placeholders_in(message))
@@ -299,7 +301,7 @@ def parse_text(text: str, *, name: str, source: str) -> ValidationReport:
                         raise ValueError("must not be negative")
                     bounds[key] = cents
                 except ValueError as exc:
-                    err(f"{where}: {key}", f"{exc} (write it in dollars, e.g. \"25.00\")")
+                    err(f"{where}: {key}", f'{exc} (write it in dollars, e.g. "25.00")')
         lo, hi = bounds["min_balance"], bounds["max_balance"]
         if lo is not None and hi is not None and lo > hi:
             err(f"{where}: min_balance", "is above max_balance")
@@ -356,7 +358,9 @@ def load_file(path: Path) -> ValidationReport:
         return ValidationReport(name, source, None, [Problem(source, f"cannot read: {exc.strerror}")])
     report = parse_text(text, name=name, source=source)
     if not _NAME.match(name):
-        report.problems.insert(0, Problem(source, f"file name {name!r} is not a usable rule-set name (letters, digits, - _ .)"))
+        report.problems.insert(
+            0, Problem(source, f"file name {name!r} is not a usable rule-set name (letters, digits, - _ .)")
+        )
         report.rule_set = None
     return report
 

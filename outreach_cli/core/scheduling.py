@@ -48,7 +48,9 @@ def zone(name: str) -> ZoneInfo:
     return ZoneInfo(name)
 
 
-def patient_zones(explicit: str | None, phone_tz: str | None, address_tz: str | None, practice_tz: str) -> tuple[str, ...]:
+def patient_zones(
+    explicit: str | None, phone_tz: str | None, address_tz: str | None, practice_tz: str
+) -> tuple[str, ...]:
     """The zones a moment must be allowed in, primary first.
 
     Primary: the `timezone` column, else the phone's zone (when it has exactly one), else the

@@ -63,8 +63,9 @@ class RuleSets:
         self.by_id: dict[int, tuple[str, int, RuleSet]] = {}
         self.ids: dict[str, int] = {}
         rows = conn.execute(
-            select(rule_set_t.c.id, rule_set_t.c.name, rule_set_t.c.current_version, rule_set_version_t.c.parsed_json)
-            .join(
+            select(
+                rule_set_t.c.id, rule_set_t.c.name, rule_set_t.c.current_version, rule_set_version_t.c.parsed_json
+            ).join(
                 rule_set_version_t,
                 (rule_set_version_t.c.rule_set_id == rule_set_t.c.id)
                 & (rule_set_version_t.c.version == rule_set_t.c.current_version),

@@ -129,9 +129,7 @@ def parse_action(text: str) -> Action:
     try:
         return Action(norm)
     except ValueError:
-        raise InvalidInput(
-            f"unknown action {text!r}; accepted: " + ", ".join(a.value for a in Action)
-        ) from None
+        raise InvalidInput(f"unknown action {text!r}; accepted: " + ", ".join(a.value for a in Action)) from None
 
 
 def decide(

@@ -18,9 +18,31 @@ from sqlalchemy.exc import OperationalError, ProgrammingError
 
 from outreach_cli.core.errors import ConfigError, TemporaryFailure
 
-# The Alembic head this code expects; a test checks it matches `db/versions`.
-SCHEMA_HEAD = "0001"
 BUSY_TIMEOUT_MS = 30_000
+
+_REV = re.compile(r"^(down_revision|revision)\b[^=]*=\s*['\"]?([\w-]*)['\"]?", re.M)
+
+
+def schema_head() -> str:
+    """The Alembic head of the shipped migrations, read from `db/versions` without importing
+    Alembic (read commands stay fast): the one revision no other revision names as its parent."""
+    import outreach_db.versions as versions
+
+    revisions: set[str] = set()
+    parents: set[str] = set()
+    for path in Path(versions.__file__).parent.glob("*.py"):
+        found = dict(_REV.findall(path.read_text(encoding="utf-8")))
+        if found.get("revision"):
+            revisions.add(found["revision"])
+            if found.get("down_revision"):
+                parents.add(found["down_revision"])
+    heads = sorted(revisions - parents)
+    if len(heads) != 1:
+        raise RuntimeError(f"db/versions must have exactly one head, found {heads}")
+    return heads[0]
+
+
+SCHEMA_HEAD = schema_head()
 
 
 def mask_url(url: str) -> str:
@@ -40,7 +62,9 @@ def make_engine(url: str) -> Engine:
         if path and path != ":memory:":
             parent = Path(path).parent
             if not parent.exists():
-                raise ConfigError(f"database directory {parent} does not exist; create it or fix --db / OUTREACH_DATABASE")
+                raise ConfigError(
+                    f"database directory {parent} does not exist; create it or fix --db / OUTREACH_DATABASE"
+                )
         eng = create_engine(url, connect_args={"timeout": BUSY_TIMEOUT_MS / 1000, "check_same_thread": False})
 
         @event.listens_for(eng, "connect")
@@ -63,7 +87,9 @@ def make_engine(url: str) -> Engine:
         return eng
     if url.startswith("postgresql"):
         return create_engine(url, pool_pre_ping=True, connect_args={"connect_timeout": 10})
-    raise ConfigError(f"unsupported database URL {mask_url(url)!r}: use sqlite:///path.db, a bare path, or postgresql://...")
+    raise ConfigError(
+        f"unsupported database URL {mask_url(url)!r}: use sqlite:///path.db, a bare path, or postgresql://..."
+    )
 
 
 def _translate(exc: Exception, url: str) -> Exception:

@@ -47,7 +47,19 @@ def test_every_command_has_help_text() -> None:
 def test_help_lists_commands(sqlite_url: str) -> None:
     r = Cli(sqlite_url)("--help", db=False)
     assert r.code == 0
-    for name in ("init", "import", "rulesets", "list", "metrics", "show", "act", "audit", "collections", "doctor", "demo"):
+    for name in (
+        "init",
+        "import",
+        "rulesets",
+        "list",
+        "metrics",
+        "show",
+        "act",
+        "audit",
+        "collections",
+        "doctor",
+        "demo",
+    ):
         assert f"  {name} " in r.stdout
     assert Cli(sqlite_url)("-h", db=False).code == 0
 
@@ -120,7 +132,9 @@ def test_config_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     cfg = write(tmp_path / "outreach.toml", 'timezone = "America/Chicago"\n[sending]\nwindow = "10:00-16:00"\n')
     s = load_settings(cwd=tmp_path, environ={})
     assert s.timezone == "America/Chicago" and s.sending["window"] == "10:00-16:00"
-    s = load_settings(cwd=tmp_path, environ={"OUTREACH_TIMEZONE": "America/Denver", "OUTREACH_SENDING_WEEKENDS": "true"})
+    s = load_settings(
+        cwd=tmp_path, environ={"OUTREACH_TIMEZONE": "America/Denver", "OUTREACH_SENDING_WEEKENDS": "true"}
+    )
     assert s.timezone == "America/Denver" and s.sending["weekends"] is True
     s = load_settings(cwd=tmp_path, environ={"OUTREACH_DATABASE": "a.db"}, overrides={"database": "b.db"})
     assert s.database == "sqlite:///b.db"
@@ -154,14 +168,14 @@ def test_rulesets_commands(sqlite_url: str, tmp_path: Path) -> None:
     assert names == ["final-notice", "gentle", "standard"]
     r = c.ok("rulesets", "show", "standard")
     assert "day   0" in r.stdout
-    bad = write(tmp_path / "bad.toml", "expiry_day = 1\n[[step]]\nday = 0\nmethods = [\"sms\"]\n")
+    bad = write(tmp_path / "bad.toml", 'expiry_day = 1\n[[step]]\nday = 0\nmethods = ["sms"]\n')
     r = c("rulesets", "validate", str(bad))
     assert r.code == 2 and "bad.toml: step 1 (day 0): message" in r.stderr
     d = tmp_path / "rs"
     d.mkdir()
-    write(d / "quick.toml", "expiry_day = 5\n[[step]]\nday = 0\nmethods = [\"mail\"]\n")
+    write(d / "quick.toml", 'expiry_day = 5\n[[step]]\nday = 0\nmethods = ["mail"]\n')
     c.ok("rulesets", "sync", str(d))
-    write(d / "quick.toml", "expiry_day = 6\n[[step]]\nday = 1\nmethods = [\"mail\"]\n")
+    write(d / "quick.toml", 'expiry_day = 6\n[[step]]\nday = 1\nmethods = ["mail"]\n')
     r = c.ok("rulesets", "sync", str(d))
     assert "quick: updated (version 2)" in r.stderr
     write(d / "broken.toml", "expiry_day = 6\n")
@@ -189,6 +203,7 @@ def test_demo_runs(tmp_path: Path) -> None:
     assert "Status" in r.stdout and "Total" in r.stdout
 
 
+@pytest.mark.slow
 def test_progress_only_on_a_terminal(sqlite_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from outreach_cli.cli import env as env_mod
     from tests.helpers import PATIENT_HEADER, patient, write_csv

@@ -93,15 +93,39 @@ class FakeTwilio:
 
     # --- the API ----------------------------------------------------------------------------
 
-    def _message(self, sid: str, to: str, from_: str, body: str, status: str, at: datetime,
-                 direction: str = "outbound-api", mss: str | None = None) -> dict[str, Any]:  # fmt: skip
+    def _message(
+        self,
+        sid: str,
+        to: str,
+        from_: str,
+        body: str,
+        status: str,
+        at: datetime,
+        direction: str = "outbound-api",
+        mss: str | None = None,
+    ) -> dict[str, Any]:
         return {
-            "sid": sid, "account_sid": ACCOUNT, "to": to, "from": from_, "body": body, "status": status,
-            "direction": direction, "error_code": None, "error_message": None, "messaging_service_sid": mss,
-            "date_created": rfc2822(at), "date_sent": rfc2822(at), "date_updated": rfc2822(at),
-            "num_segments": "1", "num_media": "0", "price": None, "price_unit": "USD", "api_version": "2010-04-01",
-            "uri": f"/2010-04-01/Accounts/{ACCOUNT}/Messages/{sid}.json", "subresource_uris": {},
-        }  # fmt: skip
+            "sid": sid,
+            "account_sid": ACCOUNT,
+            "to": to,
+            "from": from_,
+            "body": body,
+            "status": status,
+            "direction": direction,
+            "error_code": None,
+            "error_message": None,
+            "messaging_service_sid": mss,
+            "date_created": rfc2822(at),
+            "date_sent": rfc2822(at),
+            "date_updated": rfc2822(at),
+            "num_segments": "1",
+            "num_media": "0",
+            "price": None,
+            "price_unit": "USD",
+            "api_version": "2010-04-01",
+            "uri": f"/2010-04-01/Accounts/{ACCOUNT}/Messages/{sid}.json",
+            "subresource_uris": {},
+        }
 
     def _send_json(self, h: BaseHTTPRequestHandler, status: int, payload: dict[str, Any]) -> None:
         data = json.dumps(payload).encode()
@@ -112,8 +136,16 @@ class FakeTwilio:
         h.wfile.write(data)
 
     def _error(self, h: BaseHTTPRequestHandler, status: int, code: int, message: str) -> None:
-        self._send_json(h, status, {"code": code, "message": message, "more_info": f"https://www.twilio.com/docs/errors/{code}",
-                                    "status": status})  # fmt: skip
+        self._send_json(
+            h,
+            status,
+            {
+                "code": code,
+                "message": message,
+                "more_info": f"https://www.twilio.com/docs/errors/{code}",
+                "status": status,
+            },
+        )
 
     def _handle(self, h: BaseHTTPRequestHandler, verb: str) -> None:
         import base64
@@ -137,7 +169,11 @@ class FakeTwilio:
             form = {k: v[0] for k, v in parse_qs(raw.decode()).items()}
             self._create(h, "message" if resource == "Messages.json" else "call", form)
         elif verb == "GET" and resource in ("Messages.json", "Calls.json"):
-            self._list(h, "messages" if resource == "Messages.json" else "calls", {k: v[0] for k, v in parse_qs(url.query).items()})
+            self._list(
+                h,
+                "messages" if resource == "Messages.json" else "calls",
+                {k: v[0] for k, v in parse_qs(url.query).items()},
+            )
         elif verb == "GET" and len(parts) == 5 and resource in ("Messages", "Calls"):
             sid = parts[4].removesuffix(".json")
             store = self.messages if resource == "Messages" else self.calls
@@ -173,7 +209,12 @@ class FakeTwilio:
         to = form.get("To", "")
         if fault in ("429", "500", "503"):
             status = int(fault)
-            self._error(h, status, 20429 if status == 429 else 20500, "Too Many Requests" if status == 429 else "Internal Server Error")
+            self._error(
+                h,
+                status,
+                20429 if status == 429 else 20500,
+                "Too Many Requests" if status == 429 else "Internal Server Error",
+            )
             return
         if fault == "reset":
             h.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
@@ -189,15 +230,26 @@ class FakeTwilio:
         now = datetime.now(UTC)
         if kind == "message":
             sid = "SM" + secrets.token_hex(16)
-            item = self._message(sid, to, form.get("From", ""), form.get("Body", ""), "queued", now,
-                                 mss=form.get("MessagingServiceSid"))  # fmt: skip
+            item = self._message(
+                sid, to, form.get("From", ""), form.get("Body", ""), "queued", now, mss=form.get("MessagingServiceSid")
+            )
             with self.lock:
                 self.messages[sid] = item
         else:
             sid = "CA" + secrets.token_hex(16)
-            item = {"sid": sid, "account_sid": ACCOUNT, "to": to, "from": form.get("From", ""), "status": "queued",
-                    "direction": "outbound-api", "start_time": None, "date_created": rfc2822(now), "twiml": form.get("Twiml"),
-                    "uri": f"/2010-04-01/Accounts/{ACCOUNT}/Calls/{sid}.json", "subresource_uris": {}}  # fmt: skip
+            item = {
+                "sid": sid,
+                "account_sid": ACCOUNT,
+                "to": to,
+                "from": form.get("From", ""),
+                "status": "queued",
+                "direction": "outbound-api",
+                "start_time": None,
+                "date_created": rfc2822(now),
+                "twiml": form.get("Twiml"),
+                "uri": f"/2010-04-01/Accounts/{ACCOUNT}/Calls/{sid}.json",
+                "subresource_uris": {},
+            }
             with self.lock:
                 self.calls[sid] = item
         if fault == "hang":
@@ -221,9 +273,21 @@ class FakeTwilio:
                 items = [i for i in items if _day(i.get("date_sent") or i.get("date_created")) >= day]
         items.sort(key=lambda i: i.get("date_created") or "", reverse=True)
         size = int(q.get("PageSize", "50"))
-        self._send_json(h, 200, {key: items[:size], "end": max(0, min(len(items), size) - 1), "first_page_uri": h.path,
-                                 "next_page_uri": None, "page": 0, "page_size": size, "previous_page_uri": None,
-                                 "start": 0, "uri": h.path})  # fmt: skip
+        self._send_json(
+            h,
+            200,
+            {
+                key: items[:size],
+                "end": max(0, min(len(items), size) - 1),
+                "first_page_uri": h.path,
+                "next_page_uri": None,
+                "page": 0,
+                "page_size": size,
+                "previous_page_uri": None,
+                "start": 0,
+                "uri": h.path,
+            },
+        )
 
 
 def _day(rfc: str | None) -> str:

@@ -19,7 +19,9 @@ from tests.integration.test_import import dump
 def seed(cli: Cli, tmp_path: Path, n: int, *, amount: str = "100.00", **pkw: Any) -> None:
     write_csv(tmp_path / "p.csv", [patient(f"P{i:05d}", first_name=f"Pat{i}", **pkw) for i in range(n)], PATIENT_HEADER)
     cli.ok("import", "patients", str(tmp_path / "p.csv"))
-    write_csv(tmp_path / "c.csv", [{"charge_id": f"C{i:05d}", "patient_id": f"P{i:05d}", "amount": amount} for i in range(n)])
+    write_csv(
+        tmp_path / "c.csv", [{"charge_id": f"C{i:05d}", "patient_id": f"P{i:05d}", "amount": amount} for i in range(n)]
+    )
     cli.ok("import", "charges", str(tmp_path / "c.csv"))
 
 
@@ -34,9 +36,23 @@ def statuses(cli: Cli) -> dict[int, str]:
 def test_list_json_keys_and_formats(cli: Cli, tmp_path: Path) -> None:
     seed(cli, tmp_path, 3)
     r = rows(cli.ok("list", "--format", "jsonl"))
-    assert set(r[0]) == {"id", "status", "amount_outstanding", "amount_outstanding_cents", "patient_id", "patient_name",
-                         "phone", "email", "rule_set", "created_at", "next_send_at", "next_step", "next_methods",
-                         "status_reason", "payment_url"}  # fmt: skip
+    assert set(r[0]) == {
+        "id",
+        "status",
+        "amount_outstanding",
+        "amount_outstanding_cents",
+        "patient_id",
+        "patient_name",
+        "phone",
+        "email",
+        "rule_set",
+        "created_at",
+        "next_send_at",
+        "next_step",
+        "next_methods",
+        "status_reason",
+        "payment_url",
+    }
     assert r[0]["created_at"].endswith("Z") and isinstance(r[0]["next_methods"], list)
     assert r[0]["payment_url"].startswith("https://pay.example.com/p/")
     assert str(r[0]["id"]) not in r[0]["payment_url"].rsplit("/", 1)[1] or len(r[0]["payment_url"]) > 40
@@ -71,7 +87,9 @@ def test_pipeline_as_real_processes(cli: Cli, tmp_path: Path) -> None:
     env = dict(os.environ, OUTREACH_DATABASE=cli.db, OUTREACH_NOW="2026-03-03T14:00:00Z")
     exe = [sys.executable, "-m", "outreach_cli"]
     lister = subprocess.Popen([*exe, "list", "--status", "active", "--format", "ids"], stdout=subprocess.PIPE, env=env)
-    actor = subprocess.run([*exe, "act", "pause", "-"], stdin=lister.stdout, capture_output=True, text=True, env=env, timeout=120)
+    actor = subprocess.run(
+        [*exe, "act", "pause", "-"], stdin=lister.stdout, capture_output=True, text=True, env=env, timeout=120
+    )
     lister.wait(timeout=60)
     assert actor.returncode == 0, actor.stderr
     assert "pause: 3 changed, 0 unchanged, 0 ineligible" in actor.stderr
@@ -80,7 +98,7 @@ def test_pipeline_as_real_processes(cli: Cli, tmp_path: Path) -> None:
 
 def test_stdin_forms(cli: Cli, tmp_path: Path) -> None:
     seed(cli, tmp_path, 5)
-    text = "id\tstatus\n# a comment\n\n1\tactive\n{\"id\": 2, \"status\": \"active\"}\n3,active\n3\n\"4\",x\n"
+    text = 'id\tstatus\n# a comment\n\n1\tactive\n{"id": 2, "status": "active"}\n3,active\n3\n"4",x\n'
     r = cli("act", "pause", "-", "--format", "jsonl", input=text)
     assert r.code == 0, r
     assert [x["id"] for x in rows(r)] == [1, 2, 3, 4]
@@ -97,7 +115,9 @@ def test_thousand_write_offs_with_one_unknown(cli: Cli, tmp_path: Path) -> None:
     assert "123456" in r.stdout and "not-found" in r.stdout and "123456" in r.stderr
     assert dump(cli.db) == before
 
-    r = cli("act", "write-off", "-", "--yes", "--skip-ineligible", "--reason", "uncollectable", "--actor", "ann", input=ids)
+    r = cli(
+        "act", "write-off", "-", "--yes", "--skip-ineligible", "--reason", "uncollectable", "--actor", "ann", input=ids
+    )
     assert r.code == 3, r.stderr
     assert "999 changed" in r.stderr
     audit = rows(cli.ok("audit", "--actor", "ann", "--format", "jsonl"))
@@ -171,8 +191,11 @@ def test_pause_resume_shifts_schedule(cli: Cli, tmp_path: Path, monkeypatch: pyt
     from datetime import datetime, timedelta
 
     def due(d: dict[str, Any]) -> dict[tuple[str, str], datetime]:
-        return {(s["step"], s["method"]): datetime.fromisoformat(s["due_at"].replace("Z", "+00:00"))
-                for s in d["schedule"] if s["status"] == "pending" and s["day"] > 0}  # fmt: skip
+        return {
+            (s["step"], s["method"]): datetime.fromisoformat(s["due_at"].replace("Z", "+00:00"))
+            for s in d["schedule"]
+            if s["status"] == "pending" and s["day"] > 0
+        }
 
     b, a = due(before), due(after)
     assert b and set(b) == set(a)
@@ -186,7 +209,18 @@ def test_pause_resume_shifts_schedule(cli: Cli, tmp_path: Path, monkeypatch: pyt
 def test_change_ruleset(cli: Cli, tmp_path: Path) -> None:
     seed(cli, tmp_path, 3)
     cli.ok("act", "pause", "2")
-    r = cli.ok("act", "change-ruleset", "1", "2", "--rule-set", "gentle", "--yes", "--format", "jsonl", now="2026-03-05T15:00:00Z")
+    r = cli.ok(
+        "act",
+        "change-ruleset",
+        "1",
+        "2",
+        "--rule-set",
+        "gentle",
+        "--yes",
+        "--format",
+        "jsonl",
+        now="2026-03-05T15:00:00Z",
+    )
     out = rows(r)
     assert [(x["from_status"], x["to_status"]) for x in out] == [("active", "active"), ("paused", "paused")]
     data = json.loads(cli.ok("show", "1", "--format", "json").stdout)

@@ -54,8 +54,15 @@ class _Wrap:
         return self.inner.lookup(ref, msg)  # type: ignore[no-any-return]
 
 
-def setup(cli: Cli, tmp_path: Path, patients: list[dict[str, Any]], *, rule_set: str = "standard",
-          amount: str = "250.00", now: datetime = T0) -> None:  # fmt: skip
+def setup(
+    cli: Cli,
+    tmp_path: Path,
+    patients: list[dict[str, Any]],
+    *,
+    rule_set: str = "standard",
+    amount: str = "250.00",
+    now: datetime = T0,
+) -> None:
     seed_patients(cli, tmp_path, patients, rule_set=rule_set, amount=amount, now=z(now))
 
 
@@ -67,6 +74,7 @@ def show(cli: Cli, set_id: int, at: datetime | None = None) -> dict[str, Any]:
     return json.loads(cli.ok("show", str(set_id), "--format", "json", now=z(at) if at else None).stdout)  # type: ignore[no-any-return]
 
 
+@pytest.mark.slow
 def test_standard_life_cycle(cli: Cli, tmp_path: Path) -> None:
     setup(cli, tmp_path, [patient("P1", call_opt_out="yes")])
     t = T0
@@ -125,8 +133,10 @@ def test_sandbox_magic_values(cli: Cli, tmp_path: Path) -> None:
     setup(cli, tmp_path, pts, rule_set="probe")
     s1 = tick(cli, T0)
     assert s1["paid"] == 1  # INV: tok_visa charged the full balance
+
     def sends(i: int) -> dict[str, Any]:
         return {s["method"]: s for s in show(cli, i)["schedule"] if s["generation"] == 1 and not s["fallback"]}
+
     inv, land, opt, unav = (sends(i) for i in (1, 2, 3, 4))
     assert inv["sms"]["status"] == "failed" and "invalid" in inv["sms"]["reason"]
     assert inv["call"]["status"] == "failed" and inv["charge_card"]["status"] == "delivered"
@@ -150,8 +160,13 @@ def test_payment_between_steps(cli: Cli, tmp_path: Path, monkeypatch: pytest.Mon
     tick(cli, T0)
     first = [m for m in rec.messages if m.set_id == 1 and m.method == "sms"][0]
     assert "$1,200.00" in first.body and "Jane" in first.body and first.payment_url in first.body
-    write_csv(tmp_path / "y.csv", [{"payment_id": "Y1", "patient_id": "P1", "amount": "200.00"},
-                                   {"payment_id": "Y2", "patient_id": "P2", "amount": "1200.00"}])  # fmt: skip
+    write_csv(
+        tmp_path / "y.csv",
+        [
+            {"payment_id": "Y1", "patient_id": "P1", "amount": "200.00"},
+            {"payment_id": "Y2", "patient_id": "P2", "amount": "1200.00"},
+        ],
+    )
     cli.ok("import", "payments", str(tmp_path / "y.csv"), now=z(T0 + timedelta(days=3)))
     assert show(cli, 2)["status"] == "paid"
     rec.messages.clear()
@@ -248,7 +263,9 @@ def test_run_outreach_dry_run(cli: Cli, tmp_path: Path) -> None:
 
 def test_forecast(cli: Cli, tmp_path: Path) -> None:
     setup(cli, tmp_path, [patient("P1"), patient("P2", phone="", email="", address_line1="")])
-    rows = [json.loads(x) for x in cli.ok("forecast", "--days", "10", "--format", "jsonl", now=z(T0)).stdout.splitlines()]
+    rows = [
+        json.loads(x) for x in cli.ok("forecast", "--days", "10", "--format", "jsonl", now=z(T0)).stdout.splitlines()
+    ]
     p1 = [r for r in rows if r["id"] == 1]
     assert [r["day"] for r in p1] == [0, 7]
     p2 = [r for r in rows if r["id"] == 2]

@@ -19,8 +19,17 @@ def dump(url: str) -> dict[str, list[tuple[Any, ...]]]:
     store = Store(url)
     out = {}
     with store.engine.connect() as conn:
-        for t in ("patient", "charge", "payment", "payment_allocation", "invoice_set", "event", "rule_set",
-                  "rule_set_version", "send"):  # fmt: skip
+        for t in (
+            "patient",
+            "charge",
+            "payment",
+            "payment_allocation",
+            "invoice_set",
+            "event",
+            "rule_set",
+            "rule_set_version",
+            "send",
+        ):
             out[t] = [tuple(r) for r in conn.execute(text(f"SELECT * FROM {t} ORDER BY id"))]
     store.engine.dispose()
     return out
@@ -30,12 +39,23 @@ def _files(tmp_path: Path) -> tuple[Path, Path, Path]:
     patients = write_csv(tmp_path / "p.csv", [patient(f"P{i}", first_name=f"F{i}") for i in range(20)], PATIENT_HEADER)
     charges = write_csv(
         tmp_path / "c.csv",
-        [{"charge_id": f"C{i}", "patient_id": f"P{i % 20}", "amount": f"${i + 1},234.56",
-          "created_at": f"2026-01-{(i % 28) + 1:02d}T10:00:00-05:00", "description": "Office visit"} for i in range(40)],
-    )  # fmt: skip
+        [
+            {
+                "charge_id": f"C{i}",
+                "patient_id": f"P{i % 20}",
+                "amount": f"${i + 1},234.56",
+                "created_at": f"2026-01-{(i % 28) + 1:02d}T10:00:00-05:00",
+                "description": "Office visit",
+            }
+            for i in range(40)
+        ],
+    )
     payments = write_csv(
         tmp_path / "y.csv",
-        [{"payment_id": f"Y{i}", "patient_id": f"P{i}", "amount": "500.00", "paid_at": "2026-02-01T12:00:00Z"} for i in range(10)],
+        [
+            {"payment_id": f"Y{i}", "patient_id": f"P{i}", "amount": "500.00", "paid_at": "2026-02-01T12:00:00Z"}
+            for i in range(10)
+        ],
     )
     return patients, charges, payments
 
@@ -52,16 +72,23 @@ def test_reimport_is_idempotent(cli: Cli, tmp_path: Path) -> None:
 
 
 def _thousand(tmp_path: Path, bad: dict[str, str]) -> Path:
-    rows = [{"charge_id": f"C{i:04d}", "patient_id": f"P{i % 5}", "amount": "10.00", "created_at": "2026-01-05"} for i in range(1000)]
+    rows = [
+        {"charge_id": f"C{i:04d}", "patient_id": f"P{i % 5}", "amount": "10.00", "created_at": "2026-01-05"}
+        for i in range(1000)
+    ]
     rows[500].update(bad)
     return write_csv(tmp_path / "c1000.csv", rows)
 
 
 @pytest.mark.parametrize(
     "bad,column",
-    [({"amount": "12,34"}, "amount"), ({"patient_id": "NOPE"}, "patient_id"), ({"created_at": "2026-02-30"}, "created_at"),
-     ({"amount": "-5"}, "amount")],
-)  # fmt: skip
+    [
+        ({"amount": "12,34"}, "amount"),
+        ({"patient_id": "NOPE"}, "patient_id"),
+        ({"created_at": "2026-02-30"}, "created_at"),
+        ({"amount": "-5"}, "amount"),
+    ],
+)
 def test_one_bad_row_in_a_thousand(cli: Cli, tmp_path: Path, bad: dict[str, str], column: str) -> None:
     setup_patients(cli, tmp_path, [patient(f"P{i}") for i in range(5)])
     f = _thousand(tmp_path, bad)
@@ -82,8 +109,17 @@ def test_one_bad_row_in_a_thousand(cli: Cli, tmp_path: Path, bad: dict[str, str]
 
 def test_money_and_offset_datetime_round_trip(cli: Cli, tmp_path: Path) -> None:
     setup_patients(cli, tmp_path, [patient("P1")])
-    write_csv(tmp_path / "c.csv", [{"charge_id": "C1", "patient_id": "P1", "amount": "$1,234.56",
-                                     "created_at": "2026-02-03T10:15:30.123456+05:30"}])  # fmt: skip
+    write_csv(
+        tmp_path / "c.csv",
+        [
+            {
+                "charge_id": "C1",
+                "patient_id": "P1",
+                "amount": "$1,234.56",
+                "created_at": "2026-02-03T10:15:30.123456+05:30",
+            }
+        ],
+    )
     cli.ok("import", "charges", str(tmp_path / "c.csv"))
     data = json.loads(cli.ok("show", "1", "--format", "json").stdout)
     assert data["charges"][0]["amount_cents"] == 123456
@@ -116,22 +152,31 @@ def test_charges_join_in_progress_set_and_open_new_after_paid(cli: Cli, tmp_path
     rows = [json.loads(x) for x in cli.ok("list", "--status", "all", "--format", "jsonl").stdout.splitlines()]
     assert [r["status"] for r in rows] == ["paid"]
     setup_charges(cli, tmp_path, [("C4", "P1", "30.00")], "c3.csv")
-    rows = [json.loads(x) for x in cli.ok("list", "--status", "all", "--format", "jsonl", "--sort", "id").stdout.splitlines()]
+    rows = [
+        json.loads(x)
+        for x in cli.ok("list", "--status", "all", "--format", "jsonl", "--sort", "id").stdout.splitlines()
+    ]
     assert [(r["id"], r["status"]) for r in rows] == [(1, "paid"), (2, "active")]
 
 
 def test_payments_apply_oldest_first_or_to_named_charge(cli: Cli, tmp_path: Path) -> None:
     setup_patients(cli, tmp_path, [patient("P1")])
-    write_csv(tmp_path / "c.csv", [
-        {"charge_id": "OLD", "patient_id": "P1", "amount": "100.00", "created_at": "2026-01-01"},
-        {"charge_id": "NEW", "patient_id": "P1", "amount": "100.00", "created_at": "2026-02-01"},
-        {"charge_id": "MID", "patient_id": "P1", "amount": "100.00", "created_at": "2026-01-15"},
-    ])  # fmt: skip
+    write_csv(
+        tmp_path / "c.csv",
+        [
+            {"charge_id": "OLD", "patient_id": "P1", "amount": "100.00", "created_at": "2026-01-01"},
+            {"charge_id": "NEW", "patient_id": "P1", "amount": "100.00", "created_at": "2026-02-01"},
+            {"charge_id": "MID", "patient_id": "P1", "amount": "100.00", "created_at": "2026-01-15"},
+        ],
+    )
     cli.ok("import", "charges", str(tmp_path / "c.csv"))
-    write_csv(tmp_path / "y.csv", [
-        {"payment_id": "Y1", "patient_id": "P1", "amount": "150.00", "charge_id": ""},
-        {"payment_id": "Y2", "patient_id": "P1", "amount": "20.00", "charge_id": "NEW"},
-    ])  # fmt: skip
+    write_csv(
+        tmp_path / "y.csv",
+        [
+            {"payment_id": "Y1", "patient_id": "P1", "amount": "150.00", "charge_id": ""},
+            {"payment_id": "Y2", "patient_id": "P1", "amount": "20.00", "charge_id": "NEW"},
+        ],
+    )
     cli.ok("import", "payments", str(tmp_path / "y.csv"))
     data = json.loads(cli.ok("show", "1", "--format", "json").stdout)
     out = {c["charge_id"]: (c["outstanding_cents"], c["status"]) for c in data["charges"]}
@@ -164,7 +209,14 @@ def test_patient_validation_and_formats(cli: Cli, tmp_path: Path) -> None:
     f = write_csv(tmp_path / "p.csv", rows, PATIENT_HEADER)
     r = cli("import", "patients", str(f))
     assert r.code == 2
-    for line, col in ((3, "phone"), (4, "email"), (5, "first_name"), (6, "sms_opt_out"), (7, "timezone"), (8, "phone_type")):
+    for line, col in (
+        (3, "phone"),
+        (4, "email"),
+        (5, "first_name"),
+        (6, "sms_opt_out"),
+        (7, "timezone"),
+        (8, "phone_type"),
+    ):
         assert f"line {line}: {col}:" in r.stderr, r.stderr
     # Error text never carries the phone number or email itself.
     assert "not a phone" not in r.stderr.replace("not a phone number", "")
@@ -188,7 +240,14 @@ def test_bom_crlf_and_jsonl(cli: Cli, tmp_path: Path) -> None:
     cli.ok("import", "charges", str(tmp_path / "c.jsonl"))
     rows = [json.loads(x) for x in cli.ok("list", "--format", "jsonl", "--sort", "id").stdout.splitlines()]
     assert [r["amount_outstanding_cents"] for r in rows] == [1999, 501]
-    r = cli("import", "charges", "-", "--input-format", "jsonl", input='{"charge_id": "C3", "patient_id": "P1", "amount": 3}\n{"oops"\n')
+    r = cli(
+        "import",
+        "charges",
+        "-",
+        "--input-format",
+        "jsonl",
+        input='{"charge_id": "C3", "patient_id": "P1", "amount": 3}\n{"oops"\n',
+    )
     assert r.code == 2 and "line 2: not valid JSON" in r.stderr
 
 

@@ -22,13 +22,22 @@ def data(cli: Cli, tmp_path: Path) -> Cli:
     write_csv(tmp_path / "p.csv", pts, PATIENT_HEADER)
     cli.ok("import", "patients", str(tmp_path / "p.csv"))
     amounts = {"A-100": "100.00", "B-200": "500.00", "C-300": "75.00", "D-400": "500.01"}
-    days = {"A-100": "2026-02-27T12:00:00Z", "B-200": "2026-02-28T12:00:00Z", "C-300": "2026-03-01T12:00:00Z",
-            "D-400": "2026-03-02T12:00:00Z"}  # fmt: skip
+    days = {
+        "A-100": "2026-02-27T12:00:00Z",
+        "B-200": "2026-02-28T12:00:00Z",
+        "C-300": "2026-03-01T12:00:00Z",
+        "D-400": "2026-03-02T12:00:00Z",
+    }
     # Sets are created "now" (the tool's clock), so create each on its own day.
     for i, (pid, amt) in enumerate(amounts.items()):
         write_csv(tmp_path / f"c{i}.csv", [{"charge_id": f"C{i}", "patient_id": pid, "amount": amt}])
-        cli.ok("import", "charges", str(tmp_path / f"c{i}.csv"), *(["--rule-set", "gentle"] if pid == "D-400" else []),
-               now=days[pid])  # fmt: skip
+        cli.ok(
+            "import",
+            "charges",
+            str(tmp_path / f"c{i}.csv"),
+            *(["--rule-set", "gentle"] if pid == "D-400" else []),
+            now=days[pid],
+        )
     return cli
 
 
@@ -116,12 +125,16 @@ def test_sort_limit_offset(data: Cli) -> None:
 
 @pytest.mark.parametrize(
     "args,needle",
-    [(["--amount", "1..x"], "100..500"), (["--created", "2026-02-30"], "today, yesterday"),
-     (["--send-time", "soon"], "-7d"), (["--status", "asleep"], "will-fail"), (["--sort", "name"], "next-send"),
-     (["--format", "xml"], "jsonl"), (["--created", "2026-03-05..2026-03-01"], "accepted forms")],
-)  # fmt: skip
+    [
+        (["--amount", "1..x"], "100..500"),
+        (["--created", "2026-02-30"], "today, yesterday"),
+        (["--send-time", "soon"], "-7d"),
+        (["--status", "asleep"], "will-fail"),
+        (["--sort", "name"], "next-send"),
+        (["--format", "xml"], "jsonl"),
+        (["--created", "2026-03-05..2026-03-01"], "accepted forms"),
+    ],
+)
 def test_bad_values_exit_2_with_accepted_forms(data: Cli, args: list[str], needle: str) -> None:
     r = data("list", *args)
     assert r.code == 2 and needle in r.stderr, r
-
-

@@ -48,7 +48,9 @@ message = "Hi {first_name}, still {balance}. Pay: {url}"
 """
 
 
-def setup(cli: Cli, tmp_path: Path, pts: list[dict[str, Any]], rule_set: str = "standard", amount: str = "$1,234.56") -> None:
+def setup(
+    cli: Cli, tmp_path: Path, pts: list[dict[str, Any]], rule_set: str = "standard", amount: str = "$1,234.56"
+) -> None:
     if rule_set == "smsonly":
         sync_rule_set(cli, tmp_path, "smsonly", SMSONLY)
     seed_patients(cli, tmp_path, pts, rule_set=rule_set, amount=amount, now=z(T0))
@@ -84,8 +86,15 @@ def test_sms_to_from_body_and_delivery_reconciled(cli: Cli, tmp_path: Path, twil
 
 
 def test_bad_recipients(cli: Cli, tmp_path: Path, twilio: FakeTwilio) -> None:
-    setup(cli, tmp_path, [patient("INV", phone="+15005550001"), patient("LAND", phone="+15005550009"),
-                          patient("OPT", phone="+15005550004")])  # fmt: skip
+    setup(
+        cli,
+        tmp_path,
+        [
+            patient("INV", phone="+15005550001"),
+            patient("LAND", phone="+15005550009"),
+            patient("OPT", phone="+15005550004"),
+        ],
+    )
     tick(cli, T0)
     inv, land, opt = ([x for x in sends(cli, i) if x["method"] == "sms"][0] for i in (1, 2, 3))
     assert (inv["status"], inv["reason"]) == ("failed", "invalid phone number")
@@ -95,7 +104,9 @@ def test_bad_recipients(cli: Cli, tmp_path: Path, twilio: FakeTwilio) -> None:
 
 
 @pytest.mark.parametrize("fault", ["429", "500"])
-def test_transient_errors_retried_later_without_duplicate(cli: Cli, tmp_path: Path, twilio: FakeTwilio, fault: str) -> None:
+def test_transient_errors_retried_later_without_duplicate(
+    cli: Cli, tmp_path: Path, twilio: FakeTwilio, fault: str
+) -> None:
     setup(cli, tmp_path, [patient("P1")], rule_set="smsonly")
     twilio.faults.append(fault)
     s = tick(cli, T0)
@@ -140,7 +151,12 @@ def test_undelivered_callback_fails_step_and_marks_landline(cli: Cli, tmp_path: 
     sid1 = sends(cli, 1)[0]["provider_ref"]
     sid2 = sends(cli, 2)[0]["provider_ref"]
     # P1 through `events ingest` (a status callback), P2 through reconciliation.
-    r = cli("events", "ingest", "-", input=json.dumps({"type": "sms_status", "sid": sid1, "status": "undelivered", "error_code": 30006}) + "\n")
+    r = cli(
+        "events",
+        "ingest",
+        "-",
+        input=json.dumps({"type": "sms_status", "sid": sid1, "status": "undelivered", "error_code": 30006}) + "\n",
+    )
     assert r.code == 0, r
     twilio.set_status(sid2, "undelivered", 30006)
     tick(cli, T0 + timedelta(minutes=5))
@@ -172,7 +188,12 @@ def test_inbound_stop_opts_out_and_next_sms_skipped(cli: Cli, tmp_path: Path, tw
 
 
 def test_calls_speak_the_message(cli: Cli, tmp_path: Path, twilio: FakeTwilio) -> None:
-    sync_rule_set(cli, tmp_path, "callonly", 'expiry_day = 5\n[[step]]\nday = 0\nmethods = ["call"]\ntitle = "Call"\nmessage = "Hello {first_name}, you owe {balance} & more."\n')
+    sync_rule_set(
+        cli,
+        tmp_path,
+        "callonly",
+        'expiry_day = 5\n[[step]]\nday = 0\nmethods = ["call"]\ntitle = "Call"\nmessage = "Hello {first_name}, you owe {balance} & more."\n',
+    )
     setup(cli, tmp_path, [patient("P1")], rule_set="callonly")
     tick(cli, T0)
     [req] = [r for r in twilio.create_requests if r["_kind"] == "call"]
@@ -180,7 +201,9 @@ def test_calls_speak_the_message(cli: Cli, tmp_path: Path, twilio: FakeTwilio) -
     assert req["Twiml"].startswith("<Response><Say>") and "Jane" in req["Twiml"] and "&amp; more" in req["Twiml"]
 
 
-def test_bad_credentials_stop_the_run_with_exit_4(cli: Cli, tmp_path: Path, twilio: FakeTwilio, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_bad_credentials_stop_the_run_with_exit_4(
+    cli: Cli, tmp_path: Path, twilio: FakeTwilio, monkeypatch: pytest.MonkeyPatch
+) -> None:
     setup(cli, tmp_path, [patient(f"P{i}") for i in range(3)], rule_set="smsonly")
     monkeypatch.setenv("TWILIO_AUTH_TOKEN", "wrong")
     r = cli("run-outreach", now=z(T0))
@@ -191,7 +214,9 @@ def test_bad_credentials_stop_the_run_with_exit_4(cli: Cli, tmp_path: Path, twil
     assert len(twilio.messages) == 3  # nothing was lost: the next good run sends each once
 
 
-def test_doctor_reports_missing_twilio_settings_masked(cli: Cli, twilio: FakeTwilio, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_doctor_reports_missing_twilio_settings_masked(
+    cli: Cli, twilio: FakeTwilio, monkeypatch: pytest.MonkeyPatch
+) -> None:
     r = cli("doctor")
     assert r.code == 0, r
     assert TOKEN not in r.stdout and "ok   sms provider: twilio" in r.stdout
@@ -246,7 +271,9 @@ def test_email_over_smtp(cli: Cli, tmp_path: Path, smtp: _Handler) -> None:
     assert s["sent"] >= 3
     [env] = smtp.messages
     msg = email.message_from_bytes(env.content, policy=policy.default)
-    assert msg["Subject"] == "Statement" and msg["From"] == "billing@riverside.example" and msg["To"] == "p1@example.com"
+    assert (
+        msg["Subject"] == "Statement" and msg["From"] == "billing@riverside.example" and msg["To"] == "p1@example.com"
+    )
     assert msg["List-Unsubscribe"].startswith("<mailto:")
     text = msg.get_body(("plain",)).get_content()
     html = msg.get_body(("html",)).get_content()
@@ -260,12 +287,29 @@ def test_email_over_smtp(cli: Cli, tmp_path: Path, smtp: _Handler) -> None:
 def test_pdf_letter(cli: Cli, tmp_path: Path) -> None:
     from pypdf import PdfReader
 
-    sync_rule_set(cli, tmp_path, "letter", 'expiry_day = 5\n[[step]]\nday = 0\nmethods = ["mail"]\ntitle = "Statement letter"\nmessage = "Dear {full_name}, please pay {balance}."\n')
-    setup(cli, tmp_path, [patient("P1", address_line1="77 Harbor Rd", city="Salem", state="MA", postal_code="01970")], rule_set="letter")
+    sync_rule_set(
+        cli,
+        tmp_path,
+        "letter",
+        'expiry_day = 5\n[[step]]\nday = 0\nmethods = ["mail"]\ntitle = "Statement letter"\nmessage = "Dear {full_name}, please pay {balance}."\n',
+    )
+    setup(
+        cli,
+        tmp_path,
+        [patient("P1", address_line1="77 Harbor Rd", city="Salem", state="MA", postal_code="01970")],
+        rule_set="letter",
+    )
     tick(cli, T0)
     [pdf] = list(Path("mail-outbox").glob("*.pdf"))
     text = PdfReader(str(pdf)).pages[0].extract_text()
-    for needle in ("Jane Doe", "77 Harbor Rd", "Salem, MA 01970", "$1,234.56", show(cli, 1)["payment_url"], "Riverside Family Medicine"):
+    for needle in (
+        "Jane Doe",
+        "77 Harbor Rd",
+        "Salem, MA 01970",
+        "$1,234.56",
+        show(cli, 1)["payment_url"],
+        "Riverside Family Medicine",
+    ):
         assert needle in text, (needle, text)
     manifest = (Path("mail-outbox") / "manifest.csv").read_text().splitlines()
     assert manifest[0].startswith("file,send_id") and pdf.name in manifest[1]
@@ -289,7 +333,12 @@ def test_events_ingest_all_or_nothing(cli: Cli, tmp_path: Path) -> None:
     for n in (3, 4, 5):
         assert f"line {n}:" in r.stderr
     assert show(cli, 1)["patient"]["email_suppressed"] is False
-    good = "\n".join(json.dumps(x) for x in lines[:2]) + "\n" + json.dumps({"type": "email_complaint", "email": "two@example.com"}) + "\n"
+    good = (
+        "\n".join(json.dumps(x) for x in lines[:2])
+        + "\n"
+        + json.dumps({"type": "email_complaint", "email": "two@example.com"})
+        + "\n"
+    )
     cli.ok("events", "ingest", "-", input=good)
     assert show(cli, 1)["patient"]["email_suppressed"] is True
     p2 = show(cli, 2)["patient"]

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
@@ -39,6 +40,7 @@ PATIENTS = [
     length=st.integers(4, 16),
     weekends=st.booleans(),
 )
+@pytest.mark.slow
 def test_no_send_outside_8_to_21_local(tmp_path_factory: object, start_hour: int, length: int, weekends: bool) -> None:
     import os
 
@@ -53,7 +55,10 @@ def test_no_send_outside_8_to_21_local(tmp_path_factory: object, start_hour: int
         cli.ok("init")
         write_csv(tmp / "p.csv", PATIENTS, PATIENT_HEADER)
         cli.ok("import", "patients", str(tmp / "p.csv"), now="2026-10-19T00:00:00Z")
-        write_csv(tmp / "c.csv", [{"charge_id": f"C{p['patient_id']}", "patient_id": p["patient_id"], "amount": "99"} for p in PATIENTS])
+        write_csv(
+            tmp / "c.csv",
+            [{"charge_id": f"C{p['patient_id']}", "patient_id": p["patient_id"], "amount": "99"} for p in PATIENTS],
+        )
         for rs in ("final-notice",):
             cli.ok("import", "charges", str(tmp / "c.csv"), "--rule-set", rs, now="2026-10-20T03:17:00Z")
         t = START
@@ -63,7 +68,13 @@ def test_no_send_outside_8_to_21_local(tmp_path_factory: object, start_hour: int
         store = Store(cli.db)
         with store.read() as conn:
             rows = conn.execute(
-                select(send_t.c.sent_at, send_t.c.method, patient_t.c.timezone, patient_t.c.phone_tz, patient_t.c.address_tz)
+                select(
+                    send_t.c.sent_at,
+                    send_t.c.method,
+                    patient_t.c.timezone,
+                    patient_t.c.phone_tz,
+                    patient_t.c.address_tz,
+                )
                 .join(patient_t, patient_t.c.id == send_t.c.patient_pk)
                 .where(send_t.c.sent_at.is_not(None))
             ).all()

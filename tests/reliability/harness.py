@@ -59,7 +59,9 @@ def seed_sets(cli: Cli, tmp: Path, n: int) -> None:
     sync_rule_set(cli, tmp, "onestep", ONESTEP)
     write_csv(tmp / "p.csv", [patient(f"P{i:05d}", phone=phone(i)) for i in range(n)], PATIENT_HEADER)
     cli.ok("import", "patients", str(tmp / "p.csv"), now=z(T0))
-    write_csv(tmp / "c.csv", [{"charge_id": f"C{i:05d}", "patient_id": f"P{i:05d}", "amount": "50.00"} for i in range(n)])
+    write_csv(
+        tmp / "c.csv", [{"charge_id": f"C{i:05d}", "patient_id": f"P{i:05d}", "amount": "50.00"} for i in range(n)]
+    )
     cli.ok("import", "charges", str(tmp / "c.csv"), "--rule-set", "onestep", now=z(T0))
 
 
@@ -75,8 +77,11 @@ def fresh_sqlite(tmp: Path, n: int) -> tuple[str, Cli]:
 def start_run(env: dict[str, str], now: datetime, *args: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "outreach_cli", "--now", z(now), "run-outreach", "--format", "json", *args],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def per_number(fake: FakeTwilio) -> Counter[str]:
@@ -99,5 +104,3 @@ def send_statuses(db: str) -> Counter[str]:
 def finish(proc: subprocess.Popen[str], timeout: float = 240) -> tuple[int, str, str]:
     out, err = proc.communicate(timeout=timeout)
     return proc.returncode, out, err
-
-

@@ -39,6 +39,7 @@ def _round(db: str, tmp: Path, workers: int, n: int) -> None:
         fake.stop()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("workers", [2, 8])
 def test_postgresql_workers_send_exactly_once(tmp_path: Path, workers: int) -> None:
     url = pg_url_or_skip()
@@ -49,6 +50,7 @@ def test_postgresql_workers_send_exactly_once(tmp_path: Path, workers: int) -> N
         _round(url, d, workers, 2000)
 
 
+@pytest.mark.slow
 def test_sqlite_two_processes_send_exactly_once(tmp_path: Path) -> None:
     for r in range(3):
         d = tmp_path / f"round{r}"

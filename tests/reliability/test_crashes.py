@@ -37,6 +37,7 @@ def _wait_for_requests(fake: FakeTwilio, n: int, timeout: float = 30) -> None:
         time.sleep(0.01)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("trial", range(6))
 def test_kill_9_at_random_moments(tmp_path: Path, trial: int) -> None:
     rnd = random.Random(trial)
@@ -88,7 +89,9 @@ def test_stale_worker_cannot_overwrite_the_reclaimed_result(tmp_path: Path) -> N
         assert row.status == "sent" and row.provider_ref and row.claim_token is None
         assert "resolving by lookup" in (row.reason or "") or row.reason is None
         assert len(fake.messages) == 1
-        events = [e for e in json.loads(cli.ok("show", "1", "--format", "json").stdout)["timeline"] if e["kind"] == "send"]
+        events = [
+            e for e in json.loads(cli.ok("show", "1", "--format", "json").stdout)["timeline"] if e["kind"] == "send"
+        ]
         # A's late answer was discarded: no second "sent" record after B's reconciliation.
         assert sum(1 for e in events if e["detail"].get("status") == "sent") == 1
     finally:
@@ -106,11 +109,15 @@ def test_admin_actions_and_payments_win_races(tmp_path: Path, what: str) -> None
         _wait_for_requests(fake, 20)
         target = list(range(n // 2, n + 1))  # the later half, most not yet claimed
         if what == "payment":
-            write_csv(tmp_path / "y.csv", [{"payment_id": f"Y{i}", "patient_id": f"P{i - 1:05d}", "amount": "50.00"} for i in target])
+            write_csv(
+                tmp_path / "y.csv",
+                [{"payment_id": f"Y{i}", "patient_id": f"P{i - 1:05d}", "amount": "50.00"} for i in target],
+            )
             cli.ok("import", "payments", str(tmp_path / "y.csv"), now=z(T0))
         else:
-            cli.ok("act", what, *map(str, target), "--skip-ineligible", "--yes", now=z(T0)) if what == "cancel" else \
-                cli("act", what, *map(str, target), "--skip-ineligible", now=z(T0))  # fmt: skip
+            cli.ok(
+                "act", what, *map(str, target), "--skip-ineligible", "--yes", now=z(T0)
+            ) if what == "cancel" else cli("act", what, *map(str, target), "--skip-ineligible", now=z(T0))
         store = Store(db)
         with store.read() as conn:
             high_water = conn.execute(select(func.max(send_t.c.id))).scalar() or 0
@@ -118,15 +125,18 @@ def test_admin_actions_and_payments_win_races(tmp_path: Path, what: str) -> None
         assert code == 0, err
         with store.read() as conn:
             late = conn.execute(
-                select(func.count()).select_from(send_t).where(
-                    send_t.c.invoice_set_id.in_(target), send_t.c.id > high_water,
+                select(func.count())
+                .select_from(send_t)
+                .where(
+                    send_t.c.invoice_set_id.in_(target),
+                    send_t.c.id > high_water,
                     send_t.c.status.in_(("sent", "delivered", "claimed", "unknown")),
                 )
             ).scalar()
             stopped = conn.execute(
-                select(func.count()).select_from(invoice_set_t).where(
-                    invoice_set_t.c.id.in_(target), invoice_set_t.c.status.in_(("cancelled", "paused", "paid"))
-                )
+                select(func.count())
+                .select_from(invoice_set_t)
+                .where(invoice_set_t.c.id.in_(target), invoice_set_t.c.status.in_(("cancelled", "paused", "paid")))
             ).scalar()
         store.engine.dispose()
         assert late == 0, f"{late} sends claimed after the {what} committed"
@@ -135,6 +145,7 @@ def test_admin_actions_and_payments_win_races(tmp_path: Path, what: str) -> None
         fake.stop()
 
 
+@pytest.mark.slow
 def test_random_provider_faults(tmp_path: Path) -> None:
     n = 200
     fake = FakeTwilio(fault_rates={"500": 0.1, "429": 0.1, "reset": 0.05, "hang": 0.05, "slow": 0.05}, seed=7).start()
@@ -154,5 +165,3 @@ def test_random_provider_faults(tmp_path: Path) -> None:
         assert st["sent"] == len(counts)
     finally:
         fake.stop()
-
-

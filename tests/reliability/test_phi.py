@@ -34,9 +34,15 @@ message = "Hi {{first_name}} {{last_name}}, {BODY_WORD} balance {{balance}}: {{u
 def test_no_phi_on_stderr(cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     fake = FakeTwilio(fault_rates={"500": 0.3}, seed=3).start()
     try:
-        for k, v in dict(OUTREACH_CHANNELS_SMS="twilio", OUTREACH_CHANNELS_CALL="twilio", TWILIO_ACCOUNT_SID=ACCOUNT,
-                         TWILIO_AUTH_TOKEN=TOKEN, TWILIO_FROM_NUMBER=PRACTICE, OUTREACH_TWILIO_BASE_URL=fake.base_url,
-                         OUTREACH_TWILIO_TIMEOUT="2").items():  # fmt: skip
+        for k, v in dict(
+            OUTREACH_CHANNELS_SMS="twilio",
+            OUTREACH_CHANNELS_CALL="twilio",
+            TWILIO_ACCOUNT_SID=ACCOUNT,
+            TWILIO_AUTH_TOKEN=TOKEN,
+            TWILIO_FROM_NUMBER=PRACTICE,
+            OUTREACH_TWILIO_BASE_URL=fake.base_url,
+            OUTREACH_TWILIO_TIMEOUT="2",
+        ).items():
             monkeypatch.setenv(k, v)
         errs: list[str] = []
 
@@ -50,21 +56,37 @@ def test_no_phi_on_stderr(cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPa
         run("rulesets", "sync", str(d))
         good = [
             patient("C1", first_name=FIRST, last_name=LAST, phone="(617) 555-0187", email=EMAIL),
-            patient("C2", first_name=FIRST, last_name=LAST, phone="+15005550001", email="zorblaxine.canary@mailhost.invalid"),
+            patient(
+                "C2", first_name=FIRST, last_name=LAST, phone="+15005550001", email="zorblaxine.canary@mailhost.invalid"
+            ),
             patient("C3", first_name=FIRST, last_name=LAST, phone="+15005550009", email=EMAIL),
         ]
-        bad = [*good, patient("C4", first_name=FIRST, last_name=LAST, phone=f"617-555-0187-{FIRST}", email=f"{EMAIL}@x")]
+        bad = [
+            *good,
+            patient("C4", first_name=FIRST, last_name=LAST, phone=f"617-555-0187-{FIRST}", email=f"{EMAIL}@x"),
+        ]
         write_csv(tmp_path / "bad.csv", bad, PATIENT_HEADER)
         run("import", "patients", str(tmp_path / "bad.csv"))
         run("import", "patients", str(tmp_path / "bad.csv"), "--skip-invalid")
-        write_csv(tmp_path / "c.csv", [{"charge_id": f"X{i}", "patient_id": f"C{i}", "amount": "12.34"} for i in (1, 2, 3)])
+        write_csv(
+            tmp_path / "c.csv", [{"charge_id": f"X{i}", "patient_id": f"C{i}", "amount": "12.34"} for i in (1, 2, 3)]
+        )
         run("import", "charges", str(tmp_path / "c.csv"), "--rule-set", "canary", now=z(T0))
         for minutes in (0, 10, 40, 130):
             run("run-outreach", now=z(T0.replace(minute=0) + __import__("datetime").timedelta(minutes=minutes)))
         fake.add_inbound(f"+1{PHONE_DIGITS}", PRACTICE, f"STOP {BODY_WORD}", T0)
         run("run-outreach", now=z(T0.replace(hour=17)))
-        run("events", "ingest", "-", input=json.dumps({"type": "inbound_sms", "from": f"+1{PHONE_DIGITS}", "body": f"{BODY_WORD} STOP"}) + "\n"
-            + json.dumps({"type": "email_bounce", "email": EMAIL}) + "\n{broken " + FIRST + "\n")  # fmt: skip
+        run(
+            "events",
+            "ingest",
+            "-",
+            input=json.dumps({"type": "inbound_sms", "from": f"+1{PHONE_DIGITS}", "body": f"{BODY_WORD} STOP"})
+            + "\n"
+            + json.dumps({"type": "email_bounce", "email": EMAIL})
+            + "\n{broken "
+            + FIRST
+            + "\n",
+        )
         run("act", "pause", "-", input="1\n2\n3\n")
         run("act", "write-off", "1", "2", "3", "99")
         run("act", "cancel", "--search", FIRST, "--yes")

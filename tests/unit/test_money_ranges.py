@@ -15,9 +15,18 @@ NY = ZoneInfo("America/New_York")
 
 @pytest.mark.parametrize(
     "text,cents",
-    [("120.50", 12050), ("$1,234.56", 123456), ("1200", 120000), ("$1,200.00", 120000), ("0.5", 50),
-     (".99", 99), ("  $7 ", 700), ("-5.00", -500), ("12.340", 1234)],
-)  # fmt: skip
+    [
+        ("120.50", 12050),
+        ("$1,234.56", 123456),
+        ("1200", 120000),
+        ("$1,200.00", 120000),
+        ("0.5", 50),
+        (".99", 99),
+        ("  $7 ", 700),
+        ("-5.00", -500),
+        ("12.340", 1234),
+    ],
+)
 def test_parse_dollars(text: str, cents: int) -> None:
     assert parse_dollars(text) == cents
 
@@ -37,9 +46,14 @@ def test_format() -> None:
 
 @pytest.mark.parametrize(
     "text,low,high",
-    [("100..500", 10000, 50000), ("100..", 10000, None), ("..50", None, 5000), ("75", 7500, 7500),
-     ("$1,000.50..$2,000", 100050, 200000)],
-)  # fmt: skip
+    [
+        ("100..500", 10000, 50000),
+        ("100..", 10000, None),
+        ("..50", None, 5000),
+        ("75", 7500, 7500),
+        ("$1,000.50..$2,000", 100050, 200000),
+    ],
+)
 def test_amount_ranges(text: str, low: int | None, high: int | None) -> None:
     r = parse_amount_range(text)
     assert (r.low, r.high) == (low, high)

@@ -9,13 +9,13 @@ import pytest
 
 from outreach_cli.core.rulesets import load_dir, load_file, shipped_dir, sms_segments
 
-GOOD_STEP = '''
+GOOD_STEP = """
 [[step]]
 day = 0
 methods = ["sms"]
 title = "Hello"
 message = "Hi {first_name}, pay {url}"
-'''
+"""
 
 
 def _file(tmp_path: Path, body: str, name: str = "bad") -> Path:
@@ -29,22 +29,94 @@ CASES = [
     ("no expiry", GOOD_STEP, None, "expiry_day", "required"),
     ("expiry not after last", "expiry_day = 0\n" + GOOD_STEP, None, "expiry_day", "after the last step"),
     ("no steps", "expiry_day = 10\n", None, "step", "at least one"),
-    ("day not int", "expiry_day = 10\n[[step]]\nday = 1.5\nmethods=[\"mail\"]\n", "step 1", "day", "whole number"),
-    ("day negative", "expiry_day = 10\n[[step]]\nday = -1\nmethods=[\"mail\"]\n", "step 1", "day", ">= 0"),
+    ("day not int", 'expiry_day = 10\n[[step]]\nday = 1.5\nmethods=["mail"]\n', "step 1", "day", "whole number"),
+    ("day negative", 'expiry_day = 10\n[[step]]\nday = -1\nmethods=["mail"]\n', "step 1", "day", ">= 0"),
     ("days not increasing", "expiry_day = 10\n" + GOOD_STEP + GOOD_STEP, "step 2 (day 0)", "day", "strictly increase"),
-    ("methods empty", "expiry_day = 10\n[[step]]\nday = 0\nmethods = []\n", "step 1 (day 0)", "methods", "at least one method"),
-    ("unknown method", "expiry_day = 10\n[[step]]\nday = 0\nmethods = [\"fax\"]\n", "step 1 (day 0)", "methods", "unknown method 'fax'"),
-    ("repeated method", "expiry_day = 10\n[[step]]\nday = 0\nmethods = [\"mail\", \"mail\"]\n", "step 1 (day 0)", "methods", "appears twice"),
-    ("sms without message", "expiry_day = 10\n[[step]]\nday = 0\nmethods = [\"sms\"]\n", "step 1 (day 0)", "message", "required for sms"),
-    ("call without message", "expiry_day = 10\n[[step]]\nday = 0\nmethods = [\"call\"]\n", "step 1 (day 0)", "message", "required for call"),
-    ("sms without first_name", "expiry_day = 10\n[[step]]\nday = 0\nmethods = [\"sms\"]\nmessage = \"Pay {url}\"\n", "step 1 (day 0)", "message", "{first_name}"),
-    ("email without url", "expiry_day = 10\n[[step]]\nday = 0\nmethods = [\"email\"]\nmessage = \"Hi {first_name}\"\n", "step 1 (day 0)", "message", "{url}"),
-    ("unknown placeholder", "expiry_day = 10\n[[step]]\nday = 0\nmethods = [\"sms\"]\nmessage = \"Hi {first_name} {diagnosis} {url}\"\n", "step 1 (day 0)", "message", "unknown placeholder {diagnosis}"),
-    ("bad min_balance", "expiry_day = 10\n[[step]]\nday = 0\nmethods = [\"mail\"]\nmin_balance = \"lots\"\n", "step 1 (day 0)", "min_balance", "not an amount"),
-    ("min above max", "expiry_day = 10\n[[step]]\nday = 0\nmethods = [\"mail\"]\nmin_balance = \"50\"\nmax_balance = \"10\"\n", "step 1 (day 0)", "min_balance", "above max_balance"),
-    ("unknown step key", "expiry_day = 10\n[[step]]\nday = 0\nmethods = [\"mail\"]\ndelay = 3\n", "step 1 (day 0)", "delay", "unknown key"),
-    ("unknown fallback", "expiry_day = 10\nfallback = [\"pigeon\"]\n" + GOOD_STEP, None, "fallback", "unknown method 'pigeon'"),
-]  # fmt: skip
+    (
+        "methods empty",
+        "expiry_day = 10\n[[step]]\nday = 0\nmethods = []\n",
+        "step 1 (day 0)",
+        "methods",
+        "at least one method",
+    ),
+    (
+        "unknown method",
+        'expiry_day = 10\n[[step]]\nday = 0\nmethods = ["fax"]\n',
+        "step 1 (day 0)",
+        "methods",
+        "unknown method 'fax'",
+    ),
+    (
+        "repeated method",
+        'expiry_day = 10\n[[step]]\nday = 0\nmethods = ["mail", "mail"]\n',
+        "step 1 (day 0)",
+        "methods",
+        "appears twice",
+    ),
+    (
+        "sms without message",
+        'expiry_day = 10\n[[step]]\nday = 0\nmethods = ["sms"]\n',
+        "step 1 (day 0)",
+        "message",
+        "required for sms",
+    ),
+    (
+        "call without message",
+        'expiry_day = 10\n[[step]]\nday = 0\nmethods = ["call"]\n',
+        "step 1 (day 0)",
+        "message",
+        "required for call",
+    ),
+    (
+        "sms without first_name",
+        'expiry_day = 10\n[[step]]\nday = 0\nmethods = ["sms"]\nmessage = "Pay {url}"\n',
+        "step 1 (day 0)",
+        "message",
+        "{first_name}",
+    ),
+    (
+        "email without url",
+        'expiry_day = 10\n[[step]]\nday = 0\nmethods = ["email"]\nmessage = "Hi {first_name}"\n',
+        "step 1 (day 0)",
+        "message",
+        "{url}",
+    ),
+    (
+        "unknown placeholder",
+        'expiry_day = 10\n[[step]]\nday = 0\nmethods = ["sms"]\nmessage = "Hi {first_name} {diagnosis} {url}"\n',
+        "step 1 (day 0)",
+        "message",
+        "unknown placeholder {diagnosis}",
+    ),
+    (
+        "bad min_balance",
+        'expiry_day = 10\n[[step]]\nday = 0\nmethods = ["mail"]\nmin_balance = "lots"\n',
+        "step 1 (day 0)",
+        "min_balance",
+        "not an amount",
+    ),
+    (
+        "min above max",
+        'expiry_day = 10\n[[step]]\nday = 0\nmethods = ["mail"]\nmin_balance = "50"\nmax_balance = "10"\n',
+        "step 1 (day 0)",
+        "min_balance",
+        "above max_balance",
+    ),
+    (
+        "unknown step key",
+        'expiry_day = 10\n[[step]]\nday = 0\nmethods = ["mail"]\ndelay = 3\n',
+        "step 1 (day 0)",
+        "delay",
+        "unknown key",
+    ),
+    (
+        "unknown fallback",
+        'expiry_day = 10\nfallback = ["pigeon"]\n' + GOOD_STEP,
+        None,
+        "fallback",
+        "unknown method 'pigeon'",
+    ),
+]
 
 
 @pytest.mark.parametrize("label,body,step,field,needle", CASES, ids=[c[0] for c in CASES])
@@ -92,7 +164,9 @@ def test_sms_segments() -> None:
 
 
 def test_long_sms_warns_with_segments(tmp_path: Path) -> None:
-    body = "expiry_day = 10\n[[step]]\nday = 0\nmethods = [\"sms\"]\nmessage = \"Hi {first_name}, " + "x" * 300 + " {url}\"\n"
+    body = (
+        'expiry_day = 10\n[[step]]\nday = 0\nmethods = ["sms"]\nmessage = "Hi {first_name}, ' + "x" * 300 + ' {url}"\n'
+    )
     report = load_file(_file(tmp_path, body, "long"))
     assert report.rule_set is not None  # a warning, not an error
     assert report.segments[0].segments >= 3
@@ -100,6 +174,6 @@ def test_long_sms_warns_with_segments(tmp_path: Path) -> None:
 
 
 def test_unicode_message_counts_ucs2(tmp_path: Path) -> None:
-    body = "expiry_day = 10\n[[step]]\nday = 0\nmethods = [\"sms\"]\nmessage = \"Hola {first_name}, pague aquí ç {url}\"\n"
+    body = 'expiry_day = 10\n[[step]]\nday = 0\nmethods = ["sms"]\nmessage = "Hola {first_name}, pague aquí ç {url}"\n'
     report = load_file(_file(tmp_path, body, "es"))
     assert report.segments[0].encoding == "UCS-2"

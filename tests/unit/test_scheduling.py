@@ -81,8 +81,18 @@ def test_time_zone_resolution_order() -> None:
     assert patient_zones(None, None, None, "Europe/Paris") == ("Europe/Paris",)
 
 
-ZONES = ["America/New_York", "America/Los_Angeles", "Pacific/Honolulu", "America/Anchorage", "Europe/London",
-         "Asia/Tokyo", "Australia/Lord_Howe", "Asia/Kathmandu", "America/St_Johns", "Pacific/Kiritimati"]  # fmt: skip
+ZONES = [
+    "America/New_York",
+    "America/Los_Angeles",
+    "Pacific/Honolulu",
+    "America/Anchorage",
+    "Europe/London",
+    "Asia/Tokyo",
+    "Australia/Lord_Howe",
+    "Asia/Kathmandu",
+    "America/St_Johns",
+    "Pacific/Kiritimati",
+]
 
 
 @settings(max_examples=400, deadline=None)

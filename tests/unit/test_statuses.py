@@ -11,16 +11,16 @@ C, U, X = Result.CHANGED, Result.UNCHANGED, Result.INELIGIBLE  # X: ineligible
 S = Status
 # rows: status; columns: write-off, collections, change-ruleset (to another), pause, resume, cancel
 TABLE = {
-    S.ACTIVE:      (C, C, C, C, U, C),
-    S.PAUSED:      (C, C, C, U, C, C),
-    S.EXPIRED:     (C, C, C, X, U, C),
-    S.WILL_FAIL:   (C, C, C, C, U, C),
-    S.FAILED:      (C, C, C, C, U, C),
-    S.PAID:        (X, X, X, X, X, X),
-    S.CANCELLED:   (X, X, X, X, X, U),
+    S.ACTIVE: (C, C, C, C, U, C),
+    S.PAUSED: (C, C, C, U, C, C),
+    S.EXPIRED: (C, C, C, X, U, C),
+    S.WILL_FAIL: (C, C, C, C, U, C),
+    S.FAILED: (C, C, C, C, U, C),
+    S.PAID: (X, X, X, X, X, X),
+    S.CANCELLED: (X, X, X, X, X, U),
     S.WRITTEN_OFF: (U, X, X, X, X, X),
     S.COLLECTIONS: (X, U, X, X, X, X),
-}  # fmt: skip
+}
 ACTIONS = (Action.WRITE_OFF, Action.COLLECTIONS, Action.CHANGE_RULESET, Action.PAUSE, Action.RESUME, Action.CANCEL)
 
 

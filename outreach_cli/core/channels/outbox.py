@@ -12,8 +12,20 @@ from pathlib import Path
 from outreach_cli.core.channels.base import DELIVERED, FAILED, Message, Outcome
 from outreach_cli.core.money import format_dollars
 
-MANIFEST_COLUMNS = ["file", "send_id", "invoice_set_id", "name", "address_line1", "address_line2", "city", "state",
-                    "postal_code", "country", "balance", "created_at"]  # fmt: skip
+MANIFEST_COLUMNS = [
+    "file",
+    "send_id",
+    "invoice_set_id",
+    "name",
+    "address_line1",
+    "address_line2",
+    "city",
+    "state",
+    "postal_code",
+    "country",
+    "balance",
+    "created_at",
+]
 _lock = threading.Lock()
 
 
@@ -37,8 +49,12 @@ def render_letter(msg: Message, path: Path) -> None:
         pdf.cell(0, 14, _latin1(msg.practice_phone), new_x="LMARGIN", new_y="NEXT")
     pdf.ln(36)
     a = msg.address
-    lines = [f"{msg.first_name} {msg.last_name}".strip(), a.get("address_line1") or "", a.get("address_line2") or "",
-             f"{a.get('city') or ''}, {a.get('state') or ''} {a.get('postal_code') or ''}".strip()]  # fmt: skip
+    lines = [
+        f"{msg.first_name} {msg.last_name}".strip(),
+        a.get("address_line1") or "",
+        a.get("address_line2") or "",
+        f"{a.get('city') or ''}, {a.get('state') or ''} {a.get('postal_code') or ''}".strip(),
+    ]
     if a.get("country") and a.get("country") not in ("US", "USA"):
         lines.append(str(a["country"]))
     pdf.set_font("Helvetica", "", 12)
@@ -47,7 +63,13 @@ def render_letter(msg: Message, path: Path) -> None:
             pdf.cell(0, 15, _latin1(line), new_x="LMARGIN", new_y="NEXT")
     pdf.ln(30)
     pdf.set_font("Helvetica", "B", 13)
-    pdf.cell(0, 18, _latin1(f"{msg.step_title}: balance due {format_dollars(msg.balance_cents)}"), new_x="LMARGIN", new_y="NEXT")
+    pdf.cell(
+        0,
+        18,
+        _latin1(f"{msg.step_title}: balance due {format_dollars(msg.balance_cents)}"),
+        new_x="LMARGIN",
+        new_y="NEXT",
+    )
     pdf.ln(8)
     pdf.set_font("Helvetica", "", 11)
     pdf.multi_cell(0, 15, _latin1(msg.body))
@@ -78,10 +100,22 @@ class OutboxProvider:
                     w = csv.writer(fh)
                     if new:
                         w.writerow(MANIFEST_COLUMNS)
-                    w.writerow([name, msg.send_id, msg.set_id, f"{msg.first_name} {msg.last_name}".strip(),
-                                a.get("address_line1") or "", a.get("address_line2") or "", a.get("city") or "",
-                                a.get("state") or "", a.get("postal_code") or "", a.get("country") or "",
-                                format_dollars(msg.balance_cents), datetime.now(UTC).isoformat()])  # fmt: skip
+                    w.writerow(
+                        [
+                            name,
+                            msg.send_id,
+                            msg.set_id,
+                            f"{msg.first_name} {msg.last_name}".strip(),
+                            a.get("address_line1") or "",
+                            a.get("address_line2") or "",
+                            a.get("city") or "",
+                            a.get("state") or "",
+                            a.get("postal_code") or "",
+                            a.get("country") or "",
+                            format_dollars(msg.balance_cents),
+                            datetime.now(UTC).isoformat(),
+                        ]
+                    )
         except OSError as exc:
             return Outcome(FAILED, None, "outbox", f"cannot write the letter: {exc.strerror}")
         return Outcome(DELIVERED, name)

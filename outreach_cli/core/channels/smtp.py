@@ -35,7 +35,7 @@ class SmtpProvider:
         self.user = unquote(u.username) if u.username else None
         self.password = unquote(u.password) if u.password else None
         q = parse_qs(u.query)
-        self.starttls = (q.get("starttls", ["false"])[0].lower() in ("1", "true", "yes"))
+        self.starttls = q.get("starttls", ["false"])[0].lower() in ("1", "true", "yes")
         self.sender = sender
         self.timeout = timeout
 
@@ -64,7 +64,7 @@ class SmtpProvider:
         body_html = html.escape(msg.body).replace("\n", "<br>")
         url = html.escape(msg.payment_url, quote=True)
         em.add_alternative(
-            f"<html><body><p>{body_html}</p><p><a href=\"{url}\">Pay securely online</a></p>"
+            f'<html><body><p>{body_html}</p><p><a href="{url}">Pay securely online</a></p>'
             f"<p>{html.escape(msg.practice_name)}</p></body></html>",
             subtype="html",
         )
@@ -72,7 +72,9 @@ class SmtpProvider:
 
     def _connect(self) -> smtplib.SMTP:
         if self.implicit_tls:
-            s: smtplib.SMTP = smtplib.SMTP_SSL(self.host, self.port, timeout=self.timeout, context=ssl.create_default_context())
+            s: smtplib.SMTP = smtplib.SMTP_SSL(
+                self.host, self.port, timeout=self.timeout, context=ssl.create_default_context()
+            )
         else:
             s = smtplib.SMTP(self.host, self.port, timeout=self.timeout)
             if self.starttls:
@@ -99,7 +101,9 @@ class SmtpProvider:
                     return Outcome(TRANSIENT, None, str(code), "recipient temporarily refused (will retry)")
                 return Outcome(FAILED, None, str(code), "recipient refused (bounce)", {"email_suppressed": "bounced"})
             except smtplib.SMTPSenderRefused as exc:
-                raise ProviderConfigError(f"the SMTP server refused the sender address (code {exc.smtp_code})") from None
+                raise ProviderConfigError(
+                    f"the SMTP server refused the sender address (code {exc.smtp_code})"
+                ) from None
             except smtplib.SMTPDataError as exc:
                 if 400 <= exc.smtp_code < 500:
                     return Outcome(TRANSIENT, None, str(exc.smtp_code), "message temporarily refused (will retry)")

@@ -114,8 +114,16 @@ def _http_client(base: str, timeout: float) -> Any:
 class TwilioProvider:
     name = "twilio"
 
-    def __init__(self, method: str, account_sid: str, auth_token: str, from_number: str | None,
-                 messaging_service_sid: str | None, base_url: str = DEFAULT_BASE, timeout: float = TIMEOUT_S) -> None:  # fmt: skip
+    def __init__(
+        self,
+        method: str,
+        account_sid: str,
+        auth_token: str,
+        from_number: str | None,
+        messaging_service_sid: str | None,
+        base_url: str = DEFAULT_BASE,
+        timeout: float = TIMEOUT_S,
+    ) -> None:
         from twilio.rest import Client
 
         self.method = method
@@ -213,6 +221,8 @@ class TwilioProvider:
         out = []
         for m in self.client.messages.list(**kwargs):
             if (m.direction or "").startswith("inbound"):
-                out.append({"sid": m.sid, "from": m.from_, "body": m.body or "", "received_at": m.date_sent or m.date_created})
+                out.append(
+                    {"sid": m.sid, "from": m.from_, "body": m.body or "", "received_at": m.date_sent or m.date_created}
+                )
         out.sort(key=lambda r: (r["received_at"] or datetime.min.replace(tzinfo=UTC), r["sid"]))
         return out
