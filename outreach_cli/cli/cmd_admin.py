@@ -54,12 +54,15 @@ def print_metrics(a: App, store: Any, *, show_all: bool) -> None:
     t.add_column("Sets", justify="right")
     t.add_column("Outstanding", justify="right")
     for key, card in data.items():
-        if key in ("total", "aging"):
+        if key in ("total", "aging", "credit"):
             continue
         t.add_row(badge(key), f"{card['count']:,}", format_dollars(card["amount_outstanding_cents"]))
     if show_all:
         tot = data["total"]
         t.add_row("Total", f"{tot['count']:,}", format_dollars(tot["amount_outstanding_cents"]))
+        wo, cr = data["written-off"], data["credit"]
+        t.add_row("Written off, net", "", format_dollars(wo["written_off_cents"]))
+        t.add_row("Credit (patients)", f"{cr['count']:,}", format_dollars(cr["credit_cents"]))
     a.out.print(t)
     if show_all:
         ag = Table(show_edge=False, pad_edge=False, header_style="bold")
@@ -130,6 +133,8 @@ def _show_text(a: App, d: dict[str, Any]) -> None:
     if d["status_reason"]:
         a.out.print(Text(f"  {d['status_reason']}"))
     a.out.print(Text(f"  created {d['created_at']}   payment link {d['payment_url']}"))
+    if d.get("credit_cents"):
+        a.out.print(Text(f"  patient credit {format_dollars(d['credit_cents'])} (payments not applied to any charge)"))
     a.out.print(Text(f"\nPatient {p['first_name']} {p['last_name']} ({p['patient_id']})", style="bold"))
     addr = p["address"]
     a.out.print(
@@ -246,8 +251,10 @@ def export(
         bool, typer.Option("--all", help="Include sets exported before; mark nothing.")
     ] = False,
 ) -> None:
-    """CSV of the sets in collections not yet exported (patient, contact, address, charges,
-    amounts), for the collections agency; marks them exported unless --all."""
+    """CSV of the sets in collections not yet exported, for the collections agency: one row per
+    charge (service date, description, amounts) with the set's ID first (column `id`), patient,
+    contact, address, balance, and whether a payment arrived after escalation. Marks the sets
+    exported unless --all; a set that receives a payment later is offered once more."""
     from outreach_cli.core.collections import export as do_export
 
     a = get_app(ctx)
@@ -258,14 +265,33 @@ def export(
         import os
         import tempfile
 
-        d = os.path.dirname(os.path.abspath(out))
-        fd, tmp = tempfile.mkstemp(dir=d, prefix=".collections-", suffix=".csv")
+        from outreach_cli.core.errors import InvalidInput
+
+        target = os.path.abspath(out)
+        d = os.path.dirname(target)
+        if os.path.isdir(target):
+            raise InvalidInput(
+                f"--out {out}: is a directory; give a file name (e.g. {os.path.join(out, 'agency.csv')})"
+            )
+        if not os.path.isdir(d):
+            raise InvalidInput(f"--out {out}: directory does not exist: {d}")
         try:
-            with os.fdopen(fd, "w", newline="") as fh:
-                n = do_export(store, fh, a.context(), include_exported=include_exported)
-            os.replace(tmp, out)
+            fd, tmp = tempfile.mkstemp(dir=d, prefix=".collections-", suffix=".csv")
+        except OSError as exc:
+            raise InvalidInput(f"--out {out}: cannot write in {d}: {exc.strerror}") from None
+        try:
+            with os.fdopen(fd, "w", newline="", encoding="utf-8") as fh:
+                # The file moves into place before the sets are marked exported: a failure marks nothing.
+                n = do_export(
+                    store, fh, a.context(), include_exported=include_exported, finish=lambda: os.replace(tmp, target)
+                )
         except BaseException:
             if os.path.exists(tmp):
                 os.remove(tmp)
             raise
-    a.info(f"collections export: {n} set(s)" + ("" if include_exported else " (now marked exported)"))
+    if include_exported:
+        a.info(f"collections export: {n} set(s)")
+    elif n:
+        a.info(f"collections export: {n} set(s), now marked exported")
+    else:
+        a.info("collections export: no sets in collections waiting to be exported (--all exports them all again)")

@@ -58,6 +58,8 @@ def _run(
     for e in report.errors:
         print(f"{source}: {e}", file=a.env.stderr)
     a.info(report.summary())
+    for line in report.credit_lines():  # money not applied is never silent, even with -q
+        print(line, file=a.env.stderr)
     if report.errors:
         raise typer.Exit(int(ExitCode.PARTIAL))
 

@@ -1025,7 +1025,7 @@ class Engine:
             self._touched_patients.add(patient_pk)
 
     def _record_card_payments(self, conn: Connection, charges: list[tuple[Claim, Outcome]]) -> None:
-        from outreach_cli.core.importer import apply_payments
+        from outreach_cli.core.ledger import apply_payments
 
         rule_sets = RuleSets(conn)
         payments = []

@@ -12,8 +12,8 @@ Decisions where the spec is silent (also in the README):
 - A re-imported charge with a new amount adjusts its outstanding amount by the difference, only
   while the charge is still outstanding and the result is not negative; otherwise it is an error.
 - Payments are immutable: the same payment ID with other values is an error.
-- A payment pays the named charge first (if any), then the patient's other outstanding charges
-  oldest first; what is left is kept as unapplied credit on the payment.
+- Payments are applied by `core.ledger` (named charge first, then oldest first, collections
+  charges included; written-off charges take recoveries); credit left over is reported.
 """
 
 from __future__ import annotations
@@ -29,8 +29,9 @@ from sqlalchemy import Connection, func, insert, select
 
 from outreach_cli.core import contacts
 from outreach_cli.core.errors import InvalidInput
+from outreach_cli.core.ledger import apply_payments as apply_payments  # re-exported for older callers
+from outreach_cli.core.ledger import apply_payments_detailed
 from outreach_cli.core.models import (
-    allocation_t,
     charge_t,
     invoice_set_t,
     patient_t,
@@ -90,6 +91,8 @@ class ImportReport:
     sets_changed: int = 0
     errors: list[str] = field(default_factory=list)
     dry_run: bool = False
+    # Payments (or parts) that found nothing owed: (payment_id, unapplied cents, amount cents).
+    unapplied: list[tuple[str, int, int]] = field(default_factory=list)
 
     def summary(self) -> str:
         verb = "would import" if self.dry_run else "imported"
@@ -99,6 +102,19 @@ class ImportReport:
         if self.kind == "charges":
             parts.append(f"{self.sets_created} new invoice sets")
         return f"{self.kind}: {verb} {self.rows} rows: " + ", ".join(parts)
+
+    def credit_lines(self) -> list[str]:
+        """Payments kept as credit, for stderr: payment IDs and dollars only (no patient data)."""
+        if not self.unapplied:
+            return []
+        total = sum(u for _, u, _ in self.unapplied)
+        verb = "would not be applied" if self.dry_run else "not applied"
+        head = f"payments: {len(self.unapplied)} payment(s) {verb} ({format_dollars(total)}), kept as credit:"
+        lines = [head]
+        for pid, left, amount in self.unapplied:
+            part = format_dollars(left) if left == amount else f"{format_dollars(left)} of {format_dollars(amount)}"
+            lines.append(f"  {pid}: {part} not applied: the patient owes nothing")
+        return lines
 
 
 class _Rollback(Exception):
@@ -682,114 +698,11 @@ def _check_payments(
             if not same:
                 errs.append(
                     f"line {rec.line}: payment_id: payment {n['payment_id']!r} was already recorded with other "
-                    "values; payments cannot change (record a new payment or an adjustment instead)"
+                    "values; payments cannot change once recorded (a further payment needs a new payment_id)"
                 )
         if len(errs) == n0:
             good.append((rec, n))
     return good, patients, charges, existing
-
-
-def apply_payments(
-    conn: Connection,
-    payments: list[dict[str, Any]],
-    ctx: Context,
-    rule_sets: RuleSets,
-) -> dict[int, tuple[str, str]]:
-    """Apply new payments (dicts with patient_pk, payment_id, amount_cents, paid_at, charge_ref,
-    source). Returns {set_id: (from, to)} for the sets whose status changed (e.g. to paid)."""
-    pks = sorted({p["patient_pk"] for p in payments})
-    outstanding: dict[int, list[dict[str, Any]]] = defaultdict(list)
-    for chunk in chunks(pks):
-        for row in conn.execute(
-            select(
-                charge_t.c.id,
-                charge_t.c.charge_id,
-                charge_t.c.patient_pk,
-                charge_t.c.invoice_set_id,
-                charge_t.c.outstanding_cents,
-                charge_t.c.created_at,
-            )
-            .where(
-                charge_t.c.patient_pk.in_(chunk), charge_t.c.status == "outstanding", charge_t.c.outstanding_cents > 0
-            )
-            .order_by(charge_t.c.created_at, charge_t.c.id)
-        ):
-            outstanding[row.patient_pk].append(dict(row._mapping))
-    changed_charges: dict[int, dict[str, Any]] = {}
-    allocations: list[tuple[int, int, int]] = []  # (payment index, charge pk, cents)
-    per_set: dict[tuple[int, int], int] = defaultdict(int)  # (payment index, set id) -> cents
-    unapplied: list[int] = []
-    for i, p in enumerate(payments):
-        left = p["amount_cents"]
-        queue = outstanding[p["patient_pk"]]
-        if p.get("charge_ref"):
-            queue = sorted(queue, key=lambda c: 0 if c["charge_id"] == p["charge_ref"] else 1)
-        for ch in queue:
-            if left <= 0:
-                break
-            if ch["outstanding_cents"] <= 0:
-                continue
-            take = min(left, ch["outstanding_cents"])
-            ch["outstanding_cents"] -= take
-            left -= take
-            changed_charges[ch["id"]] = ch
-            allocations.append((i, ch["id"], take))
-            if ch["invoice_set_id"] is not None:
-                per_set[(i, ch["invoice_set_id"])] += take
-        unapplied.append(left)
-    pay_ids: list[int] = []
-    rows = [
-        {
-            "payment_id": p["payment_id"],
-            "patient_pk": p["patient_pk"],
-            "amount_cents": p["amount_cents"],
-            "unapplied_cents": unapplied[i],
-            "paid_at": p["paid_at"],
-            "charge_ref": p.get("charge_ref"),
-            "source": p.get("source", "import"),
-            "created_at": ctx.now,
-        }
-        for i, p in enumerate(payments)
-    ]
-    for chunk in chunks(rows, 1000):
-        res = conn.execute(insert(payment_t).returning(payment_t.c.id, sort_by_parameter_order=True), list(chunk))
-        pay_ids.extend(r[0] for r in res)
-    alloc_rows = [{"payment_pk": pay_ids[i], "charge_pk": c, "amount_cents": cents} for i, c, cents in allocations]
-    for chunk in chunks(alloc_rows, 2000):
-        conn.execute(insert(allocation_t), list(chunk))
-    bulk_update(
-        conn,
-        charge_t,
-        [
-            {
-                "b_id": cid,
-                "outstanding_cents": ch["outstanding_cents"],
-                "status": "paid" if ch["outstanding_cents"] == 0 else "outstanding",
-            }
-            for cid, ch in changed_charges.items()
-        ],
-    )
-    events = []
-    for (i, sid), cents in per_set.items():
-        p = payments[i]
-        events.append(
-            event_row(
-                ctx,
-                "payment",
-                set_id=sid,
-                patient_pk=p["patient_pk"],
-                detail={
-                    "payment_id": p["payment_id"],
-                    "applied_cents": cents,
-                    "amount_cents": p["amount_cents"],
-                    "source": p.get("source", "import"),
-                },
-            )
-        )
-    add_events(conn, events)
-    touched = {sid for (_, sid) in per_set}
-    recompute_amounts(conn, touched)
-    return refresh_sets(conn, touched, ctx, rule_sets)
 
 
 def _import_payments(
@@ -818,7 +731,9 @@ def _import_payments(
     new.sort(key=lambda p: p["paid_at"])
     report.created += len(new)
     if new:
-        report.sets_changed += len(apply_payments(conn, new, ctx, rule_sets))
+        res = apply_payments_detailed(conn, new, ctx, rule_sets)
+        report.sets_changed += len(res.changed)
+        report.unapplied = [(u.payment_id, u.unapplied_cents, u.amount_cents) for u in res.unapplied]
 
 
 # --- entry point -----------------------------------------------------------------------------

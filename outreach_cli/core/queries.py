@@ -353,6 +353,12 @@ def metrics(store: Any, *, show_all: bool, now: datetime) -> dict[str, Any]:
                 for name, _, _ in AGING
             ]
             out["aging"] = aging
+            from outreach_cli.core.ledger import credit_totals, written_off_net
+
+            out["written-off"]["written_off_cents"] = written_off_net(conn)
+            out["written-off"]["written_off"] = plain_dollars(out["written-off"]["written_off_cents"])
+            n, cents = credit_totals(conn)
+            out["credit"] = {"count": n, "credit_cents": cents, "credit": plain_dollars(cents)}
     return out
 
 
@@ -382,6 +388,9 @@ def show_set(store: Any, set_id: int, ctx: Context) -> dict[str, Any]:
             select(event_t).where(event_t.c.invoice_set_id == set_id).order_by(event_t.c.at, event_t.c.id)
         ).all()
         rs_name = conn.execute(select(rule_set_t.c.name).where(rule_set_t.c.id == s.rule_set_id)).scalar_one()
+        from outreach_cli.core.ledger import patient_credit
+
+        credit_cents = patient_credit(conn, s.patient_pk)
     rs = rule_sets.get(s.rule_set_id)
     usable = usable_methods(contact_of(p))
     zones = zones_of(p, ctx.practice_tz)
@@ -439,6 +448,8 @@ def show_set(store: Any, set_id: int, ctx: Context) -> dict[str, Any]:
         "amount_outstanding": plain_dollars(s.amount_outstanding_cents),
         "rule_set": rs_name,
         "payment_url": payment_url(s.id, ctx),
+        "credit_cents": credit_cents,  # the patient's payments not applied to any charge
+        "credit": plain_dollars(credit_cents),
         "created_at": iso_z(s.created_at),
         "anchor_at": iso_z(s.anchor_at),
         "next_send_at": iso_z(s.next_send_at),

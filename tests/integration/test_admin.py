@@ -240,8 +240,8 @@ def test_collections_and_export(cli: Cli, tmp_path: Path) -> None:
     cli.ok("act", "collections", "1", "3", "--yes")
     r = cli.ok("collections", "export")
     lines = r.stdout.splitlines()
-    assert lines[0].startswith("invoice_set_id,patient_id") and len(lines) == 3
-    assert "C00000:100.00/100.00" in r.stdout
+    assert lines[0].startswith("id,patient_id") and len(lines) == 3
+    assert lines[1].startswith("1,P00000,") and lines[1].endswith(",C00000,2026-03-02,,100.00,100.00,collections")
     assert len(cli.ok("collections", "export").stdout.splitlines()) == 1  # already exported
     assert len(cli.ok("collections", "export", "--all").stdout.splitlines()) == 3
     out = tmp_path / "agency.csv"
