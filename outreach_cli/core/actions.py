@@ -2,6 +2,7 @@
 
 ``plan`` decides every selected set's result without writing; ``apply`` writes the changed ones
 (status, charges, pending sends, schedule anchor) and their events in the same transaction.
+``--dry-run`` runs both and rolls the transaction back, so it prints what a real run prints.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from outreach_cli.core.sets import (
     event_row,
     refresh_sets,
 )
-from outreach_cli.core.statuses import CANCELS_PENDING, Action, Result, Status, decide
+from outreach_cli.core.statuses import CANCELS_PENDING, IN_PROGRESS, Action, Result, Status, decide
 
 RESULT_COLUMNS = ["id", "action", "result", "from_status", "to_status", "reason"]
 
@@ -105,7 +106,41 @@ def plan(
                 row.patient_pk,
             )
         )
+    _one_in_progress_per_patient(conn, out)
     return out
+
+
+def _one_in_progress_per_patient(conn: Connection, outcomes: list[Outcome]) -> None:
+    """A patient has at most one in-progress set (SPEC section 1). An action that would make a
+    second one (change-ruleset on an expired set whose patient has a newer set) is ineligible,
+    naming the other set, instead of failing on the database's unique index."""
+    in_progress = {s.value for s in IN_PROGRESS}
+    reviving = [
+        o
+        for o in outcomes
+        if o.result is Result.CHANGED and o.from_status not in in_progress and o.to_status in in_progress
+    ]
+    if not reviving:
+        return
+    holder: dict[int, int] = {}  # patient -> the set that is (or will be) in progress
+    pks = sorted({o.patient_pk for o in reviving if o.patient_pk is not None})
+    for chunk in chunks(pks, 900):
+        for sid, ppk in conn.execute(
+            select(invoice_set_t.c.id, invoice_set_t.c.patient_pk).where(
+                invoice_set_t.c.patient_pk.in_(chunk), invoice_set_t.c.status.in_(sorted(in_progress))
+            )
+        ):
+            holder[ppk] = sid
+    for o in reviving:
+        if o.patient_pk is None:
+            continue
+        other = holder.get(o.patient_pk)
+        if other is not None and other != o.id:
+            o.result = Result.INELIGIBLE
+            o.to_status = None
+            o.reason = f"patient has in-progress set {other}"
+        else:
+            holder[o.patient_pk] = o.id
 
 
 def run_action(
@@ -125,20 +160,33 @@ def run_action(
         raise InvalidInput("change-ruleset needs --rule-set NAME")
     if action is not Action.CHANGE_RULESET and rule_set:
         raise InvalidInput("--rule-set only goes with change-ruleset")
-    with store.write() as conn:
-        rule_sets = RuleSets(conn)
-        rs_id = rule_sets.resolve(rule_set) if rule_set else None
-        outcomes = plan(conn, action, ids, rule_set_id=rs_id, reason=reason)
-        res = ActResult(outcomes, applied=False)
-        if dry_run or (res.blocked and not skip_ineligible) or not res.changed:
-            return res
-        if confirm is not None and not confirm(res):
-            from outreach_cli.core.errors import Aborted
+    try:
+        with store.write() as conn:
+            rule_sets = RuleSets(conn)
+            rs_id = rule_sets.resolve(rule_set) if rule_set else None
+            outcomes = plan(conn, action, ids, rule_set_id=rs_id, reason=reason)
+            res = ActResult(outcomes, applied=False)
+            if (res.blocked and not skip_ineligible) or not res.changed:
+                return res
+            if not dry_run and confirm is not None and not confirm(res):
+                from outreach_cli.core.errors import Aborted
 
-            raise Aborted("nothing was changed")
-        _apply(conn, action, res.changed, ctx, rule_sets, rs_id, rule_set, reason)
-        res.applied = True
-        return res
+                raise Aborted("nothing was changed")
+            # A dry run applies for real and rolls back: the printed to_status comes from the same
+            # re-evaluation as a real run's, so the two cannot drift apart.
+            _apply(conn, action, res.changed, ctx, rule_sets, rs_id, rule_set, reason)
+            if dry_run:
+                raise _DryRunRollback(res)
+            res.applied = True
+            return res
+    except _DryRunRollback as rb:
+        return rb.result
+
+
+class _DryRunRollback(Exception):
+    def __init__(self, result: ActResult) -> None:
+        super().__init__("dry run")
+        self.result = result
 
 
 def _apply(
