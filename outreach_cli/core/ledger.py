@@ -98,8 +98,8 @@ def _written_off_charges(conn: Connection, pks: list[int]) -> dict[int, list[dic
             .where(charge_t.c.patient_pk.in_(chunk), charge_t.c.status == "written-off")
             .order_by(charge_t.c.created_at, charge_t.c.id)
         ):
-            if row.recoverable_cents > 0:
-                out[row.patient_pk].append(dict(row._mapping))
+            if row.recoverable_cents > 0:  # an int on SQLite, a Decimal (SUM of bigint) on PostgreSQL
+                out[row.patient_pk].append({**row._mapping, "recoverable_cents": int(row.recoverable_cents)})
     return out
 
 
