@@ -39,6 +39,7 @@ from outreach_cli.core.models import (
 )
 from outreach_cli.core.money import format_dollars, parse_cents, parse_dollars
 from outreach_cli.core.readers import Record, decode, detect_format, read_records
+from outreach_cli.core.searchtext import search_text
 from outreach_cli.core.sets import (
     Context,
     RuleSets,
@@ -305,6 +306,7 @@ def _patient_values(norm: dict[str, Any], existing: Any | None) -> dict[str, Any
     new["phone_tz"] = contacts.phone_zone(new["phone"])
     new["address_tz"] = contacts.address_zone(new["state"], new["country"])
     new["search_name"] = f"{new['first_name']} {new['last_name']}".strip().lower()
+    new["search_text"] = search_text(new["first_name"], new["last_name"], new["email"], new["phone"])
     return new
 
 

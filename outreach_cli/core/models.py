@@ -82,6 +82,8 @@ class Patient(SQLModel, table=True):
     email_suppressed: str | None = None  # bounced | complained
     card_token: str | None = None
     search_name: str = Field(default="", index=True)  # lower("first last") for --search
+    # Folded names both ways, email, phone digits (core/searchtext.py): what --search matches.
+    search_text: str = Field(default="", sa_type=Text, nullable=False)
     created_at: datetime | None = _ts(nullable=False)
     updated_at: datetime | None = _ts(nullable=False)
 

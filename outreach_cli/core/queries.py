@@ -22,6 +22,7 @@ from outreach_cli.core.models import (
 )
 from outreach_cli.core.money import plain_dollars
 from outreach_cli.core.ranges import CentsRange, TimeRange
+from outreach_cli.core.searchtext import search_words
 from outreach_cli.core.sets import Context, RuleSets, contact_of, payment_url, zones_of
 from outreach_cli.core.statuses import ATTENTION, OPEN, Status
 from outreach_cli.core.timeutil import iso_z
@@ -71,8 +72,13 @@ def _full_number(raw: str) -> str | None:
     return e164 if phone_is_valid(e164) else None
 
 
+def _like(word: str) -> str:
+    return "%" + word.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
 def _search_clause(text: str) -> Any:
-    """Name (substring, any case), phone (any formatting), patient ID or set ID.
+    """Name or email (words in any order, any case, accents ignored), phone (any formatting),
+    patient ID or set ID.
 
     Patient matches are found first (one pass over patients, or the phone index for a complete
     number), then their sets through the patient index: cheaper than testing every set's patient.
@@ -87,10 +93,15 @@ def _search_clause(text: str) -> Any:
         patients: Any = select(patient_t.c.id).where(patient_t.c.phone == full)
         return invoice_set_t.c.patient_pk.in_(patients)
     low = raw.lower()
-    like = "%" + low.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-    pconds: list[Any] = [patient_t.c.search_name.like(like, escape="\\"), func.lower(patient_t.c.patient_id) == low]
-    if len(digits) >= 4 and phone_like:
-        pconds.append(patient_t.c.phone.like(f"%{digits}%"))
+    pconds: list[Any] = [func.lower(patient_t.c.patient_id) == low]
+    if phone_like:
+        if len(digits) >= 4:
+            pconds.append(patient_t.c.phone.like(f"%{digits}%"))
+    else:
+        # Names (accents and word order ignored) and email: every word must appear (AND).
+        words = search_words(raw)
+        if words:
+            pconds.append(and_(*[patient_t.c.search_text.like(_like(w), escape="\\") for w in words]))
     clauses: list[Any] = [invoice_set_t.c.patient_pk.in_(select(patient_t.c.id).where(or_(*pconds)))]
     if re.fullmatch(r"#?[0-9]{1,18}", raw):
         clauses.append(invoice_set_t.c.id == int(raw.lstrip("#")))
