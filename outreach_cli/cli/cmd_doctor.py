@@ -120,7 +120,7 @@ def doctor(ctx: typer.Context) -> None:
         out = Path(str(ch["mail_outbox"]))
         parent = out if out.exists() else out.parent if str(out.parent) else Path(".")
         ok = os.access(parent if str(parent) else ".", os.W_OK)
-        check("mail provider", ok, f"outbox {out}" + ("" if ok else " is not writable"))
+        check("mail provider", ok, f"outbox {out.absolute()}" + ("" if ok else " is not writable"))
     else:
         check("mail provider", True, "sandbox")
     check("charge_card provider", True, "sandbox")

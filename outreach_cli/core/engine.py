@@ -35,6 +35,7 @@ from outreach_cli.core.channels.base import (
     Provider,
     ProviderConfigError,
 )
+from outreach_cli.core.channels.letters import letter_template
 from outreach_cli.core.contacts import mask_phone, usable_methods
 from outreach_cli.core.errors import ConfigError
 from outreach_cli.core.evaluation import step_applies
@@ -781,6 +782,10 @@ class Engine:
             practice_name=self.ctx.practice_name,
             practice_phone=self._phone_display,
             claim_token=row["claim_token"],
+            now=self.ctx.now,
+            practice_tz=self.ctx.practice_tz,
+            letter_template=letter_template(step, row["method"], is_fallback),
+            values=values,
         )
         return Claim(
             send_id,

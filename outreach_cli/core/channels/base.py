@@ -37,6 +37,12 @@ class Message:
     practice_phone: str = ""
     claim_token: str = ""
     attempted_at: datetime | None = None  # when an earlier attempt was made (lookups)
+    # Letters (outbox): the tool's clock and the practice zone date the letter; a letter has its
+    # own template (the step's mail message), rendered with ``values`` at send time.
+    now: datetime | None = None
+    practice_tz: str = "UTC"
+    letter_template: str | None = None
+    values: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass

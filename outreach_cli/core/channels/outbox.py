@@ -1,15 +1,33 @@
 """The `outbox` mail provider: a print-ready PDF letter per send plus a row in manifest.csv,
-for the practice's print-and-mail vendor (SPEC section 5)."""
+for the practice's print-and-mail vendor (SPEC section 5).
+
+Letters print any name or address: the text is set in Noto Sans (Latin, Greek, Cyrillic,
+Vietnamese), with Noto Sans Arabic (shaped right to left by HarfBuzz) and Noto Sans CJK as
+fallbacks. The fonts come from Python packages (dependencies), never from the system, so a fresh
+machine prints the same letter. The CJK font is large, so it is loaded only for letters that
+need it.
+
+A letter has its own text: the step's `mail` message when the rule set has one (or the step's
+message when the step is a letter-only step written for paper), else a standard letter built
+from the practice name, the balance, the payment link and the step title. SMS wording ("Reply
+STOP") never reaches paper. Letters are dated in the practice time zone by the tool's clock
+(`--now`), and set left-aligned.
+"""
 
 from __future__ import annotations
 
 import csv
 import os
+import re
 import threading
 from datetime import UTC, datetime
+from functools import lru_cache
 from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
 
 from outreach_cli.core.channels.base import DELIVERED, FAILED, Message, Outcome
+from outreach_cli.core.csvsafe import neutralize
 from outreach_cli.core.money import format_dollars
 
 MANIFEST_COLUMNS = [
@@ -28,54 +46,125 @@ MANIFEST_COLUMNS = [
 ]
 _lock = threading.Lock()
 
+# Scripts set in a fallback font. Arabic (and the other right-to-left scripts) need shaping.
+_RTL = re.compile(r"[\u0590-\u08ff\ufb1d-\ufdff\ufe70-\ufeff]")
+_CJK = re.compile(
+    r"[\u1100-\u11ff\u2e80-\u9fff\ua960-\ua97f\uac00-\ud7ff\uf900-\ufaff\uff00-\uffef\U00020000-\U0003ffff]"
+)
 
-def _latin1(text: str) -> str:
-    # The core PDF fonts are Latin-1; anything else is replaced rather than failing the letter.
-    return text.encode("latin-1", errors="replace").decode("latin-1")
+STANDARD_LETTER = (
+    "Dear {full_name},\n\n"
+    "Our records show a balance of {balance} on your account with {practice_name} ({step_title}).\n\n"
+    "Please pay securely online at the address below.{call_us}\n\n"
+    "If you have already paid, thank you, and please disregard this letter.\n\n"
+    "Sincerely,\n{practice_name}"
+)
+
+
+@lru_cache(maxsize=1)
+def font_paths() -> dict[str, str]:
+    """The packaged fonts: regular text, Arabic, CJK."""
+    import fontpkg_noto_sans
+    import fontpkg_noto_sans_arabic
+    import noto_cjk_sans_jp_regular
+
+    return {
+        "text": str(fontpkg_noto_sans.ROOT / "files" / "NotoSans[wdth,wght].ttf"),
+        "arabic": str(fontpkg_noto_sans_arabic.ROOT / "files" / "NotoSansArabic[wdth,wght].ttf"),
+        "cjk": str(noto_cjk_sans_jp_regular.FONT_PATH),
+    }
+
+
+def letter_text(msg: Message) -> str:
+    """The letter's body: the step's mail message if the rule set gave one, else the standard one."""
+    if msg.letter_template:
+        from outreach_cli.core.rulesets import render
+
+        return render(msg.letter_template, msg.values)
+    phone = msg.practice_phone
+    values = {
+        "full_name": f"{msg.first_name} {msg.last_name}".strip() or "Patient",
+        "balance": format_dollars(msg.balance_cents),
+        "practice_name": msg.practice_name,
+        "step_title": msg.step_title,
+        "call_us": f" For questions or a payment plan, call us at {phone}." if phone else "",
+    }
+    text = STANDARD_LETTER
+    for k, v in values.items():
+        text = text.replace("{" + k + "}", v)
+    return text
+
+
+def letter_date(msg: Message) -> str:
+    now = msg.now or datetime.now(UTC)
+    try:
+        local = now.astimezone(ZoneInfo(msg.practice_tz or "UTC"))
+    except (KeyError, ValueError):
+        local = now.astimezone(UTC)
+    return f"{local:%B} {local.day}, {local.year}"
 
 
 def render_letter(msg: Message, path: Path) -> None:
     from fpdf import FPDF
 
-    pdf = FPDF(format="Letter", unit="pt")
-    pdf.set_auto_page_break(auto=True, margin=54)
-    pdf.add_page()
-    pdf.set_margins(72, 54, 72)
-    pdf.set_xy(72, 54)
-    pdf.set_font("Helvetica", "B", 14)
-    pdf.cell(0, 18, _latin1(msg.practice_name), new_x="LMARGIN", new_y="NEXT")
-    pdf.set_font("Helvetica", "", 10)
-    if msg.practice_phone:
-        pdf.cell(0, 14, _latin1(msg.practice_phone), new_x="LMARGIN", new_y="NEXT")
-    pdf.ln(36)
     a = msg.address
-    lines = [
+    state_zip = " ".join(x for x in (a.get("state"), a.get("postal_code")) if x)
+    address = [
         f"{msg.first_name} {msg.last_name}".strip(),
         a.get("address_line1") or "",
         a.get("address_line2") or "",
-        f"{a.get('city') or ''}, {a.get('state') or ''} {a.get('postal_code') or ''}".strip(),
+        ", ".join(x for x in (a.get("city"), state_zip) if x),
     ]
     if a.get("country") and a.get("country") not in ("US", "USA"):
-        lines.append(str(a["country"]))
-    pdf.set_font("Helvetica", "", 12)
-    for line in lines:
-        if line.strip(" ,"):
-            pdf.cell(0, 15, _latin1(line), new_x="LMARGIN", new_y="NEXT")
-    pdf.ln(30)
-    pdf.set_font("Helvetica", "B", 13)
-    pdf.cell(
-        0,
-        18,
-        _latin1(f"{msg.step_title}: balance due {format_dollars(msg.balance_cents)}"),
-        new_x="LMARGIN",
-        new_y="NEXT",
-    )
+        address.append(str(a["country"]))
+    body = letter_text(msg)
+    heading = f"{msg.step_title}: balance due {format_dollars(msg.balance_cents)}"
+    everything = "\n".join([msg.practice_name, msg.practice_phone, *address, heading, body])
+
+    fonts = font_paths()
+    pdf = FPDF(format="Letter", unit="pt")
+    pdf.set_auto_page_break(auto=True, margin=54)
+    pdf.set_margins(72, 54, 72)
+    pdf.add_font("Text", "", fonts["text"])
+    fallbacks = []
+    if _RTL.search(everything):
+        pdf.add_font("Arabic", "", fonts["arabic"])
+        fallbacks.append("Arabic")
+    if _CJK.search(everything):
+        pdf.add_font("CJK", "", fonts["cjk"])
+        fallbacks.append("CJK")
+    if fallbacks:
+        pdf.set_fallback_fonts(fallbacks)
+    pdf.add_page()
+    pdf.set_xy(72, 54)
+
+    def line(text: str, size: float, height: float) -> None:
+        pdf.set_font("Text", "", size)
+        # Right-to-left scripts are shaped (joined letters, visual order); other lines are not,
+        # so their text extracts exactly as written.
+        pdf.set_text_shaping(bool(_RTL.search(text)))
+        pdf.multi_cell(0, height, text, align="L", new_x="LMARGIN", new_y="NEXT")
+
+    line(msg.practice_name, 15, 19)
+    if msg.practice_phone:
+        line(msg.practice_phone, 10, 14)
     pdf.ln(8)
-    pdf.set_font("Helvetica", "", 11)
-    pdf.multi_cell(0, 15, _latin1(msg.body))
+    line(letter_date(msg), 10, 14)
+    pdf.ln(28)
+    for text in address:
+        if text.strip(" ,"):
+            line(text, 12, 15)
+    pdf.ln(30)
+    line(heading, 13, 18)
+    pdf.ln(8)
+    for para in body.split("\n"):
+        if para.strip():
+            line(para, 11, 15)
+        else:
+            pdf.ln(8)
     pdf.ln(10)
-    pdf.set_font("Helvetica", "B", 11)
-    pdf.multi_cell(0, 15, _latin1(f"Pay securely online: {msg.payment_url}"))
+    line("Pay securely online:", 11, 15)
+    line(msg.payment_url, 11, 15)
     pdf.output(str(path))
 
 
@@ -83,7 +172,7 @@ class OutboxProvider:
     name = "outbox"
 
     def __init__(self, directory: str) -> None:
-        self.dir = Path(directory)
+        self.dir = Path(directory).absolute()
 
     def send(self, msg: Message) -> Outcome:
         try:
@@ -93,6 +182,7 @@ class OutboxProvider:
             render_letter(msg, tmp)
             os.replace(tmp, self.dir / name)
             a = msg.address
+            created = (msg.now or datetime.now(UTC)).astimezone(UTC)
             with _lock:
                 manifest = self.dir / "manifest.csv"
                 new = not manifest.exists()
@@ -100,22 +190,21 @@ class OutboxProvider:
                     w = csv.writer(fh)
                     if new:
                         w.writerow(MANIFEST_COLUMNS)
-                    w.writerow(
-                        [
-                            name,
-                            msg.send_id,
-                            msg.set_id,
-                            f"{msg.first_name} {msg.last_name}".strip(),
-                            a.get("address_line1") or "",
-                            a.get("address_line2") or "",
-                            a.get("city") or "",
-                            a.get("state") or "",
-                            a.get("postal_code") or "",
-                            a.get("country") or "",
-                            format_dollars(msg.balance_cents),
-                            datetime.now(UTC).isoformat(),
-                        ]
-                    )
+                    row: list[Any] = [
+                        name,
+                        msg.send_id,
+                        msg.set_id,
+                        f"{msg.first_name} {msg.last_name}".strip(),
+                        a.get("address_line1") or "",
+                        a.get("address_line2") or "",
+                        a.get("city") or "",
+                        a.get("state") or "",
+                        a.get("postal_code") or "",
+                        a.get("country") or "",
+                        format_dollars(msg.balance_cents),
+                        created.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                    ]
+                    w.writerow([neutralize(v) if isinstance(v, str) else v for v in row])
         except OSError as exc:
             return Outcome(FAILED, None, "outbox", f"cannot write the letter: {exc.strerror}")
         return Outcome(DELIVERED, name)
