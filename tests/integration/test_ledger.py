@@ -21,11 +21,12 @@ def export_rows(text: str) -> list[dict[str, str]]:
     return list(csv.DictReader(io.StringIO(text)))
 
 
-def pay(cli: Cli, tmp_path: Path, rows: list[dict[str, str]], name: str = "y.csv", **kw: Any) -> Any:
+def pay(cli: Cli, tmp_path: Path, rows: list[dict[str, str]], name: str = "y.csv", *extra: str, **kw: Any) -> Any:
     return cli(
         "import",
         "payments",
         str(write_csv(tmp_path / name, rows, ["payment_id", "patient_id", "amount", "charge_id"])),
+        *extra,
         **kw,
     )
 
@@ -128,8 +129,11 @@ def test_D4_unapplied_payment_is_reported_and_kept_as_credit(cli: Cli, tmp_path:
     table = cli.ok("metrics", "--all", "--format", "table").stdout
     assert "Credit (patients)" in table and "$32.34" in table
     # A dry run says the same, and records nothing.
-    r = pay(cli, tmp_path, [{"payment_id": "Y3", "patient_id": "P2", "amount": "1.00"}], "y3.csv")
+    r = pay(cli, tmp_path, [{"payment_id": "Y3", "patient_id": "P2", "amount": "1.00"}], "y3.csv", "--dry-run")
+    assert r.code == 0 and "payments: 1 payment(s) would not be applied ($1.00), kept as credit:" in r.stderr
     assert "  Y3: $1.00 not applied: the patient owes nothing" in r.stderr
+    m = json.loads(cli.ok("metrics", "--all", "--format", "json").stdout)
+    assert m["credit"] == {"count": 2, "credit_cents": 3234, "credit": "32.34"}
 
 
 def test_D4_payment_after_write_off_is_a_recovery(cli: Cli, tmp_path: Path) -> None:
