@@ -136,7 +136,7 @@ def main() -> None:
         (
             "list --search smith --limit 50",
             ["--search", "smith"],
-            f"s.status IN {OPEN} AND p.search_name LIKE '%smith%' ORDER BY s.next_send_at LIMIT 50",
+            f"s.status IN {OPEN} AND p.search_text LIKE '%smith%' ORDER BY s.next_send_at LIMIT 50",
         ),
         (
             "list --search '(617) 555-0142' --limit 50",

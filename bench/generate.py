@@ -16,6 +16,8 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from outreach_cli.core.searchtext import search_text
+
 UTC = UTC
 STATUSES = [
     ("active", 0.55),
@@ -84,6 +86,7 @@ def generate(db: Path, n: int, seed: int = 42, due_now: int = 0) -> None:
                     0,
                     0,
                     f"{first} {last}".lower(),
+                    search_text(first, last, f"{first.lower()}{pk}@example.com", phone),
                     ts(created),
                     ts(created),
                 )
@@ -145,7 +148,7 @@ def generate(db: Path, n: int, seed: int = 42, due_now: int = 0) -> None:
                 )
             events.append((pk, pk, ts(created), "created", "bench", "active"))
         con.executemany(
-            "INSERT INTO patient (id, patient_id, first_name, last_name, phone, phone_type, email, address_line1, city, state, postal_code, country, address_invalid, phone_valid, email_valid, phone_tz, address_tz, sms_opt_out, call_opt_out, email_opt_out, search_name, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,1,1,?,?,?,?,?,?,?,?)",
+            "INSERT INTO patient (id, patient_id, first_name, last_name, phone, phone_type, email, address_line1, city, state, postal_code, country, address_invalid, phone_valid, email_valid, phone_tz, address_tz, sms_opt_out, call_opt_out, email_opt_out, search_name, search_text, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,1,1,?,?,?,?,?,?,?,?,?)",
             patients,
         )
         con.executemany(
