@@ -129,7 +129,11 @@ def _show_text(a: App, d: dict[str, Any]) -> None:
     a.out.print(head)
     if d["status_reason"]:
         a.out.print(Text(f"  {d['status_reason']}"))
-    a.out.print(Text(f"  created {d['created_at']}   payment link {d['payment_url']}"))
+    a.out.print(
+        Text(
+            f"  created {d['created_at']}   payment link {d['payment_url'] or '(Stripe link: created with the next message)'}"
+        )
+    )
     a.out.print(Text(f"\nPatient {p['first_name']} {p['last_name']} ({p['patient_id']})", style="bold"))
     addr = p["address"]
     a.out.print(

@@ -370,6 +370,12 @@ def show_set(store: Any, set_id: int, ctx: Context) -> dict[str, Any]:
         if s is None:
             raise NotFound(f"no invoice set with ID {set_id}")
         p = conn.execute(select(patient_t).where(patient_t.c.id == s.patient_pk)).one()
+        link = payment_url(s.id, ctx)
+        if ctx.extra.get("settings") is not None and ctx.extra["settings"].values["payments"]["provider"] == "stripe":
+            from outreach_cli.core.stripe_payments import current_link
+
+            # The Stripe Checkout link for the current balance, once a message has created it.
+            link = current_link(conn, s.id, s.amount_outstanding_cents)  # type: ignore[assignment]
         charges = conn.execute(
             select(charge_t).where(charge_t.c.invoice_set_id == set_id).order_by(charge_t.c.created_at, charge_t.c.id)
         ).all()
@@ -438,7 +444,7 @@ def show_set(store: Any, set_id: int, ctx: Context) -> dict[str, Any]:
         "amount_outstanding_cents": s.amount_outstanding_cents,
         "amount_outstanding": plain_dollars(s.amount_outstanding_cents),
         "rule_set": rs_name,
-        "payment_url": payment_url(s.id, ctx),
+        "payment_url": link,
         "created_at": iso_z(s.created_at),
         "anchor_at": iso_z(s.anchor_at),
         "next_send_at": iso_z(s.next_send_at),
@@ -460,7 +466,7 @@ def show_set(store: Any, set_id: int, ctx: Context) -> dict[str, Any]:
             "email_opt_out": bool(p.email_opt_out),
             "email_suppressed": bool(p.email_suppressed),
             "email_suppression": p.email_suppressed,
-            "card_on_file": bool(p.card_token),
+            "card_on_file": bool(p.card_token or (p.stripe_customer_id and p.stripe_payment_method_id)),
             "usable_methods": {m: {"usable": r is None, "reason": r} for m, r in usable.items()},
         },
         "charges": [

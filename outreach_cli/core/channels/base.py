@@ -37,6 +37,11 @@ class Message:
     practice_phone: str = ""
     claim_token: str = ""
     attempted_at: datetime | None = None  # when an earlier attempt was made (lookups)
+    # Stripe card on file (charge_card): the charge is bounded by the step's max_balance.
+    stripe_customer_id: str | None = None
+    stripe_payment_method_id: str | None = None
+    schedule_gen: int = 0
+    max_charge_cents: int | None = None
 
 
 @dataclass
