@@ -285,6 +285,7 @@ def _restore(
     now = ctx.now
     events: list[dict[str, Any]] = []
     final: set[int] = set()
+    to_pause: dict[int, tuple[str, int]] = {}  # set -> (status before, patient)
     for sid in sorted(sets):
         s = conn.execute(select(invoice_set_t).where(invoice_set_t.c.id == sid)).one()
         target = sid
@@ -297,30 +298,26 @@ def _restore(
                 )
             ).scalar()
             if other is None:
-                to = Status.PAUSED.value if pause else Status.ACTIVE.value
                 conn.execute(
                     update(invoice_set_t)
                     .where(invoice_set_t.c.id == sid)
-                    .values(
-                        status=to,
-                        status_reason=pause,
-                        closed_at=None,
-                        paused_at=now if pause else None,
-                        updated_at=now,
-                    )
+                    .values(status=Status.ACTIVE.value, status_reason=None, closed_at=None, updated_at=now)
                 )
-                events.append(
-                    event_row(
-                        ctx,
-                        "status",
-                        set_id=sid,
-                        patient_pk=s.patient_pk,
-                        actor=ACTOR,
-                        from_status=s.status,
-                        to_status=to,
-                        reason=reason,
+                if pause:
+                    to_pause[sid] = (s.status, s.patient_pk)
+                else:
+                    events.append(
+                        event_row(
+                            ctx,
+                            "status",
+                            set_id=sid,
+                            patient_pk=s.patient_pk,
+                            actor=ACTOR,
+                            from_status=s.status,
+                            to_status=Status.ACTIVE.value,
+                            reason=reason,
+                        )
                     )
-                )
             else:
                 # The patient has a newer set in progress: the money owed again joins it.
                 conn.execute(
@@ -330,29 +327,36 @@ def _restore(
                 )
                 target = other
         elif pause and s.status in (Status.ACTIVE.value, Status.WILL_FAIL.value, Status.FAILED.value):
-            conn.execute(
-                update(invoice_set_t)
-                .where(invoice_set_t.c.id == sid)
-                .values(status="paused", status_reason=pause, paused_at=now, next_send_at=None, updated_at=now)
-            )
-            events.append(
-                event_row(
-                    ctx,
-                    "status",
-                    set_id=sid,
-                    patient_pk=s.patient_pk,
-                    actor=ACTOR,
-                    action="pause",
-                    from_status=s.status,
-                    to_status="paused",
-                    reason=pause,
-                )
-            )
+            to_pause[sid] = (s.status, s.patient_pk)
         final.update({sid, target})
         events.append(_money_event(ctx, kind, target, pay, cents, reason))
     add_events(conn, events)
     recompute_amounts(conn, final)
     changed = refresh_sets(conn, final, ctx, rule_sets)
+    # Paused last, as the `pause` action does, so the dispute is the reason shown.
+    for sid, (before, ppk) in to_pause.items():
+        conn.execute(
+            update(invoice_set_t)
+            .where(invoice_set_t.c.id == sid)
+            .values(status="paused", status_reason=pause, paused_at=now, next_send_at=None, updated_at=now)
+        )
+        add_events(
+            conn,
+            [
+                event_row(
+                    ctx,
+                    "status",
+                    set_id=sid,
+                    patient_pk=ppk,
+                    actor=ACTOR,
+                    action="pause",
+                    from_status=before,
+                    to_status="paused",
+                    reason=pause,
+                )
+            ],
+        )
+        changed.pop(sid, None)
     return min(final), changed
 
 

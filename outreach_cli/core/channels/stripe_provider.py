@@ -54,8 +54,16 @@ def idempotency_key(send_id: int, schedule_gen: int) -> str:
     return f"outreach-send-{send_id}-{schedule_gen}"
 
 
-def _pi_outcome(pi: Any) -> Outcome:
+def _d(obj: Any) -> dict[str, Any]:
+    """SDK objects as plain dicts (StripeObject is not a dict in recent SDKs)."""
+    if hasattr(obj, "to_dict"):
+        return dict(obj.to_dict())
+    return dict(obj)
+
+
+def _pi_outcome(obj: Any) -> Outcome:
     """A PaymentIntent's state as a send outcome."""
+    pi = _d(obj)
     status = pi.get("status")
     ref = pi.get("id")
     if status == "succeeded":
@@ -238,7 +246,7 @@ class StripeProvider:
             params["customer"] = msg.stripe_customer_id
         page = self.client.v1.payment_intents.list(params=params)
         for pi in page.auto_paging_iter():
-            if (pi.get("metadata") or {}).get("outreach_send_id") == want:
+            if (_d(pi).get("metadata") or {}).get("outreach_send_id") == want:
                 return pi
         return None
 
@@ -282,7 +290,7 @@ class StripeLinks:
         if customer:
             params["customer"] = customer
         try:
-            s = self.client.v1.checkout.sessions.create(params=params, options={"idempotency_key": key})
+            s = _d(self.client.v1.checkout.sessions.create(params=params, options={"idempotency_key": key}))
         except (stripe.AuthenticationError, stripe.PermissionError) as exc:
             raise _config_error(exc) from None
         return {
@@ -294,7 +302,7 @@ class StripeLinks:
         }
 
     def retrieve_status(self, session_id: str) -> str | None:
-        s = self.client.v1.checkout.sessions.retrieve(session_id)
+        s = _d(self.client.v1.checkout.sessions.retrieve(session_id))
         return str(s.get("status")) if s.get("status") else None
 
     def expire(self, session_id: str) -> None:
