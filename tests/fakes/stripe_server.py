@@ -82,6 +82,7 @@ class FakeStripe:
     log: list[dict[str, Any]] = field(default_factory=list)
     faults: list[str] = field(default_factory=list)  # next POSTs: "429", "500", "hang", "401"
     hang_seconds: float = 3.0
+    delay: float = 0.0  # latency of every POST
     idem: dict[str, tuple[str, str, dict[str, Any], int, dict[str, Any]]] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
     server: ThreadingHTTPServer | None = None
@@ -246,6 +247,8 @@ class FakeStripe:
             with self.lock:
                 status, body = self._get(url.path, params)
             return self._send(h, status, body)
+        if self.delay:
+            time.sleep(self.delay)
         with self.lock:
             if key and key in self.idem:
                 path0, _, params0, status, body = self.idem[key]
