@@ -15,6 +15,7 @@ and Checkout Sessions serve as payment links.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -48,6 +49,7 @@ EVENT_TYPES = (
     "charge.dispute.created",
 )
 CURSOR_KEY = "stripe_events_created"
+FIRST_LOOKBACK_S = 24 * 3600
 ACTOR = "stripe"
 
 
@@ -387,22 +389,27 @@ def _set_meta(conn: Connection, key: str, value: str) -> None:
 def sync_events(store: Any, ctx: Context, api: StripeApi) -> EventReport:
     """One tick's read of the event feed: every event since the cursor, applied once, in order.
     The cursor is Stripe's `created` of the newest event seen (events of that same second are
-    read again next time and skipped by ID, so none is lost)."""
+    read again next time and skipped by ID, so none is lost). The first read starts 24 hours back
+    (Stripe's clock), not at the account's whole history."""
     with store.read() as conn:
-        cursor = _get_meta(conn, CURSOR_KEY)
+        stored = _get_meta(conn, CURSOR_KEY)
+    cursor = int(stored) if stored else int(time.time()) - FIRST_LOOKBACK_S
     try:
-        events = events_since(api, int(cursor) if cursor else None, EVENT_TYPES)
+        events = events_since(api, cursor, EVENT_TYPES)
     except ProviderConfigError as exc:
         raise ConfigError(f"stripe: {exc}") from None
     except Exception as exc:  # the feed is read again next tick; sending goes on
         log.info("reading Stripe events failed: %s", type(exc).__name__)
         return EventReport()
     if not events:
+        if not stored:
+            with store.write() as conn:
+                _set_meta(conn, CURSOR_KEY, str(cursor))
         return EventReport()
     with store.write() as conn:
         report = apply_events(conn, events, ctx, RuleSets(conn), source="stripe events")
         newest = max(int(e.get("created") or 0) for e in events)
-        _set_meta(conn, CURSOR_KEY, str(max(newest, int(cursor or 0))))
+        _set_meta(conn, CURSOR_KEY, str(max(newest, cursor)))
     return report
 
 

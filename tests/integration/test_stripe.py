@@ -410,3 +410,32 @@ def test_doctor_reports_mode_and_reachability_masked(
     monkeypatch.delenv("STRIPE_API_KEY")
     assert "STRIPE_API_KEY is not set" in cli("doctor").stdout
     assert cli("run-outreach").code == 4
+
+
+def test_fake_honours_idempotency_keys_as_stripe_documents(stripe_fake: FakeStripe) -> None:
+    """The fake itself, through the real SDK: replay on the same key and parameters, refusal on
+    the same key with other parameters, and a 402 decline replayed too."""
+    import stripe
+
+    client = stripe.StripeClient(API_KEY, base_addresses={"api": stripe_fake.base_url}, max_network_retries=0)
+    params: dict[str, Any] = {
+        "amount": 500,
+        "currency": "usd",
+        "customer": "cus_IDEM0001",
+        "payment_method": "pm_card_visa",
+        "confirm": True,
+        "off_session": True,
+    }
+    a = client.v1.payment_intents.create(params=params, options={"idempotency_key": "k1"})
+    b = client.v1.payment_intents.create(params=params, options={"idempotency_key": "k1"})
+    assert a.id == b.id and len(stripe_fake.payment_intents) == 1
+    with pytest.raises(stripe.IdempotencyError):
+        client.v1.payment_intents.create(params={**params, "amount": 400}, options={"idempotency_key": "k1"})
+    declined = {**params, "payment_method": "pm_card_chargeDeclined"}
+    with pytest.raises(stripe.CardError) as first:
+        client.v1.payment_intents.create(params=declined, options={"idempotency_key": "k2"})
+    with pytest.raises(stripe.CardError) as again:
+        client.v1.payment_intents.create(params=declined, options={"idempotency_key": "k2"})
+    assert first.value.code == again.value.code == "card_declined"
+    assert len(stripe_fake.payment_intents) == 2
+    assert [r["idempotency_key"] for r in stripe_fake.creates()] == ["k1", "k1", "k1", "k2", "k2"]
