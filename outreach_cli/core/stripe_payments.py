@@ -140,92 +140,111 @@ def _paid_at(ev: dict[str, Any], ctx: Context) -> datetime:
 def apply_events(
     conn: Connection, events: list[dict[str, Any]], ctx: Context, rule_sets: RuleSets, source: str
 ) -> EventReport:
-    """Apply Stripe events in order, each at most once."""
+    """Apply Stripe events in order, each at most once. The event's row is written first, in a
+    savepoint with everything it changes: a concurrent run applying the same event waits on that
+    row and then applies nothing (its savepoint is rolled back)."""
     report = EventReport()
     for ev in events:
         if conn.execute(select(stripe_event_t.c.event_id).where(stripe_event_t.c.event_id == ev["id"])).first():
             report.unchanged += 1
             continue
-        kind = ev["type"]
-        obj = _obj(ev)
         row: dict[str, Any] = {
             "event_id": ev["id"],
-            "type": kind,
+            "type": ev["type"],
             "object_id": None,
             "invoice_set_id": None,
             "amount_cents": 0,
             "created": int(ev.get("created") or 0),
             "received_at": ctx.now,
         }
-        changed: dict[int, tuple[str, str]] = {}
-        if kind in ("payment_intent.succeeded", "checkout.session.completed"):
-            if kind == "payment_intent.succeeded":
-                pi_id, amount, ok = obj.get("id"), obj.get("amount_received") or obj.get("amount"), True
-            else:
-                pi_id, amount = obj.get("payment_intent"), obj.get("amount_total")
-                ok = obj.get("payment_status") == "paid"
-            set_id, ppk = _set_for(conn, obj)
-            row.update(object_id=pi_id, invoice_set_id=set_id)
-            if ok and pi_id and ppk is not None and isinstance(amount, int) and amount > 0:
-                changed = record_payments(
-                    conn,
-                    [
-                        {
-                            "payment_id": pi_id,
-                            "patient_pk": ppk,
-                            "amount_cents": amount,
-                            "paid_at": _paid_at(ev, ctx),
-                            "charge_ref": None,
-                            "source": "stripe",
-                        }
-                    ],
-                    ctx,
-                    rule_sets,
-                )
-            elif ppk is None:
-                log.info("stripe event %s: no patient matches it; recorded, nothing applied", ev["id"])
-        elif kind in ("charge.refunded", "charge.dispute.created"):
-            pi_id = obj.get("payment_intent")
-            row["object_id"] = pi_id
-            pay = conn.execute(select(payment_t).where(payment_t.c.payment_id == pi_id)).first() if pi_id else None
-            if pay is not None:
-                restored = int(
-                    conn.execute(
-                        select(func.coalesce(func.sum(stripe_event_t.c.amount_cents), 0)).where(
-                            stripe_event_t.c.object_id == pi_id
-                        )
-                    ).scalar_one()
-                )
-                if kind == "charge.refunded":
-                    by_refunds = int(
-                        conn.execute(
-                            select(func.coalesce(func.sum(stripe_event_t.c.amount_cents), 0)).where(
-                                stripe_event_t.c.object_id == pi_id, stripe_event_t.c.type == "charge.refunded"
-                            )
-                        ).scalar_one()
-                    )
-                    want = int(obj.get("amount_refunded") or 0) - by_refunds
-                    reason = f"refund of {format_dollars(max(want, 0))} at Stripe ({pi_id})"
-                    pause = None
-                else:
-                    want = int(obj.get("amount") or 0)
-                    why = str(obj.get("reason") or "unspecified").replace("_", " ")
-                    reason = f"card payment disputed at Stripe: {why} ({obj.get('id')})"
-                    pause = f"payment disputed ({why}); resume once the dispute is settled"
-                cents = max(0, min(want, pay.amount_cents - restored))
-                row["amount_cents"] = cents
-                row["invoice_set_id"], changed = _restore(conn, pay, cents, ctx, rule_sets, kind, reason, pause)
-            else:
-                log.info("stripe event %s: payment %s is not in the ledger; nothing applied", ev["id"], pi_id)
         try:
             with conn.begin_nested():
                 conn.execute(insert(stripe_event_t), row)
+                changed = _apply_one(conn, ev, row, ctx, rule_sets)
+                conn.execute(
+                    update(stripe_event_t)
+                    .where(stripe_event_t.c.event_id == ev["id"])
+                    .values(
+                        object_id=row["object_id"],
+                        invoice_set_id=row["invoice_set_id"],
+                        amount_cents=row["amount_cents"],
+                    )
+                )
         except IntegrityError:
             report.unchanged += 1  # a concurrent run applied it; its transaction stands
             continue
         report.applied += 1
         report.paid += sum(1 for _, to in changed.values() if to == Status.PAID.value)
     return report
+
+
+def _apply_one(
+    conn: Connection, ev: dict[str, Any], row: dict[str, Any], ctx: Context, rule_sets: RuleSets
+) -> dict[int, tuple[str, str]]:
+    """One event's effect; fills ``row`` (the PaymentIntent, the set, the cents restored)."""
+    kind = ev["type"]
+    obj = _obj(ev)
+    changed: dict[int, tuple[str, str]] = {}
+    if kind in ("payment_intent.succeeded", "checkout.session.completed"):
+        if kind == "payment_intent.succeeded":
+            pi_id, amount, ok = obj.get("id"), obj.get("amount_received") or obj.get("amount"), True
+        else:
+            pi_id, amount = obj.get("payment_intent"), obj.get("amount_total")
+            ok = obj.get("payment_status") == "paid"
+        set_id, ppk = _set_for(conn, obj)
+        row.update(object_id=pi_id, invoice_set_id=set_id)
+        if ok and pi_id and ppk is not None and isinstance(amount, int) and amount > 0:
+            changed = record_payments(
+                conn,
+                [
+                    {
+                        "payment_id": pi_id,
+                        "patient_pk": ppk,
+                        "amount_cents": amount,
+                        "paid_at": _paid_at(ev, ctx),
+                        "charge_ref": None,
+                        "source": "stripe",
+                    }
+                ],
+                ctx,
+                rule_sets,
+            )
+        elif ppk is None:
+            log.info("stripe event %s: no patient matches it; recorded, nothing applied", ev["id"])
+    elif kind in ("charge.refunded", "charge.dispute.created"):
+        pi_id = obj.get("payment_intent")
+        row["object_id"] = pi_id
+        pay = conn.execute(select(payment_t).where(payment_t.c.payment_id == pi_id)).first() if pi_id else None
+        if pay is not None:
+            restored = int(
+                conn.execute(
+                    select(func.coalesce(func.sum(stripe_event_t.c.amount_cents), 0)).where(
+                        stripe_event_t.c.object_id == pi_id
+                    )
+                ).scalar_one()
+            )
+            if kind == "charge.refunded":
+                by_refunds = int(
+                    conn.execute(
+                        select(func.coalesce(func.sum(stripe_event_t.c.amount_cents), 0)).where(
+                            stripe_event_t.c.object_id == pi_id, stripe_event_t.c.type == "charge.refunded"
+                        )
+                    ).scalar_one()
+                )
+                want = int(obj.get("amount_refunded") or 0) - by_refunds
+                reason = f"refund of {format_dollars(max(want, 0))} at Stripe ({pi_id})"
+                pause = None
+            else:
+                want = int(obj.get("amount") or 0)
+                why = str(obj.get("reason") or "unspecified").replace("_", " ")
+                reason = f"card payment disputed at Stripe: {why} ({obj.get('id')})"
+                pause = f"payment disputed ({why}); resume once the dispute is settled"
+            cents = max(0, min(want, pay.amount_cents - restored))
+            row["amount_cents"] = cents
+            row["invoice_set_id"], changed = _restore(conn, pay, cents, ctx, rule_sets, kind, reason, pause)
+        else:
+            log.info("stripe event %s: payment %s is not in the ledger; nothing applied", ev["id"], pi_id)
+    return changed
 
 
 def _restore(
