@@ -1102,6 +1102,8 @@ class Engine:
                 select(invoice_set_t.c.amount_outstanding_cents).where(invoice_set_t.c.id == c.set_id)
             ).scalar_one()
             amount = min(out.charged_cents, bal)
+            if (out.provider_ref or "").startswith("pi_"):
+                amount = out.charged_cents  # money Stripe collected: recorded in full (any excess is credit)
             if amount > 0:
                 payments.append(
                     {

@@ -7,7 +7,8 @@ Idempotency as Stripe documents it: the first request with an `Idempotency-Key` 
 executing has its status and body saved; the same key with the same parameters replays that
 answer (also for 402 card errors), the same key with other parameters is a 400 idempotency_error.
 Injected faults ("429", "500") answer before executing, so nothing is saved and a retry with the
-same key runs for real; "hang" executes, saves, then answers late (a timeout after sending).
+same key runs for real; "hang" executes, saves, then answers late (a timeout after sending);
+"drop" closes the connection without executing (the client cannot tell it from a lost answer).
 
 Test payment methods: pm_card_visa succeeds; pm_card_chargeDeclined, ..InsufficientFunds and
 ..ExpiredCard are declined; pm_card_authenticationRequired needs authentication, which an
@@ -80,7 +81,7 @@ class FakeStripe:
     sessions: dict[str, dict[str, Any]] = field(default_factory=dict)
     events: list[dict[str, Any]] = field(default_factory=list)
     log: list[dict[str, Any]] = field(default_factory=list)
-    faults: list[str] = field(default_factory=list)  # next POSTs: "429", "500", "hang", "401"
+    faults: list[str] = field(default_factory=list)  # next POSTs: "429", "500", "hang", "drop", "401"
     hang_seconds: float = 3.0
     delay: float = 0.0  # latency of every POST
     idem: dict[str, tuple[str, str, dict[str, Any], int, dict[str, Any]]] = field(default_factory=dict)
@@ -241,6 +242,9 @@ class FakeStripe:
             return self._send(
                 h, 429, {"error": {"type": "invalid_request_error", "code": "rate_limit", "message": "Too many"}}
             )
+        if fault == "drop":  # the connection closes before Stripe took the request: nothing executed
+            h.close_connection = True
+            return None
         if fault == "500":
             return self._send(h, 500, {"error": {"type": "api_error", "message": "Something went wrong."}})
         if method == "GET":

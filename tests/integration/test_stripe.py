@@ -224,17 +224,34 @@ def test_timeout_after_stripe_charged_is_looked_up_not_recharged(cli: Cli, tmp_p
     assert len([e for e in d["timeline"] if e["kind"] == "payment"]) == 1
 
 
-def test_balance_changed_between_attempts_reuses_the_first_outcome(cli: Cli, tmp_path: Path, card: FakeStripe) -> None:
-    """Same key, other amount: Stripe refuses (idempotency error); the first attempt's charge is found."""
+def test_unknown_that_stripe_never_saw_is_retried_with_the_same_key(cli: Cli, tmp_path: Path, card: FakeStripe) -> None:
+    seed(cli, tmp_path, "card", CARD, ["pm_card_visa"])
+    card.faults.append("drop")
+    assert tick(cli)["unknown"] == 1
+    assert card.payment_intents == {}
+    tick(cli, 10)  # looked up: no such charge, so it goes out again, under the same key
+    assert show(cli, 1)["status"] == "paid"
+    creates = card.creates()
+    assert len(creates) == 2 and creates[0]["idempotency_key"] == creates[1]["idempotency_key"]
+    assert len(card.payment_intents) == 1
+
+
+def test_payment_while_a_charge_is_unknown_keeps_all_the_money(cli: Cli, tmp_path: Path, card: FakeStripe) -> None:
+    """A payment imported while the charge's outcome is unknown: the charge is found, not repeated,
+    and recorded in full; what exceeds the balance stays as the patient's credit."""
     seed(cli, tmp_path, "card", CARD, ["pm_card_visa"])
     card.faults.append("hang")
     card.hang_seconds = 4
     tick(cli)
-    # The unknown send resolves by lookup, not by a new charge; a payment after it is its own.
     write_csv(tmp_path / "y.csv", [{"payment_id": "Y1", "patient_id": "P0", "amount": "20.00"}])
     cli.ok("import", "payments", str(tmp_path / "y.csv"), now=z(T0))
     tick(cli, 10)
     assert len(card.payment_intents) == 1 and len(card.creates()) == 1
+    d = show(cli, 1)
+    assert d["status"] == "paid" and d["amount_outstanding_cents"] == 0
+    pays = {e["detail"]["payment_id"]: e["detail"] for e in d["timeline"] if e["kind"] == "payment"}
+    [pi] = card.payment_intents
+    assert (pays[pi]["amount_cents"], pays[pi]["applied_cents"]) == (12000, 10000)
 
 
 # --- events: payments, refunds, disputes ---------------------------------------------------
