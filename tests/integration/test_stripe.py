@@ -456,3 +456,19 @@ def test_fake_honours_idempotency_keys_as_stripe_documents(stripe_fake: FakeStri
     assert first.value.code == again.value.code == "card_declined"
     assert len(stripe_fake.payment_intents) == 2
     assert [r["idempotency_key"] for r in stripe_fake.creates()] == ["k1", "k1", "k1", "k2", "k2"]
+
+
+def test_refund_when_a_newer_set_is_in_progress_joins_it(cli: Cli, tmp_path: Path, card: FakeStripe) -> None:
+    seed(cli, tmp_path, "card", CARD, ["pm_card_visa"])
+    tick(cli)
+    pi = card_send(cli, 1)["provider_ref"]
+    sync_rule_set(cli, tmp_path, "links", LINKS)
+    write_csv(tmp_path / "c2.csv", [{"charge_id": "C9", "patient_id": "P0", "amount": "30.00"}])
+    cli.ok("import", "charges", str(tmp_path / "c2.csv"), "--rule-set", "links", now=z(T0 + timedelta(hours=1)))
+    card.refund(pi, 5000)
+    tick(cli, 70)
+    old, new = show(cli, 1), show(cli, 2)
+    assert old["status"] == "paid" and old["amount_outstanding_cents"] == 0
+    assert new["amount_outstanding_cents"] == 3000 + 5000
+    assert [e["detail"]["restored_cents"] for e in new["timeline"] if e["kind"] == "refund"] == [5000]
+    assert {c["charge_id"] for c in new["charges"]} == {"C0", "C9"}
