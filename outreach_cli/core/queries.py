@@ -276,7 +276,7 @@ def list_sets(store: Any, f: ListFilter, ctx: Context) -> Iterator[dict[str, Any
             and f.created is None
             and f.limit is not None
         )
-        for r in _pages(conn, _base(rule_sets, f, walk_next_send=walk), f):
+        for r, link in _with_links(conn, ctx, _pages(conn, _base(rule_sets, f, walk_next_send=walk), f)):
             yield {
                 "id": r.id,
                 "status": r.status,
@@ -292,8 +292,29 @@ def list_sets(store: Any, f: ListFilter, ctx: Context) -> Iterator[dict[str, Any
                 "next_step": r.next_step,
                 "next_methods": r.next_methods.split(",") if r.next_methods else [],
                 "status_reason": r.status_reason,
-                "payment_url": payment_url(r.id, ctx),
+                "payment_url": link,
             }
+
+
+def _with_links(conn: Any, ctx: Context, rows: Iterator[Any]) -> Iterator[tuple[Any, str | None]]:
+    """Each row with its payment link: the HMAC link, or with `payments.provider = "stripe"` the
+    current Stripe Checkout link (one query per 500 rows; null until a message created one)."""
+    settings = ctx.extra.get("settings")
+    if settings is None or settings.values["payments"]["provider"] != "stripe":
+        for r in rows:
+            yield r, payment_url(r.id, ctx)
+        return
+    from outreach_cli.core.stripe_payments import current_links
+
+    batch: list[Any] = []
+    for r in rows:
+        batch.append(r)
+        if len(batch) >= 500:
+            links = current_links(conn, {b.id: b.amount_outstanding_cents for b in batch})
+            yield from ((b, links.get(b.id)) for b in batch)
+            batch = []
+    links = current_links(conn, {b.id: b.amount_outstanding_cents for b in batch}) if batch else {}
+    yield from ((b, links.get(b.id)) for b in batch)
 
 
 def selected_ids(store: Any, f: ListFilter) -> list[int]:

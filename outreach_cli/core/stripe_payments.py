@@ -451,6 +451,26 @@ def current_link(conn: Connection, set_id: int, balance_cents: int) -> str | Non
     return str(row[0]) if row else None
 
 
+def current_links(conn: Connection, balances: dict[int, int]) -> dict[int, str]:
+    """`current_link` for many sets at once: {set id: url} for those that have one."""
+    out: dict[int, str] = {}
+    if not balances:
+        return out
+    valid_after = datetime.now(UTC) + timedelta(minutes=30)
+    for sid, amount, url in conn.execute(
+        select(stripe_checkout_t.c.invoice_set_id, stripe_checkout_t.c.amount_cents, stripe_checkout_t.c.url)
+        .where(
+            stripe_checkout_t.c.invoice_set_id.in_(sorted(balances)),
+            stripe_checkout_t.c.replaced_at.is_(None),
+            stripe_checkout_t.c.expires_at > valid_after,
+        )
+        .order_by(stripe_checkout_t.c.created_at)
+    ):
+        if balances.get(sid) == amount:
+            out[sid] = str(url)
+    return out
+
+
 def checkout_link(
     store: Any, ctx: Context, links: StripeLinks, set_id: int, balance_cents: int, customer: str | None
 ) -> str:

@@ -364,6 +364,8 @@ def test_checkout_link_created_once_per_balance_and_paid(
     [sess] = stripe_fake.sessions.values()
     assert sess["amount_total"] == 12000 and sess["metadata"] == {"outreach_set_id": "1"}
     assert show(cli, 1)["payment_url"] == sess["url"]
+    [listed] = json.loads(cli.ok("list", "--format", "json").stdout)
+    assert listed["payment_url"] == sess["url"]
     # A partial payment changes the balance: the next message carries a new link, the old expires.
     write_csv(tmp_path / "y.csv", [{"payment_id": "Y1", "patient_id": "P0", "amount": "20.00"}])
     cli.ok("import", "payments", str(tmp_path / "y.csv"), now=z(T0))
