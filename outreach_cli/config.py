@@ -41,7 +41,11 @@ DEFAULTS: dict[str, Any] = {
         "charge_card": "sandbox",
         "mail_outbox": "mail-outbox",
     },
-    "payments": {"url_template": "https://pay.example.com/p/{token}"},
+    "payments": {
+        "url_template": "https://pay.example.com/p/{token}",
+        "provider": "link",
+        "success_url": "https://pay.example.com/thanks",
+    },
 }
 
 CHANNEL_CHOICES = {
@@ -49,7 +53,7 @@ CHANNEL_CHOICES = {
     "call": ("sandbox", "twilio"),
     "email": ("sandbox", "smtp"),
     "mail": ("outbox", "sandbox"),
-    "charge_card": ("sandbox",),
+    "charge_card": ("sandbox", "stripe"),
 }
 
 SECRET_KEYS = {"secret"}
@@ -221,6 +225,9 @@ def _validate(s: Settings) -> None:
     for ch, allowed in CHANNEL_CHOICES.items():
         if s.channels[ch] not in allowed:
             raise ConfigError(f"channels.{ch} = {s.channels[ch]!r}: choose one of {', '.join(allowed)}")
+    provider = s.values["payments"]["provider"]
+    if provider not in ("link", "stripe"):
+        raise ConfigError(f"payments.provider = {provider!r}: choose one of link, stripe")
     for day in s.sending["holidays"]:
         if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", str(day)):
             raise ConfigError(f"sending.holidays: {day!r} is not a date like 2026-12-25")

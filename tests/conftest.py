@@ -78,6 +78,8 @@ def pg_url_or_skip() -> str:
 _TABLES = (
     "send",
     "inbound_message",
+    "stripe_event",
+    "stripe_checkout",
     "payment_allocation",
     "payment",
     "charge",

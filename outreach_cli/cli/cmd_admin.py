@@ -132,7 +132,11 @@ def _show_text(a: App, d: dict[str, Any]) -> None:
     a.out.print(head)
     if d["status_reason"]:
         a.out.print(Text(f"  {d['status_reason']}"))
-    a.out.print(Text(f"  created {d['created_at']}   payment link {d['payment_url']}"))
+    a.out.print(
+        Text(
+            f"  created {d['created_at']}   payment link {d['payment_url'] or '(Stripe link: created with the next message)'}"
+        )
+    )
     if d.get("credit_cents"):
         a.out.print(Text(f"  patient credit {format_dollars(d['credit_cents'])} (payments not applied to any charge)"))
     a.out.print(Text(f"\nPatient {p['first_name']} {p['last_name']} ({p['patient_id']})", style="bold"))

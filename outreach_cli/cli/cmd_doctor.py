@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import typer
@@ -123,10 +124,40 @@ def doctor(ctx: typer.Context) -> None:
         check("mail provider", ok, f"outbox {out.absolute()}" + ("" if ok else " is not writable"))
     else:
         check("mail provider", True, "sandbox")
-    check("charge_card provider", True, "sandbox")
+    if ch["charge_card"] == "stripe" or s.values["payments"]["provider"] == "stripe":
+        _check_stripe(check, ch["charge_card"] == "stripe", s.values["payments"]["provider"] == "stripe")
+    else:
+        check("charge_card provider", True, "sandbox")
     _print(a, results)
     if not all(ok for ok, _, _ in results):
         raise typer.Exit(int(ConfigError.exit_code))
+
+
+def _check_stripe(check: Callable[[str, bool, str], None], charges: bool, links: bool) -> None:
+    """Stripe: the key's mode (test or live, from its prefix) and one cheap GET, masked."""
+    from outreach_cli.core.channels.stripe_provider import DEFAULT_BASE_URL, StripeApi, key_mode, mask_key, ping
+
+    uses = ", ".join(n for n, on in (("charge_card", charges), ("payment links", links)) if on)
+    key = os.environ.get("STRIPE_API_KEY")
+    base = os.environ.get("OUTREACH_STRIPE_BASE_URL") or DEFAULT_BASE_URL
+    mode = key_mode(key)
+    if not key:
+        check("stripe", False, f"{uses}: STRIPE_API_KEY is not set")
+        return
+    if mode is None:
+        check("stripe", False, f"{uses}: STRIPE_API_KEY {mask_key(key)} is not a sk_/rk_ test or live key")
+        return
+    problem = ping(StripeApi.from_env())
+    detail = f"{uses} at {base}, {mode} mode, key {mask_key(key)}"
+    check("stripe", problem is None, detail + (f": {problem}" if problem else ", reachable"))
+    secret = os.environ.get("STRIPE_WEBHOOK_SECRET")
+    check(
+        "stripe webhook secret",
+        True,
+        f"{mask_key(secret)}: signed events are verified"
+        if secret
+        else "not set: ingested Stripe events are not verified",
+    )
 
 
 def _print(a: object, results: list[tuple[bool, str, str]]) -> None:

@@ -120,6 +120,8 @@ def ingest(
     """Apply delivery facts from any source, one JSON object per line:
     {"type": "sms_status", "sid", "status", "error_code"}, {"type": "inbound_sms", "from", "body",
     "received_at"}, {"type": "email_bounce", "email", "reason"}, {"type": "email_complaint", "email"}.
+    Stripe events too: the event object ({"object": "event", ...}) or a signed delivery
+    {"stripe_signature", "payload"} (verified when STRIPE_WEBHOOK_SECRET is set).
     All-or-nothing: a bad line is reported with its number and nothing is applied (exit 2)."""
     from outreach_cli.cli.context import read_input
     from outreach_cli.core.ingest import ingest as do_ingest

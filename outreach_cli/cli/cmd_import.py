@@ -74,7 +74,7 @@ def patients(
 ) -> None:
     """Import patients: patient_id, first_name (required), last_name, phone, phone_type, email,
     address_line1, address_line2, city, state, postal_code, country, timezone, sms_opt_out,
-    call_opt_out, email_opt_out, card_token."""
+    call_opt_out, email_opt_out, card_token, stripe_customer_id, stripe_payment_method_id."""
     _run(ctx, "patients", file, input_format, skip_invalid, dry_run)
 
 

@@ -180,6 +180,7 @@ class Contact:
     email_opt_out: bool = False
     email_suppressed: str | None = None  # bounced | complained
     card_token: str | None = None
+    stripe_card: bool = False  # a Stripe customer and saved payment method
     phone_valid: bool | None = None  # precomputed; None = compute
     email_valid: bool | None = None
 
@@ -228,5 +229,5 @@ def usable_methods(c: Contact) -> dict[str, str | None]:
         out["mail"] = "postal address marked invalid"
     else:
         out["mail"] = None
-    out["charge_card"] = None if c.card_token else "no card on file"
+    out["charge_card"] = None if (c.card_token or c.stripe_card) else "no card on file"
     return out

@@ -152,6 +152,9 @@ class Engine:
         self._touched_sets: set[int] = set()
         self._touched_patients: set[int] = set()
         self._phone_display = practice_phone_display(ctx.practice_phone) if ctx.practice_phone else ""
+        self._stripe_api: Any = None  # set when Stripe charges cards or serves payment links
+        self._stripe_links: Any = None
+        self._init_stripe()
 
     # --- the tick ---------------------------------------------------------------------------
 
@@ -162,6 +165,7 @@ class Engine:
         else:
             self._expire_leases()
             self._reconcile()
+            self._stripe_events()
             self._expire_and_pay()
             self._pipeline()
         self.summary.duration_s = time.monotonic() - started
@@ -372,6 +376,51 @@ class Engine:
                     conn.execute(update(invoice_set_t).where(invoice_set_t.c.id == sid).values(recheck_step=None))
             self._deliver([], recheck)
 
+    def _init_stripe(self) -> None:
+        from outreach_cli.core.stripe_payments import stripe_settings
+
+        charges, links = stripe_settings(self.ctx)
+        if not (charges or links):
+            return
+        from outreach_cli.core.channels.stripe_provider import StripeApi, StripeLinks
+
+        card = self.providers.get("charge_card")
+        try:
+            self._stripe_api = getattr(card, "api", None) or StripeApi.from_env()
+        except ProviderConfigError as exc:
+            raise ConfigError(str(exc)) from None
+        if links:
+            success = str(self.ctx.extra["settings"].values["payments"]["success_url"])
+            self._stripe_links = StripeLinks(self._stripe_api, success)
+
+    def _stripe_events(self) -> None:
+        """Payments, refunds and disputes made at Stripe since the last tick (the event feed)."""
+        if self._stripe_api is None:
+            return
+        from outreach_cli.core.stripe_payments import sync_events
+
+        report = sync_events(self.store, self.ctx, self._stripe_api)
+        self.summary.reconciled += report.applied
+        self.summary.paid += report.paid
+
+    def _stripe_link(self, c: Claim) -> Outcome | None:
+        """With Stripe payment links, {url} is the set's Checkout Session for the balance now."""
+        from outreach_cli.core.stripe_payments import checkout_link
+
+        try:
+            url = checkout_link(
+                self.store, self.ctx, self._stripe_links, c.set_id, c.msg.balance_cents, c.msg.stripe_customer_id
+            )
+        except ProviderConfigError:
+            raise
+        except Exception as exc:
+            log.info("payment link for set %s failed: %s", c.set_id, type(exc).__name__)
+            return Outcome(TRANSIENT, None, "payment_link", "the Stripe payment link could not be created")
+        c.values["url"] = url
+        c.msg.payment_url = url
+        c.msg.body = render(c.template, c.values)
+        return None
+
     def _set_meta(self, conn: Connection, key: str, value: str) -> None:
         from outreach_cli.core.models import meta_t
 
@@ -414,6 +463,20 @@ class Engine:
             return
         self.summary.reconciled += 1
         self._apply_patient_update(conn, r.patient_pk, out)
+        if r.method == "charge_card" and out.status == DELIVERED and out.charged_cents > 0:
+            claim = Claim(
+                r.id,
+                r.invoice_set_id,
+                r.patient_pk,
+                r.schedule_gen,
+                r.step_index,
+                r.step_day,
+                r.method,
+                "",
+                bool(r.is_fallback),
+                msg,
+            )
+            self._record_card_payments(conn, [(claim, out)])
         add_events(
             conn,
             [
@@ -778,6 +841,10 @@ class Engine:
                 k: getattr(p, k) for k in ("address_line1", "address_line2", "city", "state", "postal_code", "country")
             },
             card_token=p.card_token,
+            stripe_customer_id=p.stripe_customer_id,
+            stripe_payment_method_id=p.stripe_payment_method_id,
+            schedule_gen=row["schedule_gen"],
+            max_charge_cents=step.max_balance_cents if step is not None else None,
             balance_cents=s.amount_outstanding_cents,
             practice_name=self.ctx.practice_name,
             practice_phone=self._phone_display,
@@ -888,7 +955,8 @@ class Engine:
     def _call_one(self, c: Claim) -> tuple[Claim, Outcome]:
         provider = self.providers[c.method]
         try:
-            out = provider.send(c.msg)
+            link_failed = self._stripe_link(c) if self._stripe_links is not None and c.method != "charge_card" else None
+            out = link_failed or provider.send(c.msg)
         except ProviderConfigError:
             raise
         except Exception as exc:
@@ -1030,7 +1098,7 @@ class Engine:
             self._touched_patients.add(patient_pk)
 
     def _record_card_payments(self, conn: Connection, charges: list[tuple[Claim, Outcome]]) -> None:
-        from outreach_cli.core.ledger import apply_payments
+        from outreach_cli.core.stripe_payments import record_payments as apply_payments
 
         rule_sets = RuleSets(conn)
         payments = []
@@ -1039,10 +1107,15 @@ class Engine:
                 select(invoice_set_t.c.amount_outstanding_cents).where(invoice_set_t.c.id == c.set_id)
             ).scalar_one()
             amount = min(out.charged_cents, bal)
+            if (out.provider_ref or "").startswith("pi_"):
+                amount = out.charged_cents  # money Stripe collected: recorded in full (any excess is credit)
             if amount > 0:
                 payments.append(
                     {
-                        "payment_id": f"card-{c.send_id}",
+                        # Stripe: the PaymentIntent ID, so its event applies nothing a second time.
+                        "payment_id": out.provider_ref
+                        if (out.provider_ref or "").startswith("pi_")
+                        else f"card-{c.send_id}",
                         "patient_pk": c.patient_pk,
                         "amount_cents": amount,
                         "paid_at": self.ctx.now,

@@ -72,6 +72,8 @@ PATIENT_COLUMNS = (
     "call_opt_out",
     "email_opt_out",
     "card_token",
+    "stripe_customer_id",
+    "stripe_payment_method_id",
 )
 CHARGE_COLUMNS = ("charge_id", "patient_id", "amount", "amount_cents", "created_at", "description")
 PAYMENT_COLUMNS = ("payment_id", "patient_id", "amount", "amount_cents", "paid_at", "charge_id")
@@ -237,12 +239,35 @@ def _validate_patient(rec: Record, errs: list[str]) -> dict[str, Any] | None:
             out["timezone"] = tz
         except ValueError as exc:
             errs.append(f"line {rec.line}: timezone: {exc}")
+    _validate_stripe_ids(rec, out, errs)
     for col in ("sms_opt_out", "call_opt_out", "email_opt_out"):
         try:
             out[col] = _bool(v.get(col, ""))
         except ValueError as exc:
             errs.append(f"line {rec.line}: {col}: {exc}")
     return out if len(errs) == n0 else None
+
+
+def _validate_stripe_ids(rec: Record, out: dict[str, Any], errs: list[str]) -> None:
+    """Stripe card on file: a customer (cus_...) and its saved payment method (pm_...), both or neither."""
+    from outreach_cli.core.channels.stripe_provider import CUSTOMER_RE, PAYMENT_METHOD_RE
+
+    for col, pattern, example in (
+        ("stripe_customer_id", CUSTOMER_RE, "cus_NffrFeUfNV2Hib"),
+        ("stripe_payment_method_id", PAYMENT_METHOD_RE, "pm_1NXWJ2LkdIwHu7ixNy4tBDTs"),
+    ):
+        val = _text(rec, col)
+        out[col] = val or None
+        if val and not pattern.match(val):
+            errs.append(f"line {rec.line}: {col}: {val[:40]!r} is not a Stripe ID like {example}")
+    if bool(out["stripe_customer_id"]) != bool(out["stripe_payment_method_id"]) and {
+        "stripe_customer_id",
+        "stripe_payment_method_id",
+    } <= set(rec.values):
+        errs.append(
+            f"line {rec.line}: stripe_payment_method_id: give both stripe_customer_id and stripe_payment_method_id "
+            "(a saved card belongs to a customer), or neither"
+        )
 
 
 _CONTACT_FIELDS = (
@@ -260,6 +285,8 @@ _CONTACT_FIELDS = (
     "call_opt_out",
     "email_opt_out",
     "card_token",
+    "stripe_customer_id",
+    "stripe_payment_method_id",
     "email_suppressed",
 )
 
@@ -278,6 +305,8 @@ def _patient_values(norm: dict[str, Any], existing: Any | None) -> dict[str, Any
         "country",
         "timezone",
         "card_token",
+        "stripe_customer_id",
+        "stripe_payment_method_id",
         "phone",
         "email",
     ):

@@ -1,7 +1,8 @@
 """`outreach events ingest FILE|-`: delivery facts as JSON lines (SPEC section 5).
 
 Types: sms_status {sid, status, error_code}, inbound_sms {from, body, received_at},
-email_bounce {email, reason}, email_complaint {email}. Every line is validated first; unknown
+email_bounce {email, reason}, email_complaint {email}; and Stripe events (see
+`core/stripe_ingest.py`). Every line is validated first; unknown
 types and malformed lines are reported with their line number and nothing is applied.
 """
 
@@ -49,9 +50,15 @@ class IngestReport:
 
 
 def ingest(store: Any, text: str, ctx: Context, source: str = "<stdin>") -> IngestReport:
+    from outreach_cli.core.stripe_ingest import is_stripe_line, parse_stripe_line
+
     events: list[tuple[int, dict[str, Any]]] = []
+    stripe_events: list[dict[str, Any]] = []
     problems: list[str] = []
     for n, obj in json_objects(text, problems):
+        if is_stripe_line(obj):
+            parse_stripe_line(n, obj, stripe_events, problems)
+            continue
         kind = obj.get("type")
         if kind not in TYPES:
             problems.append(f"line {n}: type: unknown event type {kind!r} (known: {', '.join(TYPES)})")
@@ -79,7 +86,7 @@ def ingest(store: Any, text: str, ctx: Context, source: str = "<stdin>") -> Inge
                     problems.append(f"line {n}: received_at: {exc}")
                     continue
         events.append((n, obj))
-    report = IngestReport(lines=len(events) + len(problems))
+    report = IngestReport(lines=len(events) + len(stripe_events) + len(problems))
     with store.write() as conn:
         sends: dict[str, Any] = {}
         sids = [o["sid"] for _, o in events if o["type"] == "sms_status"]
@@ -119,6 +126,12 @@ def ingest(store: Any, text: str, ctx: Context, source: str = "<stdin>") -> Inge
                 )
                 report.applied += 1
                 touched |= pts
+        if stripe_events:
+            from outreach_cli.core.stripe_payments import apply_events
+
+            sr = apply_events(conn, stripe_events, ctx, RuleSets(conn), source="events ingest")
+            report.applied += sr.applied
+            report.unchanged += sr.unchanged
         if touched:
             refresh_sets(conn, open_set_ids_for_patients(conn, touched), ctx, RuleSets(conn))
     return report

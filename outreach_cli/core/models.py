@@ -81,6 +81,8 @@ class Patient(SQLModel, table=True):
     email_opt_out: bool = False
     email_suppressed: str | None = None  # bounced | complained
     card_token: str | None = None
+    stripe_customer_id: str | None = None  # cus_...: card on file at Stripe (with the payment method)
+    stripe_payment_method_id: str | None = None  # pm_...
     search_name: str = Field(default="", index=True)  # lower("first last") for --search
     # Folded names both ways, email, phone digits (core/searchtext.py): what --search matches.
     search_text: str = Field(default="", sa_type=Text, nullable=False)
@@ -228,6 +230,33 @@ class InboundMessage(SQLModel, table=True):
     patient_pk: int | None = Field(default=None, foreign_key="patient.id")
 
 
+class StripeEvent(SQLModel, table=True):
+    """Stripe events already applied (from the event feed or `events ingest`), so an event that
+    arrives again changes nothing. `amount_cents` is what it restored (refunds, disputes)."""
+
+    __tablename__ = "stripe_event"
+    event_id: str = Field(primary_key=True)
+    type: str
+    object_id: str | None = Field(default=None, index=True)  # the PaymentIntent
+    invoice_set_id: int | None = Field(default=None, foreign_key="invoice_set.id")
+    amount_cents: int = Field(default=0, sa_type=BigInteger, nullable=False)
+    created: int = 0  # Stripe's own timestamp (the feed's cursor)
+    received_at: datetime | None = _ts(nullable=False)
+
+
+class StripeCheckout(SQLModel, table=True):
+    """Stripe Checkout Sessions used as a set's payment link: one per set and balance."""
+
+    __tablename__ = "stripe_checkout"
+    session_id: str = Field(primary_key=True)
+    invoice_set_id: int = Field(foreign_key="invoice_set.id", nullable=False, index=True)
+    amount_cents: int = Field(sa_type=BigInteger, nullable=False)
+    url: str = Field(sa_type=Text)
+    expires_at: datetime | None = _ts(nullable=False)
+    created_at: datetime | None = _ts(nullable=False)
+    replaced_at: datetime | None = _ts()
+
+
 class Event(SQLModel, table=True):
     """Append-only timeline and audit record. Never updated or deleted."""
 
@@ -261,6 +290,8 @@ __all__ = [
     "RuleSetVersion",
     "Send",
     "String",
+    "StripeCheckout",
+    "StripeEvent",
     "UTCDateTime",
 ]
 
@@ -276,3 +307,5 @@ allocation_t = PaymentAllocation.__table__  # type: ignore[attr-defined]
 send_t = Send.__table__  # type: ignore[attr-defined]
 event_t = Event.__table__  # type: ignore[attr-defined]
 inbound_t = InboundMessage.__table__  # type: ignore[attr-defined]
+stripe_event_t = StripeEvent.__table__  # type: ignore[attr-defined]
+stripe_checkout_t = StripeCheckout.__table__  # type: ignore[attr-defined]

@@ -287,7 +287,7 @@ def list_sets(store: Any, f: ListFilter, ctx: Context) -> Iterator[dict[str, Any
             and f.created is None
             and f.limit is not None
         )
-        for r in _pages(conn, _base(rule_sets, f, walk_next_send=walk), f):
+        for r, link in _with_links(conn, ctx, _pages(conn, _base(rule_sets, f, walk_next_send=walk), f)):
             yield {
                 "id": r.id,
                 "status": r.status,
@@ -303,8 +303,29 @@ def list_sets(store: Any, f: ListFilter, ctx: Context) -> Iterator[dict[str, Any
                 "next_step": r.next_step,
                 "next_methods": r.next_methods.split(",") if r.next_methods else [],
                 "status_reason": r.status_reason,
-                "payment_url": payment_url(r.id, ctx),
+                "payment_url": link,
             }
+
+
+def _with_links(conn: Any, ctx: Context, rows: Iterator[Any]) -> Iterator[tuple[Any, str | None]]:
+    """Each row with its payment link: the HMAC link, or with `payments.provider = "stripe"` the
+    current Stripe Checkout link (one query per 500 rows; null until a message created one)."""
+    settings = ctx.extra.get("settings")
+    if settings is None or settings.values["payments"]["provider"] != "stripe":
+        for r in rows:
+            yield r, payment_url(r.id, ctx)
+        return
+    from outreach_cli.core.stripe_payments import current_links
+
+    batch: list[Any] = []
+    for r in rows:
+        batch.append(r)
+        if len(batch) >= 500:
+            links = current_links(conn, {b.id: b.amount_outstanding_cents for b in batch})
+            yield from ((b, links.get(b.id)) for b in batch)
+            batch = []
+    links = current_links(conn, {b.id: b.amount_outstanding_cents for b in batch}) if batch else {}
+    yield from ((b, links.get(b.id)) for b in batch)
 
 
 def selected_ids(store: Any, f: ListFilter) -> list[int]:
@@ -387,6 +408,12 @@ def show_set(store: Any, set_id: int, ctx: Context) -> dict[str, Any]:
         if s is None:
             raise NotFound(f"no invoice set with ID {set_id}")
         p = conn.execute(select(patient_t).where(patient_t.c.id == s.patient_pk)).one()
+        link = payment_url(s.id, ctx)
+        if ctx.extra.get("settings") is not None and ctx.extra["settings"].values["payments"]["provider"] == "stripe":
+            from outreach_cli.core.stripe_payments import current_link
+
+            # The Stripe Checkout link for the current balance, once a message has created it.
+            link = current_link(conn, s.id, s.amount_outstanding_cents)  # type: ignore[assignment]
         charges = conn.execute(
             select(charge_t).where(charge_t.c.invoice_set_id == set_id).order_by(charge_t.c.created_at, charge_t.c.id)
         ).all()
@@ -458,7 +485,7 @@ def show_set(store: Any, set_id: int, ctx: Context) -> dict[str, Any]:
         "amount_outstanding_cents": s.amount_outstanding_cents,
         "amount_outstanding": plain_dollars(s.amount_outstanding_cents),
         "rule_set": rs_name,
-        "payment_url": payment_url(s.id, ctx),
+        "payment_url": link,
         "credit_cents": credit_cents,  # the patient's payments not applied to any charge
         "credit": plain_dollars(credit_cents),
         "created_at": iso_z(s.created_at),
@@ -482,7 +509,7 @@ def show_set(store: Any, set_id: int, ctx: Context) -> dict[str, Any]:
             "email_opt_out": bool(p.email_opt_out),
             "email_suppressed": bool(p.email_suppressed),
             "email_suppression": p.email_suppressed,
-            "card_on_file": bool(p.card_token),
+            "card_on_file": bool(p.card_token or (p.stripe_customer_id and p.stripe_payment_method_id)),
             "usable_methods": {m: {"usable": r is None, "reason": r} for m, r in usable.items()},
         },
         "charges": [

@@ -106,6 +106,7 @@ def contact_of(p: Any) -> Contact:
         email_opt_out=bool(p.email_opt_out),
         email_suppressed=p.email_suppressed,
         card_token=p.card_token,
+        stripe_card=bool(p.stripe_customer_id and p.stripe_payment_method_id),
         phone_valid=p.phone_valid,
         email_valid=p.email_valid,
     )
@@ -212,6 +213,8 @@ _PATIENT_COLS = tuple(
         "email_opt_out",
         "email_suppressed",
         "card_token",
+        "stripe_customer_id",
+        "stripe_payment_method_id",
         "timezone",
         "phone_tz",
         "address_tz",

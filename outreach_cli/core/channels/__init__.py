@@ -27,6 +27,10 @@ def build_providers(channels: dict[str, Any]) -> dict[str, Provider]:
             from outreach_cli.core.channels.smtp import SmtpProvider
 
             out[method] = SmtpProvider.from_env()
+        elif kind == "stripe":
+            from outreach_cli.core.channels.stripe_provider import StripeProvider
+
+            out[method] = StripeProvider.from_env()
         else:
             raise ValueError(f"unknown provider {kind!r} for {method}")
     return out

@@ -43,6 +43,11 @@ class Message:
     practice_tz: str = "UTC"
     letter_template: str | None = None
     values: dict[str, str] = field(default_factory=dict)
+    # Stripe card on file (charge_card): the charge is bounded by the step's max_balance.
+    stripe_customer_id: str | None = None
+    stripe_payment_method_id: str | None = None
+    schedule_gen: int = 0
+    max_charge_cents: int | None = None
 
 
 @dataclass
