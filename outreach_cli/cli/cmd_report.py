@@ -153,7 +153,7 @@ def period(a: App, since: str | None, until: str | None) -> tuple[datetime, date
             start = r.start
         else:
             end = r.end
-    end = end or a.now
+    end = end or a.now + timedelta(microseconds=1)  # up to and including now
     start = start or end - timedelta(days=DEFAULT_DAYS)
     if start >= end:
         raise InvalidInput(f"--since {since or start.isoformat()!r} is not before --until {until or 'now'!r}")

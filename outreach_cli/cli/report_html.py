@@ -3,6 +3,7 @@ by pygal, no script, nothing fetched) that a manager can email to the practice o
 
 from __future__ import annotations
 
+import re
 from html import escape
 from typing import Any
 
@@ -53,7 +54,9 @@ def _config(**kw: Any) -> dict[str, Any]:
 
 
 def _svg(chart: Any, label: str) -> str:
-    svg = chart.render(is_unicode=True)
+    # pygal adds an inline <script> holding its tooltip config: useless without its tooltip
+    # script, and mail clients distrust scripts. The chart is plain SVG without it.
+    svg = re.sub(r"<script\b.*?</script>", "", chart.render(is_unicode=True), flags=re.S)
     return f'<div class="chart" data-chart="{escape(label)}">{svg}</div>'
 
 
