@@ -56,7 +56,7 @@ def _config(**kw: Any) -> dict[str, Any]:
 def _svg(chart: Any, label: str) -> str:
     # pygal adds an inline <script> holding its tooltip config: useless without its tooltip
     # script, and mail clients distrust scripts. The chart is plain SVG without it.
-    svg = re.sub(r"<script\b.*?</script>", "", chart.render(is_unicode=True), flags=re.S)
+    svg = re.sub(r"<script\b.*?</script>|<!--.*?-->", "", chart.render(is_unicode=True), flags=re.S)
     return f'<div class="chart" data-chart="{escape(label)}">{svg}</div>'
 
 

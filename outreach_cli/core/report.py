@@ -257,7 +257,7 @@ class Report:
         # The steps/methods each set reached (for the "sets entered" of a step or method row).
         self.reached: dict[int, set[Touch]] = defaultdict(set)
         for s in self.sends:
-            if s.status in REACHED or s.attempts > 0:
+            if s.status in REACHED:
                 self.reached[s.set_id].add(Touch((s.step_day, s.step_title), s.method))
 
     # --- grouping ---
@@ -289,7 +289,7 @@ class Report:
                 a.sets += 1
                 a.owed += st.owed_cents
         for s in self.sends:
-            if not (s.status in ATTEMPTED or s.attempts > 0):
+            if s.status not in ATTEMPTED:
                 continue
             a = accs[self._key(by, self.sets[s.set_id], Touch((s.step_day, s.step_title), s.method))]
             a.attempted[s.method] += 1
@@ -343,7 +343,7 @@ class Report:
         (before their next step). The first entry is the sets paid before any step."""
         first_reach: dict[int, dict[StepKey, datetime]] = defaultdict(dict)
         for s in self.sends:
-            if s.status in REACHED or s.attempts > 0:
+            if s.status in REACHED:
                 at = s.at or self.opts.until
                 k = (s.step_day, s.step_title)
                 cur = first_reach[s.set_id].get(k)
