@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, time, timedelta
 from typing import Annotated, Any
 
 import typer
@@ -154,7 +154,9 @@ def period(a: App, since: str | None, until: str | None) -> tuple[datetime, date
         else:
             end = r.end
     end = end or a.now + timedelta(microseconds=1)  # up to and including now
-    start = start or end - timedelta(days=DEFAULT_DAYS)
+    if start is None:  # the whole day (practice time zone) 90 days before the end
+        first_day = (end - timedelta(microseconds=1)).astimezone(tz).date() - timedelta(days=DEFAULT_DAYS)
+        start = datetime.combine(first_day, time(0), tzinfo=tz).astimezone(UTC)
     if start >= end:
         raise InvalidInput(f"--since {since or start.isoformat()!r} is not before --until {until or 'now'!r}")
     assert start is not None
