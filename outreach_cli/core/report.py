@@ -147,12 +147,14 @@ class Attributor:
     """The delivered sends of each set, sorted by time, searched by bisection."""
 
     def __init__(self, sends: Iterable[SendRow], days: int, mode: str) -> None:
-        per_set: dict[int, list[tuple[datetime, SendRow]]] = defaultdict(list)
+        per_set: dict[Any, list[tuple[datetime, SendRow]]] = defaultdict(list)
         for s in sends:
             if s.status == "delivered" and s.at is not None:
                 per_set[s.set_id].append((s.at, s))
-        self.times: dict[int, list[datetime]] = {}
-        self.rows: dict[int, list[SendRow]] = {}
+                if s.method in ("sms", "email"):  # opt-outs answer a channel
+                    per_set[(s.set_id, s.method)].append((s.at, s))
+        self.times: dict[Any, list[datetime]] = {}
+        self.rows: dict[Any, list[SendRow]] = {}
         for sid, items in per_set.items():
             items.sort(key=lambda x: x[0])
             self.times[sid] = [t for t, _ in items]
@@ -160,18 +162,19 @@ class Attributor:
         self.window = timedelta(days=days)
         self.mode = mode
 
-    def send_for(self, set_id: int, at: datetime) -> SendRow | None:
-        times = self.times.get(set_id)
+    def send_for(self, key: Any, at: datetime) -> SendRow | None:
+        times = self.times.get(key)
         if not times:
             return None
         lo = bisect.bisect_left(times, at - self.window)  # first send at or after the window's start
         hi = bisect.bisect_right(times, at)  # sends at or before the payment
         if lo >= hi:
             return None
-        return self.rows[set_id][hi - 1 if self.mode == "last" else lo]
+        return self.rows[key][hi - 1 if self.mode == "last" else lo]
 
-    def touch(self, set_id: int, at: datetime) -> Touch:
-        s = self.send_for(set_id, at)
+    def touch(self, set_id: int, at: datetime, method: str | None = None) -> Touch:
+        """The send credited with a fact at ``at``; ``method``: only sends of that channel."""
+        s = self.send_for(set_id if method is None else (set_id, method), at)
         return UNPROMPTED_TOUCH if s is None else Touch((s.step_day, s.step_title), s.method)
 
 
@@ -251,8 +254,11 @@ class Report:
             if out.paid_full_at is not None:
                 out.last_touch = next(t for a, _, t in out.payments if a == out.paid_full_at)
             self.outcomes[sid] = out
+        # A STOP reply answers a text; an email complaint or unsubscribe answers an email.
         self.opt_outs = [
-            (o, self.attr.touch(o.set_id, o.at)) for o in data.opt_outs if o.set_id in self.sets and o.at < until
+            (o, self.attr.touch(o.set_id, o.at, "sms" if o.kind == "reply" else "email"))
+            for o in data.opt_outs
+            if o.set_id in self.sets and o.at < until
         ]
         # The steps/methods each set reached (for the "sets entered" of a step or method row).
         self.reached: dict[int, set[Touch]] = defaultdict(set)

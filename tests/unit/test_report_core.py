@@ -172,12 +172,16 @@ def test_costs_calls_by_minute_and_ratio() -> None:
     }
 
 
-def test_opt_outs_attributed_to_the_send_before_them() -> None:
+def test_opt_outs_attributed_to_the_send_of_their_channel() -> None:
     sets = [SetRow(1, "rs", "active", T0, 100)]
-    sends = [_send(1, T0), _send(1, T0 + 10 * DAY, "email", day=10)]
-    outs = [OptOutRow(1, T0 + DAY, "reply"), OptOutRow(1, T0 + 30 * DAY, "email_complaint")]
+    sends = [_send(1, T0), _send(1, T0 + 2 * DAY, "email", day=2)]
+    outs = [
+        OptOutRow(1, T0 + 3 * DAY, "reply"),  # STOP answers the text of day 0, not the later email
+        OptOutRow(1, T0 + 3 * DAY, "email_complaint"),  # answers the email of day 2
+        OptOutRow(1, T0 + 30 * DAY, "email_unsubscribe"),  # no email in the 7 days before
+    ]
     rows = {g["step"]: g for g in Report(ReportInput(sets, sends, [], outs), _opts()).group_rows(("step",))}
-    assert rows["Step 0"]["opt_outs"] == 1 and rows["(unprompted)"]["opt_outs"] == 1
+    assert [rows[k]["opt_outs"] for k in ("Step 0", "Step 2", "(unprompted)")] == [1, 1, 1]
 
 
 def test_week_grouping_uses_the_practice_time_zone() -> None:
