@@ -45,7 +45,7 @@ NO_SEND = "(no send yet)"
 OPT_OUT_KINDS = ("reply", "email_complaint", "email_unsubscribe")
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # built per row: slots, not frozen, keep it cheap
 class SetRow:
     id: int
     rule_set: str
@@ -56,7 +56,7 @@ class SetRow:
     experiment: str | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class SendRow:
     set_id: int
     step_day: int
@@ -68,7 +68,7 @@ class SendRow:
     minutes: float | None = None  # a call's recorded duration, when a provider reports one
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class PaymentRow:
     set_id: int
     payment_id: str
@@ -76,7 +76,7 @@ class PaymentRow:
     cents: int  # applied to this set's charges; negative: a refund
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class OptOutRow:
     set_id: int
     at: datetime

@@ -5,10 +5,11 @@ table; the figures themselves are computed in `core/report.py`."""
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, and_, func, select
+from sqlalchemy import Connection, String, and_, func, select, type_coerce
 
 from outreach_cli.core.models import (
     allocation_t,
@@ -38,6 +39,7 @@ def read_report_input(
         cond.append(invoice_set_t.c.rule_set_id.in_(select(rule_set_t.c.id).where(rule_set_t.c.name.in_(rule_sets))))
     where = and_(*cond)
     in_scope = select(invoice_set_t.c.id).where(where).scalar_subquery()
+    tcol, parse = _time_reader(conn)
 
     owed: dict[int, int] = dict(
         conn.execute(
@@ -48,20 +50,20 @@ def read_report_input(
     )
     names: dict[int, str] = dict(conn.execute(select(rule_set_t.c.id, rule_set_t.c.name)).all())
     sets = [
-        SetRow(sid, names.get(rs_id, str(rs_id)), status, created, int(owed.get(sid, 0)), arm, exp)
+        SetRow(sid, names.get(rs_id, str(rs_id)), status, parse(created), int(owed.get(sid, 0)), arm, exp)
         for sid, rs_id, status, created, arm, exp in conn.execute(
             select(
                 invoice_set_t.c.id,
                 invoice_set_t.c.rule_set_id,
                 invoice_set_t.c.status,
-                invoice_set_t.c.created_at,
+                tcol(invoice_set_t.c.created_at),
                 invoice_set_t.c.arm,
                 invoice_set_t.c.experiment,
             ).where(where)
         )
     ]
     sends = [
-        SendRow(sid, day, title, method, status, attempts or 0, sent or finished or due)
+        SendRow(sid, day, title, method, status, attempts or 0, parse(sent or finished or due))
         for sid, day, title, method, status, attempts, sent, finished, due in conn.execute(
             select(
                 send_t.c.invoice_set_id,
@@ -70,19 +72,19 @@ def read_report_input(
                 send_t.c.method,
                 send_t.c.status,
                 send_t.c.attempts,
-                send_t.c.sent_at,
-                send_t.c.finished_at,
-                send_t.c.due_at,
+                tcol(send_t.c.sent_at),
+                tcol(send_t.c.finished_at),
+                tcol(send_t.c.due_at),
             ).where(send_t.c.invoice_set_id.in_(in_scope), send_t.c.status.notin_(("pending", "cancelled", "claimed")))
         )
     ]
     payments = [
-        PaymentRow(int(sid), pid, paid_at, int(cents))
+        PaymentRow(int(sid), pid, parse(paid_at), int(cents))
         for sid, pid, paid_at, cents in conn.execute(
             select(
                 charge_t.c.invoice_set_id,
                 payment_t.c.payment_id,
-                payment_t.c.paid_at,
+                tcol(payment_t.c.paid_at),
                 func.sum(allocation_t.c.amount_cents),
             )
             .select_from(
@@ -96,13 +98,13 @@ def read_report_input(
     ]
     opt_outs = []
     for sid, at, kind, detail in conn.execute(
-        select(event_t.c.invoice_set_id, event_t.c.at, event_t.c.kind, event_t.c.detail).where(
+        select(event_t.c.invoice_set_id, tcol(event_t.c.at), event_t.c.kind, event_t.c.detail).where(
             event_t.c.invoice_set_id.in_(in_scope), event_t.c.kind.in_(OPT_OUT_KINDS)
         )
     ):
         if kind == "reply" and _keyword(detail) != "stop":
             continue
-        opt_outs.append(OptOutRow(sid, at, kind))
+        opt_outs.append(OptOutRow(sid, parse(at), kind))
     rs = RuleSets(conn)
     steps = {rs.name(i): [(st.day, st.title) for st in rs.get(i).steps] for i in rs.by_id}
     return ReportInput(sets, sends, payments, opt_outs, steps)
@@ -114,3 +116,16 @@ def _keyword(detail: str | None) -> str | None:
     except (ValueError, AttributeError):
         return None
     return str(value) if value else None
+
+
+def _time_reader(conn: Connection) -> tuple[Callable[[Any], Any], Callable[[Any], Any]]:
+    """(column wrapper, value parser) for reading many timestamps fast. SQLite keeps UTC text
+    (see models.UTCDateTime): read it raw and parse it with the C `fromisoformat`, instead of the
+    generic per-value conversion, which dominates the report's time at scale."""
+    if conn.dialect.name == "sqlite":
+
+        def parse(v: Any) -> datetime | None:
+            return None if v is None else datetime.fromisoformat(v).replace(tzinfo=UTC)
+
+        return (lambda c: type_coerce(c, String)), parse
+    return (lambda c: c), (lambda v: v)
