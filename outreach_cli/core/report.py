@@ -28,7 +28,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
-from typing import Any
+from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo
 
 from outreach_cli.core import experiments
@@ -133,8 +133,7 @@ class ReportInput:
 StepKey = tuple[int, str]  # (day, title); UNPROMPTED/NO_SEND use day 10**6 so they sort last
 
 
-@dataclass(frozen=True)
-class Touch:
+class Touch(NamedTuple):  # built per send and per payment: a tuple is cheapest
     step: StepKey
     method: str
 
@@ -146,10 +145,11 @@ NO_SEND_TOUCH = Touch((10**6 - 1, NO_SEND), NO_SEND)
 class Attributor:
     """The delivered sends of each set, sorted by time, searched by bisection."""
 
-    def __init__(self, sends: Iterable[SendRow], days: int, mode: str) -> None:
+    def __init__(self, sends: Iterable[SendRow], days: int, mode: str, only: set[int] | None = None) -> None:
+        """``only``: the sets anything is attributed for (those with payments or opt-outs)."""
         per_set: dict[Any, list[tuple[datetime, SendRow]]] = defaultdict(list)
         for s in sends:
-            if s.status == "delivered" and s.at is not None:
+            if s.status == "delivered" and s.at is not None and (only is None or s.set_id in only):
                 per_set[s.set_id].append((s.at, s))
                 if s.method in ("sms", "email"):  # opt-outs answer a channel
                     per_set[(s.set_id, s.method)].append((s.at, s))
@@ -234,11 +234,12 @@ class Report:
         self.steps = data.steps
         until = opts.until
         self.sends = [s for s in data.sends if s.set_id in self.sets and (s.at is None or s.at < until)]
-        self.attr = Attributor(self.sends, opts.attribution_days, opts.attribution)
         pays: dict[int, list[PaymentRow]] = defaultdict(list)
         for p in data.payments:
             if p.set_id in self.sets and p.paid_at < until:
                 pays[p.set_id].append(p)
+        needed = set(pays) | {o.set_id for o in data.opt_outs}
+        self.attr = Attributor(self.sends, opts.attribution_days, opts.attribution, needed)
         self.outcomes: dict[int, SetOutcome] = {}
         for sid, rows in pays.items():
             st = self.sets[sid]
@@ -309,7 +310,7 @@ class Report:
             for _at, cents, touch in out.payments:
                 a = accs[self._key(by, st, touch)]
                 a.collected += cents
-                if touch is UNPROMPTED_TOUCH:
+                if touch == UNPROMPTED_TOUCH:
                     a.unprompted += cents
             if out.collected <= 0 or out.last_touch is None:
                 continue
