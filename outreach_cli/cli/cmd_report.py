@@ -200,7 +200,12 @@ def open_out(path: str) -> Any:
 
 # --- csv ---------------------------------------------------------------------------------------
 
-CSV_KEYS = ["rule_set", "step_day", "step", "method", "week"]
+
+def group_keys(doc: dict[str, Any]) -> list[str]:
+    """The row keys of the report's grouping, in --by order (rule-set -> rule_set, ...)."""
+    return [dim.replace("-", "_") for dim in doc["by"]]
+
+
 CSV_METRICS = [
     "sets_entered",
     "owed",
@@ -228,7 +233,9 @@ def to_csv(doc: dict[str, Any]) -> str:
     from outreach_cli.core.money import plain_dollars
     from outreach_cli.core.report import METHODS
 
-    keys = [k for k in CSV_KEYS if any(k in g for g in doc["groups"])]
+    keys = group_keys(doc)
+    if "step" in keys:
+        keys.insert(keys.index("step"), "step_day")
     per_method = [f"{m}_{x}" for m in METHODS for x in ("attempted", "delivered", "failed")]
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
@@ -287,7 +294,7 @@ def render_table(a: App, doc: dict[str, Any], console: Any = None) -> None:
     )
     t = Table(show_edge=False, pad_edge=False, header_style="bold")
     keys = [("rule_set", "Rule set"), ("step", "Step"), ("method", "Method"), ("week", "Week of")]
-    present = [(k, label) for k, label in keys if any(k in g for g in doc["groups"])]
+    present = [(k, label) for k, label in keys if k in group_keys(doc)] or [("", "")]
     for _, head in present:
         t.add_column(head, no_wrap=True)
     heads = ["Sets", "Attempted", "Delivered", "Failed", "Paid full", "Partly", "Collected", "Rate", "Median days"]

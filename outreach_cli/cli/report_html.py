@@ -134,7 +134,8 @@ def _pct(v: float | None) -> str:
 
 def _groups_table(doc: dict[str, Any]) -> str:
     keys = [("rule_set", "Rule set"), ("step", "Step"), ("method", "Method"), ("week", "Week of")]
-    present = [(k, label) for k, label in keys if any(k in g for g in doc["groups"])]
+    by = [dim.replace("-", "_") for dim in doc["by"]]
+    present = [(k, label) for k, label in keys if k in by] or [("", "")]
     heads = ["Sets", "Attempted", "Delivered", "Failed", "Paid full", "Partly", "Collected", "Rate"]
     heads += ["Median days", "Opt-outs", "Cost", "$ per $"]
     out = ["<table><tr>"]
