@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from outreach_cli.cli.context import App, get_app
-from outreach_cli.cli.options import RuleSetOpt, StatusOpt
+from outreach_cli.cli.options import RuleSetOpt
 
 FORMATS = ("table", "json", "csv", "html")
 DEFAULT_DAYS = 90
@@ -25,7 +25,7 @@ def report(
         typer.Option(
             "--since",
             help="Sets that entered from this date (practice time zone) or datetime; today, -30d, -2w... "
-            "Default: 90 days before --until.",
+            "Default: the 90 whole days before --until.",
             metavar="D",
         ),
     ] = None,
@@ -34,12 +34,20 @@ def report(
         typer.Option("--until", help="... up to and including this date (or datetime). Default: now.", metavar="D"),
     ] = None,
     rule_set: RuleSetOpt = None,
-    status: StatusOpt = None,
+    status: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--status",
+            help="Only sets now in this status (repeatable or comma-separated; open; all). Default: every status.",
+            metavar="S",
+        ),
+    ] = None,
     by: Annotated[
         list[str] | None,
         typer.Option(
             "--by",
             help="Group by rule-set, step, method or week (comma-separated to nest). Default: rule-set,step.",
+            metavar="KEY",
         ),
     ] = None,
     attribution: Annotated[
@@ -48,6 +56,7 @@ def report(
             "--attribution",
             help="Credit each payment to the last (default) or first send delivered within "
             "report.attribution_days before it; none: unprompted.",
+            metavar="last|first",
         ),
     ] = "last",
     experiment: Annotated[
@@ -55,7 +64,11 @@ def report(
     ] = False,
     fmt: Annotated[
         str,
-        typer.Option("--format", help="table (bars and a sparkline), json, csv or html (one self-contained file)."),
+        typer.Option(
+            "--format",
+            help="table (bars and a sparkline), json, csv or html (one self-contained file).",
+            metavar="FORMAT",
+        ),
     ] = "table",
     out: Annotated[
         str | None,
