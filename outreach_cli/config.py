@@ -46,6 +46,10 @@ DEFAULTS: dict[str, Any] = {
         "provider": "link",
         "success_url": "https://pay.example.com/thanks",
     },
+    # `outreach report`: payments are credited to a send delivered this many days before them.
+    "report": {"attribution_days": 7},
+    # Unit costs in dollars (sub-cent values allowed): per SMS, email, call minute and letter.
+    "costs": {"sms": 0.0, "email": 0.0, "call_minute": 0.0, "letter": 0.0},
 }
 
 CHANNEL_CHOICES = {
@@ -233,3 +237,19 @@ def _validate(s: Settings) -> None:
             raise ConfigError(f"sending.holidays: {day!r} is not a date like 2026-12-25")
     if int(s.sending["max_attempts"]) < 1 or int(s.sending["concurrency"]) < 1:
         raise ConfigError("sending.max_attempts and sending.concurrency must be at least 1")
+    _validate_report(s)
+
+
+def _validate_report(s: Settings) -> None:
+    from decimal import Decimal, InvalidOperation
+
+    days = s.values["report"]["attribution_days"]
+    if isinstance(days, bool) or not isinstance(days, int) or days < 0:
+        raise ConfigError(f"report.attribution_days = {days!r}: expected a whole number of days (0 or more)")
+    for key, value in s.values["costs"].items():
+        try:
+            ok = not isinstance(value, bool) and Decimal(str(value)).is_finite() and Decimal(str(value)) >= 0
+        except InvalidOperation:
+            ok = False
+        if not ok:
+            raise ConfigError(f"costs.{key} = {value!r}: expected an amount in dollars, 0 or more (e.g. 0.0079)")

@@ -21,6 +21,7 @@ from outreach_cli.cli import (
     cmd_import,
     cmd_init,
     cmd_list,
+    cmd_report,
     cmd_rulesets,
 )
 from outreach_cli.cli.context import App
@@ -112,6 +113,7 @@ cmd_act.register(app)
 cmd_engine.register(app)
 cmd_doctor.register(app)
 cmd_demo.register(app)
+cmd_report.register(app)
 
 
 def _print_error(env: Environment | None, message: str, details: list[str] | None = None) -> None:

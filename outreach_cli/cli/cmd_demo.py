@@ -10,6 +10,9 @@ from outreach_cli.cli.context import App, get_app
 
 if TYPE_CHECKING:
     from datetime import datetime
+    from typing import Any
+
+    from outreach_cli.core.demo_data import DemoData
 
 
 def register(app: typer.Typer) -> None:
@@ -19,7 +22,7 @@ def register(app: typer.Typer) -> None:
 def demo(
     ctx: typer.Context,
     patients: Annotated[int, typer.Option("--patients", min=1, max=100_000, help="How many demo patients.")] = 300,
-    days: Annotated[int, typer.Option("--days", min=0, max=365, help="How many days of outreach to simulate.")] = 30,
+    days: Annotated[int, typer.Option("--days", min=0, max=365, help="How many days of outreach to simulate.")] = 90,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the data generator (same seed, same data).")] = 7,
 ) -> None:
     """Create a demo database (default demo.db, replaced if it exists; --db to choose another)
@@ -65,32 +68,8 @@ def run_demo(a: App, *, patients: int, days: int, seed: int) -> None:
     sync_dir(store, shipped_dir(), ctx)
     data = generate(patients, seed=seed, start=start, days=days)
     run_import(store, "patients", data.patients_csv.encode(), source="demo patients", ctx=ctx, input_format="csv")
-    n_charges = n_sets = 0
-    for rule_set, text in data.charges_csv.items():
-        rep = run_import(
-            store,
-            "charges",
-            text.encode(),
-            source=f"demo charges ({rule_set})",
-            ctx=ctx,
-            input_format="csv",
-            rule_set=rule_set,
-        )
-        n_charges += rep.created
-        n_sets += rep.sets_created
-    if data.pauses:
-        from outreach_cli.core.actions import run_action
-        from outreach_cli.core.queries import ListFilter, list_sets
-        from outreach_cli.core.statuses import Action
-
-        wanted = set(data.pauses)
-        ids = [r["id"] for r in list_sets(store, ListFilter(), ctx) if r["patient_id"] in wanted]
-        run_action(store, Action.PAUSE, ids, ctx, reason="patient disputes the bill")
+    n_charges, n_sets = simulate(a, store, start=start, days=days, data=data, seed=seed)
     a.info(f"demo: {patients} patients, {n_charges} charges, {n_sets} invoice sets in {path}")
-    by_day: dict[int, list[dict[str, str]]] = {}
-    for p in data.payments:
-        by_day.setdefault(int(p["day"]), []).append(p)
-    simulate(a, store, start=start, days=days, payments_by_day=by_day)
     a.info(f"demo: simulated {days} days of outreach ending {end:%Y-%m-%d %H:%M} UTC")
     from outreach_cli.cli.cmd_admin import print_attention, print_metrics
 
@@ -98,25 +77,46 @@ def run_demo(a: App, *, patients: int, days: int, seed: int) -> None:
     print_attention(a, store)
     a.info(
         f"explore it: outreach --db {path} list   |   outreach --db {path} show ID   |   outreach --db {path} metrics"
+        f"   |   outreach --db {path} report --experiment"
     )
 
 
-def simulate(
-    a: App, store: object, *, start: datetime, days: int, payments_by_day: dict[int, list[dict[str, str]]]
-) -> None:
-    """Day by day: payments that come in that day, then hourly outreach ticks."""
+TICK_HOURS = 3  # the simulated cron: every 3 hours (sends wait for the patient's window anyway)
+
+
+def simulate(a: App, store: object, *, start: datetime, days: int, data: DemoData, seed: int) -> tuple[int, int]:
+    """Day by day: the charges that arrive that day (most under the A/B split), the payments
+    patients make (see core.demo_data.demo_payments), then outreach ticks. Returns (charges, sets)."""
     import csv
     import io
+    import random
     from datetime import timedelta
 
     from outreach_cli.cli.cmd_engine import build_engine
+    from outreach_cli.core.demo_data import demo_payments, demo_replies
     from outreach_cli.core.importer import run_import
 
     end = start + timedelta(days=days)
-
+    rnd = random.Random(seed)
+    n_charges = n_sets = 0
     for day in range(days + 1):
         day_start = start + timedelta(days=day)
-        pays = payments_by_day.get(day, [])
+        arrivals = [(spec, text) for (d, spec), text in data.charges_by_day.items() if d == day]
+        if arrivals:
+            ctx = a.context(actor="demo")
+            ctx.now = day_start
+            for spec, text in arrivals:
+                rep = run_import(
+                    store, "charges", text.encode(), source=f"demo charges ({spec})", ctx=ctx, rule_set=spec
+                )
+                n_charges += rep.created
+                n_sets += rep.sets_created
+            _pause_arrivals(store, ctx, data.pauses, "".join(t for _, t in arrivals))
+        if day:
+            ctx = a.context(actor="demo")
+            ctx.now = day_start
+            demo_replies(store, ctx, rnd)
+        pays = demo_payments(store, day_start + timedelta(hours=6), rnd, day) if day else []
         if pays:
             buf = io.StringIO()
             w = csv.writer(buf, lineterminator="\n")
@@ -127,10 +127,24 @@ def simulate(
             ctx = a.context(actor="demo")
             ctx.now = paid_at
             run_import(store, "payments", buf.getvalue().encode(), source="demo payments", ctx=ctx, input_format="csv")
-        for hour in range(24):
+        for hour in range(0, 24, TICK_HOURS):
             now = day_start + timedelta(hours=hour)
             if now > end:
                 break
             engine = build_engine(a)
             engine.ctx.now = now
             engine.tick()
+    return n_charges, n_sets
+
+
+def _pause_arrivals(store: object, ctx: Any, pauses: list[str], charges_csv: str) -> None:
+    """An admin pauses the sets of the patients who dispute their bill, the day they arrive."""
+    wanted = {pid for pid in pauses if f",{pid}," in charges_csv}
+    if not wanted:
+        return
+    from outreach_cli.core.actions import run_action
+    from outreach_cli.core.queries import ListFilter, list_sets
+    from outreach_cli.core.statuses import Action
+
+    ids = [r["id"] for r in list_sets(store, ListFilter(), ctx) if r["patient_id"] in wanted]
+    run_action(store, Action.PAUSE, ids, ctx, reason="patient disputes the bill")

@@ -67,7 +67,15 @@ def doctor(ctx: typer.Context) -> None:
         )
         default = str(s.values.get("default_rule_set") or "")
         if default:
-            check("default rule set", default in {i.name for i in infos}, default)
+            from outreach_cli.core.errors import InvalidInput
+            from outreach_cli.core.experiments import parse_arms
+
+            try:  # a plain name, or weighted A/B arms (standard:70,gentle:30)
+                arms = parse_arms(default, flag="default_rule_set").names
+            except InvalidInput as exc:
+                check("default rule set", False, exc.message)
+            else:
+                check("default rule set", set(arms) <= {i.name for i in infos}, default)
         with store.read() as conn:
             stored = store.get_meta(conn, "secret")
         env_secret = os.environ.get("OUTREACH_SECRET") or s.values.get("secret")

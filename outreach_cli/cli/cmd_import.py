@@ -85,7 +85,10 @@ def charges(
     rule_set: Annotated[
         str | None,
         typer.Option(
-            "--rule-set", help="Rule set for the invoice sets this creates (default: default_rule_set).", metavar="NAME"
+            "--rule-set",
+            help="Rule set for the invoice sets this creates (default: default_rule_set); "
+            "NAME:WEIGHT,NAME:WEIGHT (e.g. standard:70,gentle:30) spreads new sets over an A/B test.",
+            metavar="NAME",
         ),
     ] = None,
     input_format: FormatOpt = None,

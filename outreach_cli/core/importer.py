@@ -26,11 +26,13 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import Connection, func, insert, select
+from sqlalchemy import text as sql_text
 
 from outreach_cli.core import contacts
 from outreach_cli.core.errors import InvalidInput
 from outreach_cli.core.ledger import apply_payments as apply_payments  # re-exported for older callers
 from outreach_cli.core.ledger import apply_payments_detailed
+from outreach_cli.core.experiments import Arms, assign, parse_arms
 from outreach_cli.core.models import (
     charge_t,
     invoice_set_t,
@@ -523,7 +525,7 @@ def _import_charges(
     bulk_update(conn, charge_t, updates)
 
     if new_recs:
-        rule_set_id = rule_sets.resolve(rule_set_name)
+        arms = parse_arms(rule_set_name)
         pks = sorted({patients[n["patient_id"]] for _, n in new_recs})
         in_progress: dict[int, int] = {}
         for chunk in chunks(pks):
@@ -536,8 +538,8 @@ def _import_charges(
         need = [pk for pk in pks if pk not in in_progress]
         created_sets: set[int] = set()
         if need:
-            fresh = _create_sets(conn, need, new_recs, patients, rule_set_id, rule_sets, ctx)
-            for ppk, (sid, status, reason) in fresh.items():
+            fresh = _create_sets(conn, need, new_recs, patients, arms, rule_sets, ctx)
+            for ppk, (sid, status, reason, arm) in fresh.items():
                 in_progress[ppk] = sid
                 events.append(
                     event_row(
@@ -547,11 +549,12 @@ def _import_charges(
                         patient_pk=ppk,
                         to_status=status,
                         reason=reason,
-                        detail={"rule_set": rule_set_name},
+                        detail={"rule_set": arm}
+                        | ({"experiment": arms.spec, "arm": arm} if arms.is_experiment else {}),
                     )
                 )
             report.sets_created += len(need)
-            created_sets = {sid for sid, _, _ in fresh.values()}
+            created_sets = {v[0] for v in fresh.values()}
         charge_rows = []
         for _, n in new_recs:
             ppk = patients[n["patient_id"]]
@@ -596,12 +599,13 @@ def _create_sets(
     need: list[int],
     new_recs: list[tuple[Record, dict[str, Any]]],
     patients: dict[str, int],
-    rule_set_id: int,
+    arms: Arms,
     rule_sets: RuleSets,
     ctx: Context,
-) -> dict[int, tuple[int, str, str | None]]:
+) -> dict[int, tuple[int, str, str | None, str]]:
     """New invoice sets, written once with their balance, status and next send already decided
-    (no second pass over a million rows). Returns {patient_pk: (set_id, status, reason)}."""
+    (no second pass over a million rows). IDs are allocated first, so each set's A/B arm (a hash
+    of its ID) is known before it is evaluated. Returns {patient_pk: (set_id, status, reason, rule set)}."""
     from outreach_cli.core.contacts import usable_methods
     from outreach_cli.core.evaluation import evaluate, step_applies
     from outreach_cli.core.sets import contact_of, zones_of
@@ -610,7 +614,7 @@ def _create_sets(
     balance: dict[int, int] = defaultdict(int)
     for _, n in new_recs:
         balance[patients[n["patient_id"]]] += n["amount_cents"]
-    rs = rule_sets.get(rule_set_id)
+    ids = iter(_allocate_set_ids(conn, len(need)))
     rows: list[dict[str, Any]] = []
     # Every new set starts at step 0 now: its evaluation depends only on the patient's zones,
     # usable methods and which steps the balance admits, so equal patients share one evaluation.
@@ -618,7 +622,16 @@ def _create_sets(
     for chunk in chunks(need, 900):
         for p in conn.execute(select(patient_t).where(patient_t.c.id.in_(chunk))):
             contact, zones, bal = contact_of(p), zones_of(p, ctx.practice_tz), balance[p.id]
-            key = (zones, tuple(usable_methods(contact).items()), tuple(step_applies(st, bal) for st in rs.steps))
+            set_id = next(ids)
+            arm = assign(set_id, arms)
+            rule_set_id = rule_sets.resolve(arm)
+            rs = rule_sets.get(rule_set_id)
+            key = (
+                rule_set_id,
+                zones,
+                tuple(usable_methods(contact).items()),
+                tuple(step_applies(st, bal) for st in rs.steps),
+            )
             view = seen.get(key)
             if view is None:
                 view = evaluate(
@@ -638,8 +651,11 @@ def _create_sets(
                 seen[key] = view
             rows.append(
                 {
+                    "id": set_id,
                     "patient_pk": p.id,
                     "rule_set_id": rule_set_id,
+                    "experiment": arms.spec,
+                    "arm": arm if arms.is_experiment else None,
                     "status": view.status.value,
                     "status_reason": view.status_reason,
                     "will_fail_reason": view.will_fail_reason,
@@ -655,27 +671,29 @@ def _create_sets(
                     "schedule_gen": 1,
                 }
             )
-    out: dict[int, tuple[int, str, str | None]] = {}
+    out: dict[int, tuple[int, str, str | None, str]] = {}
+    for r in rows:
+        out[r["patient_pk"]] = (r["id"], r["status"], r["status_reason"], rule_sets.name(r["rule_set_id"]))
+    for chunk in chunks(rows, 5000):
+        conn.execute(insert(invoice_set_t), list(chunk))
+    return out
+
+
+def _allocate_set_ids(conn: Connection, n: int) -> list[int]:
+    """IDs for ``n`` new invoice sets, known before the rows are written."""
+    if n == 0:
+        return []
     if conn.dialect.name == "sqlite":
         # Writers are serialised (BEGIN IMMEDIATE), so IDs can be assigned here: no RETURNING round trips.
         next_id = (conn.execute(select(func.max(invoice_set_t.c.id))).scalar() or 0) + 1
-        for i, r in enumerate(rows):
-            r["id"] = next_id + i
-            out[r["patient_pk"]] = (r["id"], r["status"], r["status_reason"])
-        for chunk in chunks(rows, 5000):
-            conn.execute(insert(invoice_set_t), list(chunk))
-    else:
-        for chunk in chunks(rows, 1000):
-            res = conn.execute(
-                insert(invoice_set_t).returning(
-                    invoice_set_t.c.id, invoice_set_t.c.patient_pk, sort_by_parameter_order=True
-                ),
-                list(chunk),
-            )
-            by_patient = {r["patient_pk"]: r for r in chunk}
-            for sid, ppk in res:
-                out[ppk] = (sid, by_patient[ppk]["status"], by_patient[ppk]["status_reason"])
-    return out
+        return list(range(next_id, next_id + n))
+    # PostgreSQL: draw from the column's sequence (safe under concurrent writers).
+    return list(
+        conn.execute(
+            sql_text("SELECT nextval(pg_get_serial_sequence('invoice_set', 'id')) FROM generate_series(1, :n)"),
+            {"n": n},
+        ).scalars()
+    )
 
 
 # --- payments --------------------------------------------------------------------------------
@@ -814,7 +832,8 @@ def run_import(
                 name = rule_set or str(ctx.extra.get("default_rule_set") or "")
                 if not name:
                     raise InvalidInput("no rule set for new invoice sets: pass --rule-set NAME or set default_rule_set")
-                rule_sets.resolve(name)
+                for arm in parse_arms(name, flag="--rule-set" if rule_set else "default_rule_set").names:
+                    rule_sets.resolve(arm)
                 recs, patients, existing = _check_charges(conn, recs, errs)
             elif kind == "payments":
                 recs, patients, _charges, existing = _check_payments(conn, recs, errs)

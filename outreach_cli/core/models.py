@@ -153,6 +153,9 @@ class InvoiceSet(SQLModel, table=True):
     exported_at: datetime | None = _ts()
     closed_at: datetime | None = _ts()
     updated_at: datetime | None = _ts(nullable=False)
+    # A/B test: the weighted rule-set spec the set was created under and the arm it drew.
+    experiment: str | None = None
+    arm: str | None = None
 
 
 class Charge(SQLModel, table=True):

@@ -1,0 +1,542 @@
+"""The effectiveness report: what got the practice paid, for what it cost. Pure: rows in, figures out.
+
+Definitions (the README's "Reports and A/B tests" repeats them for the billing team):
+- The report follows the invoice sets that *entered* outreach in the period (created in
+  [since, until)) and counts what happened to them before `until`: sends, payments, opt-outs.
+- Owed = the total of a set's charges (void charges excluded). Collected = payments applied to
+  the set's charges; write-offs, collections and voids are not payments and never count. A refund
+  (a negative payment allocation) takes back the most recent collected dollars of its set.
+- Collection rate = collected / owed. Paid in full: collected reached owed (median days to pay is
+  measured from entry to that payment); paid partly: something but not all.
+- Messages: attempted = the provider was called (sent, delivered, failed, unknown, or retrying);
+  skipped methods are not attempts. Cost = unit cost per attempt from `[costs]`; a call costs
+  `call_minute` x its minutes, one minute per attempt as no duration is recorded.
+- Attribution: each payment goes to the last (`first`: the first) send delivered to its set within
+  `attribution_days` before it, both ends inclusive ([paid_at - N days, paid_at]); with none it is
+  "unprompted". Opt-outs (STOP replies, email complaints/unsubscribes) are attributed the same way.
+- Funnel: a set reached a step when that step came due for it (any method sent or skipped); it
+  "paid after" the step when it was paid in full after reaching it and before reaching its next
+  step.
+"""
+
+from __future__ import annotations
+
+import bisect
+import statistics
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any, NamedTuple
+from zoneinfo import ZoneInfo
+
+from outreach_cli.core import experiments
+from outreach_cli.core.money import plain_dollars
+
+BY_CHOICES = ("rule-set", "step", "method", "week")
+DEFAULT_BY = ("rule-set", "step")
+ATTRIBUTIONS = ("last", "first")
+METHODS = ("sms", "email", "call", "mail", "charge_card")
+ATTEMPTED = frozenset({"sent", "delivered", "failed", "unknown"})
+REACHED = ATTEMPTED | {"skipped"}
+UNPROMPTED = "(unprompted)"
+NO_SEND = "(no send yet)"
+OPT_OUT_KINDS = ("reply", "email_complaint", "email_unsubscribe")
+
+
+@dataclass(slots=True)  # built per row: slots, not frozen, keep it cheap
+class SetRow:
+    id: int
+    rule_set: str
+    status: str
+    created_at: datetime
+    owed_cents: int
+    arm: str | None = None
+    experiment: str | None = None
+
+
+@dataclass(slots=True)
+class SendRow:
+    set_id: int
+    step_day: int
+    step_title: str
+    method: str
+    status: str
+    attempts: int
+    at: datetime | None  # sent_at, else finished_at, else due_at
+    minutes: float | None = None  # a call's recorded duration, when a provider reports one
+
+
+@dataclass(slots=True)
+class PaymentRow:
+    set_id: int
+    payment_id: str
+    paid_at: datetime
+    cents: int  # applied to this set's charges; negative: a refund
+
+
+@dataclass(slots=True)
+class OptOutRow:
+    set_id: int
+    at: datetime
+    kind: str
+
+
+@dataclass(frozen=True)
+class Costs:
+    sms: Decimal = Decimal(0)
+    email: Decimal = Decimal(0)
+    call_minute: Decimal = Decimal(0)
+    letter: Decimal = Decimal(0)
+
+    @classmethod
+    def from_settings(cls, values: dict[str, Any]) -> Costs:
+        return cls(**{k: Decimal(str(values.get(k, 0) or 0)) for k in ("sms", "email", "call_minute", "letter")})
+
+    def of(self, send: SendRow) -> Decimal:
+        """Dollars one attempted send cost."""
+        if send.method == "sms":
+            return self.sms
+        if send.method == "email":
+            return self.email
+        if send.method == "call":
+            return self.call_minute * Decimal(str(send.minutes if send.minutes is not None else 1))
+        if send.method == "mail":
+            return self.letter
+        return Decimal(0)  # charge_card: processor fees are not modelled
+
+
+@dataclass(frozen=True)
+class Options:
+    since: datetime
+    until: datetime
+    tz: ZoneInfo
+    by: tuple[str, ...] = DEFAULT_BY
+    attribution: str = "last"
+    attribution_days: int = 7
+    costs: Costs = field(default_factory=Costs)
+    experiment: bool = False
+
+
+@dataclass
+class ReportInput:
+    sets: list[SetRow]
+    sends: list[SendRow]
+    payments: list[PaymentRow]
+    opt_outs: list[OptOutRow]
+    steps: dict[str, list[tuple[int, str]]] = field(default_factory=dict)  # rule set -> (day, title)
+
+
+# --- attribution -----------------------------------------------------------------------------
+
+StepKey = tuple[int, str]  # (day, title); UNPROMPTED/NO_SEND use day 10**6 so they sort last
+
+
+class Touch(NamedTuple):  # built per send and per payment: a tuple is cheapest
+    step: StepKey
+    method: str
+
+
+UNPROMPTED_TOUCH = Touch((10**6, UNPROMPTED), UNPROMPTED)
+NO_SEND_TOUCH = Touch((10**6 - 1, NO_SEND), NO_SEND)
+
+
+class Attributor:
+    """The delivered sends of each set, sorted by time, searched by bisection."""
+
+    def __init__(self, sends: Iterable[SendRow], days: int, mode: str, only: set[int] | None = None) -> None:
+        """``only``: the sets anything is attributed for (those with payments or opt-outs)."""
+        per_set: dict[Any, list[tuple[datetime, SendRow]]] = defaultdict(list)
+        for s in sends:
+            if s.status == "delivered" and s.at is not None and (only is None or s.set_id in only):
+                per_set[s.set_id].append((s.at, s))
+                if s.method in ("sms", "email"):  # opt-outs answer a channel
+                    per_set[(s.set_id, s.method)].append((s.at, s))
+        self.times: dict[Any, list[datetime]] = {}
+        self.rows: dict[Any, list[SendRow]] = {}
+        for sid, items in per_set.items():
+            items.sort(key=lambda x: x[0])
+            self.times[sid] = [t for t, _ in items]
+            self.rows[sid] = [r for _, r in items]
+        self.window = timedelta(days=days)
+        self.mode = mode
+
+    def send_for(self, key: Any, at: datetime) -> SendRow | None:
+        times = self.times.get(key)
+        if not times:
+            return None
+        lo = bisect.bisect_left(times, at - self.window)  # first send at or after the window's start
+        hi = bisect.bisect_right(times, at)  # sends at or before the payment
+        if lo >= hi:
+            return None
+        return self.rows[key][hi - 1 if self.mode == "last" else lo]
+
+    def touch(self, set_id: int, at: datetime, method: str | None = None) -> Touch:
+        """The send credited with a fact at ``at``; ``method``: only sends of that channel."""
+        s = self.send_for(set_id if method is None else (set_id, method), at)
+        return UNPROMPTED_TOUCH if s is None else Touch((s.step_day, s.step_title), s.method)
+
+
+# --- facts -----------------------------------------------------------------------------------
+
+
+@dataclass
+class Acc:
+    sets: int = 0
+    owed: int = 0
+    attempted: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    delivered: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    failed: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    cost: Decimal = Decimal(0)
+    paid_full: int = 0
+    paid_partly: int = 0
+    collected: int = 0
+    unprompted: int = 0
+    days_to_pay: list[float] = field(default_factory=list)
+    opt_outs: int = 0
+
+
+@dataclass
+class SetOutcome:
+    collected: int = 0
+    paid_full_at: datetime | None = None
+    last_touch: Touch | None = None  # of the completing payment (paid in full) or the last one
+    payments: list[tuple[datetime, int, Touch]] = field(default_factory=list)  # net of refunds
+
+
+def _net_payments(rows: list[PaymentRow]) -> list[tuple[datetime, int]]:
+    """Positive payments in time order, refunds taken from the most recent ones."""
+    kept: list[list[Any]] = []
+    for p in sorted(rows, key=lambda r: (r.paid_at, r.payment_id)):
+        if p.cents >= 0:
+            kept.append([p.paid_at, p.cents])
+            continue
+        back = -p.cents
+        for item in reversed(kept):
+            take = min(back, item[1])
+            item[1] -= take
+            back -= take
+            if back == 0:
+                break
+    return [(t, c) for t, c in kept if c > 0]
+
+
+def week_of(at: datetime, tz: ZoneInfo) -> date:
+    d = at.astimezone(tz).date()
+    return d - timedelta(days=d.weekday())
+
+
+class Report:
+    def __init__(self, data: ReportInput, opts: Options) -> None:
+        self.opts = opts
+        self.sets = {s.id: s for s in data.sets}
+        self.steps = data.steps
+        until = opts.until
+        self.sends = [s for s in data.sends if s.set_id in self.sets and (s.at is None or s.at < until)]
+        pays: dict[int, list[PaymentRow]] = defaultdict(list)
+        for p in data.payments:
+            if p.set_id in self.sets and p.paid_at < until:
+                pays[p.set_id].append(p)
+        needed = set(pays) | {o.set_id for o in data.opt_outs}
+        self.attr = Attributor(self.sends, opts.attribution_days, opts.attribution, needed)
+        self.outcomes: dict[int, SetOutcome] = {}
+        for sid, rows in pays.items():
+            st = self.sets[sid]
+            out = SetOutcome()
+            for at, cents in _net_payments(rows):
+                touch = self.attr.touch(sid, at)
+                out.payments.append((at, cents, touch))
+                before = out.collected
+                out.collected += cents
+                out.last_touch = touch
+                if st.owed_cents > 0 and before < st.owed_cents <= out.collected and out.paid_full_at is None:
+                    out.paid_full_at = at
+            if out.paid_full_at is not None:
+                out.last_touch = next(t for a, _, t in out.payments if a == out.paid_full_at)
+            self.outcomes[sid] = out
+        # A STOP reply answers a text; an email complaint or unsubscribe answers an email.
+        self.opt_outs = [
+            (o, self.attr.touch(o.set_id, o.at, "sms" if o.kind == "reply" else "email"))
+            for o in data.opt_outs
+            if o.set_id in self.sets and o.at < until
+        ]
+        # The steps/methods each set reached (for the "sets entered" of a step or method row).
+        self.reached: dict[int, set[Touch]] = defaultdict(set)
+        for s in self.sends:
+            if s.status in REACHED:
+                self.reached[s.set_id].add(Touch((s.step_day, s.step_title), s.method))
+
+    # --- grouping ---
+
+    def _key(self, by: tuple[str, ...], st: SetRow, touch: Touch) -> tuple[Any, ...]:
+        key: list[Any] = []
+        for dim in by:
+            if dim == "rule-set":
+                key.append(st.rule_set)
+            elif dim == "week":
+                key.append(week_of(st.created_at, self.opts.tz))
+            elif dim == "step":
+                key.append(touch.step)
+            else:
+                key.append(touch.method)
+        return tuple(key)
+
+    def aggregate(self, by: tuple[str, ...]) -> dict[tuple[Any, ...], Acc]:
+        accs: dict[tuple[Any, ...], Acc] = defaultdict(Acc)
+        per_touch = "step" in by or "method" in by
+        for sid, st in self.sets.items():
+            if per_touch:
+                reached = self.reached.get(sid) or {NO_SEND_TOUCH}
+                keys = {self._key(by, st, t) for t in reached}
+            else:
+                keys = {self._key(by, st, NO_SEND_TOUCH)}
+            for k in keys:
+                a = accs[k]
+                a.sets += 1
+                a.owed += st.owed_cents
+        for s in self.sends:
+            if s.status not in ATTEMPTED:
+                continue
+            a = accs[self._key(by, self.sets[s.set_id], Touch((s.step_day, s.step_title), s.method))]
+            a.attempted[s.method] += 1
+            if s.status == "delivered":
+                a.delivered[s.method] += 1
+            elif s.status == "failed":
+                a.failed[s.method] += 1
+            a.cost += self.opts.costs.of(s)
+        for sid, out in self.outcomes.items():
+            st = self.sets[sid]
+            for _at, cents, touch in out.payments:
+                a = accs[self._key(by, st, touch)]
+                a.collected += cents
+                if touch == UNPROMPTED_TOUCH:
+                    a.unprompted += cents
+            if out.collected <= 0 or out.last_touch is None:
+                continue
+            a = accs[self._key(by, st, out.last_touch)]
+            if out.paid_full_at is not None:
+                a.paid_full += 1
+                a.days_to_pay.append(max(0.0, (out.paid_full_at - st.created_at).total_seconds() / 86400))
+            else:
+                a.paid_partly += 1
+        for o, touch in self.opt_outs:
+            accs[self._key(by, self.sets[o.set_id], touch)].opt_outs += 1
+        return dict(accs)
+
+    # --- output ---
+
+    def group_rows(self, by: tuple[str, ...]) -> list[dict[str, Any]]:
+        accs = self.aggregate(by)
+        rows = []
+        for key in sorted(accs, key=_sort_key):
+            row: dict[str, Any] = {}
+            for dim, v in zip(by, key, strict=True):
+                if dim == "rule-set":
+                    row["rule_set"] = v
+                elif dim == "week":
+                    row["week"] = v.isoformat()
+                elif dim == "step":
+                    row["step"] = v[1]
+                    row["step_day"] = v[0] if v[1] not in (UNPROMPTED, NO_SEND) else None
+                else:
+                    row["method"] = v
+            row.update(metrics(accs[key]))
+            rows.append(row)
+        return rows
+
+    def funnel(self) -> dict[str, list[dict[str, Any]]]:
+        """Per rule set: each step, the sets that reached it and those paid in full after it
+        (before their next step). The first entry is the sets paid before any step."""
+        first_reach: dict[int, dict[StepKey, datetime]] = defaultdict(dict)
+        for s in self.sends:
+            if s.status in REACHED:
+                at = s.at or self.opts.until
+                k = (s.step_day, s.step_title)
+                cur = first_reach[s.set_id].get(k)
+                if cur is None or at < cur:
+                    first_reach[s.set_id][k] = at
+        by_rs: dict[str, dict[StepKey, list[int]]] = defaultdict(lambda: defaultdict(lambda: [0, 0]))
+        before_first: dict[str, int] = defaultdict(int)
+        entered: dict[str, int] = defaultdict(int)
+        for sid, st in self.sets.items():
+            steps = by_rs[st.rule_set]
+            for k in self.steps.get(st.rule_set, []):
+                steps[k]
+            entered[st.rule_set] += 1
+            reach = sorted(first_reach.get(sid, {}).items(), key=lambda kv: (kv[1], kv[0]))
+            for k, _ in reach:
+                steps[k][0] += 1
+            paid_at = self.outcomes[sid].paid_full_at if sid in self.outcomes else None
+            if paid_at is None:
+                continue
+            last: StepKey | None = None
+            for k, at in reach:
+                if at <= paid_at:
+                    last = k
+            if last is None:
+                before_first[st.rule_set] += 1
+            else:
+                steps[last][1] += 1
+        out: dict[str, list[dict[str, Any]]] = {}
+        for rs in sorted(by_rs):
+            entries = [{"step": "(entered)", "step_day": None, "reached": entered[rs], "paid_after": before_first[rs]}]
+            for k in sorted(by_rs[rs]):
+                reached, paid = by_rs[rs][k]
+                entries.append({"step": k[1], "step_day": k[0], "reached": reached, "paid_after": paid})
+            out[rs] = entries
+        return out
+
+    def weekly(self) -> list[dict[str, Any]]:
+        """Dollars collected per week (Monday, practice time zone) across the period."""
+        per_week: dict[date, int] = defaultdict(int)
+        for out in self.outcomes.values():
+            for at, cents, _ in out.payments:
+                per_week[week_of(at, self.opts.tz)] += cents
+        start = week_of(self.opts.since, self.opts.tz)
+        end = week_of(self.opts.until - timedelta(microseconds=1), self.opts.tz)
+        weeks = []
+        d = start
+        while d <= end:
+            weeks.append({"week": d.isoformat(), "collected_cents": per_week.get(d, 0)})
+            d += timedelta(days=7)
+        return weeks
+
+    def experiment(self) -> list[dict[str, Any]]:
+        """Each experiment among the sets: its arms and each arm against the first (the control)."""
+        per_exp: dict[str, dict[str, list[SetRow]]] = defaultdict(lambda: defaultdict(list))
+        for st in self.sets.values():
+            if st.experiment and st.arm:
+                per_exp[st.experiment][st.arm].append(st)
+        result = []
+        for spec in sorted(per_exp):
+            order = [n for n, _ in experiments.parse_arms(spec).arms]
+            arms: list[dict[str, Any]] = []
+            for name in order:
+                members = per_exp[spec].get(name, [])
+                n = len(members)
+                paid = sum(1 for s in members if s.id in self.outcomes and self.outcomes[s.id].paid_full_at)
+                owed = sum(s.owed_cents for s in members)
+                collected = sum(self.outcomes[s.id].collected for s in members if s.id in self.outcomes)
+                ci = experiments.wilson_interval(paid, n)
+                arms.append(
+                    {
+                        "arm": name,
+                        "sets": n,
+                        "sets_paid_full": paid,
+                        "paid_full_rate": paid / n if n else None,
+                        "paid_full_rate_ci95": list(ci) if ci else None,
+                        "owed_cents": owed,
+                        "collected_cents": collected,
+                        "collected": plain_dollars(collected),
+                        "collection_rate": collected / owed if owed else None,
+                    }
+                )
+            control = arms[0]
+            comparisons = []
+            for arm in arms[1:]:
+                c = experiments.two_proportions(
+                    arm["sets_paid_full"], arm["sets"], control["sets_paid_full"], control["sets"]
+                )
+                comparisons.append(
+                    {
+                        "arm": arm["arm"],
+                        "control": control["arm"],
+                        "difference": c.difference,
+                        "difference_ci95": list(c.ci),
+                        "p_value": c.p_value,
+                        "enough_data": c.enough,
+                        "verdict": verdict(arm["arm"], control["arm"], c),
+                    }
+                )
+            result.append({"experiment": spec, "arms": arms, "comparisons": comparisons})
+        return result
+
+    def as_dict(self) -> dict[str, Any]:
+        o = self.opts
+        total = metrics(self.aggregate(()).get((), Acc()))
+        doc: dict[str, Any] = {
+            "period": {
+                "since": o.since.astimezone(o.tz).isoformat(),
+                "until": o.until.astimezone(o.tz).isoformat(),
+                "timezone": o.tz.key,
+            },
+            "by": list(o.by),
+            "attribution": o.attribution,
+            "attribution_days": o.attribution_days,
+            "groups": self.group_rows(o.by),
+            "rule_sets": self.group_rows(("rule-set",)),
+            "total": total,
+            "funnel": self.funnel(),
+            "weekly": [dict(w, collected=plain_dollars(w["collected_cents"])) for w in self.weekly()],
+        }
+        if o.experiment:
+            doc["experiment"] = self.experiment()
+        return doc
+
+
+def _sort_key(key: tuple[Any, ...]) -> tuple[Any, ...]:
+    return tuple((1, str(v)) if isinstance(v, str) and v.startswith("(") else (0, v) for v in key)
+
+
+def metrics(a: Acc) -> dict[str, Any]:
+    cost_cents = int((a.cost * 100).quantize(Decimal(1), rounding=ROUND_HALF_UP))
+    methods = sorted(set(a.attempted) | set(a.delivered) | set(a.failed), key=_method_order)
+    return {
+        "sets_entered": a.sets,
+        "owed_cents": a.owed,
+        "owed": plain_dollars(a.owed),
+        "messages_attempted": sum(a.attempted.values()),
+        "messages_delivered": sum(a.delivered.values()),
+        "messages_failed": sum(a.failed.values()),
+        "messages": {
+            m: {"attempted": a.attempted.get(m, 0), "delivered": a.delivered.get(m, 0), "failed": a.failed.get(m, 0)}
+            for m in methods
+        },
+        "sets_paid_full": a.paid_full,
+        "sets_paid_partly": a.paid_partly,
+        "collected_cents": a.collected,
+        "collected": plain_dollars(a.collected),
+        "unprompted_cents": a.unprompted,
+        "collection_rate": a.collected / a.owed if a.owed else None,
+        "median_days_to_pay": round(statistics.median(a.days_to_pay), 1) if a.days_to_pay else None,
+        "opt_outs": a.opt_outs,
+        "cost_cents": cost_cents,
+        "cost": plain_dollars(cost_cents),
+        "collected_per_dollar": round(a.collected / cost_cents, 2) if cost_cents else None,
+    }
+
+
+def _method_order(m: str) -> int:
+    return METHODS.index(m) if m in METHODS else len(METHODS)
+
+
+def verdict(arm: str, control: str, c: experiments.Comparison) -> str:
+    if not c.enough:
+        return f"Too small to tell {arm} from {control}: {c.why_not}. Keep the experiment running."
+    assert c.p_value is not None
+    if c.p_value < 0.05:
+        better, worse = (arm, control) if c.difference > 0 else (control, arm)
+        return (
+            f"{better} gets more sets paid in full than {worse}: {abs(c.difference) * 100:.1f} points "
+            f"(p = {c.p_value:.3f})."
+        )
+    return f"No clear difference between {arm} and {control} (p = {c.p_value:.2f}); the gap may be chance."
+
+
+def parse_by(values: list[str] | None) -> tuple[str, ...]:
+    from outreach_cli.core.errors import InvalidInput
+
+    if not values:
+        return DEFAULT_BY
+    out: list[str] = []
+    for v in values:
+        for part in v.split(","):
+            p = part.strip().lower().replace("_", "-")
+            if p == "ruleset":
+                p = "rule-set"
+            if p not in BY_CHOICES:
+                raise InvalidInput(f"--by {v!r}: choose from {', '.join(BY_CHOICES)} (comma-separated for nesting)")
+            if p not in out:
+                out.append(p)
+    return tuple(out)

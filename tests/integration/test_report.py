@@ -1,0 +1,297 @@
+"""`outreach report` and A/B assignment through the real CLI, on SQLite and PostgreSQL.
+
+Every figure below is computed by hand from this timeline (sandbox providers, rule set `ab`:
+day 0 sms "Text", day 3 email "Email"; costs sms $0.05, email $0.02; window 7 days):
+
+  T0  2026-03-02 14:00Z  sets A $100, B $200, C $80 (invalid phone), D $50, E $30 enter; the
+                         Text step goes out: sms delivered to A B D E, failed for C.
+      2026-03-02 13:00Z  C pays $80 (paid_at before its set and before any send: unprompted)
+      2026-03-04 14:00Z  A pays $40 (sms 2 days earlier: Text)          D is written off
+  T1  2026-03-05 14:00Z  the Email step: delivered to A B E (C paid, D written off)
+      2026-03-06 14:00Z  E pays $30 (sms and email in window: last -> Email, first -> Text)
+      2026-03-12 14:00Z  A pays $60 (exactly 7 days after the email: the window's inclusive edge)
+      2026-03-12 14:00:01Z  B pays $50 (1 s past the window: unprompted)
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from tests.conftest import Cli, write
+from tests.helpers import PATIENT_HEADER, patient, sync_rule_set, write_csv
+
+AB = """
+title = "A/B test rule set"
+expiry_day = 30
+
+[[step]]
+day = 0
+methods = ["sms"]
+title = "Text"
+message = "Hi {first_name}, you owe {balance}: {url}"
+
+[[step]]
+day = 3
+methods = ["email"]
+title = "Email"
+message = "Hi {first_name}, a reminder of {balance}: {url}"
+"""
+
+CONFIG = """
+timezone = "UTC"
+[costs]
+sms = 0.05
+email = 0.02
+"""
+
+REPORT_NOW = "2026-03-20T00:00:00Z"
+
+
+def _payments(cli: Cli, tmp: Path, name: str, rows: list[tuple[str, str, str, str]], now: str) -> None:
+    p = write_csv(tmp / name, [{"payment_id": i, "patient_id": p, "amount": a, "paid_at": at} for i, p, a, at in rows])
+    cli.ok("import", "payments", str(p), now=now)
+
+
+def scenario(cli: Cli, tmp: Path) -> Path:
+    cfg = write(tmp / "outreach.toml", CONFIG)
+    sync_rule_set(cli, tmp, "ab", AB)
+    people = [patient(x) for x in "ABDE"] + [patient("C", phone="+15005550001")]
+    write_csv(tmp / "p.csv", people, PATIENT_HEADER)
+    cli.ok("import", "patients", str(tmp / "p.csv"))
+    charges = [("CA", "A", "100.00"), ("CB", "B", "200.00"), ("CC", "C", "80.00"), ("CD", "D", "50.00")]
+    charges.append(("CE", "E", "30.00"))
+    write_csv(tmp / "c.csv", [{"charge_id": c, "patient_id": p, "amount": a} for c, p, a in charges])
+    cli.ok("import", "charges", str(tmp / "c.csv"), "--rule-set", "ab")
+    cli.ok("run-outreach")
+    _payments(
+        cli,
+        tmp,
+        "pay1.csv",
+        [("PC", "C", "80.00", "2026-03-02T13:00:00Z"), ("PA1", "A", "40.00", "2026-03-04T14:00:00Z")],
+        "2026-03-04T14:00:00Z",
+    )
+    d_id = _set_ids(cli)["D"]
+    cli.ok("act", "write-off", str(d_id), "--yes", now="2026-03-04T14:00:00Z")
+    cli.ok("run-outreach", now="2026-03-05T14:00:00Z")
+    _payments(cli, tmp, "pay2.csv", [("PE", "E", "30.00", "2026-03-06T14:00:00Z")], "2026-03-06T14:00:00Z")
+    _payments(
+        cli,
+        tmp,
+        "pay3.csv",
+        [("PA2", "A", "60.00", "2026-03-12T14:00:00Z"), ("PB", "B", "50.00", "2026-03-12T14:00:01Z")],
+        "2026-03-13T14:00:00Z",
+    )
+    return cfg
+
+
+def _set_ids(cli: Cli) -> dict[str, int]:
+    rows = json.loads(cli.ok("list", "--status", "all", "--format", "json").stdout)
+    return {r["patient_id"]: r["id"] for r in rows}
+
+
+def report(cli: Cli, cfg: Path, *args: str) -> dict[str, Any]:
+    r = cli.ok("--config", str(cfg), "report", "--since", "2026-03-01", "--format", "json", *args, now=REPORT_NOW)
+    return json.loads(r.stdout)  # type: ignore[no-any-return]
+
+
+def _rows(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {g["step"]: g for g in doc["groups"]}
+
+
+def test_report_figures_last_touch(cli: Cli, tmp_path: Path) -> None:
+    cfg = scenario(cli, tmp_path)
+    doc = report(cli, cfg)
+    assert doc["by"] == ["rule-set", "step"]
+    assert [(g["rule_set"], g["step"]) for g in doc["groups"]] == [
+        ("ab", "Text"),
+        ("ab", "Email"),
+        ("ab", "(unprompted)"),
+    ]
+    text, email, unprompted = (_rows(doc)[k] for k in ("Text", "Email", "(unprompted)"))
+    # Text: reached by all five sets (C's failed sms is an attempt), A's $40 credited to it.
+    assert text["sets_entered"] == 5 and text["owed_cents"] == 46000
+    assert text["messages"] == {"sms": {"attempted": 5, "delivered": 4, "failed": 1}}
+    assert (text["collected_cents"], text["sets_paid_full"], text["sets_paid_partly"]) == (4000, 0, 0)
+    assert text["collection_rate"] == 4000 / 46000
+    assert (text["cost_cents"], text["collected_per_dollar"]) == (25, 160.0)
+    # Email: A's $60 at exactly 7 days (inclusive edge) and E's $30 (last touch).
+    assert email["sets_entered"] == 3 and email["owed_cents"] == 33000
+    assert email["messages"] == {"email": {"attempted": 3, "delivered": 3, "failed": 0}}
+    assert (email["collected_cents"], email["sets_paid_full"], email["sets_paid_partly"]) == (9000, 2, 0)
+    assert email["median_days_to_pay"] == 7.0  # A 10 days, E 4 days
+    assert (email["cost_cents"], email["collected_per_dollar"]) == (6, 1500.0)
+    # Unprompted: C paid before any send, B paid 1 s after the window closed.
+    assert (unprompted["collected_cents"], unprompted["unprompted_cents"]) == (13000, 13000)
+    assert (unprompted["sets_paid_full"], unprompted["sets_paid_partly"], unprompted["sets_entered"]) == (1, 1, 0)
+    assert unprompted["median_days_to_pay"] == 0.0
+    # Totals: D's written-off $50 is owed but never collected.
+    t = doc["total"]
+    assert (t["sets_entered"], t["owed_cents"], t["collected_cents"]) == (5, 46000, 26000)
+    assert (t["sets_paid_full"], t["sets_paid_partly"], t["median_days_to_pay"]) == (3, 1, 4.0)
+    assert (t["messages_attempted"], t["messages_delivered"], t["messages_failed"]) == (8, 7, 1)
+    assert (t["cost_cents"], t["cost"], t["collected_per_dollar"]) == (31, "0.31", 838.71)
+    assert doc["rule_sets"][0]["collection_rate"] == 26000 / 46000
+    assert doc["weekly"] == [
+        {"week": "2026-02-23", "collected_cents": 0, "collected": "0.00"},
+        {"week": "2026-03-02", "collected_cents": 15000, "collected": "150.00"},
+        {"week": "2026-03-09", "collected_cents": 11000, "collected": "110.00"},
+        {"week": "2026-03-16", "collected_cents": 0, "collected": "0.00"},
+    ]
+
+
+def test_report_first_touch_moves_es_payment(cli: Cli, tmp_path: Path) -> None:
+    cfg = scenario(cli, tmp_path)
+    rows = _rows(report(cli, cfg, "--attribution", "first"))
+    assert (rows["Text"]["collected_cents"], rows["Text"]["sets_paid_full"]) == (7000, 1)
+    assert (rows["Email"]["collected_cents"], rows["Email"]["sets_paid_full"]) == (6000, 1)
+    assert rows["Text"]["median_days_to_pay"] == 4.0 and rows["Email"]["median_days_to_pay"] == 10.0
+
+
+def test_report_by_method_and_week_and_filters(cli: Cli, tmp_path: Path) -> None:
+    cfg = scenario(cli, tmp_path)
+    by_method = {g["method"]: g for g in report(cli, cfg, "--by", "method")["groups"]}
+    assert set(by_method) == {"sms", "email", "(unprompted)"}
+    assert (by_method["sms"]["collected_cents"], by_method["email"]["collected_cents"]) == (4000, 9000)
+    weeks = report(cli, cfg, "--by", "week")["groups"]
+    assert [(g["week"], g["sets_entered"], g["collected_cents"]) for g in weeks] == [("2026-03-02", 5, 26000)]
+    # Status filter: only the written-off set D.
+    d = report(cli, cfg, "--by", "rule-set", "--status", "written-off")
+    assert (d["total"]["sets_entered"], d["total"]["owed_cents"], d["total"]["collected_cents"]) == (1, 5000, 0)
+    # The period follows entry: nothing entered from 2026-03-03 on.
+    later = report(cli, cfg, "--by", "rule-set")
+    assert later["total"]["sets_entered"] == 5
+    r = cli.ok("--config", str(cfg), "report", "--since", "2026-03-03", "--format", "json", now=REPORT_NOW)
+    assert json.loads(r.stdout)["total"]["sets_entered"] == 0
+    # --until before the payments: only what had happened by then (A's $40, C's $80).
+    early = report(cli, cfg, "--until", "2026-03-04", "--by", "rule-set")
+    assert early["total"]["collected_cents"] == 12000
+    assert early["period"]["until"] == "2026-03-05T00:00:00+00:00"
+
+
+def test_funnel_sums_agree_with_audit(cli: Cli, tmp_path: Path) -> None:
+    cfg = scenario(cli, tmp_path)
+    doc = report(cli, cfg)
+    funnel = {s["step"]: s for s in doc["funnel"]["ab"]}
+    assert [(s["step"], s["reached"], s["paid_after"]) for s in doc["funnel"]["ab"]] == [
+        ("(entered)", 5, 1),  # C paid before its first send
+        ("Text", 5, 0),
+        ("Email", 3, 2),
+    ]
+    events = json.loads(cli.ok("audit", "--format", "json").stdout)
+    reached: dict[str, set[int]] = defaultdict(set)
+    for e in events:
+        if e["kind"] == "send":
+            reached[json.loads(e["detail"])["step"]].add(e["set_id"])
+    assert {k: len(v) for k, v in reached.items()} == {"Text": funnel["Text"]["reached"], "Email": 3}
+    paid = sum(s["paid_after"] for s in doc["funnel"]["ab"])
+    assert paid == doc["total"]["sets_paid_full"]
+    statuses = json.loads(cli.ok("list", "--status", "paid", "--format", "json").stdout)
+    assert len(statuses) == paid
+
+
+def test_report_formats_and_bad_input(cli: Cli, tmp_path: Path) -> None:
+    cfg = scenario(cli, tmp_path)
+    base = ["--config", str(cfg), "report", "--since", "2026-03-01"]
+    table = cli.ok(*base, now=REPORT_NOW).stdout
+    assert "Collection rate by rule set" in table and "Funnel: ab" in table
+    assert "56.5%" in table and "$260.00" in table  # 26000 / 46000, collected
+    assert "Collected per week" in table and "▁█▆▁" in table
+    rows = cli.ok(*base, "--format", "csv", now=REPORT_NOW).stdout.splitlines()
+    assert rows[0].startswith("rule_set,step_day,step,sets_entered,owed,")
+    assert rows[1].split(",")[:5] == ["ab", "0", "Text", "5", "460.00"]
+    html_path = tmp_path / "r.html"
+    cli.ok(*base, "--format", "html", "--out", str(html_path), now=REPORT_NOW)
+    html = html_path.read_text(encoding="utf-8")
+    assert html.count("<svg") == 3 and "<script" not in html and "<link" not in html
+    for bad, needle in (
+        (["--by", "colour"], "--by"),
+        (["--attribution", "middle"], "--attribution"),
+        (["--format", "xml"], "--format"),
+        (["--rule-set", "nope"], "unknown rule set 'nope'"),
+        (["--since", "2026-13-01"], "--since"),
+        (["--since", "2026-03-10", "--until", "2026-03-01"], "not before"),
+    ):
+        r = cli(*base, *bad, now=REPORT_NOW)
+        assert r.code == 2 and needle in r.stderr, r
+
+
+def test_bad_costs_config_is_a_configuration_error(cli: Cli, tmp_path: Path) -> None:
+    cfg = write(tmp_path / "bad.toml", "[costs]\nsms = -1\n")
+    r = cli("--config", str(cfg), "report")
+    assert r.code == 4 and "costs.sms" in r.stderr
+    cfg = write(tmp_path / "bad2.toml", "[report]\nattribution_days = 'week'\n")
+    r = cli("--config", str(cfg), "report")
+    assert r.code == 4 and "report.attribution_days" in r.stderr
+
+
+# --- A/B assignment on import -------------------------------------------------------------------
+
+
+def test_weighted_rule_set_assignment_is_recorded_and_stable(cli: Cli, tmp_path: Path) -> None:
+    from outreach_cli.core.experiments import assign, parse_arms
+
+    people = [patient(f"P{i:03d}") for i in range(60)]
+    write_csv(tmp_path / "p.csv", people, PATIENT_HEADER)
+    cli.ok("import", "patients", str(tmp_path / "p.csv"))
+    charges = [{"charge_id": f"C{i:03d}", "patient_id": f"P{i:03d}", "amount": "10.00"} for i in range(60)]
+    write_csv(tmp_path / "c.csv", charges)
+    cli.ok("import", "charges", str(tmp_path / "c.csv"), "--rule-set", "standard:50,gentle:50")
+    first = {r["id"]: r["rule_set"] for r in json.loads(cli.ok("list", "--format", "json").stdout)}
+    arms = parse_arms("standard:50,gentle:50")
+    assert first == {sid: assign(sid, arms) for sid in first}
+    assert set(first.values()) == {"standard", "gentle"}
+    # Re-importing (and new charges joining the same sets, under other weights) reshuffles nothing.
+    cli.ok("import", "charges", str(tmp_path / "c.csv"), "--rule-set", "standard:50,gentle:50")
+    more = [{"charge_id": f"D{i:03d}", "patient_id": f"P{i:03d}", "amount": "5.00"} for i in range(60)]
+    write_csv(tmp_path / "d.csv", more)
+    cli.ok("import", "charges", str(tmp_path / "d.csv"), "--rule-set", "gentle:1,standard:99")
+    again = {r["id"]: r["rule_set"] for r in json.loads(cli.ok("list", "--format", "json").stdout)}
+    assert again == first
+    # The arm is on the set's created event, and the experiment report compares the arms.
+    sid = next(iter(first))
+    created = next(e for e in json.loads(cli.ok("show", str(sid), "--format", "json").stdout)["timeline"])
+    assert created["kind"] == "created"
+    assert {k: created["detail"][k] for k in ("experiment", "arm", "rule_set")} == {
+        "experiment": "standard:50,gentle:50",
+        "arm": first[sid],
+        "rule_set": first[sid],
+    }
+    exp = json.loads(cli.ok("report", "--experiment", "--format", "json").stdout)["experiment"]
+    assert [(a["arm"], a["sets"]) for a in exp[0]["arms"]] == [
+        ("standard", list(first.values()).count("standard")),
+        ("gentle", list(first.values()).count("gentle")),
+    ]
+    assert exp[0]["comparisons"][0]["enough_data"] is False
+    assert exp[0]["comparisons"][0]["verdict"].startswith("Too small to tell gentle from standard")
+    table = cli.ok("report", "--experiment").stdout
+    assert "A/B test standard:50,gentle:50" in table and "Too small to tell" in table
+
+
+def test_default_rule_set_weights_from_config(cli: Cli, tmp_path: Path) -> None:
+    cfg = write(tmp_path / "o.toml", 'default_rule_set = "gentle:1,final-notice:1"\n')
+    write_csv(tmp_path / "p.csv", [patient(f"P{i}") for i in range(20)], PATIENT_HEADER)
+    cli.ok("import", "patients", str(tmp_path / "p.csv"))
+    write_csv(tmp_path / "c.csv", [{"charge_id": f"C{i}", "patient_id": f"P{i}", "amount": "9"} for i in range(20)])
+    cli.ok("--config", str(cfg), "import", "charges", str(tmp_path / "c.csv"))
+    used = {r["rule_set"] for r in json.loads(cli.ok("list", "--format", "json").stdout)}
+    assert used == {"gentle", "final-notice"}
+
+
+def test_bad_weights_exit_2_and_write_nothing(cli: Cli, tmp_path: Path) -> None:
+    write_csv(tmp_path / "p.csv", [patient("P1")], PATIENT_HEADER)
+    cli.ok("import", "patients", str(tmp_path / "p.csv"))
+    write_csv(tmp_path / "c.csv", [{"charge_id": "C1", "patient_id": "P1", "amount": "9"}])
+    for spec, needle in (
+        ("standard:0,gentle:50", "weight '0' of 'standard' must be a whole number above 0"),
+        ("standard:1.5,gentle:50", "weight '1.5'"),
+        ("standard:-2,gentle:1", "weight '-2'"),
+        ("standard,gentle:1", "'standard' needs NAME:WEIGHT"),
+        ("standard:1,standard:2", "named twice"),
+        ("nope:50,gentle:50", "unknown rule set 'nope'"),
+    ):
+        r = cli("import", "charges", str(tmp_path / "c.csv"), "--rule-set", spec)
+        assert r.code == 2 and needle in r.stderr, (spec, r)
+    assert json.loads(cli.ok("list", "--status", "all", "--format", "json").stdout) == []
