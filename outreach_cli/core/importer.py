@@ -30,9 +30,9 @@ from sqlalchemy import text as sql_text
 
 from outreach_cli.core import contacts
 from outreach_cli.core.errors import InvalidInput
+from outreach_cli.core.experiments import Arms, assign, parse_arms
 from outreach_cli.core.ledger import apply_payments as apply_payments  # re-exported for older callers
 from outreach_cli.core.ledger import apply_payments_detailed
-from outreach_cli.core.experiments import Arms, assign, parse_arms
 from outreach_cli.core.models import (
     charge_t,
     invoice_set_t,
