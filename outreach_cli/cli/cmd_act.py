@@ -55,8 +55,10 @@ def act(
             rich_help_panel="Filters",
         ),
     ] = None,
-    reason: Annotated[str | None, typer.Option("--reason", help="Why (kept in the event log).")] = None,
-    actor: Annotated[str | None, typer.Option("--actor", help="Who acts (default: the OS user).")] = None,
+    reason: Annotated[str | None, typer.Option("--reason", metavar="TEXT", help="Why (kept in the event log).")] = None,
+    actor: Annotated[
+        str | None, typer.Option("--actor", metavar="NAME", help="Who acts (default: the OS user).")
+    ] = None,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Print exactly what would happen; change nothing.")
     ] = False,
@@ -73,13 +75,20 @@ def act(
     ] = False,
     fmt: Annotated[str | None, FORMATS.option()] = None,
 ) -> None:
-    """Act on invoice sets: write-off, collections, change-ruleset, pause, resume, cancel.
+    """Act on one invoice set or thousands.
 
-    Select sets by IDs, by `-` (IDs from stdin), or by the `list` filters (at least one; there
+    ACTION is write-off, collections, change-ruleset, pause, resume or cancel. Select sets by IDs, by `-` (IDs from stdin), or by the `list` filters (at least one; there
     is no implicit "all"). All-or-nothing: if any selected set is ineligible or not found,
     nothing changes and the exit code is 3 (--skip-ineligible applies the rest). write-off,
     collections, cancel and change-ruleset ask for confirmation on a terminal, else need --yes
     (exit 5 without). One result row per set on stdout; a summary line on stderr.
+
+    \b
+    Examples:
+      outreach act pause 42 43 --reason "patient disputes the bill"
+      outreach list --status failed --format ids | outreach act pause -
+      outreach act change-ruleset --from-rule-set gentle --status active --rule-set standard --yes
+      outreach act write-off --status expired --amount ..5 --dry-run
     """
     from contextlib import nullcontext
 

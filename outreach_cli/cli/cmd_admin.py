@@ -13,7 +13,10 @@ from outreach_cli.cli.output import Format, Formats
 if TYPE_CHECKING:
     from outreach_cli.cli.output import Clock, Col
 
-coll = typer.Typer(help="Sets escalated to collections.", no_args_is_help=True)
+coll = typer.Typer(
+    help="Sets escalated to collections.\n\n\b\nExample:\n  outreach collections export --out agency.csv",
+    no_args_is_help=True,
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -141,7 +144,7 @@ def show(
     set_id: Annotated[str, typer.Argument(help="Invoice set ID (the number in `list`'s ID column).", metavar="ID")],
     fmt: Annotated[str | None, SHOW_FORMATS.option()] = None,
 ) -> None:
-    """One invoice set in full: patient, charges, schedule, timeline.
+    """One invoice set in full, with its timeline.
 
     Status, the patient and which methods are usable (with reasons), charges, the schedule
     (past and future steps per method) and the timeline, oldest first. Times are in the
@@ -238,8 +241,8 @@ def _show_text(a: App, d: dict[str, Any]) -> None:
             Col("method", "Method", lambda s: s["method"] + (" (fallback)" if s.get("fallback") else ""), keep=True),
             Col("status", "Status", keep=True),
             Col("due_at", "Due", lambda s: clock(s["due_at"]), drop=3),
-            Col("sent_at", "Sent", lambda s: clock(s["sent_at"]), drop=4),
-            Col("reason", "Reason", wrap=True, min_width=16, drop=5),
+            Col("reason", "Reason", wrap=True, min_width=16, drop=4, optional=True),
+            Col("sent_at", "Sent", lambda s: clock(s["sent_at"]), drop=5, optional=True),
         ],
         title="Schedule",
     )
@@ -359,8 +362,16 @@ def export(
         bool, typer.Option("--all", help="Include sets exported before; mark nothing.")
     ] = False,
 ) -> None:
-    """CSV of the sets in collections not yet exported (patient, contact, address, charges,
-    amounts), for the collections agency; marks them exported unless --all."""
+    """CSV of sets in collections, for the agency.
+
+    The sets in collections not yet exported (patient, contact, address, charges, amounts);
+    marks them exported unless --all.
+
+    \b
+    Examples:
+      outreach collections export --out agency-2026-11.csv
+      outreach collections export --all | less
+    """
     from outreach_cli.core.collections import export as do_export
 
     a = get_app(ctx)

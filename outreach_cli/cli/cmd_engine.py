@@ -20,7 +20,8 @@ FORECAST_FORMATS = Formats()
 FORECAST_COLUMNS = ["id", "patient_id", "due_at", "step", "day", "methods", "usable_methods", "prediction", "reason"]
 
 events_app = typer.Typer(
-    help="Delivery facts from other sources (status callbacks, replies, bounces).", no_args_is_help=True
+    help="Delivery facts from other sources.\n\nStatus callbacks, replies, bounces.\n\n\b\nExample:\n  outreach events ingest callbacks.jsonl",
+    no_args_is_help=True,
 )
 
 
@@ -76,9 +77,17 @@ def run_outreach(
     ] = None,
     fmt: Annotated[str | None, RUN_FORMATS.option()] = None,
 ) -> None:
-    """One outreach tick, for cron: reconcile, expire, claim and send what is due (in each
-    patient's allowed hours, exactly once), record outcomes, fall back, re-predict Will Fail.
-    Silent on success unless -v. Exit 0 even when some messages failed (see `metrics`)."""
+    """One outreach tick, for cron.
+
+    Reconcile, expire, claim and send what is due (in each patient's allowed hours, exactly
+    once), record outcomes, fall back, re-predict Will Fail. Silent on success unless -v. Exit
+    0 even when some messages failed (see `metrics`).
+
+    \b
+    Examples:
+      */5 * * * *  outreach run-outreach --format json >> /var/log/outreach.jsonl
+      outreach run-outreach --dry-run
+    """
     import json
 
     from outreach_cli.cli.output import emit
@@ -126,7 +135,9 @@ def forecast(
     ] = 7,
     fmt: Annotated[str | None, FORECAST_FORMATS.option()] = None,
 ) -> None:
-    """Sends due in the next N days (default 7), and predicted failures.
+    """Sends due soon, and the ones predicted to fail.
+
+    The next N days (default 7).
 
     One row per due step with its methods, the usable ones and a prediction: ok, fallback (only
     the rule set's fallback methods are usable) or will-fail, with the reason. Times in the
@@ -161,12 +172,12 @@ def forecast_table(clock: Clock) -> list[Col]:
         Col("due_at", "Due", lambda r: clock(r["due_at"]), keep=True),
         Col("id", "Set", justify="right", keep=True),
         Col("prediction", "Prediction", prediction, keep=True),
-        Col("step", "Step", lambda r: f"{r['step']} (day {r['day']})", wrap=True, min_width=12, drop=2),
-        Col("methods", "Methods", drop=3),
-        Col("usable_methods", "Usable", drop=5),
-        Col("patient_id", "Patient", drop=4),
-        Col("held_by", "Held by", drop=6, optional=True),
-        Col("reason", "Reason", wrap=True, min_width=20, drop=7),
+        Col("step", "Step", lambda r: f"{r['step']} (day {r['day']})", wrap=True, min_width=24, drop=2),
+        Col("reason", "Reason", wrap=True, min_width=20, drop=3, optional=True),
+        Col("methods", "Methods", drop=4),
+        Col("patient_id", "Patient", drop=5),
+        Col("usable_methods", "Usable", drop=6),
+        Col("held_by", "Held by", drop=7, optional=True),
     ]
 
 
@@ -175,10 +186,17 @@ def ingest(
     ctx: typer.Context,
     file: Annotated[str, typer.Argument(help="JSON lines, or - for stdin.", metavar="FILE|-")],
 ) -> None:
-    """Apply delivery facts from any source, one JSON object per line:
+    """Apply delivery facts, one JSON object per line.
+
+    Facts from any source:
     {"type": "sms_status", "sid", "status", "error_code"}, {"type": "inbound_sms", "from", "body",
     "received_at"}, {"type": "email_bounce", "email", "reason"}, {"type": "email_complaint", "email"}.
-    All-or-nothing: a bad line is reported with its number and nothing is applied (exit 2)."""
+    All-or-nothing: a bad line is reported with its number and nothing is applied (exit 2).
+
+    \b
+    Example:
+      echo '{"type": "email_bounce", "email": "a@example.com", "reason": "550"}' | outreach events ingest -
+    """
     from outreach_cli.cli.context import read_input
     from outreach_cli.core.ingest import ingest as do_ingest
     from outreach_cli.core.readers import decode

@@ -47,8 +47,9 @@ def list_(
     offset: OffsetOpt = 0,
     fmt: Annotated[str | None, FORMATS.option()] = None,
 ) -> None:
-    """Find invoice sets by name, phone, status, amount, dates or rule set.
+    """Find invoice sets.
 
+    Search by name, phone or ID; filter by status, amount, dates or rule set.
     All filters combine (AND). Default: the open statuses, soonest next send first, 50 rows on a
     terminal (all when piped). Times in the table are in the practice time zone; JSON, JSONL,
     TSV and CSV carry UTC (`2026-11-26T14:00:00Z`).

@@ -10,7 +10,10 @@ import typer
 from outreach_cli.cli.context import get_app
 from outreach_cli.cli.output import Format, Formats
 
-rs = typer.Typer(help="List, show, validate and sync rule sets (TOML files in rulesets/).", no_args_is_help=True)
+rs = typer.Typer(
+    help="List, show, validate and sync rule sets.\n\nRule sets are TOML files in rulesets/.\n\n\b\nExample:\n  outreach rulesets validate && outreach rulesets sync",
+    no_args_is_help=True,
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -143,8 +146,15 @@ def validate(
         typer.Argument(help="Rule-set files (default: every *.toml in rulesets_dir).", metavar="[FILE...]"),
     ] = None,
 ) -> None:
-    """Check rule-set files: errors name the file, step and field; SMS messages are measured in
-    segments (GSM-7 or UCS-2) with realistic long values, with a warning above 2."""
+    """Check rule-set files.
+
+    Errors name the file, step and field; SMS messages are measured in segments (GSM-7 or
+    UCS-2) with realistic long values, with a warning above 2.
+
+    \b
+    Example:
+      outreach rulesets validate rulesets/standard.toml
+    """
     from outreach_cli.core.errors import InvalidInput
     from outreach_cli.core.rulesets import load_dir, load_file
 
@@ -175,8 +185,15 @@ def sync(
         Path | None, typer.Argument(help="Directory of *.toml rule sets (default rulesets_dir).", metavar="[DIR]")
     ] = None,
 ) -> None:
-    """Load a directory of rule sets into the database. A changed file becomes a new version;
-    pending steps of sets that use it follow the new version. Nothing is written if any file is invalid."""
+    """Load a directory of rule sets into the database.
+
+    A changed file becomes a new version; pending steps of sets that use it follow the new
+    version. Nothing is written if any file is invalid.
+
+    \b
+    Example:
+      outreach rulesets sync ./rulesets
+    """
     from outreach_cli.core.ruleset_store import sync_dir
 
     a = get_app(ctx)

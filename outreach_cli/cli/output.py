@@ -234,12 +234,21 @@ def layout(cols: Sequence[Col], cells: list[list[Any]], width: int) -> tuple[lis
         hidden.append(cols[i])
     widths = {i: need(i) for i in shown}
     spare = width - total(shown, need)
-    for i in sorted((i for i in shown if cols[i].wrap), key=lambda i: cols[i].drop):  # most important first
-        if spare <= 0:
-            break
-        extra = min(spare, natural[i] - widths[i])
-        widths[i] += extra
-        spare -= extra
+    # Spare room goes to the wrapped columns in proportion to what they lack.
+    short = sorted((i for i in shown if cols[i].wrap and natural[i] > widths[i]), key=lambda i: cols[i].drop)
+    lacking = sum(natural[i] - widths[i] for i in short)
+    if short and spare > 0:
+        if lacking <= spare:
+            for i in short:
+                widths[i] = natural[i]
+        else:
+            given = {i: spare * (natural[i] - widths[i]) // lacking for i in short}
+            left = spare - sum(given.values())
+            for i in short:  # the rounding remainder, most important column first
+                extra = min(left, natural[i] - widths[i] - given[i])
+                given[i] += extra
+                left -= extra
+                widths[i] += given[i]
     return shown, [widths[i] for i in shown], hidden
 
 
