@@ -26,7 +26,7 @@ def register(app: typer.Typer) -> None:
     app.add_typer(coll, name="collections")
 
 
-METRICS_FORMATS = Formats((Format.TABLE, Format.TSV, Format.CSV, Format.JSON))
+METRICS_FORMATS = Formats((Format.TABLE, Format.TSV, Format.CSV, Format.JSON), pipe=Format.TABLE)
 SHOW_FORMATS = Formats((Format.TABLE, Format.JSON), pipe=Format.TABLE)
 AUDIT_FORMATS = Formats()
 AUDIT_TTY_LIMIT = 50

@@ -92,7 +92,7 @@ def list_(
         from dataclasses import replace
 
         total = count_sets(store, replace(flt, limit=None, offset=0))
-        span = f"{offset + 1:,}-{offset + n:,}" if offset else f"{n:,}"
+        span = f"{n:,}" if not offset else f"{offset + 1:,}" if n == 1 else f"{offset + 1:,}-{offset + n:,}"
         if offset + n >= total:
             a.info(f"showing {span} of {total:,} invoice sets")
         elif user_limit is None:
