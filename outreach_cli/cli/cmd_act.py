@@ -204,5 +204,5 @@ def _table() -> list[Col]:
         Col("result", "Result", keep=True),
         Col("from_status", "From", lambda r: badge(r["from_status"]), keep=True),
         Col("to_status", "To", lambda r: badge(r["to_status"]), keep=True),
-        Col("reason", "Reason", wrap=True, min_width=20, drop=1),
+        Col("reason", "Reason", wrap=True, min_width=20, drop=1, optional=True),
     ]

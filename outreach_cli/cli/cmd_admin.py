@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from outreach_cli.cli.context import App, get_app
-from outreach_cli.cli.options import whole_number
+from outreach_cli.cli.options import BIGGEST, whole_number
 from outreach_cli.cli.output import Format, Formats
 
 if TYPE_CHECKING:
@@ -309,7 +310,7 @@ def audit(
       outreach audit --since -7d --actor alice --format jsonl | jq .detail
       outreach audit --since today --format tsv | outreach act pause -
     """
-    from outreach_cli.cli.output import Clock, emit
+    from outreach_cli.cli.output import Clock, emit, utc_times
     from outreach_cli.core.queries import AUDIT_COLUMNS
     from outreach_cli.core.queries import audit as q
     from outreach_cli.core.ranges import parse_time_range
@@ -328,9 +329,16 @@ def audit(
     elif limit is None and a.env.stdout_isatty:
         limit = AUDIT_TTY_LIMIT
     # One more than shown tells whether there are more, without a COUNT over the whole log.
-    rows = list(q(a.store(), set_id=sid, since=rng, actor=actor, limit=None if limit is None else limit + 1))
-    more = limit is not None and len(rows) > limit
-    n = emit(a, rows[:limit] if more else rows, f, columns=AUDIT_COLUMNS, table=audit_table(Clock(a)))
+    found = q(a.store(), set_id=sid, since=rng, actor=actor, limit=None if limit is None else min(limit + 1, BIGGEST))
+    shown: Iterable[dict[str, Any]] = found  # streamed when there is no limit
+    more = False
+    if limit is not None:
+        got = list(found)
+        more = len(got) > limit
+        shown = got[:limit]
+    if f != Format.TABLE:  # times inside `detail` too, as everywhere: UTC, whole seconds, Z
+        shown = (utc_times(r) for r in shown)
+    n = emit(a, shown, f, columns=AUDIT_COLUMNS, table=audit_table(Clock(a)))
     if f == Format.TABLE and more:
         a.info(f"showing the first {n:,} events; --limit N, --since RANGE or --format tsv for more")
 

@@ -8,10 +8,10 @@ import typer
 
 from outreach_cli.cli.context import App, get_app
 from outreach_cli.cli.options import whole_number
-from outreach_cli.cli.output import Format, Formats
+from outreach_cli.cli.output import Col, Format, Formats
 
 if TYPE_CHECKING:
-    from outreach_cli.cli.output import Clock, Col
+    from outreach_cli.cli.output import Clock
 
 RUN_FORMATS = Formats(
     note="Without --dry-run only json applies (a summary object); with it, the sends due now, one row each."
@@ -111,7 +111,13 @@ def run_outreach(
         summary = engine.tick(dry_run=dry_run)
     if dry_run:
         rows = summary.would_send
-        emit(a, rows, f, columns=list(rows[0]) if rows else ["id", "step", "day", "method", "fallback"])
+        emit(
+            a,
+            rows,
+            f,
+            columns=list(rows[0]) if rows else ["id", "step", "day", "method", "fallback"],
+            table=DRY_RUN_TABLE,
+        )
         a.info(f"run-outreach (dry run): {len(summary.would_send)} send(s) due now")
         return
     if fmt and fmt.lower() == "json":
@@ -158,6 +164,14 @@ def forecast(
     if f == Format.TABLE:
         fails = sum(1 for r in rows if r["prediction"] == "will-fail")
         a.info(f"{len(rows)} send(s) in the next {days} day(s); {fails} predicted to fail")
+
+
+DRY_RUN_TABLE = [
+    Col("id", "Set", justify="right", keep=True),
+    Col("day", "Day", justify="right", keep=True),
+    Col("step", "Step", wrap=True, min_width=16, drop=1),
+    Col("method", "Method", lambda r: r["method"] + (" (fallback)" if r.get("fallback") else ""), keep=True),
+]
 
 
 def forecast_table(clock: Clock) -> list[Col]:

@@ -152,7 +152,8 @@ def emit(
     else:
         materialised = list(pending)
         n = len(materialised)
-        print_table(app, materialised, table or [Col(c, c) for c in columns], title=title)
+        if n:  # no rows, no table: the summary line on stderr says so
+            print_table(app, materialised, table or [Col(c, c) for c in columns], title=title)
     return n
 
 

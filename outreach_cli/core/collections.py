@@ -8,6 +8,7 @@ from typing import Any, TextIO
 
 from sqlalchemy import select, update
 
+from outreach_cli.core.csvsafe import neutralize
 from outreach_cli.core.models import charge_t, invoice_set_t, patient_t
 from outreach_cli.core.money import plain_dollars
 from outreach_cli.core.sets import Context, add_events, chunks, event_row
@@ -69,7 +70,7 @@ def export(store: Any, out: TextIO, ctx: Context, *, include_exported: bool) -> 
         w = csv.writer(out, lineterminator="\n")
         w.writerow(COLUMNS)
         for r in _rows(rows, charges):
-            w.writerow(r)
+            w.writerow([neutralize(str(v)) for v in r])  # the agency opens this in a spreadsheet
         if not include_exported and rows:
             ids = [r.id for r in rows]
             for chunk in chunks(ids):

@@ -357,3 +357,12 @@ def test_list_in_a_real_terminal(data: Cli, tmp_path: Path, columns: int) -> Non
     assert [x for x in rows if x] == ["1", "2", "3", "4", "5"]
     if columns == 80:
         assert "Reason" in screen.split("\n", 3)[-1] and "hidden at 80 columns" in screen
+
+
+def test_collections_export_cells_are_spreadsheet_safe(data: Cli) -> None:
+    data.ok("act", "collections", "2", "--yes")
+    out = data.ok("collections", "export", "--all").stdout
+    (row,) = list(csv.DictReader(io.StringIO(out)))
+    assert row["first_name"] == "'=HYPERLINK(1)" and row["last_name"] == "Smith"
+    assert row["amount_outstanding"] == "100.00" and row["phone"] == "+16175550100"
+    assert ISO_Z.match(row["escalated_at"])
