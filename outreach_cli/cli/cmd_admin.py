@@ -112,6 +112,9 @@ def print_attention(a: App, store: Any, limit: int = 15) -> None:
     for status in ATTENTION:  # failed, expired, paused, will-fail: a few of each
         rows.extend(list_sets(store, ListFilter(statuses=[status], sort="amount", desc=True, limit=per), a.context()))
     a.out.print()
+    if not rows:
+        a.out.print("No sets need attention (none failed, expired, paused or will-fail).")
+        return
     a.out.print(
         f"Sets needing attention (the largest {per} of each; `outreach list --status failed,expired,paused,will-fail` for all):"
     )

@@ -38,7 +38,13 @@ def demo(
         ),
     ] = 30,
     seed: Annotated[
-        int, typer.Option("--seed", metavar="N", help="Seed of the data generator (same seed, same data).")
+        int,
+        typer.Option(
+            "--seed",
+            metavar="N",
+            parser=whole_number("--seed", example=7),
+            help="Seed of the data generator (same seed, same data).",
+        ),
     ] = 7,
 ) -> None:
     """Create a demo database and simulate outreach.

@@ -78,12 +78,12 @@ class Formats:
     def resolve(self, app: App, value: str | None) -> Format:
         if value is None:
             return self.tty if app.env.stdout_isatty else self.pipe
-        f = Format(str(value).strip().lower())
+        f = str(value).strip().lower()
         if f not in self.allowed:  # only reachable when called directly, not through the option
             from outreach_cli.core.errors import InvalidInput
 
             raise InvalidInput(f"--format {value!r}: choose one of {', '.join(x.value for x in self.allowed)}")
-        return f
+        return Format(f)
 
 
 # --- cells -----------------------------------------------------------------------------------

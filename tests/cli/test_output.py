@@ -320,9 +320,11 @@ def test_every_help_has_an_example_and_plain_metavars(sqlite_url: str) -> None:
         r = cli(*path, "--help", db=False)
         assert r.code == 0, path
         assert re.search(r"^\s+Examples?:$", r.stdout, re.M), f"`outreach {' '.join(path)} --help` has no example"
-        usage_and_options = [x for x in r.stdout.splitlines() if x.startswith(("Usage:", "  -", "  [", "  I", "  F"))]
-        for line in usage_and_options:
-            assert not re.search(r"<[a-z]|\{[A-Za-z]|x>=|<=x", line), (path, line)
+        usage = r.stdout.splitlines()[0]
+        params = r.stdout.split("\nArguments:\n", 1)[-1] if "\nArguments:\n" in r.stdout else ""
+        params += r.stdout.split("\nOptions:\n", 1)[-1]
+        for line in [usage, *params.splitlines()]:
+            assert not re.search(r"<[a-z]|\{[A-Za-z]|x>=|<=x|Input should", line), (path, line)
         for line in r.stdout.split("Commands:")[-1].splitlines() if "Commands:" in r.stdout else []:
             assert not line.rstrip().endswith("..."), (path, line)  # one-liners are not cut
 
@@ -366,3 +368,26 @@ def test_collections_export_cells_are_spreadsheet_safe(data: Cli) -> None:
     assert row["first_name"] == "'=HYPERLINK(1)" and row["last_name"] == "Smith"
     assert row["amount_outstanding"] == "100.00" and row["phone"] == "+16175550100"
     assert ISO_Z.match(row["escalated_at"])
+
+
+def test_layout_keeps_key_columns_whole_and_drops_the_least_important_first() -> None:
+    from outreach_cli.cli.output import Col, layout
+
+    cols = [
+        Col("id", "ID", keep=True),
+        Col("amount", "Balance", keep=True),
+        Col("patient", "Patient", wrap=True, min_width=20, drop=1),
+        Col("phone", "Phone", drop=2),
+        Col("reason", "Reason", wrap=True, min_width=24, drop=3),
+    ]
+    cells = [["123456", "$12,345.67", "Kimberly Fitzgerald-Byrne (P000015)", "+16175550100", "x " * 60]]
+    shown, widths, hidden = layout(cols, cells, 200)  # everything at its natural width
+    assert shown == [0, 1, 2, 3, 4] and hidden == [] and widths == [6, 10, 35, 12, 120]
+    shown, widths, hidden = layout(cols, cells, 90)  # Patient and Reason wrap, sharing what is left
+    assert shown == [0, 1, 2, 3, 4] and widths == [6, 10, 21, 12, 29] and sum(widths) + 3 * 4 == 90
+    shown, widths, hidden = layout(cols, cells, 80)  # Reason would go below its minimum: dropped first
+    assert [c.key for c in hidden] == ["reason"] and widths == [6, 10, 35, 12]
+    shown, widths, hidden = layout(cols, cells, 40)
+    assert [c.key for c in hidden] == ["reason", "phone", "patient"] and widths == [6, 10]
+    shown, widths, hidden = layout(cols, cells, 10)  # too narrow even for the key columns: none is cut
+    assert shown == [0, 1] and widths == [6, 10]
