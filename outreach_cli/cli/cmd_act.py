@@ -77,7 +77,9 @@ def act(
 ) -> None:
     """Act on one invoice set or thousands.
 
-    ACTION is write-off, collections, change-ruleset, pause, resume or cancel. Select sets by IDs, by `-` (IDs from stdin), or by the `list` filters (at least one; there
+    ACTION: write-off, collections, change-ruleset, pause, resume or cancel.
+
+    Select sets by IDs, by `-` (IDs from stdin), or by the `list` filters (at least one; there
     is no implicit "all"). All-or-nothing: if any selected set is ineligible or not found,
     nothing changes and the exit code is 3 (--skip-ineligible applies the rest). write-off,
     collections, cancel and change-ruleset ask for confirmation on a terminal, else need --yes

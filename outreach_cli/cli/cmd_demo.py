@@ -49,7 +49,8 @@ def demo(
 ) -> None:
     """Create a demo database and simulate outreach.
 
-    The database (default demo.db, replaced if it exists; --db to choose another) gets realistic patients, charges and the shipped rule sets, simulate DAYS of outreach with
+    Create a demo database (default demo.db, replaced if it exists; --db to choose another)
+    with realistic patients, charges and the shipped rule sets, simulate DAYS of outreach with
     the sandbox providers (some patients pay along the way), then print the metrics and the
     sets that need attention. Nothing leaves the machine.
 

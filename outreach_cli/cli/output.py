@@ -70,9 +70,9 @@ class Formats:
         )
         return typer.Option(
             "--format",
-            metavar="|".join(names),
+            metavar="FORMAT",
             parser=parse,
-            help=f"Output format ({default}).{(' ' + self.note) if self.note else ''}",
+            help=f"{', '.join(names[:-1])} or {names[-1]} ({default}).{(' ' + self.note) if self.note else ''}",
         )
 
     def resolve(self, app: App, value: str | None) -> Format:
@@ -276,7 +276,8 @@ def print_table(
     app.out.print(t, width=max(width, needed))
     if hidden and hint and rows:
         names = ", ".join(c.header for c in hidden)
-        app.info(f"({names} hidden at {width} columns; --format tsv or a wider terminal shows them)")
+        them = "it" if len(hidden) == 1 else "them"
+        app.info(f"({names} hidden at {width} columns; --format tsv or a wider terminal shows {them})")
     return hidden
 
 
