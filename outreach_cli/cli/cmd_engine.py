@@ -192,6 +192,7 @@ def forecast_table(clock: Clock) -> list[Col]:
         Col("patient_id", "Patient", drop=5),
         Col("usable_methods", "Usable", drop=6),
         Col("held_by", "Held by", drop=7, optional=True),
+        Col("send_at", "Sends", lambda r: clock(r.get("send_at")), drop=8, optional=True),
     ]
 
 

@@ -342,7 +342,7 @@ def test_list_in_a_real_terminal(data: Cli, tmp_path: Path, columns: int) -> Non
     subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", str(columns), "-y", "50"], check=True)
     try:
         subprocess.run(["tmux", "send-keys", "-t", session, f"clear; {cmd}", "Enter"], check=True)
-        for _ in range(200):  # wait for the command, not for a time
+        for _ in range(600):  # wait for the command to finish (up to a minute on a busy machine)
             if done.exists():
                 break
             time.sleep(0.1)
