@@ -35,6 +35,12 @@ card-charge steps with a payment link). Cron runs `outreach run-outreach`; billi
 
 Exit codes: 0 ok, 1 internal error, 2 invalid input, 3 some items ineligible/not found/invalid,
 4 configuration error, 5 aborted, 75 temporary failure (retry), 130 interrupted.
+
+\b
+Examples:
+  outreach demo && outreach --db demo.db list
+  outreach --db demo.db show 42
+  outreach --db demo.db list --status failed --format ids | outreach --db demo.db act pause -
 """
 
 app = typer.Typer(

@@ -6,10 +6,14 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from outreach_cli.cli.context import App, get_app
+from outreach_cli.cli.context import get_app
 from outreach_cli.cli.options import AmountOpt, CreatedOpt, Search, SendTimeOpt, StatusOpt, build_filter
+from outreach_cli.cli.output import Format, Formats
+
+FORMATS = Formats((*Formats().allowed, Format.IDS))
 
 if TYPE_CHECKING:
+    from outreach_cli.cli.output import Col
     from outreach_cli.core.actions import ActResult
 
 
@@ -51,8 +55,10 @@ def act(
             rich_help_panel="Filters",
         ),
     ] = None,
-    reason: Annotated[str | None, typer.Option("--reason", help="Why (kept in the event log).")] = None,
-    actor: Annotated[str | None, typer.Option("--actor", help="Who acts (default: the OS user).")] = None,
+    reason: Annotated[str | None, typer.Option("--reason", metavar="TEXT", help="Why (kept in the event log).")] = None,
+    actor: Annotated[
+        str | None, typer.Option("--actor", metavar="NAME", help="Who acts (default: the OS user).")
+    ] = None,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Print exactly what would happen; change nothing.")
     ] = False,
@@ -67,23 +73,29 @@ def act(
             help="Apply the eligible sets even if some are ineligible or not found (still exits 3).",
         ),
     ] = False,
-    fmt: Annotated[
-        str | None,
-        typer.Option("--format", help="table, tsv, csv, json or jsonl (default: table on a terminal, tsv otherwise)."),
-    ] = None,
+    fmt: Annotated[str | None, FORMATS.option()] = None,
 ) -> None:
-    """Act on invoice sets: write-off, collections, change-ruleset, pause, resume, cancel.
+    """Act on one invoice set or thousands.
+
+    ACTION: write-off, collections, change-ruleset, pause, resume or cancel.
 
     Select sets by IDs, by `-` (IDs from stdin), or by the `list` filters (at least one; there
     is no implicit "all"). All-or-nothing: if any selected set is ineligible or not found,
     nothing changes and the exit code is 3 (--skip-ineligible applies the rest). write-off,
     collections, cancel and change-ruleset ask for confirmation on a terminal, else need --yes
     (exit 5 without). One result row per set on stdout; a summary line on stderr.
+
+    \b
+    Examples:
+      outreach act pause 42 43 --reason "patient disputes the bill"
+      outreach list --status failed --format ids | outreach act pause -
+      outreach act change-ruleset --from-rule-set gentle --status active --rule-set standard --yes
+      outreach act write-off --status expired --amount ..5 --dry-run
     """
     from contextlib import nullcontext
 
     from outreach_cli.cli.context import read_input
-    from outreach_cli.cli.render import resolve_format, write_rows
+    from outreach_cli.cli.output import emit
     from outreach_cli.core.actions import RESULT_COLUMNS, run_action
     from outreach_cli.core.errors import Aborted, ExitCode, InvalidInput
     from outreach_cli.core.idstream import parse_id_args, parse_ids
@@ -92,7 +104,7 @@ def act(
 
     a = get_app(ctx)
     act_ = parse_action(action)
-    f = resolve_format(a, fmt, allowed=("table", "tsv", "csv", "json", "jsonl", "ids"))
+    f = FORMATS.resolve(a, fmt)
     target_rs: str | None = None
     filter_rs = list(from_rule_set or [])
     if act_ is Action.CHANGE_RULESET:
@@ -167,7 +179,7 @@ def act(
         update(len(selected))
     blocked_stop = bool(res.blocked) and not skip_ineligible
     shown = res.blocked if blocked_stop else res.outcomes
-    write_rows(a, (o.row() for o in shown), RESULT_COLUMNS, f, table=lambda rows: _table(a, rows))
+    emit(a, [o.row() for o in shown], f, columns=RESULT_COLUMNS, table=_table())
     counts = (
         f"{res.count(Result.CHANGED)} changed, {res.count(Result.UNCHANGED)} unchanged, "
         f"{res.count(Result.INELIGIBLE)} ineligible, {res.count(Result.NOT_FOUND)} not found"
@@ -186,20 +198,13 @@ def act(
         raise typer.Exit(int(ExitCode.PARTIAL))
 
 
-def _table(a: App, rows: list[dict[str, object]]) -> None:
-    from rich.table import Table
+def _table() -> list[Col]:
+    from outreach_cli.cli.output import Col, badge
 
-    from outreach_cli.cli.render import badge
-
-    t = Table(show_edge=False, pad_edge=False, header_style="bold")
-    for c in ("ID", "Result", "From", "To", "Reason"):
-        t.add_column(c)
-    for r in rows:
-        t.add_row(
-            str(r["id"]),
-            str(r["result"]),
-            badge(str(r["from_status"])) if r["from_status"] else "",
-            badge(str(r["to_status"])) if r["to_status"] else "",
-            str(r["reason"] or ""),
-        )
-    a.out.print(t)
+    return [
+        Col("id", "ID", justify="right", keep=True),
+        Col("result", "Result", keep=True),
+        Col("from_status", "From", lambda r: badge(r["from_status"]), keep=True),
+        Col("to_status", "To", lambda r: badge(r["to_status"]), keep=True),
+        Col("reason", "Reason", wrap=True, min_width=20, drop=1, optional=True),
+    ]

@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from outreach_cli.cli.context import App, get_app
+from outreach_cli.cli.options import BIGGEST, whole_number
+from outreach_cli.cli.output import Format, Formats
 
-coll = typer.Typer(help="Sets escalated to collections.", no_args_is_help=True)
+if TYPE_CHECKING:
+    from outreach_cli.cli.output import Clock, Col
+
+coll = typer.Typer(
+    help="Sets escalated to collections.\n\n\b\nExample:\n  outreach collections export --out agency.csv",
+    no_args_is_help=True,
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -18,65 +27,101 @@ def register(app: typer.Typer) -> None:
     app.add_typer(coll, name="collections")
 
 
+METRICS_FORMATS = Formats((Format.TABLE, Format.TSV, Format.CSV, Format.JSON), pipe=Format.TABLE)
+SHOW_FORMATS = Formats((Format.TABLE, Format.JSON), pipe=Format.TABLE)
+AUDIT_FORMATS = Formats()
+AUDIT_TTY_LIMIT = 50
+
+
 def metrics(
     ctx: typer.Context,
     show_all: Annotated[
         bool, typer.Option("--all", help="Every status, totals, and aging buckets of open balances.")
     ] = False,
-    fmt: Annotated[str | None, typer.Option("--format", help="table or json.")] = None,
+    fmt: Annotated[str | None, METRICS_FORMATS.option()] = None,
 ) -> None:
-    """What needs attention: the Failed, Expired, Paused and Will Fail cards (count and amount
-    outstanding each). --all adds every status, the total and aging (days since creation)."""
-    import json
+    """What needs attention: Failed, Expired, Paused, Will Fail.
 
-    from outreach_cli.cli.render import resolve_format
+    The four attention cards (count and amount outstanding each). --all adds every status, the
+    total and aging (days since creation) of open balances. TSV/CSV: one row per card with
+    `section` (status, total or aging), `name`, `count`, `amount_outstanding`,
+    `amount_outstanding_cents`.
+
+    \b
+    Examples:
+      outreach metrics
+      outreach metrics --all --format json | jq '.total'
+    """
+    from outreach_cli.cli.output import emit, emit_document
+    from outreach_cli.core.queries import metrics as q
 
     a = get_app(ctx)
-    f = resolve_format(a, fmt or "table", allowed=("table", "json"))
-    if f == "json":
-        from outreach_cli.core.queries import metrics as q
-
-        a.write(json.dumps(q(a.store(), show_all=show_all, now=a.now), indent=2) + "\n")
+    f = METRICS_FORMATS.resolve(a, fmt)
+    if f == Format.TABLE:
+        print_metrics(a, a.store(), show_all=show_all)
         return
-    print_metrics(a, a.store(), show_all=show_all)
+    data = q(a.store(), show_all=show_all, now=a.now)
+    if f == Format.JSON:
+        emit_document(a, data)
+        return
+    emit(a, metrics_rows(data), f, columns=METRICS_COLUMNS)
+
+
+METRICS_COLUMNS = ["section", "name", "count", "amount_outstanding", "amount_outstanding_cents"]
+
+
+def metrics_rows(data: dict[str, Any]) -> list[dict[str, Any]]:
+    from outreach_cli.core.money import plain_dollars
+
+    rows: list[dict[str, Any]] = []
+    for key, card in data.items():
+        if key == "aging":
+            for b in card:
+                rows.append({"section": "aging", "name": b["bucket"], **{k: b[k] for k in METRICS_COLUMNS[2:]}})
+        elif key == "credit":  # patients' payments not applied to any charge
+            cents = card["credit_cents"]
+            rows.append(
+                {
+                    "section": "credit",
+                    "name": "credit",
+                    "count": card["count"],
+                    "amount_outstanding": plain_dollars(cents),
+                    "amount_outstanding_cents": cents,
+                }
+            )
+        else:
+            section = "total" if key == "total" else "status"
+            rows.append({"section": section, "name": key, **{k: card[k] for k in METRICS_COLUMNS[2:]}})
+    return rows
 
 
 def print_metrics(a: App, store: Any, *, show_all: bool) -> None:
-    from rich.table import Table
-
-    from outreach_cli.cli.render import badge
-    from outreach_cli.core.money import format_dollars
+    from outreach_cli.cli.output import Col, badge, dollars, print_table
     from outreach_cli.core.queries import metrics as q
 
     data = q(store, show_all=show_all, now=a.now)
-    t = Table(show_edge=False, pad_edge=False, header_style="bold", title=None)
-    t.add_column("Status")
-    t.add_column("Sets", justify="right")
-    t.add_column("Outstanding", justify="right")
-    for key, card in data.items():
-        if key in ("total", "aging", "credit"):
-            continue
-        t.add_row(badge(key), f"{card['count']:,}", format_dollars(card["amount_outstanding_cents"]))
+    cards = [{"key": k, **v} for k, v in data.items() if k not in ("total", "aging", "credit")]
+    labels = {"total": "Total", "written-off-net": "Written off, net", "credit": "Credit (patients)"}
     if show_all:
-        tot = data["total"]
-        t.add_row("Total", f"{tot['count']:,}", format_dollars(tot["amount_outstanding_cents"]))
+        cards.append({"key": "total", **data["total"]})
         wo, cr = data["written-off"], data["credit"]
-        t.add_row("Written off, net", "", format_dollars(wo["written_off_cents"]))
-        t.add_row("Credit (patients)", f"{cr['count']:,}", format_dollars(cr["credit_cents"]))
-    a.out.print(t)
+        # Money that is not an open balance: written off net of recoveries, and patients' credit.
+        cards.append({"key": "written-off-net", "count": None, "amount_outstanding_cents": wo["written_off_cents"]})
+        cards.append({"key": "credit", "count": cr["count"], "amount_outstanding_cents": cr["credit_cents"]})
+    amount = Col(
+        "amount_outstanding_cents", "Outstanding", lambda r: dollars(r["amount_outstanding_cents"]), "right", keep=True
+    )
+    count = Col("count", "Sets", lambda r: "" if r["count"] is None else f"{r['count']:,}", "right", keep=True)
+    label = Col("key", "Status", lambda r: labels.get(r["key"]) or badge(r["key"]), keep=True)
+    print_table(a, cards, [label, count, amount])
     if show_all:
-        ag = Table(show_edge=False, pad_edge=False, header_style="bold")
-        ag.add_column("Open, days since created")
-        ag.add_column("Sets", justify="right")
-        ag.add_column("Outstanding", justify="right")
-        for b in data["aging"]:
-            ag.add_row(b["bucket"], f"{b['count']:,}", format_dollars(b["amount_outstanding_cents"]))
         a.out.print()
-        a.out.print(ag)
+        bucket = Col("bucket", "Open, days since created", keep=True)
+        print_table(a, data["aging"], [bucket, count, amount])
 
 
 def print_attention(a: App, store: Any, limit: int = 15) -> None:
-    from outreach_cli.cli.cmd_list import _table
+    from outreach_cli.cli.cmd_list import print_sets
     from outreach_cli.core.queries import ListFilter, list_sets
     from outreach_cli.core.statuses import ATTENTION
 
@@ -85,60 +130,86 @@ def print_attention(a: App, store: Any, limit: int = 15) -> None:
     for status in ATTENTION:  # failed, expired, paused, will-fail: a few of each
         rows.extend(list_sets(store, ListFilter(statuses=[status], sort="amount", desc=True, limit=per), a.context()))
     a.out.print()
+    if not rows:
+        a.out.print("No sets need attention (none failed, expired, paused or will-fail).")
+        return
     a.out.print(
         f"Sets needing attention (the largest {per} of each; `outreach list --status failed,expired,paused,will-fail` for all):"
     )
-    _table(a, rows)
+    print_sets(a, rows)
+
+
+def parse_set_id(text: str, what: str = "show") -> int:
+    """An invoice set ID typed by a person; a patient ID or name gets a pointer to `list --search`."""
+    from outreach_cli.cli.options import BIGGEST
+    from outreach_cli.core.errors import InvalidInput
+
+    raw = text.strip().lstrip("#")
+    if raw.isdigit() and 1 <= int(raw) <= BIGGEST:
+        return int(raw)
+    if raw.isdigit():
+        raise InvalidInput(f"{what}: {text!r} is not an invoice set ID (IDs are 1 to {BIGGEST})")
+    raise InvalidInput(
+        f"{what} needs an invoice set ID (a number), not {text!r}; "
+        f"to find a patient's sets: outreach list --search {_quote(text)}"
+    )
+
+
+def _quote(text: str) -> str:
+    import shlex
+
+    return shlex.quote(text)
 
 
 def show(
     ctx: typer.Context,
-    set_id: Annotated[int, typer.Argument(help="Invoice set ID.", metavar="ID", min=1, max=2**63 - 1)],
-    fmt: Annotated[str | None, typer.Option("--format", help="table (text) or json.")] = None,
+    set_id: Annotated[str, typer.Argument(help="Invoice set ID (the number in `list`'s ID column).", metavar="ID")],
+    fmt: Annotated[str | None, SHOW_FORMATS.option()] = None,
 ) -> None:
-    """One invoice set: status, patient and which methods are usable (with reasons), charges,
-    the schedule (past and future steps per method) and the timeline, oldest first."""
-    import json
+    """One invoice set in full, with its timeline.
 
+    Status, the patient and which methods are usable (with reasons), charges, the schedule
+    (past and future steps per method) and the timeline, oldest first. Times are in the
+    practice time zone; with --format json they are UTC (`2026-11-26T14:00:00Z`).
+
+    \b
+    Examples:
+      outreach show 42
+      outreach show 42 --format json | jq '.timeline[-1]'
+    """
+    from outreach_cli.cli.output import emit_document, utc_times
     from outreach_cli.core.queries import show_set
 
     a = get_app(ctx)
-    f = (fmt or "table").lower()
-    if f not in ("table", "json"):
-        from outreach_cli.core.errors import InvalidInput
-
-        raise InvalidInput(f"--format {fmt!r}: choose table or json")
+    f = SHOW_FORMATS.resolve(a, fmt)
+    sid = parse_set_id(set_id)
     store = a.store()
-    data = show_set(store, set_id, a.context())
-    if f == "json":
-        a.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+    data = show_set(store, sid, a.context())
+    if f == Format.JSON:
+        emit_document(a, utc_times(data))
         return
     _show_text(a, data)
 
 
 def _show_text(a: App, d: dict[str, Any]) -> None:
-    from rich.table import Table
     from rich.text import Text
 
-    from outreach_cli.cli.render import badge
-    from outreach_cli.core.money import format_dollars
+    from outreach_cli.cli.output import Clock, Col, badge, dollars, human_detail, print_table
 
+    clock = Clock(a)
     p = d["patient"]
     head = Text.assemble(
         (f"Invoice set {d['id']}  ", "bold"),
         badge(d["status"]),
-        f"  {format_dollars(d['amount_outstanding_cents'])} outstanding  rule set {d['rule_set']}",
+        f"  {dollars(d['amount_outstanding_cents'])} outstanding  rule set {d['rule_set']}",
     )
     a.out.print(head)
     if d["status_reason"]:
         a.out.print(Text(f"  {d['status_reason']}"))
-    a.out.print(
-        Text(
-            f"  created {d['created_at']}   payment link {d['payment_url'] or '(Stripe link: created with the next message)'}"
-        )
-    )
+    link = d["payment_url"] or "(Stripe link: created with the next message)"
+    a.out.print(Text(f"  created {clock(d['created_at'])}   payment link {link}"))
     if d.get("credit_cents"):
-        a.out.print(Text(f"  patient credit {format_dollars(d['credit_cents'])} (payments not applied to any charge)"))
+        a.out.print(Text(f"  patient credit {dollars(d['credit_cents'])} (payments not applied to any charge)"))
     a.out.print(Text(f"\nPatient {p['first_name']} {p['last_name']} ({p['patient_id']})", style="bold"))
     addr = p["address"]
     a.out.print(
@@ -171,80 +242,148 @@ def _show_text(a: App, d: dict[str, Any]) -> None:
                 f"  {m:<12}", ("usable", "green") if u["usable"] else ("not usable", "red"), f"  {u['reason'] or ''}"
             )
         )
-    ct = Table(title="Charges", title_justify="left", show_edge=False, pad_edge=False, header_style="bold")
-    for c in ("Charge", "Created", "Amount", "Outstanding", "Status", "Description"):
-        ct.add_column(c)
-    for c in d["charges"]:
-        ct.add_row(
-            c["charge_id"],
-            c["created_at"],
-            format_dollars(c["amount_cents"]),
-            format_dollars(c["outstanding_cents"]),
-            c["status"],
-            c["description"],
-        )
     a.out.print()
-    a.out.print(ct)
-    st = Table(title="Schedule", title_justify="left", show_edge=False, pad_edge=False, header_style="bold")
-    for c in ("Day", "Step", "Method", "Status", "Due", "Sent", "Reason"):
-        st.add_column(c)
-    for s in d["schedule"]:
-        st.add_row(
-            str(s["day"]),
-            s["step"],
-            s["method"] + (" (fallback)" if s.get("fallback") else ""),
-            s["status"],
-            s["due_at"] or "",
-            s["sent_at"] or "",
-            s["reason"] or "",
-        )
+    print_table(
+        a,
+        d["charges"],
+        [
+            Col("charge_id", "Charge", keep=True),
+            Col("created_at", "Created", lambda c: clock(c["created_at"], relative=False), drop=2),
+            Col("amount_cents", "Amount", lambda c: dollars(c["amount_cents"]), "right", keep=True),
+            Col("outstanding_cents", "Outstanding", lambda c: dollars(c["outstanding_cents"]), "right", keep=True),
+            Col("status", "Status", keep=True),
+            Col("description", "Description", wrap=True, min_width=12, drop=3),
+        ],
+        title="Charges",
+    )
     a.out.print()
-    a.out.print(st)
-    tl = Table(title="Timeline", title_justify="left", show_edge=False, pad_edge=False, header_style="bold")
-    for c in ("At", "Event", "Actor", "Change", "Detail"):
-        tl.add_column(c)
-    for e in d["timeline"]:
-        change = f"{e['from_status'] or ''} -> {e['to_status']}" if e["to_status"] else ""
-        detail = "; ".join(x for x in (e.get("action"), e.get("reason"), _detail(e.get("detail"))) if x)
-        tl.add_row(e["at"], e["kind"], e["actor"] or "", change, detail)
+    print_table(
+        a,
+        d["schedule"],
+        [
+            Col("day", "Day", justify="right", keep=True),
+            Col("step", "Step", wrap=True, min_width=10, drop=2),
+            Col("method", "Method", lambda s: s["method"] + (" (fallback)" if s.get("fallback") else ""), keep=True),
+            Col("status", "Status", keep=True),
+            Col("due_at", "Due", lambda s: clock(s["due_at"]), drop=3),
+            Col("reason", "Reason", wrap=True, min_width=16, drop=4, optional=True),
+            Col("sent_at", "Sent", lambda s: clock(s["sent_at"]), drop=5, optional=True),
+        ],
+        title="Schedule",
+    )
     a.out.print()
-    a.out.print(tl)
+
+    def change(e: dict[str, Any]) -> str:
+        return f"{badge_label(e['from_status'])} -> {badge_label(e['to_status'])}" if e["to_status"] else ""
+
+    def detail(e: dict[str, Any]) -> str:
+        return "; ".join(x for x in (e.get("action"), e.get("reason"), human_detail(e.get("detail"), clock)) if x)
+
+    print_table(
+        a,
+        d["timeline"],
+        [
+            Col("at", "When", lambda e: clock(e["at"]), keep=True),
+            Col("kind", "Event", keep=True),
+            Col("actor", "Actor", drop=3),
+            Col("change", "Change", change, wrap=True, min_width=10, drop=2),
+            Col("detail", "Detail", detail, wrap=True, min_width=16, drop=4),
+        ],
+        title="Timeline",
+    )
 
 
-def _detail(d: Any) -> str:
-    if not d:
-        return ""
-    return ", ".join(f"{k}={v}" for k, v in d.items())
+def badge_label(status: str | None) -> str:
+    from outreach_cli.core.statuses import Status
+
+    if not status:
+        return "-"
+    try:
+        return Status(status).label
+    except ValueError:
+        return status
 
 
 def audit(
     ctx: typer.Context,
-    set_id: Annotated[
-        int | None, typer.Option("--id", help="Only this invoice set.", metavar="ID", min=1, max=2**63 - 1)
-    ] = None,
+    set_id: Annotated[str | None, typer.Option("--id", help="Only this invoice set.", metavar="ID")] = None,
     since: Annotated[
         str | None, typer.Option("--since", help="Time range: 2026-03-01, -7d, today, A..B.", metavar="RANGE")
     ] = None,
     actor: Annotated[str | None, typer.Option("--actor", help="Only events by this actor.", metavar="NAME")] = None,
-    limit: Annotated[int | None, typer.Option("--limit", min=0, help="At most N events.")] = None,
-    fmt: Annotated[str | None, typer.Option("--format", help="table, tsv, csv, json or jsonl.")] = None,
+    limit: Annotated[
+        int | None,
+        typer.Option(
+            "--limit",
+            metavar="N",
+            parser=whole_number("--limit"),
+            help=f"At most N events (default {AUDIT_TTY_LIMIT} on a terminal, all when piped; 0 = all).",
+        ),
+    ] = None,
+    fmt: Annotated[str | None, AUDIT_FORMATS.option()] = None,
 ) -> None:
-    """The event log (append-only): status changes with actor and reason, sends, replies,
-    payments, charges, rule-set changes; oldest first."""
-    from outreach_cli.cli.render import resolve_format, write_rows
+    """The event log (append-only), oldest first.
+
+    Status changes with actor and reason, sends, replies, payments, charges, rule-set changes.
+    JSON/TSV rows: `id` (the invoice set, first, so rows pipe into `act`), `event_id`, `at`
+    (UTC), `kind`, `actor`, `action`, `from_status`, `to_status`, `reason`, `detail` (an object).
+
+    \b
+    Examples:
+      outreach audit --id 42
+      outreach audit --since -7d --actor alice --format jsonl | jq .detail
+      outreach audit --since today --format tsv | outreach act pause -
+    """
+    from outreach_cli.cli.output import Clock, emit, utc_times
     from outreach_cli.core.queries import AUDIT_COLUMNS
     from outreach_cli.core.queries import audit as q
     from outreach_cli.core.ranges import parse_time_range
     from outreach_cli.core.timeutil import get_zone
 
     a = get_app(ctx)
-    f = resolve_format(a, fmt, allowed=("table", "tsv", "csv", "json", "jsonl"))
+    f = AUDIT_FORMATS.resolve(a, fmt)
+    sid = parse_set_id(set_id, "--id") if set_id is not None else None
     rng = None
     if since is not None:
         rng = parse_time_range(
             since if ".." in since else since + "..", tz=get_zone(a.settings.timezone), now=a.now, flag="--since"
         )
-    write_rows(a, q(a.store(), set_id=set_id, since=rng, actor=actor, limit=limit), AUDIT_COLUMNS, f)
+    if limit == 0:
+        limit = None
+    elif limit is None and a.env.stdout_isatty:
+        limit = AUDIT_TTY_LIMIT
+    # One more than shown tells whether there are more, without a COUNT over the whole log.
+    found = q(a.store(), set_id=sid, since=rng, actor=actor, limit=None if limit is None else min(limit + 1, BIGGEST))
+    shown: Iterable[dict[str, Any]] = found  # streamed when there is no limit
+    more = False
+    if limit is not None:
+        got = list(found)
+        more = len(got) > limit
+        shown = got[:limit]
+    if f != Format.TABLE:  # times inside `detail` too, as everywhere: UTC, whole seconds, Z
+        shown = (utc_times(r) for r in shown)
+    n = emit(a, shown, f, columns=AUDIT_COLUMNS, table=audit_table(Clock(a)))
+    if f == Format.TABLE and more:
+        a.info(f"showing the first {n:,} events; --limit N, --since RANGE or --format tsv for more")
+
+
+def audit_table(clock: Clock) -> list[Col]:
+    from outreach_cli.cli.output import Col, human_detail
+
+    def change(e: dict[str, Any]) -> str:
+        return f"{badge_label(e['from_status'])} -> {badge_label(e['to_status'])}" if e["to_status"] else ""
+
+    def detail(e: dict[str, Any]) -> str:
+        return "; ".join(x for x in (e.get("action"), e.get("reason"), human_detail(e.get("detail"), clock)) if x)
+
+    return [
+        Col("at", "When", lambda e: clock(e["at"]), keep=True),
+        Col("id", "Set", justify="right", keep=True),
+        Col("kind", "Event", keep=True),
+        Col("actor", "Actor", drop=3),
+        Col("change", "Change", change, wrap=True, min_width=10, drop=2),
+        Col("detail", "Detail", detail, wrap=True, min_width=20, drop=4),
+    ]
 
 
 @coll.command("export")
@@ -255,10 +394,17 @@ def export(
         bool, typer.Option("--all", help="Include sets exported before; mark nothing.")
     ] = False,
 ) -> None:
-    """CSV of the sets in collections not yet exported, for the collections agency: one row per
-    charge (service date, description, amounts) with the set's ID first (column `id`), patient,
-    contact, address, balance, and whether a payment arrived after escalation. Marks the sets
-    exported unless --all; a set that receives a payment later is offered once more."""
+    """CSV of sets in collections, for the agency.
+
+    One row per charge (service date, description, amounts) with the set's ID first (column
+    `id`), patient, contact, address, balance, and whether a payment arrived after escalation.
+    Marks the sets exported unless --all; a set that receives a payment later is offered once more.
+
+    \b
+    Examples:
+      outreach collections export --out agency-2026-11.csv
+      outreach collections export --all | less
+    """
     from outreach_cli.core.collections import export as do_export
 
     a = get_app(ctx)

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from outreach_cli.cli.context import App, get_app
+from outreach_cli.cli.options import whole_number
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -21,14 +22,45 @@ def register(app: typer.Typer) -> None:
 
 def demo(
     ctx: typer.Context,
-    patients: Annotated[int, typer.Option("--patients", min=1, max=100_000, help="How many demo patients.")] = 300,
-    days: Annotated[int, typer.Option("--days", min=0, max=365, help="How many days of outreach to simulate.")] = 90,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of the data generator (same seed, same data).")] = 7,
+    patients: Annotated[
+        int,
+        typer.Option(
+            "--patients",
+            metavar="N",
+            parser=whole_number("--patients", low=1, high=100_000),
+            help="How many demo patients (1-100000).",
+        ),
+    ] = 300,
+    days: Annotated[
+        int,
+        typer.Option(
+            "--days",
+            metavar="N",
+            parser=whole_number("--days", high=365, example=10),
+            help="How many days of outreach to simulate (0-365).",
+        ),
+    ] = 90,
+    seed: Annotated[
+        int,
+        typer.Option(
+            "--seed",
+            metavar="N",
+            parser=whole_number("--seed", example=7),
+            help="Seed of the data generator (same seed, same data).",
+        ),
+    ] = 7,
 ) -> None:
-    """Create a demo database (default demo.db, replaced if it exists; --db to choose another)
+    """Create a demo database and simulate outreach.
+
+    Create a demo database (default demo.db, replaced if it exists; --db to choose another)
     with realistic patients, charges and the shipped rule sets, simulate DAYS of outreach with
     the sandbox providers (some patients pay along the way), then print the metrics and the
-    sets that need attention. Nothing leaves the machine."""
+    sets that need attention. Nothing leaves the machine.
+
+    \b
+    Example:
+      outreach demo --patients 50 --days 10 && outreach --db demo.db list
+    """
     a = get_app(ctx)
     if not a.db:
         a.db = "demo.db"

@@ -22,8 +22,15 @@ def mask_secret(value: str | None) -> str:
 
 
 def doctor(ctx: typer.Context) -> None:
-    """Check the configuration, database reachability and schema version, rule sets and provider
-    settings, without sending anything. One line per check; exit 0 only when all pass (else 4)."""
+    """Check the setup without sending anything.
+
+    The configuration, database reachability and schema version, rule sets and provider
+    settings. One line per check; exit 0 only when all pass (else 4).
+
+    \b
+    Example:
+      outreach --config /etc/outreach.toml doctor
+    """
     from outreach_cli.core.errors import ConfigError, OutreachError
 
     a = get_app(ctx)

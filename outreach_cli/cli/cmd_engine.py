@@ -2,14 +2,26 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from outreach_cli.cli.context import App, get_app
+from outreach_cli.cli.options import whole_number
+from outreach_cli.cli.output import Col, Format, Formats
+
+if TYPE_CHECKING:
+    from outreach_cli.cli.output import Clock
+
+RUN_FORMATS = Formats(
+    note="Without --dry-run only json applies (a summary object); with it, the sends due now, one row each."
+)
+FORECAST_FORMATS = Formats()
+FORECAST_COLUMNS = ["id", "patient_id", "due_at", "step", "day", "methods", "usable_methods", "prediction", "reason"]
 
 events_app = typer.Typer(
-    help="Delivery facts from other sources (status callbacks, replies, bounces).", no_args_is_help=True
+    help="Delivery facts from other sources.\n\nStatus callbacks, replies, bounces.\n\n\b\nExample:\n  outreach events ingest callbacks.jsonl",
+    no_args_is_help=True,
 )
 
 
@@ -46,29 +58,46 @@ def run_outreach(
     ctx: typer.Context,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="List what would be sent now; send nothing.")] = False,
     limit: Annotated[
-        int | None, typer.Option("--limit", min=1, help="Claim at most N invoice sets' steps this run.")
+        int | None,
+        typer.Option(
+            "--limit",
+            metavar="N",
+            parser=whole_number("--limit", low=1),
+            help="Claim at most N invoice sets' steps this run.",
+        ),
     ] = None,
     concurrency: Annotated[
         int | None,
-        typer.Option("--concurrency", min=1, max=256, help="Parallel provider calls (default sending.concurrency)."),
+        typer.Option(
+            "--concurrency",
+            metavar="N",
+            parser=whole_number("--concurrency", low=1, high=256, example=8),
+            help="Parallel provider calls, 1-256 (default sending.concurrency).",
+        ),
     ] = None,
-    fmt: Annotated[
-        str | None,
-        typer.Option("--format", help="json: print a summary object (or, with --dry-run, what would be sent)."),
-    ] = None,
+    fmt: Annotated[str | None, RUN_FORMATS.option()] = None,
 ) -> None:
-    """One outreach tick, for cron: reconcile, expire, claim and send what is due (in each
-    patient's allowed hours, exactly once), record outcomes, fall back, re-predict Will Fail.
-    Silent on success unless -v. Exit 0 even when some messages failed (see `metrics`)."""
+    """One outreach tick, for cron.
+
+    Reconcile, expire, claim and send what is due (in each patient's allowed hours, exactly
+    once), record outcomes, fall back, re-predict Will Fail. Silent on success unless -v. Exit
+    0 even when some messages failed (see `metrics`).
+
+    \b
+    Examples:
+      */5 * * * *  outreach run-outreach --format json >> /var/log/outreach.jsonl
+      outreach run-outreach --dry-run
+    """
     import json
 
-    from outreach_cli.cli.render import write_rows
+    from outreach_cli.cli.output import emit
 
     a = get_app(ctx)
-    if fmt is not None and fmt.lower() not in ("json", "table", "tsv", "jsonl"):
+    f = RUN_FORMATS.resolve(a, fmt)
+    if fmt is not None and not dry_run and f != Format.JSON:
         from outreach_cli.core.errors import InvalidInput
 
-        raise InvalidInput(f"--format {fmt!r}: choose json (summary) or, with --dry-run, table/tsv/jsonl")
+        raise InvalidInput(f"--format {f}: only with --dry-run; without it, --format json prints the summary")
     engine = build_engine(a, limit=limit, concurrency=concurrency)
     with a.progress("sending") as update:
         sent = 0
@@ -81,8 +110,14 @@ def run_outreach(
         engine.progress = advance
         summary = engine.tick(dry_run=dry_run)
     if dry_run:
-        f = (fmt or ("table" if a.env.stdout_isatty else "tsv")).lower()
-        write_rows(a, summary.would_send, ["id", "step", "day", "method", "fallback"], "jsonl" if f == "json" else f)
+        rows = summary.would_send
+        emit(
+            a,
+            rows,
+            f,
+            columns=list(rows[0]) if rows else ["id", "step", "day", "method", "fallback"],
+            table=DRY_RUN_TABLE,
+        )
         a.info(f"run-outreach (dry run): {len(summary.would_send)} send(s) due now")
         return
     if fmt and fmt.lower() == "json":
@@ -94,22 +129,71 @@ def run_outreach(
 
 def forecast(
     ctx: typer.Context,
-    days: Annotated[int, typer.Option("--days", min=0, max=3660, help="How many days ahead.")] = 7,
-    fmt: Annotated[str | None, typer.Option("--format", help="table, tsv, csv, json or jsonl.")] = None,
+    days: Annotated[
+        int,
+        typer.Option(
+            "--days",
+            metavar="N",
+            parser=whole_number("--days", high=3660, example=7),
+            help="How many days ahead, 0-3660.",
+            show_default=False,
+        ),
+    ] = 7,
+    fmt: Annotated[str | None, FORECAST_FORMATS.option()] = None,
 ) -> None:
-    """Every send due in the next N days, and the ones predicted to fail, with reasons."""
-    from outreach_cli.cli.render import resolve_format, write_rows
+    """Sends due soon, and the ones predicted to fail.
+
+    The next N days (default 7).
+
+    One row per due step with its methods, the usable ones and a prediction: ok, fallback (only
+    the rule set's fallback methods are usable) or will-fail, with the reason. Times in the
+    table are in the practice time zone; JSON/TSV/CSV carry UTC.
+
+    \b
+    Examples:
+      outreach forecast --days 3
+      outreach forecast --format jsonl | jq 'select(.prediction == "will-fail")'
+    """
+    from outreach_cli.cli.output import Clock, emit
     from outreach_cli.core.engine import forecast as do_forecast
 
     a = get_app(ctx)
-    f = resolve_format(a, fmt, allowed=("table", "tsv", "csv", "json", "jsonl"))
+    f = FORECAST_FORMATS.resolve(a, fmt)
     rows = do_forecast(a.store(), a.context(), days)
-    write_rows(
-        a, rows, ["id", "patient_id", "due_at", "step", "day", "methods", "usable_methods", "prediction", "reason"], f
-    )
-    if f == "table":
+    emit(a, rows, f, columns=list(rows[0]) if rows else FORECAST_COLUMNS, table=forecast_table(Clock(a)))
+    if f == Format.TABLE:
         fails = sum(1 for r in rows if r["prediction"] == "will-fail")
         a.info(f"{len(rows)} send(s) in the next {days} day(s); {fails} predicted to fail")
+
+
+DRY_RUN_TABLE = [
+    Col("id", "Set", justify="right", keep=True),
+    Col("day", "Day", justify="right", keep=True),
+    Col("step", "Step", wrap=True, min_width=16, drop=1),
+    Col("method", "Method", lambda r: r["method"] + (" (fallback)" if r.get("fallback") else ""), keep=True),
+]
+
+
+def forecast_table(clock: Clock) -> list[Col]:
+    from outreach_cli.cli.output import Col
+
+    def prediction(r: dict[str, Any]) -> str:
+        return {"ok": "ok", "fallback": "fallback", "will-fail": "Will Fail"}.get(
+            str(r["prediction"]), str(r["prediction"])
+        )
+
+    return [
+        Col("due_at", "Due", lambda r: clock(r["due_at"]), keep=True),
+        Col("id", "Set", justify="right", keep=True),
+        Col("prediction", "Prediction", prediction, keep=True),
+        Col("step", "Step", lambda r: f"{r['step']} (day {r['day']})", wrap=True, min_width=24, drop=2),
+        Col("reason", "Reason", wrap=True, min_width=20, drop=3, optional=True),
+        Col("methods", "Methods", drop=4),
+        Col("patient_id", "Patient", drop=5),
+        Col("usable_methods", "Usable", drop=6),
+        Col("held_by", "Held by", drop=7, optional=True),
+        Col("send_at", "Sends", lambda r: clock(r.get("send_at")), drop=8, optional=True),
+    ]
 
 
 @events_app.command("ingest")
@@ -117,12 +201,19 @@ def ingest(
     ctx: typer.Context,
     file: Annotated[str, typer.Argument(help="JSON lines, or - for stdin.", metavar="FILE|-")],
 ) -> None:
-    """Apply delivery facts from any source, one JSON object per line:
+    """Apply delivery facts, one JSON object per line.
+
+    Facts from any source:
     {"type": "sms_status", "sid", "status", "error_code"}, {"type": "inbound_sms", "from", "body",
     "received_at"}, {"type": "email_bounce", "email", "reason"}, {"type": "email_complaint", "email"}.
     Stripe events too: the event object ({"object": "event", ...}) or a signed delivery
     {"stripe_signature", "payload"} (verified when STRIPE_WEBHOOK_SECRET is set).
-    All-or-nothing: a bad line is reported with its number and nothing is applied (exit 2)."""
+    All-or-nothing: a bad line is reported with its number and nothing is applied (exit 2).
+
+    \b
+    Example:
+      echo '{"type": "email_bounce", "email": "a@example.com", "reason": "550"}' | outreach events ingest -
+    """
     from outreach_cli.cli.context import read_input
     from outreach_cli.core.ingest import ingest as do_ingest
     from outreach_cli.core.readers import decode

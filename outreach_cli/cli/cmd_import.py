@@ -9,7 +9,8 @@ import typer
 from outreach_cli.cli.context import get_app, read_input
 
 imp = typer.Typer(
-    help="Import patients, charges or payments from CSV or JSON lines (upsert by ID; re-importing changes nothing).",
+    help="Import patients, charges or payments.\n\nCSV (header row) or JSON lines; upsert by ID, so re-importing changes nothing."
+    "\n\n\b\nExample:\n  outreach import charges charges.csv --rule-set standard",
     no_args_is_help=True,
 )
 
@@ -17,7 +18,8 @@ FileArg = Annotated[
     str, typer.Argument(help="A CSV (header row) or JSON-lines file, or - for stdin.", metavar="FILE|-")
 ]
 FormatOpt = Annotated[
-    str | None, typer.Option("--input-format", help="csv or jsonl (default: by extension, else sniffed).")
+    str | None,
+    typer.Option("--input-format", metavar="csv|jsonl", help="csv or jsonl (default: by extension, else sniffed)."),
 ]
 SkipOpt = Annotated[bool, typer.Option("--skip-invalid", help="Import the valid rows, report the rest, exit 3.")]
 DryOpt = Annotated[bool, typer.Option("--dry-run", help="Validate and report what would change; write nothing.")]
@@ -72,9 +74,16 @@ def patients(
     skip_invalid: SkipOpt = False,
     dry_run: DryOpt = False,
 ) -> None:
-    """Import patients: patient_id, first_name (required), last_name, phone, phone_type, email,
+    """Import or update patients.
+
+    Columns: patient_id, first_name (required), last_name, phone, phone_type, email,
     address_line1, address_line2, city, state, postal_code, country, timezone, sms_opt_out,
-    call_opt_out, email_opt_out, card_token, stripe_customer_id, stripe_payment_method_id."""
+    call_opt_out, email_opt_out, card_token, stripe_customer_id, stripe_payment_method_id.
+
+    \b
+    Example:
+      outreach import patients patients.csv --dry-run
+    """
     _run(ctx, "patients", file, input_format, skip_invalid, dry_run)
 
 
@@ -95,8 +104,15 @@ def charges(
     skip_invalid: SkipOpt = False,
     dry_run: DryOpt = False,
 ) -> None:
-    """Import charges: charge_id, patient_id, amount (dollars) or amount_cents, created_at,
-    description. A charge joins the patient's in-progress invoice set, or opens a new one."""
+    """Import charges; they join or open invoice sets.
+
+    Columns: charge_id, patient_id, amount (dollars) or amount_cents, created_at, description.
+    A charge joins the patient's in-progress invoice set, or opens a new one.
+
+    \b
+    Example:
+      outreach import charges charges.csv --rule-set standard
+    """
     _run(ctx, "charges", file, input_format, skip_invalid, dry_run, rule_set)
 
 
@@ -108,7 +124,14 @@ def payments(
     skip_invalid: SkipOpt = False,
     dry_run: DryOpt = False,
 ) -> None:
-    """Import payments: payment_id, patient_id, amount (dollars) or amount_cents, paid_at,
+    """Import payments; oldest charges are paid first.
+
+    Columns: payment_id, patient_id, amount (dollars) or amount_cents, paid_at,
     charge_id (optional). Applied to the named charge, else oldest charges first; a set whose
-    balance reaches zero becomes paid."""
+    balance reaches zero becomes paid.
+
+    \b
+    Example:
+      cat payments.jsonl | outreach import payments - --input-format jsonl
+    """
     _run(ctx, "payments", file, input_format, skip_invalid, dry_run)

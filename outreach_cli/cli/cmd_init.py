@@ -14,10 +14,16 @@ def register(app: typer.Typer) -> None:
 
 
 def init(ctx: typer.Context) -> None:
-    """Create or upgrade the database schema and sync the rule sets. Safe to run repeatedly.
+    """Create or upgrade the schema; sync the rule sets.
+
+    Safe to run repeatedly.
 
     Rule sets come from `rulesets_dir` (default ./rulesets); where that directory does not
     exist, the rule sets shipped with outreach are used.
+
+    \b
+    Example:
+      outreach --db billing.db init
     """
     from outreach_cli.core.ruleset_store import sync_dir
     from outreach_cli.core.rulesets import shipped_dir

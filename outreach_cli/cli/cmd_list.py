@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -11,7 +11,6 @@ from outreach_cli.cli.options import (
     AmountOpt,
     CreatedOpt,
     DescOpt,
-    FormatOpt,
     LimitOpt,
     OffsetOpt,
     RuleSetOpt,
@@ -21,6 +20,13 @@ from outreach_cli.cli.options import (
     StatusOpt,
     build_filter,
 )
+from outreach_cli.cli.output import Format, Formats
+
+if TYPE_CHECKING:
+    from outreach_cli.cli.output import Clock, Col
+
+FORMATS = Formats((*Formats().allowed, Format.IDS))
+TTY_LIMIT = 50
 
 
 def register(app: typer.Typer) -> None:
@@ -39,17 +45,31 @@ def list_(
     desc: DescOpt = False,
     limit: LimitOpt = None,
     offset: OffsetOpt = 0,
-    fmt: FormatOpt = None,
+    fmt: Annotated[str | None, FORMATS.option()] = None,
 ) -> None:
-    """Find invoice sets. All filters combine (AND); default: the open statuses, soonest next
-    send first. Pipe it: `outreach list --status failed --format ids | outreach act pause -`."""
-    from outreach_cli.cli.render import resolve_format, write_rows
-    from outreach_cli.core.queries import LIST_COLUMNS, list_sets
+    """Find invoice sets.
+
+    Search by name, phone or ID; filter by status, amount, dates or rule set.
+    All filters combine (AND). Default: the open statuses, soonest next send first, 50 rows on a
+    terminal (all when piped). Times in the table are in the practice time zone; JSON, JSONL,
+    TSV and CSV carry UTC (`2026-11-26T14:00:00Z`).
+
+    \b
+    Examples:
+      outreach list --status will-fail --amount 100..
+      outreach list --search "garcia" --format json | jq '.[].id'
+      outreach list --status failed --format ids | outreach act pause -
+    """
+    from outreach_cli.cli.output import Clock, emit
+    from outreach_cli.core.queries import LIST_COLUMNS, count_sets, list_sets
 
     a = get_app(ctx)
-    f = resolve_format(a, fmt)
-    if limit is None and a.env.stdout_isatty:
-        limit = 50
+    f = FORMATS.resolve(a, fmt)
+    user_limit = limit
+    if limit == 0:
+        limit = None  # 0 = no limit
+    elif limit is None and a.env.stdout_isatty:
+        limit = TTY_LIMIT
     flt = build_filter(
         a,
         search=search,
@@ -65,44 +85,55 @@ def list_(
     )
     store = a.store()
     rows = list_sets(store, flt, a.context())
-    n = write_rows(a, rows, LIST_COLUMNS, f, table=lambda rs: _table(a, rs))
-    if f == "table":
-        more = f" (first {limit}; --limit to see more)" if limit is not None and n == limit else ""
-        a.info(f"{n} invoice set(s){more}")
+    n = emit(a, rows, f, columns=LIST_COLUMNS, table=list_table(Clock(a)))
+    if f != Format.TABLE:
+        return
+    if (limit is not None and n == limit) or (offset and n):
+        from dataclasses import replace
+
+        total = count_sets(store, replace(flt, limit=None, offset=0))
+        span = f"{n:,}" if not offset else f"{offset + 1:,}" if n == 1 else f"{offset + 1:,}-{offset + n:,}"
+        if offset + n >= total:
+            a.info(f"showing {span} of {total:,} invoice sets")
+        elif user_limit is None:
+            a.info(f"showing {span} of {total:,} invoice sets; --limit N or --format tsv for all")
+        else:
+            a.info(f"showing {span} of {total:,} invoice sets; --offset {offset + n} for the next {n:,}")
+    else:
+        a.info(f"{n:,} invoice set{'' if n == 1 else 's'}")
 
 
-def _table(a: App, rows: list[dict[str, Any]]) -> None:
-    from rich.table import Table
+def list_table(clock: Clock) -> list[Col]:
+    """The `list` table (also the demo's "needing attention"): ID, status and balance always
+    shown whole; Reason, Rule set, Phone, Next step, Next send, Patient dropped in that order
+    on narrow terminals."""
+    from outreach_cli.cli.output import Col, badge, dollars
 
-    from outreach_cli.cli.render import badge
-    from outreach_cli.core.money import format_dollars
-    from outreach_cli.core.timeutil import format_relative, parse_datetime
+    def patient(r: dict[str, Any]) -> str:
+        return f"{r['patient_name']} ({r['patient_id']})"
 
-    t = Table(show_edge=False, pad_edge=False, header_style="bold")
-    for name, justify in (
-        ("ID", "right"),
-        ("Status", "left"),
-        ("Balance", "right"),
-        ("Patient", "left"),
-        ("Phone", "left"),
-        ("Rule set", "left"),
-        ("Next send", "left"),
-    ):
-        t.add_column(name, justify=justify, no_wrap=True)  # type: ignore[arg-type]
-    t.add_column("Reason", overflow="ellipsis", no_wrap=True, max_width=70)
-    for r in rows:
-        nxt = ""
-        if r["next_send_at"]:
-            when = parse_datetime(r["next_send_at"])
-            nxt = f"{format_relative(when, a.now)}: {r['next_step']} ({', '.join(r['next_methods'])})"
-        t.add_row(
-            str(r["id"]),
-            badge(r["status"]),
-            format_dollars(r["amount_outstanding_cents"]),
-            f"{r['patient_name']} ({r['patient_id']})",
-            r["phone"] or "",
-            r["rule_set"],
-            nxt,
-            r["status_reason"] or "",
-        )
-    a.out.print(t)
+    def step(r: dict[str, Any]) -> str:
+        if not r.get("next_step"):
+            return ""
+        return f"{r['next_step']} ({', '.join(r['next_methods'])})" if r.get("next_methods") else str(r["next_step"])
+
+    return [
+        Col("id", "ID", justify="right", keep=True),
+        Col("status", "Status", lambda r: badge(r["status"]), keep=True),
+        Col(
+            "amount_outstanding_cents", "Balance", lambda r: dollars(r["amount_outstanding_cents"]), "right", keep=True
+        ),
+        Col("patient", "Patient", patient, wrap=True, min_width=20, drop=1),
+        Col("next_send_at", "Next send", lambda r: clock(r["next_send_at"]), drop=2),
+        Col("next_step", "Next step", step, wrap=True, min_width=24, drop=3),
+        Col("phone", "Phone", drop=4),
+        Col("rule_set", "Rule set", drop=5),
+        Col("status_reason", "Reason", wrap=True, min_width=24, drop=6, optional=True),
+    ]
+
+
+def print_sets(a: App, rows: list[dict[str, Any]], *, title: str | None = None) -> None:
+    """Sets as the `list` table (for `demo`)."""
+    from outreach_cli.cli.output import Clock, print_table
+
+    print_table(a, rows, list_table(Clock(a)), title=title)

@@ -77,14 +77,22 @@ def report(
         ),
     ] = None,
 ) -> None:
-    """What got us paid, for what it cost, and which rule set works better.
+    """What outreach collected, at what cost; A/B tests.
 
     Follows the invoice sets that entered outreach in the period: messages attempted, delivered
     and failed per method, sets paid (in full, partly), dollars collected, collection rate
     (collected / owed), median days to pay, opt-outs, cost (from [costs]) and dollars collected
     per dollar spent. Each payment is credited to the send delivered within
     report.attribution_days before it; payments with none are "unprompted". Also a funnel per
-    rule set and dollars collected per week. Amounts in dollars, dates in the practice time zone."""
+    rule set and dollars collected per week. Amounts in dollars, dates in the practice time zone.
+
+    \b
+    Examples:
+      outreach report --since -30d
+      outreach report --by method --format csv > by-method.csv
+      outreach report --experiment
+      outreach report --format html --out report.html
+    """
     from outreach_cli.core.errors import InvalidInput
     from outreach_cli.core.report import ATTRIBUTIONS, Costs, Options, Report, parse_by
     from outreach_cli.core.report_queries import read_report_input

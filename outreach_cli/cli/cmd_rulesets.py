@@ -8,25 +8,40 @@ from typing import Annotated
 import typer
 
 from outreach_cli.cli.context import get_app
+from outreach_cli.cli.output import Format, Formats
 
-rs = typer.Typer(help="List, show, validate and sync rule sets (TOML files in rulesets/).", no_args_is_help=True)
+rs = typer.Typer(
+    help="List, show, validate and sync rule sets.\n\nRule sets are TOML files in rulesets/.\n\n\b\nExample:\n  outreach rulesets validate && outreach rulesets sync",
+    no_args_is_help=True,
+)
 
 
 def register(app: typer.Typer) -> None:
     app.add_typer(rs, name="rulesets")
 
 
-FormatOpt = Annotated[str | None, typer.Option("--format", help="table, tsv, csv, json, jsonl.")]
+LIST_FORMATS = Formats()
+SHOW_FORMATS = Formats(pipe=Format.TABLE, note="table is the text view; tsv, csv and jsonl give one row per step.")
+LIST_COLUMNS = ["name", "title", "version", "steps", "expiry_day", "open_sets", "description"]
+STEP_COLUMNS = ["name", "version", "day", "methods", "title", "message", "min_balance_cents", "max_balance_cents"]
 
 
 @rs.command("list")
-def list_(ctx: typer.Context, fmt: FormatOpt = None) -> None:
-    """The rule sets in the database, with their version and how many open sets use them."""
-    from outreach_cli.cli.render import resolve_format, write_rows
+def list_(ctx: typer.Context, fmt: Annotated[str | None, LIST_FORMATS.option()] = None) -> None:
+    """The rule sets in the database, with version and use.
+
+    One row per rule set: name, title, version, number of steps, expiry day and how many open
+    invoice sets use it.
+
+    \b
+    Example:
+      outreach rulesets list --format json | jq '.[].name'
+    """
+    from outreach_cli.cli.output import Col, emit
     from outreach_cli.core.ruleset_store import list_rule_sets
 
     a = get_app(ctx)
-    f = resolve_format(a, fmt, allowed=("table", "tsv", "csv", "json", "jsonl"))
+    f = LIST_FORMATS.resolve(a, fmt)
     rows = [
         {
             "name": i.name,
@@ -39,49 +54,73 @@ def list_(ctx: typer.Context, fmt: FormatOpt = None) -> None:
         }
         for i in list_rule_sets(a.store())
     ]
-    write_rows(a, rows, ["name", "title", "version", "steps", "expiry_day", "open_sets", "description"], f)
+    table = [
+        Col("name", "Name", keep=True),
+        Col("title", "Title", wrap=True, min_width=12, drop=1),
+        Col("version", "Version", justify="right", keep=True),
+        Col("steps", "Steps", justify="right", keep=True),
+        Col("expiry_day", "Expiry day", justify="right", drop=2),
+        Col("open_sets", "Open sets", justify="right", keep=True),
+        Col("description", "Description", wrap=True, min_width=20, drop=3),
+    ]
+    emit(a, rows, f, columns=LIST_COLUMNS, table=table, id_key="name")
 
 
 @rs.command("show")
 def show(
-    ctx: typer.Context, name: Annotated[str, typer.Argument(help="Rule-set name.")], fmt: FormatOpt = None
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Rule-set name (see `outreach rulesets list`).", metavar="NAME")],
+    fmt: Annotated[str | None, SHOW_FORMATS.option()] = None,
 ) -> None:
-    """One rule set: its steps, methods, messages and expiry."""
-    import json
+    """One rule set: its steps, methods, messages and expiry.
 
+    \b
+    Examples:
+      outreach rulesets show standard
+      outreach rulesets show gentle --format json
+      outreach rulesets show gentle --format tsv | cut -f3,4
+    """
+    from outreach_cli.cli.output import emit, emit_document
     from outreach_cli.core.errors import InvalidInput
     from outreach_cli.core.ruleset_store import list_rule_sets
     from outreach_cli.core.rulesets import RuleSet, parse_text
 
     a = get_app(ctx)
+    f = SHOW_FORMATS.resolve(a, fmt)
     infos = {i.name: i for i in list_rule_sets(a.store())}
     if name not in infos:
         raise InvalidInput(f"unknown rule set {name!r}; known: {', '.join(sorted(infos)) or 'none'}")
     info = infos[name]
     report = parse_text(info.source_text, name=name, source=name)
     parsed: RuleSet | None = report.rule_set
-    if fmt and fmt.lower() == "json":
-        payload = {
-            "name": name,
-            "version": info.version,
-            "title": info.title,
-            "description": info.description,
-            "expiry_day": info.expiry_day,
-            "open_sets": info.open_sets,
-            "fallback": list(parsed.fallback) if parsed else [],
-            "steps": [
-                {
-                    "day": s.day,
-                    "methods": list(s.methods),
-                    "title": s.title,
-                    "message": s.message,
-                    "min_balance_cents": s.min_balance_cents,
-                    "max_balance_cents": s.max_balance_cents,
-                }
-                for s in (parsed.steps if parsed else [])
-            ],
+    steps = [
+        {
+            "day": s.day,
+            "methods": list(s.methods),
+            "title": s.title,
+            "message": s.message,
+            "min_balance_cents": s.min_balance_cents,
+            "max_balance_cents": s.max_balance_cents,
         }
-        a.write(json.dumps(payload, indent=2) + "\n")
+        for s in (parsed.steps if parsed else [])
+    ]
+    if f == Format.JSON:
+        emit_document(
+            a,
+            {
+                "name": name,
+                "version": info.version,
+                "title": info.title,
+                "description": info.description,
+                "expiry_day": info.expiry_day,
+                "open_sets": info.open_sets,
+                "fallback": list(parsed.fallback) if parsed else [],
+                "steps": steps,
+            },
+        )
+        return
+    if f != Format.TABLE:
+        emit(a, ({"name": name, "version": info.version, **s} for s in steps), f, columns=STEP_COLUMNS)
         return
     a.write(f"{name} (version {info.version}): {info.title}\n{info.description}\n")
     if parsed:
@@ -107,8 +146,15 @@ def validate(
         typer.Argument(help="Rule-set files (default: every *.toml in rulesets_dir).", metavar="[FILE...]"),
     ] = None,
 ) -> None:
-    """Check rule-set files: errors name the file, step and field; SMS messages are measured in
-    segments (GSM-7 or UCS-2) with realistic long values, with a warning above 2."""
+    """Check rule-set files.
+
+    Errors name the file, step and field; SMS messages are measured in segments (GSM-7 or
+    UCS-2) with realistic long values, with a warning above 2.
+
+    \b
+    Example:
+      outreach rulesets validate rulesets/standard.toml
+    """
     from outreach_cli.core.errors import InvalidInput
     from outreach_cli.core.rulesets import load_dir, load_file
 
@@ -139,8 +185,15 @@ def sync(
         Path | None, typer.Argument(help="Directory of *.toml rule sets (default rulesets_dir).", metavar="[DIR]")
     ] = None,
 ) -> None:
-    """Load a directory of rule sets into the database. A changed file becomes a new version;
-    pending steps of sets that use it follow the new version. Nothing is written if any file is invalid."""
+    """Load a directory of rule sets into the database.
+
+    A changed file becomes a new version; pending steps of sets that use it follow the new
+    version. Nothing is written if any file is invalid.
+
+    \b
+    Example:
+      outreach rulesets sync ./rulesets
+    """
     from outreach_cli.core.ruleset_store import sync_dir
 
     a = get_app(ctx)

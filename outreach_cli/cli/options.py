@@ -1,8 +1,11 @@
-"""Option bundles shared by commands: the `list` filters (also `act`) and `--format`."""
+"""Option bundles shared by commands: the `list` filters (also `act`), counts, and plain help.
+
+The `--format` option lives with the output code (`output.Formats.option`).
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -11,12 +14,58 @@ from outreach_cli.cli.context import App
 if TYPE_CHECKING:
     from outreach_cli.core.queries import ListFilter
 
+BIGGEST = 2**63 - 1  # the largest integer SQLite and PostgreSQL store
+
+
+def whole_number(flag: str, *, low: int = 0, high: int = BIGGEST, example: int = 50) -> Any:
+    """A parser for a count option: plain messages (exit 2) instead of type-checker wording."""
+
+    def parse(value: Any) -> int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            n = value
+        else:
+            text = str(value).strip().replace(",", "").replace("_", "")
+            try:
+                n = int(text)
+            except ValueError:
+                raise typer.BadParameter(f"{value!r} is not a whole number (e.g. {flag} {example})") from None
+        if n < low:
+            raise typer.BadParameter(f"{n} is below {low}; use {low} or more")
+        if n > high:
+            raise typer.BadParameter(f"{value} is too large; use at most {high:,}".replace(",", ""))
+        return n
+
+    return parse
+
+
+def _plain_argument_names() -> None:
+    """Help shows arguments as `ID`, `[FILE...]` (their metavar), not `{ID} <int range>`.
+
+    Typer prints a required argument in braces and adds the Python type to its help; our
+    arguments all carry a metavar that says what to type, so print just that.
+    """
+    from typer.core import TyperArgument
+
+    def usage_name(self: Any) -> str:
+        return str(self.metavar or self.name.upper())
+
+    def display_type_rich(self: Any, ctx: Any) -> str | None:
+        return None
+
+    if hasattr(TyperArgument, "_usage_display_name"):
+        TyperArgument._usage_display_name = usage_name  # type: ignore[method-assign]
+    TyperArgument.display_type_rich = display_type_rich  # type: ignore[method-assign]
+
+
+_plain_argument_names()
+
 FILTERS = "Filters"
 
 Search = Annotated[
     str | None,
     typer.Option(
         "--search",
+        metavar="TEXT",
         help="Patient name (substring, any case), phone in any formatting (4+ digits match a digit substring), patient ID or invoice set ID.",
         rich_help_panel=FILTERS,
     ),
@@ -25,6 +74,7 @@ StatusOpt = Annotated[
     list[str] | None,
     typer.Option(
         "--status",
+        metavar="STATUS",
         help="Status (repeatable or comma-separated): active, paused, expired, failed, will-fail, paid, cancelled, written-off, collections; open; all. Default: the open statuses.",
         rich_help_panel=FILTERS,
     ),
@@ -57,15 +107,34 @@ RuleSetOpt = Annotated[
     list[str] | None,
     typer.Option("--rule-set", help="Rule set name (repeatable).", metavar="NAME", rich_help_panel=FILTERS),
 ]
-SortOpt = Annotated[str, typer.Option("--sort", help="next-send, amount, created, patient, status or id.")]
+SortOpt = Annotated[
+    str,
+    typer.Option(
+        "--sort",
+        metavar="KEY",
+        help="next-send (soonest first, sets with no next send last), amount, created, patient, status or id.",
+        show_default=False,
+    ),
+]
 DescOpt = Annotated[bool, typer.Option("--desc", help="Sort descending.")]
 LimitOpt = Annotated[
-    int | None, typer.Option("--limit", min=0, help="At most N sets (default 50 on a terminal, all when piped).")
+    int | None,
+    typer.Option(
+        "--limit",
+        metavar="N",
+        parser=whole_number("--limit"),
+        help="At most N sets (default 50 on a terminal, all when piped; 0 = all).",
+    ),
 ]
-OffsetOpt = Annotated[int, typer.Option("--offset", min=0, help="Skip the first N sets.")]
-FormatOpt = Annotated[
-    str | None,
-    typer.Option("--format", help="table, tsv, csv, json, jsonl or ids (default: table on a terminal, tsv otherwise)."),
+OffsetOpt = Annotated[
+    int,
+    typer.Option(
+        "--offset",
+        metavar="N",
+        parser=whole_number("--offset", example=100),
+        help="Skip the first N sets.",
+        show_default=False,
+    ),
 ]
 
 
@@ -83,11 +152,15 @@ def build_filter(
     limit: int | None = None,
     offset: int = 0,
 ) -> ListFilter:
-    from outreach_cli.core.queries import ListFilter
+    from outreach_cli.core.errors import InvalidInput
+    from outreach_cli.core.queries import SORTS, ListFilter
     from outreach_cli.core.ranges import parse_amount_range, parse_time_range
     from outreach_cli.core.statuses import parse_status_list
     from outreach_cli.core.timeutil import get_zone
 
+    key = sort.strip().lower()
+    if key not in SORTS:
+        raise InvalidInput(f"--sort {sort!r}: choose one of {', '.join(sorted(SORTS))}")
     tz = get_zone(a.settings.timezone)
     rule_sets: list[str] = []
     for r in rule_set or []:
@@ -99,7 +172,7 @@ def build_filter(
         created=parse_time_range(created, tz=tz, now=a.now, flag="--created") if created is not None else None,
         send_time=parse_time_range(send_time, tz=tz, now=a.now, flag="--send-time") if send_time is not None else None,
         rule_sets=rule_sets,
-        sort=sort.strip().lower(),
+        sort=key,
         desc=desc,
         limit=limit,
         offset=offset,

@@ -328,6 +328,13 @@ def _with_links(conn: Any, ctx: Context, rows: Iterator[Any]) -> Iterator[tuple[
     yield from ((b, links.get(b.id)) for b in batch)
 
 
+def count_sets(store: Any, f: ListFilter) -> int:
+    """How many sets match ``f`` (limit and offset ignored): one COUNT on the filtered query."""
+    with store.read() as conn:
+        base = _base(RuleSets(conn), f).with_only_columns(invoice_set_t.c.id)
+        return int(conn.execute(select(func.count()).select_from(base.subquery())).scalar_one())
+
+
 def selected_ids(store: Any, f: ListFilter) -> list[int]:
     with store.read() as conn:
         base = _base(RuleSets(conn), f).with_only_columns(invoice_set_t.c.id, invoice_set_t.c.next_send_at)
@@ -542,7 +549,8 @@ def show_set(store: Any, set_id: int, ctx: Context) -> dict[str, Any]:
 
 # --- audit -----------------------------------------------------------------------------------
 
-AUDIT_COLUMNS = ["event_id", "at", "set_id", "kind", "actor", "action", "from_status", "to_status", "reason", "detail"]
+# `id` is the invoice set (first, as in `list`, so rows pipe into `act -`); the event's own is `event_id`.
+AUDIT_COLUMNS = ["id", "event_id", "at", "kind", "actor", "action", "from_status", "to_status", "reason", "detail"]
 
 
 def audit(
@@ -564,14 +572,14 @@ def audit(
             q = q.limit(limit)
         for e in conn.execution_options(stream_results=True, yield_per=1000).execute(q):
             yield {
+                "id": e.invoice_set_id,
                 "event_id": e.id,
                 "at": iso_z(e.at),
-                "set_id": e.invoice_set_id,
                 "kind": e.kind,
                 "actor": e.actor,
                 "action": e.action,
                 "from_status": e.from_status,
                 "to_status": e.to_status,
                 "reason": e.reason,
-                "detail": e.detail,
+                "detail": json.loads(e.detail) if e.detail else None,
             }

@@ -55,13 +55,24 @@ def parse_datetime(text: str, tz: ZoneInfo | timezone = UTC) -> datetime:
 
 
 def iso_z(dt: datetime | None) -> str | None:
-    """ISO 8601 UTC with 'Z' (JSON/TSV/CSV)."""
+    """ISO 8601 UTC with 'Z', whole seconds (JSON/TSV/CSV): `2026-11-26T14:00:00Z`.
+
+    One precision everywhere, so jq's `fromdateiso8601` and spreadsheets read every value.
+    """
     if dt is None:
         return None
-    dt = as_utc(dt)
-    if dt.microsecond:
-        return dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    return dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return as_utc(dt).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def format_local(dt: datetime, now: datetime, tz: ZoneInfo | timezone, *, relative: bool = True) -> str:
+    """A time for people, in ``tz``: `Nov 26 09:00`, with the year when it is not this year's,
+    and `(in 3h)` / `(2d ago)` when it is within a week of ``now``."""
+    local = as_utc(dt).astimezone(tz)
+    this_year = as_utc(now).astimezone(tz).year
+    text = f"{local:%b} {local.day}" + (f" {local.year}" if local.year != this_year else "") + f" {local:%H:%M}"
+    if relative and abs(dt - now) < timedelta(days=7):
+        text += f" ({format_relative(dt, now)})"
+    return text
 
 
 def format_relative(dt: datetime, now: datetime) -> str:

@@ -184,7 +184,7 @@ def test_funnel_sums_agree_with_audit(cli: Cli, tmp_path: Path) -> None:
     reached: dict[str, set[int]] = defaultdict(set)
     for e in events:
         if e["kind"] == "send":
-            reached[json.loads(e["detail"])["step"]].add(e["set_id"])
+            reached[e["detail"]["step"]].add(e["id"])
     assert {k: len(v) for k, v in reached.items()} == {"Text": funnel["Text"]["reached"], "Email": 3}
     paid = sum(s["paid_after"] for s in doc["funnel"]["ab"])
     assert paid == doc["total"]["sets_paid_full"]

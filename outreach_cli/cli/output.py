@@ -1,0 +1,385 @@
+"""Every row-printing command's output: the `--format` option and one `emit()`.
+
+Formats: `table` for people (default on a terminal), `tsv` (default when piped), `csv`, `json`
+(one document), `jsonl` (one object per line), `ids`. Each command states the formats it allows
+with a `Formats` bundle; the option validates the choice and its help lists them.
+
+- `json` and `jsonl` stream row by row, so memory stays flat on any number of rows.
+- TSV and CSV are written by the `csv` module (TSV: the excel-tab dialect); tabs and newlines
+  inside values become spaces, and cells a spreadsheet would run as formulas are neutralised.
+- Nothing is written before the first row has been read, so a query that fails on a bad option
+  leaves stdout empty.
+- Tables never truncate their key columns (ID, status, amounts): on a narrow terminal the
+  least important columns wrap, then are dropped, and a line on stderr says which.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
+
+import typer
+
+if TYPE_CHECKING:
+    from rich.text import Text
+
+    from outreach_cli.cli.context import App
+
+
+class Format(StrEnum):
+    TABLE = "table"
+    TSV = "tsv"
+    CSV = "csv"
+    JSON = "json"
+    JSONL = "jsonl"
+    IDS = "ids"
+
+
+ROW_FORMATS = (Format.TABLE, Format.TSV, Format.CSV, Format.JSON, Format.JSONL)
+
+
+@dataclass(frozen=True)
+class Formats:
+    """The formats one command allows, and its defaults on a terminal and in a pipe."""
+
+    allowed: tuple[Format, ...] = ROW_FORMATS
+    tty: Format = Format.TABLE
+    pipe: Format = Format.TSV
+    note: str = ""
+
+    def option(self) -> Any:
+        """The `--format` option (a Typer parameter); an unknown format is a usage error (exit 2)."""
+        names = [f.value for f in self.allowed]
+
+        def parse(value: str) -> Format:
+            f = value.strip().lower()
+            if f not in names:
+                raise typer.BadParameter(f"{value!r}: choose one of {', '.join(names)}")
+            return Format(f)
+
+        default = (
+            f"default {self.tty}"
+            if self.tty == self.pipe
+            else f"default {self.tty} on a terminal, {self.pipe} when piped"
+        )
+        return typer.Option(
+            "--format",
+            metavar="FORMAT",
+            parser=parse,
+            help=f"{', '.join(names[:-1])} or {names[-1]} ({default}).{(' ' + self.note) if self.note else ''}",
+        )
+
+    def resolve(self, app: App, value: str | None) -> Format:
+        if value is None:
+            return self.tty if app.env.stdout_isatty else self.pipe
+        f = str(value).strip().lower()
+        if f not in self.allowed:  # only reachable when called directly, not through the option
+            from outreach_cli.core.errors import InvalidInput
+
+            raise InvalidInput(f"--format {value!r}: choose one of {', '.join(x.value for x in self.allowed)}")
+        return Format(f)
+
+
+# --- cells -----------------------------------------------------------------------------------
+
+
+def flat(v: Any) -> str:
+    """A value as one TSV/CSV cell: no tabs or newlines; lists comma-joined; None empty."""
+    if v is None:
+        return ""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (list, tuple)):
+        return ",".join(flat(x) for x in v)
+    if isinstance(v, dict):
+        return json.dumps(v, ensure_ascii=False, sort_keys=True)
+    return str(v).replace("\t", " ").replace("\r", " ").replace("\n", " ")
+
+
+def _cell(v: Any) -> str:
+    from outreach_cli.core.csvsafe import neutralize
+
+    return neutralize(flat(v))
+
+
+# --- emit ------------------------------------------------------------------------------------
+
+
+def emit(
+    app: App,
+    rows: Iterable[dict[str, Any]],
+    fmt: Format,
+    *,
+    columns: Sequence[str],
+    table: Sequence[Col] | None = None,
+    id_key: str = "id",
+    title: str | None = None,
+) -> int:
+    """Writes ``rows`` in ``fmt``; returns how many rows were written."""
+    it: Iterator[dict[str, Any]] = iter(rows)
+    # Read the first row before writing anything: a bad option found by the query (an unknown
+    # rule set, a bad sort) then fails with an empty stdout, not half a JSON array.
+    first = next(it, None)
+    pending: Iterator[dict[str, Any]] = _chain(first, it)
+    out = app.env.stdout
+    n = 0
+    if fmt == Format.JSONL:
+        for r in pending:
+            out.write(json.dumps(r, ensure_ascii=False) + "\n")
+            n += 1
+    elif fmt == Format.JSON:
+        out.write("[")
+        for r in pending:
+            out.write(("\n  " if n == 0 else ",\n  ") + json.dumps(r, ensure_ascii=False))
+            n += 1
+        out.write("\n]\n" if n else "]\n")
+    elif fmt == Format.IDS:
+        for r in pending:
+            out.write(f"{r[id_key]}\n")
+            n += 1
+    elif fmt in (Format.TSV, Format.CSV):
+        w = csv.writer(out, dialect="excel-tab" if fmt == Format.TSV else "excel", lineterminator="\n")
+        w.writerow(columns)
+        for r in pending:
+            w.writerow([_cell(r.get(c)) for c in columns])
+            n += 1
+    else:
+        materialised = list(pending)
+        n = len(materialised)
+        if n:  # no rows, no table: the summary line on stderr says so
+            print_table(app, materialised, table or [Col(c, c) for c in columns], title=title)
+    return n
+
+
+def _chain(first: dict[str, Any] | None, rest: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    if first is None:
+        return
+    yield first
+    yield from rest
+
+
+def emit_document(app: App, doc: Any) -> None:
+    """One JSON document (an object), for `show`, `metrics`, `rulesets show`, summaries."""
+    app.env.stdout.write(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
+
+
+# --- tables ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Col:
+    """One table column.
+
+    ``keep``: never dropped and never cut (IDs, statuses, amounts). Otherwise ``wrap`` columns
+    wrap down to ``min_width``; the others are shown whole or not at all. When the table does not
+    fit, columns are dropped in descending ``drop`` order (the largest first).
+    """
+
+    key: str
+    header: str
+    get: Callable[[dict[str, Any]], Any] | None = None
+    justify: str = "left"
+    keep: bool = False
+    wrap: bool = False
+    min_width: int = 12
+    drop: int = 0
+    optional: bool = False  # left out when every row is empty in it
+
+    def value(self, row: dict[str, Any]) -> Any:
+        v = self.get(row) if self.get is not None else row.get(self.key)
+        if v is None:
+            return ""
+        if hasattr(v, "plain"):  # rich Text (styled)
+            return v
+        if isinstance(v, (list, tuple)):
+            return ", ".join(str(x) for x in v)
+        return str(v)
+
+
+def _plain_len(v: Any) -> int:
+    from rich.cells import cell_len
+
+    text = v.plain if hasattr(v, "plain") else str(v)
+    return max((cell_len(line) for line in text.split("\n")), default=0)
+
+
+def layout(cols: Sequence[Col], cells: list[list[Any]], width: int) -> tuple[list[int], list[int], list[Col]]:
+    """Which columns to show and how wide: returns (shown indexes, widths, hidden columns).
+
+    Key columns get their full width; wrap columns shrink to their minimum; then columns are
+    dropped (highest ``drop`` first) until the table fits in ``width``.
+    """
+    natural = [max([_plain_len(c.header)] + [_plain_len(row[i]) for row in cells]) for i, c in enumerate(cols)]
+
+    def need(i: int) -> int:
+        c = cols[i]
+        return min(natural[i], max(c.min_width, _plain_len(c.header))) if c.wrap else natural[i]
+
+    shown = list(range(len(cols)))
+
+    def total(idx: list[int], w: Callable[[int], int]) -> int:
+        return sum(w(i) for i in idx) + 3 * (len(idx) - 1)
+
+    droppable = sorted((i for i, c in enumerate(cols) if not c.keep), key=lambda i: (-cols[i].drop, -i))
+    hidden: list[Col] = []
+    for i in droppable:
+        if total(shown, need) <= width:
+            break
+        shown.remove(i)
+        hidden.append(cols[i])
+    widths = {i: need(i) for i in shown}
+    spare = width - total(shown, need)
+    # Spare room goes to the wrapped columns in proportion to what they lack.
+    short = sorted((i for i in shown if cols[i].wrap and natural[i] > widths[i]), key=lambda i: cols[i].drop)
+    lacking = sum(natural[i] - widths[i] for i in short)
+    if short and spare > 0:
+        if lacking <= spare:
+            for i in short:
+                widths[i] = natural[i]
+        else:
+            given = {i: spare * (natural[i] - widths[i]) // lacking for i in short}
+            left = spare - sum(given.values())
+            for i in short:  # the rounding remainder, most important column first
+                extra = min(left, natural[i] - widths[i] - given[i])
+                given[i] += extra
+                left -= extra
+                widths[i] += given[i]
+    return shown, [widths[i] for i in shown], hidden
+
+
+def print_table(
+    app: App, rows: list[dict[str, Any]], cols: Sequence[Col], *, title: str | None = None, hint: bool = True
+) -> list[Col]:
+    """Prints rows as a table fitted to the terminal; returns the columns it had to hide."""
+    from rich.table import Table
+
+    cols = [c for c in cols if not c.optional or any(c.value(r) != "" for r in rows)]
+    cells = [[c.value(r) for c in cols] for r in rows]
+    width = app.out.width
+    shown, widths, hidden = layout(cols, cells, width)
+    t = Table(
+        title=title, title_justify="left", show_edge=False, pad_edge=False, header_style="bold", title_style="bold"
+    )
+    for i, w in zip(shown, widths, strict=True):
+        c = cols[i]
+        t.add_column(c.header, justify=c.justify, width=w, no_wrap=not c.wrap, overflow="fold")  # type: ignore[arg-type]
+    for row in cells:
+        t.add_row(*(row[i] if hasattr(row[i], "plain") else str(row[i]) for i in shown))
+    needed = sum(widths) + 3 * (len(widths) - 1)
+    # Never cut a key column: when even the minimum does not fit, let the terminal wrap the lines.
+    app.out.print(t, width=max(width, needed))
+    if hidden and hint and rows:
+        names = ", ".join(c.header for c in hidden)
+        them = "it" if len(hidden) == 1 else "them"
+        app.info(f"({names} hidden at {width} columns; --format tsv or a wider terminal shows {them})")
+    return hidden
+
+
+STATUS_STYLE = {
+    "active": "green",
+    "paused": "yellow",
+    "expired": "magenta",
+    "failed": "bold red",
+    "will-fail": "red",
+    "paid": "cyan",
+    "cancelled": "dim",
+    "written-off": "dim",
+    "collections": "blue",
+}
+
+
+def badge(status: str | None) -> Text | str:
+    from rich.text import Text
+
+    from outreach_cli.core.statuses import Status
+
+    if not status:
+        return ""
+    try:
+        label = Status(status).label
+    except ValueError:
+        label = status
+    return Text(label, style=STATUS_STYLE.get(status, ""))
+
+
+def dollars(cents: int | None) -> str:
+    from outreach_cli.core.money import format_dollars
+
+    return "" if cents is None else format_dollars(int(cents))
+
+
+# --- times -----------------------------------------------------------------------------------
+
+_ISO = re.compile(r"^\d{4}-\d\d-\d\d[T ]\d\d:\d\d")
+
+
+class Clock:
+    """Times for people: practice-local, short, relative when near (`Nov 26 09:00 (in 3h)`)."""
+
+    def __init__(self, app: App) -> None:
+        from outreach_cli.core.timeutil import get_zone
+
+        self.now = app.now
+        self.tz = get_zone(app.settings.timezone)
+
+    def __call__(self, value: str | datetime | None, *, relative: bool = True) -> str:
+        from outreach_cli.core.timeutil import format_local, parse_datetime
+
+        if value is None or value == "":
+            return ""
+        dt = parse_datetime(value) if isinstance(value, str) else value
+        return format_local(dt, self.now, self.tz, relative=relative)
+
+
+def human_detail(detail: Any, clock: Clock | None = None) -> str:
+    """An event's detail as words: `amount $120.50; fallback; error code 21211`.
+
+    None and False values are left out, `*_cents` become dollars, times become local.
+    """
+    if not detail:
+        return ""
+    if not isinstance(detail, dict):
+        return str(detail)
+    parts: list[str] = []
+    for k, v in detail.items():
+        if v is None or v is False or v == "" or v == []:
+            continue
+        name = k.replace("_", " ")
+        if v is True:
+            parts.append(name)
+        elif k.endswith("_cents") and isinstance(v, int):
+            parts.append(f"{name[: -len(' cents')]} {dollars(v)}")
+        elif isinstance(v, str) and clock is not None and _ISO.match(v):
+            try:
+                parts.append(f"{name} {clock(v, relative=False)}")
+            except ValueError:
+                parts.append(f"{name} {v}")
+        elif isinstance(v, (list, tuple)):
+            parts.append(f"{name} {', '.join(str(x) for x in v)}")
+        elif isinstance(v, dict):
+            parts.append(f"{name} ({human_detail(v, clock)})")
+        else:
+            parts.append(f"{name} {v}")
+    return "; ".join(parts)
+
+
+def utc_times(value: Any) -> Any:
+    """Every ISO datetime string inside ``value`` (nested) as `2026-11-26T14:00:00Z`."""
+    from outreach_cli.core.timeutil import iso_z, parse_datetime
+
+    if isinstance(value, dict):
+        return {k: utc_times(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [utc_times(v) for v in value]
+    if isinstance(value, str) and _ISO.match(value):
+        try:
+            return iso_z(parse_datetime(value))
+        except ValueError:
+            return value
+    return value

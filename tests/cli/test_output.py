@@ -1,0 +1,393 @@
+"""Output formats, tables and times (issues 10 and 11): one `--format` bundle, one `emit()`."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import Cli
+from tests.helpers import PATIENT_HEADER, patient, write_csv
+
+ISO_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
+TIME_KEYS = {"at", "created_at", "next_send_at", "due_at", "sent_at", "anchor_at", "next_attempt_at", "send_at"}
+
+TRICKY = [
+    ("P1", 'Robert "Bob"', "O'Connor, Jr."),
+    ("P2", "=HYPERLINK(1)", "Smith"),
+    ("P3", "Tab\there", "New\nline"),
+    ("P4", "Ann", "Lee"),
+]
+
+
+@pytest.fixture
+def data(sqlite_url: str, tmp_path: Path) -> Cli:
+    c = Cli(sqlite_url)
+    c.ok("init")
+    people = [patient(pid, first_name=f, last_name=last) for pid, f, last in TRICKY]
+    # Set 5: a will-fail set with a long reason (no email, no address, landline phone).
+    people.append(
+        patient(
+            "P5", first_name="Kimberly", last_name="Fitzgerald-Byrne", email="", address_line1="", phone_type="landline"
+        )
+    )
+    write_csv(tmp_path / "p.csv", people, PATIENT_HEADER)
+    c.ok("import", "patients", str(tmp_path / "p.csv"))
+    amounts = ["12345.67", "100.00", "25.50", "1000.50", "2580.75"]
+    write_csv(
+        tmp_path / "c.csv",
+        [{"charge_id": f"C{i}", "patient_id": f"P{i}", "amount": amounts[i - 1]} for i in range(1, 6)],
+    )
+    c.ok("import", "charges", str(tmp_path / "c.csv"))
+    c.ok("act", "pause", "4", "--reason", "patient disputes the bill")
+    return c
+
+
+def terminal(monkeypatch: pytest.MonkeyPatch, columns: int) -> None:
+    """The next commands run as on a terminal `columns` wide."""
+    from outreach_cli.cli import env as env_mod
+
+    real = env_mod.Environment.detect
+
+    def tty() -> env_mod.Environment:
+        e = real()
+        e.stdout_isatty = e.stderr_isatty = True
+        e.no_color_env = True
+        return e
+
+    monkeypatch.setattr(env_mod, "detect_environment", tty)
+    monkeypatch.setenv("COLUMNS", str(columns))
+
+
+def walk_times(value: Any, key: str = "") -> list[tuple[str, str]]:
+    """Every (key, value) that is a time: a known time key, or a string that looks like one."""
+    found: list[tuple[str, str]] = []
+    if isinstance(value, dict):
+        for k, v in value.items():
+            found += walk_times(v, k)
+    elif isinstance(value, list):
+        for v in value:
+            found += walk_times(v, key)
+    elif isinstance(value, str) and (key in TIME_KEYS or re.match(r"^\d{4}-\d\d-\d\d[T ]\d", value)):
+        found.append((key, value))
+    return found
+
+
+# --- formats ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fmt,dialect", [("csv", "excel"), ("tsv", "excel-tab")])
+def test_csv_and_tsv_round_trip_through_the_csv_module(data: Cli, fmt: str, dialect: str) -> None:
+    out = data.ok("list", "--status", "all", "--sort", "id", "--format", fmt).stdout
+    rows = list(csv.DictReader(io.StringIO(out), dialect=dialect))
+    assert [r["id"] for r in rows] == ["1", "2", "3", "4", "5"]
+    names = {r["patient_id"]: r["patient_name"] for r in rows}
+    assert names["P1"] == 'Robert "Bob" O\'Connor, Jr.'  # quotes and commas survive unchanged
+    assert names["P2"] == "'=HYPERLINK(1) Smith"  # a formula is neutralised for spreadsheets
+    assert names["P3"] == "Tab here New line"  # tabs and newlines flattened to spaces
+    assert names["P4"] == "Ann Lee"
+    assert rows[0]["amount_outstanding"] == "12345.67" and rows[0]["amount_outstanding_cents"] == "1234567"
+    assert rows[0]["phone"] == "+16175550100"  # a phone number is not mistaken for a formula
+    assert all(ISO_Z.match(r["created_at"]) for r in rows)
+    if fmt == "tsv":  # one line per row, so `cut -f` works
+        assert all(len(line.split("\t")) == len(rows[0]) for line in out.splitlines())
+
+
+def test_json_is_one_document_and_jsonl_one_object_per_line(data: Cli) -> None:
+    for args in (
+        ["list", "--status", "all"],
+        ["audit"],
+        ["forecast", "--days", "60"],
+        ["rulesets", "list"],
+        ["run-outreach", "--dry-run"],
+        ["act", "pause", "1", "--dry-run"],
+    ):
+        doc = json.loads(data.ok(*args, "--format", "json").stdout)
+        assert isinstance(doc, list) and doc, args
+        lines = data.ok(*args, "--format", "jsonl").stdout.splitlines()
+        assert [json.loads(x) for x in lines] == doc, args
+    # Nothing due: still one (empty) JSON document.
+    assert json.loads(data.ok("list", "--search", "nobody-by-this-name", "--format", "json").stdout) == []
+    for args in (["metrics"], ["show", "1"], ["rulesets", "show", "gentle"]):
+        assert isinstance(json.loads(data.ok(*args, "--format", "json").stdout), dict), args
+
+
+def test_rulesets_show_in_every_format(data: Cli) -> None:
+    doc = json.loads(data.ok("rulesets", "show", "gentle", "--format", "json").stdout)
+    steps = list(csv.DictReader(io.StringIO(data.ok("rulesets", "show", "gentle", "--format", "csv").stdout)))
+    assert [int(s["day"]) for s in steps] == [s["day"] for s in doc["steps"]]
+    assert {s["name"] for s in steps} == {"gentle"}
+    tsv = data.ok("rulesets", "show", "gentle", "--format", "tsv").stdout.splitlines()
+    assert tsv[0].split("\t")[:4] == ["name", "version", "day", "methods"] and len(tsv) == len(steps) + 1
+    jl = [json.loads(x) for x in data.ok("rulesets", "show", "gentle", "--format", "jsonl").stdout.splitlines()]
+    assert [x["title"] for x in jl] == [s["title"] for s in doc["steps"]]
+    r = data("rulesets", "show", "gentle", "--format", "bogus")
+    assert r.code == 2 and r.stdout == "" and "choose one of table, tsv, csv, json, jsonl" in r.stderr
+
+
+def test_metrics_as_tsv_and_csv(data: Cli) -> None:
+    m = json.loads(data.ok("metrics", "--all", "--format", "json").stdout)
+    for fmt, dialect in (("tsv", "excel-tab"), ("csv", "excel")):
+        rows = list(csv.DictReader(io.StringIO(data.ok("metrics", "--all", "--format", fmt).stdout), dialect=dialect))
+        by = {(r["section"], r["name"]): r for r in rows}
+        assert by[("status", "paused")]["count"] == "1"
+        assert by[("status", "paused")]["amount_outstanding_cents"] == str(m["paused"]["amount_outstanding_cents"])
+        assert by[("total", "total")]["count"] == str(m["total"]["count"]) == "5"
+        assert [r["name"] for r in rows if r["section"] == "aging"] == ["0-30", "31-60", "61-90", "91-120", "120+"]
+
+
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["list", "--rule-set", "nope", "--format", "json"], "nope"),
+        (["list", "--rule-set", "nope", "--format", "csv"], "nope"),
+        (["list", "--sort", "name"], "--sort"),
+        (["list", "--format", "bad"], "--format"),
+        (["list", "--limit", "999999999999999999999"], "too large"),
+        (["list", "--offset", "9223372036854775808"], "too large"),
+        (["list", "--limit", "ten"], "not a whole number"),
+        (["audit", "--format", "ids"], "--format"),
+        (["metrics", "--format", "jsonl"], "--format"),
+        (["show", "1", "--format", "csv"], "--format"),
+        (["run-outreach", "--format", "tsv"], "only with --dry-run"),
+        (["forecast", "--days", "-1"], "--days"),
+    ],
+)
+def test_bad_options_write_nothing_to_stdout(data: Cli, args: list[str], needle: str) -> None:
+    r = data(*args)
+    assert r.code == 2, r
+    assert r.stdout == ""
+    assert needle in r.stderr
+    assert "Input should be" not in r.stderr
+
+
+def test_show_with_a_patient_id_points_to_search(data: Cli) -> None:
+    r = data("show", "P000007")
+    assert r.code == 2 and r.stdout == ""
+    assert "needs an invoice set ID" in r.stderr and "outreach list --search P000007" in r.stderr
+
+
+# --- times -----------------------------------------------------------------------------------
+
+
+def test_every_time_in_json_is_utc_whole_seconds(data: Cli) -> None:
+    # A clock with microseconds: stored times keep them, printed times do not.
+    data.ok("act", "cancel", "3", "--yes", now="2026-03-02T15:00:00.123456Z")
+    docs: list[Any] = [
+        json.loads(data.ok("list", "--status", "all", "--format", "json").stdout),
+        json.loads(data.ok("audit", "--format", "json").stdout),
+        json.loads(data.ok("forecast", "--days", "60", "--format", "json").stdout),
+    ]
+    docs += [json.loads(data.ok("show", str(i), "--format", "json").stdout) for i in range(1, 6)]
+    times = [t for d in docs for t in walk_times(d)]
+    assert len(times) > 40
+    bad = [t for t in times if t[1] is not None and not ISO_Z.match(t[1])]
+    assert bad == []
+    assert ("at", "2026-03-02T15:00:00Z") in times
+
+
+def test_audit_rows_lead_with_the_set_id_and_carry_detail_as_an_object(data: Cli) -> None:
+    rows = [json.loads(x) for x in data.ok("audit", "--format", "jsonl").stdout.splitlines()]
+    assert list(rows[0])[:2] == ["id", "event_id"] and "set_id" not in rows[0]
+    created = [r for r in rows if r["kind"] == "created" and r["id"] == 1]
+    assert created and isinstance(created[0]["detail"], dict) and created[0]["detail"]["rule_set"] == "standard"
+    tsv = data.ok("audit", "--id", "2", "--format", "tsv").stdout
+    assert tsv.splitlines()[0].startswith("id\tevent_id\tat\t")
+    r = data.ok("act", "pause", "-", input=tsv)  # audit rows pipe into act
+    assert "pause: 1 changed" in r.stderr
+
+
+def test_tables_show_local_readable_times(data: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OUTREACH_TIMEZONE", "America/New_York")
+    terminal(monkeypatch, 160)
+    show = data.ok("show", "1", now="2026-03-02T15:00:00.123456Z").stdout
+    assert "Mar 2 09:00" in show  # created 14:00 UTC = 09:00 in New York
+    assert not re.search(r"\d\d:\d\d:\d\d|T\d\d:|\.\d{6}", show)  # no raw ISO, no microseconds
+    audit = data.ok("audit", "--id", "4").stdout
+    assert "Mar 2 09:00" in audit and "Paused" in audit
+    assert "None" not in audit and "_cents" not in audit
+    assert "amount $2,580.75" in data.ok("audit", "--id", "5").stdout  # cents as dollars
+    later = data.ok("audit", "--id", "4", now="2027-01-05T12:00:00Z").stdout
+    assert "Mar 2 2026 09:00" in later  # the year when it is not this year's
+
+
+# --- tables at fixed widths ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("columns", [80, 100, 120, 160])
+def test_list_table_never_cuts_id_status_or_balance(data: Cli, monkeypatch: pytest.MonkeyPatch, columns: int) -> None:
+    terminal(monkeypatch, columns)
+    r = data.ok("list", "--status", "all", "--sort", "id")
+    lines = r.stdout.splitlines()
+    assert lines[0].split()[:5] == ["ID", "┃", "Status", "┃", "Balance"]
+    assert max(len(x) for x in lines) <= columns
+    assert "…" not in r.stdout
+    for amount in ("$12,345.67", "$100.00", "$25.50", "$1,000.50", "$2,580.75"):
+        assert amount in r.stdout
+    body = [x for x in lines[2:] if x.split("│")[0].strip()]
+    assert [x.split("│")[0].strip() for x in body] == ["1", "2", "3", "4", "5"]
+    assert {x.split("│")[1].strip() for x in body} == {"Active", "Paused", "Will Fail"}
+    if columns < 160:
+        assert "hidden at" in r.stderr and "Reason" in r.stderr and "--format tsv" in r.stderr
+    else:
+        assert "hidden" not in r.stderr and "landline" in r.stdout  # the will-fail reason, wrapped
+    assert "showing" not in r.stderr and "5 invoice sets" in r.stderr
+
+
+def test_list_table_at_80_columns_drops_reason_first(data: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    terminal(monkeypatch, 80)
+    r = data.ok("list", "--status", "all")
+    header = r.stdout.splitlines()[0]
+    assert "Patient" in header and "Reason" not in header and "Rule set" not in header
+    assert r.stderr.index("Reason") < r.stderr.index("Rule set")
+
+
+def test_other_tables_fit_80_and_120_columns(data: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    for columns in (80, 120):
+        terminal(monkeypatch, columns)
+        for args in (["show", "5"], ["audit"], ["forecast", "--days", "60"], ["metrics", "--all"]):
+            out = data.ok(*args).stdout
+            assert max(len(x) for x in out.splitlines()) <= columns, (args, columns)
+            assert "…" not in out, args
+        show = data.ok("show", "5").stdout
+        assert "$2,580.75" in show and "Will Fail" in show
+        forecast = data.ok("forecast", "--days", "60").stdout
+        assert forecast.splitlines()[0].split()[:5] == ["Due", "┃", "Set", "┃", "Prediction"]
+
+
+def test_list_footer_counts_the_matches(data: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    terminal(monkeypatch, 120)
+    r = data.ok("list", "--status", "all", "--limit", "2")
+    assert "showing 2 of 5 invoice sets; --offset 2 for the next 2" in r.stderr
+    assert "first 2" not in r.stderr
+    r = data.ok("list", "--status", "all", "--limit", "2", "--offset", "4")
+    assert "showing 5 of 5 invoice sets" in r.stderr
+    r = data.ok("list", "--status", "all", "--limit", "0")  # 0 = no limit
+    assert "5 invoice sets" in r.stderr and "$2,580.75" in r.stdout
+
+
+def test_list_on_a_terminal_shows_50_and_says_how_to_see_all(
+    sqlite_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    c = Cli(sqlite_url)
+    c.ok("init")
+    write_csv(tmp_path / "p.csv", [patient(f"P{i:03d}") for i in range(60)], PATIENT_HEADER)
+    c.ok("import", "patients", str(tmp_path / "p.csv"))
+    write_csv(
+        tmp_path / "c.csv", [{"charge_id": f"C{i}", "patient_id": f"P{i:03d}", "amount": "10"} for i in range(60)]
+    )
+    c.ok("import", "charges", str(tmp_path / "c.csv"))
+    terminal(monkeypatch, 120)
+    r = c.ok("list")
+    assert "showing 50 of 60 invoice sets; --limit N or --format tsv for all" in r.stderr
+    r = c.ok("audit")
+    assert "showing the first 50 events" in r.stderr
+
+
+# --- help ------------------------------------------------------------------------------------
+
+
+def _all_commands() -> list[list[str]]:
+    from typer.main import get_command
+
+    from outreach_cli.cli.app import app
+
+    out: list[list[str]] = []
+
+    def walk(cmd: object, path: list[str]) -> None:
+        out.append(path)
+        for name, sub in (getattr(cmd, "commands", None) or {}).items():
+            walk(sub, [*path, name])
+
+    walk(get_command(app), [])
+    return out
+
+
+def test_every_help_has_an_example_and_plain_metavars(sqlite_url: str) -> None:
+    cli = Cli(sqlite_url)
+    paths = _all_commands()
+    assert len(paths) >= 20
+    for path in paths:
+        r = cli(*path, "--help", db=False)
+        assert r.code == 0, path
+        assert re.search(r"^\s+Examples?:$", r.stdout, re.M), f"`outreach {' '.join(path)} --help` has no example"
+        usage = r.stdout.splitlines()[0]
+        params = r.stdout.split("\nArguments:\n", 1)[-1] if "\nArguments:\n" in r.stdout else ""
+        params += r.stdout.split("\nOptions:\n", 1)[-1]
+        for line in [usage, *params.splitlines()]:
+            assert not re.search(r"<[a-z]|\{[A-Za-z]|x>=|<=x|Input should", line), (path, line)
+        for line in r.stdout.split("Commands:")[-1].splitlines() if "Commands:" in r.stdout else []:
+            assert not line.rstrip().endswith("..."), (path, line)  # one-liners are not cut
+
+
+# --- a real terminal -------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed (apt-get install tmux)")
+@pytest.mark.parametrize("columns", [80, 120])
+def test_list_in_a_real_terminal(data: Cli, tmp_path: Path, columns: int) -> None:
+    exe = Path(sys.executable).with_name("outreach")
+    session = f"outreach-test-{columns}-{tmp_path.name}"[:60]
+    done = tmp_path / "done"
+    cmd = f"{exe} --db '{data.db}' --now 2026-03-02T14:00:00Z list --status all --sort id; touch '{done}'"
+    subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", str(columns), "-y", "50"], check=True)
+    try:
+        subprocess.run(["tmux", "send-keys", "-t", session, f"clear; {cmd}", "Enter"], check=True)
+        for _ in range(600):  # wait for the command to finish (up to a minute on a busy machine)
+            if done.exists():
+                break
+            time.sleep(0.1)
+        screen = subprocess.run(
+            ["tmux", "capture-pane", "-p", "-t", session], check=True, capture_output=True, text=True
+        ).stdout
+    finally:
+        subprocess.run(["tmux", "kill-session", "-t", session], check=False)
+    assert done.exists(), screen
+    for amount in ("$12,345.67", "$1,000.50", "$2,580.75"):
+        assert amount in screen, screen
+    assert "Will Fail" in screen and "…" not in screen
+    rows = [x.split("│")[0].strip() for x in screen.splitlines() if "│" in x]
+    assert [x for x in rows if x] == ["1", "2", "3", "4", "5"]
+    if columns == 80:
+        assert "Reason" in screen.split("\n", 3)[-1] and "hidden at 80 columns" in screen
+
+
+def test_collections_export_cells_are_spreadsheet_safe(data: Cli) -> None:
+    data.ok("act", "collections", "2", "--yes")
+    out = data.ok("collections", "export", "--all").stdout
+    (row,) = list(csv.DictReader(io.StringIO(out)))
+    assert row["first_name"] == "'=HYPERLINK(1)" and row["last_name"] == "Smith"
+    assert row["amount_outstanding"] == "100.00" and row["phone"] == "+16175550100"
+    assert ISO_Z.match(row["escalated_at"])
+
+
+def test_layout_keeps_key_columns_whole_and_drops_the_least_important_first() -> None:
+    from outreach_cli.cli.output import Col, layout
+
+    cols = [
+        Col("id", "ID", keep=True),
+        Col("amount", "Balance", keep=True),
+        Col("patient", "Patient", wrap=True, min_width=20, drop=1),
+        Col("phone", "Phone", drop=2),
+        Col("reason", "Reason", wrap=True, min_width=24, drop=3),
+    ]
+    cells = [["123456", "$12,345.67", "Kimberly Fitzgerald-Byrne (P000015)", "+16175550100", "x " * 60]]
+    shown, widths, hidden = layout(cols, cells, 200)  # everything at its natural width
+    assert shown == [0, 1, 2, 3, 4] and hidden == [] and widths == [6, 10, 35, 12, 120]
+    shown, widths, hidden = layout(cols, cells, 90)  # Patient and Reason wrap, sharing what is left
+    assert shown == [0, 1, 2, 3, 4] and widths == [6, 10, 21, 12, 29] and sum(widths) + 3 * 4 == 90
+    shown, widths, hidden = layout(cols, cells, 80)  # Reason would go below its minimum: dropped first
+    assert [c.key for c in hidden] == ["reason"] and widths == [6, 10, 35, 12]
+    shown, widths, hidden = layout(cols, cells, 40)
+    assert [c.key for c in hidden] == ["reason", "phone", "patient"] and widths == [6, 10]
+    shown, widths, hidden = layout(cols, cells, 10)  # too narrow even for the key columns: none is cut
+    assert shown == [0, 1] and widths == [6, 10]
