@@ -116,6 +116,14 @@ def run_outreach(
             f"interrupted; {summary.in_flight_left} sends in flight will be resolved after the lease",
             file=a.env.stderr,
         )
+        if summary.in_flight_left:
+            # Interrupted twice: end now rather than when those calls return (their claims are
+            # already safe: the lease covers them). Worker threads would otherwise hold the exit.
+            import os
+
+            for stream in (a.env.stdout, a.env.stderr):
+                stream.flush()
+            os._exit(130)
         raise typer.Exit(130)
     if summary.outage:
         raise TemporaryFailure(

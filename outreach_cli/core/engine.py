@@ -432,7 +432,7 @@ class Engine:
                         self._problem(f"{r.method} delivery status lookups failed ({type(exc).__name__})")
                         continue
                     if out.status == UNKNOWN:
-                        self._problem(f"{r.method} delivery status lookups failed ({out.reason})")
+                        self._problem(f"{r.method} delivery status lookups failed (error {out.error_code})")
                     if apply_send_status(conn, r, out, self.ctx, source="reconciliation"):
                         self.summary.reconciled += 1
                         self._touched_patients.add(r.patient_pk)

@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -299,8 +300,6 @@ def start(env: dict[str, str], now: datetime, *args: str) -> subprocess.Popen[st
 
 
 def wait_for_requests(fake: FakeTwilio, n: int, proc: subprocess.Popen[str]) -> None:
-    import time
-
     while len(fake.create_requests) < n:
         assert proc.poll() is None, proc.communicate()
         time.sleep(0.02)
@@ -329,7 +328,7 @@ def test_D22_interrupt_finishes_in_flight_and_releases_the_rest(tmp_path: Path, 
     db, _ = fresh_sqlite(tmp_path, 12)
     fake = FakeTwilio(delay=1.0).start()
     try:
-        proc = start(env_for(db, fake), T0, "--concurrency", "2")
+        proc = start(env_for(db, fake, OUTREACH_TWILIO_TIMEOUT="30"), T0, "--concurrency", "2")
         wait_for_requests(fake, 1, proc)
         proc.send_signal(sig)
         out, err = proc.communicate(timeout=60)
@@ -341,7 +340,7 @@ def test_D22_interrupt_finishes_in_flight_and_releases_the_rest(tmp_path: Path, 
         assert "claimed" not in statuses  # every call that started was waited for and recorded
         assert statuses["sent"] == reached and statuses["pending"] == 12 - reached, (statuses, reached)
         fake.delay = 0
-        proc = start(env_for(db, fake), T0 + timedelta(minutes=1), "--format", "json")
+        proc = start(env_for(db, fake, OUTREACH_TWILIO_TIMEOUT="30"), T0 + timedelta(minutes=1), "--format", "json")
         out, err = proc.communicate(timeout=60)
         assert proc.returncode == 0, err
         assert json.loads(out)["sent"] == 12 - reached
@@ -352,9 +351,9 @@ def test_D22_interrupt_finishes_in_flight_and_releases_the_rest(tmp_path: Path, 
 
 def test_D22_second_interrupt_leaves_only_the_calls_in_flight_to_the_lease(tmp_path: Path) -> None:
     db, _ = fresh_sqlite(tmp_path, 12)
-    fake = FakeTwilio(delay=4.0).start()
+    fake = FakeTwilio(delay=3.0).start()  # answers within the client timeout
     try:
-        proc = start(env_for(db, fake), T0, "--concurrency", "2")
+        proc = start(env_for(db, fake, OUTREACH_TWILIO_TIMEOUT="30"), T0, "--concurrency", "2")
         wait_for_requests(fake, 2, proc)
         proc.send_signal(signal.SIGINT)
         assert proc.stderr is not None
@@ -367,9 +366,12 @@ def test_D22_second_interrupt_leaves_only_the_calls_in_flight_to_the_lease(tmp_p
         assert len(in_flight) == 2 and claimed_numbers(db) == in_flight  # only those, still claimed
         statuses = send_statuses(db)
         assert statuses == {"claimed": 2, "pending": 10}, statuses
-        # After the lease: looked up (found at Twilio, not re-sent); the others sent once each.
+        # After the lease (Twilio has long finished those two): looked up, found, not re-sent; the
+        # others sent once each.
+        while len(fake.messages) < 2:
+            time.sleep(0.02)
         fake.delay = 0
-        proc = start(env_for(db, fake), T0 + timedelta(minutes=6), "--format", "json")
+        proc = start(env_for(db, fake, OUTREACH_TWILIO_TIMEOUT="30"), T0 + timedelta(minutes=6), "--format", "json")
         out, err = proc.communicate(timeout=60)
         assert proc.returncode == 0, err
         s = json.loads(out)
