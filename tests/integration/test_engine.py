@@ -75,7 +75,9 @@ def show(cli: Cli, set_id: int, at: datetime | None = None) -> dict[str, Any]:
 
 
 @pytest.mark.slow
-def test_standard_life_cycle(cli: Cli, tmp_path: Path) -> None:
+def test_standard_life_cycle(cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OUTREACH_PRACTICE_NAME", "Harbor Clinic")  # the day-30 letter goes to the outbox
+    monkeypatch.setenv("OUTREACH_PRACTICE_PHONE", "+16175550123")
     setup(cli, tmp_path, [patient("P1", call_opt_out="yes")])
     t = T0
     end = T0 + timedelta(days=61)
