@@ -219,39 +219,45 @@ class Engine:
         overlaps the network, so `--concurrency` provider calls stay busy."""
         claimed_total = 0
         inflight: tuple[list[Claim], list[Any], list[tuple[int, int, int]]] | None = None
-        pool = ThreadPoolExecutor(max_workers=self.concurrency)
-        try:
-            while True:
-                budget = None if self.limit is None else self.limit - claimed_total
-                claims: list[Claim] = []
-                finalize: list[tuple[int, int, int]] = []
-                progressed = False
-                if (budget is None or budget > 0) and not self._stop.is_set():
-                    with self.store.write() as conn:
-                        rule_sets = RuleSets(conn)
-                        before = self.summary.deferred + self.summary.skipped
-                        claims, finalize = self._claim(conn, rule_sets, min(BATCH, budget or BATCH))
-                        progressed = self.summary.deferred + self.summary.skipped != before
-                    claims = self._drop_stale(claims)
-                    self._check_identity(claims)
-                futures = [pool.submit(self._call_one, c) for c in claims]
-                done, inflight = inflight, ((claims, futures, finalize) if (claims or finalize) else None)
-                if done is not None:
-                    self._complete(*done)
-                if not claims and not finalize:
-                    if progressed or self._touched_sets:
-                        with self.store.write() as conn:
-                            self._refresh(conn, RuleSets(conn))
-                        if progressed:
-                            continue
-                    break
-                claimed_total += len({c.set_id for c in claims}) or len(finalize)
-        finally:
+        with self._pool(self.concurrency) as pool:
             try:
+                while True:
+                    budget = None if self.limit is None else self.limit - claimed_total
+                    claims: list[Claim] = []
+                    finalize: list[tuple[int, int, int]] = []
+                    progressed = False
+                    if (budget is None or budget > 0) and not self._stop.is_set():
+                        with self.store.write() as conn:
+                            rule_sets = RuleSets(conn)
+                            before = self.summary.deferred + self.summary.skipped
+                            claims, finalize = self._claim(conn, rule_sets, min(BATCH, budget or BATCH))
+                            progressed = self.summary.deferred + self.summary.skipped != before
+                        claims = self._drop_stale(claims)
+                        self._check_identity(claims)
+                    futures = [pool.submit(self._call_one, c) for c in claims]
+                    done, inflight = inflight, ((claims, futures, finalize) if (claims or finalize) else None)
+                    if done is not None:
+                        self._complete(*done)
+                    if not claims and not finalize:
+                        if progressed or self._touched_sets:
+                            with self.store.write() as conn:
+                                self._refresh(conn, RuleSets(conn))
+                            if progressed:
+                                continue
+                        break
+                    claimed_total += len({c.set_id for c in claims}) or len(finalize)
+            finally:
                 if inflight is not None:
                     self._complete(*inflight)
-            finally:
-                pool.shutdown(wait=not self._abandon.is_set(), cancel_futures=True)
+
+    @contextmanager
+    def _pool(self, workers: int) -> Iterator[ThreadPoolExecutor]:
+        """Worker threads for provider calls; after a second interrupt nobody waits for them."""
+        pool = ThreadPoolExecutor(max_workers=workers)
+        try:
+            yield pool
+        finally:
+            pool.shutdown(wait=not self._abandon.is_set(), cancel_futures=True)
 
     def _check_identity(self, claims: list[Claim]) -> None:
         """Before any of ``claims`` goes out: real providers refuse to send without the practice's
@@ -1027,12 +1033,9 @@ class Engine:
             return []
         self._check_identity(claims)
         # Calls run in worker threads even one at a time, so an interrupt can stop waiting for them.
-        pool = ThreadPoolExecutor(max_workers=min(self.concurrency, len(claims)))
-        try:
+        with self._pool(min(self.concurrency, len(claims))) as pool:
             futures = [pool.submit(self._call_one, c) for c in claims]
             results, config_error = self._collect(claims, futures)
-        finally:
-            pool.shutdown(wait=not self._abandon.is_set(), cancel_futures=True)
         if self.progress:
             self.progress(len(results))
         if config_error is not None:
