@@ -183,7 +183,7 @@ class Engine:
         self._config_failed = threading.Event()  # a provider refused the account: call nothing more
         self._dry = False
         self._dry_rows: list[tuple[int, dict[str, Any]]] = []
-        self._dry_changes: dict[int, str] = {}  # set ID -> expire | mark-paid
+        self._dry_changes: dict[int, tuple[int, str]] = {}  # set ID -> (sends before it, expire | mark-paid)
 
     # --- the tick ---------------------------------------------------------------------------
 
@@ -478,6 +478,10 @@ class Engine:
                     conn.execute(update(invoice_set_t).where(invoice_set_t.c.id == sid).values(recheck_step=None))
             self._deliver([], recheck)
 
+    def _dry_change(self, set_id: int, action: str) -> None:
+        if self._dry:
+            self._dry_changes.setdefault(set_id, (len(self._dry_rows), action))
+
     def _problem(self, text: str) -> None:
         self.summary.provider_problems[text] = self.summary.provider_problems.get(text, 0) + 1
 
@@ -597,8 +601,8 @@ class Engine:
                 self.summary.paid += 1
             elif to == Status.EXPIRED.value:
                 self.summary.expired += 1
-            if self._dry and to in (Status.PAID.value, Status.EXPIRED.value):
-                self._dry_changes[sid] = "mark-paid" if to == Status.PAID.value else "expire"
+            if to in (Status.PAID.value, Status.EXPIRED.value):
+                self._dry_change(sid, "mark-paid" if to == Status.PAID.value else "expire")
         self._touched_sets.clear()
         self._touched_patients.clear()
 
@@ -1169,6 +1173,9 @@ class Engine:
         if payments:
             changed = apply_payments(conn, payments, self.ctx, rule_sets)
             self.summary.paid += sum(1 for _, to in changed.values() if to == Status.PAID.value)
+            for sid, (_, to) in changed.items():
+                if to == Status.PAID.value:
+                    self._dry_change(sid, "mark-paid")
 
     # --- phase: step outcome and fallbacks --------------------------------------------------
 
@@ -1287,11 +1294,14 @@ class Engine:
             finally:
                 trans.rollback()
                 self.store, self.providers, self._dry = real_store, real_providers, False
-        changes = sorted(self._dry_changes.items())
-        self.summary.would_send = [
-            {"id": sid, "action": action, "step": None, "day": None, "method": None, "fallback": None}
-            for sid, action in changes
-        ] + [row for _, row in sorted(self._dry_rows, key=lambda r: r[0])]
+        # In the order the run does them: sends in claim order, each expiry or payment after the
+        # sends that came before it (a card charge, then the set it paid).
+        rows = [(i, 1, 0, row) for i, (_, row) in enumerate(sorted(self._dry_rows, key=lambda r: r[0]))]
+        rows += [
+            (after, 0, sid, {"id": sid, "action": action, "step": None, "day": None, "method": None, "fallback": None})
+            for sid, (after, action) in self._dry_changes.items()
+        ]
+        self.summary.would_send = [row for *_, row in sorted(rows, key=lambda r: r[:3])]
 
 
 class _OneTransaction:

@@ -201,6 +201,24 @@ def test_D12_dry_run_lists_what_the_real_run_attempts(cli: Cli, tmp_path: Path, 
     assert json.loads(cli.ok("run-outreach", "--dry-run", "--format", "json", now=z(T0)).stdout) == []
 
 
+CHARGE = """title = "Charge"
+expiry_day = 5
+[[step]]
+day = 0
+methods = ["charge_card"]
+title = "Card on file"
+"""
+
+
+def test_D12_dry_run_shows_a_card_charge_paying_the_set(cli: Cli, tmp_path: Path) -> None:
+    sync_rule_set(cli, tmp_path, "charge", CHARGE)
+    seed_patients(cli, tmp_path, [patient("P1", card_token="tok_visa")], rule_set="charge", amount="70", now=z(T0))
+    rows = json.loads(cli.ok("run-outreach", "--dry-run", "--format", "json", now=z(T0)).stdout)
+    assert [(x["id"], x["action"], x["method"]) for x in rows] == [(1, "send", "charge_card"), (1, "mark-paid", None)]
+    s = json.loads(cli.ok("run-outreach", "--format", "json", now=z(T0)).stdout)
+    assert s["paid"] == 1 and json.loads(cli.ok("show", "1", "--format", "json").stdout)["status"] == "paid"
+
+
 def test_D12_dry_run_changes_nothing_and_sends_nothing(cli: Cli, tmp_path: Path, practice: None) -> None:
     seed(cli, tmp_path, n=2)
     before = cli.ok("show", "1", "--format", "json").stdout
