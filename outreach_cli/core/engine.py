@@ -1282,18 +1282,27 @@ class Engine:
         real provider's acceptance for granted). What it would send, fallbacks included, and the
         sets it would expire or mark paid are exactly what the real run at this moment does,
         except for what only the real providers can tell (delivery reports, replies, outages)."""
+        from sqlalchemy.exc import OperationalError
+
+        from outreach_cli.core.errors import TemporaryFailure
+
         real_store, real_providers = self.store, self.providers
-        with real_store.engine.connect() as conn:
-            conn = conn.execution_options(immediate=True)
-            trans = conn.begin()
-            try:
-                self.store = _OneTransaction(real_store, conn)
-                self.providers = {m: _DryRunProvider(p) for m, p in real_providers.items()}
-                self._dry = True
-                self._phases()
-            finally:
-                trans.rollback()
-                self.store, self.providers, self._dry = real_store, real_providers, False
+        try:
+            with real_store.engine.connect() as conn:
+                conn = conn.execution_options(immediate=True)
+                trans = conn.begin()
+                try:
+                    self.store = _OneTransaction(real_store, conn)
+                    self.providers = {m: _DryRunProvider(p) for m, p in real_providers.items()}
+                    self._dry = True
+                    self._phases()
+                finally:
+                    trans.rollback()
+                    self.store, self.providers, self._dry = real_store, real_providers, False
+        except OperationalError as exc:
+            if "locked" in str(exc).lower():
+                raise TemporaryFailure("the database stayed locked too long; try again (it is safe to retry)") from exc
+            raise
         # In the order the run does them: sends in claim order, each expiry or payment after the
         # sends that came before it (a card charge, then the set it paid).
         rows = [(i, 1, 0, row) for i, (_, row) in enumerate(sorted(self._dry_rows, key=lambda r: r[0]))]
