@@ -279,6 +279,8 @@ def run_outreach_throughput(sqlite_db: Path | None, pg: str | None, workers: int
             TWILIO_AUTH_TOKEN=TOKEN,
             TWILIO_FROM_NUMBER="+16175550999",
             OUTREACH_TWILIO_BASE_URL=fake.base_url,
+            OUTREACH_PRACTICE_NAME="Bench Practice",
+            OUTREACH_PRACTICE_PHONE="+16175550999",
         )
         cmd = [sys.executable, "-m", "outreach_cli", "--now", NOW, "run-outreach", "--concurrency", "16"]
         t0 = time.perf_counter()

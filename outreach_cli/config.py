@@ -20,8 +20,9 @@ from outreach_cli.core.errors import ConfigError
 DEFAULTS: dict[str, Any] = {
     "database": "sqlite:///outreach.db",
     "timezone": "UTC",
-    "practice_name": "Riverside Family Medicine",
-    "practice_phone": "+16175550100",
+    # No made-up practice: real providers refuse to send until these are configured (doctor says so).
+    "practice_name": "",
+    "practice_phone": "",
     "default_rule_set": "standard",
     "rulesets_dir": "rulesets",
     "secret": None,

@@ -143,6 +143,22 @@ def doctor(ctx: typer.Context) -> None:
         _check_stripe(check, ch["charge_card"] == "stripe", s.values["payments"]["provider"] == "stripe")
     else:
         check("charge_card provider", True, "sandbox")
+    from outreach_cli.core.channels.base import practice_identity_problem
+
+    real = [f"{m} ({ch[m]})" for m in ("sms", "call", "email", "mail", "charge_card") if ch[m] != "sandbox"]
+    problem = practice_identity_problem(
+        str(s.values.get("practice_name") or ""), str(s.values.get("practice_phone") or "")
+    )
+    if problem is None:
+        check("practice", True, f"{s.values['practice_name']}, {s.values['practice_phone']}")
+    elif real:
+        check(
+            "practice",
+            False,
+            f"{problem}: set practice_name and practice_phone; until then {', '.join(real)} will not send",
+        )
+    else:
+        check("practice", True, f"{problem}; the sandbox shows a made-up practice (real providers would refuse)")
     _print(a, results)
     if not all(ok for ok, _, _ in results):
         raise typer.Exit(int(ConfigError.exit_code))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -56,7 +58,14 @@ def build_engine(a: App, *, limit: int | None = None, concurrency: int | None = 
 
 def run_outreach(
     ctx: typer.Context,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="List what would be sent now; send nothing.")] = False,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run",
+            help="List every send this run would attempt (fallbacks included) and the sets it would "
+            "expire or mark paid; change nothing, send nothing.",
+        ),
+    ] = False,
     limit: Annotated[
         int | None,
         typer.Option(
@@ -80,8 +89,12 @@ def run_outreach(
     """One outreach tick, for cron.
 
     Reconcile, expire, claim and send what is due (in each patient's allowed hours, exactly
-    once), record outcomes, fall back, re-predict Will Fail. Silent on success unless -v. Exit
-    0 even when some messages failed (see `metrics`).
+    once), record outcomes, fall back, re-predict Will Fail. Silent on success unless -v. Says
+    one line on stderr when sends failed temporarily (provider unreachable, HTTP 5xx/429, SMTP
+    refused) or replies/delivery reports could not be read. Exit 0 even when some messages
+    failed (see `metrics`); 75 when every attempted send failed temporarily (a provider outage:
+    retry later; said even with -q); 4 on a configuration error; 130 when interrupted
+    (Ctrl-C/SIGTERM: sends in flight finish, unstarted ones go back to pending).
 
     \b
     Examples:
@@ -91,15 +104,14 @@ def run_outreach(
     import json
 
     from outreach_cli.cli.output import emit
+    from outreach_cli.core.errors import InvalidInput, TemporaryFailure
 
     a = get_app(ctx)
     f = RUN_FORMATS.resolve(a, fmt)
     if fmt is not None and not dry_run and f != Format.JSON:
-        from outreach_cli.core.errors import InvalidInput
-
         raise InvalidInput(f"--format {f}: only with --dry-run; without it, --format json prints the summary")
     engine = build_engine(a, limit=limit, concurrency=concurrency)
-    with a.progress("sending") as update:
+    with a.progress("planning" if dry_run else "sending") as update, _stop_on_signals(a, engine):
         sent = 0
 
         def advance(n: int) -> None:
@@ -115,16 +127,85 @@ def run_outreach(
             a,
             rows,
             f,
-            columns=list(rows[0]) if rows else ["id", "step", "day", "method", "fallback"],
+            columns=list(rows[0]) if rows else ["id", "action", "step", "day", "method", "fallback"],
             table=DRY_RUN_TABLE,
         )
-        a.info(f"run-outreach (dry run): {len(summary.would_send)} send(s) due now")
+        sends = sum(1 for r in summary.would_send if r["action"] == "send")
+        a.info(
+            f"run-outreach (dry run): {sends} send(s) would be attempted, "
+            f"{summary.expired} set(s) would expire, {summary.paid} would be marked paid"
+        )
         return
-    if fmt and fmt.lower() == "json":
+    if fmt is not None:
         a.write(json.dumps(summary.as_dict()) + "\n")
-    elif a.verbose:
-        d = summary.as_dict()
-        a.info("run-outreach: " + ", ".join(f"{k} {v}" for k, v in d.items()))
+    if a.verbose:
+        a.info("run-outreach: " + ", ".join(f"{k} {v}" for k, v in summary.as_dict().items()))
+    trouble = _trouble(summary)
+    if summary.interrupted:
+        print(
+            f"interrupted; {summary.in_flight_left} sends in flight will be resolved after the lease",
+            file=a.env.stderr,
+        )
+        if summary.in_flight_left:
+            # Interrupted twice: end now rather than when those calls return (their claims are
+            # already safe: the lease covers them). Worker threads would otherwise hold the exit.
+            import os
+
+            for stream in (a.env.stdout, a.env.stderr):
+                stream.flush()
+            os._exit(130)
+        raise typer.Exit(130)
+    if summary.outage:
+        raise TemporaryFailure(
+            f"provider outage: all {summary.attempted} attempted send(s) failed temporarily ({trouble}); "
+            "they stay pending and are retried by later runs"
+        )
+    if trouble:
+        transient = sum(n for n, _ in summary.transient_by_method.values())
+        a.info(
+            f"run-outreach: {transient} of {summary.attempted} attempted send(s) failed temporarily ({trouble})"
+            if transient
+            else f"run-outreach: {trouble}"
+        )
+
+
+def _trouble(summary: Any) -> str:
+    """One line's worth: temporary send failures per channel, then failed provider reads."""
+    parts = [
+        f"{method} {n}: {reason.removesuffix(' (will retry)')}"
+        for method, (n, reason) in sorted(summary.transient_by_method.items())
+    ]
+    parts += [f"{text} x{n}" if n > 1 else text for text, n in summary.provider_problems.items()]
+    return "; ".join(parts)
+
+
+@contextmanager
+def _stop_on_signals(a: App, engine: Any) -> Iterator[None]:
+    """Ctrl-C/SIGTERM during a run: the first claims nothing more and lets the calls in flight
+    finish; a second stops waiting for them (they are resolved after the lease)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, _frame: Any) -> None:
+        if engine.request_stop():
+            msg = "interrupted: finishing the sends in flight (press Ctrl-C again to stop waiting)"
+        else:
+            msg = "interrupted again: no longer waiting for the sends in flight"
+        try:
+            print(msg, file=a.env.stderr)
+        except (RuntimeError, OSError):
+            pass
+
+    old = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, h in old.items():
+            signal.signal(sig, h)
 
 
 def forecast(
@@ -170,7 +251,10 @@ DRY_RUN_TABLE = [
     Col("id", "Set", justify="right", keep=True),
     Col("day", "Day", justify="right", keep=True),
     Col("step", "Step", wrap=True, min_width=16, drop=1),
-    Col("method", "Method", lambda r: r["method"] + (" (fallback)" if r.get("fallback") else ""), keep=True),
+    Col("action", "Action", keep=True),
+    Col(
+        "method", "Method", lambda r: (r.get("method") or "") + (" (fallback)" if r.get("fallback") else ""), keep=True
+    ),
 ]
 
 

@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import logging
 import secrets
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from datetime import time as dtime
 from typing import Any
@@ -27,6 +29,8 @@ from sqlalchemy import Connection, exists, insert, select, update
 from outreach_cli.core.channels.base import (
     DELIVERED,
     FAILED,
+    SANDBOX_PRACTICE_NAME,
+    SANDBOX_PRACTICE_PHONE,
     SENT,
     TRANSIENT,
     UNKNOWN,
@@ -34,6 +38,7 @@ from outreach_cli.core.channels.base import (
     Outcome,
     Provider,
     ProviderConfigError,
+    practice_identity_problem,
 )
 from outreach_cli.core.channels.letters import letter_template
 from outreach_cli.core.contacts import mask_phone, usable_methods
@@ -67,6 +72,7 @@ DEFAULT_FALLBACK_MESSAGE = (
     "Hi {first_name}, {practice_name} shows a balance of {balance} on your account. Pay securely: {url}"
 )
 BATCH = 200
+NOT_STARTED = Outcome("not-started")  # the call was never made (interrupt or stop): the claim is released
 
 
 @dataclass
@@ -79,8 +85,20 @@ class TickSummary:
     expired: int = 0
     paid: int = 0
     reconciled: int = 0
+    transient: int = 0  # failed transiently, pending for a retry by a later run
     duration_s: float = 0.0
     would_send: list[dict[str, Any]] = field(default_factory=list)
+    # Not in the JSON summary: what the command says on stderr and its exit code build on these.
+    attempted: int = 0  # provider calls whose outcome was recorded
+    transient_by_method: dict[str, tuple[int, str]] = field(default_factory=dict)  # (count, first reason)
+    provider_problems: dict[str, int] = field(default_factory=dict)  # reconciliation/inbound reads that failed
+    interrupted: bool = False
+    in_flight_left: int = 0  # claims left to the lease by a second interrupt
+
+    @property
+    def outage(self) -> bool:
+        """Every attempted send failed transiently (exit 75)."""
+        return self.attempted > 0 and sum(n for n, _ in self.transient_by_method.values()) == self.attempted
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -89,6 +107,7 @@ class TickSummary:
             "skipped": self.skipped,
             "deferred": self.deferred,
             "unknown": self.unknown,
+            "transient": self.transient,
             "expired": self.expired,
             "paid": self.paid,
             "reconciled": self.reconciled,
@@ -151,10 +170,24 @@ class Engine:
         self.summary = TickSummary()
         self._touched_sets: set[int] = set()
         self._touched_patients: set[int] = set()
+        # Real providers refuse to send without the practice's own name and phone (exit 4); the
+        # sandbox shows clearly fictional ones instead.
+        self._identity_problem = practice_identity_problem(ctx.practice_name, ctx.practice_phone)
+        self._refusing = {m for m, p in providers.items() if p.name != "sandbox"} if self._identity_problem else set()
+        if self._identity_problem:
+            name = ctx.practice_name.strip() or SANDBOX_PRACTICE_NAME
+            phone = SANDBOX_PRACTICE_PHONE if "practice_phone" in self._identity_problem else ctx.practice_phone
+            self.ctx = ctx = replace(ctx, practice_name=name, practice_phone=phone)
         self._phone_display = practice_phone_display(ctx.practice_phone) if ctx.practice_phone else ""
         self._stripe_api: Any = None  # set when Stripe charges cards or serves payment links
         self._stripe_links: Any = None
         self._init_stripe()
+        self._stop = threading.Event()  # first SIGINT/SIGTERM: claim nothing more, finish what is in flight
+        self._abandon = threading.Event()  # second one: stop waiting for the calls in flight
+        self._config_failed = threading.Event()  # a provider refused the account: call nothing more
+        self._dry = False
+        self._dry_rows: list[tuple[int, dict[str, Any]]] = []
+        self._dry_changes: dict[int, tuple[int, str]] = {}  # set ID -> (sends before it, expire | mark-paid)
 
     # --- the tick ---------------------------------------------------------------------------
 
@@ -163,33 +196,49 @@ class Engine:
         if dry_run:
             self._dry_run()
         else:
-            self._expire_leases()
-            self._reconcile()
-            self._stripe_events()
-            self._expire_and_pay()
-            self._pipeline()
+            self._phases()
         self.summary.duration_s = time.monotonic() - started
         return self.summary
+
+    def _phases(self) -> None:
+        self._expire_leases()
+        self._reconcile()
+        self._stripe_events()
+        self._expire_and_pay()
+        if not self._stop.is_set():
+            self._pipeline()
+        self.summary.interrupted = self._stop.is_set()
+
+    def request_stop(self) -> bool:
+        """SIGINT/SIGTERM: the first call stops claiming (calls in flight finish and are recorded,
+        claims not yet started go back to pending); a second call stops waiting for the calls in
+        flight (their claims are resolved after the lease). True on the first call."""
+        if self._stop.is_set():
+            self._abandon.set()
+            return False
+        self._stop.set()
+        return True
 
     def _pipeline(self) -> None:
         """Claim batch N+1 while batch N is with the providers, then record N: the database work
         overlaps the network, so `--concurrency` provider calls stay busy."""
         claimed_total = 0
         inflight: tuple[list[Claim], list[Any], list[tuple[int, int, int]]] | None = None
-        with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
+        with self._pool(self.concurrency) as pool:
             try:
                 while True:
                     budget = None if self.limit is None else self.limit - claimed_total
                     claims: list[Claim] = []
                     finalize: list[tuple[int, int, int]] = []
                     progressed = False
-                    if budget is None or budget > 0:
+                    if (budget is None or budget > 0) and not self._stop.is_set():
                         with self.store.write() as conn:
                             rule_sets = RuleSets(conn)
                             before = self.summary.deferred + self.summary.skipped
                             claims, finalize = self._claim(conn, rule_sets, min(BATCH, budget or BATCH))
                             progressed = self.summary.deferred + self.summary.skipped != before
                         claims = self._drop_stale(claims)
+                        self._check_identity(claims)
                     futures = [pool.submit(self._call_one, c) for c in claims]
                     done, inflight = inflight, ((claims, futures, finalize) if (claims or finalize) else None)
                     if done is not None:
@@ -206,14 +255,65 @@ class Engine:
                 if inflight is not None:
                     self._complete(*inflight)
 
-    def _complete(self, claims: list[Claim], futures: list[Any], finalize: list[tuple[int, int, int]]) -> None:
+    @contextmanager
+    def _pool(self, workers: int) -> Iterator[ThreadPoolExecutor]:
+        """Worker threads for provider calls; after a second interrupt nobody waits for them."""
+        pool = ThreadPoolExecutor(max_workers=workers)
+        try:
+            yield pool
+        finally:
+            pool.shutdown(wait=not self._abandon.is_set(), cancel_futures=True)
+
+    def _check_identity(self, claims: list[Claim]) -> None:
+        """Before any of ``claims`` goes out: real providers refuse to send without the practice's
+        name and phone (the claims go back to pending, the run stops with exit 4)."""
+        refused = sorted({c.method for c in claims if c.method in self._refusing})
+        if refused:
+            names = ", ".join(f"{m} ({self.providers[m].name})" for m in refused)
+            self._stop_on_config_error(
+                claims,
+                [],
+                ProviderConfigError(
+                    f"{self._identity_problem}; {names} would not name the practice: set practice_name and "
+                    "practice_phone in the config file (or OUTREACH_PRACTICE_NAME / OUTREACH_PRACTICE_PHONE)"
+                ),
+            )
+
+    def _collect(self, claims: list[Claim], futures: list[Any]) -> tuple[list[tuple[Claim, Outcome]], Any]:
+        """Wait for the provider calls; an interrupt's claims that never started go back to
+        pending, and a second interrupt stops waiting (those claims are left to the lease).
+        Returns (results, the ProviderConfigError raised by a call or None)."""
+        from concurrent.futures import wait
+
+        pending = set(futures)
+        while pending and not self._abandon.is_set():
+            _, pending = wait(pending, timeout=0.2)
         results: list[tuple[Claim, Outcome]] = []
         config_error: ProviderConfigError | None = None
-        for fut in futures:
+        unstarted: list[Claim] = []
+        for c, fut in zip(claims, futures, strict=True):
+            if not fut.done() and not fut.cancel():
+                self.summary.in_flight_left += 1  # still with the provider: resolved after the lease
+                continue
+            if fut.cancelled():
+                unstarted.append(c)
+                continue
             try:
-                results.append(fut.result())
+                c_, out = fut.result()
             except ProviderConfigError as exc:
                 config_error = exc
+                continue
+            if out is NOT_STARTED:
+                unstarted.append(c)
+            else:
+                results.append((c_, out))
+        if unstarted:
+            with self.store.write() as conn:
+                self._release(conn, unstarted)
+        return results, config_error
+
+    def _complete(self, claims: list[Claim], futures: list[Any], finalize: list[tuple[int, int, int]]) -> None:
+        results, config_error = self._collect(claims, futures)
         if self.progress and results:
             self.progress(len(results))
         if config_error is not None:
@@ -226,25 +326,28 @@ class Engine:
         if fallbacks:
             self._deliver(fallbacks, [])
 
+    def _release(self, conn: Connection, claims: list[Claim]) -> None:
+        """Claims whose provider call never started: back to pending, no attempt used."""
+        for c in claims:
+            conn.execute(
+                update(send_t)
+                .where(send_t.c.id == c.send_id, send_t.c.claim_token == c.token, send_t.c.status == "claimed")
+                .values(
+                    status="pending",
+                    claim_token=None,
+                    lease_until=None,
+                    next_attempt_at=self.ctx.now,
+                    attempts=send_t.c.attempts - 1,
+                )
+            )
+
     def _stop_on_config_error(
         self, claims: list[Claim], results: list[tuple[Claim, Outcome]], exc: ProviderConfigError
     ) -> None:
         done = {c.send_id for c, _ in results}
         with self.store.write() as conn:
             self._record(conn, results)
-            for c in claims:
-                if c.send_id not in done:  # not sent: back to pending, no attempt used
-                    conn.execute(
-                        update(send_t)
-                        .where(send_t.c.id == c.send_id, send_t.c.claim_token == c.token)
-                        .values(
-                            status="pending",
-                            claim_token=None,
-                            lease_until=None,
-                            next_attempt_at=self.ctx.now,
-                            attempts=send_t.c.attempts - 1,
-                        )
-                    )
+            self._release(conn, [c for c in claims if c.send_id not in done])
         raise ConfigError(f"provider configuration error: {exc}; the run stopped and sent nothing more")
 
     # --- phase: leases and reconciliation ----------------------------------------------------
@@ -337,7 +440,10 @@ class Engine:
                         raise ConfigError(f"{r.method} provider: {exc}") from None
                     except Exception as exc:
                         log.info("status fetch for send %s failed: %s", r.id, type(exc).__name__)
+                        self._problem(f"{r.method} delivery status lookups failed ({type(exc).__name__})")
                         continue
+                    if out.status == UNKNOWN:
+                        self._problem(f"{r.method} delivery status lookups failed (error {out.error_code})")
                     if apply_send_status(conn, r, out, self.ctx, source="reconciliation"):
                         self.summary.reconciled += 1
                         self._touched_patients.add(r.patient_pk)
@@ -354,6 +460,7 @@ class Engine:
                 raise ConfigError(f"sms provider: {exc}") from None
             except Exception as exc:
                 log.info("reading inbound messages failed: %s", type(exc).__name__)
+                self._problem(f"reading SMS replies failed ({type(exc).__name__})")
                 items = []
             if items:
                 with self.store.write() as conn:
@@ -421,6 +528,13 @@ class Engine:
         c.msg.body = render(c.template, c.values)
         return None
 
+    def _dry_change(self, set_id: int, action: str) -> None:
+        if self._dry:
+            self._dry_changes.setdefault(set_id, (len(self._dry_rows), action))
+
+    def _problem(self, text: str) -> None:
+        self.summary.provider_problems[text] = self.summary.provider_problems.get(text, 0) + 1
+
     def _set_meta(self, conn: Connection, key: str, value: str) -> None:
         from outreach_cli.core.models import meta_t
 
@@ -443,6 +557,7 @@ class Engine:
             raise ConfigError(f"{r.method} provider: {exc}") from None
         except Exception as exc:
             log.info("lookup of send %s failed: %s", r.id, type(exc).__name__)
+            self._problem(f"{r.method} lookups of unknown sends failed ({type(exc).__name__})")
             return
         if out is None or out.status == UNKNOWN:
             return
@@ -545,11 +660,13 @@ class Engine:
         if not ids:
             return
         changed = refresh_sets(conn, ids, self.ctx, rule_sets)
-        for _, to in changed.values():
+        for sid, (_, to) in changed.items():
             if to == Status.PAID.value:
                 self.summary.paid += 1
             elif to == Status.EXPIRED.value:
                 self.summary.expired += 1
+            if to in (Status.PAID.value, Status.EXPIRED.value):
+                self._dry_change(sid, "mark-paid" if to == Status.PAID.value else "expire")
         self._touched_sets.clear()
         self._touched_patients.clear()
 
@@ -953,11 +1070,14 @@ class Engine:
         return keep
 
     def _call_one(self, c: Claim) -> tuple[Claim, Outcome]:
+        if self._stop.is_set() or self._config_failed.is_set():
+            return c, NOT_STARTED  # interrupted, or the account is refused: this claim goes back to pending
         provider = self.providers[c.method]
         try:
             link_failed = self._stripe_link(c) if self._stripe_links is not None and c.method != "charge_card" else None
             out = link_failed or provider.send(c.msg)
         except ProviderConfigError:
+            self._config_failed.set()
             raise
         except Exception as exc:
             log.info("send %s (%s) raised %s", c.send_id, c.method, type(exc).__name__)
@@ -969,29 +1089,30 @@ class Engine:
             mask_phone(c.msg.phone) if c.method in ("sms", "call") else "patient",
             out.status,
         )
+        if self._dry:
+            self._dry_rows.append(
+                (
+                    c.send_id,
+                    {
+                        "id": c.set_id,
+                        "action": "send",
+                        "step": c.msg.step_title,
+                        "day": c.step_day,
+                        "method": c.method,
+                        "fallback": c.is_fallback,
+                    },
+                )
+            )
         return c, out
 
     def _call_providers(self, claims: list[Claim]) -> list[tuple[Claim, Outcome]]:
         if not claims:
             return []
-        config_error: ProviderConfigError | None = None
-        results: list[tuple[Claim, Outcome]] = []
-        if self.concurrency == 1 or len(claims) == 1:
-            for c in claims:
-                if config_error is not None:
-                    break
-                try:
-                    results.append(self._call_one(c))
-                except ProviderConfigError as exc:
-                    config_error = exc
-        else:
-            with ThreadPoolExecutor(max_workers=min(self.concurrency, len(claims))) as pool:
-                futures = [pool.submit(self._call_one, c) for c in claims]
-                for f in futures:
-                    try:
-                        results.append(f.result())
-                    except ProviderConfigError as exc:
-                        config_error = exc
+        self._check_identity(claims)
+        # Calls run in worker threads even one at a time, so an interrupt can stop waiting for them.
+        with self._pool(min(self.concurrency, len(claims))) as pool:
+            futures = [pool.submit(self._call_one, c) for c in claims]
+            results, config_error = self._collect(claims, futures)
         if self.progress:
             self.progress(len(results))
         if config_error is not None:
@@ -1034,12 +1155,16 @@ class Engine:
                 "sent_at": None,
             }
             status = out.status
+            self.summary.attempted += 1
             if status == TRANSIENT:
+                n, first = self.summary.transient_by_method.get(c.method, (0, out.reason or "temporary failure"))
+                self.summary.transient_by_method[c.method] = (n + 1, first)
                 if attempts >= self.max_attempts:
                     status = FAILED
                     values["reason"] = f"{out.reason or 'temporary failure'} (gave up after {attempts} attempts)"
                 else:
                     values.update(status="pending", next_attempt_at=now + backoff(attempts))
+                    self.summary.transient += 1
             if status != TRANSIENT:
                 values["status"] = {DELIVERED: "delivered", SENT: "sent", FAILED: "failed", UNKNOWN: "unknown"}[status]
                 values["finished_at"] = now if status in (DELIVERED, FAILED) else None
@@ -1126,6 +1251,9 @@ class Engine:
         if payments:
             changed = apply_payments(conn, payments, self.ctx, rule_sets)
             self.summary.paid += sum(1 for _, to in changed.values() if to == Status.PAID.value)
+            for sid, (_, to) in changed.items():
+                if to == Status.PAID.value:
+                    self._dry_change(sid, "mark-paid")
 
     # --- phase: step outcome and fallbacks --------------------------------------------------
 
@@ -1227,26 +1355,76 @@ class Engine:
     # --- dry run ------------------------------------------------------------------------------
 
     def _dry_run(self) -> None:
-        class _Rollback(Exception):
-            pass
+        """The real tick, inside one database transaction that is rolled back, with every provider
+        replaced by a stand-in that sends nothing (it decides as the sandbox would, and takes a
+        real provider's acceptance for granted). What it would send, fallbacks included, and the
+        sets it would expire or mark paid are exactly what the real run at this moment does,
+        except for what only the real providers can tell (delivery reports, replies, outages)."""
+        from sqlalchemy.exc import OperationalError
 
+        from outreach_cli.core.errors import TemporaryFailure
+
+        real_store, real_providers = self.store, self.providers
         try:
-            with self.store.write() as conn:
-                rule_sets = RuleSets(conn)
-                claims, _ = self._claim(conn, rule_sets, self.limit or 10_000)
-                for c in claims:
-                    self.summary.would_send.append(
-                        {
-                            "id": c.set_id,
-                            "step": c.msg.step_title,
-                            "day": c.step_day,
-                            "method": c.method,
-                            "fallback": c.is_fallback,
-                        }
-                    )
-                raise _Rollback()
-        except _Rollback:
-            pass
+            with real_store.engine.connect() as conn:
+                conn = conn.execution_options(immediate=True)
+                trans = conn.begin()
+                try:
+                    self.store = _OneTransaction(real_store, conn)
+                    self.providers = {m: _DryRunProvider(p) for m, p in real_providers.items()}
+                    self._dry = True
+                    self._phases()
+                finally:
+                    trans.rollback()
+                    self.store, self.providers, self._dry = real_store, real_providers, False
+        except OperationalError as exc:
+            if "locked" in str(exc).lower():
+                raise TemporaryFailure("the database stayed locked too long; try again (it is safe to retry)") from exc
+            raise
+        # In the order the run does them: sends in claim order, each expiry or payment after the
+        # sends that came before it (a card charge, then the set it paid).
+        rows = [(i, 1, 0, row) for i, (_, row) in enumerate(sorted(self._dry_rows, key=lambda r: r[0]))]
+        rows += [
+            (after, 0, sid, {"id": sid, "action": action, "step": None, "day": None, "method": None, "fallback": None})
+            for sid, (after, action) in self._dry_changes.items()
+        ]
+        self.summary.would_send = [row for *_, row in sorted(rows, key=lambda r: r[:3])]
+
+
+class _OneTransaction:
+    """The store as a dry run sees it: every read and write of the tick shares one connection
+    and one transaction, which the dry run rolls back."""
+
+    def __init__(self, store: Any, conn: Connection) -> None:
+        self._store = store
+        self._conn = conn
+        self.dialect = store.dialect
+
+    @contextmanager
+    def write(self) -> Iterator[Connection]:
+        yield self._conn
+
+    read = write
+
+    def get_meta(self, conn: Connection, key: str) -> str | None:
+        return self._store.get_meta(conn, key)  # type: ignore[no-any-return]
+
+
+class _DryRunProvider:
+    """Stands in for a provider in a dry run and sends nothing: the sandbox (which reaches no one)
+    decides as it would; a real provider is assumed to accept the message."""
+
+    def __init__(self, inner: Provider) -> None:
+        self.inner = inner
+        self.name = inner.name
+
+    def send(self, msg: Message) -> Outcome:
+        if self.inner.name == "sandbox":
+            return self.inner.send(msg)
+        return Outcome(SENT, None, None, "dry run")
+
+    def lookup(self, provider_ref: str | None, msg: Message) -> Outcome | None:
+        return self.inner.lookup(provider_ref, msg) if self.inner.name == "sandbox" else None
 
 
 @dataclass

@@ -116,7 +116,9 @@ def test_unreachable_database_is_exit_4(tmp_path: Path) -> None:
     assert r.code == 4 and "secretpw" not in r.stderr and "cannot open database" in r.stderr
 
 
-def test_init_is_repeatable_and_doctor_passes(sqlite_url: str) -> None:
+def test_init_is_repeatable_and_doctor_passes(sqlite_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OUTREACH_PRACTICE_NAME", "Harbor Clinic")  # letters (outbox) need the practice
+    monkeypatch.setenv("OUTREACH_PRACTICE_PHONE", "+16175550123")
     c = Cli(sqlite_url)
     r1 = c.ok("init")
     assert "created" in r1.stderr

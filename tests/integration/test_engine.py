@@ -75,7 +75,9 @@ def show(cli: Cli, set_id: int, at: datetime | None = None) -> dict[str, Any]:
 
 
 @pytest.mark.slow
-def test_standard_life_cycle(cli: Cli, tmp_path: Path) -> None:
+def test_standard_life_cycle(cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OUTREACH_PRACTICE_NAME", "Harbor Clinic")  # the day-30 letter goes to the outbox
+    monkeypatch.setenv("OUTREACH_PRACTICE_PHONE", "+16175550123")
     setup(cli, tmp_path, [patient("P1", call_opt_out="yes")])
     t = T0
     end = T0 + timedelta(days=61)
@@ -148,8 +150,11 @@ def test_sandbox_magic_values(cli: Cli, tmp_path: Path) -> None:
     assert p["usable_methods"]["sms"]["usable"] is False and p["usable_methods"]["email"]["usable"] is False
     assert show(cli, 3)["patient"]["sms_opt_out"] is True and opt["sms"]["status"] == "failed"
     assert unav["sms"]["status"] == "pending" and unav["call"]["status"] == "pending"  # transient: retried later
-    tick(cli, T0 + timedelta(minutes=6))
-    tick(cli, T0 + timedelta(minutes=30))
+    assert s1["transient"] == 2  # UNAV's sms and call; the other sends went through, so exit 0
+    for minutes, retried in ((6, 2), (30, 0)):  # the retries are the only sends, all transient: exit 75
+        r = cli("run-outreach", "--format", "json", now=z(T0 + timedelta(minutes=minutes)))
+        assert r.code == 75 and json.loads(r.stdout)["transient"] == retried, r
+        assert "provider outage: all 2 attempted send(s) failed temporarily" in r.stderr
     unav = sends(4)
     assert unav["sms"]["status"] == "failed" and "after 3 attempts" in unav["sms"]["reason"]
 

@@ -9,12 +9,21 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pytest
 from pypdf import PdfReader
 
 from outreach_cli.core.channels.base import Message
 from outreach_cli.core.channels.outbox import OutboxProvider
 from tests.conftest import Cli
 from tests.helpers import patient, seed_patients, sync_rule_set
+
+
+@pytest.fixture(autouse=True)
+def _practice_identity(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Real providers (Stripe, the letter outbox) refuse to send without the practice's identity."""
+    monkeypatch.setenv("OUTREACH_PRACTICE_NAME", "Riverside Family Medicine")
+    monkeypatch.setenv("OUTREACH_PRACTICE_PHONE", "+16175550100")
+
 
 SMS_TEXT = "Hi {first_name}, pay {balance} now: {url} Reply STOP to opt out."
 

@@ -19,6 +19,13 @@ from tests.reliability.harness import PRACTICE, T0, z  # T0: a weekday today, 15
 UTC = UTC
 
 
+@pytest.fixture(autouse=True)
+def _practice(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Real providers refuse to send without the practice's own name and phone (D7)."""
+    monkeypatch.setenv("OUTREACH_PRACTICE_NAME", "Riverside Family Medicine")
+    monkeypatch.setenv("OUTREACH_PRACTICE_PHONE", "+16175550100")
+
+
 @pytest.fixture
 def twilio(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeTwilio]:
     fake = FakeTwilio().start()
@@ -109,7 +116,9 @@ def test_transient_errors_retried_later_without_duplicate(
 ) -> None:
     setup(cli, tmp_path, [patient("P1")], rule_set="smsonly")
     twilio.faults.append(fault)
-    s = tick(cli, T0)
+    r = cli("run-outreach", "--format", "json", now=z(T0))
+    s = json.loads(r.stdout)
+    assert r.code == 75 and s["transient"] == 1  # the only send failed temporarily: an outage
     assert s["sent"] == 0 and [x for x in sends(cli, 1)][0]["status"] == "pending"
     assert tick(cli, T0 + timedelta(minutes=1))["sent"] == 0  # back-off: not yet
     s = tick(cli, T0 + timedelta(minutes=6))

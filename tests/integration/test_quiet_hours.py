@@ -50,6 +50,8 @@ def test_no_send_outside_8_to_21_local(tmp_path_factory: object, start_hour: int
     os.environ["OUTREACH_SENDING_WINDOW"] = f"{start_hour:02d}:00-{end_hour:02d}:00"
     os.environ["OUTREACH_SENDING_WEEKENDS"] = "true" if weekends else "false"
     os.environ["OUTREACH_TIMEZONE"] = "America/Denver"
+    os.environ["OUTREACH_PRACTICE_NAME"] = "Harbor Clinic"  # final-notice's letter goes to the outbox
+    os.environ["OUTREACH_PRACTICE_PHONE"] = "+16175550123"
     try:
         cli = Cli(f"sqlite:///{tmp / 'q.db'}")
         cli.ok("init")
@@ -91,3 +93,5 @@ def test_no_send_outside_8_to_21_local(tmp_path_factory: object, start_hour: int
     finally:
         for k in ("OUTREACH_SENDING_WINDOW", "OUTREACH_SENDING_WEEKENDS", "OUTREACH_TIMEZONE"):
             os.environ.pop(k, None)
+        os.environ.pop("OUTREACH_PRACTICE_NAME", None)
+        os.environ.pop("OUTREACH_PRACTICE_PHONE", None)

@@ -18,6 +18,14 @@ from tests.fakes.stripe_server import API_KEY, WEBHOOK_SECRET, FakeStripe
 from tests.helpers import PATIENT_HEADER, patient, sync_rule_set, write_csv
 from tests.reliability.harness import T0, z
 
+
+@pytest.fixture(autouse=True)
+def _practice_identity(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Real providers (Stripe, the letter outbox) refuse to send without the practice's identity."""
+    monkeypatch.setenv("OUTREACH_PRACTICE_NAME", "Riverside Family Medicine")
+    monkeypatch.setenv("OUTREACH_PRACTICE_PHONE", "+16175550100")
+
+
 HEADER = [*PATIENT_HEADER, "stripe_customer_id", "stripe_payment_method_id"]
 
 CARD = """title = "Card then text"
@@ -195,10 +203,12 @@ def test_no_card_on_file_is_unusable_and_predicted(cli: Cli, tmp_path: Path, car
 def test_transient_errors_retry_with_the_same_key(cli: Cli, tmp_path: Path, card: FakeStripe) -> None:
     seed(cli, tmp_path, "card", CARD, ["pm_card_visa"])
     card.faults += ["429"]
-    first = tick(cli)
-    assert first["sent"] == 0 and card_send(cli, 1)["status"] == "pending"
+    r = cli("run-outreach", "--format", "json", now=z(T0))
+    first = json.loads(r.stdout)  # every attempted send failed temporarily: an outage, exit 75
+    assert r.code == 75 and first["transient"] == 1 and first["sent"] == 0
+    assert card_send(cli, 1)["status"] == "pending"
     card.faults += ["500"]
-    tick(cli, 6)
+    assert cli("run-outreach", now=z(T0 + timedelta(minutes=6))).code == 75
     assert card_send(cli, 1)["status"] == "pending"
     done = tick(cli, 30)
     assert done["paid"] == 1 and show(cli, 1)["status"] == "paid"

@@ -50,6 +50,8 @@ def env_for(db: str, fake: FakeTwilio, **extra: str) -> dict[str, str]:
         OUTREACH_TWILIO_BASE_URL=fake.base_url,
         OUTREACH_TWILIO_TIMEOUT="2",
         OUTREACH_SENDING_CONCURRENCY="8",
+        OUTREACH_PRACTICE_NAME="Test Practice",
+        OUTREACH_PRACTICE_PHONE=PRACTICE,
     )
     env.update(extra)
     return env

@@ -155,7 +155,7 @@ def test_random_provider_faults(tmp_path: Path) -> None:
         env = env_for(db, fake, OUTREACH_TWILIO_TIMEOUT="1", OUTREACH_SENDING_CONCURRENCY="8")
         for minutes in (0, 10, 40, 130, 400, 1400):
             code, _, err = finish(start_run(env, T0 + timedelta(minutes=minutes)))
-            assert code == 0, err
+            assert code == 0 or (code == 75 and "provider outage" in err), err  # 75: every retry hit 5xx/429
             assert "Traceback" not in err
         counts = per_number(fake)
         assert not {k: v for k, v in counts.items() if v > 1}, "duplicate send"

@@ -13,10 +13,20 @@ from collections import Counter
 from datetime import timedelta
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import Cli
 from tests.fakes.stripe_server import API_KEY, FakeStripe
 from tests.helpers import PATIENT_HEADER, patient, sync_rule_set, write_csv
 from tests.reliability.harness import T0, finish, send_statuses, z
+
+
+@pytest.fixture(autouse=True)
+def _practice_identity(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Real providers (Stripe, the letter outbox) refuse to send without the practice's identity."""
+    monkeypatch.setenv("OUTREACH_PRACTICE_NAME", "Riverside Family Medicine")
+    monkeypatch.setenv("OUTREACH_PRACTICE_PHONE", "+16175550100")
+
 
 CARD = """title = "Card"
 expiry_day = 30
@@ -56,6 +66,8 @@ def _env(db: str, fake: FakeStripe, **extra: str) -> dict[str, str]:
         OUTREACH_STRIPE_BASE_URL=fake.base_url,
         OUTREACH_STRIPE_TIMEOUT="60",
         OUTREACH_SENDING_CONCURRENCY="4",
+        OUTREACH_PRACTICE_NAME="Riverside Family Medicine",
+        OUTREACH_PRACTICE_PHONE="+16175550100",
     )
     env.update(extra)
     return env

@@ -73,3 +73,29 @@ class Provider(Protocol):
     def lookup(self, provider_ref: str | None, msg: Message) -> Outcome | None:
         """The final outcome of an earlier send, or None if it cannot be known yet."""
         ...
+
+
+# What the sandbox puts where the practice's name and phone go when none are configured: clearly
+# not a real practice (555-01xx numbers are reserved for fiction). Real providers refuse instead.
+SANDBOX_PRACTICE_NAME = "Example Practice"
+SANDBOX_PRACTICE_PHONE = "+15555550100"
+
+
+def practice_identity_problem(name: str | None, phone: str | None) -> str | None:
+    """Why messages and letters cannot name the practice (unset name, unset or invalid phone), or
+    None when both settings are usable."""
+    problems: list[str] = []
+    if not (name or "").strip():
+        problems.append("practice_name is not set")
+    if not (phone or "").strip():
+        problems.append("practice_phone is not set")
+    else:
+        import phonenumbers
+
+        try:
+            ok = phonenumbers.is_valid_number(phonenumbers.parse(str(phone), "US"))
+        except phonenumbers.NumberParseException:
+            ok = False
+        if not ok:
+            problems.append(f"practice_phone {phone!r} is not a valid phone number")
+    return "; ".join(problems) or None
