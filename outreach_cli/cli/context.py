@@ -51,10 +51,15 @@ class App:
     @cached_property
     def settings(self) -> Settings:
         from outreach_cli.config import load_settings
+        from outreach_cli.core.errors import InvalidInput
 
         overrides: dict[str, Any] = {}
-        if self.db:
+        if self.db is not None:
+            if not self.db.strip():
+                raise InvalidInput("--db is empty: give a database URL or an SQLite file path")
             overrides["database"] = self.db
+        if self.config_file is not None and not self.config_file.strip():
+            raise InvalidInput("--config is empty: give a config file path")
         return load_settings(config_file=self.config_file, overrides=overrides)
 
     @cached_property
@@ -62,20 +67,34 @@ class App:
         from outreach_cli.core.errors import InvalidInput
         from outreach_cli.core.timeutil import get_zone, parse_datetime, utcnow
 
-        text = self.now_text or os.environ.get("OUTREACH_NOW")
+        if self.now_text is not None:
+            text, origin = self.now_text, "--now"
+            if not text.strip():
+                raise InvalidInput("--now is empty: give a time like 2026-11-26T14:00Z (or leave --now out)")
+        else:
+            text, origin = os.environ.get("OUTREACH_NOW") or "", "OUTREACH_NOW"
         if not text:
             return utcnow()
         try:
             return parse_datetime(text, get_zone(self.settings.timezone))
         except ValueError as exc:
-            raise InvalidInput(f"--now {text!r}: {exc}") from None
+            raise InvalidInput(f"{origin} {text!r}: {exc}") from None
 
     def store(self, *, check_schema: bool = True) -> Store:
         from outreach_cli.core.store import open_store
 
         if self._store is None:
-            self._store = open_store(self.settings.database, check_schema=check_schema)
+            self._store = open_store(
+                self.settings.database, check_schema=check_schema, on_lock_wait=self._lock_wait_notice
+            )
         return self._store  # type: ignore[no-any-return]
+
+    def _lock_wait_notice(self) -> None:
+        from outreach_cli.core.store import BUSY_TIMEOUT_MS
+
+        self.info(
+            f"waiting for the database: another outreach process is writing (up to {BUSY_TIMEOUT_MS // 1000} s)..."
+        )
 
     def context(self, actor: str | None = None) -> Context:
         from outreach_cli.core.scheduling import Window
