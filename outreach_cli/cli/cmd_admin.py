@@ -83,7 +83,7 @@ def print_attention(a: App, store: Any, limit: int = 15) -> None:
         rows.extend(list_sets(store, ListFilter(statuses=[status], sort="amount", desc=True, limit=per), a.context()))
     a.out.print()
     a.out.print(
-        f"Sets needing attention (the largest {per} of each; `outreach list --status failed,expired,paused,will-fail` for all):"
+        f"Sets needing attention (the largest {per} of each; `outreach{f' --db {a.db}' if a.db else ''} list --status failed,expired,paused,will-fail` for all):"
     )
     _table(a, rows)
 
@@ -268,4 +268,9 @@ def export(
             if os.path.exists(tmp):
                 os.remove(tmp)
             raise
-    a.info(f"collections export: {n} set(s)" + ("" if include_exported else " (now marked exported)"))
+    a.info(
+        "collections export: no new sets in collections to export (--all exports every one again)"
+        if n == 0 and not include_exported
+        else f"collections export: {n:,} set{'' if n == 1 else 's'}"
+        + ("" if include_exported else " (now marked exported)")
+    )

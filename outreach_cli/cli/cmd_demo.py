@@ -21,21 +21,30 @@ def demo(
     patients: Annotated[int, typer.Option("--patients", min=1, max=100_000, help="How many demo patients.")] = 300,
     days: Annotated[int, typer.Option("--days", min=0, max=365, help="How many days of outreach to simulate.")] = 30,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the data generator (same seed, same data).")] = 7,
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace the --db file even if `outreach demo` did not create it.")
+    ] = False,
 ) -> None:
-    """Create a demo database (default demo.db, replaced if it exists; --db to choose another)
-    with realistic patients, charges and the shipped rule sets, simulate DAYS of outreach with
-    the sandbox providers (some patients pay along the way), then print the metrics and the
+    """Create a demo database (default demo.db; an earlier demo database there is replaced, any
+    other file only with --force; --db to choose another) with realistic patients, charges and
+    the shipped rule sets, simulate DAYS of outreach with the sandbox providers (some patients pay along the way), then print the metrics and the
     sets that need attention. Nothing leaves the machine."""
     a = get_app(ctx)
     if not a.db:
         a.db = "demo.db"
-    run_demo(a, patients=patients, days=days, seed=seed)
+    from outreach_cli.cli import demo_db
+
+    try:
+        run_demo(a, patients=patients, days=days, seed=seed, force=force)
+    except BaseException:  # interrupted or failed: no half-built database is left behind
+        demo_db.cleanup(str(a.db))
+        raise
 
 
-def run_demo(a: App, *, patients: int, days: int, seed: int) -> None:
-    import os
+def run_demo(a: App, *, patients: int, days: int, seed: int, force: bool = False) -> None:
     from datetime import timedelta
 
+    from outreach_cli.cli import demo_db
     from outreach_cli.config import database_url
     from outreach_cli.core.demo_data import generate
     from outreach_cli.core.errors import InvalidInput
@@ -47,16 +56,15 @@ def run_demo(a: App, *, patients: int, days: int, seed: int) -> None:
     if not url.startswith("sqlite:///"):
         raise InvalidInput("the demo builds a fresh SQLite file: pass --db PATH.db (or nothing for demo.db)")
     path = url[len("sqlite:///") :]
-    for suffix in ("", "-wal", "-shm"):
-        if os.path.exists(path + suffix):
-            os.remove(path + suffix)
-    a.settings.values["database"] = url
+    building = demo_db.prepare(path, force=force)  # built aside, moved into place when complete
+    a.settings.values["database"] = database_url(building)
     # The demo always uses the sandbox providers, whatever the configuration says.
     a.settings.values["channels"].update(
         sms="sandbox", call="sandbox", email="sandbox", mail="sandbox", charge_card="sandbox"
     )
     store = a.store(check_schema=False)
     store.migrate()
+    demo_db.mark(store)
     store.ensure_secret()
     end = a.now
     start = end - timedelta(days=days)
@@ -91,7 +99,10 @@ def run_demo(a: App, *, patients: int, days: int, seed: int) -> None:
     for p in data.payments:
         by_day.setdefault(int(p["day"]), []).append(p)
     simulate(a, store, start=start, days=days, payments_by_day=by_day)
-    a.info(f"demo: simulated {days} days of outreach ending {end:%Y-%m-%d %H:%M} UTC")
+    a.info(f"demo: simulated {days} day{'' if days == 1 else 's'} of outreach ending {end:%Y-%m-%d %H:%M} UTC")
+    demo_db.finish(store, building, path)
+    a.settings.values["database"], a._store = url, None
+    store = a.store()
     from outreach_cli.cli.cmd_admin import print_attention, print_metrics
 
     print_metrics(a, store, show_all=True)

@@ -34,6 +34,7 @@ class App:
     verbose: bool = False
     no_color: bool = False
     _store: Any = field(default=None, repr=False)
+    _phase: Callable[[str], None] | None = field(default=None, repr=False)
 
     @property
     def color(self) -> bool:
@@ -152,22 +153,37 @@ class App:
         self.env.stdout.write(text)
 
     @contextmanager
-    def progress(self, description: str, total: int | None = None) -> Iterator[Callable[[int], None]]:
+    def progress(
+        self, description: str, total: int | None = None, *, show_count: bool = True
+    ) -> Iterator[Callable[[int], None]]:
         """A progress bar on stderr when it is a terminal (and not -q); nothing otherwise.
-        Yields ``advance(n)`` (``total`` known) or ``update(done)`` (``total`` unknown)."""
+        Yields ``advance(n)`` (``total`` known) or ``update(done)`` (``total`` unknown).
+        ``show_count=False``: a spinner only, for work done in one step (no count that never moves)."""
         if self.quiet or not self.env.stderr_isatty:
             yield lambda _n: None
             return
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
         columns = [SpinnerColumn(), TextColumn("{task.description}")]
-        columns += [BarColumn(), MofNCompleteColumn()] if total else [TextColumn("{task.completed:,}")]
+        if total:
+            columns += [BarColumn(), MofNCompleteColumn()]
+        elif show_count:
+            columns += [TextColumn("{task.completed:,}")]
         with Progress(*columns, TimeElapsedColumn(), console=self.err_console, transient=True) as bar:
             task = bar.add_task(description, total=total)
-            if total:
-                yield lambda n: bar.advance(task, n)
-            else:
-                yield lambda done: bar.update(task, completed=done)
+            self._phase = lambda text: bar.update(task, description=text)
+            try:
+                if total:
+                    yield lambda n: bar.advance(task, n)
+                else:
+                    yield lambda done: bar.update(task, completed=done)
+            finally:
+                self._phase = None
+
+    def phase(self, text: str) -> None:
+        """Name the step the current progress display is in (`importing patients: writing`)."""
+        if self._phase is not None:
+            self._phase(text)
 
 
 def default_actor() -> str:

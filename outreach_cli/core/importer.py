@@ -88,17 +88,28 @@ class ImportReport:
     invalid: int = 0
     sets_created: int = 0
     sets_changed: int = 0
+    duplicates: int = 0
     errors: list[str] = field(default_factory=list)
     dry_run: bool = False
 
     def summary(self) -> str:
-        verb = "would import" if self.dry_run else "imported"
-        parts = [f"{self.created} created", f"{self.updated} updated", f"{self.unchanged} unchanged"]
+        """What happened, counted: `patients: 4 imported (1 created, 3 updated), 0 unchanged,
+        8 skipped as invalid`."""
+
+        def n(count: int, word: str) -> str:
+            return f"{count:,} {word}{'' if count == 1 else 's'}"
+
+        imported = self.created + self.updated
+        verb = "would be imported" if self.dry_run else "imported"
+        text = f"{self.kind}{' (dry run)' if self.dry_run else ''}: {imported:,} {verb} "
+        text += f"({self.created:,} created, {self.updated:,} updated), {self.unchanged:,} unchanged"
+        if self.duplicates:
+            text += f", {n(self.duplicates, 'identical duplicate row')} ignored"
         if self.invalid:
-            parts.append(f"{self.invalid} invalid (skipped)")
+            text += f", {self.invalid:,} skipped as invalid"
         if self.kind == "charges":
-            parts.append(f"{self.sets_created} new invoice sets")
-        return f"{self.kind}: {verb} {self.rows} rows: " + ", ".join(parts)
+            text += f"; {n(self.sets_created, 'new invoice set')}"
+        return text
 
 
 class _Rollback(Exception):
@@ -836,6 +847,7 @@ def run_import(
     dry_run: bool = False,
     rule_set: str | None = None,
     progress: Callable[[int], None] | None = None,
+    phase: Callable[[str], None] | None = None,
 ) -> ImportReport:
     if kind not in KINDS:
         raise InvalidInput(f"unknown import kind {kind!r}; choose patients, charges or payments")
@@ -859,7 +871,11 @@ def run_import(
         if norm is not None:
             recs.append((rec, norm))
     key = {"patients": "patient_id", "charges": "charge_id", "payments": "payment_id"}[kind]
-    recs = _dedupe(recs, key, errs)
+    if phase is not None:
+        phase(f"{report.rows:,} rows read; checking and writing")
+    deduped = _dedupe(recs, key, errs)
+    report.duplicates = len(recs) - len(deduped) - sum(" appears again " in e for e in errs)
+    recs = deduped
 
     try:
         with store.write() as conn:
