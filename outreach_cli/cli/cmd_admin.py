@@ -232,9 +232,7 @@ def audit(
     f = resolve_format(a, fmt, allowed=("table", "tsv", "csv", "json", "jsonl"))
     rng = None
     if since is not None:
-        rng = parse_time_range(
-            since if ".." in since else since + "..", tz=get_zone(a.settings.timezone), now=a.now, flag="--since"
-        )
+        rng = parse_time_range(since, tz=get_zone(a.settings.timezone), now=a.now, flag="--since", single_is_start=True)
     write_rows(a, q(a.store(), set_id=set_id, since=rng, actor=actor, limit=limit), AUDIT_COLUMNS, f)
 
 

@@ -83,6 +83,7 @@ def build_filter(
     limit: int | None = None,
     offset: int = 0,
 ) -> ListFilter:
+    from outreach_cli.core.errors import InvalidInput
     from outreach_cli.core.queries import ListFilter
     from outreach_cli.core.ranges import parse_amount_range, parse_time_range
     from outreach_cli.core.statuses import parse_status_list
@@ -91,6 +92,8 @@ def build_filter(
     tz = get_zone(a.settings.timezone)
     rule_sets: list[str] = []
     for r in rule_set or []:
+        if not r.strip():
+            raise InvalidInput("--rule-set is empty: give a rule-set name (see `outreach rulesets list`)")
         rule_sets.extend(x.strip() for x in r.split(",") if x.strip())
     return ListFilter(
         search=search,

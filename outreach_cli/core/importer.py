@@ -18,6 +18,7 @@ Decisions where the spec is silent (also in the README):
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -197,14 +198,17 @@ def _validate_patient(rec: Record, errs: list[str]) -> dict[str, Any] | None:
         errs.append(f"line {rec.line}: patient_id: required")
     out["patient_id"] = pid
     first = _text(rec, "first_name")
-    if not first:
+    if not first and "first_name" in v:
         errs.append(f"line {rec.line}: first_name: required")
+    # Without a first_name column the row updates an existing patient (checked in _check_patients).
     out["first_name"] = first
     out["last_name"] = _text(rec, "last_name")
     phone_raw = _text(rec, "phone")
     out["phone"] = None
     if phone_raw:
         try:
+            if problem := _phone_problem(phone_raw):
+                raise ValueError(problem)
             out["phone"] = contacts.parse_phone(phone_raw)
         except ValueError as exc:
             errs.append(f"line {rec.line}: phone: {exc} (use a format like (617) 555-0100 or +16175550100)")
@@ -223,6 +227,16 @@ def _validate_patient(rec: Record, errs: list[str]) -> dict[str, Any] | None:
         out[col] = _text(rec, col) or None
     out["state"] = _text(rec, "state").upper() or None
     out["country"] = _text(rec, "country").upper() or None
+    if (out["country"] or "US") in US_COUNTRY:
+        if out["state"] and out["state"] not in US_STATES:
+            errs.append(f"line {rec.line}: state: not a US state code (use the two-letter code, e.g. MA)")
+        if out["postal_code"] and not _US_ZIP.fullmatch(out["postal_code"]):
+            hint = (
+                "; a spreadsheet may have dropped a leading zero"
+                if re.fullmatch(r"\d{3,4}", out["postal_code"])
+                else ""
+            )
+            errs.append(f"line {rec.line}: postal_code: not a US ZIP code (use 12345 or 12345-6789{hint})")
     tz = _text(rec, "timezone")
     out["timezone"] = None
     if tz:
@@ -237,6 +251,45 @@ def _validate_patient(rec: Record, errs: list[str]) -> dict[str, Any] | None:
         except ValueError as exc:
             errs.append(f"line {rec.line}: {col}: {exc}")
     return out if len(errs) == n0 else None
+
+
+US_COUNTRY = ("US", "USA", "UNITED STATES")
+# States, DC, territories (contacts.US_STATE_ZONES) and the military "states" AA, AE, AP.
+US_STATES = frozenset(contacts.US_STATE_ZONES) | {"AA", "AE", "AP"}
+_US_ZIP = re.compile(r"\d{5}(-\d{4})?")
+_EXTENSION = re.compile(r"(?i)(?:ext\.?|extension|x|#)\s*\d+\s*$")
+
+
+def _phone_problem(raw: str) -> str | None:
+    """What phonenumbers would silently accept but a send cannot use (the number is not echoed)."""
+    if _EXTENSION.search(raw):
+        return "has an extension, which texts and calls cannot dial; give the number without it"
+    if re.search(r"[A-Za-z]", raw):
+        return "contains letters (like 555-CALL-NOW); give the number in digits"
+    return None
+
+
+def _check_patients(
+    conn: Connection, recs: list[tuple[Record, dict[str, Any]]], errs: list[str]
+) -> list[tuple[Record, dict[str, Any]]]:
+    """Rows without a first_name column may only update patients that exist."""
+    partial = [n["patient_id"] for _, n in recs if "first_name" not in n["_cols"]]
+    if not partial:
+        return recs
+    known: set[str] = set()
+    for chunk in chunks(partial):
+        known.update(
+            r[0] for r in conn.execute(select(patient_t.c.patient_id).where(patient_t.c.patient_id.in_(chunk)))
+        )
+    out = []
+    for rec, norm in recs:
+        if "first_name" not in norm["_cols"] and norm["patient_id"] not in known:
+            errs.append(
+                f"line {rec.line}: first_name: required for a new patient ({norm['patient_id']!r} is not in the database)"
+            )
+            continue
+        out.append((rec, norm))
+    return out
 
 
 _CONTACT_FIELDS = (
@@ -888,6 +941,8 @@ def run_import(
                 recs, patients, existing = _check_charges(conn, recs, errs)
             elif kind == "payments":
                 recs, patients, _charges, existing = _check_payments(conn, recs, errs)
+            else:
+                recs = _check_patients(conn, recs, errs)
             errs.sort(key=_line_of)
             report.errors = errs
             report.invalid = len({_line_of(e) for e in errs})
