@@ -91,11 +91,13 @@ class App:
         return self._store  # type: ignore[no-any-return]
 
     def _lock_wait_notice(self) -> None:
+        """Said on a terminal only, like progress: cron runs that queue for a moment stay silent."""
         from outreach_cli.core.store import BUSY_TIMEOUT_MS
 
-        self.info(
-            f"waiting for the database: another outreach process is writing (up to {BUSY_TIMEOUT_MS // 1000} s)..."
-        )
+        if self.env.stderr_isatty:
+            self.info(
+                f"waiting for the database: another outreach process is writing (up to {BUSY_TIMEOUT_MS // 1000} s)..."
+            )
 
     def context(self, actor: str | None = None) -> Context:
         from outreach_cli.core.scheduling import Window

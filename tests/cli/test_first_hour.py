@@ -436,7 +436,10 @@ def test_summaries_stdin_hint_on_a_terminal(cli: Cli, tmp_path: Path, monkeypatc
     assert "reading invoice set IDs" not in cli.ok("act", "resume", "-").stderr
 
 
-def test_summaries_act_says_it_waits_for_a_locked_database(sqlite_url: str, tmp_path: Path) -> None:
+def test_summaries_act_says_it_waits_for_a_locked_database(
+    sqlite_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake_terminal(monkeypatch, io.StringIO(""), stdin_tty=False)
     c = Cli(sqlite_url)
     c.ok("init")
     seed(c, tmp_path, 1)
