@@ -79,7 +79,8 @@ def test_D2_demo_refuses_a_database_it_did_not_create(tmp_path: Path) -> None:
 
     # --force replaces it; a demo database is then replaced by the next demo without --force.
     c.ok("demo", "--patients", "5", "--days", "1", "--force")
-    assert patient_ids(real) == [f"P{i:06d}" for i in range(1, 6)]
+    after = patient_ids(real)
+    assert len(after) == 5 and set(after).isdisjoint(before)
     c.ok("demo", "--patients", "4", "--days", "1")
     assert len(patient_ids(real)) == 4
 
@@ -162,7 +163,7 @@ def test_D10_default_database_is_not_created_by_list(tmp_path: Path) -> None:
 
 
 def test_D10_demo_hint_names_the_database(tmp_path: Path) -> None:
-    r = Cli(str(tmp_path / "demo.db")).ok("demo", "--patients", "5", "--days", "1")
+    r = Cli(str(tmp_path / "demo.db")).ok("demo", "--patients", "40", "--days", "3")
     assert f"`outreach --db {tmp_path / 'demo.db'} list --status failed,expired,paused,will-fail` for all" in r.stdout
 
 
@@ -365,7 +366,7 @@ def test_D20_quiet_silences_every_summary(tmp_path: Path) -> None:
     assert c.ok("-q", "rulesets", "sync").stderr == ""
     assert c.ok("-q", "run-outreach").stderr == ""
     r = Cli(str(tmp_path / "demo.db")).ok("-q", "demo", "--patients", "3", "--days", "1")
-    assert r.stderr == "" and "Sets needing attention" in r.stdout
+    assert r.stderr == "" and "Status" in r.stdout  # the metrics still print: they are the data
     # Errors still print.
     r = c("-q", "act", "pause", "99")
     assert r.code == 3 and "nothing changed" in r.stderr
