@@ -101,8 +101,8 @@ def run_demo(a: App, *, patients: int, days: int, seed: int, force: bool = False
     simulate(a, store, start=start, days=days, payments_by_day=by_day)
     a.info(f"demo: simulated {days} day{'' if days == 1 else 's'} of outreach ending {end:%Y-%m-%d %H:%M} UTC")
     demo_db.finish(store, building, path)
-    a.settings.values["database"], a._store = url, None
-    store = a.store()
+    a.settings.values["database"] = url
+    store = a.reopen_store()
     from outreach_cli.cli.cmd_admin import print_attention, print_metrics
 
     print_metrics(a, store, show_all=True)

@@ -90,6 +90,11 @@ class App:
             )
         return self._store  # type: ignore[no-any-return]
 
+    def reopen_store(self) -> Store:
+        """Open the store again (after `settings.database` changed, as `demo` does)."""
+        self._store = None
+        return self.store()
+
     def _lock_wait_notice(self) -> None:
         """Said on a terminal only, like progress: cron runs that queue for a moment stay silent."""
         from outreach_cli.core.store import BUSY_TIMEOUT_MS
