@@ -6,6 +6,7 @@ writers queue instead of failing. PostgreSQL: psycopg 3.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import secrets
@@ -25,7 +26,8 @@ BUSY_TIMEOUT_MS = 30_000
 _REV = re.compile(r"^(down_revision|revision)\b[^=]*=\s*['\"]?([\w-]*)['\"]?", re.M)
 
 
-def _revisions() -> tuple[set[str], set[str]]:
+@functools.cache
+def _revisions() -> tuple[frozenset[str], frozenset[str]]:
     import outreach_db.versions as versions
 
     revisions: set[str] = set()
@@ -36,7 +38,7 @@ def _revisions() -> tuple[set[str], set[str]]:
             revisions.add(found["revision"])
             if found.get("down_revision"):
                 parents.add(found["down_revision"])
-    return revisions, parents
+    return frozenset(revisions), frozenset(parents)
 
 
 def schema_head() -> str:
