@@ -132,8 +132,8 @@ def make_engine(url: str, *, readonly: bool = False, on_lock_wait: Callable[[], 
 
             uri = f"file:{quote(os.path.abspath(path))}?mode=ro"
             kwargs["creator"] = lambda: _connect_readonly(uri)
-        elif path:
-            url = "sqlite:///" + path
+        elif path and "~" in url:
+            url = url.replace(url.split("///", 1)[1].split("?", 1)[0], path, 1)
         eng = create_engine(url, connect_args={"timeout": BUSY_TIMEOUT_MS / 1000, "check_same_thread": False}, **kwargs)
 
         @event.listens_for(eng, "connect")
