@@ -96,6 +96,7 @@ def root(
         verbose=verbose,
         no_color=no_color,
     )
+    ctx.call_on_close(ctx.obj.close)
     if verbose:
         import logging
 
