@@ -69,6 +69,12 @@ def _user_config_path() -> Path:
     return Path(base) / "outreach" / "config.toml"
 
 
+def _warn(message: str) -> None:
+    import sys
+
+    print(f"warning: {message}", file=sys.stderr)
+
+
 def _coerce(value: str, like: Any, name: str) -> Any:
     if isinstance(like, bool):
         low = value.strip().lower()
@@ -91,7 +97,9 @@ def database_url(value: str) -> str:
     """A bare path means SQLite; `sqlite:///x.db` and `postgresql://...` pass through."""
     v = value.strip()
     if "://" not in v:
-        return "sqlite:///" + v
+        return "sqlite:///" + os.path.expanduser(v)
+    if v.startswith("sqlite:///~"):
+        return "sqlite:///" + os.path.expanduser(v[len("sqlite:///") :])
     if v.startswith("postgres://"):
         v = "postgresql://" + v[len("postgres://") :]
     return v
@@ -156,17 +164,31 @@ def load_settings(
     path: Path | None = None
     explicit = config_file or env.get("OUTREACH_CONFIG")
     if explicit:
-        path = Path(explicit)
+        path = Path(os.path.expanduser(explicit))
+        if path.is_dir():
+            raise ConfigError(f"config file {explicit} is a directory; give the path of a .toml file")
         if not path.is_file():
             raise ConfigError(f"config file {explicit} does not exist")
     else:
         for cand in ((cwd or Path.cwd()) / "outreach.toml", _user_config_path()):
-            if cand.is_file():
+            try:
+                found = cand.is_file()
+            except OSError as exc:  # e.g. an unreadable $HOME
+                _warn(f"skipping the config file {cand}: {exc.strerror or exc}")
+                found = False
+            if found:
                 path = cand
                 break
     if path is not None:
         try:
             data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except PermissionError:
+            if explicit or path != _user_config_path():
+                raise ConfigError(f"cannot read config file {path}: permission denied") from None
+            # A service account may not be able to read a home directory's config: that file is
+            # a convenience, so it is skipped with a warning instead of stopping every command.
+            _warn(f"skipping the user config file {path}: permission denied")
+            data = {}
         except (OSError, UnicodeDecodeError) as exc:
             raise ConfigError(f"cannot read config file {path}: {exc}") from None
         except tomllib.TOMLDecodeError as exc:
@@ -203,7 +225,15 @@ def load_settings(
         sources[dotted] = "command line"
 
     settings = Settings(values, path, sources)
-    _validate(settings)
+    try:
+        _validate(settings)
+    except ConfigError as exc:
+        # Name where the bad value came from (the config file or the environment variable).
+        m = re.match(r"[a-z_][a-z_.]*", exc.message)
+        origin = sources.get(m.group(0)) if m else None
+        if origin and origin != "command line" and not exc.message.startswith(origin):
+            raise ConfigError(f"{origin}: {exc.message}", details=exc.details) from None
+        raise
     return settings
 
 

@@ -7,7 +7,7 @@ modules load inside the command that needs them, so `--help` and completion stay
 from __future__ import annotations
 
 import sys
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -89,7 +89,11 @@ def root(
     ] = False,
 ) -> None:
     from outreach_cli.cli import env as env_mod
+    from outreach_cli.core.errors import InvalidInput
 
+    for flag, value in (("--db", db), ("--config", config), ("--now", now)):
+        if value is not None and not value.strip():
+            raise InvalidInput(f"{flag} is empty: give a value or leave {flag} out")
     ctx.obj = App(
         env=env_mod.detect_environment(),
         db=db,
@@ -99,6 +103,7 @@ def root(
         verbose=verbose,
         no_color=no_color,
     )
+    ctx.call_on_close(ctx.obj.close)
     if verbose:
         import logging
 
@@ -131,12 +136,96 @@ def _print_error(env: Environment | None, message: str, details: list[str] | Non
 
 _command = None
 
+# Global options (SPEC section 7) and whether each takes a value; written after the command they
+# are moved in front of it (`outreach list --db demo.db` works like `outreach --db demo.db list`).
+GLOBAL_OPTIONS = {
+    "--db": True,
+    "--config": True,
+    "--now": True,
+    "-q": False,
+    "--quiet": False,
+    "-v": False,
+    "--verbose": False,
+    "--no-color": False,
+}
+
+
+def hoist_global_options(args: list[str], root: Any) -> list[str]:
+    """Move global options written after the command to before it. Option values of the command
+    itself (`--reason -q`) and everything after `--` stay where they are."""
+    i = 0
+    head: list[str] = []
+    while i < len(args):  # the global options already in front
+        tok = args[i]
+        name = tok.split("=", 1)[0]
+        if name in GLOBAL_OPTIONS or tok in ("--version", "-h", "--help"):
+            takes = GLOBAL_OPTIONS.get(name, False) and "=" not in tok
+            head.extend(args[i : i + (2 if takes else 1)])
+            i += 2 if takes else 1
+            continue
+        break
+    cmd = root
+    path: list[str] = []
+    while i < len(args) and hasattr(cmd, "commands") and args[i] in cmd.commands:
+        cmd = cmd.commands[args[i]]
+        path.append(args[i])
+        i += 1
+    if not path:
+        return args
+    own = {
+        opt: not p.is_flag for p in getattr(cmd, "params", []) for opt in getattr(p, "opts", []) if opt.startswith("-")
+    }
+    moved: list[str] = []
+    rest: list[str] = []
+    while i < len(args):
+        tok = args[i]
+        if tok == "--":
+            rest.extend(args[i:])
+            break
+        name = tok.split("=", 1)[0]
+        if name in own:
+            takes = own[name] and "=" not in tok
+            rest.extend(args[i : i + (2 if takes else 1)])
+            i += 2 if takes else 1
+            continue
+        if name in GLOBAL_OPTIONS:
+            takes = GLOBAL_OPTIONS[name] and "=" not in tok
+            moved.extend(args[i : i + (2 if takes else 1)])
+            i += 2 if takes else 1
+            continue
+        rest.append(tok)
+        i += 1
+    return head + moved + path + rest
+
+
+def _quiet_broken_pipe() -> None:
+    """The reader went away (`| head`): send whatever is still buffered, or written later
+    (Python flushes stdout at exit), to /dev/null so nothing fails or prints afterwards."""
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.__stdout__.fileno() if sys.__stdout__ else 1)
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
+
+
+def _is_broken_pipe(exc: BaseException | None) -> bool:
+    import errno
+
+    while exc is not None:
+        if isinstance(exc, BrokenPipeError) or (isinstance(exc, OSError) and exc.errno == errno.EPIPE):
+            return True
+        exc = exc.__context__
+    return False
+
 
 def run(argv: list[str] | None = None, env: Environment | None = None) -> int:
     """Run the command line and return the exit code (tests call this directly)."""
     from typer.main import get_command
 
-    from outreach_cli.core.errors import ExitCode, OutreachError
+    from outreach_cli.core.errors import Aborted, ExitCode, OutreachError
 
     args = list(sys.argv[1:] if argv is None else argv)
     verbose = "-v" in args or "--verbose" in args
@@ -144,23 +233,36 @@ def run(argv: list[str] | None = None, env: Environment | None = None) -> int:
     if _command is None:
         _command = get_command(app)
     cmd = _command
+    args = hoist_global_options(args, cmd)
     try:
         rv = cmd.main(args=args, prog_name="outreach", standalone_mode=False)
-        return int(rv) if isinstance(rv, int) else 0
+        code = int(rv) if isinstance(rv, int) else 0
+        if code == ExitCode.INTERRUPTED:  # Ctrl-C inside a command (Typer turns it into exit 130)
+            print("\ninterrupted", file=sys.stderr)
+        return code
     except OutreachError as exc:
+        if isinstance(exc, Aborted):
+            stream = env.stderr if env else sys.stderr
+            print(f"aborted: {exc.message}", file=stream)
+            return int(exc.exit_code)
         _print_error(env, exc.message, exc.details)
         return int(exc.exit_code)
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
         return int(ExitCode.INTERRUPTED)
+    except SystemExit as exc:
+        # Typer/Click turn EPIPE into `sys.exit(1)`: a reader that stops early is not an error.
+        if _is_broken_pipe(exc.__context__):
+            _quiet_broken_pipe()
+            return 0
+        raise
     except BrokenPipeError:
-        # The reader went away (`| head`): stop quietly.
-        try:
-            sys.stdout = open("/dev/null", "w")
-        except OSError:
-            pass
+        _quiet_broken_pipe()
         return 0
     except Exception as exc:
+        if _is_broken_pipe(exc):
+            _quiet_broken_pipe()
+            return 0
         name = type(exc).__name__
         if hasattr(exc, "show") and hasattr(exc, "exit_code"):  # click usage errors
             if name == "Abort":
@@ -184,6 +286,6 @@ def main() -> None:
     code = run()
     try:
         sys.stdout.flush()
-    except (BrokenPipeError, ValueError):
-        pass
+    except (BrokenPipeError, OSError, ValueError):
+        _quiet_broken_pipe()
     sys.exit(code)

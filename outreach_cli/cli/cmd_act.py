@@ -123,6 +123,8 @@ def act(
     if ids and has_filters:
         raise InvalidInput("give IDs (or -) or filters, not both")
     if ids == ["-"]:
+        if a.env.stdin_isatty:
+            a.info("reading invoice set IDs from stdin (one or more per line; Ctrl-D to end)")
         data, source = read_input(a, "-")
         selected = parse_ids(data.decode("utf-8", errors="replace"), source)
     elif "-" in ids:
@@ -150,21 +152,26 @@ def act(
         if act_ not in NEEDS_CONFIRMATION or yes:
             return True
         if not a.interactive:
-            raise Aborted(f"{act_.value} changes {len(res.changed)} set(s): add --yes to confirm (nothing was changed)")
+            raise Aborted(
+                f"{act_.value} would change {_sets(len(res.changed))}: add --yes to confirm (nothing was changed)"
+            )
         from outreach_cli.core.money import format_dollars
 
         total = sum(o.amount_cents for o in res.changed)
-        prompt = (
-            f"{act_.value}: {len(res.changed)} invoice set(s), {format_dollars(total)} outstanding. Proceed? [y/N] "
-        )
+        n = len(res.changed)
+        prompt = f"{act_.value}: {n:,} invoice set{'' if n == 1 else 's'}, {format_dollars(total)} outstanding. Proceed? [y/N] "
         a.env.stderr.write(prompt)
         a.env.stderr.flush()
-        answer = a.env.stdin.readline().strip().lower()
+        try:
+            answer = a.env.stdin.readline().strip().lower()
+        except KeyboardInterrupt:
+            a.env.stderr.write("\n")  # the shell prompt starts on its own line
+            raise
         return answer in ("y", "yes")
 
     prompting = act_ in NEEDS_CONFIRMATION and not yes and not dry_run and a.interactive
-    label = f"{act_.value}: {len(selected):,} set(s)"
-    with a.progress(label) if not prompting else nullcontext(lambda _n: None) as update:
+    label = f"{act_.value}: {_sets(len(selected))}"
+    with a.progress(label, show_count=False) if not prompting else nullcontext(lambda _n: None) as update:
         res = run_action(
             store,
             act_,
@@ -181,21 +188,26 @@ def act(
     shown = res.blocked if blocked_stop else res.outcomes
     emit(a, [o.row() for o in shown], f, columns=RESULT_COLUMNS, table=_table())
     counts = (
-        f"{res.count(Result.CHANGED)} changed, {res.count(Result.UNCHANGED)} unchanged, "
+        f"{res.count(Result.CHANGED)} {'would change' if dry_run else 'changed'}, {res.count(Result.UNCHANGED)} unchanged, "
         f"{res.count(Result.INELIGIBLE)} ineligible, {res.count(Result.NOT_FOUND)} not found"
     )
     prefix = f"{act_.value}{' (dry run)' if dry_run else ''}"
     if blocked_stop:
         ids_txt = ", ".join(str(o.id) for o in res.blocked[:10]) + (" ..." if len(res.blocked) > 10 else "")
-        print(
-            f"{prefix}: nothing changed: {len(res.blocked)} set(s) ineligible or not found ({ids_txt}); "
+        n = len(res.blocked)
+        print(  # why nothing changed (exit 3): an error, printed even with -q
+            f"{prefix}: nothing changed: {_sets(n)} {'is' if n == 1 else 'are'} ineligible or not found ({ids_txt}); "
             f"{counts.replace(' changed', ' would change', 1)}; use --skip-ineligible to apply the rest",
             file=a.env.stderr,
         )
     else:
-        print(f"{prefix}: {counts}", file=a.env.stderr)
+        a.info(f"{prefix}: {counts}")
     if res.blocked:
         raise typer.Exit(int(ExitCode.PARTIAL))
+
+
+def _sets(n: int) -> str:
+    return f"{n:,} set{'' if n == 1 else 's'}"
 
 
 def _table() -> list[Col]:

@@ -134,7 +134,7 @@ def print_attention(a: App, store: Any, limit: int = 15) -> None:
         a.out.print("No sets need attention (none failed, expired, paused or will-fail).")
         return
     a.out.print(
-        f"Sets needing attention (the largest {per} of each; `outreach list --status failed,expired,paused,will-fail` for all):"
+        f"Sets needing attention (the largest {per} of each; `outreach{f' --db {a.db}' if a.db else ''} list --status failed,expired,paused,will-fail` for all):"
     )
     print_sets(a, rows)
 
@@ -345,9 +345,7 @@ def audit(
     sid = parse_set_id(set_id, "--id") if set_id is not None else None
     rng = None
     if since is not None:
-        rng = parse_time_range(
-            since if ".." in since else since + "..", tz=get_zone(a.settings.timezone), now=a.now, flag="--since"
-        )
+        rng = parse_time_range(since, tz=get_zone(a.settings.timezone), now=a.now, flag="--since", single_is_start=True)
     if limit == 0:
         limit = None
     elif limit is None and a.env.stdout_isatty:
@@ -439,9 +437,9 @@ def export(
             if os.path.exists(tmp):
                 os.remove(tmp)
             raise
-    if include_exported:
-        a.info(f"collections export: {n} set(s)")
-    elif n:
-        a.info(f"collections export: {n} set(s), now marked exported")
-    else:
-        a.info("collections export: no sets in collections waiting to be exported (--all exports them all again)")
+    a.info(
+        "collections export: no new sets in collections to export (--all exports every one again)"
+        if n == 0 and not include_exported
+        else f"collections export: {n:,} set{'' if n == 1 else 's'}"
+        + ("" if include_exported else " (now marked exported)")
+    )

@@ -49,10 +49,14 @@ def demo(
             help="Seed of the data generator (same seed, same data).",
         ),
     ] = 7,
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace the --db file even if `outreach demo` did not create it.")
+    ] = False,
 ) -> None:
     """Create a demo database and simulate outreach.
 
-    Create a demo database (default demo.db, replaced if it exists; --db to choose another)
+    Create a demo database (default demo.db; an earlier demo database there is replaced, any
+    other file only with --force; --db to choose another)
     with realistic patients, charges and the shipped rule sets, simulate DAYS of outreach with
     the sandbox providers (some patients pay along the way), then print the metrics and the
     sets that need attention. Nothing leaves the machine.
@@ -64,13 +68,19 @@ def demo(
     a = get_app(ctx)
     if not a.db:
         a.db = "demo.db"
-    run_demo(a, patients=patients, days=days, seed=seed)
+    from outreach_cli.cli import demo_db
+
+    try:
+        run_demo(a, patients=patients, days=days, seed=seed, force=force)
+    except BaseException:  # interrupted or failed: no half-built database is left behind
+        demo_db.cleanup(str(a.db))
+        raise
 
 
-def run_demo(a: App, *, patients: int, days: int, seed: int) -> None:
-    import os
+def run_demo(a: App, *, patients: int, days: int, seed: int, force: bool = False) -> None:
     from datetime import timedelta
 
+    from outreach_cli.cli import demo_db
     from outreach_cli.config import database_url
     from outreach_cli.core.demo_data import generate
     from outreach_cli.core.errors import InvalidInput
@@ -82,16 +92,15 @@ def run_demo(a: App, *, patients: int, days: int, seed: int) -> None:
     if not url.startswith("sqlite:///"):
         raise InvalidInput("the demo builds a fresh SQLite file: pass --db PATH.db (or nothing for demo.db)")
     path = url[len("sqlite:///") :]
-    for suffix in ("", "-wal", "-shm"):
-        if os.path.exists(path + suffix):
-            os.remove(path + suffix)
-    a.settings.values["database"] = url
+    building = demo_db.prepare(path, force=force)  # built aside, moved into place when complete
+    a.settings.values["database"] = database_url(building)
     # The demo always uses the sandbox providers, whatever the configuration says.
     a.settings.values["channels"].update(
         sms="sandbox", call="sandbox", email="sandbox", mail="sandbox", charge_card="sandbox"
     )
     store = a.store(check_schema=False)
     store.migrate()
+    demo_db.mark(store)
     store.ensure_secret()
     end = a.now
     start = end - timedelta(days=days)
@@ -102,7 +111,10 @@ def run_demo(a: App, *, patients: int, days: int, seed: int) -> None:
     run_import(store, "patients", data.patients_csv.encode(), source="demo patients", ctx=ctx, input_format="csv")
     n_charges, n_sets = simulate(a, store, start=start, days=days, data=data, seed=seed)
     a.info(f"demo: {patients} patients, {n_charges} charges, {n_sets} invoice sets in {path}")
-    a.info(f"demo: simulated {days} days of outreach ending {end:%Y-%m-%d %H:%M} UTC")
+    a.info(f"demo: simulated {days} day{'' if days == 1 else 's'} of outreach ending {end:%Y-%m-%d %H:%M} UTC")
+    demo_db.finish(store, building, path)
+    a.settings.values["database"] = url
+    store = a.reopen_store()
     from outreach_cli.cli.cmd_admin import print_attention, print_metrics
 
     print_metrics(a, store, show_all=True)

@@ -49,15 +49,18 @@ def doctor(ctx: typer.Context) -> None:
         _print(a, results)
         raise typer.Exit(4) from None
 
-    from outreach_cli.core.store import SCHEMA_HEAD, mask_url, open_store
+    from outreach_cli.core.store import KNOWN_REVISIONS, SCHEMA_HEAD, mask_url, newer_schema_error, open_store
 
     store = None
     try:
-        store = open_store(s.database, check_schema=False)
+        store = open_store(s.database, check_schema=False, create=False)
         rev = store.current_revision()
-        check("database", True, f"{mask_url(s.database)} reachable")
+        check("database", True, f"{mask_url(s.database)} reachable" + (" (read-only)" if store.readonly else ""))
         if rev == SCHEMA_HEAD:
             check("schema", True, f"revision {rev}")
+        elif rev is not None and rev not in KNOWN_REVISIONS:
+            check("schema", False, newer_schema_error(rev).message)
+            store = None
         else:
             check("schema", False, f"revision {rev or 'none'}, need {SCHEMA_HEAD}: run `outreach init`")
             store = None

@@ -56,6 +56,7 @@ def _run(
             dry_run=dry_run,
             rule_set=rule_set,
             progress=update,
+            phase=lambda step: a.phase(f"importing {kind}: {step}"),
         )
     for e in report.errors:
         print(f"{source}: {e}", file=a.env.stderr)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from outreach_cli.cli.context import get_app
+from outreach_cli.cli.context import App, get_app
 
 
 def register(app: typer.Typer) -> None:
@@ -26,7 +26,6 @@ def init(ctx: typer.Context) -> None:
       outreach --db billing.db init
     """
     from outreach_cli.core.ruleset_store import sync_dir
-    from outreach_cli.core.rulesets import shipped_dir
     from outreach_cli.core.store import mask_url
 
     a = get_app(ctx)
@@ -38,9 +37,18 @@ def init(ctx: typer.Context) -> None:
         a.info(f"schema: {mask_url(store.url)} {'created' if before is None else 'upgraded'} at revision {after}")
     if store.ensure_secret():
         a.info("secret: generated a payment-link secret and stored it in the database")
-    directory = Path(str(a.settings.values["rulesets_dir"]))
-    if not directory.is_dir():
-        directory = shipped_dir()
-    results = sync_dir(store, directory, a.context())
+    results = sync_dir(store, rulesets_dir(a), a.context())
     for r in results:
         a.info(f"rule set {r.name}: {r.outcome} (version {r.version})")
+
+
+def rulesets_dir(a: App) -> Path:
+    """`rulesets_dir` (default ./rulesets); where it does not exist, the rule sets shipped with
+    outreach (as `init` does, so `rulesets validate` and `sync` work from any directory)."""
+    from outreach_cli.core.rulesets import shipped_dir
+
+    directory = Path(str(a.settings.values["rulesets_dir"]))
+    if directory.is_dir():
+        return directory
+    a.info(f"rule sets: {directory} does not exist; using the rule sets shipped with outreach")
+    return shipped_dir()

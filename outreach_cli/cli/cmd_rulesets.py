@@ -162,10 +162,9 @@ def validate(
     if files:
         reports = [load_file(f) for f in files]
     else:
-        d = Path(str(a.settings.values["rulesets_dir"]))
-        if not d.is_dir():
-            raise InvalidInput(f"rule-set directory {d} does not exist; name files to validate")
-        reports = load_dir(d)
+        from outreach_cli.cli.cmd_init import rulesets_dir
+
+        reports = load_dir(rulesets_dir(a))
     n_err = 0
     for r in reports:
         for p in r.problems:
@@ -194,10 +193,11 @@ def sync(
     Example:
       outreach rulesets sync ./rulesets
     """
+    from outreach_cli.cli.cmd_init import rulesets_dir
     from outreach_cli.core.ruleset_store import sync_dir
 
     a = get_app(ctx)
-    d = directory or Path(str(a.settings.values["rulesets_dir"]))
+    d = directory or rulesets_dir(a)
     store = a.store()
     for r in sync_dir(store, d, a.context()):
         a.info(f"rule set {r.name}: {r.outcome} (version {r.version})")

@@ -34,6 +34,7 @@ class App:
     verbose: bool = False
     no_color: bool = False
     _store: Any = field(default=None, repr=False)
+    _phase: Callable[[str], None] | None = field(default=None, repr=False)
 
     @property
     def color(self) -> bool:
@@ -51,10 +52,15 @@ class App:
     @cached_property
     def settings(self) -> Settings:
         from outreach_cli.config import load_settings
+        from outreach_cli.core.errors import InvalidInput
 
         overrides: dict[str, Any] = {}
-        if self.db:
+        if self.db is not None:
+            if not self.db.strip():
+                raise InvalidInput("--db is empty: give a database URL or an SQLite file path")
             overrides["database"] = self.db
+        if self.config_file is not None and not self.config_file.strip():
+            raise InvalidInput("--config is empty: give a config file path")
         return load_settings(config_file=self.config_file, overrides=overrides)
 
     @cached_property
@@ -62,20 +68,48 @@ class App:
         from outreach_cli.core.errors import InvalidInput
         from outreach_cli.core.timeutil import get_zone, parse_datetime, utcnow
 
-        text = self.now_text or os.environ.get("OUTREACH_NOW")
+        if self.now_text is not None:
+            text, origin = self.now_text, "--now"
+            if not text.strip():
+                raise InvalidInput("--now is empty: give a time like 2026-11-26T14:00Z (or leave --now out)")
+        else:
+            text, origin = os.environ.get("OUTREACH_NOW") or "", "OUTREACH_NOW"
         if not text:
             return utcnow()
         try:
             return parse_datetime(text, get_zone(self.settings.timezone))
         except ValueError as exc:
-            raise InvalidInput(f"--now {text!r}: {exc}") from None
+            raise InvalidInput(f"{origin} {text!r}: {exc}") from None
 
     def store(self, *, check_schema: bool = True) -> Store:
         from outreach_cli.core.store import open_store
 
         if self._store is None:
-            self._store = open_store(self.settings.database, check_schema=check_schema)
+            self._store = open_store(
+                self.settings.database, check_schema=check_schema, on_lock_wait=self._lock_wait_notice
+            )
         return self._store  # type: ignore[no-any-return]
+
+    def close(self) -> None:
+        """End of the command: hand PostgreSQL connections back to the server at once (tests run
+        many commands in one process). SQLite connections close with the process, which leaves
+        any WAL checkpoint to the writers instead of making a read command pay for it."""
+        if self._store is not None and self._store.dialect != "sqlite":
+            self._store.engine.dispose()
+
+    def reopen_store(self) -> Store:
+        """Open the store again (after `settings.database` changed, as `demo` does)."""
+        self._store = None
+        return self.store()
+
+    def _lock_wait_notice(self) -> None:
+        """Said on a terminal only, like progress: cron runs that queue for a moment stay silent."""
+        from outreach_cli.core.store import BUSY_TIMEOUT_MS
+
+        if self.env.stderr_isatty:
+            self.info(
+                f"waiting for the database: another outreach process is writing (up to {BUSY_TIMEOUT_MS // 1000} s)..."
+            )
 
     def context(self, actor: str | None = None) -> Context:
         from outreach_cli.core.scheduling import Window
@@ -133,22 +167,37 @@ class App:
         self.env.stdout.write(text)
 
     @contextmanager
-    def progress(self, description: str, total: int | None = None) -> Iterator[Callable[[int], None]]:
+    def progress(
+        self, description: str, total: int | None = None, *, show_count: bool = True
+    ) -> Iterator[Callable[[int], None]]:
         """A progress bar on stderr when it is a terminal (and not -q); nothing otherwise.
-        Yields ``advance(n)`` (``total`` known) or ``update(done)`` (``total`` unknown)."""
+        Yields ``advance(n)`` (``total`` known) or ``update(done)`` (``total`` unknown).
+        ``show_count=False``: a spinner only, for work done in one step (no count that never moves)."""
         if self.quiet or not self.env.stderr_isatty:
             yield lambda _n: None
             return
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
         columns = [SpinnerColumn(), TextColumn("{task.description}")]
-        columns += [BarColumn(), MofNCompleteColumn()] if total else [TextColumn("{task.completed:,}")]
+        if total:
+            columns += [BarColumn(), MofNCompleteColumn()]
+        elif show_count:
+            columns += [TextColumn("{task.completed:,}")]
         with Progress(*columns, TimeElapsedColumn(), console=self.err_console, transient=True) as bar:
             task = bar.add_task(description, total=total)
-            if total:
-                yield lambda n: bar.advance(task, n)
-            else:
-                yield lambda done: bar.update(task, completed=done)
+            self._phase = lambda text: bar.update(task, description=text)
+            try:
+                if total:
+                    yield lambda n: bar.advance(task, n)
+                else:
+                    yield lambda done: bar.update(task, completed=done)
+            finally:
+                self._phase = None
+
+    def phase(self, text: str) -> None:
+        """Name the step the current progress display is in (`importing patients: writing`)."""
+        if self._phase is not None:
+            self._phase(text)
 
 
 def default_actor() -> str:

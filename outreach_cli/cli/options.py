@@ -164,6 +164,8 @@ def build_filter(
     tz = get_zone(a.settings.timezone)
     rule_sets: list[str] = []
     for r in rule_set or []:
+        if not r.strip():
+            raise InvalidInput("--rule-set is empty: give a rule-set name (see `outreach rulesets list`)")
         rule_sets.extend(x.strip() for x in r.split(",") if x.strip())
     return ListFilter(
         search=search,

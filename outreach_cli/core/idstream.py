@@ -1,8 +1,10 @@
 """Invoice-set IDs read from a pipe (SPEC section 7, `act ... -`).
 
-Lines may be plain IDs, JSON objects with an `id` key, or TSV/CSV rows whose first field is the
-ID (a header row whose first field is `id` is skipped); blank lines and `#` comments are
-ignored; duplicates collapse (first occurrence keeps its place).
+Lines may be plain IDs (several on a line, separated by spaces or commas), JSON objects with an
+`id` key, or TSV/CSV rows whose first field is the ID (a header row whose first field is `id`,
+`invoice_set_id` or `set_id` is skipped); blank lines and `#` comments are ignored; duplicates
+collapse (first occurrence keeps its place). Anything else is an error naming the line and the
+value as it was typed.
 """
 
 from __future__ import annotations
@@ -12,7 +14,46 @@ import re
 
 from outreach_cli.core.errors import InvalidInput
 
-_FIRST_FIELD = re.compile(r"^\s*\"?([^\t,\"]*)\"?")
+_ID = re.compile(r"[0-9]{1,18}")
+# A header row's first field: `list` calls the column `id`, `collections export`
+# `invoice_set_id`, `audit` `set_id`.
+HEADER_NAMES = ("id", "invoice_set_id", "set_id")
+
+
+def _shown(token: str) -> str:
+    return token if len(token) <= 40 else token[:40] + "..."
+
+
+def _row_fields(line: str, sep: str) -> list[str]:
+    import csv
+
+    try:
+        return [f.strip() for f in next(csv.reader([line], delimiter=sep))]
+    except (csv.Error, StopIteration):
+        return [line]
+
+
+def _line_tokens(line: str) -> tuple[list[str], bool]:
+    """The ID candidates of one non-JSON line, and whether the line is a header row.
+
+    - TSV row (has a tab): the first field is the ID.
+    - Commas: when every field is a number, every field is an ID (`20,27`); otherwise a CSV row
+      whose first field is the ID.
+    - Otherwise: whitespace-separated IDs (`20 27 30`, as `echo $(outreach list --format ids)`
+      gives them).
+    """
+    if "\t" in line:
+        fields = _row_fields(line, "\t")
+    elif "," in line:
+        fields = _row_fields(line, ",")
+        values = [f for f in fields if f]
+        if values and all(_ID.fullmatch(f) for f in values):
+            return values, False
+    else:
+        fields = line.split()
+        return fields, len(fields) == 1 and fields[0].lower() in HEADER_NAMES
+    first = fields[0] if fields else ""
+    return [first], first.lower() in HEADER_NAMES
 
 
 def parse_ids(text: str, source: str = "<stdin>") -> list[int]:
@@ -20,7 +61,7 @@ def parse_ids(text: str, source: str = "<stdin>") -> list[int]:
     seen: set[int] = set()
     problems: list[str] = []
     for n, raw in enumerate(text.splitlines(), start=1):
-        line = raw.strip().lstrip("\ufeff")
+        line = raw.strip().lstrip("\ufeff").strip()
         if not line or line.startswith("#"):
             continue
         if line.startswith("{"):
@@ -29,27 +70,35 @@ def parse_ids(text: str, source: str = "<stdin>") -> list[int]:
             except json.JSONDecodeError as exc:
                 problems.append(f"line {n}: not valid JSON: {exc.msg}")
                 continue
-            if not isinstance(obj, dict) or "id" not in obj:
+            key = next((k for k in HEADER_NAMES if isinstance(obj, dict) and k in obj), None)
+            if key is None:
                 problems.append(f'line {n}: JSON object without an "id" key')
                 continue
-            value = obj["id"]
-            token = str(value) if isinstance(value, (int, str)) and not isinstance(value, bool) else ""
+            value = obj[key]
+            if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+                tokens = [str(value)]
+            elif isinstance(value, str) and _ID.fullmatch(value.strip()):
+                tokens = [value.strip()]
+            else:
+                # As typed in the input: 27.0, true, "27a", null.
+                shown = value if isinstance(value, str) else json.dumps(value)
+                problems.append(f"line {n}: not an invoice set ID: {_shown(shown)!r} (IDs are whole numbers)")
+                continue
         elif line.startswith("["):
             problems.append(f"line {n}: a JSON array; use --format jsonl or ids to pipe sets")
             continue
         else:
-            m = _FIRST_FIELD.match(line)
-            token = m.group(1).strip() if m else ""
-            if token.lower() == "id":
-                continue  # header row
-        if not re.fullmatch(r"[0-9]{1,18}", token):
-            shown = token if len(token) <= 40 else token[:40] + "..."
-            problems.append(f"line {n}: not an invoice set ID: {shown!r} (IDs are whole numbers)")
-            continue
-        i = int(token)
-        if i not in seen:
-            seen.add(i)
-            out.append(i)
+            tokens, header = _line_tokens(line)
+            if header:
+                continue
+        for token in tokens:
+            if not _ID.fullmatch(token):
+                problems.append(f"line {n}: not an invoice set ID: {_shown(token)!r} (IDs are whole numbers)")
+                continue
+            i = int(token)
+            if i not in seen:
+                seen.add(i)
+                out.append(i)
     if problems:
         raise InvalidInput(f"{source}: {len(problems)} unreadable line(s); nothing was changed", details=problems[:50])
     return out

@@ -18,6 +18,7 @@ Decisions where the spec is silent (also in the README):
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -94,19 +95,30 @@ class ImportReport:
     invalid: int = 0
     sets_created: int = 0
     sets_changed: int = 0
+    duplicates: int = 0
     errors: list[str] = field(default_factory=list)
     dry_run: bool = False
     # Payments (or parts) that found nothing owed: (payment_id, unapplied cents, amount cents).
     unapplied: list[tuple[str, int, int]] = field(default_factory=list)
 
     def summary(self) -> str:
-        verb = "would import" if self.dry_run else "imported"
-        parts = [f"{self.created} created", f"{self.updated} updated", f"{self.unchanged} unchanged"]
+        """What happened, counted: `patients: 4 imported (1 created, 3 updated), 0 unchanged,
+        8 skipped as invalid`."""
+
+        def n(count: int, word: str) -> str:
+            return f"{count:,} {word}{'' if count == 1 else 's'}"
+
+        imported = self.created + self.updated
+        verb = "would be imported" if self.dry_run else "imported"
+        text = f"{self.kind}{' (dry run)' if self.dry_run else ''}: {imported:,} {verb} "
+        text += f"({self.created:,} created, {self.updated:,} updated), {self.unchanged:,} unchanged"
+        if self.duplicates:
+            text += f", {n(self.duplicates, 'identical duplicate row')} ignored"
         if self.invalid:
-            parts.append(f"{self.invalid} invalid (skipped)")
+            text += f", {self.invalid:,} skipped as invalid"
         if self.kind == "charges":
-            parts.append(f"{self.sets_created} new invoice sets")
-        return f"{self.kind}: {verb} {self.rows} rows: " + ", ".join(parts)
+            text += f"; {n(self.sets_created, 'new invoice set')}"
+        return text
 
     def credit_lines(self) -> list[str]:
         """Payments kept as credit, for stderr: payment IDs and dollars only (no patient data)."""
@@ -207,14 +219,17 @@ def _validate_patient(rec: Record, errs: list[str]) -> dict[str, Any] | None:
         errs.append(f"line {rec.line}: patient_id: required")
     out["patient_id"] = pid
     first = _text(rec, "first_name")
-    if not first:
+    if not first and "first_name" in v:
         errs.append(f"line {rec.line}: first_name: required")
+    # Without a first_name column the row updates an existing patient (checked in _check_patients).
     out["first_name"] = first
     out["last_name"] = _text(rec, "last_name")
     phone_raw = _text(rec, "phone")
     out["phone"] = None
     if phone_raw:
         try:
+            if problem := _phone_problem(phone_raw):
+                raise ValueError(problem)
             out["phone"] = contacts.parse_phone(phone_raw)
         except ValueError as exc:
             errs.append(f"line {rec.line}: phone: {exc} (use a format like (617) 555-0100 or +16175550100)")
@@ -233,6 +248,16 @@ def _validate_patient(rec: Record, errs: list[str]) -> dict[str, Any] | None:
         out[col] = _text(rec, col) or None
     out["state"] = _text(rec, "state").upper() or None
     out["country"] = _text(rec, "country").upper() or None
+    if (out["country"] or "US") in US_COUNTRY:
+        if out["state"] and out["state"] not in US_STATES:
+            errs.append(f"line {rec.line}: state: not a US state code (use the two-letter code, e.g. MA)")
+        if out["postal_code"] and not _US_ZIP.fullmatch(out["postal_code"]):
+            hint = (
+                "; a spreadsheet may have dropped a leading zero"
+                if re.fullmatch(r"\d{3,4}", out["postal_code"])
+                else ""
+            )
+            errs.append(f"line {rec.line}: postal_code: not a US ZIP code (use 12345 or 12345-6789{hint})")
     tz = _text(rec, "timezone")
     out["timezone"] = None
     if tz:
@@ -270,6 +295,45 @@ def _validate_stripe_ids(rec: Record, out: dict[str, Any], errs: list[str]) -> N
             f"line {rec.line}: stripe_payment_method_id: give both stripe_customer_id and stripe_payment_method_id "
             "(a saved card belongs to a customer), or neither"
         )
+
+
+US_COUNTRY = ("US", "USA", "UNITED STATES")
+# States, DC, territories (contacts.US_STATE_ZONES) and the military "states" AA, AE, AP.
+US_STATES = frozenset(contacts.US_STATE_ZONES) | {"AA", "AE", "AP"}
+_US_ZIP = re.compile(r"\d{5}(-\d{4})?")
+_EXTENSION = re.compile(r"(?i)(?:ext\.?|extension|x|#)\s*\d+\s*$")
+
+
+def _phone_problem(raw: str) -> str | None:
+    """What phonenumbers would silently accept but a send cannot use (the number is not echoed)."""
+    if _EXTENSION.search(raw):
+        return "has an extension, which texts and calls cannot dial; give the number without it"
+    if re.search(r"[A-Za-z]", raw):
+        return "contains letters (like 555-CALL-NOW); give the number in digits"
+    return None
+
+
+def _check_patients(
+    conn: Connection, recs: list[tuple[Record, dict[str, Any]]], errs: list[str]
+) -> list[tuple[Record, dict[str, Any]]]:
+    """Rows without a first_name column may only update patients that exist."""
+    partial = [n["patient_id"] for _, n in recs if "first_name" not in n["_cols"]]
+    if not partial:
+        return recs
+    known: set[str] = set()
+    for chunk in chunks(partial):
+        known.update(
+            r[0] for r in conn.execute(select(patient_t.c.patient_id).where(patient_t.c.patient_id.in_(chunk)))
+        )
+    out = []
+    for rec, norm in recs:
+        if "first_name" not in norm["_cols"] and norm["patient_id"] not in known:
+            errs.append(
+                f"line {rec.line}: first_name: required for a new patient ({norm['patient_id']!r} is not in the database)"
+            )
+            continue
+        out.append((rec, norm))
+    return out
 
 
 _CONTACT_FIELDS = (
@@ -800,6 +864,7 @@ def run_import(
     dry_run: bool = False,
     rule_set: str | None = None,
     progress: Callable[[int], None] | None = None,
+    phase: Callable[[str], None] | None = None,
 ) -> ImportReport:
     if kind not in KINDS:
         raise InvalidInput(f"unknown import kind {kind!r}; choose patients, charges or payments")
@@ -823,7 +888,11 @@ def run_import(
         if norm is not None:
             recs.append((rec, norm))
     key = {"patients": "patient_id", "charges": "charge_id", "payments": "payment_id"}[kind]
-    recs = _dedupe(recs, key, errs)
+    if phase is not None:
+        phase(f"{report.rows:,} rows read; checking and writing")
+    deduped = _dedupe(recs, key, errs)
+    report.duplicates = len(recs) - len(deduped) - sum(" appears again " in e for e in errs)
+    recs = deduped
 
     try:
         with store.write() as conn:
@@ -837,6 +906,8 @@ def run_import(
                 recs, patients, existing = _check_charges(conn, recs, errs)
             elif kind == "payments":
                 recs, patients, _charges, existing = _check_payments(conn, recs, errs)
+            else:
+                recs = _check_patients(conn, recs, errs)
             errs.sort(key=_line_of)
             report.errors = errs
             report.invalid = len({_line_of(e) for e in errs})

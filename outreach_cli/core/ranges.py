@@ -35,6 +35,8 @@ class TimeRange:
 
 def parse_amount_range(text: str) -> CentsRange:
     raw = text.strip()
+    if "..." in raw:
+        raise InvalidInput(f"--amount {text!r}: not a range: use A..B (two dots); accepted forms: {AMOUNT_FORMS}")
     try:
         if ".." in raw:
             lo_s, _, hi_s = raw.partition("..")
@@ -48,6 +50,8 @@ def parse_amount_range(text: str) -> CentsRange:
             lo = hi = parse_dollars(raw)
     except ValueError as exc:
         raise InvalidInput(f"--amount {text!r}: {exc}; accepted forms: {AMOUNT_FORMS}") from None
+    if (lo is not None and lo < 0) or (hi is not None and hi < 0):
+        raise InvalidInput(f"--amount {text!r}: amounts are never negative; accepted forms: {AMOUNT_FORMS}")
     if lo is not None and hi is not None and lo > hi:
         raise InvalidInput(f"--amount {text!r}: the low end is above the high end; accepted forms: {AMOUNT_FORMS}")
     return CentsRange(lo, hi)
@@ -76,8 +80,16 @@ def _day_or_instant(token: str, tz: ZoneInfo, today: date) -> tuple[datetime, bo
     return parse_datetime(token, tz), False
 
 
-def parse_time_range(text: str, *, tz: ZoneInfo, now: datetime, flag: str = "--created") -> TimeRange:
+def parse_time_range(
+    text: str, *, tz: ZoneInfo, now: datetime, flag: str = "--created", single_is_start: bool = False
+) -> TimeRange:
+    """`single_is_start`: a single value means "from then on" (`audit --since -7d`), not that day."""
     raw = text.strip()
+    forms = DATE_FORMS.replace("that whole day", "from then on") if single_is_start else DATE_FORMS
+    if "..." in raw:
+        raise InvalidInput(f"{flag} {text!r}: not a range: use A..B (two dots); accepted forms: {forms}")
+    if single_is_start and raw and ".." not in raw:
+        raw += ".."
     today = now.astimezone(tz).date()
 
     def day_end(start: datetime) -> datetime:
@@ -105,7 +117,7 @@ def parse_time_range(text: str, *, tz: ZoneInfo, now: datetime, flag: str = "--c
             start = inst
             end = day_end(inst) if whole else inst + timedelta(microseconds=1)
     except (ValueError, OverflowError) as exc:
-        raise InvalidInput(f"{flag} {text!r}: {exc}; accepted forms: {DATE_FORMS}") from None
+        raise InvalidInput(f"{flag} {text!r}: {exc}; accepted forms: {forms}") from None
     if start is not None and end is not None and start >= end:
-        raise InvalidInput(f"{flag} {text!r}: the range ends before it starts; accepted forms: {DATE_FORMS}")
+        raise InvalidInput(f"{flag} {text!r}: the range ends before it starts; accepted forms: {forms}")
     return TimeRange(start, end)

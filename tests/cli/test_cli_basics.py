@@ -91,18 +91,16 @@ def test_usage_error_is_exit_2(sqlite_url: str) -> None:
     assert r.code == 2 and "accepted:" in r.stderr
 
 
-def test_schema_missing_or_behind_is_exit_4(tmp_path: Path) -> None:
+def test_schema_missing_or_behind_is_exit_4(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     c = Cli(f"sqlite:///{tmp_path / 'fresh.db'}")
     r = c("list")
     assert r.code == 4 and "outreach init" in r.stderr
     c.ok("init")
-    from sqlalchemy import text
+    import outreach_cli.core.store as store_mod
 
-    from outreach_cli.core.store import Store
-
-    s = Store(c.db)
-    with s.engine.begin() as conn:
-        conn.execute(text("UPDATE alembic_version SET version_num = '0000'"))
+    # This outreach pretends to know a later revision, so the database is behind.
+    monkeypatch.setattr(store_mod, "SCHEMA_HEAD", "9990")
+    monkeypatch.setattr(store_mod, "KNOWN_REVISIONS", store_mod.KNOWN_REVISIONS | {"9990"})
     r = c("metrics")
     assert r.code == 4 and "run `outreach init`" in r.stderr
     r = c("doctor")

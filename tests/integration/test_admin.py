@@ -138,7 +138,8 @@ def test_dry_run_equals_real_run(cli: Cli, tmp_path: Path) -> None:
     assert dump(cli.db) == before
     real = cli("act", "pause", "1", "2", "3", "4", "5", "--skip-ineligible", "--format", "jsonl")
     assert dry.stdout == real.stdout and dry.code == real.code == 3
-    assert dry.stderr.replace(" (dry run)", "") == real.stderr
+    assert dry.stderr.replace(" (dry run)", "").replace("would change", "changed") == real.stderr
+    assert "pause (dry run): 4 would change, 0 unchanged, 1 ineligible" in dry.stderr
     # And for an all-or-nothing refusal:
     dry = cli("act", "resume", "1", "5", "--dry-run")
     real = cli("act", "resume", "1", "5")
