@@ -40,6 +40,9 @@ def list_(
     limit: LimitOpt = None,
     offset: OffsetOpt = 0,
     fmt: FormatOpt = None,
+    needs_review: bool = typer.Option(
+        False, "--needs-review", help="Only sets whose patient sent a reply a person must read (a refusal without STOP)."
+    ),
 ) -> None:
     """Find invoice sets. All filters combine (AND); default: the open statuses, soonest next
     send first. Pipe it: `outreach list --status failed --format ids | outreach act pause -`."""
@@ -63,6 +66,7 @@ def list_(
         limit=limit,
         offset=offset,
     )
+    flt.needs_review = needs_review
     store = a.store()
     rows = list_sets(store, flt, a.context())
     n = write_rows(a, rows, LIST_COLUMNS, f, table=lambda rs: _table(a, rs))

@@ -113,13 +113,14 @@ def validate(
     from outreach_cli.core.rulesets import load_dir, load_file
 
     a = get_app(ctx)
+    caps = a.settings.values.get("compliance")
     if files:
-        reports = [load_file(f) for f in files]
+        reports = [load_file(f, caps) for f in files]
     else:
         d = Path(str(a.settings.values["rulesets_dir"]))
         if not d.is_dir():
             raise InvalidInput(f"rule-set directory {d} does not exist; name files to validate")
-        reports = load_dir(d)
+        reports = load_dir(d, caps)
     n_err = 0
     for r in reports:
         for p in r.problems:

@@ -81,6 +81,8 @@ class Patient(SQLModel, table=True):
     email_opt_out: bool = False
     email_suppressed: str | None = None  # bounced | complained
     card_token: str | None = None
+    # A reply that reads like a refusal but names no opt-out word: a person decides (SPEC 13).
+    needs_review: bool = Field(default=False, nullable=False, sa_column_kwargs={"server_default": text("false")})
     search_name: str = Field(default="", index=True)  # lower("first last") for --search
     created_at: datetime | None = _ts(nullable=False)
     updated_at: datetime | None = _ts(nullable=False)
@@ -146,6 +148,10 @@ class InvoiceSet(SQLModel, table=True):
     # A step whose outcome changed after the run (a status callback, a reconciliation): the next
     # run re-decides it (fallbacks, failed).
     recheck_step: int | None = None
+    # Why the next send waits past its due moment when a contact cap held it (`cap:NAME`), and
+    # until when; the forecast and `show` report it (README "Compliance").
+    held_by: str | None = None
+    held_until: datetime | None = _ts()
     exported_at: datetime | None = _ts()
     closed_at: datetime | None = _ts()
     updated_at: datetime | None = _ts(nullable=False)

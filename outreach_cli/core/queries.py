@@ -43,6 +43,7 @@ LIST_COLUMNS = [
     "next_methods",
     "status_reason",
     "payment_url",
+    "needs_review",
 ]
 
 
@@ -58,6 +59,7 @@ class ListFilter:
     desc: bool = False
     limit: int | None = None
     offset: int = 0
+    needs_review: bool = False  # only patients whose reply a person must read (SPEC 13)
 
 
 def _full_number(raw: str) -> str | None:
@@ -123,6 +125,7 @@ def _base(rule_sets: RuleSets, f: ListFilter, *, walk_next_send: bool = False) -
             patient_t.c.last_name,
             patient_t.c.phone,
             patient_t.c.email,
+            patient_t.c.needs_review,
         )
         .select_from(invoice_set_t)
         .join(patient_t, patient_t.c.id == invoice_set_t.c.patient_pk)
@@ -146,6 +149,8 @@ def _base(rule_sets: RuleSets, f: ListFilter, *, walk_next_send: bool = False) -
         conds.append(c("rule_set_id").in_(ids))
     if f.search is not None:
         conds.append(_search_clause(f.search))
+    if f.needs_review:
+        conds.append(patient_t.c.needs_review.is_(True))
     if conds:
         q = q.where(and_(*conds))
     return q
@@ -293,6 +298,7 @@ def list_sets(store: Any, f: ListFilter, ctx: Context) -> Iterator[dict[str, Any
                 "next_methods": r.next_methods.split(",") if r.next_methods else [],
                 "status_reason": r.status_reason,
                 "payment_url": payment_url(r.id, ctx),
+                "needs_review": bool(r.needs_review),
             }
 
 

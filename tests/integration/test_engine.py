@@ -119,6 +119,8 @@ day = 0
 methods = ["sms", "call", "email", "charge_card"]
 title = "Probe"
 message = "Hi {first_name}, balance {balance}, pay {url}"
+[step.messages]
+sms = "Hi {first_name}, balance {balance}, pay {url} Reply STOP to opt out."
 """
 
 
@@ -198,7 +200,7 @@ message = "Hi {first_name}, pay {url}"
 day = 5
 methods = ["sms"]
 title = "Text nudge"
-message = "Hi {first_name}, pay {url}"
+message = "Hi {first_name}, pay {url} Reply STOP to opt out."
 """
 
 

@@ -39,12 +39,12 @@ expiry_day = 30
 day = 0
 methods = ["sms"]
 title = "Statement"
-message = "Hi {first_name}, you owe {balance}. Pay: {url}"
+message = "Hi {first_name}, you owe {balance}. Pay: {url} Reply STOP to opt out."
 [[step]]
 day = 3
 methods = ["sms"]
 title = "Reminder"
-message = "Hi {first_name}, still {balance}. Pay: {url}"
+message = "Hi {first_name}, still {balance}. Pay: {url} Reply STOP to opt out."
 """
 
 

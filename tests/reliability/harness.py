@@ -26,7 +26,7 @@ expiry_day = 30
 day = 0
 methods = ["sms"]
 title = "Statement"
-message = "Hi {first_name}, you owe {balance}. Pay: {url}"
+message = "Hi {first_name}, you owe {balance}. Pay: {url} Reply STOP to opt out."
 """
 
 
