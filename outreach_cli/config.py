@@ -263,4 +263,6 @@ def _validate_compliance(s: Settings) -> None:
                 raise ConfigError(f"{where}.{key} = {v!r}: expected a whole number of at least 1")
     for st in comp.get("states") or {}:
         if not isinstance(comp["states"][st], dict) or len(st) != 2 or not st.isalpha() or st != st.upper():
-            raise ConfigError(f"compliance.states.{st}: expected a table named by a two-letter state code, e.g. [compliance.states.MA]")
+            raise ConfigError(
+                f"compliance.states.{st}: expected a table named by a two-letter state code, e.g. [compliance.states.MA]"
+            )

@@ -105,7 +105,22 @@ def forecast(
     f = resolve_format(a, fmt, allowed=("table", "tsv", "csv", "json", "jsonl"))
     rows = do_forecast(a.store(), a.context(), days)
     write_rows(
-        a, rows, ["id", "patient_id", "due_at", "step", "day", "methods", "usable_methods", "prediction", "reason"], f
+        a,
+        rows,
+        [
+            "id",
+            "patient_id",
+            "due_at",
+            "send_at",
+            "held_by",
+            "step",
+            "day",
+            "methods",
+            "usable_methods",
+            "prediction",
+            "reason",
+        ],
+        f,
     )
     if f == "table":
         fails = sum(1 for r in rows if r["prediction"] == "will-fail")

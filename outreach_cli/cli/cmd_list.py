@@ -41,7 +41,9 @@ def list_(
     offset: OffsetOpt = 0,
     fmt: FormatOpt = None,
     needs_review: bool = typer.Option(
-        False, "--needs-review", help="Only sets whose patient sent a reply a person must read (a refusal without STOP)."
+        False,
+        "--needs-review",
+        help="Only sets whose patient sent a reply a person must read (a refusal without STOP).",
     ),
 ) -> None:
     """Find invoice sets. All filters combine (AND); default: the open statuses, soonest next

@@ -56,7 +56,9 @@ class ContactUsage:
         msgs = self.caps.get("messages_per_7_days")
         per_state = (self.caps.get("states") or {}).get((state or "").strip().upper()) or {}
         if per_state.get("calls_per_7_days") is not None:
-            calls = per_state["calls_per_7_days"] if calls is None else min(int(calls), int(per_state["calls_per_7_days"]))
+            calls = (
+                per_state["calls_per_7_days"] if calls is None else min(int(calls), int(per_state["calls_per_7_days"]))
+            )
         if per_state.get("messages_per_7_days") is not None:
             m = int(per_state["messages_per_7_days"])
             msgs = m if msgs is None else min(int(msgs), m)

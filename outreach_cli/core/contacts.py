@@ -106,9 +106,13 @@ def _phone_zones(e164: str) -> tuple[str, ...]:
     from phonenumbers import timezone as ptz
 
     try:
-        zones = ptz.time_zones_for_number(phonenumbers.parse(e164, None))
+        num = phonenumbers.parse(e164, None)
+        zones = ptz.time_zones_for_number(num)
+        country_wide = ptz._country_level_time_zones_for_number(num)
     except phonenumbers.NumberParseException:
         return ()
+    if not phonenumbers.is_number_geographical(num) or (len(zones) > 1 and set(zones) == set(country_wide)):
+        return ()  # toll-free, personal and unknown prefixes say nothing about where the patient is
     return tuple(sorted(z for z in zones if z != "Etc/Unknown" and _known_zone(z)))
 
 
@@ -128,7 +132,7 @@ def _zip_zones() -> dict[str, str]:
     import zipcodes
 
     out: dict[str, str] = {}
-    for row in zipcodes.list_all():
+    for row in zipcodes.list_all():  # type: ignore[no-untyped-call]
         tz = str(row.get("timezone") or "")
         if _known_zone(tz):
             out[str(row["zip_code"])] = tz

@@ -618,7 +618,12 @@ class Engine:
                 if m in MESSAGE_CHANNELS:
                     usage.add(p, m, today, now)
             # next_send_at is cleared until the step's outcome is recorded (then re-evaluated).
-            upd: dict[str, Any] = {"next_step_index": idx + 1, "next_send_at": None, "held_by": None, "held_until": None}
+            upd: dict[str, Any] = {
+                "next_step_index": idx + 1,
+                "next_send_at": None,
+                "held_by": None,
+                "held_until": None,
+            }
             if not candidates:
                 # Nothing to send: decide fallbacks/failed next; recheck_step survives a crash.
                 upd["recheck_step"] = idx
@@ -1217,8 +1222,12 @@ class _SetLike:
 
 
 def forecast(store: Any, ctx: Context, days: int) -> list[dict[str, Any]]:
-    """Every send due in the next ``days`` days, and the ones predicted to fail, with reasons."""
-    from outreach_cli.core.scheduling import scheduled_at
+    """Every send due in the next ``days`` days, and the ones predicted to fail, with reasons.
+    Each row says when the step is due (`due_at`), when it will go (`send_at`) and the rule that
+    decided that moment (`held_by`: window, weekend, holiday:NAME, zones:A+B, cap:NAME, opt-out)."""
+    from sqlalchemy import and_, or_
+
+    from outreach_cli.core.scheduling import explain, step_due
     from outreach_cli.core.timeutil import iso_z
 
     horizon = ctx.now + timedelta(days=days)
@@ -1231,8 +1240,15 @@ def forecast(store: Any, ctx: Context, days: int) -> list[dict[str, Any]]:
             .where(
                 invoice_set_t.c.status.in_([s.value for s in SENDABLE]),
                 invoice_set_t.c.paused_at.is_(None),
-                invoice_set_t.c.next_send_at.is_not(None),
-                invoice_set_t.c.next_send_at < horizon,
+                or_(
+                    and_(invoice_set_t.c.next_send_at.is_not(None), invoice_set_t.c.next_send_at < horizon),
+                    # no common sending window: never sent, listed as predicted to fail (D7)
+                    and_(
+                        invoice_set_t.c.next_send_at.is_(None),
+                        invoice_set_t.c.status == Status.WILL_FAIL.value,
+                        invoice_set_t.c.expired_at.is_(None),
+                    ),
+                ),
             )
             .order_by(invoice_set_t.c.next_send_at, invoice_set_t.c.id)
         )
@@ -1246,27 +1262,43 @@ def forecast(store: Any, ctx: Context, days: int) -> list[dict[str, Any]]:
         rs = rule_sets.get(s.rule_set_id)
         usable = usable_methods(contact_of(p))
         zones = zones_of(p, ctx.practice_tz)
+        window = window_of(p, ctx)
         end = expires_at(s.anchor_at, rs.expiry_day)
+        first = True
         for step in rs.steps[(s.next_step_index or 0) :]:
-            at = scheduled_at(s.anchor_at, step.day, zones, ctx.window)
-            if at >= horizon or at >= end:
+            due = step_due(s.anchor_at, step.day)
+            start = max(due, ctx.now)
+            cap = None
+            if first and s.held_by and s.held_until is not None and s.held_until > start:
+                start, cap = s.held_until, s.held_by
+            at, held_by = explain(start, zones, window)
+            held_by = cap or held_by
+            if at is not None and (at >= horizon or at >= end):
                 break
             if not step_applies(step, s.amount_outstanding_cents):
                 continue
             ok = [m for m in step.methods if usable[m] is None]
             fb = [m for m in rs.fallback if m not in step.methods and usable[m] is None]
-            if ok:
+            if at is None:
+                prediction = "will-fail"
+                reason = f"no common sending window ({' and '.join(zones)})"
+            elif ok:
                 prediction, reason = "ok", None
             elif fb:
                 prediction, reason = "fallback", "own methods unusable; fallback " + fb[0]
             else:
                 prediction = "will-fail"
                 reason = "; ".join(f"{m}: {usable[m]}" for m in step.methods)
+            if at is not None and not ok and any("opted out" in (usable[m] or "") for m in step.methods):
+                held_by = held_by or "opt-out"
+            first = False
             out.append(
                 {
                     "id": s.id,
                     "patient_id": s.p_patient_id,
-                    "due_at": iso_z(max(at, ctx.now)),
+                    "due_at": iso_z(due),
+                    "send_at": iso_z(at),
+                    "held_by": held_by,
                     "step": step.title,
                     "day": step.day,
                     "methods": list(step.methods),
@@ -1275,5 +1307,7 @@ def forecast(store: Any, ctx: Context, days: int) -> list[dict[str, Any]]:
                     "reason": reason,
                 }
             )
-    out.sort(key=lambda r: (r["due_at"], r["id"]))
+            if at is None:
+                break
+    out.sort(key=lambda r: (r["send_at"] or "~", r["id"]))
     return out

@@ -23,8 +23,7 @@ MAX_BODY = 320
 CONFIRMATION_STEP = -1  # send.step_index of opt-out confirmations (not a rule-set step)
 CONFIRMATION_TITLE = "Opt-out confirmation"
 CONFIRMATION_TEXT = (
-    "{practice_name}: you are unsubscribed and will receive no more text messages from us. "
-    "Reply START to resubscribe."
+    "{practice_name}: you are unsubscribed and will receive no more text messages from us. Reply START to resubscribe."
 )
 
 # Revocation by any reasonable means (FCC 2024 consent-revocation order): these words always
@@ -109,7 +108,9 @@ def apply_inbound(conn: Connection, items: list[dict[str, Any]], ctx: Context) -
                     update(patient_t).where(patient_t.c.id == pk).values(sms_opt_out=False, updated_at=ctx.now)
                 )
             elif kind == "review":
-                conn.execute(update(patient_t).where(patient_t.c.id == pk).values(needs_review=True, updated_at=ctx.now))
+                conn.execute(
+                    update(patient_t).where(patient_t.c.id == pk).values(needs_review=True, updated_at=ctx.now)
+                )
             touched.add(pk)
             add_events(
                 conn,
@@ -180,13 +181,19 @@ def unsubscribe_email(conn: Connection, email: str, ctx: Context, source: str) -
     record with that address."""
     from sqlalchemy import func
 
-    rows = conn.execute(select(patient_t.c.id).where(func.lower(patient_t.c.email) == email.strip().lower())).scalars().all()
+    rows = (
+        conn.execute(select(patient_t.c.id).where(func.lower(patient_t.c.email) == email.strip().lower()))
+        .scalars()
+        .all()
+    )
     for pk in rows:
         conn.execute(update(patient_t).where(patient_t.c.id == pk).values(email_opt_out=True, updated_at=ctx.now))
         add_events(
             conn,
             [
-                event_row(ctx, "email_unsubscribe", set_id=sid, patient_pk=pk, actor="patient", detail={"source": source})
+                event_row(
+                    ctx, "email_unsubscribe", set_id=sid, patient_pk=pk, actor="patient", detail={"source": source}
+                )
                 for sid in _timeline_sets(conn, pk)
             ],
         )

@@ -145,5 +145,7 @@ def flag_for_review(conn: Any, email: str, ctx: Context) -> set[int]:
         conn.execute(select(patient_t.c.id).where(func.lower(patient_t.c.email) == email.strip().lower())).scalars()
     )
     if rows:
-        conn.execute(update(patient_t).where(patient_t.c.id.in_(sorted(rows))).values(needs_review=True, updated_at=ctx.now))
+        conn.execute(
+            update(patient_t).where(patient_t.c.id.in_(sorted(rows))).values(needs_review=True, updated_at=ctx.now)
+        )
     return rows

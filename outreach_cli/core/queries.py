@@ -22,7 +22,7 @@ from outreach_cli.core.models import (
 )
 from outreach_cli.core.money import plain_dollars
 from outreach_cli.core.ranges import CentsRange, TimeRange
-from outreach_cli.core.sets import Context, RuleSets, contact_of, payment_url, zones_of
+from outreach_cli.core.sets import Context, RuleSets, contact_of, payment_url, window_of, zones_of
 from outreach_cli.core.statuses import ATTENTION, OPEN, Status
 from outreach_cli.core.timeutil import iso_z
 
@@ -366,9 +366,9 @@ def metrics(store: Any, *, show_all: bool, now: datetime) -> dict[str, Any]:
 
 
 def show_set(store: Any, set_id: int, ctx: Context) -> dict[str, Any]:
-    from outreach_cli.core.contacts import usable_methods
+    from outreach_cli.core.contacts import usable_methods, zone_sources
     from outreach_cli.core.evaluation import step_applies
-    from outreach_cli.core.scheduling import scheduled_at
+    from outreach_cli.core.scheduling import explain, step_due
 
     with store.read() as conn:
         rule_sets = RuleSets(conn)
@@ -409,10 +409,18 @@ def show_set(store: Any, set_id: int, ctx: Context) -> dict[str, Any]:
                 "next_attempt_at": iso_z(snd.next_attempt_at) if snd.status == "pending" else None,
             }
         )
+    window = window_of(p, ctx)
     if s.status in [x.value for x in OPEN] and s.status != Status.EXPIRED.value:
         done = {(snd.step_index, snd.method) for snd in sends if snd.schedule_gen == s.schedule_gen}
-        for step in rs.steps[(s.next_step_index or 0) :]:
-            due = scheduled_at(s.anchor_at, step.day, zones, ctx.window) if s.paused_at is None else None
+        for n, step in enumerate(rs.steps[(s.next_step_index or 0) :]):
+            due = step_due(s.anchor_at, step.day)
+            start = max(due, ctx.now)
+            cap = None
+            if n == 0 and s.held_by and s.held_until is not None and s.held_until > start:
+                start, cap = s.held_until, s.held_by
+            # When it goes and the rule that decided that moment; no common window never crashes (D7).
+            send_at, held_by = explain(start, zones, window) if s.paused_at is None else (None, "paused")
+            held_by = cap or held_by
             for m in step.methods:
                 if (step.index, m) in done:
                     continue
@@ -428,6 +436,8 @@ def show_set(store: Any, set_id: int, ctx: Context) -> dict[str, Any]:
                         "method": m,
                         "status": "pending",
                         "due_at": iso_z(due),
+                        "send_at": iso_z(send_at),
+                        "held_by": "opt-out" if reason and "opted out" in reason else held_by,
                         "sent_at": None,
                         "reason": reason,
                         "provider_ref": None,
@@ -461,6 +471,19 @@ def show_set(store: Any, set_id: int, ctx: Context) -> dict[str, Any]:
             },
             "timezone": zones[0],
             "timezones": list(zones),
+            # Why each zone: a moment is allowed only when it is allowed in every one of them.
+            "timezone_sources": [
+                {"zone": z, "source": why}
+                for z, why in zone_sources(
+                    explicit=p.timezone,
+                    phone=p.phone,
+                    postal_code=p.postal_code,
+                    state=p.state,
+                    country=p.country,
+                    practice_tz=ctx.practice_tz,
+                )
+            ],
+            "needs_review": bool(p.needs_review),
             "sms_opt_out": bool(p.sms_opt_out),
             "call_opt_out": bool(p.call_opt_out),
             "email_opt_out": bool(p.email_opt_out),

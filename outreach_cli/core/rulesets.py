@@ -242,7 +242,7 @@ def _messages_table(raw: Any, where: str, err: Any) -> dict[str, str]:
     if raw is None:
         return out
     if not isinstance(raw, dict):
-        err(where, "must be a table of per-method messages, e.g. sms = \"...\"")
+        err(where, 'must be a table of per-method messages, e.g. sms = "..."')
         return out
     for m, text in raw.items():
         if m not in TEMPLATE_METHODS:
@@ -254,7 +254,9 @@ def _messages_table(raw: Any, where: str, err: Any) -> dict[str, str]:
                 if ph not in PLACEHOLDERS:
                     err(
                         f"{where}: {m}",
-                        f"unknown placeholder {{{ph}}} (allowed: " + ", ".join("{" + p + "}" for p in PLACEHOLDERS) + ")",
+                        f"unknown placeholder {{{ph}}} (allowed: "
+                        + ", ".join("{" + p + "}" for p in PLACEHOLDERS)
+                        + ")",
                     )
             out[m] = text
     return out
@@ -267,7 +269,11 @@ def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
-DEFAULT_CAPS: dict[str, Any] = {"calls_per_7_days": 7, "messages_per_7_days": None, "states": {"MA": {"calls_per_7_days": 2}}}
+DEFAULT_CAPS: dict[str, Any] = {
+    "calls_per_7_days": 7,
+    "messages_per_7_days": None,
+    "states": {"MA": {"calls_per_7_days": 2}},
+}
 
 
 def max_in_7_days(days: list[int]) -> int:

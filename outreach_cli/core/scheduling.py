@@ -111,9 +111,7 @@ def split_holidays(entries: list[str] | str) -> tuple[list[date], list[str]]:
         country, _, sub = name.partition("-")
         known = supported_calendars()
         if country not in known or (sub and sub not in known[country]):
-            raise ValueError(
-                f"{text!r} is neither a date like 2026-12-25 nor a holiday calendar like US or US-MA"
-            )
+            raise ValueError(f"{text!r} is neither a date like 2026-12-25 nor a holiday calendar like US or US-MA")
         calendars.append(name)
     return dates, calendars
 

@@ -165,7 +165,9 @@ def test_sms_segments() -> None:
 
 def test_long_sms_warns_with_segments(tmp_path: Path) -> None:
     body = (
-        'expiry_day = 10\n[[step]]\nday = 0\nmethods = ["sms"]\nmessage = "Hi {first_name}, ' + "x" * 300 + ' {url} Reply STOP to opt out."\n'
+        'expiry_day = 10\n[[step]]\nday = 0\nmethods = ["sms"]\nmessage = "Hi {first_name}, '
+        + "x" * 300
+        + ' {url} Reply STOP to opt out."\n'
     )
     report = load_file(_file(tmp_path, body, "long"))
     assert report.rule_set is not None  # a warning, not an error
