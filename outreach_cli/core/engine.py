@@ -1265,14 +1265,19 @@ def forecast(store: Any, ctx: Context, days: int) -> list[dict[str, Any]]:
         window = window_of(p, ctx)
         end = expires_at(s.anchor_at, rs.expiry_day)
         first = True
+        prev: tuple[datetime, str | None] | None = None
         for step in rs.steps[(s.next_step_index or 0) :]:
             due = step_due(s.anchor_at, step.day)
             start = max(due, ctx.now)
             cap = None
             if first and s.held_by and s.held_until is not None and s.held_until > start:
                 start, cap = s.held_until, s.held_by
+            if prev is not None and prev[0] > start:
+                start, cap = prev  # steps go in order: never before the step ahead of it
             at, held_by = explain(start, zones, window)
             held_by = cap or held_by
+            if at is not None:
+                prev = (at, held_by)
             if at is not None and (at >= horizon or at >= end):
                 break
             if not step_applies(step, s.amount_outstanding_cents):

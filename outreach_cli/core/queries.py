@@ -412,15 +412,20 @@ def show_set(store: Any, set_id: int, ctx: Context) -> dict[str, Any]:
     window = window_of(p, ctx)
     if s.status in [x.value for x in OPEN] and s.status != Status.EXPIRED.value:
         done = {(snd.step_index, snd.method) for snd in sends if snd.schedule_gen == s.schedule_gen}
+        prev: tuple[datetime, str | None] | None = None
         for n, step in enumerate(rs.steps[(s.next_step_index or 0) :]):
             due = step_due(s.anchor_at, step.day)
             start = max(due, ctx.now)
             cap = None
             if n == 0 and s.held_by and s.held_until is not None and s.held_until > start:
                 start, cap = s.held_until, s.held_by
+            if prev is not None and prev[0] > start:
+                start, cap = prev  # steps go in order: never before the step ahead of it
             # When it goes and the rule that decided that moment; no common window never crashes (D7).
             send_at, held_by = explain(start, zones, window) if s.paused_at is None else (None, "paused")
             held_by = cap or held_by
+            if send_at is not None:
+                prev = (send_at, held_by)
             for m in step.methods:
                 if (step.index, m) in done:
                     continue

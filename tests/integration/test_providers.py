@@ -268,7 +268,11 @@ def test_email_over_smtp(cli: Cli, tmp_path: Path, smtp: _Handler) -> None:
     import email
     from email import policy
 
-    setup(cli, tmp_path, [patient("P1", first_name="Rosa"), patient("P2", phone="(617) 555-0122", email="someone.bounce@example.com")])
+    setup(
+        cli,
+        tmp_path,
+        [patient("P1", first_name="Rosa"), patient("P2", phone="(617) 555-0122", email="someone.bounce@example.com")],
+    )
     s = tick(cli, T0)
     assert s["sent"] >= 3
     [env] = smtp.messages
