@@ -434,3 +434,23 @@ def test_audit_D9_segment_estimate_reports_the_worst_case_with_non_gsm_names() -
     text = 'title = "x"\nexpiry_day = 5\n[[step]]\nday = 0\nmethods = ["sms"]\ntitle = "x0"\nmessage = "Hi {first_name}, {practice_name} shows a balance of {balance}. Pay securely: {url} Reply STOP to opt out."\n'
     seg = parse_text(text, name="x", source="x.toml").segments[0]
     assert seg.encoding.startswith("UCS-2 with a non-GSM name") and seg.segments == 3
+
+
+# --- D6: change-ruleset on an expired set when a newer set is in progress ------------------
+
+
+def test_audit_D6_change_ruleset_on_expired_set_with_newer_set_is_ineligible(cli: Cli, tmp_path: Path) -> None:
+    short = f'title = "short"\nexpiry_day = 5\n[[step]]\nday = 0\nmethods = ["sms"]\ntitle = "x0"\nmessage = "{STANDARD_SMS}"\n'
+    sync_rule_set(cli, tmp_path, "short", short)
+    seed_patients(cli, tmp_path, [patient("X1")], rule_set="short", amount="100", now="2026-03-02T14:00:00Z")
+    tick(cli, datetime(2026, 3, 8, 14, 0, tzinfo=UTC))
+    assert show(cli, 1)["status"] == "expired"
+    (tmp_path / "c2.csv").write_text("charge_id,patient_id,amount\nC-X1-2,X1,40\n", encoding="utf-8")
+    cli.ok("import", "charges", str(tmp_path / "c2.csv"), now="2026-03-09T14:00:00Z")
+    args = ("act", "change-ruleset", "1", "--rule-set", "standard", "--yes", "--format", "jsonl")
+    dry = cli(*args, "--dry-run", now="2026-03-09T15:00:00Z")
+    real = cli(*args, now="2026-03-09T15:00:00Z")
+    assert dry.code == real.code == 3, (dry, real)
+    assert json.loads(dry.stdout)["result"] == json.loads(real.stdout)["result"] == "ineligible"
+    assert "another in-progress set (ID 2)" in json.loads(real.stdout)["reason"]
+    assert show(cli, 1)["status"] == "expired" and show(cli, 2)["status"] == "active"
