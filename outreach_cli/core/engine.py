@@ -740,14 +740,14 @@ class Engine:
         caps = settings.values.get("compliance") if settings is not None else None
         usage = ContactUsage(caps or {"calls_per_7_days": 7, "messages_per_7_days": None, "states": {}})
         phones = sorted({p.phone for p in pmap.values() if p.phone})
-        emails = sorted({p.email.lower() for p in pmap.values() if p.email})
+        emails = sorted({p.email for p in pmap.values() if p.email})  # exact: served by the index
         since = self.ctx.now - timedelta(days=7)
         busy = ("claimed", "pending", "sent", "delivered", "unknown")
         conds = [send_t.c.patient_pk.in_(sorted(pmap))]
         if phones:
             conds.append(patient_t.c.phone.in_(phones))
         if emails:
-            conds.append(func.lower(patient_t.c.email).in_(emails))
+            conds.append(patient_t.c.email.in_(emails))
         q = (
             select(
                 send_t.c.patient_pk,

@@ -473,7 +473,7 @@ def parse_text(text: str, *, name: str, source: str, caps: dict[str, Any] | None
                 messages=tuple(sorted(step_messages.items())),
             )
         )
-        sms_text = template_for(draft_rs, draft, "sms") if ("sms" in methods or "sms" in fallback) else None
+        sms_text = template_for(draft_rs, draft, "sms") if "sms" in methods else None
         if sms_text:
             enc, n, segs = worst_segments(sms_text)
             g_enc, g_n, g_segs = sms_segments(render(sms_text, MAX_VALUES))

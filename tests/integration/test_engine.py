@@ -182,7 +182,7 @@ def test_payment_between_steps(cli: Cli, tmp_path: Path, monkeypatch: pytest.Mon
 
 
 def test_twice_at_same_now_sends_nothing(cli: Cli, tmp_path: Path) -> None:
-    setup(cli, tmp_path, [patient(f"P{i}") for i in range(5)])
+    setup(cli, tmp_path, [patient(f"P{i}", phone=f"(617) 555-012{i}") for i in range(5)])
     a = tick(cli, T0)
     assert a["sent"] == 10
     b = tick(cli, T0)
