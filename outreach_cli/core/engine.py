@@ -707,7 +707,13 @@ class Engine:
             conn.execute(
                 update(send_t)
                 .where(send_t.c.id == r.id, send_t.c.status == "pending")
-                .values(status="claimed", claim_token=token, lease_until=now + self.lease, attempts=r.attempts + 1)
+                .values(
+                    status="claimed",
+                    claim_token=token,
+                    lease_until=now + self.lease,
+                    attempts=r.attempts + 1,
+                    local_day=r.local_day or now.astimezone(zone(zones[0])).date().isoformat(),
+                )
             )
             rs = rule_sets.get(r.rule_set_id)
             step = rs.steps[r.step_index] if 0 <= r.step_index < len(rs.steps) else None
@@ -1137,6 +1143,7 @@ class Engine:
             zones = zones_of(p, self.ctx.practice_tz)
             today = now.astimezone(zone(zones[0])).date().isoformat()
             chosen = None
+            held_fallback = False
             for m in rs.fallback:
                 if m in tried:
                     continue
@@ -1156,6 +1163,29 @@ class Engine:
                     conn.execute(insert(send_t), {**base, "status": "skipped", "reason": usable[m], "finished_at": now})
                     self.summary.skipped += 1
                     continue
+                held = self._contact_usage(conn, {p.id: p}).held(p, [m], today, now, zones[0])
+                if held is not None:
+                    # A contact cap holds the fallback: it waits (pending) until the cap frees.
+                    cap, until = held
+                    later = self._next_allowed(until, zones, window_of(p, self.ctx)) or until
+                    conn.execute(
+                        insert(send_t),
+                        {
+                            **base,
+                            "status": "pending",
+                            "attempts": 0,
+                            "next_attempt_at": later,
+                            "reason": f"held by {cap}",
+                        },
+                    )
+                    conn.execute(
+                        update(invoice_set_t)
+                        .where(invoice_set_t.c.id == set_id)
+                        .values(held_by=cap, held_until=until, updated_at=now)
+                    )
+                    self.summary.deferred += 1
+                    held_fallback = True
+                    break
                 chosen = {
                     **base,
                     "status": "claimed",
@@ -1165,6 +1195,8 @@ class Engine:
                     "local_day": today,
                 }
                 break
+            if held_fallback:
+                continue
             if chosen is not None:
                 send_id = conn.execute(insert(send_t).returning(send_t.c.id), chosen).scalar_one()
                 new_claims.append(self._make_claim(send_id, chosen, s, p, step, rs, is_fallback=True))

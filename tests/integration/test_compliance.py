@@ -454,3 +454,43 @@ def test_audit_D6_change_ruleset_on_expired_set_with_newer_set_is_ineligible(cli
     assert json.loads(dry.stdout)["result"] == json.loads(real.stdout)["result"] == "ineligible"
     assert "another in-progress set (ID 2)" in json.loads(real.stdout)["reason"]
     assert show(cli, 1)["status"] == "expired" and show(cli, 2)["status"] == "active"
+
+
+EMAIL_FALLBACK = f"""title = "email first"
+expiry_day = 30
+fallback = ["sms"]
+[fallback_messages]
+sms = "{STANDARD_SMS}"
+[[step]]
+day = 0
+methods = ["email"]
+title = "Statement"
+message = "Hi {{first_name}}, pay {{url}}"
+"""
+
+
+def test_a_fallback_held_by_a_cap_waits_and_is_never_dropped(
+    cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config(monkeypatch, tmp_path, WIDE)
+    sync_rule_set(cli, tmp_path, "emailfirst", EMAIL_FALLBACK)
+    shared = "+16175550170"
+    seed_patients(
+        cli,
+        tmp_path,
+        [patient("A", phone=shared, email=""), patient("B", phone=shared, email="")],
+        rule_set="emailfirst",
+        amount="60",
+        now="2026-03-02T14:00:00Z",
+    )
+    t0 = datetime(2026, 3, 2, 14, 0, tzinfo=UTC)
+    tick(cli, t0)
+    tick(cli, t0 + timedelta(hours=3))
+    a = [s for s in show(cli, 1)["schedule"] if s["fallback"] and s["method"] == "sms"]
+    b = [s for s in show(cli, 2)["schedule"] if s["fallback"] and s["method"] == "sms"]
+    assert a[0]["status"] == "delivered" and a[0]["sent_at"] == "2026-03-02T14:00:00Z"
+    assert b[0]["status"] == "pending" and b[0]["reason"] == "held by cap:one_per_channel_per_day"
+    assert show(cli, 2)["status"] == "active"  # waiting, not failed
+    tick(cli, t0 + timedelta(days=1))
+    b = [s for s in show(cli, 2)["schedule"] if s["fallback"] and s["method"] == "sms"]
+    assert b[0]["status"] == "delivered" and b[0]["sent_at"] == "2026-03-03T14:00:00Z"
