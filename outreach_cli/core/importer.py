@@ -287,7 +287,7 @@ def _patient_values(norm: dict[str, Any], existing: Any | None) -> dict[str, Any
     new["phone_valid"] = contacts.phone_is_valid(new["phone"]) if new["phone"] else False
     new["email_valid"] = contacts.email_is_valid(new["email"]) if new["email"] else False
     new["phone_tz"] = contacts.phone_zone(new["phone"])
-    new["address_tz"] = contacts.address_zone(new["state"], new["country"])
+    new["address_tz"] = contacts.address_zone(new["state"], new["country"], new.get("postal_code"))
     new["search_name"] = f"{new['first_name']} {new['last_name']}".strip().lower()
     return new
 
@@ -557,7 +557,7 @@ def _create_sets(
     (no second pass over a million rows). Returns {patient_pk: (set_id, status, reason)}."""
     from outreach_cli.core.contacts import usable_methods
     from outreach_cli.core.evaluation import evaluate, step_applies
-    from outreach_cli.core.sets import contact_of, zones_of
+    from outreach_cli.core.sets import contact_of, window_of, zones_of
     from outreach_cli.core.statuses import Status
 
     balance: dict[int, int] = defaultdict(int)
@@ -571,7 +571,13 @@ def _create_sets(
     for chunk in chunks(need, 900):
         for p in conn.execute(select(patient_t).where(patient_t.c.id.in_(chunk))):
             contact, zones, bal = contact_of(p), zones_of(p, ctx.practice_tz), balance[p.id]
-            key = (zones, tuple(usable_methods(contact).items()), tuple(step_applies(st, bal) for st in rs.steps))
+            window = window_of(p, ctx)  # the patient's state's holidays when sending.state_holidays
+            key = (
+                zones,
+                window,
+                tuple(usable_methods(contact).items()),
+                tuple(step_applies(st, bal) for st in rs.steps),
+            )
             view = seen.get(key)
             if view is None:
                 view = evaluate(
@@ -585,7 +591,7 @@ def _create_sets(
                     balance_cents=bal,
                     contact=contact,
                     zones=zones,
-                    window=ctx.window,
+                    window=window,
                     now=ctx.now,
                 )
                 seen[key] = view
