@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from outreach_cli.config import DEFAULTS
-from outreach_cli.core.contacts import phone_zones, zip_zone, zones_for
+from outreach_cli.core.contacts import US_STATE_ZONES, _zip_zones, phone_zones, zip_zone, zones_for
 from outreach_cli.core.inbound import classify
 from outreach_cli.core.rulesets import parse_text
 from outreach_cli.core.scheduling import Window, is_allowed, next_allowed
@@ -108,9 +108,15 @@ def test_zone_data_offline() -> None:
     )
 
 
-US_AREA_CODES = ["212", "208", "850", "615", "907", "808", "602", "312", "415", "219", "671", "305", "503", "800"]
-ZIPS = ["32502", "83814", "37902", "46402", "99501", "96701", "85001", "10001", "94103", "97201", "00601", "59901"]
-STATES = ["FL", "ID", "TN", "IN", "AK", "HI", "AZ", "NY", "CA", "OR", "MA", "GU", None]
+# Area codes across the country, several spanning two zones (208, 541, 605, 850, 907, 915),
+# a Pacific territory (671), toll-free (800); ZIP codes: every one the bundled dataset knows.
+US_AREA_CODES = [
+    "208", "212", "219", "231", "270", "305", "308", "312", "352", "415", "423", "502", "503", "520",
+    "541", "574", "602", "605", "615", "620", "671", "701", "715", "785", "800", "806", "808", "812",
+    "850", "906", "907", "915", "928", "931", "970",
+]  # fmt: skip
+ZIPS = sorted(_zip_zones())
+STATES = [*sorted(US_STATE_ZONES), None]
 
 
 @settings(max_examples=400, deadline=None)
@@ -138,7 +144,9 @@ def test_property_no_send_outside_8_to_21_in_any_zone(
         truth.add(address)
     if not truth:
         truth.add("UTC")  # no location data: the practice zone
-    window = Window.from_settings("00:00-23:59" if wide else "09:00-17:00", True, ["US"])
+    window = Window.from_settings(
+        "00:00-23:59" if wide else "09:00-17:00", True, ["US"], state_holidays=True
+    ).for_state(state)
     moments = [tick_at] if is_allowed(tick_at, zones, window) else []
     try:
         moments.append(next_allowed(tick_at, zones, window))
@@ -494,3 +502,39 @@ def test_a_fallback_held_by_a_cap_waits_and_is_never_dropped(
     tick(cli, t0 + timedelta(days=1))
     b = [s for s in show(cli, 2)["schedule"] if s["fallback"] and s["method"] == "sms"]
     assert b[0]["status"] == "delivered" and b[0]["sent_at"] == "2026-03-03T14:00:00Z"
+
+
+@pytest.mark.parametrize(
+    ("toml", "message"),
+    [
+        ('[sending]\nholidays = ["US", "XX-YY"]\n', "sending.holidays: 'XX-YY' is neither a date"),
+        ('[sending]\nholidays = ["2026-02-30"]\n', "sending.holidays: '2026-02-30' is not a real date"),
+        ("[compliance]\ncalls_per_7_days = 0\n", "compliance.calls_per_7_days = 0: expected a whole number"),
+        ("[compliance.states.NY]\ncalls_per_7_days = -1\n", "compliance.states.NY.calls_per_7_days = -1"),
+        ("[compliance.states.Texas]\ncalls_per_7_days = 3\n", "two-letter state code"),
+    ],
+)
+def test_bad_compliance_settings_exit_4_naming_the_key(
+    cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, toml: str, message: str
+) -> None:
+    config(monkeypatch, tmp_path, toml)
+    r = cli("list")
+    assert r.code == 4 and message in r.stderr, r
+
+
+def test_state_override_and_calendar_settings_load(cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config(
+        monkeypatch,
+        tmp_path,
+        '[sending]\nholidays = ["US-MA", "2026-12-24"]\nstate_holidays = true\n'
+        "[compliance]\nmessages_per_7_days = 5\n[compliance.states.NY]\ncalls_per_7_days = 3\n",
+    )
+    from outreach_cli.config import load_settings
+
+    s = load_settings()
+    assert s.values["compliance"]["states"] == {
+        "MA": {"calls_per_7_days": 2},
+        "NY": {"calls_per_7_days": 3, "messages_per_7_days": None},
+    }
+    w = Window.from_sending(s.sending)
+    assert w.calendars == ("US-MA",) and w.state_holidays and w.holiday(datetime(2026, 12, 24).date()) == "2026-12-24"
