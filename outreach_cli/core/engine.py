@@ -63,9 +63,6 @@ log = logging.getLogger("outreach.engine")
 MESSAGE_CHANNELS = ("sms", "email", "call", "mail")  # at most one per patient per local day
 IN_FLIGHT = ("claimed", "pending")
 COUNTS_AS_SENT = ("sent", "delivered", "unknown")
-DEFAULT_FALLBACK_MESSAGE = (
-    "Hi {first_name}, {practice_name} shows a balance of {balance} on your account. Pay securely: {url}"
-)
 BATCH = 200
 
 
