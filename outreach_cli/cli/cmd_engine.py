@@ -99,29 +99,13 @@ def forecast(
 ) -> None:
     """Every send due in the next N days, and the ones predicted to fail, with reasons."""
     from outreach_cli.cli.render import resolve_format, write_rows
+    from outreach_cli.core.engine import FORECAST_COLUMNS
     from outreach_cli.core.engine import forecast as do_forecast
 
     a = get_app(ctx)
     f = resolve_format(a, fmt, allowed=("table", "tsv", "csv", "json", "jsonl"))
     rows = do_forecast(a.store(), a.context(), days)
-    write_rows(
-        a,
-        rows,
-        [
-            "id",
-            "patient_id",
-            "due_at",
-            "send_at",
-            "held_by",
-            "step",
-            "day",
-            "methods",
-            "usable_methods",
-            "prediction",
-            "reason",
-        ],
-        f,
-    )
+    write_rows(a, rows, FORECAST_COLUMNS, f)
     if f == "table":
         fails = sum(1 for r in rows if r["prediction"] == "will-fail")
         a.info(f"{len(rows)} send(s) in the next {days} day(s); {fails} predicted to fail")
@@ -134,7 +118,8 @@ def ingest(
 ) -> None:
     """Apply delivery facts from any source, one JSON object per line:
     {"type": "sms_status", "sid", "status", "error_code"}, {"type": "inbound_sms", "from", "body",
-    "received_at"}, {"type": "email_bounce", "email", "reason"}, {"type": "email_complaint", "email"}.
+    "received_at"}, {"type": "email_bounce", "email", "reason"}, {"type": "email_complaint", "email"},
+    {"type": "email_unsubscribe", "email"}, {"type": "email_reply", "email", "body"}.
     All-or-nothing: a bad line is reported with its number and nothing is applied (exit 2)."""
     from outreach_cli.cli.context import read_input
     from outreach_cli.core.ingest import ingest as do_ingest

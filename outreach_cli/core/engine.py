@@ -1250,6 +1250,21 @@ class _SetLike:
     amount_outstanding_cents: int
 
 
+FORECAST_COLUMNS = [
+    "id",
+    "patient_id",
+    "due_at",
+    "send_at",
+    "held_by",
+    "step",
+    "day",
+    "methods",
+    "usable_methods",
+    "prediction",
+    "reason",
+]
+
+
 def forecast(store: Any, ctx: Context, days: int) -> list[dict[str, Any]]:
     """Every send due in the next ``days`` days, and the ones predicted to fail, with reasons.
     Each row says when the step is due (`due_at`), when it will go (`send_at`) and the rule that
