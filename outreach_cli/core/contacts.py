@@ -127,16 +127,29 @@ def _is_us(country: str | None) -> bool:
 
 
 @lru_cache(maxsize=1)
-def _zip_zones() -> dict[str, str]:
-    """US ZIP code -> IANA zone, from the `zipcodes` package's bundled data (no network)."""
+def _zip_data() -> dict[str, tuple[str, str]]:
+    """US ZIP code -> (IANA zone, state), from the `zipcodes` package's bundled data (no network)."""
     import zipcodes
 
-    out: dict[str, str] = {}
+    out: dict[str, tuple[str, str]] = {}
     for row in zipcodes.list_all():  # type: ignore[no-untyped-call]
         tz = str(row.get("timezone") or "")
         if _known_zone(tz):
-            out[str(row["zip_code"])] = tz
+            out[str(row["zip_code"])] = (tz, str(row.get("state") or "").upper())
     return out
+
+
+def _zip_zones() -> dict[str, str]:
+    return {z: tz for z, (tz, _) in _zip_data().items()}
+
+
+def _zip_row(postal_code: str | None, country: str | None) -> tuple[str, str] | None:
+    if not postal_code or not _is_us(country):
+        return None
+    digits = postal_code.strip().split("-")[0].strip()
+    if not digits.isdigit() or len(digits) > 5:
+        return None
+    return _zip_data().get(digits.zfill(5))
 
 
 @lru_cache(maxsize=1024)
@@ -152,12 +165,8 @@ def _known_zone(name: str) -> bool:
 
 def zip_zone(postal_code: str | None, country: str | None = None) -> str | None:
     """The zone of a US ZIP code (ZIP+4 and 4-digit ZIPs that lost a leading zero accepted)."""
-    if not postal_code or not _is_us(country):
-        return None
-    digits = postal_code.strip().split("-")[0].strip()
-    if not digits.isdigit() or len(digits) > 5:
-        return None
-    return _zip_zones().get(digits.zfill(5))
+    row = _zip_row(postal_code, country)
+    return row[0] if row else None
 
 
 def state_zone(state: str | None, country: str | None = None) -> str | None:
@@ -192,13 +201,16 @@ def zone_sources(
     for z in pz:
         area = _area_code(phone)
         out.append((z, f"phone area code {area}" if area else "phone number"))
-    zz = zip_zone(postal_code, country)
-    if zz:
-        out.append((zz, f"ZIP code {postal_code}"))
-    else:
-        sz = state_zone(state, country)
-        if sz:
-            out.append((sz, f"state {state.strip().upper() if state else ''}"))
+    row = _zip_row(postal_code, country)
+    st = (state or "").strip().upper()
+    sz = state_zone(state, country)
+    if row:
+        out.append((row[0], f"ZIP code {postal_code}"))
+        if sz and st and row[1] and st != row[1]:
+            # The ZIP code and the state disagree: either may be the wrong one, so both count.
+            out.append((sz, f"state {st} (ZIP code {postal_code} is in {row[1]})"))
+    elif sz:
+        out.append((sz, f"state {st}"))
     if not out:
         out.append((practice_tz, "practice time zone (no location data)"))
     return out

@@ -538,3 +538,12 @@ def test_state_override_and_calendar_settings_load(cli: Cli, tmp_path: Path, mon
     }
     w = Window.from_sending(s.sending)
     assert w.calendars == ("US-MA",) and w.state_holidays and w.holiday(datetime(2026, 12, 24).date()) == "2026-12-24"
+
+
+def test_a_zip_code_and_state_that_disagree_both_count() -> None:
+    # ZIP 02118 is Boston; the state says Arizona: either may be wrong, so both zones count.
+    zones = zones_for(explicit=None, phone=None, postal_code="02118", state="AZ", country="US", practice_tz="UTC")
+    assert zones == ("America/New_York", "America/Phoenix")
+    assert zones_for(explicit=None, phone=None, postal_code="85001", state="AZ", country="US", practice_tz="UTC") == (
+        "America/Phoenix",
+    )
