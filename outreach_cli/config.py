@@ -29,7 +29,8 @@ DEFAULTS: dict[str, Any] = {
     "sending": {
         "window": "09:00-17:00",
         "weekends": False,
-        "holidays": [],
+        "holidays": ["US"],
+        "state_holidays": False,
         "max_attempts": 3,
         "concurrency": 8,
         "lease_seconds": 300,
@@ -51,6 +52,12 @@ DEFAULTS: dict[str, Any] = {
     "report": {"attribution_days": 7},
     # Unit costs in dollars (sub-cent values allowed): per SMS, email, call minute and letter.
     "costs": {"sms": 0.0, "email": 0.0, "call_minute": 0.0, "letter": 0.0},
+    # Contact caps (README "Compliance"): per phone number / email address across patient records.
+    "compliance": {
+        "calls_per_7_days": 7,  # Reg F 12 CFR 1006.14(b)(2)
+        "messages_per_7_days": None,  # every channel together; unset = no weekly total
+        "states": {"MA": {"calls_per_7_days": 2}},  # 940 CMR 7.04(1)(f)
+    },
 }
 
 CHANNEL_CHOICES = {
@@ -137,6 +144,8 @@ class Settings:
 def _merge(dst: dict[str, Any], src: dict[str, Any], sources: dict[str, str], origin: str, prefix: str = "") -> None:
     for k, v in src.items():
         key = f"{prefix}{k}"
+        if k not in dst and prefix == "compliance.states." and isinstance(v, dict):
+            dst[k] = {"calls_per_7_days": None, "messages_per_7_days": None}  # any state may be listed
         if k not in dst:
             raise ConfigError(f"{origin}: unknown setting {key!r}")
         if isinstance(dst[k], dict):
@@ -263,9 +272,7 @@ def _validate(s: Settings) -> None:
     provider = s.values["payments"]["provider"]
     if provider not in ("link", "stripe"):
         raise ConfigError(f"payments.provider = {provider!r}: choose one of link, stripe")
-    for day in s.sending["holidays"]:
-        if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", str(day)):
-            raise ConfigError(f"sending.holidays: {day!r} is not a date like 2026-12-25")
+    _validate_compliance(s)
     if int(s.sending["max_attempts"]) < 1 or int(s.sending["concurrency"]) < 1:
         raise ConfigError("sending.max_attempts and sending.concurrency must be at least 1")
     _validate_report(s)
@@ -284,3 +291,36 @@ def _validate_report(s: Settings) -> None:
             ok = False
         if not ok:
             raise ConfigError(f"costs.{key} = {value!r}: expected an amount in dollars, 0 or more (e.g. 0.0079)")
+
+
+def _validate_compliance(s: Settings) -> None:
+    """`sending.holidays` (dates and calendar names) and the `[compliance]` caps."""
+    from outreach_cli.core.scheduling import split_holidays
+
+    holidays = s.sending["holidays"]
+    if not isinstance(holidays, (list, str)):
+        raise ConfigError('sending.holidays: expected a list such as ["US", "US-MA", "2026-12-24"]')
+    try:
+        split_holidays(holidays)
+    except ValueError as exc:
+        raise ConfigError(f"sending.holidays: {exc}") from None
+    if not isinstance(s.sending.get("state_holidays", False), bool):
+        raise ConfigError("sending.state_holidays: expected true or false")
+    comp = s.values["compliance"]
+    tables = [("compliance", comp)] + [
+        (f"compliance.states.{st}", v) for st, v in (comp.get("states") or {}).items() if isinstance(v, dict)
+    ]
+    for where, table in tables:
+        for key in ("calls_per_7_days", "messages_per_7_days"):
+            v = table.get(key)
+            if v is None and (key == "messages_per_7_days" or where != "compliance"):
+                continue
+            if isinstance(v, str) and v.strip().isdigit():
+                v = table[key] = int(v.strip())
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ConfigError(f"{where}.{key} = {v!r}: expected a whole number of at least 1")
+    for st in comp.get("states") or {}:
+        if not isinstance(comp["states"][st], dict) or len(st) != 2 or not st.isalpha() or st != st.upper():
+            raise ConfigError(
+                f"compliance.states.{st}: expected a table named by a two-letter state code, e.g. [compliance.states.MA]"
+            )

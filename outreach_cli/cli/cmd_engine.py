@@ -19,7 +19,6 @@ RUN_FORMATS = Formats(
     note="Without --dry-run only json applies (a summary object); with it, the sends due now, one row each."
 )
 FORECAST_FORMATS = Formats()
-FORECAST_COLUMNS = ["id", "patient_id", "due_at", "step", "day", "methods", "usable_methods", "prediction", "reason"]
 
 events_app = typer.Typer(
     help="Delivery facts from other sources.\n\nStatus callbacks, replies, bounces.\n\n\b\nExample:\n  outreach events ingest callbacks.jsonl",
@@ -236,6 +235,7 @@ def forecast(
       outreach forecast --format jsonl | jq 'select(.prediction == "will-fail")'
     """
     from outreach_cli.cli.output import Clock, emit
+    from outreach_cli.core.engine import FORECAST_COLUMNS
     from outreach_cli.core.engine import forecast as do_forecast
 
     a = get_app(ctx)
@@ -289,7 +289,8 @@ def ingest(
 
     Facts from any source:
     {"type": "sms_status", "sid", "status", "error_code"}, {"type": "inbound_sms", "from", "body",
-    "received_at"}, {"type": "email_bounce", "email", "reason"}, {"type": "email_complaint", "email"}.
+    "received_at"}, {"type": "email_bounce", "email", "reason"}, {"type": "email_complaint", "email"},
+    {"type": "email_unsubscribe", "email"}, {"type": "email_reply", "email", "body"}.
     Stripe events too: the event object ({"object": "event", ...}) or a signed delivery
     {"stripe_signature", "payload"} (verified when STRIPE_WEBHOOK_SECRET is set).
     All-or-nothing: a bad line is reported with its number and nothing is applied (exit 2).

@@ -46,6 +46,11 @@ def list_(
     limit: LimitOpt = None,
     offset: OffsetOpt = 0,
     fmt: Annotated[str | None, FORMATS.option()] = None,
+    needs_review: bool = typer.Option(
+        False,
+        "--needs-review",
+        help="Only sets whose patient sent a reply a person must read (a refusal without STOP).",
+    ),
 ) -> None:
     """Find invoice sets.
 
@@ -83,6 +88,7 @@ def list_(
         limit=limit,
         offset=offset,
     )
+    flt.needs_review = needs_review
     store = a.store()
     rows = list_sets(store, flt, a.context())
     n = emit(a, rows, f, columns=LIST_COLUMNS, table=list_table(Clock(a)))

@@ -159,12 +159,13 @@ def validate(
     from outreach_cli.core.rulesets import load_dir, load_file
 
     a = get_app(ctx)
+    caps = a.settings.values.get("compliance")
     if files:
-        reports = [load_file(f) for f in files]
+        reports = [load_file(f, caps) for f in files]
     else:
         from outreach_cli.cli.cmd_init import rulesets_dir
 
-        reports = load_dir(rulesets_dir(a))
+        reports = load_dir(rulesets_dir(a), caps)
     n_err = 0
     for r in reports:
         for p in r.problems:

@@ -122,7 +122,7 @@ class App:
                 secret = self._store.get_meta(conn, "secret") or ""
         return Context(
             now=self.now,
-            window=Window.from_settings(s.sending["window"], s.sending["weekends"], s.sending["holidays"]),
+            window=Window.from_sending(s.sending),
             practice_tz=s.timezone,
             actor=actor or default_actor(),
             practice_name=str(s.values["practice_name"]),

@@ -7,6 +7,8 @@ email-validator) do no I/O here (no DNS).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import phonenumbers
 
@@ -92,26 +94,169 @@ def phone_is_valid(e164: str | None) -> bool:
         return False
 
 
-def phone_zone(e164: str | None) -> str | None:
-    """The phone number's time zone when it has exactly one."""
+def phone_zones(e164: str | None) -> tuple[str, ...]:
+    """Every time zone libphonenumber gives for the number (an area code may span several)."""
     if not e164:
-        return None
+        return ()
+    return _phone_zones(e164)
+
+
+@lru_cache(maxsize=65536)
+def _phone_zones(e164: str) -> tuple[str, ...]:
     from phonenumbers import timezone as ptz
 
     try:
-        zones = ptz.time_zones_for_number(phonenumbers.parse(e164, None))
+        num = phonenumbers.parse(e164, None)
+        zones = ptz.time_zones_for_number(num)
+        country_wide = ptz._country_level_time_zones_for_number(num)
     except phonenumbers.NumberParseException:
-        return None
-    zones = tuple(z for z in zones if z != "Etc/Unknown")
+        return ()
+    if not phonenumbers.is_number_geographical(num) or (len(zones) > 1 and set(zones) == set(country_wide)):
+        return ()  # toll-free, personal and unknown prefixes say nothing about where the patient is
+    return tuple(sorted(z for z in zones if z != "Etc/Unknown" and _known_zone(z)))
+
+
+def phone_zone(e164: str | None) -> str | None:
+    """The phone number's time zone when it has exactly one."""
+    zones = phone_zones(e164)
     return zones[0] if len(zones) == 1 else None
 
 
-def address_zone(state: str | None, country: str | None) -> str | None:
-    if not state:
+def _is_us(country: str | None) -> bool:
+    return not country or country.strip().upper() in ("US", "USA", "UNITED STATES")
+
+
+@lru_cache(maxsize=1)
+def _zip_data() -> dict[str, tuple[str, str]]:
+    """US ZIP code -> (IANA zone, state), from the `zipcodes` package's bundled data (no network)."""
+    import zipcodes
+
+    out: dict[str, tuple[str, str]] = {}
+    for row in zipcodes.list_all():  # type: ignore[no-untyped-call]
+        tz = str(row.get("timezone") or "")
+        if _known_zone(tz):
+            out[str(row["zip_code"])] = (tz, str(row.get("state") or "").upper())
+    return out
+
+
+def _zip_zones() -> dict[str, str]:
+    return {z: tz for z, (tz, _) in _zip_data().items()}
+
+
+def _zip_row(postal_code: str | None, country: str | None) -> tuple[str, str] | None:
+    if not postal_code or not _is_us(country):
         return None
-    if country and country.strip().upper() not in ("US", "USA", "UNITED STATES"):
+    digits = postal_code.strip().split("-")[0].strip()
+    if not digits.isdigit() or len(digits) > 5:
+        return None
+    return _zip_data().get(digits.zfill(5))
+
+
+@lru_cache(maxsize=1024)
+def _known_zone(name: str) -> bool:
+    if "/" not in name:
+        return False
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return False
+    return True
+
+
+def zip_zone(postal_code: str | None, country: str | None = None) -> str | None:
+    """The zone of a US ZIP code (ZIP+4 and 4-digit ZIPs that lost a leading zero accepted)."""
+    row = _zip_row(postal_code, country)
+    return row[0] if row else None
+
+
+def state_zone(state: str | None, country: str | None = None) -> str | None:
+    if not state or not _is_us(country):
         return None
     return US_STATE_ZONES.get(state.strip().upper())
+
+
+def address_zone(state: str | None, country: str | None, postal_code: str | None = None) -> str | None:
+    """The address's zone: from the ZIP code, else from the state."""
+    return zip_zone(postal_code, country) or state_zone(state, country)
+
+
+def zone_sources(
+    *,
+    explicit: str | None,
+    phone: str | None,
+    postal_code: str | None,
+    state: str | None,
+    country: str | None,
+    practice_tz: str,
+) -> list[tuple[str, str]]:
+    """Every zone the patient's data points to, with why: [(zone, source)], primary first.
+
+    A moment is allowed only when it is allowed in every one of them (Reg F 1006.6(b)(1)(i):
+    convenient at the consumer's location, judged in every zone the data points to).
+    """
+    out: list[tuple[str, str]] = []
+    if explicit:
+        out.append((explicit, "timezone column"))
+    pz = phone_zones(phone)
+    for z in pz:
+        area = _area_code(phone)
+        out.append((z, f"phone area code {area}" if area else "phone number"))
+    row = _zip_row(postal_code, country)
+    st = (state or "").strip().upper()
+    sz = state_zone(state, country)
+    if row:
+        out.append((row[0], f"ZIP code {postal_code}"))
+        if sz and st and row[1] and st != row[1]:
+            # The ZIP code and the state disagree: either may be the wrong one, so both count.
+            out.append((sz, f"state {st} (ZIP code {postal_code} is in {row[1]})"))
+    elif sz:
+        out.append((sz, f"state {st}"))
+    if not out:
+        out.append((practice_tz, "practice time zone (no location data)"))
+    return out
+
+
+def _area_code(e164: str | None) -> str | None:
+    if e164 and e164.startswith("+1") and len(e164) == 12:
+        return e164[2:5]
+    return None
+
+
+def zones_for(
+    *,
+    explicit: str | None,
+    phone: str | None,
+    postal_code: str | None,
+    state: str | None,
+    country: str | None,
+    practice_tz: str,
+) -> tuple[str, ...]:
+    """The distinct zones of ``zone_sources``, primary first."""
+    return _zones_for(explicit, phone, postal_code, state, country, practice_tz)
+
+
+@lru_cache(maxsize=65536)
+def _zones_for(
+    explicit: str | None,
+    phone: str | None,
+    postal_code: str | None,
+    state: str | None,
+    country: str | None,
+    practice_tz: str,
+) -> tuple[str, ...]:
+    sources = zone_sources(
+        explicit=explicit, phone=phone, postal_code=postal_code, state=state, country=country, practice_tz=practice_tz
+    )
+    pz = phone_zones(phone)
+    address = zip_zone(postal_code, country) or state_zone(state, country)
+    # The primary zone (local day, display) as SPEC section 4 orders it: the timezone column, the
+    # phone's zone when it has exactly one, the address's zone; every other zone is intersected.
+    primary = explicit or (pz[0] if len(pz) == 1 else None) or address or sources[0][0]
+    out = [primary]
+    for z, _ in sources:
+        if z not in out:
+            out.append(z)
+    return tuple(out)
 
 
 def check_email(text: str) -> str:

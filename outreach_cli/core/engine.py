@@ -21,11 +21,11 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from datetime import time as dtime
 from typing import Any
 
 from sqlalchemy import Connection, exists, insert, select, update
 
+from outreach_cli.core.caps import ContactUsage
 from outreach_cli.core.channels.base import (
     DELIVERED,
     FAILED,
@@ -47,7 +47,7 @@ from outreach_cli.core.evaluation import step_applies
 from outreach_cli.core.models import invoice_set_t, patient_t, send_t
 from outreach_cli.core.money import format_dollars
 from outreach_cli.core.rulesets import RuleSet, Step, render
-from outreach_cli.core.scheduling import expires_at, is_allowed, next_allowed, zone
+from outreach_cli.core.scheduling import Window, expires_at, is_allowed, next_allowed, zone
 from outreach_cli.core.sets import (
     Context,
     RuleSets,
@@ -59,6 +59,7 @@ from outreach_cli.core.sets import (
     open_set_ids_for_patients,
     payment_url,
     refresh_sets,
+    window_of,
     zones_of,
 )
 from outreach_cli.core.statuses import OPEN, SENDABLE, Status
@@ -68,9 +69,6 @@ log = logging.getLogger("outreach.engine")
 MESSAGE_CHANNELS = ("sms", "email", "call", "mail")  # at most one per patient per local day
 IN_FLIGHT = ("claimed", "pending")
 COUNTS_AS_SENT = ("sent", "delivered", "unknown")
-DEFAULT_FALLBACK_MESSAGE = (
-    "Hi {first_name}, {practice_name} shows a balance of {balance} on your account. Pay securely: {url}"
-)
 BATCH = 200
 NOT_STARTED = Outcome("not-started")  # the call was never made (interrupt or stop): the claim is released
 
@@ -716,7 +714,7 @@ class Engine:
             )
             sets = [s for s in sets if s.id not in busy]
         pmap = self._patients(conn, {s.patient_pk for s in sets})
-        day_busy = self._busy_channels(conn, pmap)
+        usage = self._contact_usage(conn, pmap)
         skipped_rows: list[dict[str, Any]] = []
         claim_rows: list[dict[str, Any]] = []
         set_updates: list[tuple[int, dict[str, Any]]] = []
@@ -728,9 +726,14 @@ class Engine:
                 self._touched_sets.add(s.id)
                 continue
             step = rs.steps[idx]
+            if now >= expires_at(s.anchor_at, rs.expiry_day):
+                # Expiry is decided before sending: the re-evaluation marks the set expired (D8).
+                self._touched_sets.add(s.id)
+                continue
             zones = zones_of(p, self.ctx.practice_tz)
-            if not is_allowed(now, zones, self.ctx.window):
-                nxt = self._next_allowed(now, zones)
+            window = window_of(p, self.ctx)
+            if not is_allowed(now, zones, window):
+                nxt = self._next_allowed(now, zones, window)
                 set_updates.append((s.id, {"next_send_at": nxt}))
                 if nxt is None:
                     self._touched_sets.add(s.id)  # re-evaluation explains it (will-fail)
@@ -764,12 +767,12 @@ class Engine:
             usable = usable_methods(contact_of(p))
             today = now.astimezone(zone(zones[0])).date().isoformat()
             candidates = [m for m in step.methods if usable[m] is None]
-            blocked = [m for m in candidates if m in MESSAGE_CHANNELS and (s.patient_pk, m, today) in day_busy]
-            if blocked:
-                tomorrow = datetime.combine(
-                    now.astimezone(zone(zones[0])).date() + timedelta(days=1), dtime(0), tzinfo=zone(zones[0])
-                )
-                set_updates.append((s.id, {"next_send_at": self._next_allowed(tomorrow, zones)}))
+            held = usage.held(p, candidates, today, now, zones[0])
+            if held is not None:
+                cap, until = held
+                # Deferred, never dropped: the step goes at the first allowed moment after the cap frees.
+                nxt = self._next_allowed(until, zones, window)
+                set_updates.append((s.id, {"next_send_at": nxt, "held_by": cap, "held_until": until}))
                 self.summary.deferred += 1
                 continue
             for m in step.methods:
@@ -791,9 +794,14 @@ class Engine:
                     }
                 )
                 if m in MESSAGE_CHANNELS:
-                    day_busy.add((s.patient_pk, m, today))
+                    usage.add(p, m, today, now)
             # next_send_at is cleared until the step's outcome is recorded (then re-evaluated).
-            upd: dict[str, Any] = {"next_step_index": idx + 1, "next_send_at": None}
+            upd: dict[str, Any] = {
+                "next_step_index": idx + 1,
+                "next_send_at": None,
+                "held_by": None,
+                "held_until": None,
+            }
             if not candidates:
                 # Nothing to send: decide fallbacks/failed next; recheck_step survives a crash.
                 upd["recheck_step"] = idx
@@ -867,8 +875,9 @@ class Engine:
         for r in rows:
             p = pmap[r.patient_pk]
             zones = zones_of(p, self.ctx.practice_tz)
-            if not is_allowed(now, zones, self.ctx.window):
-                later = self._next_allowed(now, zones) or now + timedelta(days=1)
+            window = window_of(p, self.ctx)
+            if not is_allowed(now, zones, window):
+                later = self._next_allowed(now, zones, window) or now + timedelta(days=1)
                 conn.execute(update(send_t).where(send_t.c.id == r.id).values(next_attempt_at=later))
                 self.summary.deferred += 1
                 continue
@@ -876,10 +885,16 @@ class Engine:
             conn.execute(
                 update(send_t)
                 .where(send_t.c.id == r.id, send_t.c.status == "pending")
-                .values(status="claimed", claim_token=token, lease_until=now + self.lease, attempts=r.attempts + 1)
+                .values(
+                    status="claimed",
+                    claim_token=token,
+                    lease_until=now + self.lease,
+                    attempts=r.attempts + 1,
+                    local_day=r.local_day or now.astimezone(zone(zones[0])).date().isoformat(),
+                )
             )
             rs = rule_sets.get(r.rule_set_id)
-            step = rs.steps[r.step_index] if r.step_index < len(rs.steps) else None
+            step = rs.steps[r.step_index] if 0 <= r.step_index < len(rs.steps) else None
             s_like = _SetLike(r.invoice_set_id, r.patient_pk, r.schedule_gen, r.balance)
             row = {
                 "invoice_set_id": r.invoice_set_id,
@@ -893,12 +908,53 @@ class Engine:
             out.append(self._make_claim(r.id, row, s_like, p, step, rs, is_fallback=bool(r.is_fallback)))
         return out
 
-    def _next_allowed(self, moment: datetime, zones: tuple[str, ...]) -> datetime | None:
+    def _next_allowed(self, moment: datetime, zones: tuple[str, ...], window: Window | None = None) -> datetime | None:
         """None when the zones share no allowed moment (the set's re-evaluation says will-fail)."""
         try:
-            return next_allowed(moment, zones, self.ctx.window)
+            return next_allowed(moment, zones, window or self.ctx.window)
         except ValueError:
             return None
+
+    def _contact_usage(self, conn: Connection, pmap: dict[int, Any]) -> ContactUsage:
+        """What was sent to these patients' phone numbers and email addresses, by any patient
+        record and set: today's channels and the last 7 days (README "Compliance": caps)."""
+        from sqlalchemy import func, or_
+
+        settings = self.ctx.extra.get("settings")
+        caps = settings.values.get("compliance") if settings is not None else None
+        usage = ContactUsage(caps or {"calls_per_7_days": 7, "messages_per_7_days": None, "states": {}})
+        phones = sorted({p.phone for p in pmap.values() if p.phone})
+        emails = sorted({p.email for p in pmap.values() if p.email})  # exact: served by the index
+        since = self.ctx.now - timedelta(days=7)
+        busy = ("claimed", "pending", "sent", "delivered", "unknown")
+        conds = [send_t.c.patient_pk.in_(sorted(pmap))]
+        if phones:
+            conds.append(patient_t.c.phone.in_(phones))
+        if emails:
+            conds.append(patient_t.c.email.in_(emails))
+        q = (
+            select(
+                send_t.c.patient_pk,
+                send_t.c.method,
+                send_t.c.local_day,
+                send_t.c.step_index,
+                func.coalesce(send_t.c.sent_at, send_t.c.due_at).label("at"),
+                patient_t.c.phone,
+                patient_t.c.email,
+            )
+            .join(patient_t, patient_t.c.id == send_t.c.patient_pk)
+            .where(
+                or_(*conds),
+                send_t.c.method.in_(MESSAGE_CHANNELS),
+                send_t.c.status.in_(busy),
+                or_(send_t.c.sent_at >= since, send_t.c.sent_at.is_(None)),
+            )
+        )
+        for r in conn.execute(q):
+            if r.step_index is not None and r.step_index < 0:
+                continue  # the opt-out confirmation is not outreach
+            usage.record(r.patient_pk, r.phone, r.email, r.method, r.local_day, r.at or self.ctx.now)
+        return usage
 
     def _patients(self, conn: Connection, pks: set[int]) -> dict[int, Any]:
         out: dict[int, Any] = {}
@@ -906,25 +962,6 @@ class Engine:
             for p in conn.execute(select(patient_t).where(patient_t.c.id.in_(chunk))):
                 out[p.id] = p
         return out
-
-    def _busy_channels(self, conn: Connection, pmap: dict[int, Any]) -> set[tuple[int, str, str]]:
-        """(patient, channel, local day) already used today, across all of the patient's sets."""
-        busy: set[tuple[int, str, str]] = set()
-        days = set()
-        for p in pmap.values():
-            zones = zones_of(p, self.ctx.practice_tz)
-            days.add(self.ctx.now.astimezone(zone(zones[0])).date().isoformat())
-        for chunk in chunks(sorted(pmap)):
-            for ppk, method, day in conn.execute(
-                select(send_t.c.patient_pk, send_t.c.method, send_t.c.local_day).where(
-                    send_t.c.patient_pk.in_(chunk),
-                    send_t.c.local_day.in_(sorted(days)),
-                    send_t.c.method.in_(MESSAGE_CHANNELS),
-                    send_t.c.status.in_(("claimed", "pending", "sent", "delivered", "unknown")),
-                )
-            ):
-                busy.add((ppk, method, day))
-        return busy
 
     def _values(self, s: Any, p: Any) -> dict[str, str]:
         return {
@@ -941,7 +978,13 @@ class Engine:
     def _make_claim(
         self, send_id: int, row: dict[str, Any], s: Any, p: Any, step: Step | None, rs: RuleSet, *, is_fallback: bool
     ) -> Claim:
-        template = (step.message if step and step.message.strip() else "") or DEFAULT_FALLBACK_MESSAGE
+        if row["step_index"] < 0:
+            from outreach_cli.core.inbound import CONFIRMATION_TEXT
+
+            template = CONFIRMATION_TEXT
+        else:
+            # Each method its own words: a fallback uses the fallback method's template (D3).
+            template = rs.template(step, row["method"])
         values = self._values(s, p)
         msg = Message(
             send_id=send_id,
@@ -992,7 +1035,7 @@ class Engine:
         if s is None or p is None:
             return None
         rs = rule_sets.get(s.rule_set_id)
-        step = rs.steps[r.step_index] if r.step_index < len(rs.steps) else None
+        step = rs.steps[r.step_index] if 0 <= r.step_index < len(rs.steps) else None
         row = {
             "method": r.method,
             "step_title": r.step_title,
@@ -1273,6 +1316,8 @@ class Engine:
                 sends_by_step.setdefault((snd.invoice_set_id, snd.schedule_gen, snd.step_index), []).append(snd)
         recovered: list[int] = []
         for set_id, gen, idx in sorted(steps):
+            if idx < 0:
+                continue  # an opt-out confirmation: no fallbacks, no step outcome
             s = sets_by_id[set_id]
             if s.recheck_step == idx:
                 conn.execute(
@@ -1301,6 +1346,7 @@ class Engine:
             zones = zones_of(p, self.ctx.practice_tz)
             today = now.astimezone(zone(zones[0])).date().isoformat()
             chosen = None
+            held_fallback = False
             for m in rs.fallback:
                 if m in tried:
                     continue
@@ -1320,6 +1366,29 @@ class Engine:
                     conn.execute(insert(send_t), {**base, "status": "skipped", "reason": usable[m], "finished_at": now})
                     self.summary.skipped += 1
                     continue
+                held = self._contact_usage(conn, {p.id: p}).held(p, [m], today, now, zones[0])
+                if held is not None:
+                    # A contact cap holds the fallback: it waits (pending) until the cap frees.
+                    cap, until = held
+                    later = self._next_allowed(until, zones, window_of(p, self.ctx)) or until
+                    conn.execute(
+                        insert(send_t),
+                        {
+                            **base,
+                            "status": "pending",
+                            "attempts": 0,
+                            "next_attempt_at": later,
+                            "reason": f"held by {cap}",
+                        },
+                    )
+                    conn.execute(
+                        update(invoice_set_t)
+                        .where(invoice_set_t.c.id == set_id)
+                        .values(held_by=cap, held_until=until, updated_at=now)
+                    )
+                    self.summary.deferred += 1
+                    held_fallback = True
+                    break
                 chosen = {
                     **base,
                     "status": "claimed",
@@ -1329,6 +1398,8 @@ class Engine:
                     "local_day": today,
                 }
                 break
+            if held_fallback:
+                continue
             if chosen is not None:
                 send_id = conn.execute(insert(send_t).returning(send_t.c.id), chosen).scalar_one()
                 new_claims.append(self._make_claim(send_id, chosen, s, p, step, rs, is_fallback=True))
@@ -1435,9 +1506,28 @@ class _SetLike:
     amount_outstanding_cents: int
 
 
+FORECAST_COLUMNS = [
+    "id",
+    "patient_id",
+    "due_at",
+    "send_at",
+    "held_by",
+    "step",
+    "day",
+    "methods",
+    "usable_methods",
+    "prediction",
+    "reason",
+]
+
+
 def forecast(store: Any, ctx: Context, days: int) -> list[dict[str, Any]]:
-    """Every send due in the next ``days`` days, and the ones predicted to fail, with reasons."""
-    from outreach_cli.core.scheduling import scheduled_at
+    """Every send due in the next ``days`` days, and the ones predicted to fail, with reasons.
+    Each row says when the step is due (`due_at`), when it will go (`send_at`) and the rule that
+    decided that moment (`held_by`: window, weekend, holiday:NAME, zones:A+B, cap:NAME, opt-out)."""
+    from sqlalchemy import and_, or_
+
+    from outreach_cli.core.scheduling import explain, step_due
     from outreach_cli.core.timeutil import iso_z
 
     horizon = ctx.now + timedelta(days=days)
@@ -1450,8 +1540,15 @@ def forecast(store: Any, ctx: Context, days: int) -> list[dict[str, Any]]:
             .where(
                 invoice_set_t.c.status.in_([s.value for s in SENDABLE]),
                 invoice_set_t.c.paused_at.is_(None),
-                invoice_set_t.c.next_send_at.is_not(None),
-                invoice_set_t.c.next_send_at < horizon,
+                or_(
+                    and_(invoice_set_t.c.next_send_at.is_not(None), invoice_set_t.c.next_send_at < horizon),
+                    # no common sending window: never sent, listed as predicted to fail (D7)
+                    and_(
+                        invoice_set_t.c.next_send_at.is_(None),
+                        invoice_set_t.c.status == Status.WILL_FAIL.value,
+                        invoice_set_t.c.expired_at.is_(None),
+                    ),
+                ),
             )
             .order_by(invoice_set_t.c.next_send_at, invoice_set_t.c.id)
         )
@@ -1465,27 +1562,48 @@ def forecast(store: Any, ctx: Context, days: int) -> list[dict[str, Any]]:
         rs = rule_sets.get(s.rule_set_id)
         usable = usable_methods(contact_of(p))
         zones = zones_of(p, ctx.practice_tz)
+        window = window_of(p, ctx)
         end = expires_at(s.anchor_at, rs.expiry_day)
+        first = True
+        prev: tuple[datetime, str | None] | None = None
         for step in rs.steps[(s.next_step_index or 0) :]:
-            at = scheduled_at(s.anchor_at, step.day, zones, ctx.window)
-            if at >= horizon or at >= end:
+            due = step_due(s.anchor_at, step.day)
+            start = max(due, ctx.now)
+            cap = None
+            if first and s.held_by and s.held_until is not None and s.held_until > start:
+                start, cap = s.held_until, s.held_by
+            if prev is not None and prev[0] > start:
+                start, cap = prev  # steps go in order: never before the step ahead of it
+            at, held_by = explain(start, zones, window)
+            held_by = cap or held_by
+            if at is not None:
+                prev = (at, held_by)
+            if at is not None and (at >= horizon or at >= end):
                 break
             if not step_applies(step, s.amount_outstanding_cents):
                 continue
             ok = [m for m in step.methods if usable[m] is None]
             fb = [m for m in rs.fallback if m not in step.methods and usable[m] is None]
-            if ok:
+            if at is None:
+                prediction = "will-fail"
+                reason = f"no common sending window ({' and '.join(zones)})"
+            elif ok:
                 prediction, reason = "ok", None
             elif fb:
                 prediction, reason = "fallback", "own methods unusable; fallback " + fb[0]
             else:
                 prediction = "will-fail"
                 reason = "; ".join(f"{m}: {usable[m]}" for m in step.methods)
+            if at is not None and not ok and any("opted out" in (usable[m] or "") for m in step.methods):
+                held_by = held_by or "opt-out"
+            first = False
             out.append(
                 {
                     "id": s.id,
                     "patient_id": s.p_patient_id,
-                    "due_at": iso_z(max(at, ctx.now)),
+                    "due_at": iso_z(due),
+                    "send_at": iso_z(at),
+                    "held_by": held_by,
                     "step": step.title,
                     "day": step.day,
                     "methods": list(step.methods),
@@ -1494,5 +1612,7 @@ def forecast(store: Any, ctx: Context, days: int) -> list[dict[str, Any]]:
                     "reason": reason,
                 }
             )
-    out.sort(key=lambda r: (r["due_at"], r["id"]))
+            if at is None:
+                break
+    out.sort(key=lambda r: (r["send_at"] or "~", r["id"]))
     return out

@@ -94,6 +94,7 @@ def evaluate(
     zones: tuple[str, ...],
     window: Window,
     now: datetime,
+    held_until: datetime | None = None,
 ) -> SetView:
     if status in TERMINAL:
         return SetView(status, None, None, expired_at, None, None, None)
@@ -117,10 +118,12 @@ def evaluate(
             step = steps[idx]
             try:
                 # An overdue step (catch-up) is due now, or at the next allowed moment.
-                next_at = next_allowed(max(step_due(anchor, step.day), now), zones, window)
+                # A step a contact cap held waits until the cap frees (README "Compliance").
+                start = max(step_due(anchor, step.day), now, held_until or now)
+                next_at = next_allowed(start, zones, window)
             except ValueError as exc:
                 # No moment is allowed in all of the patient's zones under this sending window.
-                will_fail = f"{step.label()}: {exc} ({' and '.join(zones)})"
+                will_fail = f"{step.label()}: {exc} ({' and '.join(zones)}; held_by zones:{'+'.join(zones)})"
                 shown, reason = derive_status(
                     None, paused=paused, expired=expired, failed_reason=failed_reason, will_fail_reason=will_fail
                 )

@@ -399,7 +399,7 @@ def _patient_values(norm: dict[str, Any], existing: Any | None) -> dict[str, Any
     new["phone_valid"] = contacts.phone_is_valid(new["phone"]) if new["phone"] else False
     new["email_valid"] = contacts.email_is_valid(new["email"]) if new["email"] else False
     new["phone_tz"] = contacts.phone_zone(new["phone"])
-    new["address_tz"] = contacts.address_zone(new["state"], new["country"])
+    new["address_tz"] = contacts.address_zone(new["state"], new["country"], new.get("postal_code"))
     new["search_name"] = f"{new['first_name']} {new['last_name']}".strip().lower()
     new["search_text"] = search_text(new["first_name"], new["last_name"], new["email"], new["phone"])
     return new
@@ -672,7 +672,7 @@ def _create_sets(
     of its ID) is known before it is evaluated. Returns {patient_pk: (set_id, status, reason, rule set)}."""
     from outreach_cli.core.contacts import usable_methods
     from outreach_cli.core.evaluation import evaluate, step_applies
-    from outreach_cli.core.sets import contact_of, zones_of
+    from outreach_cli.core.sets import contact_of, window_of, zones_of
     from outreach_cli.core.statuses import Status
 
     balance: dict[int, int] = defaultdict(int)
@@ -686,6 +686,7 @@ def _create_sets(
     for chunk in chunks(need, 900):
         for p in conn.execute(select(patient_t).where(patient_t.c.id.in_(chunk))):
             contact, zones, bal = contact_of(p), zones_of(p, ctx.practice_tz), balance[p.id]
+            window = window_of(p, ctx)  # the patient's state's holidays when sending.state_holidays
             set_id = next(ids)
             arm = assign(set_id, arms)
             rule_set_id = rule_sets.resolve(arm)
@@ -693,6 +694,7 @@ def _create_sets(
             key = (
                 rule_set_id,
                 zones,
+                window,
                 tuple(usable_methods(contact).items()),
                 tuple(step_applies(st, bal) for st in rs.steps),
             )
@@ -709,7 +711,7 @@ def _create_sets(
                     balance_cents=bal,
                     contact=contact,
                     zones=zones,
-                    window=ctx.window,
+                    window=window,
                     now=ctx.now,
                 )
                 seen[key] = view

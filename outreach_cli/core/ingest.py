@@ -1,8 +1,9 @@
 """`outreach events ingest FILE|-`: delivery facts as JSON lines (SPEC section 5).
 
 Types: sms_status {sid, status, error_code}, inbound_sms {from, body, received_at},
-email_bounce {email, reason}, email_complaint {email}; and Stripe events (see
-`core/stripe_ingest.py`). Every line is validated first; unknown
+email_bounce {email, reason}, email_complaint {email}, email_unsubscribe {email} (a List-Unsubscribe
+click), email_reply {email, body} (a patient's email reply: an opt-out word opts out of email, a
+refusal without one sets needs_review); and Stripe events (see `core/stripe_ingest.py`). Every line is validated first; unknown
 types and malformed lines are reported with their line number and nothing is applied.
 """
 
@@ -16,8 +17,8 @@ from sqlalchemy import select
 from outreach_cli.core.channels.twilio_provider import classify_status
 from outreach_cli.core.contacts import parse_phone
 from outreach_cli.core.errors import InvalidInput
-from outreach_cli.core.inbound import apply_inbound, apply_send_status, suppress_email
-from outreach_cli.core.models import send_t
+from outreach_cli.core.inbound import apply_inbound, apply_send_status, classify, suppress_email, unsubscribe_email
+from outreach_cli.core.models import patient_t, send_t
 from outreach_cli.core.readers import json_objects
 from outreach_cli.core.sets import Context, RuleSets, open_set_ids_for_patients, refresh_sets
 from outreach_cli.core.timeutil import parse_datetime
@@ -27,6 +28,8 @@ TYPES = {
     "inbound_sms": ("from", "body"),
     "email_bounce": ("email",),
     "email_complaint": ("email",),
+    "email_unsubscribe": ("email",),
+    "email_reply": ("email", "body"),
 }
 STATUSES = {
     "accepted",
@@ -120,6 +123,16 @@ def ingest(store: Any, text: str, ctx: Context, source: str = "<stdin>") -> Inge
                 )
                 report.applied += n_applied
                 touched |= pts
+            elif kind == "email_unsubscribe":
+                touched |= unsubscribe_email(conn, o["email"], ctx, "List-Unsubscribe")
+                report.applied += 1
+            elif kind == "email_reply":
+                verdict = classify(o["body"])
+                if verdict == "stop":
+                    touched |= unsubscribe_email(conn, o["email"], ctx, "email reply")
+                elif verdict == "review":
+                    touched |= flag_for_review(conn, o["email"], ctx)
+                report.applied += 1
             else:
                 pts = suppress_email(
                     conn, o["email"], "bounced" if kind == "email_bounce" else "complained", ctx, o.get("reason")
@@ -135,3 +148,16 @@ def ingest(store: Any, text: str, ctx: Context, source: str = "<stdin>") -> Inge
         if touched:
             refresh_sets(conn, open_set_ids_for_patients(conn, touched), ctx, RuleSets(conn))
     return report
+
+
+def flag_for_review(conn: Any, email: str, ctx: Context) -> set[int]:
+    from sqlalchemy import func, update
+
+    rows = set(
+        conn.execute(select(patient_t.c.id).where(func.lower(patient_t.c.email) == email.strip().lower())).scalars()
+    )
+    if rows:
+        conn.execute(
+            update(patient_t).where(patient_t.c.id.in_(sorted(rows))).values(needs_review=True, updated_at=ctx.now)
+        )
+    return rows

@@ -75,7 +75,7 @@ class Patient(SQLModel, table=True):
     email_valid: bool | None = None
     timezone: str | None = None  # explicit column from the import
     phone_tz: str | None = None  # derived: the phone's zone when it has exactly one
-    address_tz: str | None = None  # derived: the address state's zone
+    address_tz: str | None = None  # derived: the ZIP code's zone, else the state's
     sms_opt_out: bool = False
     call_opt_out: bool = False
     email_opt_out: bool = False
@@ -83,6 +83,8 @@ class Patient(SQLModel, table=True):
     card_token: str | None = None
     stripe_customer_id: str | None = None  # cus_...: card on file at Stripe (with the payment method)
     stripe_payment_method_id: str | None = None  # pm_...
+    # A reply that reads like a refusal but names no opt-out word: a person decides (SPEC 13).
+    needs_review: bool = Field(default=False, nullable=False, sa_column_kwargs={"server_default": text("false")})
     search_name: str = Field(default="", index=True)  # lower("first last") for --search
     # Folded names both ways, email, phone digits (core/searchtext.py): what --search matches.
     search_text: str = Field(default="", sa_type=Text, nullable=False)
@@ -150,6 +152,10 @@ class InvoiceSet(SQLModel, table=True):
     # A step whose outcome changed after the run (a status callback, a reconciliation): the next
     # run re-decides it (fallbacks, failed).
     recheck_step: int | None = None
+    # Why the next send waits past its due moment when a contact cap held it (`cap:NAME`), and
+    # until when; the forecast and `show` report it (README "Compliance").
+    held_by: str | None = None
+    held_until: datetime | None = _ts()
     exported_at: datetime | None = _ts()
     closed_at: datetime | None = _ts()
     updated_at: datetime | None = _ts(nullable=False)

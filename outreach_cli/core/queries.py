@@ -23,7 +23,7 @@ from outreach_cli.core.models import (
 from outreach_cli.core.money import plain_dollars
 from outreach_cli.core.ranges import CentsRange, TimeRange
 from outreach_cli.core.searchtext import search_words
-from outreach_cli.core.sets import Context, RuleSets, contact_of, payment_url, zones_of
+from outreach_cli.core.sets import Context, RuleSets, contact_of, payment_url, window_of, zones_of
 from outreach_cli.core.statuses import ATTENTION, OPEN, Status
 from outreach_cli.core.timeutil import iso_z
 
@@ -44,6 +44,7 @@ LIST_COLUMNS = [
     "next_methods",
     "status_reason",
     "payment_url",
+    "needs_review",
 ]
 
 
@@ -59,6 +60,7 @@ class ListFilter:
     desc: bool = False
     limit: int | None = None
     offset: int = 0
+    needs_review: bool = False  # only patients whose reply a person must read (SPEC 13)
 
 
 def _full_number(raw: str) -> str | None:
@@ -134,6 +136,7 @@ def _base(rule_sets: RuleSets, f: ListFilter, *, walk_next_send: bool = False) -
             patient_t.c.last_name,
             patient_t.c.phone,
             patient_t.c.email,
+            patient_t.c.needs_review,
         )
         .select_from(invoice_set_t)
         .join(patient_t, patient_t.c.id == invoice_set_t.c.patient_pk)
@@ -157,6 +160,8 @@ def _base(rule_sets: RuleSets, f: ListFilter, *, walk_next_send: bool = False) -
         conds.append(c("rule_set_id").in_(ids))
     if f.search is not None:
         conds.append(_search_clause(f.search))
+    if f.needs_review:
+        conds.append(patient_t.c.needs_review.is_(True))
     if conds:
         q = q.where(and_(*conds))
     return q
@@ -304,6 +309,7 @@ def list_sets(store: Any, f: ListFilter, ctx: Context) -> Iterator[dict[str, Any
                 "next_methods": r.next_methods.split(",") if r.next_methods else [],
                 "status_reason": r.status_reason,
                 "payment_url": link,
+                "needs_review": bool(r.needs_review),
             }
 
 
@@ -405,9 +411,9 @@ def metrics(store: Any, *, show_all: bool, now: datetime) -> dict[str, Any]:
 
 
 def show_set(store: Any, set_id: int, ctx: Context) -> dict[str, Any]:
-    from outreach_cli.core.contacts import usable_methods
+    from outreach_cli.core.contacts import usable_methods, zone_sources
     from outreach_cli.core.evaluation import step_applies
-    from outreach_cli.core.scheduling import scheduled_at
+    from outreach_cli.core.scheduling import explain, step_due
 
     with store.read() as conn:
         rule_sets = RuleSets(conn)
@@ -457,10 +463,23 @@ def show_set(store: Any, set_id: int, ctx: Context) -> dict[str, Any]:
                 "next_attempt_at": iso_z(snd.next_attempt_at) if snd.status == "pending" else None,
             }
         )
+    window = window_of(p, ctx)
     if s.status in [x.value for x in OPEN] and s.status != Status.EXPIRED.value:
         done = {(snd.step_index, snd.method) for snd in sends if snd.schedule_gen == s.schedule_gen}
-        for step in rs.steps[(s.next_step_index or 0) :]:
-            due = scheduled_at(s.anchor_at, step.day, zones, ctx.window) if s.paused_at is None else None
+        prev: tuple[datetime, str | None] | None = None
+        for n, step in enumerate(rs.steps[(s.next_step_index or 0) :]):
+            due = step_due(s.anchor_at, step.day)
+            start = max(due, ctx.now)
+            cap = None
+            if n == 0 and s.held_by and s.held_until is not None and s.held_until > start:
+                start, cap = s.held_until, s.held_by
+            if prev is not None and prev[0] > start:
+                start, cap = prev  # steps go in order: never before the step ahead of it
+            # When it goes and the rule that decided that moment; no common window never crashes (D7).
+            send_at, held_by = explain(start, zones, window) if s.paused_at is None else (None, "paused")
+            held_by = cap or held_by
+            if send_at is not None:
+                prev = (send_at, held_by)
             for m in step.methods:
                 if (step.index, m) in done:
                     continue
@@ -476,6 +495,8 @@ def show_set(store: Any, set_id: int, ctx: Context) -> dict[str, Any]:
                         "method": m,
                         "status": "pending",
                         "due_at": iso_z(due),
+                        "send_at": iso_z(send_at),
+                        "held_by": "opt-out" if reason and "opted out" in reason else held_by,
                         "sent_at": None,
                         "reason": reason,
                         "provider_ref": None,
@@ -511,6 +532,19 @@ def show_set(store: Any, set_id: int, ctx: Context) -> dict[str, Any]:
             },
             "timezone": zones[0],
             "timezones": list(zones),
+            # Why each zone: a moment is allowed only when it is allowed in every one of them.
+            "timezone_sources": [
+                {"zone": z, "source": why}
+                for z, why in zone_sources(
+                    explicit=p.timezone,
+                    phone=p.phone,
+                    postal_code=p.postal_code,
+                    state=p.state,
+                    country=p.country,
+                    practice_tz=ctx.practice_tz,
+                )
+            ],
+            "needs_review": bool(p.needs_review),
             "sms_opt_out": bool(p.sms_opt_out),
             "call_opt_out": bool(p.call_opt_out),
             "email_opt_out": bool(p.email_opt_out),

@@ -30,8 +30,25 @@ PLACEHOLDERS = (
 )
 REQUIRED_IN_SMS_EMAIL = ("first_name", "url")
 _PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
-_TOP_KEYS = {"title", "description", "expiry_day", "fallback", "step"}
-_STEP_KEYS = {"day", "methods", "title", "message", "min_balance", "max_balance"}
+_TOP_KEYS = {"title", "description", "expiry_day", "fallback", "fallback_messages", "step"}
+_STEP_KEYS = {"day", "methods", "title", "message", "messages", "min_balance", "max_balance"}
+TEMPLATE_METHODS = ("sms", "email", "call", "mail")  # methods that carry words
+_OPT_OUT_LINE = re.compile(r"reply\s+stop", re.IGNORECASE)
+# Built-in words for a fallback whose rule set gives none valid for the method (a safety net:
+# validation asks for [fallback_messages] first).
+DEFAULT_MESSAGES = {
+    "sms": "Hi {first_name}, {practice_name} shows a balance of {balance}. Pay securely: {url} Reply STOP to opt out.",
+    "email": "Hi {first_name}, {practice_name} shows a balance of {balance} on your account. Pay securely: {url}",
+    "call": "Hello {first_name}, this is {practice_name} about your balance of {balance}. "
+    "Please use the payment link we sent, or call us at {practice_phone}. Thank you.",
+    "mail": "Dear {full_name}, our records show a balance of {balance}. Please pay at {url} or call {practice_phone}.",
+}
+# A name outside GSM-7 turns a whole SMS into UCS-2: segments are also counted with these.
+MAX_VALUES_NON_GSM = {
+    "first_name": "Łukasz-Józefína",
+    "last_name": "Wiśniewski-Żółkiewska",
+    "full_name": "Łukasz-Józefína Wiśniewski-Żółkiewska",
+}
 
 # Realistic maximum values, used to count SMS segments (SPEC section 3).
 MAX_VALUES = {
@@ -55,6 +72,7 @@ class Step:
     message: str
     min_balance_cents: int | None = None
     max_balance_cents: int | None = None
+    messages: tuple[tuple[str, str], ...] = ()  # [step.messages]: per-method words
 
     def label(self) -> str:
         return f'step "{self.title}" (day {self.day})'
@@ -68,6 +86,14 @@ class RuleSet:
     expiry_day: int
     fallback: tuple[str, ...]
     steps: tuple[Step, ...]
+    fallback_messages: tuple[tuple[str, str], ...] = ()  # [fallback_messages]: per-method words
+
+    def template(self, step: Step | None, method: str) -> str:
+        """The words a send of ``method`` for ``step`` carries: the step's own message for the
+        method, else (a fallback) the rule set's fallback message for it, else the step's message
+        when it is valid for the method, else the built-in words for the method."""
+        found = template_for(self, step, method)
+        return found if found is not None else DEFAULT_MESSAGES.get(method, DEFAULT_MESSAGES["sms"])
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -84,6 +110,7 @@ class RuleSet:
                 message=s["message"],
                 min_balance_cents=s.get("min_balance_cents"),
                 max_balance_cents=s.get("max_balance_cents"),
+                messages=tuple((m, t) for m, t in s.get("messages") or ()),
             )
             for s in d["steps"]
         )
@@ -94,6 +121,7 @@ class RuleSet:
             expiry_day=d["expiry_day"],
             fallback=tuple(d["fallback"]),
             steps=steps,
+            fallback_messages=tuple((m, t) for m, t in d.get("fallback_messages") or ()),
         )
 
     def content_hash(self) -> str:
@@ -169,6 +197,71 @@ def render(message: str, values: dict[str, str]) -> str:
     return _PLACEHOLDER.sub(lambda m: values.get(m.group(1), m.group(0)), message)
 
 
+def template_problem(method: str, message: str) -> str | None:
+    """Why ``message`` cannot be sent by ``method``, or None: sms and email carry {first_name}
+    and {url}, sms the opt-out line ("Reply STOP ..."); a call or a letter never says "Reply STOP"."""
+    found = set(placeholders_in(message))
+    if method in ("sms", "email"):
+        missing = [p for p in REQUIRED_IN_SMS_EMAIL if p not in found]
+        if missing:
+            return f"{method} messages must contain " + " and ".join("{" + p + "}" for p in missing)
+    if method == "sms" and not _OPT_OUT_LINE.search(message):
+        return 'sms messages must carry the opt-out line ("Reply STOP to opt out.")'
+    if method in ("call", "mail") and _OPT_OUT_LINE.search(message):
+        return f'a {"letter" if method == "mail" else "call"} must not say "Reply STOP"'
+    return None
+
+
+def template_for(rs: RuleSet, step: Step | None, method: str) -> str | None:
+    """step.messages[method] -> rule set fallback_messages[method] (when the method is not one of
+    the step's own) -> step.message when valid for the method -> None."""
+    own = dict(step.messages).get(method) if step else None
+    if own:
+        return own
+    if step is None or method not in step.methods:
+        fb = dict(rs.fallback_messages).get(method)
+        if fb:
+            return fb
+    if step is not None and step.message.strip() and template_problem(method, step.message) is None:
+        return step.message
+    return None
+
+
+def worst_segments(message: str) -> tuple[str, int, int]:
+    """Segments with realistic long values, and with names outside GSM-7 (they force UCS-2):
+    the worse of the two."""
+    a = sms_segments(render(message, MAX_VALUES))
+    if not any(p in placeholders_in(message) for p in MAX_VALUES_NON_GSM):
+        return a
+    b = sms_segments(render(message, {**MAX_VALUES, **MAX_VALUES_NON_GSM}))
+    return b if b[2] > a[2] else a
+
+
+def _messages_table(raw: Any, where: str, err: Any) -> dict[str, str]:
+    out: dict[str, str] = {}
+    if raw is None:
+        return out
+    if not isinstance(raw, dict):
+        err(where, 'must be a table of per-method messages, e.g. sms = "..."')
+        return out
+    for m, text in raw.items():
+        if m not in TEMPLATE_METHODS:
+            err(f"{where}: {m}", f"not a method with words (known: {', '.join(TEMPLATE_METHODS)})")
+        elif not isinstance(text, str) or not text.strip():
+            err(f"{where}: {m}", "must be a non-empty string")
+        else:
+            for ph in placeholders_in(text):
+                if ph not in PLACEHOLDERS:
+                    err(
+                        f"{where}: {m}",
+                        f"unknown placeholder {{{ph}}} (allowed: "
+                        + ", ".join("{" + p + "}" for p in PLACEHOLDERS)
+                        + ")",
+                    )
+            out[m] = text
+    return out
+
+
 # --- parsing and validation -----------------------------------------------------------------
 
 
@@ -176,7 +269,52 @@ def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
-def parse_text(text: str, *, name: str, source: str) -> ValidationReport:
+DEFAULT_CAPS: dict[str, Any] = {
+    "calls_per_7_days": 7,
+    "messages_per_7_days": None,
+    "states": {"MA": {"calls_per_7_days": 2}},
+}
+
+
+def max_in_7_days(days: list[int]) -> int:
+    """The most of these step days that fall in any 7 consecutive days."""
+    return max((sum(1 for d in days if a <= d < a + 7) for a in days), default=0)
+
+
+def _cap_warnings(report: ValidationReport, source: str, steps: list[Step], caps: dict[str, Any] | None) -> None:
+    """A rule set that alone would exceed a contact cap: its sends would be held (README "Compliance")."""
+    caps = caps if caps is not None else DEFAULT_CAPS
+    call_days = [s.day for s in steps if "call" in s.methods]
+    msg_days = [s.day for s in steps for m in s.methods if m in TEMPLATE_METHODS]
+    calls = max_in_7_days(call_days)
+    limits = [("", caps.get("calls_per_7_days"), caps.get("messages_per_7_days"))] + [
+        (f" in {st}", v.get("calls_per_7_days"), v.get("messages_per_7_days"))
+        for st, v in sorted((caps.get("states") or {}).items())
+        if isinstance(v, dict)
+    ]
+    for where, call_cap, msg_cap in limits:
+        if call_cap is not None and calls > int(call_cap):
+            report.problems.append(
+                Problem(
+                    source,
+                    f"up to {calls} calls in 7 days exceed the cap{where} of {call_cap} "
+                    "(compliance.calls_per_7_days): later calls will be held",
+                    "warning",
+                )
+            )
+        msgs = max_in_7_days(msg_days)
+        if msg_cap is not None and msgs > int(msg_cap):
+            report.problems.append(
+                Problem(
+                    source,
+                    f"up to {msgs} messages in 7 days exceed the cap{where} of {msg_cap} "
+                    "(compliance.messages_per_7_days): later messages will be held",
+                    "warning",
+                )
+            )
+
+
+def parse_text(text: str, *, name: str, source: str, caps: dict[str, Any] | None = None) -> ValidationReport:
     """Parse and validate one rule-set file's text. The report holds every problem found."""
     report = ValidationReport(name=name, source=source, rule_set=None)
     problems = report.problems
@@ -221,6 +359,12 @@ def parse_text(text: str, *, name: str, source: str) -> ValidationReport:
                 err("fallback", f"method {m!r} listed twice")
             else:
                 fallback.append(m)
+
+    fallback_messages = _messages_table(data.get("fallback_messages"), "fallback_messages", err)
+    for m, text in fallback_messages.items():
+        why = template_problem(m, text)
+        if why:
+            err(f"fallback_messages: {m}", why)
 
     raw_steps = data.get("step")
     steps: list[Step] = []
@@ -270,25 +414,37 @@ def parse_text(text: str, *, name: str, source: str) -> ValidationReport:
         if not isinstance(message, str):
             err(f"{where}: message", "must be a string")
             message = ""
-        needs_message = [m for m in methods if m in MESSAGE_METHODS]
-        if needs_message and not message.strip():
-            err(f"{where}: message", f"required for {', '.join(needs_message)}")
+        step_messages = _messages_table(raw.get("messages"), f"{where}: messages", err)
         for ph in placeholders_in(message):
             if ph not in PLACEHOLDERS:
                 err(
                     f"{where}: message",
                     f"unknown placeholder {{{ph}}} (allowed: " + ", ".join("{" + p + "}" for p in PLACEHOLDERS) + ")",
                 )
-        if message.strip():
-            found = set(placeholders_in(message))
-            for m in methods:
-                if m in ("sms", "email"):
-                    missing = [p for p in REQUIRED_IN_SMS_EMAIL if p not in found]
-                    if missing:
-                        err(
-                            f"{where}: message",
-                            f"{m} messages must contain " + " and ".join("{" + p + "}" for p in missing),
-                        )
+        for m, text in step_messages.items():
+            why = template_problem(m, text)
+            if why:
+                err(f"{where}: messages: {m}", why)
+        draft = Step(i - 1, 0, tuple(methods), "", message, messages=tuple(sorted(step_messages.items())))
+        draft_rs = RuleSet(name, "", "", 0, tuple(fallback), (), tuple(sorted(fallback_messages.items())))
+        for m in methods:
+            if m not in TEMPLATE_METHODS or m in step_messages:
+                continue
+            if m in MESSAGE_METHODS and not message.strip():
+                err(f"{where}: message", f"required for {m} (or give [step.messages] {m})")
+            elif message.strip() and (m in MESSAGE_METHODS or m == "mail"):
+                why = template_problem(m, message)
+                if why:
+                    err(f"{where}: message", why + f" (or give [step.messages] {m})")
+        for m in fallback:
+            if m in methods or m not in ("sms", "email"):
+                continue
+            if template_for(draft_rs, draft, m) is None:
+                err(
+                    f"{where}: fallback {m}",
+                    f"no valid {m} message for this step's fallback to {m}: give [fallback_messages] {m} "
+                    f"or [step.messages] {m} ({template_problem(m, message) or 'the step has no message'})",
+                )
         bounds: dict[str, int | None] = {"min_balance": None, "max_balance": None}
         for key in bounds:
             if key in raw:
@@ -314,11 +470,17 @@ def parse_text(text: str, *, name: str, source: str) -> ValidationReport:
                 message=message,
                 min_balance_cents=lo,
                 max_balance_cents=hi,
+                messages=tuple(sorted(step_messages.items())),
             )
         )
-        if "sms" in methods and message.strip():
-            enc, n, segs = sms_segments(render(message, MAX_VALUES))
+        sms_text = template_for(draft_rs, draft, "sms") if "sms" in methods else None
+        if sms_text:
+            enc, n, segs = worst_segments(sms_text)
+            g_enc, g_n, g_segs = sms_segments(render(sms_text, MAX_VALUES))
             report.segments.append(SegmentInfo(i, step_title, enc, n, segs))
+            if (g_enc, g_n) != (enc, n):
+                report.segments[-1].encoding = f"{enc} with a non-GSM name ({g_segs} {g_enc})"
+            enc, n, segs = g_enc, g_n, g_segs
             if segs > 2:
                 problems.append(
                     Problem(
@@ -327,6 +489,8 @@ def parse_text(text: str, *, name: str, source: str) -> ValidationReport:
                         "warning",
                     )
                 )
+
+    _cap_warnings(report, source, steps, caps)
 
     if isinstance(expiry, int) and prev_day is not None and expiry <= prev_day:
         err("expiry_day", f"must be after the last step's day ({prev_day}), got {expiry}")
@@ -340,6 +504,7 @@ def parse_text(text: str, *, name: str, source: str) -> ValidationReport:
             expiry_day=int(expiry),  # type: ignore[arg-type]
             fallback=tuple(fallback),
             steps=tuple(steps),
+            fallback_messages=tuple(sorted(fallback_messages.items())),
         )
     return report
 
@@ -347,7 +512,7 @@ def parse_text(text: str, *, name: str, source: str) -> ValidationReport:
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
-def load_file(path: Path) -> ValidationReport:
+def load_file(path: Path, caps: dict[str, Any] | None = None) -> ValidationReport:
     name = path.stem
     source = str(path)
     try:
@@ -356,7 +521,7 @@ def load_file(path: Path) -> ValidationReport:
         return ValidationReport(name, source, None, [Problem(source, "not UTF-8 text")])
     except OSError as exc:
         return ValidationReport(name, source, None, [Problem(source, f"cannot read: {exc.strerror}")])
-    report = parse_text(text, name=name, source=source)
+    report = parse_text(text, name=name, source=source, caps=caps)
     if not _NAME.match(name):
         report.problems.insert(
             0, Problem(source, f"file name {name!r} is not a usable rule-set name (letters, digits, - _ .)")
@@ -365,8 +530,8 @@ def load_file(path: Path) -> ValidationReport:
     return report
 
 
-def load_dir(directory: Path) -> list[ValidationReport]:
-    return [load_file(p) for p in sorted(directory.glob("*.toml"))]
+def load_dir(directory: Path, caps: dict[str, Any] | None = None) -> list[ValidationReport]:
+    return [load_file(p, caps) for p in sorted(directory.glob("*.toml"))]
 
 
 def shipped_dir() -> Path:

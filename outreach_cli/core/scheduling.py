@@ -6,7 +6,8 @@ Pure: aware UTC datetimes and zone names in, aware UTC datetimes out.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import re
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, time, timedelta
 from functools import lru_cache
 from zoneinfo import ZoneInfo
@@ -23,24 +24,118 @@ class Window:
     start_min: int = 9 * 60
     end_min: int = 17 * 60
     weekends: bool = False
-    holidays: frozenset[date] = field(default_factory=frozenset)
+    holidays: frozenset[date] = field(default_factory=frozenset)  # explicit dates
+    calendars: tuple[str, ...] = ()  # holiday calendars: "US", "US-MA", ...
+    state_holidays: bool = False  # add the patient's state's holidays (see ``for_state``)
+    state: str | None = None
 
     @classmethod
-    def from_settings(cls, window: str, weekends: bool, holidays: list[str]) -> Window:
+    def from_settings(
+        cls, window: str, weekends: bool, holidays: list[str] | str, state_holidays: bool = False
+    ) -> Window:
         a, _, b = window.partition("-")
         ah, am = (int(x) for x in a.split(":"))
         bh, bm = (int(x) for x in b.split(":"))
-        return cls(ah * 60 + am, bh * 60 + bm, bool(weekends), frozenset(date.fromisoformat(str(d)) for d in holidays))
+        dates, calendars = split_holidays(holidays)
+        return cls(
+            ah * 60 + am,
+            bh * 60 + bm,
+            bool(weekends),
+            frozenset(dates),
+            tuple(calendars),
+            bool(state_holidays),
+        )
+
+    @classmethod
+    def from_sending(cls, sending: dict[str, object]) -> Window:
+        """From the `[sending]` settings table."""
+        return cls.from_settings(
+            str(sending["window"]),
+            bool(sending["weekends"]),
+            sending["holidays"],  # type: ignore[arg-type]
+            bool(sending.get("state_holidays", False)),
+        )
+
+    def for_state(self, state: str | None) -> Window:
+        """The window for a patient in ``state``: its holidays added when `state_holidays` is on."""
+        st = (state or "").strip().upper() or None
+        if not self.state_holidays or st == self.state or st not in us_subdivisions():
+            return self
+        return replace(self, state=st)
 
     @property
     def effective(self) -> tuple[int, int]:
         """The configured window clipped to the hard 08:00-21:00 bound (minutes after midnight)."""
         return max(self.start_min, HARD_START), min(self.end_min, HARD_END)
 
-    def day_allowed(self, d: date) -> bool:
+    def holiday(self, d: date) -> str | None:
+        """The name of the holiday on ``d`` (a configured date is named by itself), else None."""
         if d in self.holidays:
+            return d.isoformat()
+        for cal in self.calendars:
+            name = calendar_holidays(cal, d.year).get(d)
+            if name:
+                return name
+        if self.state:
+            name = calendar_holidays("US-" + self.state, d.year).get(d)
+            if name:
+                return name
+        return None
+
+    def day_allowed(self, d: date) -> bool:
+        if not self.weekends and d.weekday() >= 5:
             return False
-        return self.weekends or d.weekday() < 5
+        return self.holiday(d) is None
+
+
+_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+def split_holidays(entries: list[str] | str) -> tuple[list[date], list[str]]:
+    """`sending.holidays` entries -> (explicit dates, calendar names). Raises ValueError naming a
+    bad entry. A calendar is a country code (`US`) or country-subdivision (`US-MA`) known to the
+    `holidays` package."""
+    if isinstance(entries, str):
+        entries = [e.strip() for e in entries.split(",") if e.strip()]
+    dates: list[date] = []
+    calendars: list[str] = []
+    for raw in entries:
+        text = str(raw).strip()
+        if _DATE.match(text):
+            try:
+                dates.append(date.fromisoformat(text))
+            except ValueError:
+                raise ValueError(f"{text!r} is not a real date") from None
+            continue
+        name = text.upper()
+        country, _, sub = name.partition("-")
+        known = supported_calendars()
+        if country not in known or (sub and sub not in known[country]):
+            raise ValueError(f"{text!r} is neither a date like 2026-12-25 nor a holiday calendar like US or US-MA")
+        calendars.append(name)
+    return dates, calendars
+
+
+@lru_cache(maxsize=1)
+def supported_calendars() -> dict[str, frozenset[str]]:
+    import holidays
+
+    return {c: frozenset(subs) for c, subs in holidays.list_supported_countries().items()}
+
+
+@lru_cache(maxsize=1)
+def us_subdivisions() -> frozenset[str]:
+    return supported_calendars().get("US", frozenset())
+
+
+@lru_cache(maxsize=256)
+def calendar_holidays(name: str, year: int) -> dict[date, str]:
+    """{date: name} of one calendar's holidays in one year (observed dates included)."""
+    import holidays
+
+    country, _, sub = name.partition("-")
+    cal = holidays.country_holidays(country, subdiv=sub or None, years=year)
+    return {d: "; ".join(cal.get_list(d)) for d in cal}
 
 
 @lru_cache(maxsize=512)
@@ -135,3 +230,35 @@ def expires_at(anchor: datetime, expiry_day: int) -> datetime:
 
 def local_day(moment: datetime, zone_name: str) -> str:
     return moment.astimezone(zone(zone_name)).date().isoformat()
+
+
+def explain(due: datetime, zones: tuple[str, ...], window: Window) -> tuple[datetime | None, str | None]:
+    """(the moment a send due at ``due`` goes, the rule that held it), ``held_by`` one of None
+    (not held), `window`, `weekend`, `holiday:NAME`, `zones:A+B` (the zones' windows intersect
+    later than the primary zone's alone, or never: then the moment is None)."""
+    try:
+        at = next_allowed(due, zones, window)
+    except ValueError:
+        return None, "zones:" + "+".join(zones)
+    if at == due:
+        return at, None
+    try:
+        alone = next_allowed(due, zones[:1], window)
+    except ValueError:
+        alone = at
+    if alone < at:
+        return at, "zones:" + "+".join(zones)
+    tz = zone(zones[0])
+    d = due.astimezone(tz).date()
+    end = at.astimezone(tz).date()
+    weekend = False
+    while d < end:
+        name = window.holiday(d)
+        if name:
+            return at, "holiday:" + name
+        if not window.weekends and d.weekday() >= 5:
+            weekend = True
+        d += DAY
+    if not window.day_allowed(end) or weekend:
+        return at, "weekend"
+    return at, "window"

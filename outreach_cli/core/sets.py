@@ -17,7 +17,7 @@ from typing import Any
 
 from sqlalchemy import Connection, bindparam, func, select, update
 
-from outreach_cli.core.contacts import Contact
+from outreach_cli.core.contacts import Contact, zones_for
 from outreach_cli.core.errors import InvalidInput
 from outreach_cli.core.evaluation import evaluate
 from outreach_cli.core.models import (
@@ -30,7 +30,7 @@ from outreach_cli.core.models import (
     send_t,
 )
 from outreach_cli.core.rulesets import RuleSet
-from outreach_cli.core.scheduling import Window, patient_zones
+from outreach_cli.core.scheduling import Window
 from outreach_cli.core.statuses import OPEN, Status
 
 CHUNK = 500
@@ -113,7 +113,22 @@ def contact_of(p: Any) -> Contact:
 
 
 def zones_of(p: Any, practice_tz: str) -> tuple[str, ...]:
-    return patient_zones(p.timezone, p.phone_tz, p.address_tz, practice_tz)
+    """Every zone the patient's data points to (timezone column, each zone of the phone number,
+    the ZIP code's zone or else the state's), primary first; see ``contacts.zone_sources``."""
+    return zones_for(
+        explicit=p.timezone,
+        phone=p.phone,
+        postal_code=p.postal_code,
+        state=p.state,
+        country=p.country,
+        practice_tz=practice_tz,
+    )
+
+
+def window_of(p: Any, ctx: Context) -> Window:
+    """The sending window for this patient: the configured one, plus their state's holidays when
+    `sending.state_holidays` is on."""
+    return ctx.window.for_state(p.state)
 
 
 def payment_token(set_id: int, secret: str) -> str:
@@ -196,6 +211,7 @@ _SET_COLS = (
     invoice_set_t.c.next_step_index,
     invoice_set_t.c.next_step,
     invoice_set_t.c.next_methods,
+    invoice_set_t.c.held_until,
 )
 _PATIENT_COLS = tuple(
     patient_t.c[n].label("p_" + n)
@@ -207,6 +223,7 @@ _PATIENT_COLS = tuple(
         "city",
         "state",
         "postal_code",
+        "country",
         "address_invalid",
         "sms_opt_out",
         "call_opt_out",
@@ -270,8 +287,9 @@ def refresh_sets(
                 balance_cents=r.amount_outstanding_cents,
                 contact=contact_of(p),
                 zones=zones_of(p, ctx.practice_tz),
-                window=ctx.window,
+                window=window_of(p, ctx),
                 now=ctx.now,
+                held_until=r.held_until,
             )
             new = {
                 "status": view.status.value,

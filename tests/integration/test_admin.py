@@ -52,6 +52,7 @@ def test_list_json_keys_and_formats(cli: Cli, tmp_path: Path) -> None:
         "next_methods",
         "status_reason",
         "payment_url",
+        "needs_review",
     }
     assert r[0]["created_at"].endswith("Z") and isinstance(r[0]["next_methods"], list)
     assert r[0]["payment_url"].startswith("https://pay.example.com/p/")

@@ -121,6 +121,8 @@ day = 0
 methods = ["sms", "call", "email", "charge_card"]
 title = "Probe"
 message = "Hi {first_name}, balance {balance}, pay {url}"
+[step.messages]
+sms = "Hi {first_name}, balance {balance}, pay {url} Reply STOP to opt out."
 """
 
 
@@ -185,7 +187,7 @@ def test_payment_between_steps(cli: Cli, tmp_path: Path, monkeypatch: pytest.Mon
 
 
 def test_twice_at_same_now_sends_nothing(cli: Cli, tmp_path: Path) -> None:
-    setup(cli, tmp_path, [patient(f"P{i}") for i in range(5)])
+    setup(cli, tmp_path, [patient(f"P{i}", phone=f"(617) 555-012{i}") for i in range(5)])
     a = tick(cli, T0)
     assert a["sent"] == 10
     b = tick(cli, T0)
@@ -203,7 +205,7 @@ message = "Hi {first_name}, pay {url}"
 day = 5
 methods = ["sms"]
 title = "Text nudge"
-message = "Hi {first_name}, pay {url}"
+message = "Hi {first_name}, pay {url} Reply STOP to opt out."
 """
 
 

@@ -46,12 +46,12 @@ expiry_day = 30
 day = 0
 methods = ["sms"]
 title = "Statement"
-message = "Hi {first_name}, you owe {balance}. Pay: {url}"
+message = "Hi {first_name}, you owe {balance}. Pay: {url} Reply STOP to opt out."
 [[step]]
 day = 3
 methods = ["sms"]
 title = "Reminder"
-message = "Hi {first_name}, still {balance}. Pay: {url}"
+message = "Hi {first_name}, still {balance}. Pay: {url} Reply STOP to opt out."
 """
 
 
@@ -193,7 +193,9 @@ def test_inbound_stop_opts_out_and_next_sms_skipped(cli: Cli, tmp_path: Path, tw
     tick(cli, T0 + timedelta(days=5, hours=1))
     day3 = [x for x in show(cli, 1)["schedule"] if x["day"] == 3]
     assert day3 and day3[0]["status"] == "skipped" and "opted out" in day3[0]["reason"]
-    assert len(twilio.sent_to("+16175550100")) == 1
+    # the first step's text and the one opt-out confirmation the FCC order allows; nothing after
+    sent = twilio.sent_to("+16175550100")
+    assert len(sent) == 2 and "unsubscribed" in sent[1]["body"]
 
 
 def test_calls_speak_the_message(cli: Cli, tmp_path: Path, twilio: FakeTwilio) -> None:
@@ -213,7 +215,7 @@ def test_calls_speak_the_message(cli: Cli, tmp_path: Path, twilio: FakeTwilio) -
 def test_bad_credentials_stop_the_run_with_exit_4(
     cli: Cli, tmp_path: Path, twilio: FakeTwilio, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    setup(cli, tmp_path, [patient(f"P{i}") for i in range(3)], rule_set="smsonly")
+    setup(cli, tmp_path, [patient(f"P{i}", phone=f"(617) 555-011{i}") for i in range(3)], rule_set="smsonly")
     monkeypatch.setenv("TWILIO_AUTH_TOKEN", "wrong")
     r = cli("run-outreach", now=z(T0))
     assert r.code == 4 and "credentials" in r.stderr and "wrong" not in r.stderr
@@ -275,7 +277,11 @@ def test_email_over_smtp(cli: Cli, tmp_path: Path, smtp: _Handler) -> None:
     import email
     from email import policy
 
-    setup(cli, tmp_path, [patient("P1", first_name="Rosa"), patient("P2", email="someone.bounce@example.com")])
+    setup(
+        cli,
+        tmp_path,
+        [patient("P1", first_name="Rosa"), patient("P2", phone="(617) 555-0122", email="someone.bounce@example.com")],
+    )
     s = tick(cli, T0)
     assert s["sent"] >= 3
     [env] = smtp.messages

@@ -10,6 +10,8 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import holidays
+
 from tests.conftest import Cli
 from tests.fakes.twilio_server import ACCOUNT, TOKEN, FakeTwilio
 from tests.helpers import PATIENT_HEADER, patient, sync_rule_set, write_csv
@@ -17,7 +19,8 @@ from tests.helpers import PATIENT_HEADER, patient, sync_rule_set, write_csv
 UTC = UTC
 PRACTICE = "+16175550999"
 T0 = datetime.now(UTC).replace(hour=15, minute=0, second=0, microsecond=0)
-while T0.weekday() >= 5:
+# a weekday that is no US holiday (the default `sending.holidays = ["US"]` sends nothing then)
+while T0.weekday() >= 5 or T0.date() in holidays.country_holidays("US", years=T0.year):
     T0 += timedelta(days=1)
 
 ONESTEP = """title = "One SMS"
@@ -26,7 +29,7 @@ expiry_day = 30
 day = 0
 methods = ["sms"]
 title = "Statement"
-message = "Hi {first_name}, you owe {balance}. Pay: {url}"
+message = "Hi {first_name}, you owe {balance}. Pay: {url} Reply STOP to opt out."
 """
 
 

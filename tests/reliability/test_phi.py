@@ -28,6 +28,8 @@ day = 0
 methods = ["sms", "call", "email", "mail"]
 title = "Statement"
 message = "Hi {{first_name}} {{last_name}}, {BODY_WORD} balance {{balance}}: {{url}}"
+[step.messages]
+sms = "Hi {{first_name}} {{last_name}}, {BODY_WORD} balance {{balance}}: {{url}} Reply STOP to opt out."
 """
 
 

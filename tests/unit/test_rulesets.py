@@ -165,7 +165,9 @@ def test_sms_segments() -> None:
 
 def test_long_sms_warns_with_segments(tmp_path: Path) -> None:
     body = (
-        'expiry_day = 10\n[[step]]\nday = 0\nmethods = ["sms"]\nmessage = "Hi {first_name}, ' + "x" * 300 + ' {url}"\n'
+        'expiry_day = 10\n[[step]]\nday = 0\nmethods = ["sms"]\nmessage = "Hi {first_name}, '
+        + "x" * 300
+        + ' {url} Reply STOP to opt out."\n'
     )
     report = load_file(_file(tmp_path, body, "long"))
     assert report.rule_set is not None  # a warning, not an error
@@ -174,6 +176,6 @@ def test_long_sms_warns_with_segments(tmp_path: Path) -> None:
 
 
 def test_unicode_message_counts_ucs2(tmp_path: Path) -> None:
-    body = 'expiry_day = 10\n[[step]]\nday = 0\nmethods = ["sms"]\nmessage = "Hola {first_name}, pague aquí ç {url}"\n'
+    body = 'expiry_day = 10\n[[step]]\nday = 0\nmethods = ["sms"]\nmessage = "Hola {first_name}, pague aquí ç {url} Reply STOP to opt out."\n'
     report = load_file(_file(tmp_path, body, "es"))
     assert report.segments[0].encoding == "UCS-2"
