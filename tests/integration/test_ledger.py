@@ -162,12 +162,12 @@ expiry_day = 3
 day = 0
 methods = ["sms"]
 title = "Hello"
-message = "Hi {first_name}, pay {url}"
+message = "Hi {first_name}, pay {url} Reply STOP to opt out."
 [[step]]
 day = 2
 methods = ["sms"]
 title = "Text nudge"
-message = "Hi {first_name}, pay {url}"
+message = "Hi {first_name}, pay {url} Reply STOP to opt out."
 """
 
 

@@ -31,13 +31,13 @@ expiry_day = 30
 day = 0
 methods = ["sms"]
 title = "Text"
-message = "Hi {first_name}, you owe {balance}: {url}"
+message = "Hi {first_name}, you owe {balance}: {url} Reply STOP to opt out."
 
 [[step]]
 day = 3
 methods = ["email"]
 title = "Email"
-message = "Hi {first_name}, a reminder of {balance}: {url}"
+message = "Hi {first_name}, a reminder of {balance}: {url} Reply STOP to opt out."
 """
 
 CONFIG = """
@@ -58,7 +58,9 @@ def _payments(cli: Cli, tmp: Path, name: str, rows: list[tuple[str, str, str, st
 def scenario(cli: Cli, tmp: Path) -> Path:
     cfg = write(tmp / "outreach.toml", CONFIG)
     sync_rule_set(cli, tmp, "ab", AB)
-    people = [patient(x) for x in "ABDE"] + [patient("C", phone="+15005550001")]
+    # Distinct phones: the contact caps count per phone number across patient records.
+    people = [patient(x, phone=f"(617) 555-01{i:02d}") for i, x in enumerate("ABDE", 1)]
+    people += [patient("C", phone="+15005550001")]
     write_csv(tmp / "p.csv", people, PATIENT_HEADER)
     cli.ok("import", "patients", str(tmp / "p.csv"))
     charges = [("CA", "A", "100.00"), ("CB", "B", "200.00"), ("CC", "C", "80.00"), ("CD", "D", "50.00")]

@@ -30,7 +30,7 @@ expiry_day = 30
 day = 0
 methods = ["sms", "email"]
 title = "Statement"
-message = "Hi {first_name}, {practice_name} ({practice_phone}) shows {balance}. Pay: {url}"
+message = "Hi {first_name}, {practice_name} ({practice_phone}) shows {balance}. Pay: {url} Reply STOP to opt out."
 """
 
 

@@ -31,6 +31,8 @@ HEADER = [*PATIENT_HEADER, "stripe_customer_id", "stripe_payment_method_id"]
 CARD = """title = "Card then text"
 expiry_day = 30
 fallback = ["sms"]
+[fallback_messages]
+sms = "Hi {first_name}, we could not charge your card for {balance}. Pay: {url} Reply STOP to opt out."
 [[step]]
 day = 0
 methods = ["charge_card"]
@@ -40,7 +42,7 @@ max_balance = "500.00"
 day = 5
 methods = ["sms"]
 title = "Reminder"
-message = "Hi {first_name}, you owe {balance}. Pay: {url}"
+message = "Hi {first_name}, you owe {balance}. Pay: {url} Reply STOP to opt out."
 """
 
 LINKS = """title = "Texts with a link"
@@ -49,12 +51,12 @@ expiry_day = 30
 day = 0
 methods = ["sms", "email"]
 title = "Statement"
-message = "Hi {first_name}, you owe {balance}. Pay: {url}"
+message = "Hi {first_name}, you owe {balance}. Pay: {url} Reply STOP to opt out."
 [[step]]
 day = 3
 methods = ["sms"]
 title = "Reminder"
-message = "Hi {first_name}, still {balance}. Pay: {url}"
+message = "Hi {first_name}, still {balance}. Pay: {url} Reply STOP to opt out."
 """
 
 
