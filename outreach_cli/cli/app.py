@@ -283,6 +283,10 @@ def run(argv: list[str] | None = None, env: Environment | None = None) -> int:
 
 
 def main() -> None:
+    if sys.stdout is None:  # started with stdout closed (`outreach list >&-`): data goes nowhere
+        import os
+
+        sys.stdout = open(os.devnull, "w")
     code = run()
     try:
         sys.stdout.flush()

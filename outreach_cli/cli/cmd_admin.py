@@ -139,6 +139,9 @@ def print_attention(a: App, store: Any, limit: int = 15) -> None:
     print_sets(a, rows)
 
 
+SHOW_SEE_ALL = "--format json or a wider terminal"
+
+
 def parse_set_id(text: str, what: str = "show") -> int:
     """An invoice set ID typed by a person; a patient ID or name gets a pointer to `list --search`."""
     from outreach_cli.cli.options import BIGGEST
@@ -255,6 +258,7 @@ def _show_text(a: App, d: dict[str, Any]) -> None:
             Col("description", "Description", wrap=True, min_width=12, drop=3),
         ],
         title="Charges",
+        see_all=SHOW_SEE_ALL,
     )
     a.out.print()
     print_table(
@@ -266,10 +270,13 @@ def _show_text(a: App, d: dict[str, Any]) -> None:
             Col("method", "Method", lambda s: s["method"] + (" (fallback)" if s.get("fallback") else ""), keep=True),
             Col("status", "Status", keep=True),
             Col("due_at", "Due", lambda s: clock(s["due_at"]), drop=3),
+            Col("send_at", "Goes out", lambda s: clock(s.get("send_at")), drop=6, optional=True),
+            Col("held_by", "Held by", lambda s: s.get("held_by") or "", drop=7, optional=True),
             Col("reason", "Reason", wrap=True, min_width=16, drop=4, optional=True),
             Col("sent_at", "Sent", lambda s: clock(s["sent_at"]), drop=5, optional=True),
         ],
         title="Schedule",
+        see_all=SHOW_SEE_ALL,
     )
     a.out.print()
 
@@ -290,6 +297,7 @@ def _show_text(a: App, d: dict[str, Any]) -> None:
             Col("detail", "Detail", detail, wrap=True, min_width=16, drop=4),
         ],
         title="Timeline",
+        see_all=SHOW_SEE_ALL,
     )
 
 

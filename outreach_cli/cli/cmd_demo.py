@@ -160,12 +160,12 @@ def simulate(a: App, store: object, *, start: datetime, days: int, data: DemoDat
             ctx = a.context(actor="demo")
             ctx.now = day_start
             demo_replies(store, ctx, rnd)
-        pays = demo_payments(store, day_start + timedelta(hours=6), rnd, day) if day else []
+        paid_at = min(day_start + timedelta(hours=6), end)  # never after the demo's "now"
+        pays = demo_payments(store, paid_at, rnd, day) if day else []
         if pays:
             buf = io.StringIO()
             w = csv.writer(buf, lineterminator="\n")
             w.writerow(["payment_id", "patient_id", "amount", "paid_at"])
-            paid_at = day_start + timedelta(hours=6)
             for p in pays:
                 w.writerow([p["payment_id"], p["patient_id"], p["amount"], paid_at.strftime("%Y-%m-%dT%H:%M:%SZ")])
             ctx = a.context(actor="demo")

@@ -175,6 +175,8 @@ def _trouble(summary: Any) -> str:
         for method, (n, reason) in sorted(summary.transient_by_method.items())
     ]
     parts += [f"{text} x{n}" if n > 1 else text for text, n in summary.provider_problems.items()]
+    if summary.gave_up:
+        parts.append(f"{summary.gave_up} of them reached sending.max_attempts and now count as failed")
     return "; ".join(parts)
 
 

@@ -91,10 +91,11 @@ class App:
         return self._store  # type: ignore[no-any-return]
 
     def close(self) -> None:
-        """End of the command: hand PostgreSQL connections back to the server at once (tests run
-        many commands in one process). SQLite connections close with the process, which leaves
-        any WAL checkpoint to the writers instead of making a read command pay for it."""
-        if self._store is not None and self._store.dialect != "sqlite":
+        """End of the command: close the database connections. PostgreSQL gets them back at
+        once (tests run many commands in one process); on SQLite closing the last connection
+        checkpoints the write-ahead log into the file and removes `-wal`/`-shm`, so a copy of
+        the `.db` file is complete and a read-only reader never meets files it cannot write."""
+        if self._store is not None:
             self._store.engine.dispose()
 
     def reopen_store(self) -> Store:

@@ -121,7 +121,43 @@ def emit(
     id_key: str = "id",
     title: str | None = None,
 ) -> int:
-    """Writes ``rows`` in ``fmt``; returns how many rows were written."""
+    """Writes ``rows`` in ``fmt``; returns how many rows were written. A reader that goes away
+    (`| head`) ends the writing quietly; the command still finishes and exits with its own code
+    (an `act` refused all-or-nothing still exits 3 under `set -o pipefail`)."""
+    try:
+        return _emit(app, rows, fmt, columns=columns, table=table, id_key=id_key, title=title)
+    except BrokenPipeError:
+        reader_gone()
+        return 0
+
+
+def reader_gone() -> None:
+    """stdout's reader went away: whatever is written from now on goes to /dev/null."""
+    import os
+    import sys
+
+    try:
+        sys.stdout.flush()
+    except (OSError, ValueError):
+        pass
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.__stdout__.fileno() if sys.__stdout__ else 1)
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
+
+
+def _emit(
+    app: App,
+    rows: Iterable[dict[str, Any]],
+    fmt: Format,
+    *,
+    columns: Sequence[str],
+    table: Sequence[Col] | None,
+    id_key: str,
+    title: str | None,
+) -> int:
     it: Iterator[dict[str, Any]] = iter(rows)
     # Read the first row before writing anything: a bad option found by the query (an unknown
     # rule set, a bad sort) then fails with an empty stdout, not half a JSON array.
@@ -254,7 +290,13 @@ def layout(cols: Sequence[Col], cells: list[list[Any]], width: int) -> tuple[lis
 
 
 def print_table(
-    app: App, rows: list[dict[str, Any]], cols: Sequence[Col], *, title: str | None = None, hint: bool = True
+    app: App,
+    rows: list[dict[str, Any]],
+    cols: Sequence[Col],
+    *,
+    title: str | None = None,
+    hint: bool = True,
+    see_all: str = "--format tsv or a wider terminal",
 ) -> list[Col]:
     """Prints rows as a table fitted to the terminal; returns the columns it had to hide."""
     from rich.table import Table
@@ -277,7 +319,7 @@ def print_table(
     if hidden and hint and rows:
         names = ", ".join(c.header for c in hidden)
         them = "it" if len(hidden) == 1 else "them"
-        app.info(f"({names} hidden at {width} columns; --format tsv or a wider terminal shows {them})")
+        app.info(f"({names} hidden at {width} columns; {see_all} shows {them})")
     return hidden
 
 

@@ -89,6 +89,7 @@ class TickSummary:
     # Not in the JSON summary: what the command says on stderr and its exit code build on these.
     attempted: int = 0  # provider calls whose outcome was recorded
     transient_by_method: dict[str, tuple[int, str]] = field(default_factory=dict)  # (count, first reason)
+    gave_up: int = 0  # transient failures that reached sending.max_attempts (counted as failed)
     provider_problems: dict[str, int] = field(default_factory=dict)  # reconciliation/inbound reads that failed
     interrupted: bool = False
     in_flight_left: int = 0  # claims left to the lease by a second interrupt
@@ -1204,6 +1205,7 @@ class Engine:
                 self.summary.transient_by_method[c.method] = (n + 1, first)
                 if attempts >= self.max_attempts:
                     status = FAILED
+                    self.summary.gave_up += 1
                     values["reason"] = f"{out.reason or 'temporary failure'} (gave up after {attempts} attempts)"
                 else:
                     values.update(status="pending", next_attempt_at=now + backoff(attempts))

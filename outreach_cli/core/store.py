@@ -106,18 +106,24 @@ def engine_url(url: str) -> str:
     return url
 
 
-def _connect_readonly(uri: str) -> sqlite3.Connection:
-    conn = sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=False)
-    try:
-        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
-    except sqlite3.OperationalError as exc:
-        if "unable to open" not in str(exc):
-            raise
-        # A WAL database in a read-only directory with no -shm file: SQLite can only read it
-        # as immutable. Decision: a reporting copy is read as it is on disk at this moment.
-        conn.close()
-        conn = sqlite3.connect(uri + "&immutable=1", uri=True, check_same_thread=False)
-    return conn
+def _connect_readonly(uri: str, path: str) -> sqlite3.Connection:
+    """A database this user may not write (a reporting account, a copy on read-only media).
+
+    With no `-wal`/`-shm` beside it (every outreach command that writes checkpoints and removes
+    them when it ends), the file is read as it is (`immutable`): nothing is created, so the
+    reader can never leave files behind that the owner's cron jobs cannot write. With them (a
+    writer is running), read through them read-only; where SQLite cannot, read the file as it is
+    on disk at this moment (decision: a reporting copy may lag a write in progress)."""
+    if any(os.path.exists(path + suffix) for suffix in ("-wal", "-shm")):
+        conn = sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=False)
+        try:
+            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            return conn
+        except sqlite3.OperationalError as exc:
+            if not any(k in str(exc) for k in ("unable to open", "readonly", "read-only")):
+                raise
+            conn.close()
+    return sqlite3.connect(uri + "&immutable=1", uri=True, check_same_thread=False)
 
 
 def make_engine(url: str, *, readonly: bool = False, on_lock_wait: Callable[[], None] | None = None) -> Engine:
@@ -131,7 +137,7 @@ def make_engine(url: str, *, readonly: bool = False, on_lock_wait: Callable[[], 
             from urllib.parse import quote
 
             uri = f"file:{quote(os.path.abspath(path))}?mode=ro"
-            kwargs["creator"] = lambda: _connect_readonly(uri)
+            kwargs["creator"] = lambda: _connect_readonly(uri, path)
         elif path and "~" in url:
             url = url.replace(url.split("///", 1)[1].split("?", 1)[0], path, 1)
         eng = create_engine(url, connect_args={"timeout": BUSY_TIMEOUT_MS / 1000, "check_same_thread": False}, **kwargs)

@@ -199,6 +199,38 @@ def test_D14_read_only_database_can_be_read(tmp_path: Path, monkeypatch: pytest.
         os.chmod(path, 0o644)
 
 
+def test_writes_leave_a_complete_file_and_readers_leave_nothing_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A copy of the `.db` file after a command holds everything (the log is checkpointed when
+    the command ends), and a read-only reporting account never creates `-wal`/`-shm` files that
+    the owner's cron jobs could not write afterwards."""
+    import shutil
+    import sqlite3
+
+    path = tmp_path / "o.db"
+    c = Cli(str(path))
+    c.ok("init")
+    seed(c, tmp_path, 2)
+    c.ok("act", "pause", "1")
+    assert not (tmp_path / "o.db-wal").exists() and not (tmp_path / "o.db-shm").exists()
+    shutil.copy(path, tmp_path / "copy.db")
+    with sqlite3.connect(tmp_path / "copy.db") as conn:
+        assert conn.execute("SELECT count(*) FROM invoice_set WHERE status = 'paused'").fetchone() == (1,)
+
+    import outreach_cli.core.store as store_mod
+
+    real_access = os.access
+    # The reader may not write the file (as a reporting account); the directory stays writable.
+    monkeypatch.setattr(
+        store_mod.os,
+        "access",
+        lambda p, mode: False if mode == os.W_OK and str(p) == str(path) else real_access(p, mode),
+    )
+    assert sorted(c.ok("list", "--format", "ids").stdout.split()) == ["1", "2"]
+    assert not (tmp_path / "o.db-wal").exists() and not (tmp_path / "o.db-shm").exists()
+
+
 # --- D11: clear messages and documented exit codes instead of internal errors ------------------
 
 

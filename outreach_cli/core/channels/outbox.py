@@ -17,6 +17,7 @@ STOP") never reaches paper. Letters are dated in the practice time zone by the t
 from __future__ import annotations
 
 import csv
+import logging
 import os
 import re
 import threading
@@ -122,6 +123,8 @@ def render_letter(msg: Message, path: Path) -> None:
     everything = "\n".join([msg.practice_name, msg.practice_phone, *address, heading, body])
 
     fonts = font_paths()
+    # fpdf2 logs the characters a font lacks (an emoji in a name): patient data stays out of logs.
+    logging.getLogger("fpdf").setLevel(logging.ERROR)
     pdf = FPDF(format="Letter", unit="pt")
     pdf.set_auto_page_break(auto=True, margin=54)
     pdf.set_margins(72, 54, 72)
