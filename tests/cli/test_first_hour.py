@@ -138,6 +138,17 @@ def test_D8_head_feeding_act_in_a_pipefail_script(demo_db: Path) -> None:
     assert len(r.stdout.split()) == 2 and "pause: 2 changed" in r.stderr
 
 
+def test_D8_a_closed_reader_never_hides_the_exit_code(demo_db: Path) -> None:
+    """`act ... | true` (the reader is gone before act writes): an all-or-nothing refusal still exits 3."""
+    script = (
+        f"set -o pipefail; printf '1\\n999999\\n' | {PY} -m outreach_cli --db {demo_db} act pause - --yes "
+        '--format ids | true; echo "rc=${PIPESTATUS[1]}"'
+    )
+    r = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=120)
+    assert "rc=3" in r.stdout, r
+    assert "unexpected internal error" not in r.stderr
+
+
 # --- D10 / D14: read commands never create a database; read-only databases can be read --------
 
 
