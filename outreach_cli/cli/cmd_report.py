@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime, time, timedelta
 from typing import Annotated, Any
 
@@ -301,6 +302,7 @@ def render_table(a: App, doc: dict[str, Any], console: Any = None) -> None:
     from rich.table import Table
     from rich.text import Text
 
+    from outreach_cli.cli.output import print_table
     from outreach_cli.core.money import format_dollars
 
     con = console or a.out
@@ -313,42 +315,13 @@ def render_table(a: App, doc: dict[str, Any], console: Any = None) -> None:
             style="bold",
         )
     )
-    t = Table(show_edge=False, pad_edge=False, header_style="bold")
-    keys = [("rule_set", "Rule set"), ("step", "Step"), ("method", "Method"), ("week", "Week of")]
-    present = [(k, label) for k, label in keys if k in group_keys(doc)] or [("", "")]
-    for _, head in present:
-        t.add_column(head, no_wrap=True)
-    heads = ["Sets", "Attempted", "Delivered", "Failed", "Paid full", "Partly", "Collected", "Rate", "Median days"]
-    heads += ["Opt-outs", "Cost", "$ per $"]
-    for h in heads:
-        t.add_column(h, justify="right", no_wrap=True)
-
-    def cells(g: dict[str, Any]) -> list[str]:
-        return [
-            str(g["sets_entered"]),
-            str(g["messages_attempted"]),
-            str(g["messages_delivered"]),
-            str(g["messages_failed"]),
-            str(g["sets_paid_full"]),
-            str(g["sets_paid_partly"]),
-            format_dollars(g["collected_cents"]),
-            _pct(g["collection_rate"]),
-            "-" if g["median_days_to_pay"] is None else f"{g['median_days_to_pay']:.1f}",
-            str(g["opt_outs"]),
-            format_dollars(g["cost_cents"]),
-            "-" if g["collected_per_dollar"] is None else f"{g['collected_per_dollar']:.2f}",
-        ]
-
-    for g in doc["groups"]:
-        label: list[str] = []
-        for k, _ in present:
-            v = g.get(k)
-            if k == "step" and g.get("step_day") is not None:
-                v = f"day {g['step_day']}: {v}"
-            label.append("" if v is None else str(v))
-        t.add_row(*label, *cells(g))
-    t.add_row(*(["Total"] + [""] * (len(present) - 1)), *cells(doc["total"]), style="bold")
-    con.print(t)
+    present = [(k, label) for k, label in REPORT_KEYS if k in group_keys(doc)] or [("", "")]
+    rows = [{**g, "_labels": _labels(g, present)} for g in doc["groups"]]
+    rows.append({**doc["total"], "_labels": ["Total"] + [""] * (len(present) - 1)})
+    if console is None:
+        print_table(a, rows, report_columns(present), see_all="--format csv or a wider terminal")
+    else:
+        console.print(simple_table(rows, report_columns(present)))
 
     methods: dict[str, list[int]] = {}
     for g in doc["rule_sets"]:
@@ -378,10 +351,12 @@ def render_table(a: App, doc: dict[str, Any], console: Any = None) -> None:
     for rs, steps in doc["funnel"].items():
         con.print(f"\n[bold]Funnel: {rs}[/bold] (sets reaching each step; paid in full before the next)")
         top = max((s["reached"] for s in steps), default=0) or 1
-        sw = max(len(_step_label(s)) for s in steps)
+        sw = min(max(len(_step_label(s)) for s in steps), 32)
+        # The bar takes what the terminal leaves after the label and the counts (one line each).
+        bw = max(6, min(24, con.width - sw - 32))
         for s in steps:
             con.print(
-                f"  {_step_label(s):<{sw}} [cyan]{bar(s['reached'] / top, 24):<24}[/cyan] "
+                f"  {_step_label(s)[:sw]:<{sw}} [cyan]{bar(s['reached'] / top, bw):<{bw}}[/cyan] "
                 f"{s['reached']:>6} reached, {s['paid_after']:>5} paid"
             )
 
@@ -394,6 +369,75 @@ def render_table(a: App, doc: dict[str, Any], console: Any = None) -> None:
         )
     if "experiment" in doc:
         render_experiment(con, doc["experiment"])
+
+
+REPORT_KEYS = [("rule_set", "Rule set"), ("step", "Step"), ("method", "Method"), ("week", "Week of")]
+
+
+def _labels(g: dict[str, Any], present: list[tuple[str, str]]) -> list[str]:
+    out: list[str] = []
+    for k, _ in present:
+        v = g.get(k)
+        if k == "step" and g.get("step_day") is not None:
+            v = f"day {g['step_day']}: {v}"
+        out.append("" if v is None else str(v))
+    return out
+
+
+def report_columns(present: list[tuple[str, str]]) -> list[Any]:
+    """The report table: the group, sets, paid, collected and rate are never cut; the message
+    counts, cost and ratios give way first on a narrow terminal (named on stderr)."""
+    from outreach_cli.cli.output import Col
+    from outreach_cli.core.money import format_dollars
+
+    def num(key: str, head: str, drop: int) -> Col:
+        return Col(key, head, lambda g: f"{g[key]:,}", "right", drop=drop)
+
+    def label(i: int) -> Callable[[dict[str, Any]], str]:
+        return lambda g: str(g["_labels"][i])
+
+    labels = [
+        Col(f"_label{i}", head, label(i), wrap=True, min_width=10, keep=i == 0) for i, (_, head) in enumerate(present)
+    ]
+    return [
+        *labels,
+        Col("sets_entered", "Sets", lambda g: f"{g['sets_entered']:,}", "right", keep=True),
+        num("messages_attempted", "Attempted", 4),
+        num("messages_delivered", "Delivered", 5),
+        num("messages_failed", "Failed", 6),
+        Col("sets_paid_full", "Paid full", lambda g: f"{g['sets_paid_full']:,}", "right", keep=True),
+        num("sets_paid_partly", "Partly", 3),
+        Col("collected_cents", "Collected", lambda g: format_dollars(g["collected_cents"]), "right", keep=True),
+        Col("collection_rate", "Rate", lambda g: _pct(g["collection_rate"]), "right", keep=True),
+        Col(
+            "median_days_to_pay",
+            "Median days",
+            lambda g: "-" if g["median_days_to_pay"] is None else f"{g['median_days_to_pay']:.1f}",
+            "right",
+            drop=7,
+        ),
+        num("opt_outs", "Opt-outs", 8),
+        Col("cost_cents", "Cost", lambda g: format_dollars(g["cost_cents"]), "right", drop=2),
+        Col(
+            "collected_per_dollar",
+            "$ per $",
+            lambda g: "-" if g["collected_per_dollar"] is None else f"{g['collected_per_dollar']:.2f}",
+            "right",
+            drop=9,
+        ),
+    ]
+
+
+def simple_table(rows: list[dict[str, Any]], cols: list[Any]) -> Any:
+    """The same columns on a given console (HTML/tests): every column, no fitting."""
+    from rich.table import Table
+
+    t = Table(show_edge=False, pad_edge=False, header_style="bold")
+    for c in cols:
+        t.add_column(c.header, justify=c.justify, no_wrap=True)
+    for r in rows:
+        t.add_row(*(str(c.value(r)) for c in cols))
+    return t
 
 
 def _step_label(s: dict[str, Any]) -> str:

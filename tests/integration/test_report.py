@@ -20,6 +20,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.conftest import Cli, write
 from tests.helpers import PATIENT_HEADER, patient, sync_rule_set, write_csv
 
@@ -297,3 +299,30 @@ def test_bad_weights_exit_2_and_write_nothing(cli: Cli, tmp_path: Path) -> None:
         r = cli("import", "charges", str(tmp_path / "c.csv"), "--rule-set", spec)
         assert r.code == 2 and needle in r.stderr, (spec, r)
     assert json.loads(cli.ok("list", "--status", "all", "--format", "json").stdout) == []
+
+
+@pytest.mark.parametrize("columns", [80, 120])
+def test_report_table_never_cuts_amounts_or_rates(
+    cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, columns: int
+) -> None:
+    from tests.cli.test_output import terminal
+
+    cfg = scenario(cli, tmp_path)
+    terminal(monkeypatch, columns)
+    r = cli.ok("--config", str(cfg), "report", "--since", "2026-03-01", "--by", "rule-set,step", now=REPORT_NOW)
+    lines = r.stdout.splitlines()
+    assert "…" not in r.stdout
+    assert max(len(x) for x in lines) <= columns, r.stdout
+    header = next(x for x in lines if "Sets" in x and "Collected" in x)
+    for head in ("Rule set", "Sets", "Paid full", "Collected", "Rate"):
+        assert head in header
+    total = json.loads(
+        cli.ok("--config", str(cfg), "report", "--since", "2026-03-01", "--format", "json", now=REPORT_NOW).stdout
+    )["total"]
+    assert plain_total(total["collected_cents"]) in r.stdout
+    if columns == 80:
+        assert "hidden at 80 columns" in r.stderr and "--format csv" in r.stderr
+
+
+def plain_total(cents: int) -> str:
+    return f"${cents // 100:,}.{cents % 100:02d}"
