@@ -84,18 +84,6 @@ def plan(
             ).where(invoice_set_t.c.id.in_(chunk))
         ):
             found[r.id] = r
-    # A set returned to in-progress (an expired set given a new rule set) must not collide with a
-    # newer in-progress set of the same patient (one in-progress set per patient): ineligible (D6).
-    in_progress = {Status.ACTIVE, Status.PAUSED, Status.WILL_FAIL, Status.FAILED}
-    busy: dict[int, int] = {}
-    pks = sorted({r.patient_pk for r in found.values() if Status(r.status) not in in_progress})
-    for chunk in chunks(pks, 900):
-        for sid, ppk in conn.execute(
-            select(invoice_set_t.c.id, invoice_set_t.c.patient_pk).where(
-                invoice_set_t.c.patient_pk.in_(chunk), invoice_set_t.c.status.in_([x.value for x in in_progress])
-            )
-        ):
-            busy[ppk] = sid
     out: list[Outcome] = []
     for i in ids:
         row = found.get(i)
@@ -106,12 +94,6 @@ def plan(
         result, to, why = decide(
             action, status, same_rule_set=(rule_set_id is not None and row.rule_set_id == rule_set_id)
         )
-        if result is Result.CHANGED and status not in in_progress and (to is None or to in in_progress):
-            other = busy.get(row.patient_pk)
-            if other is not None and other != i:
-                result, to, why = Result.INELIGIBLE, None, f"the patient has another in-progress set (ID {other})"
-            else:
-                busy[row.patient_pk] = i
         out.append(
             Outcome(
                 i,

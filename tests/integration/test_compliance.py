@@ -460,7 +460,7 @@ def test_audit_D6_change_ruleset_on_expired_set_with_newer_set_is_ineligible(cli
     real = cli(*args, now="2026-03-09T15:00:00Z")
     assert dry.code == real.code == 3, (dry, real)
     assert json.loads(dry.stdout)["result"] == json.loads(real.stdout)["result"] == "ineligible"
-    assert "another in-progress set (ID 2)" in json.loads(real.stdout)["reason"]
+    assert json.loads(real.stdout)["reason"] == "patient has in-progress set 2"
     assert show(cli, 1)["status"] == "expired" and show(cli, 2)["status"] == "active"
 
 
