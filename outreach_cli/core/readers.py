@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -70,15 +71,33 @@ def _check_cells(line: int, values: dict[str, Any], errors: list[str]) -> bool:
     return ok
 
 
+def column_name(header: str) -> str:
+    """A header as spreadsheets write it, as the column it names: `Patient ID` -> `patient_id`."""
+    return re.sub(r"[\s\-]+", "_", header.strip().lower())
+
+
 def _read_csv(text: str, columns: tuple[str, ...], errors: list[str]) -> Iterator[Record]:
-    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    # Excel's "sep=;" first line names the delimiter; otherwise a header with semicolons and no
+    # commas is a semicolon-separated export (European spreadsheets).
+    first, _, rest = text.partition("\n")
+    delimiter = ","
+    sep = re.fullmatch(r"\s*sep=(.)\s*", first)
+    if sep:
+        delimiter = sep.group(1)
+        text = "\n" + rest  # keep line numbers: the header stays on line 2
+        first = rest.partition("\n")[0]
+    elif ";" in first and "," not in first:
+        delimiter = ";"
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True, delimiter=delimiter)
+    if sep:
+        next(reader, None)
     try:
         header = next(reader)
     except StopIteration:
         raise InvalidInput("the input is empty: expected a header row with " + ", ".join(columns)) from None
     except csv.Error as exc:
         raise InvalidInput(f"line 1: cannot read the header row: {exc}") from None
-    names = [h.strip().lower() for h in header]
+    names = [column_name(h) for h in header]
     unknown = [n for n in names if n and n not in columns]
     if unknown:
         raise InvalidInput(

@@ -43,6 +43,14 @@ def parse_datetime(text: str, tz: ZoneInfo | timezone = UTC) -> datetime:
         pass
     else:
         return as_utc(dt, tz)
+    us = re.fullmatch(r"(\d{1,2})/(\d{1,2})/(\d{4})(?:[ T](\d{1,2}):(\d{2})(?::(\d{2}))?)?", raw)
+    if us:  # US exports write month/day/year (decision: never day/month/year)
+        mo, d, y, hh, mm, ss = us.groups()
+        try:
+            local = datetime(int(y), int(mo), int(d), int(hh or 0), int(mm or 0), int(ss or 0))
+        except ValueError:
+            raise ValueError(f"not a date: {text!r} (month/day/year, or 2026-03-01)") from None
+        return as_utc(local, tz)
     try:
         from dateutil import parser as du
 
