@@ -298,6 +298,27 @@ __all__ = [
     "UTCDateTime",
 ]
 
+# Made by migration 0009 outside these models (SQLAlchemy cannot declare them): the FTS5 search
+# table and its shadow tables (SQLite), the trigram and lower(patient_id) indexes. Alembic's
+# comparison with the models skips them (db/env.py, the drift test).
+DATABASE_ONLY = frozenset(
+    {
+        "patient_search",
+        "patient_search_data",
+        "patient_search_idx",
+        "patient_search_docsize",
+        "patient_search_config",
+        "ix_patient_search_text_trgm",
+        "ix_patient_patient_id_lower",
+    }
+)
+
+
+def include_name(name: str | None, type_: str, parent_names: Any) -> bool:
+    """Alembic `include_name` hook: leave out what migrations make outside the models."""
+    return name not in DATABASE_ONLY
+
+
 # Core table handles: bulk work uses SQLAlchemy Core on these (set-based, no per-row ORM).
 meta_t = Meta.__table__  # type: ignore[attr-defined]
 patient_t = Patient.__table__  # type: ignore[attr-defined]

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, and_, case, func, literal_column, or_, select
+from sqlalchemy import Select, and_, case, func, literal_column, or_, select, table
 
 from outreach_cli.core.errors import InvalidInput, NotFound
 from outreach_cli.core.models import (
@@ -76,12 +76,47 @@ def _like(word: str) -> str:
     return "%" + word.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
 
 
-def _search_clause(text: str) -> Any:
+def _fts_phrase(word: str) -> str:
+    """One word as an FTS5 phrase: with the trigram tokenizer it matches the word as a substring."""
+    return '"' + word.replace('"', '""') + '"'
+
+
+def _contains_all(dialect: str, words: list[str], *, column: Any = None) -> Any:
+    """Patients whose search text contains every word (and, with ``column``, whose ``column``
+    contains the word too: the exact check the index only narrows down).
+
+    Served by the databases' trigram indexes: SQLite's FTS5 `patient_search` table (words of 3 or
+    more characters; shorter ones are checked on the candidates, or by a scan when no word is long
+    enough), PostgreSQL's pg_trgm GIN index on search_text.
+    """
+    checks = [patient_t.c.search_text.like(_like(w), escape="\\") for w in words]
+    if column is not None:
+        checks += [column.like(_like(w), escape="\\") for w in words]
+    if dialect == "sqlite":
+        long_words = [w for w in words if len(w) >= 3]
+        if long_words:
+            fts: Any = (
+                select(literal_column("rowid"))
+                .select_from(table("patient_search"))
+                .where(literal_column("patient_search").match(" AND ".join(_fts_phrase(w) for w in long_words)))
+            )
+            checks.insert(0, patient_t.c.id.in_(fts))
+    elif dialect == "postgresql":
+        # pg_trgm serves LIKE with the default escape character (backslash); an explicit ESCAPE
+        # clause would hide the pattern from the index.
+        checks = [patient_t.c.search_text.like(_like(w)) for w in words]
+        if column is not None:
+            checks += [column.like(_like(w)) for w in words]
+    return and_(*checks)
+
+
+def _search_clause(text: str, dialect: str = "sqlite") -> Any:
     """Name or email (words in any order, any case, accents ignored), phone (any formatting),
     patient ID or set ID.
 
-    Patient matches are found first (one pass over patients, or the phone index for a complete
-    number), then their sets through the patient index: cheaper than testing every set's patient.
+    Patient matches are found first (the trigram index over search_text, the phone index for a
+    complete number, the lower(patient_id) index), then their sets through the patient index:
+    cheaper than testing every set's patient.
     """
     raw = text.strip()
     if not raw:
@@ -96,19 +131,20 @@ def _search_clause(text: str) -> Any:
     pconds: list[Any] = [func.lower(patient_t.c.patient_id) == low]
     if phone_like:
         if len(digits) >= 4:
-            pconds.append(patient_t.c.phone.like(f"%{digits}%"))
+            # The digits are in search_text (index-served); the phone itself decides.
+            pconds.append(_contains_all(dialect, [digits], column=patient_t.c.phone))
     else:
         # Names (accents and word order ignored) and email: every word must appear (AND).
         words = search_words(raw)
         if words:
-            pconds.append(and_(*[patient_t.c.search_text.like(_like(w), escape="\\") for w in words]))
+            pconds.append(_contains_all(dialect, words))
     clauses: list[Any] = [invoice_set_t.c.patient_pk.in_(select(patient_t.c.id).where(or_(*pconds)))]
     if re.fullmatch(r"#?[0-9]{1,18}", raw):
         clauses.append(invoice_set_t.c.id == int(raw.lstrip("#")))
     return or_(*clauses)
 
 
-def _base(rule_sets: RuleSets, f: ListFilter, *, walk_next_send: bool = False) -> Select[Any]:
+def _base(rule_sets: RuleSets, f: ListFilter, *, walk_next_send: bool = False, dialect: str = "sqlite") -> Select[Any]:
     """The filtered query. ``walk_next_send`` (SQLite only): write the filter columns as `+col`,
     which SQLite reads as "do not use an index for this term", so the planner walks the next-send
     index in order and stops after `--limit` matches instead of sorting every match."""
@@ -156,7 +192,7 @@ def _base(rule_sets: RuleSets, f: ListFilter, *, walk_next_send: bool = False) -
         ids = [rule_sets.resolve(n) for n in f.rule_sets]
         conds.append(c("rule_set_id").in_(ids))
     if f.search is not None:
-        conds.append(_search_clause(f.search))
+        conds.append(_search_clause(f.search, dialect))
     if conds:
         q = q.where(and_(*conds))
     return q
@@ -239,7 +275,7 @@ def plan_statements(store: Any, f: ListFilter) -> list[Any]:
         and f.created is None
         and f.limit is not None
     )
-    base = _base(rule_sets, f, walk_next_send=walk)
+    base = _base(rule_sets, f, walk_next_send=walk, dialect=store.dialect)
     if f.sort != "next-send":
         q = _order(base, f)
         return [q.limit(f.limit) if f.limit is not None else q]
@@ -287,7 +323,9 @@ def list_sets(store: Any, f: ListFilter, ctx: Context) -> Iterator[dict[str, Any
             and f.created is None
             and f.limit is not None
         )
-        for r, link in _with_links(conn, ctx, _pages(conn, _base(rule_sets, f, walk_next_send=walk), f)):
+        for r, link in _with_links(
+            conn, ctx, _pages(conn, _base(rule_sets, f, walk_next_send=walk, dialect=store.dialect), f)
+        ):
             yield {
                 "id": r.id,
                 "status": r.status,
@@ -330,7 +368,9 @@ def _with_links(conn: Any, ctx: Context, rows: Iterator[Any]) -> Iterator[tuple[
 
 def selected_ids(store: Any, f: ListFilter) -> list[int]:
     with store.read() as conn:
-        base = _base(RuleSets(conn), f).with_only_columns(invoice_set_t.c.id, invoice_set_t.c.next_send_at)
+        base = _base(RuleSets(conn), f, dialect=store.dialect).with_only_columns(
+            invoice_set_t.c.id, invoice_set_t.c.next_send_at
+        )
         return [r.id for r in _pages(conn, base, f)]
 
 
