@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from alembic import context
 from sqlalchemy import create_engine
-from sqlmodel import SQLModel
 
 from outreach_cli.core import models  # registers the tables
 
 config = context.config
-target_metadata = SQLModel.metadata
+target_metadata = models.metadata
 
 
 def run_migrations_online() -> None:

@@ -231,9 +231,8 @@ def test_migrations_match_the_models(tmp_path: Path) -> None:
     """The Alembic head creates exactly the tables, columns and indexes the models declare."""
     from alembic.autogenerate import compare_metadata
     from alembic.runtime.migration import MigrationContext
-    from sqlmodel import SQLModel
 
-    from outreach_cli.core.models import include_name
+    from outreach_cli.core.models import include_name, metadata
     from outreach_cli.core.store import SCHEMA_HEAD, Store
 
     s = Store(f"sqlite:///{tmp_path / 'm.db'}")
@@ -241,5 +240,5 @@ def test_migrations_match_the_models(tmp_path: Path) -> None:
     assert (before, after) == (None, SCHEMA_HEAD)
     with s.engine.connect() as conn:
         ctx = MigrationContext.configure(conn, opts={"include_name": include_name})
-        diff = compare_metadata(ctx, SQLModel.metadata)
+        diff = compare_metadata(ctx, metadata)
     assert diff == [], diff
