@@ -8,7 +8,7 @@ from sqlalchemy import create_engine
 from outreach_cli.core import models  # registers the tables
 
 config = context.config
-target_metadata = models.metadata
+target_metadata = models.postgresql_options()
 
 
 def run_migrations_online() -> None:

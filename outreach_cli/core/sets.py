@@ -13,13 +13,11 @@ import json
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, bindparam, func, select, update
 
-from outreach_cli.core.contacts import Contact
 from outreach_cli.core.errors import InvalidInput
-from outreach_cli.core.evaluation import evaluate
 from outreach_cli.core.models import (
     charge_t,
     event_t,
@@ -32,6 +30,9 @@ from outreach_cli.core.models import (
 from outreach_cli.core.rulesets import RuleSet
 from outreach_cli.core.scheduling import Window, patient_zones
 from outreach_cli.core.statuses import OPEN, Status
+
+if TYPE_CHECKING:  # phonenumbers (under contacts) is slow to import; read commands do not need it
+    from outreach_cli.core.contacts import Contact
 
 CHUNK = 500
 
@@ -92,6 +93,8 @@ class RuleSets:
 
 
 def contact_of(p: Any) -> Contact:
+    from outreach_cli.core.contacts import Contact
+
     return Contact(
         phone=p.phone,
         phone_type=p.phone_type,
@@ -245,6 +248,8 @@ def refresh_sets(
     Returns {set_id: (from_status, to_status)} for the sets whose shown status changed; each such
     change is written as an event in the caller's transaction.
     """
+    from outreach_cli.core.evaluation import evaluate  # imports phonenumbers: only writers need it
+
     ids = sorted(set(set_ids))
     changed: dict[int, tuple[str, str]] = {}
     open_values = [s.value for s in OPEN]
