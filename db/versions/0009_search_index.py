@@ -1,11 +1,11 @@
-"""Index-served `list --search`: trigram indexes over patient.search_text, lower(patient_id)
+"""Index-served `list --search` and `metrics --all`: trigram indexes, lower(patient_id), charge status
 
 SQLite: an FTS5 table with the trigram tokenizer (`patient_search`, external content = the
 patient table) kept in step with every insert, update and delete of a patient by triggers, so it
 changes in the same transaction as the patient row. PostgreSQL: the `pg_trgm` extension and a GIN
 index on search_text (the database user must be allowed to create the extension, or it must
 already be installed). Both: an index on lower(patient_id) for the case-insensitive patient-ID
-match of a search.
+match of a search, and one on charge (status, amount_cents) for the written-off total.
 
 Note for later migrations: a batch ("move and copy") alter of the patient table on SQLite drops
 its triggers; re-create them with `create_sqlite_search_triggers()` below.
@@ -46,6 +46,7 @@ def create_sqlite_search_triggers() -> None:
 
 
 def upgrade() -> None:
+    op.create_index("ix_charge_status_amount", "charge", ["status", "amount_cents"])
     op.execute("CREATE INDEX ix_patient_patient_id_lower ON patient (lower(patient_id))")
     if op.get_bind().dialect.name == "sqlite":
         op.execute(
@@ -79,3 +80,4 @@ def downgrade() -> None:
     else:
         op.execute("DROP INDEX IF EXISTS ix_patient_search_text_trgm")
     op.execute("DROP INDEX IF EXISTS ix_patient_patient_id_lower")
+    op.drop_index("ix_charge_status_amount", table_name="charge")

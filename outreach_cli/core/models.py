@@ -181,9 +181,9 @@ charge_t = Table(
     Column("outstanding_cents", BigInteger, nullable=False),
     Column("created_at", UTCDateTime(), nullable=False),
     Column("description", String, nullable=False, default=""),
-    Column(
-        "status", String, nullable=False, default="outstanding"
-    ),  # outstanding | paid | written-off | collections | void
+    # outstanding | paid | written-off | collections | void
+    Column("status", String, nullable=False, default="outstanding"),
+    Index("ix_charge_status_amount", "status", "amount_cents"),  # metrics --all: written off
 )
 
 payment_t = Table(

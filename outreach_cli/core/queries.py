@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, and_, case, func, literal_column, or_, select, table
+from sqlalchemy import Select, and_, case, func, literal_column, or_, select, table, union_all
 
 from outreach_cli.core.errors import InvalidInput, NotFound
 from outreach_cli.core.models import (
@@ -289,8 +289,6 @@ def plan_statements(store: Any, f: ListFilter) -> list[Any]:
 
 def metrics_statements(now: datetime) -> list[Any]:
     """The SELECTs behind `metrics --all`, for query-plan checks."""
-    from datetime import timedelta
-
     counts = (
         select(
             invoice_set_t.c.status, func.count(), func.coalesce(func.sum(invoice_set_t.c.amount_outstanding_cents), 0)
@@ -298,16 +296,33 @@ def metrics_statements(now: datetime) -> list[Any]:
         .where(invoice_set_t.c.status.in_([s.value for s in Status]))
         .group_by(invoice_set_t.c.status)
     )
-    bucket = case(
-        *[(invoice_set_t.c.created_at > now - timedelta(days=hi + 1), name) for name, _, hi in AGING if hi is not None],
-        else_=AGING[-1][0],
-    ).label("bucket")
-    aging = (
-        select(bucket, func.count(), func.coalesce(func.sum(invoice_set_t.c.amount_outstanding_cents), 0))
-        .where(invoice_set_t.c.status.in_([s.value for s in OPEN]), invoice_set_t.c.created_at <= now)
-        .group_by(bucket)
-    )
-    return [counts, aging]
+    return [counts, _aging_statement(now)]
+
+
+def _aging_statement(now: datetime) -> Any:
+    """Count and amount of the open sets per age bucket ("days since creation" d falls in the
+    bucket holding d): one range of the (status, created_at, amount) index per bucket, read
+    without touching the table, rather than one pass computing and grouping a bucket per row."""
+    from datetime import timedelta
+
+    open_values = [s.value for s in OPEN]
+    parts = []
+    upper = now
+    for name, _, hi in AGING:
+        cond = [invoice_set_t.c.status.in_(open_values), invoice_set_t.c.created_at <= upper]
+        if hi is not None:
+            lower = now - timedelta(days=hi + 1)
+            cond.append(invoice_set_t.c.created_at > lower)
+        parts.append(
+            select(
+                literal_column(f"'{name}'").label("bucket"),
+                func.count(),
+                func.coalesce(func.sum(invoice_set_t.c.amount_outstanding_cents), 0),
+            ).where(*cond)
+        )
+        if hi is not None:
+            upper = lower
+    return union_all(*parts)
 
 
 def list_sets(store: Any, f: ListFilter, ctx: Context) -> Iterator[dict[str, Any]]:
@@ -398,22 +413,7 @@ def metrics(store: Any, *, show_all: bool, now: datetime) -> dict[str, Any]:
         out: dict[str, Any] = {s.value: card(*got.get(s.value, (0, 0))) for s in wanted}
         if show_all:
             out["total"] = card(sum(c for c, _ in got.values()), sum(a for _, a in got.values()))
-            from datetime import timedelta
-
-            # One pass over the open sets: "days since creation" d falls in the bucket holding d.
-            bucket = case(
-                *[
-                    (invoice_set_t.c.created_at > now - timedelta(days=hi + 1), name)
-                    for name, _, hi in AGING
-                    if hi is not None
-                ],
-                else_=AGING[-1][0],
-            ).label("bucket")
-            rows = conn.execute(
-                select(bucket, func.count(), func.coalesce(func.sum(invoice_set_t.c.amount_outstanding_cents), 0))
-                .where(invoice_set_t.c.status.in_([s.value for s in OPEN]), invoice_set_t.c.created_at <= now)
-                .group_by(bucket)
-            ).all()
+            rows = conn.execute(_aging_statement(now)).all()
             got_b = {b: (int(c), int(a)) for b, c, a in rows}
             aging = [
                 {
