@@ -81,6 +81,15 @@ def _fts_phrase(word: str) -> str:
     return '"' + word.replace('"', '""') + '"'
 
 
+def _fts_rowids(words: list[str]) -> Any:
+    """SQLite: the patients whose search text contains every word (each of 3+ characters)."""
+    return (
+        select(literal_column("rowid"))
+        .select_from(table("patient_search"))
+        .where(literal_column("patient_search").match(" AND ".join(_fts_phrase(w) for w in words)))
+    )
+
+
 def _contains_all(dialect: str, words: list[str], *, column: Any = None) -> Any:
     """Patients whose search text contains every word (and, with ``column``, whose ``column``
     contains the word too: the exact check the index only narrows down).
@@ -95,12 +104,13 @@ def _contains_all(dialect: str, words: list[str], *, column: Any = None) -> Any:
     if dialect == "sqlite":
         long_words = [w for w in words if len(w) >= 3]
         if long_words:
-            fts: Any = (
-                select(literal_column("rowid"))
-                .select_from(table("patient_search"))
-                .where(literal_column("patient_search").match(" AND ".join(_fts_phrase(w) for w in long_words)))
-            )
-            checks.insert(0, patient_t.c.id.in_(fts))
+            fts = _fts_rowids(long_words)
+            # A trigram phrase matches exactly the texts containing the word (both are folded to
+            # lower case already), so only the short words and ``column`` are checked on the rows.
+            checks = [patient_t.c.id.in_(fts)]
+            checks += [patient_t.c.search_text.like(_like(w), escape="\\") for w in words if len(w) < 3]
+            if column is not None:
+                checks += [column.like(_like(w), escape="\\") for w in words]
     elif dialect == "postgresql":
         # pg_trgm serves LIKE with the default escape character (backslash); an explicit ESCAPE
         # clause would hide the pattern from the index.
@@ -110,7 +120,45 @@ def _contains_all(dialect: str, words: list[str], *, column: Any = None) -> Any:
     return and_(*checks)
 
 
-def _search_clause(text: str, dialect: str = "sqlite") -> Any:
+# A search matching at least this many patients is "broad" (e.g. a common surname): `list`
+# then walks the sets in next-send order testing membership, which stops after `--limit` rows,
+# instead of fetching and sorting every match (cost ~ limit x sets / matches against ~ matches).
+BROAD_SEARCH = 5000
+
+
+def _fts_query(text: str) -> str | None:
+    """The FTS5 query of a name/email/digits search (as _search_clause builds it); None when the
+    search does not go through the trigram index (a complete phone number, only short words)."""
+    raw = text.strip()
+    digits = re.sub(r"\D", "", raw)
+    if re.fullmatch(r"[\s()+.\-0-9]+", raw):
+        if len(digits) < 4 or (len(digits) >= 7 and _full_number(raw) is not None):
+            return None
+        return _fts_phrase(digits)
+    long_words = [w for w in search_words(raw) if len(w) >= 3]
+    return " AND ".join(_fts_phrase(w) for w in long_words) if long_words else None
+
+
+def _broad_search(conn: Any, text: str) -> bool:
+    """SQLite: does the search match at least BROAD_SEARCH patients? (Counts no further.)"""
+    q = _fts_query(text)
+    if q is None:
+        return False
+    n = conn.exec_driver_sql(
+        "SELECT count(*) FROM (SELECT rowid FROM patient_search WHERE patient_search MATCH ? LIMIT ?)",
+        (q, BROAD_SEARCH),
+    ).scalar_one()
+    return bool(n >= BROAD_SEARCH)
+
+
+def _walks_next_send(conn: Any, dialect: str, f: ListFilter) -> bool:
+    """Whether `list` walks the next-send index (see _base); decided the same way for the plan."""
+    if dialect != "sqlite" or f.sort != "next-send" or f.created is not None or f.limit is None:
+        return False
+    return f.search is None or _broad_search(conn, f.search)
+
+
+def _search_clause(text: str, dialect: str = "sqlite", *, walk: bool = False) -> Any:
     """Name or email (words in any order, any case, accents ignored), phone (any formatting),
     patient ID or set ID.
 
@@ -133,14 +181,21 @@ def _search_clause(text: str, dialect: str = "sqlite") -> Any:
         if len(digits) >= 4:
             # The digits are in search_text (index-served); the phone itself decides.
             pconds.append(_contains_all(dialect, [digits], column=patient_t.c.phone))
-    else:
+    # Walking the next-send index: no index for these terms either (`+col`, see _base).
+    pk = literal_column("+invoice_set.patient_pk") if walk else invoice_set_t.c.patient_pk
+    clauses: list[Any] = []
+    if not phone_like:
         # Names (accents and word order ignored) and email: every word must appear (AND).
         words = search_words(raw)
-        if words:
+        if words and dialect == "sqlite" and all(len(w) >= 3 for w in words):
+            # The FTS rowids are the patient IDs: no patient row needs reading.
+            clauses.append(pk.in_(_fts_rowids(words)))
+        elif words:
             pconds.append(_contains_all(dialect, words))
-    clauses: list[Any] = [invoice_set_t.c.patient_pk.in_(select(patient_t.c.id).where(or_(*pconds)))]
+    clauses.insert(0, pk.in_(select(patient_t.c.id).where(or_(*pconds))))
     if re.fullmatch(r"#?[0-9]{1,18}", raw):
-        clauses.append(invoice_set_t.c.id == int(raw.lstrip("#")))
+        set_id = literal_column("+invoice_set.id") if walk else invoice_set_t.c.id
+        clauses.append(set_id == int(raw.lstrip("#")))
     return or_(*clauses)
 
 
@@ -194,7 +249,7 @@ def _base(rule_sets: RuleSets, f: ListFilter, *, walk_next_send: bool = False, d
         ids = [rule_sets.resolve(n) for n in f.rule_sets]
         conds.append(c("rule_set_id").in_(ids))
     if f.search is not None:
-        conds.append(_search_clause(f.search, dialect))
+        conds.append(_search_clause(f.search, dialect, walk=walk_next_send))
     if conds:
         q = q.where(and_(*conds))
     return q
@@ -270,13 +325,7 @@ def plan_statements(store: Any, f: ListFilter) -> list[Any]:
     """The SELECTs `list` runs for ``f`` (first page), for query-plan checks."""
     with store.read() as conn:
         rule_sets = RuleSets(conn)
-    walk = (
-        store.dialect == "sqlite"
-        and f.sort == "next-send"
-        and f.search is None
-        and f.created is None
-        and f.limit is not None
-    )
+        walk = _walks_next_send(conn, store.dialect, f)
     base = _base(rule_sets, f, walk_next_send=walk, dialect=store.dialect)
     if f.sort != "next-send":
         q = _order(base, f)
@@ -333,13 +382,7 @@ def list_sets(store: Any, f: ListFilter, ctx: Context) -> Iterator[dict[str, Any
         raise InvalidInput(f"--sort {f.sort!r}: choose one of {', '.join(sorted(SORTS))}")
     with store.read() as conn:
         rule_sets = RuleSets(conn)
-        walk = (
-            store.dialect == "sqlite"
-            and f.sort == "next-send"
-            and f.search is None
-            and f.created is None
-            and f.limit is not None
-        )
+        walk = _walks_next_send(conn, store.dialect, f)
         iso = _iso_of_stored if store.dialect == "sqlite" else iso_z
         rows = _pages(conn, _base(rule_sets, f, walk_next_send=walk, dialect=store.dialect), f)
         for r, link in _with_links(conn, ctx, rows):

@@ -144,3 +144,30 @@ def test_big_writes_end_with_a_checkpoint_and_fresh_statistics(
             ).scalar_one()
         assert analysed is True
     store.engine.dispose()
+
+
+def test_broad_searches_walk_the_next_send_order_with_the_same_result(
+    many: Cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A search matching many patients (here: more than 10) is answered by walking the sets in
+    next-send order; the rows and their order are those of the patient-first plan."""
+    from outreach_cli.core import queries
+
+    def listed(*args: str) -> list[tuple[str, str]]:
+        r = many.ok("list", *args, "--format", "jsonl")
+        return [(json.loads(x)["patient_id"], json.loads(x)["next_send_at"]) for x in r.stdout.splitlines()]
+
+    for args in (["--search", "smith", "--limit", "50"], ["--search", "mary smith", "--limit", "7", "--desc"]):
+        narrow = listed(*args)
+        monkeypatch.setattr(queries, "BROAD_SEARCH", 10)
+        broad = listed(*args)
+        monkeypatch.setattr(queries, "BROAD_SEARCH", 5000)
+        assert broad == narrow and len(narrow) == int(args[3])
+    store = Store(many.db)
+    monkeypatch.setattr(queries, "BROAD_SEARCH", 10)
+    first = plan_statements(store, ListFilter(search="smith", limit=50))[0]  # the sets with a next send
+    lines = plan_lines(store, first)
+    if store.dialect == "sqlite":  # in next-send order from the index: no sort of the matches
+        assert any("ix_invoice_set_next_send_at" in ln for ln in lines), lines
+        assert not any("TEMP B-TREE" in ln for ln in lines), lines
+    store.engine.dispose()
