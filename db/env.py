@@ -4,18 +4,22 @@ from __future__ import annotations
 
 from alembic import context
 from sqlalchemy import create_engine
-from sqlmodel import SQLModel
 
-from outreach_cli.core import models  # noqa: F401  (registers the tables)
+from outreach_cli.core import models  # registers the tables
 
 config = context.config
-target_metadata = SQLModel.metadata
+target_metadata = models.postgresql_options()
 
 
 def run_migrations_online() -> None:
     connection = config.attributes.get("connection")
     if connection is not None:
-        context.configure(connection=connection, target_metadata=target_metadata, render_as_batch=True)
+        context.configure(
+            connection=connection,
+            target_metadata=target_metadata,
+            render_as_batch=True,
+            include_name=models.include_name,
+        )
         with context.begin_transaction():
             context.run_migrations()
         return
@@ -23,7 +27,9 @@ def run_migrations_online() -> None:
     assert url, "set sqlalchemy.url or pass a connection"
     engine = create_engine(url)
     with engine.connect() as conn:
-        context.configure(connection=conn, target_metadata=target_metadata, render_as_batch=True)
+        context.configure(
+            connection=conn, target_metadata=target_metadata, render_as_batch=True, include_name=models.include_name
+        )
         with context.begin_transaction():
             context.run_migrations()
 

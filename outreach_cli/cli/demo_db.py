@@ -62,9 +62,8 @@ def prepare(path: str, *, force: bool) -> str:
 
 def mark(store: Any) -> None:
     """Mark a database as made by the demo (first thing after creating the schema)."""
-    from outreach_cli.core.models import Meta
+    from outreach_cli.core.models import meta_t as t
 
-    t = Meta.__table__  # type: ignore[attr-defined]
     with store.write() as conn:
         conn.execute(t.insert().values(key=MARK_KEY, value=MARK_VALUE))
 

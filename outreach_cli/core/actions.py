@@ -178,7 +178,10 @@ def run_action(
             if dry_run:
                 raise _DryRunRollback(res)
             res.applied = True
-            return res
+        from outreach_cli.core.maintenance import after_big_write
+
+        after_big_write(store, ["invoice_set", "send", "event"], len(res.changed))
+        return res
     except _DryRunRollback as rb:
         return rb.result
 

@@ -931,6 +931,13 @@ def run_import(
                 raise _Rollback()
     except _Rollback:
         pass
+    else:
+        from outreach_cli.core.maintenance import after_big_write
+
+        tables = {"patients": ["patient", "invoice_set"], "charges": ["charge", "invoice_set", "send", "event"]}
+        after_big_write(
+            store, tables.get(kind, ["payment", "payment_allocation", "charge", "invoice_set"]), report.rows
+        )
     return report
 
 

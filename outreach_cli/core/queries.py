@@ -6,10 +6,10 @@ import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Select, and_, case, func, literal_column, or_, select
+from sqlalchemy import Select, String, and_, case, func, literal_column, or_, select, table, type_coerce, union_all
 
 from outreach_cli.core.errors import InvalidInput, NotFound
 from outreach_cli.core.models import (
@@ -23,7 +23,7 @@ from outreach_cli.core.models import (
 from outreach_cli.core.money import plain_dollars
 from outreach_cli.core.ranges import CentsRange, TimeRange
 from outreach_cli.core.searchtext import search_words
-from outreach_cli.core.sets import Context, RuleSets, contact_of, payment_url, window_of, zones_of
+from outreach_cli.core.sets import Context, RuleSets, contact_of, payment_url, payment_url_maker, window_of, zones_of
 from outreach_cli.core.statuses import ATTENTION, OPEN, Status
 from outreach_cli.core.timeutil import iso_z
 
@@ -78,12 +78,95 @@ def _like(word: str) -> str:
     return "%" + word.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
 
 
-def _search_clause(text: str) -> Any:
+def _fts_phrase(word: str) -> str:
+    """One word as an FTS5 phrase: with the trigram tokenizer it matches the word as a substring."""
+    return '"' + word.replace('"', '""') + '"'
+
+
+def _fts_rowids(words: list[str]) -> Any:
+    """SQLite: the patients whose search text contains every word (each of 3+ characters)."""
+    return (
+        select(literal_column("rowid"))
+        .select_from(table("patient_search"))
+        .where(literal_column("patient_search").match(" AND ".join(_fts_phrase(w) for w in words)))
+    )
+
+
+def _contains_all(dialect: str, words: list[str], *, column: Any = None) -> Any:
+    """Patients whose search text contains every word (and, with ``column``, whose ``column``
+    contains the word too: the exact check the index only narrows down).
+
+    Served by the databases' trigram indexes: SQLite's FTS5 `patient_search` table (words of 3 or
+    more characters; shorter ones are checked on the candidates, or by a scan when no word is long
+    enough), PostgreSQL's pg_trgm GIN index on search_text.
+    """
+    checks = [patient_t.c.search_text.like(_like(w), escape="\\") for w in words]
+    if column is not None:
+        checks += [column.like(_like(w), escape="\\") for w in words]
+    if dialect == "sqlite":
+        long_words = [w for w in words if len(w) >= 3]
+        if long_words:
+            fts = _fts_rowids(long_words)
+            # A trigram phrase matches exactly the texts containing the word (both are folded to
+            # lower case already), so only the short words and ``column`` are checked on the rows.
+            checks = [patient_t.c.id.in_(fts)]
+            checks += [patient_t.c.search_text.like(_like(w), escape="\\") for w in words if len(w) < 3]
+            if column is not None:
+                checks += [column.like(_like(w), escape="\\") for w in words]
+    elif dialect == "postgresql":
+        # pg_trgm serves LIKE with the default escape character (backslash); an explicit ESCAPE
+        # clause would hide the pattern from the index.
+        checks = [patient_t.c.search_text.like(_like(w)) for w in words]
+        if column is not None:
+            checks += [column.like(_like(w)) for w in words]
+    return and_(*checks)
+
+
+# A search matching at least this many patients is "broad" (e.g. a common surname): `list`
+# then walks the sets in next-send order testing membership, which stops after `--limit` rows,
+# instead of fetching and sorting every match (cost ~ limit x sets / matches against ~ matches).
+BROAD_SEARCH = 5000
+
+
+def _fts_query(text: str) -> str | None:
+    """The FTS5 query of a name/email/digits search (as _search_clause builds it); None when the
+    search does not go through the trigram index (a complete phone number, only short words)."""
+    raw = text.strip()
+    digits = re.sub(r"\D", "", raw)
+    if re.fullmatch(r"[\s()+.\-0-9]+", raw):
+        if len(digits) < 4 or (len(digits) >= 7 and _full_number(raw) is not None):
+            return None
+        return _fts_phrase(digits)
+    long_words = [w for w in search_words(raw) if len(w) >= 3]
+    return " AND ".join(_fts_phrase(w) for w in long_words) if long_words else None
+
+
+def _broad_search(conn: Any, text: str) -> bool:
+    """SQLite: does the search match at least BROAD_SEARCH patients? (Counts no further.)"""
+    q = _fts_query(text)
+    if q is None:
+        return False
+    n = conn.exec_driver_sql(
+        "SELECT count(*) FROM (SELECT rowid FROM patient_search WHERE patient_search MATCH ? LIMIT ?)",
+        (q, BROAD_SEARCH),
+    ).scalar_one()
+    return bool(n >= BROAD_SEARCH)
+
+
+def _walks_next_send(conn: Any, dialect: str, f: ListFilter) -> bool:
+    """Whether `list` walks the next-send index (see _base); decided the same way for the plan."""
+    if dialect != "sqlite" or f.sort != "next-send" or f.created is not None or f.limit is None:
+        return False
+    return f.search is None or _broad_search(conn, f.search)
+
+
+def _search_clause(text: str, dialect: str = "sqlite", *, walk: bool = False) -> Any:
     """Name or email (words in any order, any case, accents ignored), phone (any formatting),
     patient ID or set ID.
 
-    Patient matches are found first (one pass over patients, or the phone index for a complete
-    number), then their sets through the patient index: cheaper than testing every set's patient.
+    Patient matches are found first (the trigram index over search_text, the phone index for a
+    complete number, the lower(patient_id) index), then their sets through the patient index:
+    cheaper than testing every set's patient.
     """
     raw = text.strip()
     if not raw:
@@ -98,19 +181,27 @@ def _search_clause(text: str) -> Any:
     pconds: list[Any] = [func.lower(patient_t.c.patient_id) == low]
     if phone_like:
         if len(digits) >= 4:
-            pconds.append(patient_t.c.phone.like(f"%{digits}%"))
-    else:
+            # The digits are in search_text (index-served); the phone itself decides.
+            pconds.append(_contains_all(dialect, [digits], column=patient_t.c.phone))
+    # Walking the next-send index: no index for these terms either (`+col`, see _base).
+    pk = literal_column("+invoice_set.patient_pk") if walk else invoice_set_t.c.patient_pk
+    clauses: list[Any] = []
+    if not phone_like:
         # Names (accents and word order ignored) and email: every word must appear (AND).
         words = search_words(raw)
-        if words:
-            pconds.append(and_(*[patient_t.c.search_text.like(_like(w), escape="\\") for w in words]))
-    clauses: list[Any] = [invoice_set_t.c.patient_pk.in_(select(patient_t.c.id).where(or_(*pconds)))]
+        if words and dialect == "sqlite" and all(len(w) >= 3 for w in words):
+            # The FTS rowids are the patient IDs: no patient row needs reading.
+            clauses.append(pk.in_(_fts_rowids(words)))
+        elif words:
+            pconds.append(_contains_all(dialect, words))
+    clauses.insert(0, pk.in_(select(patient_t.c.id).where(or_(*pconds))))
     if re.fullmatch(r"#?[0-9]{1,18}", raw):
-        clauses.append(invoice_set_t.c.id == int(raw.lstrip("#")))
+        set_id = literal_column("+invoice_set.id") if walk else invoice_set_t.c.id
+        clauses.append(set_id == int(raw.lstrip("#")))
     return or_(*clauses)
 
 
-def _base(rule_sets: RuleSets, f: ListFilter, *, walk_next_send: bool = False) -> Select[Any]:
+def _base(rule_sets: RuleSets, f: ListFilter, *, walk_next_send: bool = False, dialect: str = "sqlite") -> Select[Any]:
     """The filtered query. ``walk_next_send`` (SQLite only): write the filter columns as `+col`,
     which SQLite reads as "do not use an index for this term", so the planner walks the next-send
     index in order and stops after `--limit` matches instead of sorting every match."""
@@ -120,13 +211,15 @@ def _base(rule_sets: RuleSets, f: ListFilter, *, walk_next_send: bool = False) -
             return literal_column(f"+invoice_set.{name}", type_=invoice_set_t.c[name].type)
         return invoice_set_t.c[name]
 
+    times: list[Any] = [invoice_set_t.c.created_at, invoice_set_t.c.next_send_at]
+    if dialect == "sqlite":  # the stored UTC text, turned into ISO by _iso_of_stored (no datetimes)
+        times = [type_coerce(t, String).label(t.name) for t in times]
     q = (
         select(
             invoice_set_t.c.id,
             invoice_set_t.c.status,
             invoice_set_t.c.amount_outstanding_cents,
-            invoice_set_t.c.created_at,
-            invoice_set_t.c.next_send_at,
+            *times,
             invoice_set_t.c.next_step,
             invoice_set_t.c.next_methods,
             invoice_set_t.c.status_reason,
@@ -159,7 +252,7 @@ def _base(rule_sets: RuleSets, f: ListFilter, *, walk_next_send: bool = False) -
         ids = [rule_sets.resolve(n) for n in f.rule_sets]
         conds.append(c("rule_set_id").in_(ids))
     if f.search is not None:
-        conds.append(_search_clause(f.search))
+        conds.append(_search_clause(f.search, dialect, walk=walk_next_send))
     if f.needs_review:
         conds.append(patient_t.c.needs_review.is_(True))
     if conds:
@@ -237,14 +330,8 @@ def plan_statements(store: Any, f: ListFilter) -> list[Any]:
     """The SELECTs `list` runs for ``f`` (first page), for query-plan checks."""
     with store.read() as conn:
         rule_sets = RuleSets(conn)
-    walk = (
-        store.dialect == "sqlite"
-        and f.sort == "next-send"
-        and f.search is None
-        and f.created is None
-        and f.limit is not None
-    )
-    base = _base(rule_sets, f, walk_next_send=walk)
+        walk = _walks_next_send(conn, store.dialect, f)
+    base = _base(rule_sets, f, walk_next_send=walk, dialect=store.dialect)
     if f.sort != "next-send":
         q = _order(base, f)
         return [q.limit(f.limit) if f.limit is not None else q]
@@ -258,8 +345,6 @@ def plan_statements(store: Any, f: ListFilter) -> list[Any]:
 
 def metrics_statements(now: datetime) -> list[Any]:
     """The SELECTs behind `metrics --all`, for query-plan checks."""
-    from datetime import timedelta
-
     counts = (
         select(
             invoice_set_t.c.status, func.count(), func.coalesce(func.sum(invoice_set_t.c.amount_outstanding_cents), 0)
@@ -267,16 +352,33 @@ def metrics_statements(now: datetime) -> list[Any]:
         .where(invoice_set_t.c.status.in_([s.value for s in Status]))
         .group_by(invoice_set_t.c.status)
     )
-    bucket = case(
-        *[(invoice_set_t.c.created_at > now - timedelta(days=hi + 1), name) for name, _, hi in AGING if hi is not None],
-        else_=AGING[-1][0],
-    ).label("bucket")
-    aging = (
-        select(bucket, func.count(), func.coalesce(func.sum(invoice_set_t.c.amount_outstanding_cents), 0))
-        .where(invoice_set_t.c.status.in_([s.value for s in OPEN]), invoice_set_t.c.created_at <= now)
-        .group_by(bucket)
-    )
-    return [counts, aging]
+    return [counts, _aging_statement(now)]
+
+
+def _aging_statement(now: datetime) -> Any:
+    """Count and amount of the open sets per age bucket ("days since creation" d falls in the
+    bucket holding d): one range of the (status, created_at, amount) index per bucket, read
+    without touching the table, rather than one pass computing and grouping a bucket per row."""
+    from datetime import timedelta
+
+    open_values = [s.value for s in OPEN]
+    parts = []
+    upper = now
+    for name, _, hi in AGING:
+        cond = [invoice_set_t.c.status.in_(open_values), invoice_set_t.c.created_at <= upper]
+        if hi is not None:
+            lower = now - timedelta(days=hi + 1)
+            cond.append(invoice_set_t.c.created_at > lower)
+        parts.append(
+            select(
+                literal_column(f"'{name}'").label("bucket"),
+                func.count(),
+                func.coalesce(func.sum(invoice_set_t.c.amount_outstanding_cents), 0),
+            ).where(*cond)
+        )
+        if hi is not None:
+            upper = lower
+    return union_all(*parts)
 
 
 def list_sets(store: Any, f: ListFilter, ctx: Context) -> Iterator[dict[str, Any]]:
@@ -285,14 +387,10 @@ def list_sets(store: Any, f: ListFilter, ctx: Context) -> Iterator[dict[str, Any
         raise InvalidInput(f"--sort {f.sort!r}: choose one of {', '.join(sorted(SORTS))}")
     with store.read() as conn:
         rule_sets = RuleSets(conn)
-        walk = (
-            store.dialect == "sqlite"
-            and f.sort == "next-send"
-            and f.search is None
-            and f.created is None
-            and f.limit is not None
-        )
-        for r, link in _with_links(conn, ctx, _pages(conn, _base(rule_sets, f, walk_next_send=walk), f)):
+        walk = _walks_next_send(conn, store.dialect, f)
+        iso = _iso_of_stored if store.dialect == "sqlite" else iso_z
+        rows = _pages(conn, _base(rule_sets, f, walk_next_send=walk, dialect=store.dialect), f)
+        for r, link in _with_links(conn, ctx, rows):
             yield {
                 "id": r.id,
                 "status": r.status,
@@ -303,8 +401,8 @@ def list_sets(store: Any, f: ListFilter, ctx: Context) -> Iterator[dict[str, Any
                 "phone": r.phone,
                 "email": r.email,
                 "rule_set": rule_sets.name(r.rule_set_id),
-                "created_at": iso_z(r.created_at),
-                "next_send_at": iso_z(r.next_send_at),
+                "created_at": iso(r.created_at),
+                "next_send_at": iso(r.next_send_at),
                 "next_step": r.next_step,
                 "next_methods": r.next_methods.split(",") if r.next_methods else [],
                 "status_reason": r.status_reason,
@@ -313,13 +411,26 @@ def list_sets(store: Any, f: ListFilter, ctx: Context) -> Iterator[dict[str, Any
             }
 
 
+def _iso_of_stored(v: str | None) -> str | None:
+    """SQLite's stored UTC text ('2026-03-02 14:00:00.000000', models.UTCDateTime) as `iso_z`
+    writes it ('2026-03-02T14:00:00Z'), by slicing: formatting a datetime per value cost more
+    than the rest of a row at a million sets."""
+    if v is None:
+        return None
+    if len(v) == 26 and v[10] == " " and v[19] == ".":
+        frac = v[20:]
+        return f"{v[:10]}T{v[11:19]}Z" if frac == "000000" else f"{v[:10]}T{v[11:19]}.{frac}Z"
+    return iso_z(datetime.fromisoformat(v).replace(tzinfo=UTC))
+
+
 def _with_links(conn: Any, ctx: Context, rows: Iterator[Any]) -> Iterator[tuple[Any, str | None]]:
     """Each row with its payment link: the HMAC link, or with `payments.provider = "stripe"` the
     current Stripe Checkout link (one query per 500 rows; null until a message created one)."""
     settings = ctx.extra.get("settings")
     if settings is None or settings.values["payments"]["provider"] != "stripe":
+        url = payment_url_maker(ctx)
         for r in rows:
-            yield r, payment_url(r.id, ctx)
+            yield r, url(r.id)
         return
     from outreach_cli.core.stripe_payments import current_links
 
@@ -343,7 +454,9 @@ def count_sets(store: Any, f: ListFilter) -> int:
 
 def selected_ids(store: Any, f: ListFilter) -> list[int]:
     with store.read() as conn:
-        base = _base(RuleSets(conn), f).with_only_columns(invoice_set_t.c.id, invoice_set_t.c.next_send_at)
+        base = _base(RuleSets(conn), f, dialect=store.dialect).with_only_columns(
+            invoice_set_t.c.id, invoice_set_t.c.next_send_at
+        )
         return [r.id for r in _pages(conn, base, f)]
 
 
@@ -371,22 +484,7 @@ def metrics(store: Any, *, show_all: bool, now: datetime) -> dict[str, Any]:
         out: dict[str, Any] = {s.value: card(*got.get(s.value, (0, 0))) for s in wanted}
         if show_all:
             out["total"] = card(sum(c for c, _ in got.values()), sum(a for _, a in got.values()))
-            from datetime import timedelta
-
-            # One pass over the open sets: "days since creation" d falls in the bucket holding d.
-            bucket = case(
-                *[
-                    (invoice_set_t.c.created_at > now - timedelta(days=hi + 1), name)
-                    for name, _, hi in AGING
-                    if hi is not None
-                ],
-                else_=AGING[-1][0],
-            ).label("bucket")
-            rows = conn.execute(
-                select(bucket, func.count(), func.coalesce(func.sum(invoice_set_t.c.amount_outstanding_cents), 0))
-                .where(invoice_set_t.c.status.in_([s.value for s in OPEN]), invoice_set_t.c.created_at <= now)
-                .group_by(bucket)
-            ).all()
+            rows = conn.execute(_aging_statement(now)).all()
             got_b = {b: (int(c), int(a)) for b, c, a in rows}
             aging = [
                 {

@@ -10,16 +10,14 @@ import base64
 import hashlib
 import hmac
 import json
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, bindparam, func, select, update
 
-from outreach_cli.core.contacts import Contact, zones_for
 from outreach_cli.core.errors import InvalidInput
-from outreach_cli.core.evaluation import evaluate
 from outreach_cli.core.models import (
     charge_t,
     event_t,
@@ -32,6 +30,9 @@ from outreach_cli.core.models import (
 from outreach_cli.core.rulesets import RuleSet
 from outreach_cli.core.scheduling import Window
 from outreach_cli.core.statuses import OPEN, Status
+
+if TYPE_CHECKING:  # phonenumbers (under contacts) is slow to import; read commands do not need it
+    from outreach_cli.core.contacts import Contact
 
 CHUNK = 500
 
@@ -92,6 +93,8 @@ class RuleSets:
 
 
 def contact_of(p: Any) -> Contact:
+    from outreach_cli.core.contacts import Contact
+
     return Contact(
         phone=p.phone,
         phone_type=p.phone_type,
@@ -115,6 +118,8 @@ def contact_of(p: Any) -> Contact:
 def zones_of(p: Any, practice_tz: str) -> tuple[str, ...]:
     """Every zone the patient's data points to (timezone column, each zone of the phone number,
     the ZIP code's zone or else the state's), primary first; see ``contacts.zone_sources``."""
+    from outreach_cli.core.contacts import zones_for  # phonenumbers: loaded only when needed
+
     return zones_for(
         explicit=p.timezone,
         phone=p.phone,
@@ -139,6 +144,19 @@ def payment_token(set_id: int, secret: str) -> str:
 
 def payment_url(set_id: int, ctx: Context) -> str:
     return ctx.url_template.replace("{token}", payment_token(set_id, ctx.secret))
+
+
+def payment_url_maker(ctx: Context) -> Callable[[int], str]:
+    """`payment_url` for many sets: the HMAC key is prepared once and copied per set."""
+    keyed = hmac.new(ctx.secret.encode(), digestmod=hashlib.sha256)
+    template = ctx.url_template
+
+    def url(set_id: int) -> str:
+        mac = keyed.copy()
+        mac.update(b"invoice-set:%d" % set_id)
+        return template.replace("{token}", base64.urlsafe_b64encode(mac.digest()[:24]).decode().rstrip("="))
+
+    return url
 
 
 def event_row(
@@ -170,8 +188,44 @@ def event_row(
 
 
 def add_events(conn: Connection, rows: list[dict[str, Any]]) -> None:
-    for chunk in chunks(rows, 2000):
-        conn.execute(event_t.insert(), list(chunk))
+    """Append events (dicts from `event_row`, all with the same keys).
+
+    Straight to the driver's executemany with each column's bind conversion done once per
+    distinct value (a bulk action writes 100,000 events sharing one time and actor): SQLAlchemy's
+    per-row parameter handling cost more than the inserts themselves.
+    """
+    if not rows:
+        return
+    mark = {"qmark": "?", "format": "%s", "pyformat": "%s"}.get(conn.dialect.paramstyle)
+    cols = list(rows[0])
+    if mark is None or any(list(r) != cols for r in rows):
+        for chunk in chunks(rows, 2000):
+            conn.execute(event_t.insert(), list(chunk))
+        return
+    convert: list[Any] = []
+    for c in cols:
+        proc = event_t.c[c].type.dialect_impl(conn.dialect).bind_processor(conn.dialect)
+        if proc is None:
+            convert.append(None)
+        else:
+            cache: dict[Any, Any] = {}
+
+            def conv(v: Any, proc: Any = proc, cache: dict[Any, Any] = cache) -> Any:
+                if v is None:
+                    return None
+                if v not in cache:
+                    cache[v] = proc(v)
+                return cache[v]
+
+            convert.append(conv)
+    sql = f"INSERT INTO event ({', '.join(cols)}) VALUES ({', '.join([mark] * len(cols))})"
+    plain = all(f is None for f in convert)
+    for chunk in chunks(rows, 5000):
+        if plain:
+            params = [tuple(r.values()) for r in chunk]
+        else:
+            params = [tuple(v if f is None else f(v) for v, f in zip(r.values(), convert, strict=True)) for r in chunk]
+        conn.exec_driver_sql(sql, params)
 
 
 def recompute_amounts(conn: Connection, set_ids: Iterable[int]) -> None:
@@ -262,6 +316,8 @@ def refresh_sets(
     Returns {set_id: (from_status, to_status)} for the sets whose shown status changed; each such
     change is written as an event in the caller's transaction.
     """
+    from outreach_cli.core.evaluation import evaluate  # imports phonenumbers: only writers need it
+
     ids = sorted(set(set_ids))
     changed: dict[int, tuple[str, str]] = {}
     open_values = [s.value for s in OPEN]

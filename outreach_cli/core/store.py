@@ -275,17 +275,15 @@ class Store:
     # --- meta values (the generated secret) -------------------------------------------------
 
     def get_meta(self, conn: Connection, key: str) -> str | None:
-        from outreach_cli.core.models import Meta
+        from outreach_cli.core.models import meta_t as t
 
-        t = Meta.__table__  # type: ignore[attr-defined]
         row = conn.execute(select(t.c.value).where(t.c.key == key)).first()
         return row[0] if row else None
 
     def ensure_secret(self) -> bool:
         """Generate and keep the payment-link secret when none is stored. True if created."""
-        from outreach_cli.core.models import Meta
+        from outreach_cli.core.models import meta_t as t
 
-        t = Meta.__table__  # type: ignore[attr-defined]
         with self.write() as conn:
             if self.get_meta(conn, "secret") is None:
                 conn.execute(t.insert().values(key="secret", value=secrets.token_urlsafe(32)))
