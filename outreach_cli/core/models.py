@@ -127,6 +127,7 @@ class InvoiceSet(SQLModel, table=True):
         Index("ix_invoice_set_status_amount", "status", "amount_outstanding_cents"),
         Index("ix_invoice_set_status_created", "status", "created_at", "amount_outstanding_cents"),  # covers aging
         Index("ix_invoice_set_status_rule_set", "status", "rule_set_id"),
+        Index("ix_invoice_set_rule_set_created", "rule_set_id", "created_at", "status"),  # covers report
     )
     id: int | None = Field(default=None, primary_key=True)
     patient_pk: int = Field(foreign_key="patient.id", nullable=False, index=True)
@@ -160,6 +161,7 @@ class InvoiceSet(SQLModel, table=True):
 
 class Charge(SQLModel, table=True):
     __tablename__ = "charge"
+    __table_args__ = (Index("ix_charge_set_status_amount", "invoice_set_id", "status", "amount_cents"),)  # report
     id: int | None = Field(default=None, primary_key=True)
     charge_id: str = Field(unique=True, nullable=False)
     patient_pk: int = Field(foreign_key="patient.id", nullable=False, index=True)
@@ -199,6 +201,17 @@ class Send(SQLModel, table=True):
     __table_args__ = (
         UniqueConstraint("invoice_set_id", "schedule_gen", "step_index", "method", name="uq_send_step_method"),
         Index("ix_send_status_lease", "status", "lease_until"),
+        Index(  # covers the report's counts per step and method
+            "ix_send_set_step_method",
+            "invoice_set_id",
+            "step_day",
+            "step_title",
+            "method",
+            "status",
+            "sent_at",
+            "finished_at",
+            "due_at",
+        ),
     )
     id: int | None = Field(default=None, primary_key=True)
     invoice_set_id: int = Field(foreign_key="invoice_set.id", nullable=False, index=True)
@@ -264,6 +277,7 @@ class Event(SQLModel, table=True):
     """Append-only timeline and audit record. Never updated or deleted."""
 
     __tablename__ = "event"
+    __table_args__ = (Index("ix_event_kind_set", "kind", "invoice_set_id"),)  # the report's opt-outs
     id: int | None = Field(default=None, primary_key=True)
     invoice_set_id: int | None = Field(default=None, foreign_key="invoice_set.id", index=True)
     patient_pk: int | None = Field(default=None, foreign_key="patient.id", index=True)

@@ -15,7 +15,7 @@ from datetime import UTC, date, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Connection, String, and_, case, func, or_, select, type_coerce
+from sqlalchemy import Connection, Integer, String, and_, case, func, literal_column, or_, select, type_coerce
 
 from outreach_cli.core.models import (
     allocation_t,
@@ -98,7 +98,9 @@ def read_report_input(
                 tcol(send_t.c.sent_at),
                 tcol(send_t.c.finished_at),
                 tcol(send_t.c.due_at),
-            ).where(send_t.c.invoice_set_id.in_(in_scope), send_t.c.status.notin_(("pending", "cancelled", "claimed")))
+            )
+            .where(send_t.c.invoice_set_id.in_(in_scope), send_t.c.status.notin_(("pending", "cancelled", "claimed")))
+            .order_by(send_t.c.id)  # sends delivered at the same instant: the one recorded later is later
         )
     ]
     payments = [
@@ -148,11 +150,16 @@ def read_report(
         # time at a million sets. Read-only use; the connection ends with the command.
         conn.exec_driver_sql("PRAGMA mmap_size = 4294967296")
     s = invoice_set_t.alias("s")
-    cond: list[Any] = [s.c.created_at >= since, s.c.created_at < until]
-    if statuses:
-        cond.append(s.c.status.in_(statuses))
-    if rule_sets:
-        cond.append(s.c.rule_set_id.in_(select(rule_set_t.c.id).where(rule_set_t.c.name.in_(rule_sets))))
+
+    def scope(col: Callable[[Any], Any]) -> list[Any]:
+        c: list[Any] = [col(s.c.created_at) >= since, col(s.c.created_at) < until]
+        if statuses:
+            c.append(col(s.c.status).in_(statuses))
+        if rule_sets:
+            c.append(col(s.c.rule_set_id).in_(select(rule_set_t.c.id).where(rule_set_t.c.name.in_(rule_sets))))
+        return c
+
+    cond = scope(lambda c: c)
     names: dict[int, str] = dict(conn.execute(select(rule_set_t.c.id, rule_set_t.c.name)).all())
     weeks = "week" in by
     bucket_of = _bucket(conn, s.c.created_at, week_bucket_seconds(tz, since, until)) if weeks else None
@@ -173,6 +180,10 @@ def read_report(
     )
     head = [s.c.rule_set_id] + ([bucket_of[0].label("bucket")] if bucket_of is not None else [])
     d = send_t.alias("d")
+    # Sends joined to their sets: on SQLite, `+d.invoice_set_id` (no index may serve it) makes the
+    # planner read the sends in order and look each set up by its ID, rather than search the sends
+    # of every set (40 % less time at a million sets). PostgreSQL plans this join well as it is.
+    send_set = literal_column("+d.invoice_set_id", Integer) if conn.dialect.name == "sqlite" else d.c.invoice_set_id
     when = func.coalesce(d.c.sent_at, d.c.finished_at, d.c.due_at)
     counted = or_(when.is_(None), when < until)
     touch_cols = {"step": [d.c.step_day, d.c.step_title], "method": [d.c.method]}
@@ -236,7 +247,7 @@ def read_report(
             func.sum(case((d.c.status == "delivered", 1), else_=0)),
             func.sum(case((d.c.status == "failed", 1), else_=0)),
         )
-        .select_from(d.join(s, s.c.id == d.c.invoice_set_id))
+        .select_from(d.join(s, s.c.id == send_set))
         .where(*cond, d.c.status.in_(ATTEMPTED), counted)
         .group_by(*head, d.c.step_day, d.c.step_title, d.c.method)
     )
