@@ -298,27 +298,27 @@ def read_report(
     # (the time is checked on the rows: an index on it would lead the planner to read every event)
     out_rows = [o for o in _opt_outs(conn, event_t.c.invoice_set_id.is_not(None), tcol, parse) if o.at < until]
     candidates = sorted({p.set_id for p in pay_rows} | {o.set_id for o in out_rows})
-    scoped: set[int] = set()
-    for chunk in _chunks(candidates, 5000):
-        scoped.update(sid for (sid,) in conn.execute(select(s.c.id).where(s.c.id.in_(chunk), *cond)))
-    payments = [p for p in pay_rows if p.set_id in scoped]
-    opt_outs = [o for o in out_rows if o.set_id in scoped]
-    ids = {p.set_id for p in payments} | {o.set_id for o in opt_outs}
+    in_scope = case((and_(*cond), 1), else_=0)  # a column, so each set is found by its ID, not by an index scan
     sets: list[SetRow] = []
     sends: list[SendRow] = []
-    for chunk in _chunks(sorted(ids), 5000):
-        sets += [
+    for chunk in _chunks(candidates, 5000):
+        found = [
             SetRow(sid, names.get(rs_id, str(rs_id)), status, parse(created), int(o or 0), arm, exp)
-            for sid, rs_id, status, created, arm, exp, o in conn.execute(
-                select(s.c.id, s.c.rule_set_id, s.c.status, tcol(s.c.created_at), s.c.arm, s.c.experiment, owed).where(
-                    s.c.id.in_(chunk)
-                )
-            )
-        ]
-        sends += [
-            SendRow(sid, day, title, method, status, attempts or 0, parse(sent or finished or due))
-            for sid, day, title, method, status, attempts, sent, finished, due in conn.execute(
+            for sid, rs_id, status, created, arm, exp, o, ok in conn.execute(
                 select(
+                    s.c.id, s.c.rule_set_id, s.c.status, tcol(s.c.created_at), s.c.arm, s.c.experiment, owed, in_scope
+                ).where(s.c.id.in_(chunk))
+            )
+            if ok
+        ]
+        sets += found
+        chunk = [st.id for st in found]
+        if not chunk:
+            continue
+        rows = sorted(  # recorded order (ties at one instant); ORDER BY in SQL would scan every send
+            conn.execute(
+                select(
+                    d.c.id,
                     d.c.invoice_set_id,
                     d.c.step_day,
                     d.c.step_title,
@@ -328,11 +328,17 @@ def read_report(
                     tcol(d.c.sent_at),
                     tcol(d.c.finished_at),
                     tcol(d.c.due_at),
-                )
-                .where(d.c.invoice_set_id.in_(chunk), d.c.status.in_(REACHED))
-                .order_by(d.c.id)
-            )
+                ).where(d.c.invoice_set_id.in_(chunk), d.c.status.in_(REACHED))
+            ),
+            key=lambda r: int(r[0]),
+        )
+        sends += [
+            SendRow(sid, day, title, method, status, attempts or 0, parse(sent or finished or due))
+            for _id, sid, day, title, method, status, attempts, sent, finished, due in rows
         ]
+    scoped = {st.id for st in sets}
+    payments = [p for p in pay_rows if p.set_id in scoped]
+    opt_outs = [o for o in out_rows if o.set_id in scoped]
     rs_ = RuleSets(conn)
     steps = {rs_.name(i): [(st.day, st.title) for st in rs_.get(i).steps] for i in rs_.by_id}
     return ReportInput(sets, sends, payments, opt_outs, steps, Tallies(entered, messages, arms, weeks=weeks))
