@@ -335,6 +335,7 @@ class Report:
         self.opts = opts
         self.tallies = data.tallies if data.tallies is not None else tally_rows(data, opts.until, opts.tz)
         self.sets = {s.id: s for s in data.sets}  # every set, or those with payments or opt-outs
+        self._fact_cache: dict[Fine, Acc] | None = None
         self.steps = data.steps
         until = opts.until
         self.sends = [s for s in data.sends if s.set_id in self.sets and (s.at is None or s.at < until)]
@@ -368,19 +369,6 @@ class Report:
 
     # --- grouping ---
 
-    def _key(self, by: tuple[str, ...], st: SetRow, touch: Touch) -> tuple[Any, ...]:
-        key: list[Any] = []
-        for dim in by:
-            if dim == "rule-set":
-                key.append(st.rule_set)
-            elif dim == "week":
-                key.append(week_of(st.created_at, self.opts.tz))
-            elif dim == "step":
-                key.append(touch.step)
-            else:
-                key.append(touch.method)
-        return tuple(key)
-
     def aggregate(self, by: tuple[str, ...]) -> dict[tuple[Any, ...], Acc]:
         t = self.tallies
         if "week" in by and not t.weeks:
@@ -402,24 +390,50 @@ class Report:
             if m.failed:
                 a.failed[method] += m.failed
             a.cost += costs.unit(method) * m.units
+        for fine, f in self._facts().items():
+            a = accs[tuple(fine[i] for i in idx)]
+            a.collected += f.collected
+            a.unprompted += f.unprompted
+            a.paid_full += f.paid_full
+            a.paid_partly += f.paid_partly
+            a.days_to_pay += f.days_to_pay
+            a.opt_outs += f.opt_outs
+        return dict(accs)
+
+    def _facts(self) -> dict[Fine, Acc]:
+        """Money, paid sets and opt-outs at the finest grouping (made once, rolled up per --by)."""
+        if self._fact_cache is not None:
+            return self._fact_cache
+        facts: dict[Fine, Acc] = defaultdict(Acc)
+        weeks: dict[int, date | None] = {}
+
+        def week(st: SetRow) -> date | None:
+            w = weeks.get(st.id, False)
+            if w is False:
+                w = weeks[st.id] = week_of(st.created_at, self.opts.tz) if self.tallies.weeks else None
+            return w  # type: ignore[return-value]
+
         for sid, out in self.outcomes.items():
             st = self.sets[sid]
             for _at, cents, touch in out.payments:
-                a = accs[self._key(by, st, touch)]
+                a = facts[(st.rule_set, week(st), touch.step, touch.method)]
                 a.collected += cents
                 if touch == UNPROMPTED_TOUCH:
                     a.unprompted += cents
             if out.collected <= 0 or out.last_touch is None:
                 continue
-            a = accs[self._key(by, st, out.last_touch)]
+            t = out.last_touch
+            a = facts[(st.rule_set, week(st), t.step, t.method)]
             if out.paid_full_at is not None:
                 a.paid_full += 1
                 a.days_to_pay.append(max(0.0, (out.paid_full_at - st.created_at).total_seconds() / 86400))
             else:
                 a.paid_partly += 1
         for o, touch in self.opt_outs:
-            accs[self._key(by, self.sets[o.set_id], touch)].opt_outs += 1
-        return dict(accs)
+            st = self.sets[o.set_id]
+            facts[(st.rule_set, week(st), touch.step, touch.method)].opt_outs += 1
+        self._fact_cache = dict(facts)
+        return self._fact_cache
 
     # --- output ---
 
