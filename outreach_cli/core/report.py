@@ -248,13 +248,22 @@ def tally_rows(data: ReportInput, until: datetime, tz: ZoneInfo) -> Tallies:
 class Attributor:
     """The delivered sends of each set, sorted by time, searched by bisection."""
 
-    def __init__(self, sends: Iterable[SendRow], days: int, mode: str, only: set[int] | None = None) -> None:
-        """``only``: the sets anything is attributed for (those with payments or opt-outs)."""
+    def __init__(
+        self,
+        sends: Iterable[SendRow],
+        days: int,
+        mode: str,
+        only: set[int] | None = None,
+        channels: set[int] | None = None,
+    ) -> None:
+        """``only``: the sets anything is attributed for (those with payments or opt-outs);
+        ``channels``: those that also need their sends per channel (those with opt-outs)."""
         per_set: dict[Any, list[tuple[datetime, SendRow]]] = defaultdict(list)
         for s in sends:
             if s.status == "delivered" and s.at is not None and (only is None or s.set_id in only):
                 per_set[s.set_id].append((s.at, s))
-                if s.method in ("sms", "email"):  # opt-outs answer a channel
+                # opt-outs answer a channel
+                if s.method in ("sms", "email") and (channels is None or s.set_id in channels):
                     per_set[(s.set_id, s.method)].append((s.at, s))
         self.times: dict[Any, list[datetime]] = {}
         self.rows: dict[Any, list[SendRow]] = {}
@@ -343,8 +352,10 @@ class Report:
         for p in data.payments:
             if p.set_id in self.sets and p.paid_at < until:
                 pays[p.set_id].append(p)
-        needed = set(pays) | {o.set_id for o in data.opt_outs}
-        self.attr = Attributor(self.sends, opts.attribution_days, opts.attribution, needed)
+        with_opt_outs = {o.set_id for o in data.opt_outs}
+        self.attr = Attributor(
+            self.sends, opts.attribution_days, opts.attribution, set(pays) | with_opt_outs, with_opt_outs
+        )
         self.outcomes: dict[int, SetOutcome] = {}
         for sid, rows in pays.items():
             st = self.sets[sid]
