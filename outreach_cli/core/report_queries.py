@@ -20,7 +20,7 @@ from datetime import UTC, date, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Connection, Integer, String, and_, case, func, literal_column, or_, select, type_coerce
+from sqlalchemy import Connection, Integer, String, and_, case, func, literal_column, or_, select, text, type_coerce
 
 from outreach_cli.core.models import (
     allocation_t,
@@ -301,13 +301,13 @@ def read_report(
     in_scope = case((and_(*cond), 1), else_=0)  # a column, so each set is found by its ID, not by an index scan
     sets: list[SetRow] = []
     sends: list[SendRow] = []
-    for chunk in _chunks(candidates, 5000):
+    for chunk in _chunks(candidates, 20000):
         found = [
             SetRow(sid, names.get(rs_id, str(rs_id)), status, parse(created), int(o or 0), arm, exp)
             for sid, rs_id, status, created, arm, exp, o, ok in conn.execute(
                 select(
                     s.c.id, s.c.rule_set_id, s.c.status, tcol(s.c.created_at), s.c.arm, s.c.experiment, owed, in_scope
-                ).where(s.c.id.in_(chunk))
+                ).where(_ids_in("s.id", chunk))
             )
             if ok
         ]
@@ -328,7 +328,7 @@ def read_report(
                     tcol(d.c.sent_at),
                     tcol(d.c.finished_at),
                     tcol(d.c.due_at),
-                ).where(d.c.invoice_set_id.in_(chunk), d.c.status.in_(REACHED))
+                ).where(_ids_in("d.invoice_set_id", chunk), d.c.status.in_(REACHED))
             ),
             key=lambda r: int(r[0]),
         )
@@ -342,6 +342,12 @@ def read_report(
     rs_ = RuleSets(conn)
     steps = {rs_.name(i): [(st.day, st.title) for st in rs_.get(i).steps] for i in rs_.by_id}
     return ReportInput(sets, sends, payments, opt_outs, steps, Tallies(entered, messages, arms, weeks=weeks))
+
+
+def _ids_in(column: str, ids: list[int]) -> Any:
+    """``column IN (1,2,...)`` written out: whole numbers only, so nothing to escape; binding tens of
+    thousands of parameters one by one costs more than the query."""
+    return text(f"{column} IN ({','.join(str(int(i)) for i in ids)})")
 
 
 def _chunks(ids: list[int], n: int) -> Iterator[list[int]]:
