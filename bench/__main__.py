@@ -192,6 +192,9 @@ def main() -> None:
             " SELECT count(*), sum(amount_cents) FROM payment_allocation;",
             note="target <= 3 s",
         )
+        measure(
+            "report --since 2000-01-01 (default table form)", ["report", "--since", "2000-01-01"], None, "target <= 3 s"
+        )
 
     if "jsonl" not in skip:
         wall, rss, code = timed(outreach(db, "list", "--status", "all", "--format", "jsonl"))

@@ -96,7 +96,7 @@ def report(
     """
     from outreach_cli.core.errors import InvalidInput
     from outreach_cli.core.report import ATTRIBUTIONS, Costs, Options, Report, parse_by
-    from outreach_cli.core.report_queries import read_report_input
+    from outreach_cli.core.report_queries import read_report
     from outreach_cli.core.statuses import Status, parse_status_list
     from outreach_cli.core.timeutil import get_zone
 
@@ -122,7 +122,16 @@ def report(
             known = RuleSets(conn)
             for n in names:
                 known.resolve(n)
-        data = read_report_input(conn, since=start, until=end, rule_sets=names, statuses=statuses)
+        data = read_report(
+            conn,
+            since=start,
+            until=end,
+            tz=tz,
+            by=group_by,
+            experiment=experiment,
+            rule_sets=names,
+            statuses=statuses,
+        )
     s = a.settings.values
     opts = Options(
         since=start,

@@ -174,6 +174,7 @@ invoice_set_t = Table(
     Index("ix_invoice_set_status_amount", "status", "amount_outstanding_cents"),
     Index("ix_invoice_set_status_created", "status", "created_at", "amount_outstanding_cents"),  # covers aging
     Index("ix_invoice_set_status_rule_set", "status", "rule_set_id"),
+    Index("ix_invoice_set_rule_set_created", "rule_set_id", "created_at", "status"),  # covers report
 )
 
 charge_t = Table(
@@ -190,6 +191,7 @@ charge_t = Table(
     # outstanding | paid | written-off | collections | void
     Column("status", String, nullable=False, default="outstanding"),
     Index("ix_charge_status_amount", "status", "amount_cents"),  # metrics --all: written off
+    Index("ix_charge_set_status_amount", "invoice_set_id", "status", "amount_cents"),  # report
 )
 
 payment_t = Table(
@@ -244,6 +246,17 @@ send_t = Table(
     Column("error_code", String, nullable=True),
     Column("reason", String, nullable=True),
     Index("ix_send_status_lease", "status", "lease_until"),
+    Index(  # covers the report's counts per step and method
+        "ix_send_set_step_method",
+        "invoice_set_id",
+        "step_day",
+        "step_title",
+        "method",
+        "status",
+        "sent_at",
+        "finished_at",
+        "due_at",
+    ),
     UniqueConstraint("invoice_set_id", "schedule_gen", "step_index", "method", name="uq_send_step_method"),
 )
 
@@ -298,6 +311,7 @@ event_t = Table(
     Column("to_status", String, nullable=True),
     Column("reason", String, nullable=True),
     Column("detail", Text, nullable=True),
+    Index("ix_event_kind_set", "kind", "invoice_set_id"),  # the report's opt-outs
 )
 
 

@@ -96,15 +96,30 @@ class Costs:
 
     def of(self, send: SendRow) -> Decimal:
         """Dollars one attempted send cost."""
-        if send.method == "sms":
+        return self.unit(send.method) * cost_units(send)
+
+    def unit(self, method: str) -> Decimal:
+        """Dollars per attempt (a call: per minute)."""
+        if method == "sms":
             return self.sms
-        if send.method == "email":
+        if method == "email":
             return self.email
-        if send.method == "call":
-            return self.call_minute * Decimal(str(send.minutes if send.minutes is not None else 1))
-        if send.method == "mail":
+        if method == "call":
+            return self.call_minute
+        if method == "mail":
             return self.letter
         return Decimal(0)  # charge_card: processor fees are not modelled
+
+
+ONE = Decimal(1)
+
+
+def cost_units(send: SendRow) -> Decimal:
+    """What an attempt's unit cost is multiplied by: its minutes for a call (one when no provider
+    reports a duration), else one."""
+    if send.method == "call" and send.minutes is not None:
+        return Decimal(str(send.minutes))
+    return ONE
 
 
 @dataclass(frozen=True)
@@ -121,11 +136,16 @@ class Options:
 
 @dataclass
 class ReportInput:
+    """Either every row of the sets in scope (``tallies`` None: the counts are made from the rows),
+    or the counts made by the database (``tallies``) plus the rows of only the sets that have
+    payments or opt-outs, which is all the attribution needs (`report_queries`)."""
+
     sets: list[SetRow]
     sends: list[SendRow]
     payments: list[PaymentRow]
     opt_outs: list[OptOutRow]
     steps: dict[str, list[tuple[int, str]]] = field(default_factory=dict)  # rule set -> (day, title)
+    tallies: Tallies | None = None
 
 
 # --- attribution -----------------------------------------------------------------------------
@@ -142,16 +162,108 @@ UNPROMPTED_TOUCH = Touch((10**6, UNPROMPTED), UNPROMPTED)
 NO_SEND_TOUCH = Touch((10**6 - 1, NO_SEND), NO_SEND)
 
 
+# --- counts over every set in scope ----------------------------------------------------------
+
+Fine = tuple[str, date | None, StepKey | None, str | None]  # rule set, week, step, method
+TOUCH_DIMS = ("step", "method")
+PROJECTIONS: tuple[tuple[str, ...], ...] = ((), ("step",), ("method",), ("step", "method"))
+_DIM_INDEX = {"rule-set": 0, "week": 1, "step": 2, "method": 3}
+
+
+def projection(by: tuple[str, ...]) -> tuple[str, ...]:
+    """The touch dimensions of a grouping: which distinct touches of a set its "sets" count."""
+    return tuple(d for d in TOUCH_DIMS if d in by)
+
+
+def fine_key(st_rule_set: str, week: date | None, touch: Touch | None, proj: tuple[str, ...]) -> Fine:
+    return (
+        st_rule_set,
+        week,
+        touch.step if touch is not None and "step" in proj else None,
+        touch.method if touch is not None and "method" in proj else None,
+    )
+
+
+@dataclass(slots=True)
+class MsgTally:
+    attempted: int = 0
+    delivered: int = 0
+    failed: int = 0
+    units: Decimal = Decimal(0)  # the sum of cost_units: attempts, a call's minutes
+
+
+@dataclass
+class Tallies:
+    """Counts over every set in scope at the finest grouping (rule set, week, step, method), which
+    the report rolls up to any --by: additive, because a set has one rule set and one week and a
+    send one step and one method. The exception is "sets entered" (and their owed) of step and
+    method rows, where a set counts once per distinct touch it reached: those are kept per
+    projection (`entered[("step",)]`: per distinct step; `entered[()]`: each set once).
+    ``weeks`` False: the week is not filled in (None), so no grouping by week can be made."""
+
+    entered: dict[tuple[str, ...], dict[Fine, list[int]]]  # projection -> key -> [sets, owed cents]
+    messages: dict[Fine, MsgTally]  # attempted sends, by their own step and method
+    arms: dict[tuple[str, str], list[int]]  # (experiment, arm) -> [sets, owed cents]
+    weeks: bool = True
+
+
+def tally_rows(data: ReportInput, until: datetime, tz: ZoneInfo) -> Tallies:
+    """The tallies of a ReportInput that holds every row of the sets in scope (the reference the
+    database's GROUP BY queries in `report_queries` reproduce)."""
+    sets = {s.id: s for s in data.sets}
+    weeks = {sid: week_of(st.created_at, tz) for sid, st in sets.items()}
+    reached: dict[int, set[Touch]] = defaultdict(set)
+    messages: dict[Fine, MsgTally] = defaultdict(MsgTally)
+    for s in data.sends:
+        st = sets.get(s.set_id)
+        if st is None or (s.at is not None and s.at >= until):
+            continue
+        touch = Touch((s.step_day, s.step_title), s.method)
+        if s.status in REACHED:
+            reached[s.set_id].add(touch)
+        if s.status in ATTEMPTED:
+            m = messages[(st.rule_set, weeks[s.set_id], touch.step, touch.method)]
+            m.attempted += 1
+            if s.status == "delivered":
+                m.delivered += 1
+            elif s.status == "failed":
+                m.failed += 1
+            m.units += cost_units(s)
+    entered: dict[tuple[str, ...], dict[Fine, list[int]]] = {p: defaultdict(lambda: [0, 0]) for p in PROJECTIONS}
+    arms: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0])
+    for sid, st in sets.items():
+        touches = reached.get(sid) or {NO_SEND_TOUCH}
+        for p in PROJECTIONS:
+            for k in {fine_key(st.rule_set, weeks[sid], t, p) for t in touches}:
+                e = entered[p][k]
+                e[0] += 1
+                e[1] += st.owed_cents
+        if st.experiment and st.arm:
+            a = arms[(st.experiment, st.arm)]
+            a[0] += 1
+            a[1] += st.owed_cents
+    return Tallies({p: dict(v) for p, v in entered.items()}, dict(messages), dict(arms))
+
+
 class Attributor:
     """The delivered sends of each set, sorted by time, searched by bisection."""
 
-    def __init__(self, sends: Iterable[SendRow], days: int, mode: str, only: set[int] | None = None) -> None:
-        """``only``: the sets anything is attributed for (those with payments or opt-outs)."""
+    def __init__(
+        self,
+        sends: Iterable[SendRow],
+        days: int,
+        mode: str,
+        only: set[int] | None = None,
+        channels: set[int] | None = None,
+    ) -> None:
+        """``only``: the sets anything is attributed for (those with payments or opt-outs);
+        ``channels``: those that also need their sends per channel (those with opt-outs)."""
         per_set: dict[Any, list[tuple[datetime, SendRow]]] = defaultdict(list)
         for s in sends:
             if s.status == "delivered" and s.at is not None and (only is None or s.set_id in only):
                 per_set[s.set_id].append((s.at, s))
-                if s.method in ("sms", "email"):  # opt-outs answer a channel
+                # opt-outs answer a channel
+                if s.method in ("sms", "email") and (channels is None or s.set_id in channels):
                     per_set[(s.set_id, s.method)].append((s.at, s))
         self.times: dict[Any, list[datetime]] = {}
         self.rows: dict[Any, list[SendRow]] = {}
@@ -230,7 +342,9 @@ def week_of(at: datetime, tz: ZoneInfo) -> date:
 class Report:
     def __init__(self, data: ReportInput, opts: Options) -> None:
         self.opts = opts
-        self.sets = {s.id: s for s in data.sets}
+        self.tallies = data.tallies if data.tallies is not None else tally_rows(data, opts.until, opts.tz)
+        self.sets = {s.id: s for s in data.sets}  # every set, or those with payments or opt-outs
+        self._fact_cache: dict[Fine, Acc] | None = None
         self.steps = data.steps
         until = opts.until
         self.sends = [s for s in data.sends if s.set_id in self.sets and (s.at is None or s.at < until)]
@@ -238,8 +352,10 @@ class Report:
         for p in data.payments:
             if p.set_id in self.sets and p.paid_at < until:
                 pays[p.set_id].append(p)
-        needed = set(pays) | {o.set_id for o in data.opt_outs}
-        self.attr = Attributor(self.sends, opts.attribution_days, opts.attribution, needed)
+        with_opt_outs = {o.set_id for o in data.opt_outs}
+        self.attr = Attributor(
+            self.sends, opts.attribution_days, opts.attribution, set(pays) | with_opt_outs, with_opt_outs
+        )
         self.outcomes: dict[int, SetOutcome] = {}
         for sid, rows in pays.items():
             st = self.sets[sid]
@@ -261,68 +377,74 @@ class Report:
             for o in data.opt_outs
             if o.set_id in self.sets and o.at < until
         ]
-        # The steps/methods each set reached (for the "sets entered" of a step or method row).
-        self.reached: dict[int, set[Touch]] = defaultdict(set)
-        for s in self.sends:
-            if s.status in REACHED:
-                self.reached[s.set_id].add(Touch((s.step_day, s.step_title), s.method))
 
     # --- grouping ---
 
-    def _key(self, by: tuple[str, ...], st: SetRow, touch: Touch) -> tuple[Any, ...]:
-        key: list[Any] = []
-        for dim in by:
-            if dim == "rule-set":
-                key.append(st.rule_set)
-            elif dim == "week":
-                key.append(week_of(st.created_at, self.opts.tz))
-            elif dim == "step":
-                key.append(touch.step)
-            else:
-                key.append(touch.method)
-        return tuple(key)
-
     def aggregate(self, by: tuple[str, ...]) -> dict[tuple[Any, ...], Acc]:
+        t = self.tallies
+        if "week" in by and not t.weeks:
+            raise ValueError("the tallies were made without weeks")
+        idx = [_DIM_INDEX[d] for d in by]
         accs: dict[tuple[Any, ...], Acc] = defaultdict(Acc)
-        per_touch = "step" in by or "method" in by
-        for sid, st in self.sets.items():
-            if per_touch:
-                reached = self.reached.get(sid) or {NO_SEND_TOUCH}
-                keys = {self._key(by, st, t) for t in reached}
-            else:
-                keys = {self._key(by, st, NO_SEND_TOUCH)}
-            for k in keys:
-                a = accs[k]
-                a.sets += 1
-                a.owed += st.owed_cents
-        for s in self.sends:
-            if s.status not in ATTEMPTED:
-                continue
-            a = accs[self._key(by, self.sets[s.set_id], Touch((s.step_day, s.step_title), s.method))]
-            a.attempted[s.method] += 1
-            if s.status == "delivered":
-                a.delivered[s.method] += 1
-            elif s.status == "failed":
-                a.failed[s.method] += 1
-            a.cost += self.opts.costs.of(s)
+        for fine, (n, owed) in t.entered[projection(by)].items():
+            a = accs[tuple(fine[i] for i in idx)]
+            a.sets += n
+            a.owed += owed
+        costs = self.opts.costs
+        for fine, m in t.messages.items():
+            a = accs[tuple(fine[i] for i in idx)]
+            method = fine[3]
+            assert method is not None
+            a.attempted[method] += m.attempted
+            if m.delivered:
+                a.delivered[method] += m.delivered
+            if m.failed:
+                a.failed[method] += m.failed
+            a.cost += costs.unit(method) * m.units
+        for fine, f in self._facts().items():
+            a = accs[tuple(fine[i] for i in idx)]
+            a.collected += f.collected
+            a.unprompted += f.unprompted
+            a.paid_full += f.paid_full
+            a.paid_partly += f.paid_partly
+            a.days_to_pay += f.days_to_pay
+            a.opt_outs += f.opt_outs
+        return dict(accs)
+
+    def _facts(self) -> dict[Fine, Acc]:
+        """Money, paid sets and opt-outs at the finest grouping (made once, rolled up per --by)."""
+        if self._fact_cache is not None:
+            return self._fact_cache
+        facts: dict[Fine, Acc] = defaultdict(Acc)
+        weeks: dict[int, date | None] = {}
+
+        def week(st: SetRow) -> date | None:
+            w = weeks.get(st.id, False)
+            if w is False:
+                w = weeks[st.id] = week_of(st.created_at, self.opts.tz) if self.tallies.weeks else None
+            return w  # type: ignore[return-value]
+
         for sid, out in self.outcomes.items():
             st = self.sets[sid]
             for _at, cents, touch in out.payments:
-                a = accs[self._key(by, st, touch)]
+                a = facts[(st.rule_set, week(st), touch.step, touch.method)]
                 a.collected += cents
                 if touch == UNPROMPTED_TOUCH:
                     a.unprompted += cents
             if out.collected <= 0 or out.last_touch is None:
                 continue
-            a = accs[self._key(by, st, out.last_touch)]
+            t = out.last_touch
+            a = facts[(st.rule_set, week(st), t.step, t.method)]
             if out.paid_full_at is not None:
                 a.paid_full += 1
                 a.days_to_pay.append(max(0.0, (out.paid_full_at - st.created_at).total_seconds() / 86400))
             else:
                 a.paid_partly += 1
         for o, touch in self.opt_outs:
-            accs[self._key(by, self.sets[o.set_id], touch)].opt_outs += 1
-        return dict(accs)
+            st = self.sets[o.set_id]
+            facts[(st.rule_set, week(st), touch.step, touch.method)].opt_outs += 1
+        self._fact_cache = dict(facts)
+        return self._fact_cache
 
     # --- output ---
 
@@ -359,17 +481,22 @@ class Report:
         by_rs: dict[str, dict[StepKey, list[int]]] = defaultdict(lambda: defaultdict(lambda: [0, 0]))
         before_first: dict[str, int] = defaultdict(int)
         entered: dict[str, int] = defaultdict(int)
-        for sid, st in self.sets.items():
-            steps = by_rs[st.rule_set]
-            for k in self.steps.get(st.rule_set, []):
+        for (rs, *_), (n, _owed) in self.tallies.entered[()].items():
+            entered[rs] += n
+        for rs in entered:
+            steps = by_rs[rs]
+            for k in self.steps.get(rs, []):
                 steps[k]
-            entered[st.rule_set] += 1
-            reach = sorted(first_reach.get(sid, {}).items(), key=lambda kv: (kv[1], kv[0]))
-            for k, _ in reach:
-                steps[k][0] += 1
-            paid_at = self.outcomes[sid].paid_full_at if sid in self.outcomes else None
+        for (rs, _week, step, _method), (n, _owed) in self.tallies.entered[("step",)].items():
+            if step is not None and step != NO_SEND_TOUCH.step:
+                by_rs[rs][step][0] += n
+        for sid, outcome in self.outcomes.items():
+            paid_at = outcome.paid_full_at
             if paid_at is None:
                 continue
+            st = self.sets[sid]
+            steps = by_rs[st.rule_set]
+            reach = sorted(first_reach.get(sid, {}).items(), key=lambda kv: (kv[1], kv[0]))
             last: StepKey | None = None
             for k, at in reach:
                 if at <= paid_at:
@@ -404,20 +531,24 @@ class Report:
 
     def experiment(self) -> list[dict[str, Any]]:
         """Each experiment among the sets: its arms and each arm against the first (the control)."""
-        per_exp: dict[str, dict[str, list[SetRow]]] = defaultdict(lambda: defaultdict(list))
-        for st in self.sets.values():
+        per_exp: dict[str, dict[str, list[int]]] = defaultdict(dict)  # spec -> arm -> [sets, owed]
+        for (spec, arm_name), counts in self.tallies.arms.items():
+            per_exp[spec][arm_name] = counts
+        paid_of: dict[tuple[str, str], int] = defaultdict(int)
+        collected_of: dict[tuple[str, str], int] = defaultdict(int)
+        for sid, out in self.outcomes.items():
+            st = self.sets[sid]
             if st.experiment and st.arm:
-                per_exp[st.experiment][st.arm].append(st)
+                paid_of[(st.experiment, st.arm)] += 1 if out.paid_full_at else 0
+                collected_of[(st.experiment, st.arm)] += out.collected
         result = []
         for spec in sorted(per_exp):
             order = [n for n, _ in experiments.parse_arms(spec).arms]
             arms: list[dict[str, Any]] = []
             for name in order:
-                members = per_exp[spec].get(name, [])
-                n = len(members)
-                paid = sum(1 for s in members if s.id in self.outcomes and self.outcomes[s.id].paid_full_at)
-                owed = sum(s.owed_cents for s in members)
-                collected = sum(self.outcomes[s.id].collected for s in members if s.id in self.outcomes)
+                n, owed = per_exp[spec].get(name, [0, 0])
+                paid = paid_of[(spec, name)]
+                collected = collected_of[(spec, name)]
                 ci = experiments.wilson_interval(paid, n)
                 arms.append(
                     {
@@ -540,3 +671,44 @@ def parse_by(values: list[str] | None) -> tuple[str, ...]:
             if p not in out:
                 out.append(p)
     return tuple(out)
+
+
+def week_bucket_seconds(tz: ZoneInfo, since: datetime, until: datetime) -> int:
+    """The coarsest UTC bucket (3600 or 60 seconds) that never straddles the start of a week of
+    ``tz`` between ``since`` and ``until``, so the database can group times by hour (or minute) and
+    each bucket still falls in exactly one week; 0 when neither does (group by the exact time).
+
+    A bucket of g seconds is safe when the zone's offset is a multiple of g and it changes only at
+    UTC multiples of g: local midnights then fall on bucket edges. The offset is sampled daily and
+    each change located to the second (zones change their offset at most once a day)."""
+    if until - since > timedelta(days=366 * 300):
+        return 0
+    offsets: set[int] = set()
+    changes: list[datetime] = []
+
+    def off(at: datetime) -> int:
+        o = at.astimezone(tz).utcoffset()
+        return int(o.total_seconds()) if o is not None else 0
+
+    at, prev = since, off(since)
+    offsets.add(prev)
+    while at < until:
+        nxt = min(at + timedelta(days=1), until)
+        cur = off(nxt)
+        if cur != prev:
+            lo, hi = at, nxt  # off(lo) == prev, off(hi) == cur: find the first second of cur
+            while hi - lo > timedelta(seconds=1):
+                mid = lo + (hi - lo) / 2
+                mid = mid.replace(microsecond=0) if mid.replace(microsecond=0) > lo else mid
+                if off(mid) == prev:
+                    lo = mid
+                else:
+                    hi = mid
+            changes.append(hi)
+            offsets.add(cur)
+            prev = cur
+        at = nxt
+    for g in (3600, 60):
+        if all(o % g == 0 for o in offsets) and all(int(c.timestamp()) % g == 0 for c in changes):
+            return g
+    return 0
