@@ -109,11 +109,22 @@ def split_holidays(entries: list[str] | str) -> tuple[list[date], list[str]]:
             continue
         name = text.upper()
         country, _, sub = name.partition("-")
+        if country == "US" and (not sub or sub in US_CALENDARS):
+            calendars.append(name)  # the usual case, known without loading the `holidays` package
+            continue
         known = supported_calendars()
         if country not in known or (sub and sub not in known[country]):
             raise ValueError(f"{text!r} is neither a date like 2026-12-25 nor a holiday calendar like US or US-MA")
         calendars.append(name)
     return dates, calendars
+
+
+# The `holidays` package's US subdivisions (a test checks they agree): reading the configuration
+# on every command then never loads the package; only a date check does.
+US_CALENDARS = frozenset(
+    "AK AL AR AS AZ CA CO CT DC DE FL GA GU HI IA ID IL IN KS KY LA MA MD ME MI MN MO MP MS MT NC ND NE "
+    "NH NJ NM NV NY OH OK OR PA PR RI SC SD TN TX UM UT VA VI VT WA WI WV WY".split()
+)
 
 
 @lru_cache(maxsize=1)
@@ -123,9 +134,8 @@ def supported_calendars() -> dict[str, frozenset[str]]:
     return {c: frozenset(subs) for c, subs in holidays.list_supported_countries().items()}
 
 
-@lru_cache(maxsize=1)
 def us_subdivisions() -> frozenset[str]:
-    return supported_calendars().get("US", frozenset())
+    return US_CALENDARS
 
 
 @lru_cache(maxsize=256)

@@ -29,8 +29,9 @@ HEAVY = (
     "email_validator",
     "phonenumbers",
 )
-# `show` lists which methods are usable, which checks the phone number: it needs phonenumbers.
-NEEDED = {"show": {"phonenumbers"}}
+# `show` lists which methods are usable (it checks the phone number: phonenumbers) and when each
+# upcoming send goes out (holiday calendars: holidays).
+NEEDED = {"show": {"phonenumbers", "holidays"}}
 
 READS = [
     ["metrics"],

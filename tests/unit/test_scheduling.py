@@ -122,3 +122,9 @@ def test_next_allowed_is_allowed_and_never_outside_8_to_21(
     # nothing allowed was skipped: one minute earlier is either before `moment` or not allowed
     earlier = got - timedelta(minutes=1)
     assert earlier < moment or not is_allowed(earlier, tuple(zones), w)
+
+
+def test_us_calendars_agree_with_the_holidays_package() -> None:
+    from outreach_cli.core.scheduling import US_CALENDARS, supported_calendars
+
+    assert supported_calendars()["US"] == US_CALENDARS
