@@ -318,7 +318,7 @@ def render_table(a: App, doc: dict[str, Any], console: Any = None) -> None:
     p = doc["period"]
     con.print(
         Text(
-            f"Effectiveness report: sets that entered {p['since'][:10]} to {p['until'][:16].replace('T', ' ')} "
+            f"Effectiveness report: sets that entered {p['since_local'][:10]} to {p['until_local'][:16].replace('T', ' ')} "
             f"({p['timezone']}); payments credited to the {doc['attribution']} send delivered within "
             f"{doc['attribution_days']} days before them",
             style="bold",

@@ -211,8 +211,8 @@ def render_html(doc: dict[str, Any], practice_name: str) -> str:
     p = doc["period"]
     body = [
         f"<h1>{escape(practice_name)}: outreach effectiveness</h1>",
-        f"<p class='sub'>Invoice sets that entered outreach from {escape(p['since'][:10])} to "
-        f"{escape(p['until'][:16].replace('T', ' '))} ({escape(p['timezone'])}). Each payment is credited to the "
+        f"<p class='sub'>Invoice sets that entered outreach from {escape(p['since_local'][:10])} to "
+        f"{escape(p['until_local'][:16].replace('T', ' '))} ({escape(p['timezone'])}). Each payment is credited to the "
         f"{escape(doc['attribution'])} send delivered within {doc['attribution_days']} days before it; "
         "payments with none are unprompted.</p>",
         collection_chart(doc["rule_sets"]),

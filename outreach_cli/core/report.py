@@ -33,6 +33,7 @@ from zoneinfo import ZoneInfo
 
 from outreach_cli.core import experiments
 from outreach_cli.core.money import plain_dollars
+from outreach_cli.core.timeutil import iso_z
 
 BY_CHOICES = ("rule-set", "step", "method", "week")
 DEFAULT_BY = ("rule-set", "step")
@@ -588,8 +589,11 @@ class Report:
         total = metrics(self.aggregate(()).get((), Acc()))
         doc: dict[str, Any] = {
             "period": {
-                "since": o.since.astimezone(o.tz).isoformat(),
-                "until": o.until.astimezone(o.tz).isoformat(),
+                # UTC with Z like every time in JSON; the practice-local forms beside them.
+                "since": iso_z(o.since),
+                "until": iso_z(o.until),
+                "since_local": o.since.astimezone(o.tz).isoformat(timespec="seconds"),
+                "until_local": o.until.astimezone(o.tz).isoformat(timespec="seconds"),
                 "timezone": o.tz.key,
             },
             "by": list(o.by),

@@ -86,7 +86,7 @@ def walk_times(value: Any, key: str = "") -> list[tuple[str, str]]:
 
 
 @pytest.mark.parametrize("fmt,dialect", [("csv", "excel"), ("tsv", "excel-tab")])
-def test_csv_and_tsv_round_trip_through_the_csv_module(data: Cli, fmt: str, dialect: str) -> None:
+def test_D21_csv_and_tsv_round_trip_through_the_csv_module(data: Cli, fmt: str, dialect: str) -> None:
     out = data.ok("list", "--status", "all", "--sort", "id", "--format", fmt).stdout
     rows = list(csv.DictReader(io.StringIO(out), dialect=dialect))
     assert [r["id"] for r in rows] == ["1", "2", "3", "4", "5"]
@@ -121,7 +121,7 @@ def test_json_is_one_document_and_jsonl_one_object_per_line(data: Cli) -> None:
         assert isinstance(json.loads(data.ok(*args, "--format", "json").stdout), dict), args
 
 
-def test_rulesets_show_in_every_format(data: Cli) -> None:
+def test_D16_rulesets_show_in_every_format(data: Cli) -> None:
     doc = json.loads(data.ok("rulesets", "show", "gentle", "--format", "json").stdout)
     steps = list(csv.DictReader(io.StringIO(data.ok("rulesets", "show", "gentle", "--format", "csv").stdout)))
     assert [int(s["day"]) for s in steps] == [s["day"] for s in doc["steps"]]
@@ -162,7 +162,7 @@ def test_metrics_as_tsv_and_csv(data: Cli) -> None:
         (["forecast", "--days", "-1"], "--days"),
     ],
 )
-def test_bad_options_write_nothing_to_stdout(data: Cli, args: list[str], needle: str) -> None:
+def test_D9_bad_options_write_nothing_to_stdout(data: Cli, args: list[str], needle: str) -> None:
     r = data(*args)
     assert r.code == 2, r
     assert r.stdout == ""
@@ -179,7 +179,7 @@ def test_show_with_a_patient_id_points_to_search(data: Cli) -> None:
 # --- times -----------------------------------------------------------------------------------
 
 
-def test_every_time_in_json_is_utc_whole_seconds(data: Cli) -> None:
+def test_D19_every_time_in_json_is_utc_whole_seconds(data: Cli) -> None:
     # A clock with microseconds: stored times keep them, printed times do not.
     data.ok("act", "cancel", "3", "--yes", now="2026-03-02T15:00:00.123456Z")
     docs: list[Any] = [
@@ -195,7 +195,7 @@ def test_every_time_in_json_is_utc_whole_seconds(data: Cli) -> None:
     assert ("at", "2026-03-02T15:00:00Z") in times
 
 
-def test_audit_rows_lead_with_the_set_id_and_carry_detail_as_an_object(data: Cli) -> None:
+def test_D15_audit_rows_lead_with_the_set_id_and_carry_detail_as_an_object(data: Cli) -> None:
     rows = [json.loads(x) for x in data.ok("audit", "--format", "jsonl").stdout.splitlines()]
     assert list(rows[0])[:2] == ["id", "event_id"] and "set_id" not in rows[0]
     created = [r for r in rows if r["kind"] == "created" and r["id"] == 1]
@@ -206,7 +206,7 @@ def test_audit_rows_lead_with_the_set_id_and_carry_detail_as_an_object(data: Cli
     assert "pause: 1 changed" in r.stderr
 
 
-def test_tables_show_local_readable_times(data: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_D19_tables_show_local_readable_times(data: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OUTREACH_TIMEZONE", "America/New_York")
     terminal(monkeypatch, 160)
     show = data.ok("show", "1", now="2026-03-02T15:00:00.123456Z").stdout
@@ -224,7 +224,9 @@ def test_tables_show_local_readable_times(data: Cli, monkeypatch: pytest.MonkeyP
 
 
 @pytest.mark.parametrize("columns", [80, 100, 120, 160])
-def test_list_table_never_cuts_id_status_or_balance(data: Cli, monkeypatch: pytest.MonkeyPatch, columns: int) -> None:
+def test_D1_list_table_never_cuts_id_status_or_balance(
+    data: Cli, monkeypatch: pytest.MonkeyPatch, columns: int
+) -> None:
     terminal(monkeypatch, columns)
     r = data.ok("list", "--status", "all", "--sort", "id")
     lines = r.stdout.splitlines()
@@ -243,7 +245,7 @@ def test_list_table_never_cuts_id_status_or_balance(data: Cli, monkeypatch: pyte
     assert "showing" not in r.stderr and "5 invoice sets" in r.stderr
 
 
-def test_list_table_at_80_columns_drops_reason_first(data: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_D1_list_table_at_80_columns_drops_reason_first(data: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
     terminal(monkeypatch, 80)
     r = data.ok("list", "--status", "all")
     header = r.stdout.splitlines()[0]
@@ -251,7 +253,7 @@ def test_list_table_at_80_columns_drops_reason_first(data: Cli, monkeypatch: pyt
     assert r.stderr.index("Reason") < r.stderr.index("Rule set")
 
 
-def test_other_tables_fit_80_and_120_columns(data: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_D1_other_tables_fit_80_and_120_columns(data: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
     for columns in (80, 120):
         terminal(monkeypatch, columns)
         for args in (["show", "5"], ["audit"], ["forecast", "--days", "60"], ["metrics", "--all"]):
@@ -334,7 +336,7 @@ def test_every_help_has_an_example_and_plain_metavars(sqlite_url: str) -> None:
 
 @pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed (apt-get install tmux)")
 @pytest.mark.parametrize("columns", [80, 120])
-def test_list_in_a_real_terminal(data: Cli, tmp_path: Path, columns: int) -> None:
+def test_D1_list_in_a_real_terminal(data: Cli, tmp_path: Path, columns: int) -> None:
     exe = Path(sys.executable).with_name("outreach")
     session = f"outreach-test-{columns}-{tmp_path.name}"[:60]
     done = tmp_path / "done"

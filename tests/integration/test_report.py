@@ -172,7 +172,8 @@ def test_report_by_method_and_week_and_filters(cli: Cli, tmp_path: Path) -> None
     # --until before the payments: only what had happened by then (A's $40, C's $80).
     early = report(cli, cfg, "--until", "2026-03-04", "--by", "rule-set")
     assert early["total"]["collected_cents"] == 12000
-    assert early["period"]["until"] == "2026-03-05T00:00:00+00:00"
+    assert early["period"]["until"] == "2026-03-05T00:00:00Z"
+    assert early["period"]["until_local"] == "2026-03-05T00:00:00+00:00"
 
 
 def test_funnel_sums_agree_with_audit(cli: Cli, tmp_path: Path) -> None:
