@@ -201,14 +201,9 @@ def hoist_global_options(args: list[str], root: Any) -> list[str]:
 def _quiet_broken_pipe() -> None:
     """The reader went away (`| head`): send whatever is still buffered, or written later
     (Python flushes stdout at exit), to /dev/null so nothing fails or prints afterwards."""
-    import os
+    from outreach_cli.cli.output import stdout_to_devnull
 
-    try:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.__stdout__.fileno() if sys.__stdout__ else 1)
-        os.close(devnull)
-    except (OSError, ValueError):
-        pass
+    stdout_to_devnull()
 
 
 def _is_broken_pipe(exc: BaseException | None) -> bool:

@@ -133,13 +133,21 @@ def emit(
 
 def reader_gone() -> None:
     """stdout's reader went away: whatever is written from now on goes to /dev/null."""
-    import os
     import sys
 
     try:
         sys.stdout.flush()
     except (OSError, ValueError):
         pass
+    stdout_to_devnull()
+
+
+def stdout_to_devnull() -> None:
+    """Point file descriptor 1 at /dev/null: whatever is still buffered, or written later
+    (Python flushes stdout at exit), goes nowhere instead of failing."""
+    import os
+    import sys
+
     try:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.__stdout__.fileno() if sys.__stdout__ else 1)
