@@ -418,8 +418,7 @@ def _iso_of_stored(v: str | None) -> str | None:
     if v is None:
         return None
     if len(v) == 26 and v[10] == " " and v[19] == ".":
-        frac = v[20:]
-        return f"{v[:10]}T{v[11:19]}Z" if frac == "000000" else f"{v[:10]}T{v[11:19]}.{frac}Z"
+        return f"{v[:10]}T{v[11:19]}Z"  # whole seconds, as iso_z (the fraction is cut, not rounded)
     return iso_z(datetime.fromisoformat(v).replace(tzinfo=UTC))
 
 

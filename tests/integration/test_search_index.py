@@ -129,13 +129,14 @@ def test_big_writes_end_with_a_checkpoint_and_fresh_statistics(
     store = Store(cli.db)
     if store.dialect == "sqlite":
         wal = Path(cli.db.removeprefix("sqlite:///") + "-wal")
-        assert wal.exists() and wal.stat().st_size == 0  # checkpointed and truncated
+        # Checkpointed and truncated (and removed when the command closed its last connection).
+        assert not wal.exists() or wal.stat().st_size == 0
         rows = [{"charge_id": f"C{i}", "patient_id": f"P{i}", "amount": "10"} for i in range(3)]
         cli.ok("import", "charges", str(write_csv(tmp_path / "c.csv", rows)), "--rule-set", "standard")
-        assert wal.stat().st_size == 0
+        assert not wal.exists() or wal.stat().st_size == 0
         r = cli.ok("act", "pause", "-", input="1\n2\n3\n")
         assert r.code == 0
-        assert wal.stat().st_size == 0
+        assert not wal.exists() or wal.stat().st_size == 0
     else:
         with store.engine.connect() as conn:
             analysed = conn.exec_driver_sql(

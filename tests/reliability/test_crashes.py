@@ -74,6 +74,10 @@ def test_stale_worker_cannot_overwrite_the_reclaimed_result(tmp_path: Path) -> N
         env = env_for(db, fake, OUTREACH_TWILIO_TIMEOUT="20")
         a = start_run(env, T0)
         _wait_for_requests(fake, 1)
+        # The call is out (the fake holds it for 4 s); let A's main thread finish claiming the
+        # next batch (a short write transaction) so it is frozen waiting on the call, not holding
+        # the database's write lock, which would make B wait for the lock instead of the lease.
+        time.sleep(1.0)
         a.send_signal(signal.SIGSTOP)  # A is frozen past its lease, mid-call
         try:
             code, out, err = finish(start_run(env, T0 + timedelta(minutes=10)))  # B: lease expired -> lookup
