@@ -7,25 +7,9 @@ import io
 from pathlib import Path
 from typing import Any
 
-PATIENT_HEADER = [
-    "patient_id",
-    "first_name",
-    "last_name",
-    "phone",
-    "phone_type",
-    "email",
-    "address_line1",
-    "address_line2",
-    "city",
-    "state",
-    "postal_code",
-    "country",
-    "timezone",
-    "sms_opt_out",
-    "call_opt_out",
-    "email_opt_out",
-    "card_token",
-]
+from outreach_cli.core.importer import BASIC_PATIENT_COLUMNS
+
+PATIENT_HEADER = list(BASIC_PATIENT_COLUMNS)
 
 
 def patient(pid: str, **kw: Any) -> dict[str, Any]:

@@ -78,28 +78,10 @@ def generate(n_patients: int, *, seed: int = 7, start: datetime, days: int = 30)
     rnd = random.Random(seed)
     pbuf = io.StringIO()
     cbufs: dict[tuple[int, str], io.StringIO] = {}
+    from outreach_cli.core.importer import BASIC_PATIENT_COLUMNS
+
     pw = csv.writer(pbuf, lineterminator="\n")
-    pw.writerow(
-        [
-            "patient_id",
-            "first_name",
-            "last_name",
-            "phone",
-            "phone_type",
-            "email",
-            "address_line1",
-            "address_line2",
-            "city",
-            "state",
-            "postal_code",
-            "country",
-            "timezone",
-            "sms_opt_out",
-            "call_opt_out",
-            "email_opt_out",
-            "card_token",
-        ]
-    )
+    pw.writerow(BASIC_PATIENT_COLUMNS)
     pauses: list[str] = []
     charge_no = 0
     for i in range(1, n_patients + 1):

@@ -78,6 +78,8 @@ PATIENT_COLUMNS = (
     "stripe_customer_id",
     "stripe_payment_method_id",
 )
+# The columns every practice system has (no Stripe IDs): the demo's and the tests' files.
+BASIC_PATIENT_COLUMNS = PATIENT_COLUMNS[: PATIENT_COLUMNS.index("card_token") + 1]
 CHARGE_COLUMNS = ("charge_id", "patient_id", "amount", "amount_cents", "created_at", "description")
 PAYMENT_COLUMNS = ("payment_id", "patient_id", "amount", "amount_cents", "paid_at", "charge_id")
 KINDS = {"patients": PATIENT_COLUMNS, "charges": CHARGE_COLUMNS, "payments": PAYMENT_COLUMNS}
@@ -336,25 +338,8 @@ def _check_patients(
     return out
 
 
-_CONTACT_FIELDS = (
-    "phone",
-    "phone_type",
-    "email",
-    "address_line1",
-    "address_line2",
-    "city",
-    "state",
-    "postal_code",
-    "country",
-    "timezone",
-    "sms_opt_out",
-    "call_opt_out",
-    "email_opt_out",
-    "card_token",
-    "stripe_customer_id",
-    "stripe_payment_method_id",
-    "email_suppressed",
-)
+# What an import may change about a patient's contact data (a change re-evaluates their sets).
+_CONTACT_FIELDS = (*PATIENT_COLUMNS[PATIENT_COLUMNS.index("phone") :], "email_suppressed")
 
 
 def _patient_values(norm: dict[str, Any], existing: Any | None) -> dict[str, Any]:
