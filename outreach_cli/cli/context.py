@@ -73,7 +73,7 @@ class App:
             if not text.strip():
                 raise InvalidInput("--now is empty: give a time like 2026-11-26T14:00Z (or leave --now out)")
         else:
-            text, origin = os.environ.get("OUTREACH_NOW") or "", "OUTREACH_NOW"
+            text, origin = self.settings.now_text or "", "OUTREACH_NOW"
         if not text:
             return utcnow()
         try:
@@ -112,24 +112,30 @@ class App:
                 f"waiting for the database: another outreach process is writing (up to {BUSY_TIMEOUT_MS // 1000} s)..."
             )
 
+    def stored_secret(self) -> str | None:
+        """The payment-link secret `outreach init` stored (opens the store)."""
+        store = self.store()
+        with store.read() as conn:
+            return store.get_meta(conn, "secret")
+
     def context(self, actor: str | None = None) -> Context:
+        from outreach_cli.config import resolve_secret
         from outreach_cli.core.scheduling import Window
         from outreach_cli.core.sets import Context
 
         s = self.settings
-        secret = os.environ.get("OUTREACH_SECRET") or s.values.get("secret") or ""
-        if not secret and self._store is not None:
-            with self._store.read() as conn:
-                secret = self._store.get_meta(conn, "secret") or ""
+        configured = bool(s.payment_link(None).secret)
+        secret = resolve_secret(s, None if configured else self.stored_secret())
+        w = s.sending
         return Context(
             now=self.now,
-            window=Window.from_sending(s.sending),
+            window=Window.from_settings(w.window, w.weekends, list(w.holidays), w.state_holidays),
             practice_tz=s.timezone,
             actor=actor or default_actor(),
-            practice_name=str(s.values["practice_name"]),
-            practice_phone=str(s.values["practice_phone"]),
-            url_template=str(s.values["payments"]["url_template"]),
-            secret=str(secret),
+            practice_name=s.practice_name,
+            practice_phone=s.practice_phone,
+            url_template=s.payments.url_template,
+            secret=secret,
             extra={"default_rule_set": s.values.get("default_rule_set"), "settings": s},
         )
 

@@ -236,6 +236,24 @@ def test_doctor_reports_missing_twilio_settings_masked(
     assert r.code == 4 and "FAIL sms provider" in r.stdout and "TWILIO_FROM_NUMBER" in r.stdout
 
 
+def test_doctor_refuses_what_run_outreach_refuses_call_with_only_a_messaging_service(
+    cli: Cli, twilio: FakeTwilio, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A messaging-service SID sends SMS only: doctor and run-outreach agree that a Twilio call
+    channel without TWILIO_FROM_NUMBER cannot run (doctor used to say ok)."""
+    monkeypatch.delenv("TWILIO_FROM_NUMBER")
+    monkeypatch.setenv("TWILIO_MESSAGING_SERVICE_SID", "MG" + "0" * 32)
+    r = cli("doctor")
+    assert r.code == 4, r
+    assert "ok   sms provider: twilio at " in r.stdout
+    assert "FAIL call provider: twilio: needs TWILIO_FROM_NUMBER\n" in r.stdout
+    r = cli("run-outreach", now=z(T0))
+    assert r.code == 4 and "channels.call = twilio: needs TWILIO_FROM_NUMBER" in r.stderr
+    monkeypatch.setenv("OUTREACH_CHANNELS_CALL", "sandbox")
+    assert "ok   call provider: sandbox" in cli.ok("doctor").stdout
+    cli.ok("run-outreach", now=z(T0))
+
+
 # --- SMTP ----------------------------------------------------------------------------------------
 
 

@@ -9,13 +9,26 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from enum import StrEnum
 from typing import Any, Protocol
 
-DELIVERED = "delivered"
-SENT = "sent"
-FAILED = "failed"
-TRANSIENT = "transient"
-UNKNOWN = "unknown"
+
+class ProviderResult(StrEnum):
+    """How a provider classifies one attempt."""
+
+    DELIVERED = "delivered"
+    SENT = "sent"  # accepted; the final status comes later
+    FAILED = "failed"  # permanent
+    TRANSIENT = "transient"  # safe to try again
+    UNKNOWN = "unknown"  # may have gone out: looked up, never blindly re-sent
+    NOT_STARTED = "not-started"  # the engine never made the call (interrupted or stopped)
+
+
+DELIVERED = ProviderResult.DELIVERED
+SENT = ProviderResult.SENT
+FAILED = ProviderResult.FAILED
+TRANSIENT = ProviderResult.TRANSIENT
+UNKNOWN = ProviderResult.UNKNOWN
 
 
 @dataclass
@@ -52,7 +65,7 @@ class Message:
 
 @dataclass
 class Outcome:
-    status: str  # delivered | sent | failed | transient | unknown
+    status: ProviderResult
     provider_ref: str | None = None
     error_code: str | None = None
     reason: str | None = None

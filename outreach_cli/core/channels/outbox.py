@@ -21,7 +21,7 @@ import logging
 import os
 import re
 import threading
-from datetime import UTC, datetime
+from datetime import UTC
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -30,6 +30,7 @@ from zoneinfo import ZoneInfo
 from outreach_cli.core.channels.base import DELIVERED, FAILED, Message, Outcome
 from outreach_cli.core.csvsafe import neutralize
 from outreach_cli.core.money import format_dollars
+from outreach_cli.core.timeutil import Clock, utcnow
 
 MANIFEST_COLUMNS = [
     "file",
@@ -96,8 +97,10 @@ def letter_text(msg: Message) -> str:
     return text
 
 
-def letter_date(msg: Message) -> str:
-    now = msg.now or datetime.now(UTC)
+def letter_date(msg: Message, clock: Clock = utcnow) -> str:
+    """The tool's clock (`--now`, carried by the message) in the practice zone; ``clock`` only
+    when the message carries none."""
+    now = msg.now or clock()
     try:
         local = now.astimezone(ZoneInfo(msg.practice_tz or "UTC"))
     except (KeyError, ValueError):
@@ -105,7 +108,7 @@ def letter_date(msg: Message) -> str:
     return f"{local:%B} {local.day}, {local.year}"
 
 
-def render_letter(msg: Message, path: Path) -> None:
+def render_letter(msg: Message, path: Path, clock: Clock = utcnow) -> None:
     from fpdf import FPDF
 
     a = msg.address
@@ -152,7 +155,7 @@ def render_letter(msg: Message, path: Path) -> None:
     if msg.practice_phone:
         line(msg.practice_phone, 10, 14)
     pdf.ln(8)
-    line(letter_date(msg), 10, 14)
+    line(letter_date(msg, clock), 10, 14)
     pdf.ln(28)
     for text in address:
         if text.strip(" ,"):
@@ -174,18 +177,19 @@ def render_letter(msg: Message, path: Path) -> None:
 class OutboxProvider:
     name = "outbox"
 
-    def __init__(self, directory: str) -> None:
+    def __init__(self, directory: str, clock: Clock = utcnow) -> None:
         self.dir = Path(directory).absolute()
+        self.clock = clock
 
     def send(self, msg: Message) -> Outcome:
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
             name = f"letter-{msg.set_id}-{msg.send_id}.pdf"
             tmp = self.dir / (name + ".tmp")
-            render_letter(msg, tmp)
+            render_letter(msg, tmp, self.clock)
             os.replace(tmp, self.dir / name)
             a = msg.address
-            created = (msg.now or datetime.now(UTC)).astimezone(UTC)
+            created = (msg.now or self.clock()).astimezone(UTC)
             with _lock:
                 manifest = self.dir / "manifest.csv"
                 new = not manifest.exists()

@@ -10,14 +10,19 @@ the message data went out is unknown (never re-sent blindly).
 from __future__ import annotations
 
 import html
-import os
 import smtplib
 import ssl
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
+from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, unquote, urlparse
 
+from outreach_cli.config import SMTP_URL_SHAPE
 from outreach_cli.core.channels.base import DELIVERED, FAILED, TRANSIENT, UNKNOWN, Message, Outcome, ProviderConfigError
+from outreach_cli.core.timeutil import Clock, utcnow
+
+if TYPE_CHECKING:
+    from outreach_cli.config import SmtpSettings
 
 TIMEOUT_S = 20.0
 
@@ -25,10 +30,10 @@ TIMEOUT_S = 20.0
 class SmtpProvider:
     name = "smtp"
 
-    def __init__(self, url: str, sender: str, timeout: float = TIMEOUT_S) -> None:
+    def __init__(self, url: str, sender: str, timeout: float = TIMEOUT_S, clock: Clock = utcnow) -> None:
         u = urlparse(url)
         if u.scheme not in ("smtp", "smtps") or not u.hostname:
-            raise ProviderConfigError("OUTREACH_SMTP_URL must look like smtp://[user:pass@]host[:port] or smtps://...")
+            raise ProviderConfigError(f"OUTREACH_SMTP_URL must look like {SMTP_URL_SHAPE}")
         self.implicit_tls = u.scheme == "smtps"
         self.host = u.hostname
         self.port = u.port or (465 if self.implicit_tls else 25)
@@ -38,22 +43,22 @@ class SmtpProvider:
         self.starttls = q.get("starttls", ["false"])[0].lower() in ("1", "true", "yes")
         self.sender = sender
         self.timeout = timeout
+        self.clock = clock  # dates the message (the real clock: mail servers check it)
 
     @classmethod
-    def from_env(cls) -> SmtpProvider:
-        url = os.environ.get("OUTREACH_SMTP_URL")
-        sender = os.environ.get("OUTREACH_EMAIL_FROM")
-        missing = [n for n, v in (("OUTREACH_SMTP_URL", url), ("OUTREACH_EMAIL_FROM", sender)) if not v]
-        if missing:
-            raise ProviderConfigError("channels.email = smtp needs " + ", ".join(missing))
-        return cls(str(url), str(sender))
+    def from_settings(cls, settings: SmtpSettings, clock: Clock = utcnow) -> SmtpProvider:
+        """Raises ProviderConfigError with the problems `doctor` reports."""
+        problems = settings.problems()
+        if problems:
+            raise ProviderConfigError("channels.email = smtp: " + "; ".join(problems))
+        return cls(str(settings.url), str(settings.sender), clock=clock)
 
     def build(self, msg: Message) -> EmailMessage:
         em = EmailMessage()
         em["Subject"] = msg.step_title
         em["From"] = self.sender
         em["To"] = msg.email or ""
-        em["Date"] = formatdate(localtime=False)
+        em["Date"] = formatdate(self.clock().timestamp(), localtime=False)
         domain = self.sender.rpartition("@")[2] or "localhost"
         em["Message-ID"] = make_msgid(idstring=f"outreach-{msg.send_id}", domain=domain)
         em["List-Unsubscribe"] = f"<mailto:{self.sender}?subject=unsubscribe>"

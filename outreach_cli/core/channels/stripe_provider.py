@@ -14,11 +14,10 @@ anything is retried.
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from outreach_cli.core.channels.base import (
     DELIVERED,
@@ -30,16 +29,12 @@ from outreach_cli.core.channels.base import (
     ProviderConfigError,
 )
 
+if TYPE_CHECKING:
+    from outreach_cli.config import StripeSettings
+
 DEFAULT_BASE_URL = "https://api.stripe.com"
 CUSTOMER_RE = re.compile(r"^cus_[A-Za-z0-9]{6,}$")
 PAYMENT_METHOD_RE = re.compile(r"^(pm|card|src)_[A-Za-z0-9_]{6,}$")
-KEY_RE = re.compile(r"^(sk|rk)_(test|live)_[A-Za-z0-9]{8,}$")
-
-
-def key_mode(key: str | None) -> str | None:
-    """'test' or 'live' from the key's prefix (sk_test_, rk_live_, ...); None when not a key."""
-    m = KEY_RE.match(key or "")
-    return m.group(2) if m else None
 
 
 def mask_key(key: str | None) -> str:
@@ -99,20 +94,12 @@ class StripeApi:
     timeout: float = 20.0
 
     @classmethod
-    def from_env(cls, environ: dict[str, str] | None = None) -> StripeApi:
-        env = os.environ if environ is None else environ
-        key = env.get("STRIPE_API_KEY", "")
-        if not key:
-            raise ProviderConfigError("Stripe: STRIPE_API_KEY is not set")
-        if key_mode(key) is None:
-            raise ProviderConfigError(
-                f"Stripe: STRIPE_API_KEY {mask_key(key)} is not a secret (sk_) or restricted (rk_) key"
-            )
-        try:
-            timeout = float(env.get("OUTREACH_STRIPE_TIMEOUT") or 20)
-        except ValueError:
-            raise ProviderConfigError("OUTREACH_STRIPE_TIMEOUT must be a number of seconds") from None
-        return cls(key, (env.get("OUTREACH_STRIPE_BASE_URL") or DEFAULT_BASE_URL).rstrip("/"), timeout)
+    def from_settings(cls, settings: StripeSettings) -> StripeApi:
+        """Raises ProviderConfigError with the problems `doctor` reports."""
+        problems = settings.problems()
+        if problems:
+            raise ProviderConfigError("Stripe: " + "; ".join(problems))
+        return cls(str(settings.api_key), settings.base_url, settings.timeout)
 
     def client(self) -> Any:
         import stripe
@@ -148,8 +135,8 @@ class StripeProvider:
         self._client: Any = None
 
     @classmethod
-    def from_env(cls) -> StripeProvider:
-        return cls(StripeApi.from_env())
+    def from_settings(cls, settings: StripeSettings) -> StripeProvider:
+        return cls(StripeApi.from_settings(settings))
 
     @property
     def client(self) -> Any:

@@ -10,9 +10,8 @@
 
 from __future__ import annotations
 
-import os
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from xml.sax.saxutils import escape
 
 from outreach_cli.core.channels.base import (
@@ -25,6 +24,10 @@ from outreach_cli.core.channels.base import (
     Outcome,
     ProviderConfigError,
 )
+from outreach_cli.core.timeutil import Clock, utcnow
+
+if TYPE_CHECKING:
+    from outreach_cli.config import TwilioSettings
 
 DEFAULT_BASE = "https://api.twilio.com"
 TIMEOUT_S = 15.0
@@ -123,31 +126,32 @@ class TwilioProvider:
         messaging_service_sid: str | None,
         base_url: str = DEFAULT_BASE,
         timeout: float = TIMEOUT_S,
+        clock: Clock = utcnow,
     ) -> None:
         from twilio.rest import Client
 
         self.method = method
         self.from_number = from_number
         self.messaging_service_sid = messaging_service_sid
+        self.clock = clock  # the real clock: Twilio dates messages by its own
         self.client = Client(account_sid, auth_token, http_client=_http_client(base_url.rstrip("/"), timeout))
 
     @classmethod
-    def from_env(cls, method: str) -> TwilioProvider:
-        sid = os.environ.get("TWILIO_ACCOUNT_SID")
-        token = os.environ.get("TWILIO_AUTH_TOKEN")
-        from_number = os.environ.get("TWILIO_FROM_NUMBER")
-        mss = os.environ.get("TWILIO_MESSAGING_SERVICE_SID")
-        missing = [n for n, v in (("TWILIO_ACCOUNT_SID", sid), ("TWILIO_AUTH_TOKEN", token)) if not v]
-        if not (from_number or (mss and method == "sms")):
-            missing.append("TWILIO_FROM_NUMBER" + (" or TWILIO_MESSAGING_SERVICE_SID" if method == "sms" else ""))
-        if missing:
-            raise ProviderConfigError(f"channels.{method} = twilio needs " + ", ".join(missing))
-        base = os.environ.get("OUTREACH_TWILIO_BASE_URL") or DEFAULT_BASE
-        try:
-            timeout = float(os.environ.get("OUTREACH_TWILIO_TIMEOUT") or TIMEOUT_S)
-        except ValueError:
-            raise ProviderConfigError("OUTREACH_TWILIO_TIMEOUT must be a number of seconds") from None
-        return cls(method, str(sid), str(token), from_number, mss, base, timeout)
+    def from_settings(cls, settings: TwilioSettings, method: str, clock: Clock = utcnow) -> TwilioProvider:
+        """Raises ProviderConfigError with the problems `doctor` reports for this method."""
+        problems = settings.problems_for(method)
+        if problems:
+            raise ProviderConfigError(f"channels.{method} = twilio: " + "; ".join(problems))
+        return cls(
+            method,
+            str(settings.account_sid),
+            str(settings.auth_token),
+            settings.from_number,
+            settings.messaging_service_sid,
+            settings.base_url,
+            settings.timeout,
+            clock,
+        )
 
     # --- sending ---------------------------------------------------------------------------
 
@@ -193,9 +197,9 @@ class TwilioProvider:
         if provider_ref:
             out = self.fetch(provider_ref)
             return None if out.status == UNKNOWN else out
-        # The attempt's time by the tool's clock, or the real clock if earlier (`--now` may be a
-        # simulated future; Twilio dates messages by its own clock).
-        real_now = datetime.now(UTC)
+        # The attempt's time by the tool's clock, or the provider's clock if earlier (`--now` may
+        # be a simulated future; Twilio dates messages by its own clock).
+        real_now = self.clock()
         since = min(msg.attempted_at or real_now, real_now) - timedelta(minutes=10)
         try:
             if self.method == "sms":
