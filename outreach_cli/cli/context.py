@@ -4,8 +4,7 @@ settings, the clock, the store and the output consoles."""
 from __future__ import annotations
 
 import getpass
-import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -131,7 +130,7 @@ class App:
             now=self.now,
             window=Window.from_settings(w.window, w.weekends, list(w.holidays), w.state_holidays),
             practice_tz=s.timezone,
-            actor=actor or default_actor(),
+            actor=actor or default_actor(s.env),
             practice_name=s.practice_name,
             practice_phone=s.practice_phone,
             url_template=s.payments.url_template,
@@ -207,11 +206,11 @@ class App:
             self._phase(text)
 
 
-def default_actor() -> str:
+def default_actor(env: Mapping[str, str]) -> str:
     try:
         return getpass.getuser()
     except Exception:  # no user database entry (containers)
-        return os.environ.get("USER") or "unknown"
+        return env.get("USER") or "unknown"
 
 
 def get_app(ctx: typer.Context) -> App:

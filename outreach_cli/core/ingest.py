@@ -60,7 +60,7 @@ def ingest(store: Any, text: str, ctx: Context, source: str = "<stdin>") -> Inge
     problems: list[str] = []
     for n, obj in json_objects(text, problems):
         if is_stripe_line(obj):
-            parse_stripe_line(n, obj, stripe_events, problems)
+            parse_stripe_line(n, obj, stripe_events, problems, ctx.extra["settings"].stripe.webhook_secret)
             continue
         kind = obj.get("type")
         if kind not in TYPES:

@@ -14,7 +14,7 @@ import pytest
 from tests.conftest import Cli
 from tests.fakes.twilio_server import ACCOUNT, TOKEN, FakeTwilio
 from tests.helpers import patient, seed_patients, sync_rule_set
-from tests.reliability.harness import PRACTICE, T0, z  # T0: a weekday today, 15:00 UTC
+from tests.reliability.harness import PRACTICE, T0, z  # T0: a fixed weekday, 15:00 UTC
 
 UTC = UTC
 
