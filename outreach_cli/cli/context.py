@@ -32,7 +32,7 @@ class App:
     quiet: bool = False
     verbose: bool = False
     no_color: bool = False
-    _store: Any = field(default=None, repr=False)
+    _store: Store | None = field(default=None, repr=False)
     _phase: Callable[[str], None] | None = field(default=None, repr=False)
 
     @property
@@ -87,7 +87,7 @@ class App:
             self._store = open_store(
                 self.settings.database, check_schema=check_schema, on_lock_wait=self._lock_wait_notice
             )
-        return self._store  # type: ignore[no-any-return]
+        return self._store
 
     def close(self) -> None:
         """End of the command: close the database connections. PostgreSQL gets them back at

@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
@@ -39,6 +39,9 @@ from outreach_cli.core.money import format_dollars
 from outreach_cli.core.sets import Context, RuleSets, add_events, event_row, recompute_amounts, refresh_sets
 from outreach_cli.core.statuses import IN_PROGRESS, Status
 from outreach_cli.core.timeutil import utcnow
+
+if TYPE_CHECKING:
+    from outreach_cli.core.store import Store
 
 log = logging.getLogger("outreach.stripe")
 
@@ -405,7 +408,7 @@ def _set_meta(conn: Connection, key: str, value: str) -> None:
         conn.execute(insert(meta_t), {"key": key, "value": value})
 
 
-def sync_events(store: Any, ctx: Context, api: StripeApi) -> EventReport:
+def sync_events(store: Store, ctx: Context, api: StripeApi) -> EventReport:
     """One tick's read of the event feed: every event since the cursor, applied once, in order.
     The cursor is Stripe's `created` of the newest event seen (events of that same second are
     read again next time and skipped by ID, so none is lost). The first read starts 24 hours back
@@ -472,7 +475,7 @@ def current_links(conn: Connection, balances: dict[int, int]) -> dict[int, str]:
 
 
 def checkout_link(
-    store: Any, ctx: Context, links: StripeLinks, set_id: int, balance_cents: int, customer: str | None
+    store: Store, ctx: Context, links: StripeLinks, set_id: int, balance_cents: int, customer: str | None
 ) -> str:
     """The set's Checkout Session for this balance: reused while valid, else a new one (created
     once per set, balance and generation: the idempotency key makes concurrent messages of one

@@ -108,9 +108,8 @@ def letter_date(msg: Message, clock: Clock = utcnow) -> str:
     return f"{local:%B} {local.day}, {local.year}"
 
 
-def render_letter(msg: Message, path: Path, clock: Clock = utcnow) -> None:
-    from fpdf import FPDF
-
+def address_lines(msg: Message) -> list[str]:
+    """The recipient block: name, street lines, city/state/ZIP, and the country outside the US."""
     a = msg.address
     state_zip = " ".join(x for x in (a.get("state"), a.get("postal_code")) if x)
     address = [
@@ -121,6 +120,13 @@ def render_letter(msg: Message, path: Path, clock: Clock = utcnow) -> None:
     ]
     if a.get("country") and a.get("country") not in ("US", "USA"):
         address.append(str(a["country"]))
+    return address
+
+
+def render_letter(msg: Message, path: Path, clock: Clock = utcnow) -> None:
+    from fpdf import FPDF
+
+    address = address_lines(msg)
     body = letter_text(msg)
     heading = f"{msg.step_title}: balance due {format_dollars(msg.balance_cents)}"
     everything = "\n".join([msg.practice_name, msg.practice_phone, *address, heading, body])

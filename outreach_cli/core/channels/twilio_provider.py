@@ -54,7 +54,7 @@ FINAL_BAD = {"undelivered", "failed", "busy", "no-answer", "canceled"}
 PENDING = {"accepted", "scheduled", "queued", "sending", "sent", "initiated", "ringing", "in-progress"}
 
 
-def classify_status(status: str, error_code: Any, sid: str | None) -> Outcome:
+def classify_status(status: str, error_code: int | str | None, sid: str | None) -> Outcome:
     code = int(error_code) if error_code not in (None, "") else None
     if status in FINAL_OK:
         return Outcome(DELIVERED, sid)
