@@ -1,6 +1,6 @@
 """The channel interface: one small adapter per provider.
 
-``send`` turns one message into an ``Outcome`` classified as delivered, sent (accepted, final
+``send`` turns one message into an ``ProviderOutcome`` classified as delivered, sent (accepted, final
 status later), permanent failure, transient failure, or unknown (may have gone out; never
 blindly re-sent). Adapters never log message bodies or full contact data.
 """
@@ -64,7 +64,7 @@ class Message:
 
 
 @dataclass
-class Outcome:
+class ProviderOutcome:
     status: ProviderResult
     provider_ref: str | None = None
     error_code: str | None = None
@@ -74,6 +74,11 @@ class Outcome:
     charged_cents: int = 0  # charge_card: the amount collected
 
 
+# The engine's name for it until the engine split renames its imports (the action result is
+# `actions.Outcome`, a different thing).
+Outcome = ProviderOutcome
+
+
 class ProviderConfigError(Exception):
     """Authentication/account problems: the run stops (exit 4) and sends nothing more."""
 
@@ -81,9 +86,9 @@ class ProviderConfigError(Exception):
 class Provider(Protocol):
     name: str
 
-    def send(self, msg: Message) -> Outcome: ...
+    def send(self, msg: Message) -> ProviderOutcome: ...
 
-    def lookup(self, provider_ref: str | None, msg: Message) -> Outcome | None:
+    def lookup(self, provider_ref: str | None, msg: Message) -> ProviderOutcome | None:
         """The final outcome of an earlier send, or None if it cannot be known yet."""
         ...
 

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from outreach_cli.core.channels.base import DELIVERED, FAILED, Message, Outcome
+from outreach_cli.core.channels.base import DELIVERED, FAILED, Message, ProviderOutcome
 from outreach_cli.core.csvsafe import neutralize
 from outreach_cli.core.money import format_dollars
 from outreach_cli.core.timeutil import Clock, utcnow
@@ -187,7 +187,7 @@ class OutboxProvider:
         self.dir = Path(directory).absolute()
         self.clock = clock
 
-    def send(self, msg: Message) -> Outcome:
+    def send(self, msg: Message) -> ProviderOutcome:
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
             name = f"letter-{msg.set_id}-{msg.send_id}.pdf"
@@ -219,11 +219,11 @@ class OutboxProvider:
                     ]
                     w.writerow([neutralize(v) if isinstance(v, str) else v for v in row])
         except OSError as exc:
-            return Outcome(FAILED, None, "outbox", f"cannot write the letter: {exc.strerror}")
-        return Outcome(DELIVERED, name)
+            return ProviderOutcome(FAILED, None, "outbox", f"cannot write the letter: {exc.strerror}")
+        return ProviderOutcome(DELIVERED, name)
 
-    def lookup(self, provider_ref: str | None, msg: Message) -> Outcome | None:
+    def lookup(self, provider_ref: str | None, msg: Message) -> ProviderOutcome | None:
         name = f"letter-{msg.set_id}-{msg.send_id}.pdf"
         if (self.dir / name).exists():
-            return Outcome(DELIVERED, name)
+            return ProviderOutcome(DELIVERED, name)
         return self.send(msg)

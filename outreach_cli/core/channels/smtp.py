@@ -18,7 +18,15 @@ from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, unquote, urlparse
 
 from outreach_cli.config import SMTP_URL_SHAPE
-from outreach_cli.core.channels.base import DELIVERED, FAILED, TRANSIENT, UNKNOWN, Message, Outcome, ProviderConfigError
+from outreach_cli.core.channels.base import (
+    DELIVERED,
+    FAILED,
+    TRANSIENT,
+    UNKNOWN,
+    Message,
+    ProviderConfigError,
+    ProviderOutcome,
+)
 from outreach_cli.core.timeutil import Clock, utcnow
 
 if TYPE_CHECKING:
@@ -88,7 +96,7 @@ class SmtpProvider:
             s.login(self.user, self.password or "")
         return s
 
-    def send(self, msg: Message) -> Outcome:
+    def send(self, msg: Message) -> ProviderOutcome:
         em = self.build(msg)
         ref = str(em["Message-ID"])
         try:
@@ -96,34 +104,42 @@ class SmtpProvider:
         except smtplib.SMTPAuthenticationError:
             raise ProviderConfigError("the SMTP server rejected the credentials") from None
         except (OSError, smtplib.SMTPException) as exc:
-            return Outcome(TRANSIENT, None, "connect", f"could not reach the SMTP server ({type(exc).__name__})")
+            return ProviderOutcome(
+                TRANSIENT, None, "connect", f"could not reach the SMTP server ({type(exc).__name__})"
+            )
         try:
             try:
                 refused = conn.send_message(em)
             except smtplib.SMTPRecipientsRefused as exc:
                 code = next(iter(exc.recipients.values()))[0] if exc.recipients else 550
                 if 400 <= code < 500:
-                    return Outcome(TRANSIENT, None, str(code), "recipient temporarily refused (will retry)")
-                return Outcome(FAILED, None, str(code), "recipient refused (bounce)", {"email_suppressed": "bounced"})
+                    return ProviderOutcome(TRANSIENT, None, str(code), "recipient temporarily refused (will retry)")
+                return ProviderOutcome(
+                    FAILED, None, str(code), "recipient refused (bounce)", {"email_suppressed": "bounced"}
+                )
             except smtplib.SMTPSenderRefused as exc:
                 raise ProviderConfigError(
                     f"the SMTP server refused the sender address (code {exc.smtp_code})"
                 ) from None
             except smtplib.SMTPDataError as exc:
                 if 400 <= exc.smtp_code < 500:
-                    return Outcome(TRANSIENT, None, str(exc.smtp_code), "message temporarily refused (will retry)")
-                return Outcome(FAILED, None, str(exc.smtp_code), "message refused by the SMTP server")
+                    return ProviderOutcome(
+                        TRANSIENT, None, str(exc.smtp_code), "message temporarily refused (will retry)"
+                    )
+                return ProviderOutcome(FAILED, None, str(exc.smtp_code), "message refused by the SMTP server")
             except (TimeoutError, smtplib.SMTPServerDisconnected) as exc:
-                return Outcome(UNKNOWN, ref, None, f"no answer after sending ({type(exc).__name__})")
+                return ProviderOutcome(UNKNOWN, ref, None, f"no answer after sending ({type(exc).__name__})")
             if refused:
-                return Outcome(FAILED, ref, "550", "recipient refused (bounce)", {"email_suppressed": "bounced"})
-            return Outcome(DELIVERED, ref)
+                return ProviderOutcome(
+                    FAILED, ref, "550", "recipient refused (bounce)", {"email_suppressed": "bounced"}
+                )
+            return ProviderOutcome(DELIVERED, ref)
         finally:
             try:
                 conn.quit()
             except (OSError, smtplib.SMTPException):
                 pass
 
-    def lookup(self, provider_ref: str | None, msg: Message) -> Outcome | None:
+    def lookup(self, provider_ref: str | None, msg: Message) -> ProviderOutcome | None:
         # SMTP has no way to ask; an unknown email stays unknown (and is not re-sent).
         return None
