@@ -254,6 +254,25 @@ def test_doctor_refuses_what_run_outreach_refuses_call_with_only_a_messaging_ser
     cli.ok("run-outreach", now=z(T0))
 
 
+def test_outbox_manifest_and_letter_date_use_the_provider_clock_without_a_message_clock(tmp_path: Path) -> None:
+    import csv
+
+    from outreach_cli.core.channels.base import Message
+    from outreach_cli.core.channels.outbox import OutboxProvider, letter_date
+
+    fixed = datetime(2026, 3, 3, 23, 30, tzinfo=UTC)
+    msg = Message(7, 3, "mail", "Statement", "", "https://pay.example.com/p/x", first_name="Rosa")
+    msg.address = {"address_line1": "1 Main St", "city": "Boston", "state": "MA", "postal_code": "02110"}
+    msg.practice_tz = "America/New_York"
+    out = OutboxProvider(str(tmp_path / "out"), clock=lambda: fixed).send(msg)
+    assert out.status == "delivered" and out.provider_ref == "letter-3-7.pdf"
+    with (tmp_path / "out" / "manifest.csv").open(encoding="utf-8") as fh:
+        assert [r["created_at"] for r in csv.DictReader(fh)] == ["2026-03-03T23:30:00Z"]
+    assert letter_date(msg, lambda: fixed) == "March 3, 2026"  # 18:30 in Boston
+    msg.now = fixed + timedelta(days=1)  # the tool's clock, when the message carries it, wins
+    assert letter_date(msg, lambda: fixed) == "March 4, 2026"
+
+
 # --- SMTP ----------------------------------------------------------------------------------------
 
 

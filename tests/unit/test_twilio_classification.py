@@ -80,3 +80,30 @@ def test_classify_exception(
 def test_account_and_credential_errors_stop_the_run(status: int, code: int | None) -> None:
     with pytest.raises(ProviderConfigError, match=f"HTTP {status}, error {code}"):
         classify_exception(_rest(status, code), "sms")
+
+
+def test_lookup_without_a_sid_searches_from_the_provider_clock() -> None:
+    """An attempt dated by a simulated `--now` later than the provider's clock is searched from
+    the provider's clock (Twilio dates messages by its own), ten minutes back."""
+    from datetime import UTC, datetime, timedelta
+    from types import SimpleNamespace
+
+    from outreach_cli.core.channels.base import Message
+    from outreach_cli.core.channels.twilio_provider import TwilioProvider
+
+    t = datetime(2026, 3, 3, 15, 0, tzinfo=UTC)
+    asked: dict[str, Any] = {}
+
+    class Messages:
+        def list(self, **kwargs: Any) -> list[Any]:
+            asked.update(kwargs)
+            return []
+
+    p = TwilioProvider("sms", "AC1", "tok", "+16175550100", None, clock=lambda: t)
+    p.client = SimpleNamespace(messages=Messages())
+    msg = Message(1, 1, "sms", "Statement", "Hi", "https://pay", phone="+16175550123")
+    for attempted, since in ((t + timedelta(days=2), t), (t - timedelta(hours=1), t - timedelta(hours=1))):
+        msg.attempted_at = attempted
+        out = p.lookup(None, msg)
+        assert out is not None and out.status is R.TRANSIENT
+        assert asked["date_sent_after"] == since - timedelta(minutes=10)
