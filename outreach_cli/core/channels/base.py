@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import Protocol
 
 
 class ProviderResult(StrEnum):
@@ -70,7 +70,7 @@ class ProviderOutcome:
     error_code: str | None = None
     reason: str | None = None
     # Facts learned about the patient: phone_type="landline", sms_opt_out=True, email_suppressed="bounced"
-    patient_update: dict[str, Any] = field(default_factory=dict)
+    patient_update: dict[str, str | bool] = field(default_factory=dict)
     charged_cents: int = 0  # charge_card: the amount collected
 
 

@@ -33,7 +33,7 @@ DEFAULT_BASE = "https://api.twilio.com"
 TIMEOUT_S = 15.0
 
 # Recipient problems: permanent, with what we learn about the patient.
-PERMANENT: dict[int, tuple[str, dict[str, Any]]] = {
+PERMANENT: dict[int, tuple[str, dict[str, str | bool]]] = {
     21211: ("invalid phone number", {}),
     21217: ("invalid phone number", {}),
     21407: ("number not reachable by SMS", {}),
