@@ -386,11 +386,15 @@ class Settings:
         """`OUTREACH_NOW`: the clock for every command (the `--now` flag wins)."""
         return self.env.get("OUTREACH_NOW") or None
 
+    @property
+    def secret(self) -> str:
+        """The configured payment-link secret (`OUTREACH_SECRET`, the config file); "" if none."""
+        return str(self.values.get("secret") or "")
+
     def payment_link(self, stored_secret: str | None) -> PaymentLinkSettings:
-        """The configured secret (`OUTREACH_SECRET`, the config file), else the stored one."""
-        configured = str(self.values.get("secret") or "")
-        origin = self.sources.get("secret", "config") if configured else "stored in the database"
-        return PaymentLinkSettings(self.payments.url_template, configured or (stored_secret or ""), origin)
+        """The configured secret, else the one stored in the database."""
+        origin = self.sources.get("secret", "config") if self.secret else "stored in the database"
+        return PaymentLinkSettings(self.payments.url_template, self.secret or (stored_secret or ""), origin)
 
     def provider_problems(self) -> dict[str, list[str]]:
         """What stops each configured real provider, by method; what `run-outreach` refuses."""

@@ -123,8 +123,7 @@ class App:
         from outreach_cli.core.sets import Context
 
         s = self.settings
-        configured = bool(s.payment_link(None).secret)
-        secret = resolve_secret(s, None if configured else self.stored_secret())
+        secret = resolve_secret(s, None if s.secret else self.stored_secret())
         w = s.sending
         return Context(
             now=self.now,
