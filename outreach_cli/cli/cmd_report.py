@@ -131,6 +131,8 @@ def report(
             experiment=experiment,
             rule_sets=names,
             statuses=statuses,
+            attribution=mode,
+            attribution_days=int(a.settings.values["report"]["attribution_days"]),
         )
     s = a.settings.values
     opts = Options(

@@ -258,6 +258,7 @@ send_t = Table(
         "sent_at",
         "finished_at",
         "due_at",
+        "step_index",
     ),
     UniqueConstraint("invoice_set_id", "schedule_gen", "step_index", "method", name="uq_send_step_method"),
 )

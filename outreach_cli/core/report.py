@@ -24,7 +24,7 @@ from __future__ import annotations
 import bisect
 import statistics
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
@@ -147,7 +147,10 @@ class ReportInput:
     opt_outs: list[OptOutRow]
     steps: dict[str, list[tuple[int, str]]] = field(default_factory=dict)  # rule set -> (day, title)
     tallies: Tallies | None = None
-    paid: PaidFacts | None = None  # what the database attributed (then ``payments`` holds the rest)
+    # The money of the sets whose payments are not in ``payments``, attributed by the database
+    # (`report_queries.paid_facts`): made for ``paid_for`` (attribution, days), or when asked.
+    paid: PaidFacts | Callable[[int, str], PaidFacts] | None = None
+    paid_for: tuple[str | None, int | None] = (None, None)
 
 
 # --- attribution -----------------------------------------------------------------------------
@@ -398,7 +401,11 @@ class Report:
             if o.set_id in self.sets and o.at < until
         ]
         self.paid = self._paid_facts()
-        if data.paid is not None:
+        if callable(data.paid):
+            self.paid.add(data.paid(opts.attribution_days, opts.attribution))
+        elif data.paid is not None:
+            if data.paid_for != (opts.attribution, opts.attribution_days):
+                raise ValueError(f"the payments were attributed for {data.paid_for}, not for this report")
             self.paid.add(data.paid)
 
     def _outcome(self, st: SetRow, rows: list[PaymentRow]) -> SetOutcome:
