@@ -88,7 +88,7 @@ def upgrade() -> None:
         # 0010's covering index of the sends per set, with the step index (opt-out confirmations,
         # which the report leaves out, have a negative one).
         batch_op.drop_index("ix_send_set_step_method")
-        batch_op.create_index("ix_send_set_step_method", SEND_COLUMNS + ["step_index"], unique=False)
+        batch_op.create_index("ix_send_set_step_method", [*SEND_COLUMNS, "step_index"], unique=False)
 
 
 def downgrade() -> None:
