@@ -97,7 +97,7 @@ def report(
     from outreach_cli.core.errors import InvalidInput
     from outreach_cli.core.report import ATTRIBUTIONS, Costs, Options, Report, parse_by
     from outreach_cli.core.report_queries import read_report
-    from outreach_cli.core.statuses import Status, parse_status_list
+    from outreach_cli.core.statuses import parse_status_list
     from outreach_cli.core.timeutil import get_zone
 
     a = get_app(ctx)
@@ -110,7 +110,7 @@ def report(
     group_by = parse_by(by)
     tz = get_zone(a.settings.timezone)
     start, end = period(a, since, until)
-    statuses = [s.value for s in parse_status_list(status)] if status else [s.value for s in Status]
+    statuses = [s.value for s in parse_status_list(status)] if status else None  # None: every status
     names: list[str] = []
     for r in rule_set or []:
         names.extend(x.strip() for x in r.split(",") if x.strip())

@@ -280,10 +280,8 @@ def _head(conn: Connection, sc: _Scope, s: Any) -> list[Any]:
 def _entered(conn: Connection, sc: _Scope, by: tuple[str, ...]) -> dict[tuple[str, ...], dict[Fine, list[int]]]:
     """Sets entered and their owed: each set once (projection ()), and per distinct step and/or
     method it reached (the projections of ``by``, and ("step",) for the funnel)."""
-    s, d = invoice_set_t.alias("s"), send_t.alias("d")
-    head, cond = _head(conn, sc, s), sc.cond(s)
     whole: dict[Fine, list[int]] = defaultdict(lambda: [0, 0])
-    for row in conn.execute(select(*head, func.count(), func.sum(s.c.owed_cents)).where(*cond).group_by(*head)):
+    for row in conn.execute(_whole_query(conn, sc)):
         rs, wk, (n, cents) = _split(sc, row)
         e = whole[(rs, wk, None, None)]
         e[0] += int(n)
@@ -292,40 +290,63 @@ def _entered(conn: Connection, sc: _Scope, by: tuple[str, ...]) -> dict[tuple[st
     projections = {projection(by), ("step",)} - {()}
     if not projections:
         return entered
-    counted = _counted(d, sc.until)
-    # The sets that reached no step (no send yet), which only step and method rows show. NOT IN
-    # (one pass over the sends, then a lookup per set) rather than NOT EXISTS: half the time.
-    reached_sets = select(d.c.invoice_set_id).where(d.c.status.in_(REACHED), d.c.step_index >= 0, counted)
-    q = select(*head, func.count(), func.sum(s.c.owed_cents)).where(*cond, s.c.id.not_in(reached_sets))
-    no_send = [_split(sc, row) for row in conn.execute(q.group_by(*head))]
-    touch_cols = {"step": [d.c.step_day, d.c.step_title], "method": [d.c.method]}
-    for proj in projections:
+    # ("step",) first: its query also counts the sets that reached any step, so the sets that
+    # reached none (no send yet; only step and method rows show them) are the rest.
+    reached_any: dict[tuple[str, date | None], list[int]] = defaultdict(lambda: [0, 0])
+    for proj in sorted(projections, key=lambda p: p != ("step",)):
         acc: dict[Fine, list[int]] = defaultdict(lambda: [0, 0])
-        cols = [c for dim in proj for c in touch_cols[dim]]
-        reached = (
-            select(d.c.invoice_set_id, *cols)
-            .where(d.c.status.in_(REACHED), d.c.step_index >= 0, counted)
-            .distinct()
-            .subquery("r")
-        )
-        rcols = [reached.c[c.name] for c in cols]
-        q = (
-            select(*head, *rcols, func.count(), func.sum(s.c.owed_cents))
-            .select_from(reached.join(s, s.c.id == reached.c.invoice_set_id))
-            .where(*cond)
-            .group_by(*head, *rcols)
-        )
-        for row in conn.execute(q):
+        for row in conn.execute(_reached_query(conn, sc, proj, first=proj == ("step",))):
             rs, wk, rest = _split(sc, row)
+            if proj == ("step",):
+                rest, firsts = rest[:-2], rest[-2:]
+                r = reached_any[(rs, wk)]
+                r[0] += int(firsts[0])
+                r[1] += int(firsts[1] or 0)
             e = acc[(rs, wk, (rest[0], rest[1]) if "step" in proj else None, rest[-3] if "method" in proj else None)]
             e[0] += rest[-2]
             e[1] += int(rest[-1] or 0)
-        for rs, wk, (n, cents) in no_send:
-            e = acc[fine_key(rs, wk, NO_SEND_TOUCH, proj)]
-            e[0] += int(n)
-            e[1] += int(cents or 0)
+        for (rs, wk, _, _), (n, cents) in whole.items():
+            got = reached_any.get((rs, wk), [0, 0])
+            if n - got[0]:
+                e = acc[fine_key(rs, wk, NO_SEND_TOUCH, proj)]
+                e[0] += n - got[0]
+                e[1] += cents - got[1]
         entered[proj] = dict(acc)
     return entered
+
+
+def _whole_query(conn: Connection, sc: _Scope) -> Any:
+    s = invoice_set_t.alias("s")
+    head = _head(conn, sc, s)
+    return select(*head, func.count(), func.sum(s.c.owed_cents)).where(*sc.cond(s)).group_by(*head)
+
+
+def _reached_query(conn: Connection, sc: _Scope, proj: tuple[str, ...], first: bool) -> Any:
+    """Sets entered (and their owed) per distinct touch of ``proj`` they reached; ``first``: also
+    the sets (and owed) counted at their first such touch, which sum to the sets that reached any."""
+    s, d = invoice_set_t.alias("s"), send_t.alias("d")
+    head = _head(conn, sc, s)
+    cols = [c for dim in proj for c in ({"step": [d.c.step_day, d.c.step_title], "method": [d.c.method]}[dim])]
+    reached = (
+        select(d.c.invoice_set_id, *cols)
+        .where(d.c.status.in_(REACHED), d.c.step_index >= 0, _counted(d, sc.until))
+        .distinct()
+        .subquery("r0")
+    )
+    rcols = [reached.c[c.name] for c in cols]
+    extra: list[Any] = []
+    if first:
+        one = (func.row_number().over(partition_by=reached.c.invoice_set_id) == 1).label("first")
+        reached = select(reached, one).subquery("r")
+        rcols = [reached.c[c.name] for c in cols]
+        is_first = case((reached.c.first, 1), else_=0)
+        extra = [func.sum(is_first), func.sum(is_first * s.c.owed_cents)]
+    return (
+        select(*head, *rcols, func.count(), func.sum(s.c.owed_cents), *extra)
+        .select_from(reached.join(s, s.c.id == reached.c.invoice_set_id))
+        .where(*sc.cond(s))
+        .group_by(*head, *rcols)
+    )
 
 
 def _counted(d: Any, until: datetime) -> Any:
@@ -336,13 +357,26 @@ def _counted(d: Any, until: datetime) -> Any:
 
 def _messages(conn: Connection, sc: _Scope) -> dict[Fine, MsgTally]:
     """Attempted sends by rule set, week, step and method (opt-out confirmations left out)."""
+    messages: dict[Fine, MsgTally] = {}
+    for row in conn.execute(_messages_query(conn, sc)):
+        rs, wk, (day, title, method, n, delivered, failed) = _split(sc, row)
+        key = (rs, wk, (day, title), method)
+        m = messages.get(key) or messages.setdefault(key, MsgTally())
+        m.attempted += n
+        m.delivered += int(delivered or 0)
+        m.failed += int(failed or 0)
+        m.units += n  # no provider reports call durations yet: one minute per call attempt
+    return messages
+
+
+def _messages_query(conn: Connection, sc: _Scope) -> Any:
     s, d = invoice_set_t.alias("s"), send_t.alias("d")
     head = _head(conn, sc, s)
     # Sends joined to their sets: on SQLite, `+d.invoice_set_id` (no index may serve it) makes the
     # planner read the sends in order and look each set up by its ID, rather than search the sends
     # of every set (40 % less time at a million sets). PostgreSQL plans this join well as it is.
     send_set = literal_column("+d.invoice_set_id", Integer) if sc.dialect == "sqlite" else d.c.invoice_set_id
-    q = (
+    return (
         select(
             *head,
             d.c.step_day,
@@ -356,16 +390,6 @@ def _messages(conn: Connection, sc: _Scope) -> dict[Fine, MsgTally]:
         .where(*sc.cond(s), d.c.status.in_(ATTEMPTED), d.c.step_index >= 0, _counted(d, sc.until))
         .group_by(*head, d.c.step_day, d.c.step_title, d.c.method)
     )
-    messages: dict[Fine, MsgTally] = {}
-    for row in conn.execute(q):
-        rs, wk, (day, title, method, n, delivered, failed) = _split(sc, row)
-        key = (rs, wk, (day, title), method)
-        m = messages.get(key) or messages.setdefault(key, MsgTally())
-        m.attempted += n
-        m.delivered += int(delivered or 0)
-        m.failed += int(failed or 0)
-        m.units += n  # no provider reports call durations yet: one minute per call attempt
-    return messages
 
 
 def _arms(conn: Connection, sc: _Scope) -> dict[tuple[str, str], list[int]]:
@@ -461,7 +485,7 @@ WITH grp AS (
   WHERE p.paid_at < :until AND c.invoice_set_id IS NOT NULL
   GROUP BY c.invoice_set_id, p.payment_id, p.paid_at
 ),
-pay AS MATERIALIZED (
+pay0 AS (
   SELECT g.set_id, g.pay_id, g.paid_at, g.cents, s.rule_set_id AS rs, {wk} AS wk, s.owed_cents AS owed,
     s.created_at AS created_at, s.experiment AS experiment, s.arm AS arm,
     (SELECT d.id FROM send d
@@ -470,6 +494,10 @@ pay AS MATERIALIZED (
       ORDER BY {when} {dir}, d.id {dir} LIMIT 1) AS touch_id
   FROM grp g JOIN invoice_set s ON s.id = g.set_id
   WHERE g.cents > 0 AND {scope} AND g.set_id NOT IN (SELECT set_id FROM grp WHERE cents < 0)
+),
+pay AS MATERIALIZED (
+  SELECT p.*, t.step_day AS t_day, t.step_title AS t_title, t.method AS t_method
+  FROM pay0 p LEFT JOIN send t ON t.id = p.touch_id
 ),
 run AS MATERIALIZED (
   SELECT pay.*, sum(cents) OVER w AS cum, row_number() OVER w AS n
@@ -487,21 +515,21 @@ s2 AS MATERIALIZED (
   FROM s1 LEFT JOIN run f ON f.set_id = s1.set_id AND f.n = s1.full_n
 ),
 outc AS MATERIALIZED (
-  SELECT k.set_id, k.rs, k.wk, k.created_at, k.experiment, k.arm, k.touch_id, s2.full_at, s2.collected
+  SELECT k.set_id, k.rs, k.wk, k.created_at, k.experiment, k.arm, k.touch_id, k.t_day, k.t_title, k.t_method,
+    s2.full_at, s2.collected
   FROM s2 JOIN run k ON k.set_id = s2.set_id AND k.n = s2.key_n
 )
 """
 # What the report needs of them, at the finest grouping, in one statement (kind, key..., figures).
 _PAID_SELECT = """
-SELECT 'pay', r.rs, r.wk, t.step_day, t.step_title, t.method, sum(r.cents),
+SELECT 'pay', r.rs, r.wk, r.t_day, r.t_title, r.t_method, sum(r.cents),
   sum(CASE WHEN r.touch_id IS NULL THEN r.cents ELSE 0 END), NULL
-FROM run r LEFT JOIN send t ON t.id = r.touch_id
-GROUP BY r.rs, r.wk, t.step_day, t.step_title, t.method
+FROM run r
+GROUP BY r.rs, r.wk, r.t_day, r.t_title, r.t_method
 UNION ALL
-SELECT 'set', o.rs, o.wk, t.step_day, t.step_title, t.method, count(o.full_at), count(*) - count(o.full_at),
-  {days}
-FROM outc o LEFT JOIN send t ON t.id = o.touch_id
-GROUP BY o.rs, o.wk, t.step_day, t.step_title, t.method
+SELECT 'set', o.rs, o.wk, o.t_day, o.t_title, o.t_method, count(o.full_at), count(*) - count(o.full_at), {days}
+FROM outc o
+GROUP BY o.rs, o.wk, o.t_day, o.t_title, o.t_method
 UNION ALL
 SELECT 'week', NULL, {paid_bucket}, NULL, NULL, NULL, sum(r.cents), 0, NULL FROM run r GROUP BY {paid_bucket}
 UNION ALL
