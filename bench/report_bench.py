@@ -24,7 +24,7 @@ from zoneinfo import ZoneInfo
 HERE = Path(__file__).resolve().parent
 SINCE = datetime(2000, 1, 1, tzinfo=UTC)
 UNTIL = datetime(2026, 11, 2, 15, 0, tzinfo=UTC)  # the bench's --now
-Row = tuple[str, float, float, float | None, str]  # name, wall, cpu, raw wall, note
+Row = tuple[str, float, float, tuple[float, float] | None, str]  # name, wall, cpu, raw (wall, cpu), note
 
 
 def ensure_payments(db: Path) -> int:
@@ -96,10 +96,10 @@ def measure(db: Path, runs: int, outreach: Callable[..., list[str]]) -> list[Row
         wall, cpu, walls = median_of(outreach(db, *args), runs)
         raw = None
         if "json" in name:
-            raw = median_of(["sqlite3", str(db), raw_sql(db)], runs)[0]
+            raw = median_of(["sqlite3", str(db), raw_sql(db)], runs)[:2]
         note = f"runs {', '.join(f'{w:.2f}' for w in sorted(walls))} s; load {_load()}"
         rows.append((name, wall, cpu, raw, note))
-        print(f"{name:<50} {wall:7.3f}s wall {cpu:7.3f}s cpu" + (f"  raw {raw:.3f}s" if raw else ""), file=sys.stderr)
+        print(f"{name:<50} {wall:7.3f}s wall {cpu:7.3f}s cpu" + (f"  raw {raw}" if raw else ""), file=sys.stderr)
     return rows
 
 
@@ -115,11 +115,12 @@ def write_table(rows: list[Row], paid_sets: int, n: int) -> None:
         " median of 5, wall and CPU (user + sys); raw SQL = the report's own statements run by the `sqlite3`"
         " shell on the same file. Load average (1 / 5 / 15 min) in the notes.",
         "",
-        "| measurement | outreach wall | outreach CPU | raw SQL | notes |",
-        "|---|---:|---:|---:|---|",
+        "| measurement | outreach wall | outreach CPU | raw SQL wall | raw SQL CPU | CPU ratio | notes |",
+        "|---|---:|---:|---:|---:|---:|---|",
     ]
     for name, wall, cpu, raw, note in rows:
-        lines.append(f"| {name} | {wall:.3f} s | {cpu:.3f} s | {f'{raw:.3f} s' if raw else ''} | {note} |")
+        r = f"{raw[0]:.3f} s | {raw[1]:.3f} s | {cpu / raw[1]:.1f}x" if raw else " | | "
+        lines.append(f"| {name} | {wall:.3f} s | {cpu:.3f} s | {r} | {note} |")
     path = HERE / "RESULTS.md"
     text = path.read_text()
     block = "\n".join(lines) + "\n"

@@ -589,47 +589,7 @@ class Report:
 
     def experiment(self) -> list[dict[str, Any]]:
         """Each experiment among the sets: its arms and each arm against the first (the control)."""
-        per_exp: dict[str, dict[str, list[int]]] = defaultdict(dict)  # spec -> arm -> [sets, owed]
-        for (spec, arm_name), counts in self.tallies.arms.items():
-            per_exp[spec][arm_name] = counts
-        result = []
-        for spec in sorted(per_exp):
-            order = [n for n, _ in experiments.parse_arms(spec).arms]
-            arms = [self._arm(spec, name, *per_exp[spec].get(name, [0, 0])) for name in order]
-            control = arms[0]
-            comparisons = []
-            for arm in arms[1:]:
-                c = experiments.two_proportions(
-                    arm["sets_paid_full"], arm["sets"], control["sets_paid_full"], control["sets"]
-                )
-                comparisons.append(
-                    {
-                        "arm": arm["arm"],
-                        "control": control["arm"],
-                        "difference": c.difference,
-                        "difference_ci95": list(c.ci),
-                        "p_value": c.p_value,
-                        "enough_data": c.enough,
-                        "verdict": verdict(arm["arm"], control["arm"], c),
-                    }
-                )
-            result.append({"experiment": spec, "arms": arms, "comparisons": comparisons})
-        return result
-
-    def _arm(self, spec: str, name: str, n: int, owed: int) -> dict[str, Any]:
-        paid, collected = self.paid.arms.get((spec, name), [0, 0])
-        ci = experiments.wilson_interval(paid, n)
-        return {
-            "arm": name,
-            "sets": n,
-            "sets_paid_full": paid,
-            "paid_full_rate": paid / n if n else None,
-            "paid_full_rate_ci95": list(ci) if ci else None,
-            "owed_cents": owed,
-            "collected_cents": collected,
-            "collected": plain_dollars(collected),
-            "collection_rate": collected / owed if owed else None,
-        }
+        return experiment_rows(self.tallies.arms, self.paid.arms)
 
     def as_dict(self) -> dict[str, Any]:
         o = self.opts
@@ -655,6 +615,54 @@ class Report:
         if o.experiment:
             doc["experiment"] = self.experiment()
         return doc
+
+
+def experiment_rows(
+    entered: dict[tuple[str, str], list[int]], paid: dict[tuple[str, str], list[int]]
+) -> list[dict[str, Any]]:
+    """Per experiment, its arms (``entered``: [sets, owed]; ``paid``: [paid in full, collected])
+    and each arm against the first (the control)."""
+    per_exp: dict[str, dict[str, list[int]]] = defaultdict(dict)  # spec -> arm -> [sets, owed]
+    for (spec, arm_name), counts in entered.items():
+        per_exp[spec][arm_name] = counts
+    result = []
+    for spec in sorted(per_exp):
+        order = [n for n, _ in experiments.parse_arms(spec).arms]
+        arms = [_arm(name, *per_exp[spec].get(name, [0, 0]), *paid.get((spec, name), [0, 0])) for name in order]
+        control = arms[0]
+        comparisons = []
+        for arm in arms[1:]:
+            c = experiments.two_proportions(
+                arm["sets_paid_full"], arm["sets"], control["sets_paid_full"], control["sets"]
+            )
+            comparisons.append(
+                {
+                    "arm": arm["arm"],
+                    "control": control["arm"],
+                    "difference": c.difference,
+                    "difference_ci95": list(c.ci),
+                    "p_value": c.p_value,
+                    "enough_data": c.enough,
+                    "verdict": verdict(arm["arm"], control["arm"], c),
+                }
+            )
+        result.append({"experiment": spec, "arms": arms, "comparisons": comparisons})
+    return result
+
+
+def _arm(name: str, n: int, owed: int, paid: int, collected: int) -> dict[str, Any]:
+    ci = experiments.wilson_interval(paid, n)
+    return {
+        "arm": name,
+        "sets": n,
+        "sets_paid_full": paid,
+        "paid_full_rate": paid / n if n else None,
+        "paid_full_rate_ci95": list(ci) if ci else None,
+        "owed_cents": owed,
+        "collected_cents": collected,
+        "collected": plain_dollars(collected),
+        "collection_rate": collected / owed if owed else None,
+    }
 
 
 def _sort_key(key: tuple[Any, ...]) -> tuple[Any, ...]:

@@ -110,48 +110,58 @@ def read_report_input(
     ]
     sends = [
         SendRow(sid, day, title, method, status, attempts or 0, parse(sent or finished or due))
-        for sid, day, title, method, status, attempts, sent, finished, due in conn.execute(
-            select(
-                send_t.c.invoice_set_id,
-                send_t.c.step_day,
-                send_t.c.step_title,
-                send_t.c.method,
-                send_t.c.status,
-                send_t.c.attempts,
-                tcol(send_t.c.sent_at),
-                tcol(send_t.c.finished_at),
-                tcol(send_t.c.due_at),
-            )
-            .where(
-                send_t.c.invoice_set_id.in_(in_scope),
-                send_t.c.status.notin_(("pending", "cancelled", "claimed")),
-                send_t.c.step_index >= 0,  # opt-out confirmations are not outreach
-            )
-            .order_by(send_t.c.id)  # sends delivered at the same instant: the one recorded later is later
-        )
+        for sid, day, title, method, status, attempts, sent, finished, due in conn.execute(_all_sends(in_scope, tcol))
     ]
-    payments = [
-        PaymentRow(int(sid), pid, parse(paid_at), int(cents))
-        for sid, pid, paid_at, cents in conn.execute(
-            select(
-                charge_t.c.invoice_set_id,
-                payment_t.c.payment_id,
-                tcol(payment_t.c.paid_at),
-                func.sum(allocation_t.c.amount_cents),
-            )
-            .select_from(
-                allocation_t.join(charge_t, charge_t.c.id == allocation_t.c.charge_pk).join(
-                    payment_t, payment_t.c.id == allocation_t.c.payment_pk
-                )
-            )
-            .where(charge_t.c.invoice_set_id.in_(in_scope))
-            .group_by(charge_t.c.invoice_set_id, payment_t.c.payment_id, payment_t.c.paid_at)
-        )
-    ]
+    grp = _payment_groups(tcol, charge_t.c.invoice_set_id.in_(in_scope))
+    payments = [PaymentRow(int(sid), pid, parse(paid_at), int(cents)) for sid, pid, paid_at, cents in conn.execute(grp)]
     opt_outs = _opt_outs(conn, event_t.c.invoice_set_id.in_(in_scope), tcol, parse)
+    return ReportInput(sets, sends, payments, opt_outs, _steps(conn))
+
+
+def _all_sends(in_scope: Any, tcol: Callable[[Any], Any]) -> Any:
+    return (
+        select(
+            send_t.c.invoice_set_id,
+            send_t.c.step_day,
+            send_t.c.step_title,
+            send_t.c.method,
+            send_t.c.status,
+            send_t.c.attempts,
+            tcol(send_t.c.sent_at),
+            tcol(send_t.c.finished_at),
+            tcol(send_t.c.due_at),
+        )
+        .where(
+            send_t.c.invoice_set_id.in_(in_scope),
+            send_t.c.status.notin_(("pending", "cancelled", "claimed")),
+            send_t.c.step_index >= 0,  # opt-out confirmations are not outreach
+        )
+        .order_by(send_t.c.id)  # sends delivered at the same instant: the one recorded later is later
+    )
+
+
+def _payment_groups(tcol: Callable[[Any], Any], where: Any) -> Any:
+    """(set, payment ID, paid at, cents): a payment's allocations to one set's charges, summed."""
+    return (
+        select(
+            charge_t.c.invoice_set_id.label("set_id"),
+            payment_t.c.payment_id,
+            tcol(payment_t.c.paid_at).label("paid_at"),
+            func.sum(allocation_t.c.amount_cents).label("cents"),
+        )
+        .select_from(
+            allocation_t.join(charge_t, charge_t.c.id == allocation_t.c.charge_pk).join(
+                payment_t, payment_t.c.id == allocation_t.c.payment_pk
+            )
+        )
+        .where(where)
+        .group_by(charge_t.c.invoice_set_id, payment_t.c.payment_id, payment_t.c.paid_at)
+    )
+
+
+def _steps(conn: Connection) -> dict[str, list[tuple[int, str]]]:
     rs = RuleSets(conn)
-    steps = {rs.name(i): [(st.day, st.title) for st in rs.get(i).steps] for i in rs.by_id}
-    return ReportInput(sets, sends, payments, opt_outs, steps)
+    return {rs.name(i): [(st.day, st.title) for st in rs.get(i).steps] for i in rs.by_id}
 
 
 # --- the fast path: counts in the database, rows only for sets with refunds or opt-outs ----------
@@ -248,8 +258,7 @@ def read_report(
     messages = _messages(conn, sc)
     arms = _arms(conn, sc) if experiment else {}
     sets, sends, payments, opt_outs = _rows_of_exceptions(conn, sc)
-    rs_ = RuleSets(conn)
-    steps = {rs_.name(i): [(st.day, st.title) for st in rs_.get(i).steps] for i in rs_.by_id}
+    steps = _steps(conn)
     paid: PaidFacts | Callable[[int, str], PaidFacts]
     if attribution is not None and attribution_days is not None:
         paid = paid_facts(conn, sc, attribution_days, attribution)
@@ -408,21 +417,7 @@ def _rows_of_exceptions(
     """The rows of the sets in scope with a refund (their payments: `report._net_payments`) or an
     opt-out before --until (their sends: attributed per channel): few next to the sets."""
     tcol, parse = _time_reader(conn)
-    grp = (
-        select(
-            charge_t.c.invoice_set_id.label("set_id"),
-            payment_t.c.payment_id,
-            tcol(payment_t.c.paid_at).label("paid_at"),
-            func.sum(allocation_t.c.amount_cents).label("cents"),
-        )
-        .select_from(
-            allocation_t.join(charge_t, charge_t.c.id == allocation_t.c.charge_pk).join(
-                payment_t, payment_t.c.id == allocation_t.c.payment_pk
-            )
-        )
-        .where(payment_t.c.paid_at < sc.until, charge_t.c.invoice_set_id.is_not(None))
-        .group_by(charge_t.c.invoice_set_id, payment_t.c.payment_id, payment_t.c.paid_at)
-    ).cte("grp")
+    grp = _payment_groups(tcol, and_(payment_t.c.paid_at < sc.until, charge_t.c.invoice_set_id.is_not(None))).cte("grp")
     refunded = select(grp.c.set_id).where(grp.c.cents < 0)
     pay_rows = [
         PaymentRow(int(sid), pid, parse(paid_at), int(cents))
