@@ -124,7 +124,7 @@ def write_table(rows: list[Row], paid_sets: int, n: int) -> None:
     path = HERE / "RESULTS.md"
     text = path.read_text()
     block = "\n".join(lines) + "\n"
-    pattern = re.compile(r"The report \(issue 15\).*?\n\n(?:\|.*\n)+", re.S)
+    pattern = re.compile(r"The report \(issue 15\)[^\n]*\n\n(?:\|[^\n]*\n)+")
     text = pattern.sub(lambda _: block, text, count=1) if pattern.search(text) else text + "\n" + block
     path.write_text(text)
     print(f"wrote the report table of {path}", file=sys.stderr)
