@@ -186,7 +186,7 @@ def test_rulesets_commands(sqlite_url: str, tmp_path: Path) -> None:
 def test_internal_error_has_no_traceback_without_v(sqlite_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     c = Cli(sqlite_url)
     c.ok("init")
-    import outreach_cli.core.queries as q
+    import outreach_cli.core.metrics as q
 
     def boom(*a: object, **k: object) -> None:
         raise RuntimeError("kaboom")
