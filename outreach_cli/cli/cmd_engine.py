@@ -35,8 +35,8 @@ def register(app: typer.Typer) -> None:
 def build_engine(a: App, *, limit: int | None = None, concurrency: int | None = None):  # type: ignore[no-untyped-def]
     from outreach_cli.core import channels
     from outreach_cli.core.channels.base import ProviderConfigError
-    from outreach_cli.core.engine import Engine
     from outreach_cli.core.errors import ConfigError
+    from outreach_cli.outreach.tick import Tick
 
     s = a.settings
     store = a.store()
@@ -44,7 +44,7 @@ def build_engine(a: App, *, limit: int | None = None, concurrency: int | None = 
         providers = channels.build_providers(s)
     except (ValueError, ProviderConfigError) as exc:
         raise ConfigError(str(exc)) from None
-    return Engine(
+    return Tick(
         store,
         a.context(actor="system"),
         providers,
@@ -237,8 +237,8 @@ def forecast(
       outreach forecast --format jsonl | jq 'select(.prediction == "will-fail")'
     """
     from outreach_cli.cli.output import Clock, emit
-    from outreach_cli.core.engine import FORECAST_COLUMNS
-    from outreach_cli.core.engine import forecast as do_forecast
+    from outreach_cli.outreach.forecast import FORECAST_COLUMNS
+    from outreach_cli.outreach.forecast import forecast as do_forecast
 
     a = get_app(ctx)
     f = FORECAST_FORMATS.resolve(a, fmt)
