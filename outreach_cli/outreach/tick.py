@@ -51,6 +51,11 @@ class Tick:
         self.progress = progress
 
     @property
+    def ctx(self) -> Context:
+        """The clock and settings every phase reads (the demo moves ``ctx.now`` between ticks)."""
+        return self.t.ctx
+
+    @property
     def summary(self) -> TickSummary:
         return self.t.state.summary
 
