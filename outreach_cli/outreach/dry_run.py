@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection
 
@@ -14,12 +14,15 @@ from outreach_cli.core.errors import TemporaryFailure
 from outreach_cli.outreach.context import TickContext
 from outreach_cli.outreach.state import TickState
 
+if TYPE_CHECKING:
+    from outreach_cli.core.store import Store
+
 
 class OneTransaction:
     """The store as a dry run sees it: every read and write of the tick shares one connection
     and one transaction, which the dry run rolls back."""
 
-    def __init__(self, store: Any, conn: Connection) -> None:
+    def __init__(self, store: Store, conn: Connection) -> None:
         self._store = store
         self._conn = conn
         self.dialect: str = store.dialect
@@ -31,7 +34,7 @@ class OneTransaction:
     read = write
 
     def get_meta(self, conn: Connection, key: str) -> str | None:
-        return self._store.get_meta(conn, key)  # type: ignore[no-any-return]
+        return self._store.get_meta(conn, key)
 
 
 class DryRunProvider:
@@ -51,7 +54,7 @@ class DryRunProvider:
         return self.inner.lookup(provider_ref, msg) if self.inner.name == "sandbox" else None
 
 
-def run_dry(t: TickContext, real_store: Any, phases: Callable[[TickContext], None]) -> None:
+def run_dry(t: TickContext, real_store: Store, phases: Callable[[TickContext], None]) -> None:
     """Runs ``phases`` on a copy of ``t`` whose store is one rolled-back transaction and whose
     providers send nothing; fills ``t.state.summary.would_send``. What it would send, fallbacks
     included, and the sets it would expire or mark paid are exactly what the real run at this

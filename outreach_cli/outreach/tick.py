@@ -16,8 +16,9 @@ from datetime import timedelta
 
 from outreach_cli.core.channels.base import Provider
 from outreach_cli.core.sets import Context, RuleSets
+from outreach_cli.core.store import Store
 from outreach_cli.outreach.claims import claim_batch
-from outreach_cli.outreach.context import TickContext, TickOptions, TickStore
+from outreach_cli.outreach.context import TickContext, TickOptions
 from outreach_cli.outreach.dispatch import Batch, Dispatcher, Identity
 from outreach_cli.outreach.dry_run import run_dry
 from outreach_cli.outreach.expiry import expire_and_pay
@@ -34,7 +35,7 @@ class Tick:
 
     def __init__(
         self,
-        store: TickStore,
+        store: Store,
         ctx: Context,
         providers: dict[str, Provider],
         *,
@@ -49,6 +50,7 @@ class Tick:
         stripe = StripeHooks.from_settings(ctx, providers)
         self.t = TickContext(store, ctx, providers, options, MessageFactory(ctx), stripe, TickState())
         self.progress = progress
+        self.store = store
 
     @property
     def ctx(self) -> Context:
@@ -62,7 +64,7 @@ class Tick:
     def tick(self, *, dry_run: bool = False) -> TickSummary:
         started = time.monotonic()
         if dry_run:
-            run_dry(self.t, self.t.store, self._phases)
+            run_dry(self.t, self.store, self._phases)
         else:
             self._phases(self.t)
         self.summary.duration_s = time.monotonic() - started
