@@ -58,34 +58,39 @@ def build_engine(a: App, *, limit: int | None = None, concurrency: int | None = 
     )
 
 
+DryRunOption = Annotated[
+    bool,
+    typer.Option(
+        "--dry-run",
+        help="List every send this run would attempt (fallbacks included) and the sets it would "
+        "expire or mark paid; change nothing, send nothing.",
+    ),
+]
+LimitOption = Annotated[
+    int | None,
+    typer.Option(
+        "--limit",
+        metavar="N",
+        parser=whole_number("--limit", low=1),
+        help="Claim at most N invoice sets' steps this run.",
+    ),
+]
+ConcurrencyOption = Annotated[
+    int | None,
+    typer.Option(
+        "--concurrency",
+        metavar="N",
+        parser=whole_number("--concurrency", low=1, high=256, example=8),
+        help="Parallel provider calls, 1-256 (default sending.concurrency).",
+    ),
+]
+
+
 def run_outreach(
     ctx: typer.Context,
-    dry_run: Annotated[
-        bool,
-        typer.Option(
-            "--dry-run",
-            help="List every send this run would attempt (fallbacks included) and the sets it would "
-            "expire or mark paid; change nothing, send nothing.",
-        ),
-    ] = False,
-    limit: Annotated[
-        int | None,
-        typer.Option(
-            "--limit",
-            metavar="N",
-            parser=whole_number("--limit", low=1),
-            help="Claim at most N invoice sets' steps this run.",
-        ),
-    ] = None,
-    concurrency: Annotated[
-        int | None,
-        typer.Option(
-            "--concurrency",
-            metavar="N",
-            parser=whole_number("--concurrency", low=1, high=256, example=8),
-            help="Parallel provider calls, 1-256 (default sending.concurrency).",
-        ),
-    ] = None,
+    dry_run: DryRunOption = False,
+    limit: LimitOption = None,
+    concurrency: ConcurrencyOption = None,
     fmt: Annotated[str | None, RUN_FORMATS.option()] = None,
 ) -> None:
     """One outreach tick, for cron.
