@@ -1,5 +1,5 @@
 """What a provider result does to a send row: the status it leaves, when it finished, and the
-retry schedule of a transient failure (`outreach.record`)."""
+retry of a transient failure (`outreach.record`); the backoff itself: test_backoff_and_ids.py."""
 
 from __future__ import annotations
 
@@ -7,18 +7,11 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from outreach_cli.core.channels.base import DELIVERED, FAILED, SENT, TRANSIENT, UNKNOWN, Outcome
-from outreach_cli.outreach.record import backoff, outcome_values
+from outreach_cli.core.channels.base import DELIVERED, FAILED, SENT, TRANSIENT, UNKNOWN, ProviderOutcome, ProviderResult
+from outreach_cli.outreach.record import outcome_values
 from outreach_cli.outreach.state import TickSummary
 
 NOW = datetime(2026, 3, 2, 15, 0, tzinfo=UTC)
-
-
-@pytest.mark.parametrize(
-    ("attempt", "minutes"), [(0, 5), (1, 5), (2, 20), (3, 80), (4, 320)], ids=["0", "1", "2", "3", "4"]
-)
-def test_backoff(attempt: int, minutes: int) -> None:
-    assert backoff(attempt) == timedelta(minutes=minutes)
 
 
 @pytest.mark.parametrize(
@@ -35,7 +28,7 @@ def test_backoff(attempt: int, minutes: int) -> None:
     ids=["delivered", "sent", "failed", "unknown", "transient-1", "transient-2", "transient-gives-up"],
 )
 def test_outcome_values(
-    result: str,
+    result: ProviderResult,
     attempts: int,
     status: str,
     finished: datetime | None,
@@ -44,7 +37,7 @@ def test_outcome_values(
     counted: str,
 ) -> None:
     summary = TickSummary()
-    out = Outcome(result, "SM1", None, "provider said so")
+    out = ProviderOutcome(result, "SM1", None, "provider said so")
     values = outcome_values(out, attempts, 3, NOW, summary, "sms")
     assert (values["status"], values["finished_at"], values["sent_at"], values["next_attempt_at"]) == (
         status,
