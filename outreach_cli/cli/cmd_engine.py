@@ -14,6 +14,8 @@ from outreach_cli.cli.output import Col, Format, Formats
 
 if TYPE_CHECKING:
     from outreach_cli.cli.output import Clock
+    from outreach_cli.outreach.state import TickSummary
+    from outreach_cli.outreach.tick import Tick
 
 RUN_FORMATS = Formats(
     note="Without --dry-run only json applies (a summary object); with it, the sends due now, one row each."
@@ -32,10 +34,9 @@ def register(app: typer.Typer) -> None:
     app.add_typer(events_app, name="events")
 
 
-def build_engine(a: App, *, limit: int | None = None, concurrency: int | None = None):  # type: ignore[no-untyped-def]
+def build_engine(a: App, *, limit: int | None = None, concurrency: int | None = None) -> Tick:
     from outreach_cli.core import channels
     from outreach_cli.core.channels.base import ProviderConfigError
-    from outreach_cli.core.engine import Engine
     from outreach_cli.core.errors import ConfigError
 
     s = a.settings
@@ -44,7 +45,9 @@ def build_engine(a: App, *, limit: int | None = None, concurrency: int | None = 
         providers = channels.build_providers(s)
     except (ValueError, ProviderConfigError) as exc:
         raise ConfigError(str(exc)) from None
-    return Engine(
+    from outreach_cli.outreach.tick import Tick
+
+    return Tick(
         store,
         a.context(actor="system"),
         providers,
@@ -55,34 +58,39 @@ def build_engine(a: App, *, limit: int | None = None, concurrency: int | None = 
     )
 
 
+DryRunOption = Annotated[
+    bool,
+    typer.Option(
+        "--dry-run",
+        help="List every send this run would attempt (fallbacks included) and the sets it would "
+        "expire or mark paid; change nothing, send nothing.",
+    ),
+]
+LimitOption = Annotated[
+    int | None,
+    typer.Option(
+        "--limit",
+        metavar="N",
+        parser=whole_number("--limit", low=1),
+        help="Claim at most N invoice sets' steps this run.",
+    ),
+]
+ConcurrencyOption = Annotated[
+    int | None,
+    typer.Option(
+        "--concurrency",
+        metavar="N",
+        parser=whole_number("--concurrency", low=1, high=256, example=8),
+        help="Parallel provider calls, 1-256 (default sending.concurrency).",
+    ),
+]
+
+
 def run_outreach(
     ctx: typer.Context,
-    dry_run: Annotated[
-        bool,
-        typer.Option(
-            "--dry-run",
-            help="List every send this run would attempt (fallbacks included) and the sets it would "
-            "expire or mark paid; change nothing, send nothing.",
-        ),
-    ] = False,
-    limit: Annotated[
-        int | None,
-        typer.Option(
-            "--limit",
-            metavar="N",
-            parser=whole_number("--limit", low=1),
-            help="Claim at most N invoice sets' steps this run.",
-        ),
-    ] = None,
-    concurrency: Annotated[
-        int | None,
-        typer.Option(
-            "--concurrency",
-            metavar="N",
-            parser=whole_number("--concurrency", low=1, high=256, example=8),
-            help="Parallel provider calls, 1-256 (default sending.concurrency).",
-        ),
-    ] = None,
+    dry_run: DryRunOption = False,
+    limit: LimitOption = None,
+    concurrency: ConcurrencyOption = None,
     fmt: Annotated[str | None, RUN_FORMATS.option()] = None,
 ) -> None:
     """One outreach tick, for cron.
@@ -100,16 +108,29 @@ def run_outreach(
       */5 * * * *  outreach run-outreach --format json >> /var/log/outreach.jsonl
       outreach run-outreach --dry-run
     """
-    import json
-
-    from outreach_cli.cli.output import emit
-    from outreach_cli.core.errors import InvalidInput, TemporaryFailure
+    from outreach_cli.core.errors import InvalidInput
 
     a = get_app(ctx)
     f = RUN_FORMATS.resolve(a, fmt)
     if fmt is not None and not dry_run and f != Format.JSON:
         raise InvalidInput(f"--format {f}: only with --dry-run; without it, --format json prints the summary")
-    engine = build_engine(a, limit=limit, concurrency=concurrency)
+    summary = _run_tick(a, build_engine(a, limit=limit, concurrency=concurrency), dry_run=dry_run)
+    if dry_run:
+        _report_dry_run(a, f, summary)
+        return
+    if fmt is not None:
+        import json
+
+        a.write(json.dumps(summary.as_dict()) + "\n")
+    if a.verbose:
+        a.info("run-outreach: " + ", ".join(f"{k} {v}" for k, v in summary.as_dict().items()))
+    if summary.interrupted:
+        _exit_interrupted(a, summary)
+    _report_trouble(a, summary)
+
+
+def _run_tick(a: App, engine: Tick, *, dry_run: bool) -> TickSummary:
+    """One tick with a progress line and Ctrl-C/SIGTERM handling."""
     with a.progress("planning" if dry_run else "sending") as update, _stop_on_signals(a, engine):
         sent = 0
 
@@ -119,41 +140,44 @@ def run_outreach(
             update(sent)
 
         engine.progress = advance
-        summary = engine.tick(dry_run=dry_run)
-    if dry_run:
-        rows = summary.would_send
-        emit(
-            a,
-            rows,
-            f,
-            columns=list(rows[0]) if rows else ["id", "action", "step", "day", "method", "fallback"],
-            table=DRY_RUN_TABLE,
-        )
-        sends = sum(1 for r in summary.would_send if r["action"] == "send")
-        a.info(
-            f"run-outreach (dry run): {sends} send(s) would be attempted, "
-            f"{summary.expired} set(s) would expire, {summary.paid} would be marked paid"
-        )
-        return
-    if fmt is not None:
-        a.write(json.dumps(summary.as_dict()) + "\n")
-    if a.verbose:
-        a.info("run-outreach: " + ", ".join(f"{k} {v}" for k, v in summary.as_dict().items()))
-    trouble = _trouble(summary)
-    if summary.interrupted:
-        print(
-            f"interrupted; {summary.in_flight_left} sends in flight will be resolved after the lease",
-            file=a.env.stderr,
-        )
-        if summary.in_flight_left:
-            # Interrupted twice: end now rather than when those calls return (their claims are
-            # already safe: the lease covers them). Worker threads would otherwise hold the exit.
-            import os
+        return engine.tick(dry_run=dry_run)
 
-            for stream in (a.env.stdout, a.env.stderr):
-                stream.flush()
-            os._exit(130)
-        raise typer.Exit(130)
+
+def _report_dry_run(a: App, f: Format, summary: TickSummary) -> None:
+    from outreach_cli.cli.output import emit
+
+    rows = summary.would_send
+    columns = list(rows[0]) if rows else ["id", "action", "step", "day", "method", "fallback"]
+    emit(a, rows, f, columns=columns, table=DRY_RUN_TABLE)
+    sends = sum(1 for r in rows if r["action"] == "send")
+    a.info(
+        f"run-outreach (dry run): {sends} send(s) would be attempted, "
+        f"{summary.expired} set(s) would expire, {summary.paid} would be marked paid"
+    )
+
+
+def _exit_interrupted(a: App, summary: TickSummary) -> None:
+    print(
+        f"interrupted; {summary.in_flight_left} sends in flight will be resolved after the lease",
+        file=a.env.stderr,
+    )
+    if summary.in_flight_left:
+        # Interrupted twice: end now rather than when those calls return (their claims are
+        # already safe: the lease covers them). Worker threads would otherwise hold the exit.
+        import os
+
+        for stream in (a.env.stdout, a.env.stderr):
+            stream.flush()
+        os._exit(130)
+    raise typer.Exit(130)
+
+
+def _report_trouble(a: App, summary: TickSummary) -> None:
+    """Exit 75 on a provider outage; otherwise one line on stderr when anything failed
+    temporarily or a provider read failed."""
+    from outreach_cli.core.errors import TemporaryFailure
+
+    trouble = _trouble(summary)
     if summary.outage:
         raise TemporaryFailure(
             f"provider outage: all {summary.attempted} attempted send(s) failed temporarily ({trouble}); "
@@ -168,7 +192,7 @@ def run_outreach(
         )
 
 
-def _trouble(summary: Any) -> str:
+def _trouble(summary: TickSummary) -> str:
     """One line's worth: temporary send failures per channel, then failed provider reads."""
     parts = [
         f"{method} {n}: {reason.removesuffix(' (will retry)')}"
@@ -181,7 +205,7 @@ def _trouble(summary: Any) -> str:
 
 
 @contextmanager
-def _stop_on_signals(a: App, engine: Any) -> Iterator[None]:
+def _stop_on_signals(a: App, engine: Tick) -> Iterator[None]:
     """Ctrl-C/SIGTERM during a run: the first claims nothing more and lets the calls in flight
     finish; a second stops waiting for them (they are resolved after the lease)."""
     import signal
@@ -237,8 +261,8 @@ def forecast(
       outreach forecast --format jsonl | jq 'select(.prediction == "will-fail")'
     """
     from outreach_cli.cli.output import Clock, emit
-    from outreach_cli.core.engine import FORECAST_COLUMNS
-    from outreach_cli.core.engine import forecast as do_forecast
+    from outreach_cli.outreach.forecast import FORECAST_COLUMNS
+    from outreach_cli.outreach.forecast import forecast as do_forecast
 
     a = get_app(ctx)
     f = FORECAST_FORMATS.resolve(a, fmt)

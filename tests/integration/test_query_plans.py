@@ -79,11 +79,8 @@ def test_metrics_use_covering_indexes(store: Store) -> None:
 
 
 def test_claim_query_uses_the_next_send_index(store: Store) -> None:
-    from outreach_cli.core.engine import Engine
-    from outreach_cli.core.scheduling import Window
-    from outreach_cli.core.sets import Context
+    from outreach_cli.outreach.claims import due_sets_query
 
-    eng = Engine(store, Context(now=NOW, window=Window(), practice_tz="UTC"), {})
-    lines = plan(store, eng._due_sets_query(200))
+    lines = plan(store, due_sets_query(NOW, 200, pg=store.dialect == "postgresql"))
     assert_indexed(lines)
     assert any("next_send" in ln for ln in lines), lines

@@ -6,9 +6,9 @@ from datetime import timedelta
 
 import pytest
 
-from outreach_cli.core.engine import backoff
 from outreach_cli.core.errors import InvalidInput
 from outreach_cli.core.idstream import parse_id_args, parse_ids
+from outreach_cli.outreach.record import backoff
 
 
 @pytest.mark.parametrize(("attempt", "minutes"), [(0, 5), (1, 5), (2, 20), (3, 80), (4, 320), (5, 1280)])

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Protocol
+from typing import Any, Protocol, runtime_checkable
 
 
 class ProviderResult(StrEnum):
@@ -91,6 +91,22 @@ class Provider(Protocol):
     def lookup(self, provider_ref: str | None, msg: Message) -> ProviderOutcome | None:
         """The final outcome of an earlier send, or None if it cannot be known yet."""
         ...
+
+
+@runtime_checkable
+class StatusSource(Protocol):
+    """A provider that can fetch the final status of a message it accepted (reconciliation)."""
+
+    def fetch(self, provider_ref: str) -> ProviderOutcome: ...
+
+
+@runtime_checkable
+class InboundSource(Protocol):
+    """A provider that can list the replies sent to our number (opt-outs by reply)."""
+
+    from_number: str | None
+
+    def inbound(self, to_number: str, since: datetime | None) -> list[dict[str, Any]]: ...
 
 
 # What the sandbox puts where the practice's name and phone go when none are configured: clearly
