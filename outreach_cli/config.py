@@ -305,13 +305,20 @@ class StripeSettings:
         return ", ".join(n for n, on in (("charge_card", self.charges), ("payment links", self.links)) if on)
 
     def problems(self) -> list[str]:
-        from outreach_cli.core.channels.stripe_provider import mask_key
-
         if not self.api_key:
             return ["STRIPE_API_KEY is not set"]
         if self.mode is None:
             return [f"STRIPE_API_KEY {mask_key(self.api_key)} is not a sk_/rk_ test or live key"]
         return [self.timeout_problem] if self.timeout_problem else []
+
+
+def mask_key(key: str | None) -> str:
+    """A Stripe key or secret as it may be shown: its kind and last four characters."""
+    if not key:
+        return "(not set)"
+    m = re.match(r"^((?:sk|rk|whsec)_(?:test_|live_)?)", key)
+    prefix = m.group(1) if m else ""
+    return f"{prefix}****{key[-4:]}" if len(key) > len(prefix) + 8 else f"{prefix}****"
 
 
 # --- the settings object ------------------------------------------------------------------------

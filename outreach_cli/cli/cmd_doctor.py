@@ -170,7 +170,8 @@ def _check_practice(s: Settings, check: Check) -> None:
 
 def _check_stripe(st: StripeSettings, check: Check) -> None:
     """Stripe: the key's mode (test or live, from its prefix) and one cheap GET, masked."""
-    from outreach_cli.core.channels.stripe_provider import StripeApi, mask_key, ping
+    from outreach_cli.config import mask_key
+    from outreach_cli.core.channels.stripe_provider import StripeApi, ping
 
     problems = st.problems()
     if problems:

@@ -37,14 +37,6 @@ CUSTOMER_RE = re.compile(r"^cus_[A-Za-z0-9]{6,}$")
 PAYMENT_METHOD_RE = re.compile(r"^(pm|card|src)_[A-Za-z0-9_]{6,}$")
 
 
-def mask_key(key: str | None) -> str:
-    if not key:
-        return "(not set)"
-    m = re.match(r"^((?:sk|rk|whsec)_(?:test_|live_)?)", key)
-    prefix = m.group(1) if m else ""
-    return f"{prefix}****{key[-4:]}" if len(key) > len(prefix) + 8 else f"{prefix}****"
-
-
 def idempotency_key(send_id: int, schedule_gen: int) -> str:
     return f"outreach-send-{send_id}-{schedule_gen}"
 
