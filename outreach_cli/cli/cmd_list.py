@@ -125,7 +125,7 @@ def export(a: App, store: Any, flt: Any, f: Format) -> int | None:
         return None
     names = ex.rule_set_names(store)
     rows = ex.export_rows(store, flt, csv=csv)
-    lines = ex.json_lines(rows, names, link) if not csv else ex.cell_rows(rows, names, link)
+    lines = ex.json_lines(rows, link) if not csv else ex.cell_rows(rows, names, link)
     try:
         return _write_batches(a.env.stdout, lines, f)
     except BrokenPipeError:
