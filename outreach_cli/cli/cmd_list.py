@@ -125,9 +125,9 @@ def export(a: App, store: Any, flt: Any, f: Format) -> int | None:
         return None
     names = ex.rule_set_names(store)
     rows = ex.export_rows(store, flt, csv=csv)
-    lines = ex.json_lines(rows, link) if not csv else ex.cell_rows(rows, names, link)
+    batches = ex.json_batches(rows, link) if not csv else ex.cell_batches(rows, names, link)
     try:
-        return _write_batches(a.env.stdout, lines, f)
+        return _write_batches(a.env.stdout, batches, f)
     except BrokenPipeError:
         reader_gone()
         return 0
@@ -135,33 +135,36 @@ def export(a: App, store: Any, flt: Any, f: Format) -> int | None:
         rows.close()
 
 
-def _write_batches(out: Any, lines: Any, f: Format) -> int:
-    """Writes the rows ``lines`` gives (JSON texts or cell tuples) in ``f``, one write per batch;
+def _write_batches(out: Any, batches: Any, f: Format) -> int:
+    """Writes the batches of rows (JSON texts or cell tuples) in ``f``, one write per batch;
     nothing before the first row has been read. Returns how many rows were written."""
     import csv
-    from itertools import islice
+    import io
 
-    from outreach_cli.core.export import BATCH
     from outreach_cli.core.queries import LIST_COLUMNS
 
     n = 0
+    buf = io.StringIO()
     writer = None
-    while batch := list(islice(lines, BATCH)):
+    if f in (Format.TSV, Format.CSV):
+        writer = csv.writer(buf, dialect="excel-tab" if f == Format.TSV else "excel", lineterminator="\n")
+        writer.writerow(LIST_COLUMNS)
+    for batch in batches:
         if f == Format.JSONL:
             out.write("\n".join(batch) + "\n")
         elif f == Format.JSON:
             out.write(("[\n  " if n == 0 else ",\n  ") + ",\n  ".join(batch))
         else:
-            if writer is None:
-                dialect = "excel-tab" if f == Format.TSV else "excel"
-                writer = csv.writer(out, dialect=dialect, lineterminator="\n")
-                writer.writerow(LIST_COLUMNS)
+            assert writer is not None
             writer.writerows(batch)
+            out.write(buf.getvalue())  # the header goes with the first batch
+            buf.seek(0)
+            buf.truncate()
         n += len(batch)
     if f == Format.JSON:
         out.write("\n]\n" if n else "[]\n")
-    elif f in (Format.TSV, Format.CSV) and writer is None:
-        csv.writer(out, dialect="excel-tab" if f == Format.TSV else "excel", lineterminator="\n").writerow(LIST_COLUMNS)
+    elif buf.tell():
+        out.write(buf.getvalue())  # no rows: the header alone
     return n
 
 

@@ -12,7 +12,7 @@ generic path's (`emit` over `list_sets`); tests compare the two on both database
 
 from __future__ import annotations
 
-import base64
+import binascii
 import hmac
 from collections.abc import Callable, Generator, Iterator
 from json.encoder import encode_basestring
@@ -25,6 +25,7 @@ from outreach_cli.core.queries import ListFilter, _base, _iso_of_stored, _pages,
 from outreach_cli.core.sets import Context, RuleSets
 
 BATCH = 2000
+_URLSAFE = bytes.maketrans(b"+/", b"-_")
 _TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
 _FIRST = frozenset(_TRIGGERS)  # a flattened cell starting with one of these may be a formula
 
@@ -72,7 +73,11 @@ def _formula_flag_sql(cols: list[str], phone: str, dialect: str) -> str:
 
 # What str.strip() removes (`patient_name` is f"{first} {last}".strip()): trim() with this set of
 # characters on both databases.
-_SPACES = "".join(c for c in map(chr, range(0x110000)) if c.isspace())
+# (Every character whose str.isspace() is true; a test checks the list.)
+SPACES = (
+    "\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007"
+    "\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000"
+)
 
 
 def _json_sql(col: str, dialect: str) -> str:
@@ -94,7 +99,7 @@ def json_columns(dialect: str) -> list[Any]:
     def n(c: str) -> str:  # a number as text
         return c if dialect == "sqlite" else f"({c})::text"
 
-    spaces = "'" + _SPACES.replace("'", "''") + "'"
+    spaces = "'" + SPACES.replace("'", "''") + "'"
     name = f"{p}.first_name || ' ' || {p}.last_name"
     name = f"trim({name}, {spaces})" if dialect == "sqlite" else f"btrim({name}, {spaces})"
     rs = f"(SELECT {q('rule_set.name')} FROM rule_set WHERE rule_set.id = {s}.rule_set_id)"
@@ -147,7 +152,7 @@ def export_columns(dialect: str, *, csv: bool) -> list[Any]:
     return [literal_column(c) for c in cols]
 
 
-def _driver_rows(conn: Any, stmt: Any) -> Iterator[tuple[Any, ...]]:
+def _driver_rows(conn: Any, stmt: Any) -> Iterator[list[tuple[Any, ...]]]:
     """Runs ``stmt`` on the DBAPI cursor and yields its rows in batches of BATCH (PostgreSQL: a
     server-side cursor, so memory stays flat). Parameters get the columns' bind conversion."""
     compiled = stmt.compile(dialect=conn.dialect, compile_kwargs={"render_postcompile": True})
@@ -165,7 +170,7 @@ def _driver_rows(conn: Any, stmt: Any) -> Iterator[tuple[Any, ...]]:
         cur.execute(str(compiled), params)
     try:
         while batch := cur.fetchmany(BATCH):
-            yield from batch
+            yield batch
     finally:
         cur.close()
 
@@ -188,11 +193,14 @@ def payment_links(ctx: Context, *, csv: bool) -> Callable[[int], str] | None:
         parts = [encode_basestring(x)[1:-1] for x in parts]
         parts[0], parts[-1] = '"' + parts[0], parts[-1] + '"'
     key = ctx.secret.encode()
-    enc = base64.urlsafe_b64encode
+    b64 = binascii.b2a_base64
+    digest = getattr(hmac, "_hashopenssl", None)
+    mac = getattr(digest, "hmac_digest", hmac.digest)  # what hmac.digest calls, without its checks
 
     def link(set_id: int) -> str:
-        token = enc(hmac.digest(key, b"invoice-set:%d" % set_id, "sha256")[:24]).decode().rstrip("=")
-        return token.join(parts)
+        # 24 bytes: 32 characters of URL-safe base64 with no padding, as payment_url makes them.
+        token = b64(mac(key, b"invoice-set:%d" % set_id, "sha256")[:24], newline=False).translate(_URLSAFE)
+        return token.decode().join(parts)
 
     return link
 
@@ -202,33 +210,39 @@ def rule_set_names(store: Any) -> dict[int, str]:
         return {i: name for i, (name, _v, _rs) in RuleSets(conn).by_id.items()}
 
 
-def export_rows(store: Any, f: ListFilter, *, csv: bool) -> Generator[tuple[Any, ...], None, None]:
-    """The fast path's rows: the formatted SELECT list of `export_columns`, in `list` order."""
+def export_rows(store: Any, f: ListFilter, *, csv: bool) -> Generator[list[tuple[Any, ...]], None, None]:
+    """The fast path's rows in batches: the formatted SELECT list of `export_columns`, in `list`
+    order."""
     with store.read() as conn:
         walk = _walks_next_send(conn, store.dialect, f)
         base = _base(RuleSets(conn), f, walk_next_send=walk, dialect=store.dialect)
         base = base.with_only_columns(*export_columns(store.dialect, csv=csv), maintain_column_froms=False)
-        yield from _pages(conn, base, f, run=lambda q: _driver_rows(conn, q))
+        yield from _pages(conn, base, f, run=lambda q: _driver_rows(conn, q), size=len)
 
 
-def json_lines(rows: Iterator[tuple[Any, ...]], link: Callable[[int], str]) -> Iterator[str]:
+def json_batches(batches: Iterator[list[tuple[Any, ...]]], link: Callable[[int], str]) -> Iterator[list[str]]:
     """Each row as the JSON text `json.dumps(row, ensure_ascii=False)` gives for `list_sets`."""
-    for i, pre, post in rows:
-        yield f"{pre}{link(i)}{post}"
+    for batch in batches:
+        yield [f"{pre}{link(i)}{post}" for i, pre, post in batch]
 
 
-def cell_rows(
-    rows: Iterator[tuple[Any, ...]], names: dict[int, str], link: Callable[[int], str]
-) -> Iterator[tuple[Any, ...]]:
+def cell_batches(
+    batches: Iterator[list[tuple[Any, ...]]], names: dict[int, str], link: Callable[[int], str]
+) -> Iterator[list[tuple[Any, ...]]]:
     """Each row as the TSV/CSV cells `emit` writes for `list_sets` (csv quoting left to the writer)."""
     from outreach_cli.cli.output import flat
 
     rs = {i: neutralize(flat(n)) for i, n in names.items()}
-    for i, st, amt, cents, pid, first, last, phone, email, rsid, cr, nx, step, meth, why, nr, formula in rows:
-        name = f"{first} {last}".strip()
-        if name[:1] in _FIRST:
-            name = neutralize(name)
-        if formula:
-            pid, phone, email = neutralize(pid), neutralize(phone or ""), neutralize(email or "")
-            step, meth, why = neutralize(step or ""), neutralize(meth or ""), neutralize(why or "")
-        yield (i, st, amt, cents, pid, name, phone, email, rs[rsid], cr, nx, step, meth, why, link(i), nr)
+    for batch in batches:
+        yield [_cells(r, rs, link) for r in batch]
+
+
+def _cells(r: tuple[Any, ...], rs: dict[int, str], link: Callable[[int], str]) -> tuple[Any, ...]:
+    i, st, amt, cents, pid, first, last, phone, email, rsid, cr, nx, step, meth, why, nr, formula = r
+    name = f"{first} {last}".strip()
+    if name[:1] in _FIRST:
+        name = neutralize(name)
+    if formula:
+        pid, phone, email = neutralize(pid), neutralize(phone or ""), neutralize(email or "")
+        step, meth, why = neutralize(step or ""), neutralize(meth or ""), neutralize(why or "")
+    return (i, st, amt, cents, pid, name, phone, email, rs[rsid], cr, nx, step, meth, why, link(i), nr)

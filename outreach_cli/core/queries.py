@@ -283,9 +283,10 @@ def _order(q: Select[Any], f: ListFilter) -> Select[Any]:
     return q.order_by(idcol.desc() if f.desc else idcol.asc())
 
 
-def _pages(conn: Any, base: Select[Any], f: ListFilter, run: Any = None) -> Iterator[Any]:
+def _pages(conn: Any, base: Select[Any], f: ListFilter, run: Any = None, size: Any = None) -> Iterator[Any]:
     """The rows in order, limit and offset applied, streamed (``run(statement)`` executes one
-    statement and iterates its rows; default: SQLAlchemy with a server-side cursor).
+    statement and iterates its rows; default: SQLAlchemy with a server-side cursor; with
+    ``size``, ``run`` yields batches and ``size(batch)`` counts their rows).
 
     Sorting by next send puts sets with no next send last. Written as one ORDER BY, that needs a
     computed key no index can serve; as two ordered scans (scheduled sets by the next-send index,
@@ -314,7 +315,7 @@ def _pages(conn: Any, base: Select[Any], f: ListFilter, run: Any = None) -> Iter
         first = first.limit(f.limit)
     got = 0
     for r in run(first):
-        got += 1
+        got += 1 if size is None else size(r)
         yield r
     if f.limit is not None and got >= f.limit:
         return

@@ -121,3 +121,9 @@ def test_stripe_links_take_the_generic_path(data: Cli, monkeypatch: pytest.Monke
     monkeypatch.setenv("STRIPE_API_KEY", "sk_test_x")
     out = data.ok("list", "--status", "all", "--format", "jsonl").stdout
     assert called == [1] and out.count("\n") == 8
+
+
+def test_spaces_are_what_strip_removes() -> None:
+    from outreach_cli.core.export import SPACES
+
+    assert SPACES == "".join(c for c in map(chr, range(0x110000)) if c.isspace())
