@@ -32,15 +32,17 @@ _FIRST = frozenset(_TRIGGERS)  # a flattened cell starting with one of these may
 
 def _iso_sql(col: str, dialect: str, *, quoted: bool) -> str:
     """A stored time as `iso_z` writes it (NULL stays NULL, or `null` when ``quoted``)."""
+    q = '"' if quoted else ""
     if dialect == "sqlite":
-        # The stored text is sliced exactly as _iso_of_stored does; anything else goes to it.
-        v = (
-            f"CASE WHEN length({col}) = 26 AND substr({col}, 11, 1) = ' ' AND substr({col}, 20, 1) = '.' "
-            f"THEN substr({col}, 1, 10) || 'T' || substr({col}, 12, 8) || 'Z' ELSE outreach_iso({col}) END"
-        )
+        # The stored text is sliced exactly as _iso_of_stored does (26 characters, a space at 11
+        # and a point at 20: what the GLOB matches); anything else goes to it.
+        fast = f"printf('{q}%!.10sT%!.8sZ{q}', {col}, substr({col}, 12))"
+        other = f"'{q}' || outreach_iso({col}) || '{q}'"
+        v = f"CASE WHEN {col} GLOB '?????????? ????????.??????' THEN {fast} ELSE {other} END"
     else:
-        v = f"to_char(timezone('UTC', {col}), 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')"
-    return f"CASE WHEN {col} IS NULL THEN 'null' ELSE '\"' || {v} || '\"' END" if quoted else v
+        v = f"'{q}' || to_char(timezone('UTC', {col}), 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') || '{q}'"
+    null = "'null'" if quoted else "NULL"
+    return f"CASE WHEN {col} IS NULL THEN {null} ELSE {v} END"
 
 
 def _dollars_sql(col: str, dialect: str) -> str:
@@ -123,7 +125,11 @@ def json_columns(dialect: str) -> list[Any]:
         ("next_methods", methods),
         ("status_reason", q(f"{s}.status_reason")),
     ]
-    pre = " || ".join(f"'{', ' if i else '{'}\"{k}\": ' || {v}" for i, (k, v) in enumerate(parts))
+    if dialect == "sqlite":  # one printf: a chain of || copies the growing text once per part
+        fmt = ", ".join(f'"{k}": %s' for k, _ in parts)
+        pre = f"printf('{{{fmt}', {', '.join(v for _, v in parts)})"
+    else:
+        pre = " || ".join(f"'{', ' if i else '{'}\"{k}\": ' || {v}" for i, (k, v) in enumerate(parts))
     post = f"CASE WHEN {p}.needs_review THEN ', \"needs_review\": true}}' ELSE ', \"needs_review\": false}}' END"
     return [literal_column(c) for c in (f"{s}.id", pre + " || ', \"payment_url\": '", post)]
 
