@@ -29,6 +29,8 @@ from outreach_cli.core.sets import (
 from outreach_cli.core.statuses import CANCELS_PENDING, IN_PROGRESS, TARGET, Action, Result, Status, decide
 
 RESULT_COLUMNS = ["id", "action", "result", "from_status", "to_status", "reason"]
+BIG_ACTION = 10_000  # sets; from here SQLite gets a larger page cache for the transaction
+BIG_ACTION_CACHE_KB = 65_536
 
 
 @dataclass
@@ -100,10 +102,13 @@ def plan(
     """Every selected set's result, in the order given: the IDs go into the temporary table
     `act_ids` (which `_apply` uses too) and are read back with their sets in one query."""
     load_ids(conn, "act_ids", ids)
-    rows = conn.exec_driver_sql(
+    cur: Any = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    cur.execute(
         "SELECT t.id, s.status, s.rule_set_id, s.amount_outstanding_cents, s.patient_pk"
         " FROM act_ids t LEFT JOIN invoice_set s ON s.id = t.id ORDER BY t.pos"
     )
+    rows = cur.fetchall()
+    cur.close()
     decided: dict[tuple[str, bool], tuple[Result, str | None, str]] = {}
     out: list[Outcome] = []
     for i, status, rs, cents, ppk in rows:
@@ -176,6 +181,10 @@ def run_action(
         raise InvalidInput("--rule-set only goes with change-ruleset")
     try:
         with store.write() as conn:
+            if store.dialect == "sqlite" and len(ids) >= BIG_ACTION:
+                # Room for every page a big action dirties (six indexes move): without it SQLite
+                # spills pages to the log mid-transaction and writes them again at commit.
+                conn.exec_driver_sql(f"PRAGMA cache_size = -{BIG_ACTION_CACHE_KB}")
             rule_sets = RuleSets(conn)
             rs_id = rule_sets.resolve(rule_set) if rule_set else None
             outcomes = plan(conn, action, ids, rule_set_id=rs_id, reason=reason)
