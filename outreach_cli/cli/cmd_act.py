@@ -11,6 +11,7 @@ from outreach_cli.cli.options import AmountOpt, CreatedOpt, Search, SendTimeOpt,
 from outreach_cli.cli.output import Format, Formats
 
 FORMATS = Formats((*Formats().allowed, Format.IDS))
+ROW_TAIL_FORMATS = (Format.TSV, Format.CSV, Format.JSONL)  # written by emit_outcomes's own renderer
 
 if TYPE_CHECKING:
     from outreach_cli.cli.context import App
@@ -252,7 +253,7 @@ def emit_outcomes(a: App, outcomes: list[Outcome], f: Format) -> None:
     from outreach_cli.cli.output import emit, reader_gone
     from outreach_cli.core.actions import RESULT_COLUMNS
 
-    if f not in (Format.TSV, Format.CSV, Format.JSONL) or not outcomes:
+    if f not in ROW_TAIL_FORMATS or not outcomes:
         emit(a, [o.row() for o in outcomes], f, columns=RESULT_COLUMNS, table=_table())
         return
     render, header = _row_tail(f)

@@ -34,6 +34,14 @@ def register(app: typer.Typer) -> None:
     app.command("list")(list_)
 
 
+NeedsReviewOpt = Annotated[
+    bool,
+    typer.Option(
+        "--needs-review", help="Only sets whose patient sent a reply a person must read (a refusal without STOP)."
+    ),
+]
+
+
 def list_(
     ctx: typer.Context,
     search: Search = None,
@@ -47,11 +55,7 @@ def list_(
     limit: LimitOpt = None,
     offset: OffsetOpt = 0,
     fmt: Annotated[str | None, FORMATS.option()] = None,
-    needs_review: bool = typer.Option(
-        False,
-        "--needs-review",
-        help="Only sets whose patient sent a reply a person must read (a refusal without STOP).",
-    ),
+    needs_review: NeedsReviewOpt = False,
 ) -> None:
     """Find invoice sets.
 
@@ -67,7 +71,7 @@ def list_(
       outreach list --status failed --format ids | outreach act pause -
     """
     from outreach_cli.cli.output import Clock, emit
-    from outreach_cli.core.queries import LIST_COLUMNS, count_sets, list_sets
+    from outreach_cli.core.queries import LIST_COLUMNS, list_sets
 
     a = get_app(ctx)
     f = FORMATS.resolve(a, fmt)
@@ -95,10 +99,17 @@ def list_(
     if n is None:
         rows = list_sets(store, flt, a.context())
         n = emit(a, rows, f, columns=LIST_COLUMNS, table=list_table(Clock(a)))
-    if f != Format.TABLE:
-        return
+    if f == Format.TABLE:
+        _summary(a, store, flt, n, user_limit)
+
+
+def _summary(a: App, store: Any, flt: Any, n: int, user_limit: int | None) -> None:
+    """The line under the table: how many sets, and how to see the rest."""
+    limit, offset = flt.limit, flt.offset
     if (limit is not None and n == limit) or (offset and n):
         from dataclasses import replace
+
+        from outreach_cli.core.queries import count_sets
 
         total = count_sets(store, replace(flt, limit=None, offset=0))
         span = f"{n:,}" if not offset else f"{offset + 1:,}" if n == 1 else f"{offset + 1:,}-{offset + n:,}"

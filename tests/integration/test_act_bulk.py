@@ -126,3 +126,21 @@ def test_plain_id_reader_equals_the_line_reader(text: str) -> None:
     except InvalidInput as exc:
         got = str(exc)
     assert got == expected
+
+
+@pytest.mark.parametrize("fmt", ["tsv", "csv", "jsonl"])
+def test_result_rows_as_emit_writes_them(cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fmt: str) -> None:
+    from outreach_cli.cli import cmd_act
+
+    _sets(cli, tmp_path, 6)
+    cli.ok("act", "cancel", "2", "--yes")
+    cli.ok("act", "pause", "3")
+    args = ("act", "pause", "-", "--dry-run", "--skip-ineligible", "--format", fmt)
+    for reason in ('=SUM(A1)\t"quoted", with comma\nnext line', "plain", "-5"):
+        ids = "\n".join(["1", "2", "3", "4", "99", "5", "6"])
+        fast = cli(*args, "--reason", reason, input=ids)
+        with monkeypatch.context() as m:
+            m.setattr(cmd_act, "ROW_TAIL_FORMATS", ())
+            generic = cli(*args, "--reason", reason, input=ids)
+        assert fast.code == generic.code == 3
+        assert fast.stdout == generic.stdout and fast.stdout.count("\n") == 7 + (fmt != "jsonl")
