@@ -130,15 +130,15 @@ def export(a: App, store: Any, flt: Any, f: Format) -> int | None:
     from outreach_cli.cli.output import reader_gone
     from outreach_cli.core import export as ex
 
-    csv = f in (Format.TSV, Format.CSV)
-    link = ex.payment_links(a.context(), csv=csv)
+    delim = {Format.TSV: "\t", Format.CSV: ","}.get(f)
+    link = ex.payment_links(a.context(), csv=delim is not None, delim=delim or ",")
     if link is None:
         return None
-    names = ex.rule_set_names(store)
-    rows = ex.export_rows(store, flt, csv=csv)
-    batches = ex.json_batches(rows, link) if not csv else ex.cell_batches(rows, names, link)
+    rows = ex.export_rows(store, flt, delim=delim)
     try:
-        return _write_batches(a.env.stdout, batches, f)
+        if delim is None:
+            return _write_json(a.env.stdout, ex.json_batches(rows, link), f)
+        return _write_cells(a.env.stdout, ex.csv_batches(rows, ex.rule_set_names(store), link, delim), f)
     except BrokenPipeError:
         reader_gone()
         return 0
@@ -146,36 +146,36 @@ def export(a: App, store: Any, flt: Any, f: Format) -> int | None:
         rows.close()
 
 
-def _write_batches(out: Any, batches: Any, f: Format) -> int:
-    """Writes the batches of rows (JSON texts or cell tuples) in ``f``, one write per batch;
-    nothing before the first row has been read. Returns how many rows were written."""
+def _write_json(out: Any, batches: Any, f: Format) -> int:
+    """JSON lines, or one JSON array, a batch of rows per write; returns how many rows."""
+    n = 0
+    for batch in batches:
+        if f == Format.JSONL:
+            out.write("\n".join(batch) + "\n")
+        else:
+            out.write(("[\n  " if n == 0 else ",\n  ") + ",\n  ".join(batch))
+        n += len(batch)
+    if f == Format.JSON:
+        out.write("\n]\n" if n else "[]\n")
+    return n
+
+
+def _write_cells(out: Any, texts: Any, f: Format) -> int:
+    """The header, then each batch's TSV/CSV text (nothing before the first batch was read, as
+    `emit`); returns how many rows."""
     import csv
     import io
 
     from outreach_cli.core.queries import LIST_COLUMNS
 
-    n = 0
     buf = io.StringIO()
-    writer = None
-    if f in (Format.TSV, Format.CSV):
-        writer = csv.writer(buf, dialect="excel-tab" if f == Format.TSV else "excel", lineterminator="\n")
-        writer.writerow(LIST_COLUMNS)
-    for batch in batches:
-        if f == Format.JSONL:
-            out.write("\n".join(batch) + "\n")
-        elif f == Format.JSON:
-            out.write(("[\n  " if n == 0 else ",\n  ") + ",\n  ".join(batch))
-        else:
-            assert writer is not None
-            writer.writerows(batch)
-            out.write(buf.getvalue())  # the header goes with the first batch
-            buf.seek(0)
-            buf.truncate()
-        n += len(batch)
-    if f == Format.JSON:
-        out.write("\n]\n" if n else "[]\n")
-    elif buf.tell():
-        out.write(buf.getvalue())  # no rows: the header alone
+    csv.writer(buf, dialect="excel-tab" if f == Format.TSV else "excel", lineterminator="\n").writerow(LIST_COLUMNS)
+    header, n = buf.getvalue(), 0
+    for text, rows in texts:
+        out.write(header + text if n == 0 else text)
+        n += rows
+    if n == 0:
+        out.write(header)
     return n
 
 

@@ -134,6 +134,48 @@ def json_columns(dialect: str) -> list[Any]:
     return [literal_column(c) for c in (f"{s}.id", pre + " || ', \"payment_url\": '", post)]
 
 
+def _csv_cell_sql(v: str, dialect: str, delim: str) -> str:
+    """A flattened text cell as the csv module writes it (QUOTE_MINIMAL: quoted, quotes doubled,
+    when it holds a quote or the delimiter); NULL as the empty cell."""
+    find = "instr({}, {})" if dialect == "sqlite" else "strpos({}, {})"
+    d = ("char(9)" if dialect == "sqlite" else "chr(9)") if delim == "\t" else "','"
+    need = f"{find.format(v, chr(39) + chr(34) + chr(39))} > 0 OR {find.format(v, d)} > 0"
+    return f"coalesce(CASE WHEN {need} THEN '\"' || replace({v}, '\"', '\"\"') || '\"' ELSE {v} END, '')"
+
+
+def csv_line_columns(dialect: str, delim: str) -> list[Any]:
+    """id, the TSV/CSV line up to the payment link (NULL when a cell may need `neutralize`: that
+    row is made in Python from `export_columns(csv=True)`), and the line's end (needs_review)."""
+    s, p = "invoice_set", "patient"
+    flat = [_flat_sql(f"{p}.{c}", dialect) for c in ("patient_id", "first_name", "last_name", "phone", "email")]
+    pid, first, last, phone, email = flat
+    name = (
+        f"{'trim' if dialect == 'sqlite' else 'btrim'}({first} || ' ' || {last}, '" + SPACES.replace("'", "''") + "')"
+    )
+    rs = f"(SELECT {_flat_sql('rule_set.name', dialect)} FROM rule_set WHERE rule_set.id = {s}.rule_set_id)"
+    step, meth, why = (_flat_sql(f"{s}.{c}", dialect) for c in ("next_step", "next_methods", "status_reason"))
+
+    def n(c: str) -> str:  # a number as text
+        return c if dialect == "sqlite" else f"({c})::text"
+
+    cells = [
+        n(f"{s}.id"),
+        _csv_cell_sql(f"{s}.status", dialect, delim),
+        _dollars_sql(f"{s}.amount_outstanding_cents", dialect),
+        n(f"{s}.amount_outstanding_cents"),
+        *(_csv_cell_sql(v, dialect, delim) for v in (pid, name, phone, email, rs)),
+        f"coalesce({_iso_sql(f'{s}.created_at', dialect, quoted=False)}, '')",
+        f"coalesce({_iso_sql(f'{s}.next_send_at', dialect, quoted=False)}, '')",
+        *(_csv_cell_sql(v, dialect, delim) for v in (step, meth, why)),
+    ]
+    ch = "char" if dialect == "sqlite" else "chr"
+    sep = f"{ch}(9)" if delim == "\t" else "','"
+    line = f" || {sep} || ".join(cells) + f" || {sep}"
+    flag = _formula_flag_sql([f"{s}.status", pid, name, email, rs, step, meth, why], phone, dialect)
+    post = f"{sep} || CASE WHEN {p}.needs_review THEN 'true' ELSE 'false' END || {ch}(10)"
+    return [literal_column(c) for c in (f"{s}.id", f"CASE WHEN {flag} = 1 THEN NULL ELSE {line} END", post)]
+
+
 def export_columns(dialect: str, *, csv: bool) -> list[Any]:
     """The SELECT list of the fast path (see the row layout in `json_lines` / `cell_rows`)."""
     if not csv:
@@ -158,7 +200,7 @@ def export_columns(dialect: str, *, csv: bool) -> list[Any]:
     return [literal_column(c) for c in cols]
 
 
-def _driver_rows(conn: Any, stmt: Any) -> Iterator[list[tuple[Any, ...]]]:
+def _driver_rows(conn: Any, stmt: Any, *, server: bool = True) -> Iterator[list[tuple[Any, ...]]]:
     """Runs ``stmt`` on the DBAPI cursor and yields its rows in batches of BATCH (PostgreSQL: a
     server-side cursor, so memory stays flat). Parameters get the columns' bind conversion."""
     compiled = stmt.compile(dialect=conn.dialect, compile_kwargs={"render_postcompile": True})
@@ -172,7 +214,7 @@ def _driver_rows(conn: Any, stmt: Any) -> Iterator[list[tuple[Any, ...]]]:
         cur = raw.cursor()
         cur.execute(str(compiled), tuple(params[k] for k in compiled.positiontup))
     else:
-        cur = raw.cursor(name="outreach_export")
+        cur = raw.cursor(name="outreach_export") if server else raw.cursor()
         cur.execute(str(compiled), params)
     try:
         while batch := cur.fetchmany(BATCH):
@@ -181,7 +223,7 @@ def _driver_rows(conn: Any, stmt: Any) -> Iterator[list[tuple[Any, ...]]]:
         cur.close()
 
 
-def payment_links(ctx: Context, *, csv: bool) -> Callable[[int], str] | None:
+def payment_links(ctx: Context, *, csv: bool, delim: str = ",") -> Callable[[int], str] | None:
     """`payment_url_maker` in one C call per set (hmac.digest), written as its JSON string or
     its TSV/CSV cell. None when the link cannot be made that way (a Stripe checkout link; a
     template whose cell a spreadsheet could read as a formula)."""
@@ -193,8 +235,8 @@ def payment_links(ctx: Context, *, csv: bool) -> Callable[[int], str] | None:
     parts = ctx.url_template.split("{token}")
     if csv:
         parts = [flat(x) for x in parts]
-        if not parts[0] or parts[0].startswith(_TRIGGERS):
-            return None  # the token could start the cell: leave it to the generic path
+        if not parts[0] or parts[0].startswith(_TRIGGERS) or any('"' in x or delim in x for x in parts):
+            return None  # the token could start the cell, or the cell needs quoting: the generic path
     else:
         parts = [encode_basestring(x)[1:-1] for x in parts]
         parts[0], parts[-1] = '"' + parts[0], parts[-1] + '"'
@@ -216,14 +258,37 @@ def rule_set_names(store: Any) -> dict[int, str]:
         return {i: name for i, (name, _v, _rs) in RuleSets(conn).by_id.items()}
 
 
-def export_rows(store: Any, f: ListFilter, *, csv: bool) -> Generator[list[tuple[Any, ...]], None, None]:
-    """The fast path's rows in batches: the formatted SELECT list of `export_columns`, in `list`
-    order."""
+def export_rows(store: Any, f: ListFilter, *, delim: str | None) -> Generator[list[tuple[Any, ...]], None, None]:
+    """The fast path's rows in batches, in `list` order: (id, JSON text up to the link, its
+    end) or, with ``delim``, (id, TSV/CSV line up to the link, its end, the cells of
+    `export_columns(csv=True)` when the line is left to Python)."""
     with store.read() as conn:
         walk = _walks_next_send(conn, store.dialect, f)
         base = _base(RuleSets(conn), f, walk_next_send=walk, dialect=store.dialect)
-        base = base.with_only_columns(*export_columns(store.dialect, csv=csv), maintain_column_froms=False)
-        yield from _pages(conn, base, f, run=lambda q: _driver_rows(conn, q), size=len)
+        cols = json_columns(store.dialect) if delim is None else csv_line_columns(store.dialect, delim)
+        base = base.with_only_columns(*cols, maintain_column_froms=False)
+        pages = _pages(conn, base, f, run=lambda q: _driver_rows(conn, q), size=len)
+        for batch in pages:
+            if delim is not None and any(r[1] is None for r in batch):
+                batch = _with_cells(conn, store.dialect, batch)
+            yield batch
+
+
+def _with_cells(conn: Any, dialect: str, batch: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """The rows whose line is left to Python get their cells (one query per batch)."""
+    from sqlalchemy import select
+
+    from outreach_cli.core.models import invoice_set_t, patient_t
+
+    ids = [r[0] for r in batch if r[1] is None]
+    q = (
+        select(*export_columns(dialect, csv=True))
+        .select_from(invoice_set_t)
+        .join(patient_t, patient_t.c.id == invoice_set_t.c.patient_pk)
+        .where(invoice_set_t.c.id.in_(ids))
+    )
+    cells = {r[0]: r for rows in _driver_rows(conn, q, server=False) for r in rows}
+    return [r if r[1] is not None else (*r, cells[r[0]]) for r in batch]
 
 
 def json_batches(batches: Iterator[list[tuple[Any, ...]]], link: Callable[[int], str]) -> Iterator[list[str]]:
@@ -232,15 +297,29 @@ def json_batches(batches: Iterator[list[tuple[Any, ...]]], link: Callable[[int],
         yield [f"{pre}{link(i)}{post}" for i, pre, post in batch]
 
 
-def cell_batches(
-    batches: Iterator[list[tuple[Any, ...]]], names: dict[int, str], link: Callable[[int], str]
-) -> Iterator[list[tuple[Any, ...]]]:
-    """Each row as the TSV/CSV cells `emit` writes for `list_sets` (csv quoting left to the writer)."""
+def csv_batches(
+    batches: Iterator[list[tuple[Any, ...]]], names: dict[int, str], link: Callable[[int], str], delim: str
+) -> Iterator[tuple[str, int]]:
+    """Each batch as the TSV/CSV text `emit` writes for `list_sets` (no header), and its rows."""
+    import csv
+    import io
+
     from outreach_cli.cli.output import flat
 
     rs = {i: neutralize(flat(n)) for i, n in names.items()}
+    buf = io.StringIO()
+    writer = csv.writer(buf, dialect="excel-tab" if delim == "\t" else "excel", lineterminator="\n")
     for batch in batches:
-        yield [_cells(r, rs, link) for r in batch]
+        lines = []
+        for r in batch:
+            if r[1] is not None:
+                lines.append(f"{r[1]}{link(r[0])}{r[2]}")
+                continue
+            buf.seek(0)
+            buf.truncate()
+            writer.writerow(_cells(r[3], rs, link))
+            lines.append(buf.getvalue())
+        yield "".join(lines), len(lines)
 
 
 def _cells(r: tuple[Any, ...], rs: dict[int, str], link: Callable[[int], str]) -> tuple[Any, ...]:
