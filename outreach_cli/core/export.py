@@ -134,44 +134,57 @@ def json_columns(dialect: str) -> list[Any]:
     return [literal_column(c) for c in (f"{s}.id", pre + " || ', \"payment_url\": '", post)]
 
 
-def _csv_cell_sql(v: str, dialect: str, delim: str) -> str:
-    """A flattened text cell as the csv module writes it (QUOTE_MINIMAL: quoted, quotes doubled,
-    when it holds a quote or the delimiter); NULL as the empty cell."""
+def _csv_cell_sql(v: str, dialect: str, delim: str, *, flat: bool = True, test: str | None = None) -> str:
+    """A text value as its TSV/CSV cell: flattened (`output.flat`), then as the csv module
+    writes it (QUOTE_MINIMAL: quoted, quotes doubled, when it holds a quote or the delimiter;
+    flattening changes neither, so the raw value is tested); NULL as the empty cell."""
     find = "instr({}, {})" if dialect == "sqlite" else "strpos({}, {})"
-    d = ("char(9)" if dialect == "sqlite" else "chr(9)") if delim == "\t" else "','"
-    need = f"{find.format(v, chr(39) + chr(34) + chr(39))} > 0 OR {find.format(v, d)} > 0"
-    return f"coalesce(CASE WHEN {need} THEN '\"' || replace({v}, '\"', '\"\"') || '\"' ELSE {v} END, '')"
+    t = test or v
+    need = f"{find.format(t, chr(39) + chr(34) + chr(39))} > 0"
+    if delim == ",":
+        need += f" OR {find.format(t, chr(39) + ',' + chr(39))} > 0"
+    f = _flat_sql(v, dialect) if flat else v
+    return f"coalesce(CASE WHEN {need} THEN '\"' || replace({f}, '\"', '\"\"') || '\"' ELSE {f} END, '')"
 
 
 def csv_line_columns(dialect: str, delim: str) -> list[Any]:
     """id, the TSV/CSV line up to the payment link (NULL when a cell may need `neutralize`: that
-    row is made in Python from `export_columns(csv=True)`), and the line's end (needs_review)."""
+    row is made in Python from `export_columns(csv=True)`), and the line's end (needs_review).
+    The formula test looks at the raw values: flattening only turns tabs and line breaks into
+    spaces, which never start a formula, and keeps a plain number plain."""
     s, p = "invoice_set", "patient"
-    flat = [_flat_sql(f"{p}.{c}", dialect) for c in ("patient_id", "first_name", "last_name", "phone", "email")]
-    pid, first, last, phone, email = flat
-    name = (
-        f"{'trim' if dialect == 'sqlite' else 'btrim'}({first} || ' ' || {last}, '" + SPACES.replace("'", "''") + "')"
-    )
-    rs = f"(SELECT {_flat_sql('rule_set.name', dialect)} FROM rule_set WHERE rule_set.id = {s}.rule_set_id)"
-    step, meth, why = (_flat_sql(f"{s}.{c}", dialect) for c in ("next_step", "next_methods", "status_reason"))
+    trim = "trim" if dialect == "sqlite" else "btrim"
+    spaces = "'" + SPACES.replace("'", "''") + "'"
+    raw_name = f"{trim}({p}.first_name || ' ' || {p}.last_name, {spaces})"
+    name = f"{trim}({_flat_sql(f'{p}.first_name', dialect)} || ' ' || {_flat_sql(f'{p}.last_name', dialect)}, {spaces})"
+    rs = f"(SELECT rule_set.name FROM rule_set WHERE rule_set.id = {s}.rule_set_id)"
 
     def n(c: str) -> str:  # a number as text
         return c if dialect == "sqlite" else f"({c})::text"
 
+    texts = [f"{p}.patient_id", f"{p}.phone", f"{p}.email", rs]
+    more = [f"{s}.next_step", f"{s}.next_methods", f"{s}.status_reason"]
+    pid, phone, email, rs_cell = (_csv_cell_sql(v, dialect, delim) for v in texts)
     cells = [
         n(f"{s}.id"),
         _csv_cell_sql(f"{s}.status", dialect, delim),
         _dollars_sql(f"{s}.amount_outstanding_cents", dialect),
         n(f"{s}.amount_outstanding_cents"),
-        *(_csv_cell_sql(v, dialect, delim) for v in (pid, name, phone, email, rs)),
+        pid,
+        _csv_cell_sql(name, dialect, delim, flat=False, test=f"{p}.first_name || {p}.last_name"),
+        phone,
+        email,
+        rs_cell,
         f"coalesce({_iso_sql(f'{s}.created_at', dialect, quoted=False)}, '')",
         f"coalesce({_iso_sql(f'{s}.next_send_at', dialect, quoted=False)}, '')",
-        *(_csv_cell_sql(v, dialect, delim) for v in (step, meth, why)),
+        *(_csv_cell_sql(v, dialect, delim) for v in more),
     ]
     ch = "char" if dialect == "sqlite" else "chr"
     sep = f"{ch}(9)" if delim == "\t" else "','"
     line = f" || {sep} || ".join(cells) + f" || {sep}"
-    flag = _formula_flag_sql([f"{s}.status", pid, name, email, rs, step, meth, why], phone, dialect)
+    flag = _formula_flag_sql(
+        [f"{s}.status", f"{p}.patient_id", raw_name, f"{p}.email", rs, *more], f"{p}.phone", dialect
+    )
     post = f"{sep} || CASE WHEN {p}.needs_review THEN 'true' ELSE 'false' END || {ch}(10)"
     return [literal_column(c) for c in (f"{s}.id", f"CASE WHEN {flag} = 1 THEN NULL ELSE {line} END", post)]
 
