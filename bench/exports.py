@@ -70,10 +70,10 @@ def _load() -> str:
     return f"{os.getloadavg()[0]:.1f}"
 
 
-def export_figures(db: Path, runs: int) -> list[str]:
+def export_figures(db: Path, runs: int, formats: tuple[str, ...] = ("jsonl", "csv", "tsv")) -> list[str]:
     """`list --status all --format jsonl|csv|tsv` over every set (SPEC 12: <= 10 s, <= 100 MB)."""
     lines = []
-    for fmt in ("jsonl", "csv", "tsv"):
+    for fmt in formats:
         load = _load()
         got = [timed_cpu(outreach(db, "list", "--status", "all", "--format", fmt)) for _ in range(runs)]
         lines.append(_figure(f"list --status all --format {fmt}", 10, 100, got, f"{load}-{_load()}"))
@@ -103,9 +103,10 @@ def main() -> None:
     ap.add_argument("--db", required=True, help="a database made by bench/generate.py")
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--skip", default="", help="comma list: export,act")
+    ap.add_argument("--formats", default="jsonl,csv,tsv")
     a = ap.parse_args()
     skip = set(filter(None, a.skip.split(",")))
-    lines = [] if "export" in skip else export_figures(Path(a.db), a.runs)
+    lines = [] if "export" in skip else export_figures(Path(a.db), a.runs, tuple(a.formats.split(",")))
     if "act" not in skip:
         tmp = Path(tempfile.mkdtemp(prefix="outreach-bench-", dir=Path(a.db).parent))
         try:
