@@ -197,51 +197,16 @@ def main() -> None:
             raw_note = f"; raw SQL CPU {raw[1]:.3f} s" if raw else ""
             rows.append((name, wall, raw[0] if raw else None, f"CPU {cpu:.3f} s{raw_note}; {note}; target <= 3 s"))
 
+    from bench.exports import act_figures, export_figures
+
+    exports: list[str] = []
     if "jsonl" not in skip:
-        wall, rss, code = timed(outreach(db, "list", "--status", "all", "--format", "jsonl"))
-        raw = sql_time(db, "SELECT s.*, p.* FROM invoice_set s JOIN patient p ON p.id = s.patient_pk;", 1)
-        rows.append(
-            (
-                "list --status all --format jsonl (all sets)",
-                wall,
-                raw,
-                f"peak RSS {rss / 1024:.0f} MB (target < 200 MB)",
-            )
-        )
-        print(f"jsonl all: {wall:.1f}s rss {rss / 1024:.0f} MB", file=sys.stderr)
+        exports += export_figures(db, max(a.runs, 5))
 
     tmp = Path(tempfile.mkdtemp(prefix="outreach-bench-"))
     try:
         if "act" not in skip:
-            copy = tmp / "act.db"
-            shutil.copy(db, copy)
-            ids = subprocess.run(
-                ["sqlite3", str(copy), "SELECT id FROM invoice_set WHERE status='active' ORDER BY id LIMIT 100000;"],
-                capture_output=True,
-                check=True,
-            ).stdout
-            n = len(ids.split())
-            wall, rss, code = timed(outreach(copy, "act", "pause", "-"), stdin=ids)
-            assert code == 0, code
-            shutil.copy(db, copy)
-            idlist = ",".join(ids.decode().split())
-            sql = (
-                f"BEGIN; UPDATE invoice_set SET status='paused' WHERE id IN ({idlist}); "
-                f"INSERT INTO event (invoice_set_id, at, kind, actor, from_status, to_status) SELECT id, '2026-11-02', "
-                f"'action', 'b', 'active', 'paused' FROM invoice_set WHERE id IN ({idlist}); COMMIT;"
-            )
-            t0 = time.perf_counter()
-            subprocess.run(["sqlite3", str(copy)], input=sql.encode(), check=True, capture_output=True)
-            raw = time.perf_counter() - t0
-            rows.append(
-                (
-                    f"act pause - ({n:,} IDs from stdin)",
-                    wall,
-                    raw,
-                    f"peak RSS {rss / 1024:.0f} MB; one run (it changes data)",
-                )
-            )
-            print(f"act pause {n}: {wall:.1f}s", file=sys.stderr)
+            exports += act_figures(db, tmp, max(a.runs, 5))
         if "import" not in skip:
             pdb = tmp / "import.db"
             generate(pdb, 0)  # schema only
@@ -283,7 +248,7 @@ def main() -> None:
                     throughput.append(run_outreach_throughput(None, a.pg, workers, 20000))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    write_results(rows, throughput, a.sets)
+    write_results(rows, throughput, a.sets, exports)
 
 
 def run_outreach_throughput(sqlite_db: Path | None, pg: str | None, workers: int, n: int) -> tuple[str, float, float]:
@@ -393,7 +358,10 @@ def _pg_fresh(url: str, n: int) -> str:
 
 
 def write_results(
-    rows: list[tuple[str, float, float | None, str]], throughput: list[tuple[str, float, float]], n: int
+    rows: list[tuple[str, float, float | None, str]],
+    throughput: list[tuple[str, float, float]],
+    n: int,
+    exports: list[str] | None = None,
 ) -> None:
     lines = [
         "# Benchmark results",
@@ -423,6 +391,10 @@ def write_results(
         for label, rate, wall in throughput:
             workers = int(label.split(", ")[1].split()[0])
             lines.append(f"| {label} | {rate:.0f} | {100 * rate / (320 * workers):.0f}% | {wall:.1f} s |")
+    if exports:
+        from bench.exports import EXPORT_HEADER
+
+        lines += EXPORT_HEADER + exports
     out = HERE / "RESULTS.md"
     out.write_text("\n".join(lines) + "\n")
     print(f"wrote {out}", file=sys.stderr)

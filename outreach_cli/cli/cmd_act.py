@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -11,68 +11,77 @@ from outreach_cli.cli.options import AmountOpt, CreatedOpt, Search, SendTimeOpt,
 from outreach_cli.cli.output import Format, Formats
 
 FORMATS = Formats((*Formats().allowed, Format.IDS))
+ROW_TAIL_FORMATS = (Format.TSV, Format.CSV, Format.JSONL)  # written by emit_outcomes's own renderer
 
 if TYPE_CHECKING:
+    from outreach_cli.cli.context import App
     from outreach_cli.cli.output import Col
-    from outreach_cli.core.actions import ActResult
+    from outreach_cli.core.actions import ActResult, Outcome
+    from outreach_cli.core.statuses import Action
 
 
 def register(app: typer.Typer) -> None:
     app.command("act")(act)
 
 
+ActionArg = Annotated[
+    str, typer.Argument(help="write-off, collections, change-ruleset, pause, resume or cancel.", metavar="ACTION")
+]
+IdsArg = Annotated[
+    list[str] | None,
+    typer.Argument(
+        help='Invoice set IDs, or - to read them from stdin (plain IDs, JSON lines with "id", or TSV/CSV rows with the ID first).',
+        metavar="[ID...|-]",
+    ),
+]
+RuleSetArg = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--rule-set",
+        help="change-ruleset: the new rule set. Other actions: select sets on this rule set (a filter).",
+        metavar="NAME",
+    ),
+]
+FromRuleSetArg = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--from-rule-set",
+        help="change-ruleset: select sets now on this rule set.",
+        metavar="NAME",
+        rich_help_panel="Filters",
+    ),
+]
+ReasonArg = Annotated[str | None, typer.Option("--reason", metavar="TEXT", help="Why (kept in the event log).")]
+ActorArg = Annotated[str | None, typer.Option("--actor", metavar="NAME", help="Who acts (default: the OS user).")]
+DryRunArg = Annotated[bool, typer.Option("--dry-run", help="Print exactly what would happen; change nothing.")]
+YesArg = Annotated[
+    bool,
+    typer.Option("--yes", "-y", help="Confirm write-off, collections, cancel and change-ruleset without a prompt."),
+]
+SkipArg = Annotated[
+    bool,
+    typer.Option(
+        "--skip-ineligible", help="Apply the eligible sets even if some are ineligible or not found (still exits 3)."
+    ),
+]
+
+
 def act(
     ctx: typer.Context,
-    action: Annotated[
-        str, typer.Argument(help="write-off, collections, change-ruleset, pause, resume or cancel.", metavar="ACTION")
-    ],
-    ids: Annotated[
-        list[str] | None,
-        typer.Argument(
-            help='Invoice set IDs, or - to read them from stdin (plain IDs, JSON lines with "id", or TSV/CSV rows with the ID first).',
-            metavar="[ID...|-]",
-        ),
-    ] = None,
+    action: ActionArg,
+    ids: IdsArg = None,
     search: Search = None,
     status: StatusOpt = None,
     amount: AmountOpt = None,
     created: CreatedOpt = None,
     send_time: SendTimeOpt = None,
-    rule_set: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--rule-set",
-            help="change-ruleset: the new rule set. Other actions: select sets on this rule set (a filter).",
-            metavar="NAME",
-        ),
-    ] = None,
-    from_rule_set: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--from-rule-set",
-            help="change-ruleset: select sets now on this rule set.",
-            metavar="NAME",
-            rich_help_panel="Filters",
-        ),
-    ] = None,
-    reason: Annotated[str | None, typer.Option("--reason", metavar="TEXT", help="Why (kept in the event log).")] = None,
-    actor: Annotated[
-        str | None, typer.Option("--actor", metavar="NAME", help="Who acts (default: the OS user).")
-    ] = None,
-    dry_run: Annotated[
-        bool, typer.Option("--dry-run", help="Print exactly what would happen; change nothing.")
-    ] = False,
-    yes: Annotated[
-        bool,
-        typer.Option("--yes", "-y", help="Confirm write-off, collections, cancel and change-ruleset without a prompt."),
-    ] = False,
-    skip_ineligible: Annotated[
-        bool,
-        typer.Option(
-            "--skip-ineligible",
-            help="Apply the eligible sets even if some are ineligible or not found (still exits 3).",
-        ),
-    ] = False,
+    rule_set: RuleSetArg = None,
+    from_rule_set: FromRuleSetArg = None,
+    reason: ReasonArg = None,
+    actor: ActorArg = None,
+    dry_run: DryRunArg = False,
+    yes: YesArg = False,
+    skip_ineligible: SkipArg = False,
     fmt: Annotated[str | None, FORMATS.option()] = None,
 ) -> None:
     """Act on one invoice set or thousands.
@@ -92,88 +101,86 @@ def act(
       outreach act change-ruleset --from-rule-set gentle --status active --rule-set standard --yes
       outreach act write-off --status expired --amount ..5 --dry-run
     """
-    from contextlib import nullcontext
-
-    from outreach_cli.cli.context import read_input
-    from outreach_cli.cli.output import emit
-    from outreach_cli.core.actions import RESULT_COLUMNS, run_action
-    from outreach_cli.core.errors import Aborted, ExitCode, InvalidInput
-    from outreach_cli.core.idstream import parse_id_args, parse_ids
-    from outreach_cli.core.queries import selected_ids
-    from outreach_cli.core.statuses import NEEDS_CONFIRMATION, Action, Result, parse_action
+    from outreach_cli.core.statuses import parse_action
 
     a = get_app(ctx)
     act_ = parse_action(action)
     f = FORMATS.resolve(a, fmt)
-    target_rs: str | None = None
-    filter_rs = list(from_rule_set or [])
+    target_rs, filter_rs = _rule_sets(act_, rule_set, from_rule_set)
+    filters = {"search": search, "status": status, "amount": amount, "created": created, "send_time": send_time}
+    selected = _selection(a, ids or [], filters, filter_rs)
+    res = _run(a, act_, selected, actor, target_rs, reason, skip_ineligible=skip_ineligible, dry_run=dry_run, yes=yes)
+    _report(a, act_, res, f, dry_run=dry_run, skip_ineligible=skip_ineligible)
+
+
+def _rule_sets(
+    act_: Action, rule_set: list[str] | None, from_rule_set: list[str] | None
+) -> tuple[str | None, list[str]]:
+    """(the new rule set of change-ruleset, the rule sets that filter the selection)."""
+    from outreach_cli.core.errors import InvalidInput
+    from outreach_cli.core.statuses import Action
+
     if act_ is Action.CHANGE_RULESET:
         if not rule_set:
             raise InvalidInput("change-ruleset needs --rule-set NAME (the new rule set)")
         if len(rule_set) > 1:
             raise InvalidInput("change-ruleset takes one --rule-set (the new rule set); filter with --from-rule-set")
-        target_rs = rule_set[0]
-    else:
-        if from_rule_set:
-            raise InvalidInput("--from-rule-set only goes with change-ruleset; use --rule-set to filter")
-        filter_rs = list(rule_set or [])
-    has_filters = any(v is not None for v in (search, status, amount, created, send_time)) or bool(filter_rs)
-    store = a.store()
-    ids = ids or []
+        return rule_set[0], list(from_rule_set or [])
+    if from_rule_set:
+        raise InvalidInput("--from-rule-set only goes with change-ruleset; use --rule-set to filter")
+    return None, list(rule_set or [])
+
+
+def _selection(a: App, ids: list[str], filters: dict[str, Any], filter_rs: list[str]) -> list[int]:
+    """The selected set IDs: given, read from stdin (`-`), or found by the `list` filters."""
+    from outreach_cli.cli.context import read_input
+    from outreach_cli.core.errors import InvalidInput
+    from outreach_cli.core.idstream import parse_id_args, parse_ids
+    from outreach_cli.core.queries import selected_ids
+
+    has_filters = any(v is not None for v in filters.values()) or bool(filter_rs)
     if ids and has_filters:
         raise InvalidInput("give IDs (or -) or filters, not both")
     if ids == ["-"]:
         if a.env.stdin_isatty:
             a.info("reading invoice set IDs from stdin (one or more per line; Ctrl-D to end)")
         data, source = read_input(a, "-")
-        selected = parse_ids(data.decode("utf-8", errors="replace"), source)
-    elif "-" in ids:
+        return parse_ids(data.decode("utf-8", errors="replace"), source)
+    if "-" in ids:
         raise InvalidInput("- (stdin) cannot be mixed with IDs")
-    elif ids:
-        selected = parse_id_args(ids)
-    elif has_filters:
-        flt = build_filter(
-            a,
-            search=search,
-            status=status,
-            amount=amount,
-            created=created,
-            send_time=send_time,
-            rule_set=filter_rs,
-            sort="id",
-        )
-        selected = selected_ids(store, flt)
-    else:
-        raise InvalidInput(
-            "select sets: give IDs, - to read IDs from stdin, or filters such as --status (there is no implicit 'all')"
-        )
+    if ids:
+        return parse_id_args(ids)
+    if has_filters:
+        flt = build_filter(a, **filters, rule_set=filter_rs, sort="id")
+        return selected_ids(a.store(), flt)
+    raise InvalidInput(
+        "select sets: give IDs, - to read IDs from stdin, or filters such as --status (there is no implicit 'all')"
+    )
 
-    def confirm(res: ActResult) -> bool:
-        if act_ not in NEEDS_CONFIRMATION or yes:
-            return True
-        if not a.interactive:
-            raise Aborted(
-                f"{act_.value} would change {_sets(len(res.changed))}: add --yes to confirm (nothing was changed)"
-            )
-        from outreach_cli.core.money import format_dollars
 
-        total = sum(o.amount_cents for o in res.changed)
-        n = len(res.changed)
-        prompt = f"{act_.value}: {n:,} invoice set{'' if n == 1 else 's'}, {format_dollars(total)} outstanding. Proceed? [y/N] "
-        a.env.stderr.write(prompt)
-        a.env.stderr.flush()
-        try:
-            answer = a.env.stdin.readline().strip().lower()
-        except KeyboardInterrupt:
-            a.env.stderr.write("\n")  # the shell prompt starts on its own line
-            raise
-        return answer in ("y", "yes")
+def _run(
+    a: App,
+    act_: Action,
+    selected: list[int],
+    actor: str | None,
+    target_rs: str | None,
+    reason: str | None,
+    *,
+    skip_ineligible: bool,
+    dry_run: bool,
+    yes: bool,
+) -> ActResult:
+    """Plans, confirms (prompt on a terminal, else --yes) and applies the action."""
+    from contextlib import nullcontext
+
+    from outreach_cli.core.actions import run_action
+    from outreach_cli.core.statuses import NEEDS_CONFIRMATION
 
     prompting = act_ in NEEDS_CONFIRMATION and not yes and not dry_run and a.interactive
     label = f"{act_.value}: {_sets(len(selected))}"
     with a.progress(label, show_count=False) if not prompting else nullcontext(lambda _n: None) as update:
         res = run_action(
-            store,
+            a.store(),
             act_,
             selected,
             a.context(actor),
@@ -181,12 +188,46 @@ def act(
             reason=reason,
             skip_ineligible=skip_ineligible,
             dry_run=dry_run,
-            confirm=confirm,
+            confirm=lambda res: _confirm(a, act_, res, yes),
         )
         update(len(selected))
+    return res
+
+
+def _confirm(a: App, act_: Action, res: ActResult, yes: bool) -> bool:
+    from outreach_cli.core.errors import Aborted
+    from outreach_cli.core.money import format_dollars
+    from outreach_cli.core.statuses import NEEDS_CONFIRMATION
+
+    if act_ not in NEEDS_CONFIRMATION or yes:
+        return True
+    if not a.interactive:
+        raise Aborted(
+            f"{act_.value} would change {_sets(len(res.changed))}: add --yes to confirm (nothing was changed)"
+        )
+    total = sum(o.amount_cents for o in res.changed)
+    n = len(res.changed)
+    prompt = (
+        f"{act_.value}: {n:,} invoice set{'' if n == 1 else 's'}, {format_dollars(total)} outstanding. Proceed? [y/N] "
+    )
+    a.env.stderr.write(prompt)
+    a.env.stderr.flush()
+    try:
+        answer = a.env.stdin.readline().strip().lower()
+    except KeyboardInterrupt:
+        a.env.stderr.write("\n")  # the shell prompt starts on its own line
+        raise
+    return answer in ("y", "yes")
+
+
+def _report(a: App, act_: Action, res: ActResult, f: Format, *, dry_run: bool, skip_ineligible: bool) -> None:
+    """The result rows on stdout, the summary (or why nothing changed) on stderr, exit 3 when
+    some sets were ineligible or not found."""
+    from outreach_cli.core.errors import ExitCode
+    from outreach_cli.core.statuses import Result
+
     blocked_stop = bool(res.blocked) and not skip_ineligible
-    shown = res.blocked if blocked_stop else res.outcomes
-    emit(a, [o.row() for o in shown], f, columns=RESULT_COLUMNS, table=_table())
+    emit_outcomes(a, res.blocked if blocked_stop else res.outcomes, f)
     counts = (
         f"{res.count(Result.CHANGED)} {'would change' if dry_run else 'changed'}, {res.count(Result.UNCHANGED)} unchanged, "
         f"{res.count(Result.INELIGIBLE)} ineligible, {res.count(Result.NOT_FOUND)} not found"
@@ -204,6 +245,59 @@ def act(
         a.info(f"{prefix}: {counts}")
     if res.blocked:
         raise typer.Exit(int(ExitCode.PARTIAL))
+
+
+def emit_outcomes(a: App, outcomes: list[Outcome], f: Format) -> None:
+    """One row per set, as `emit` writes them; for TSV, CSV and JSON lines each distinct rest of
+    a row (action, result, statuses, reason) is rendered once and written after its ID."""
+    from outreach_cli.cli.output import emit, reader_gone
+    from outreach_cli.core.actions import RESULT_COLUMNS
+
+    if f not in ROW_TAIL_FORMATS or not outcomes:
+        emit(a, [o.row() for o in outcomes], f, columns=RESULT_COLUMNS, table=_table())
+        return
+    render, header = _row_tail(f)
+    tails: dict[tuple[Any, ...], str] = {}
+    lines = [header]
+    start = '{"id": ' if f == Format.JSONL else ""
+    for o in outcomes:
+        key = (o.action, o.result, o.from_status, o.to_status, o.reason)
+        tail = tails.get(key)
+        if tail is None:
+            row = o.row()
+            tail = tails[key] = render([row[c] for c in RESULT_COLUMNS[1:]])
+        lines.append(f"{start}{o.id}{tail}")
+    try:
+        a.env.stdout.write("".join(lines))
+    except BrokenPipeError:
+        reader_gone()
+
+
+def _row_tail(f: Format) -> tuple[Any, str]:
+    """What follows the ID on one output line (its separator first, its line end last), as a
+    function of the other values; and the header line."""
+    import csv
+    import io
+    import json
+
+    from outreach_cli.cli.output import _cell
+    from outreach_cli.core.actions import RESULT_COLUMNS
+
+    if f == Format.JSONL:
+        keys = RESULT_COLUMNS[1:]
+        return lambda values: ", " + json.dumps(dict(zip(keys, values, strict=True)), ensure_ascii=False)[1:] + "\n", ""
+    buf = io.StringIO()
+    w = csv.writer(buf, dialect="excel-tab" if f == Format.TSV else "excel", lineterminator="\n")
+    w.writerow(RESULT_COLUMNS)
+    header = buf.getvalue()
+
+    def tail(values: list[Any]) -> str:
+        buf.seek(0)
+        buf.truncate()
+        w.writerow(["", *(_cell(v) for v in values)])  # the empty ID cell stands for the ID
+        return buf.getvalue()
+
+    return tail, header
 
 
 def _sets(n: int) -> str:

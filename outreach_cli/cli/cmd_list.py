@@ -27,10 +27,19 @@ if TYPE_CHECKING:
 
 FORMATS = Formats((*Formats().allowed, Format.IDS))
 TTY_LIMIT = 50
+EXPORT_FORMATS = (Format.JSONL, Format.JSON, Format.TSV, Format.CSV)
 
 
 def register(app: typer.Typer) -> None:
     app.command("list")(list_)
+
+
+NeedsReviewOpt = Annotated[
+    bool,
+    typer.Option(
+        "--needs-review", help="Only sets whose patient sent a reply a person must read (a refusal without STOP)."
+    ),
+]
 
 
 def list_(
@@ -46,11 +55,7 @@ def list_(
     limit: LimitOpt = None,
     offset: OffsetOpt = 0,
     fmt: Annotated[str | None, FORMATS.option()] = None,
-    needs_review: bool = typer.Option(
-        False,
-        "--needs-review",
-        help="Only sets whose patient sent a reply a person must read (a refusal without STOP).",
-    ),
+    needs_review: NeedsReviewOpt = False,
 ) -> None:
     """Find invoice sets.
 
@@ -66,7 +71,7 @@ def list_(
       outreach list --status failed --format ids | outreach act pause -
     """
     from outreach_cli.cli.output import Clock, emit
-    from outreach_cli.core.queries import LIST_COLUMNS, count_sets, list_sets
+    from outreach_cli.core.queries import LIST_COLUMNS, list_sets
 
     a = get_app(ctx)
     f = FORMATS.resolve(a, fmt)
@@ -90,12 +95,21 @@ def list_(
     )
     flt.needs_review = needs_review
     store = a.store()
-    rows = list_sets(store, flt, a.context())
-    n = emit(a, rows, f, columns=LIST_COLUMNS, table=list_table(Clock(a)))
-    if f != Format.TABLE:
-        return
+    n = export(a, store, flt, f) if f in EXPORT_FORMATS else None
+    if n is None:
+        rows = list_sets(store, flt, a.context())
+        n = emit(a, rows, f, columns=LIST_COLUMNS, table=list_table(Clock(a)))
+    if f == Format.TABLE:
+        _summary(a, store, flt, n, user_limit)
+
+
+def _summary(a: App, store: Any, flt: Any, n: int, user_limit: int | None) -> None:
+    """The line under the table: how many sets, and how to see the rest."""
+    limit, offset = flt.limit, flt.offset
     if (limit is not None and n == limit) or (offset and n):
         from dataclasses import replace
+
+        from outreach_cli.core.queries import count_sets
 
         total = count_sets(store, replace(flt, limit=None, offset=0))
         span = f"{n:,}" if not offset else f"{offset + 1:,}" if n == 1 else f"{offset + 1:,}-{offset + n:,}"
@@ -107,6 +121,62 @@ def list_(
             a.info(f"showing {span} of {total:,} invoice sets; --offset {offset + n} for the next {n:,}")
     else:
         a.info(f"{n:,} invoice set{'' if n == 1 else 's'}")
+
+
+def export(a: App, store: Any, flt: Any, f: Format) -> int | None:
+    """The fast path of `--format jsonl|json|tsv|csv` (core/export.py): rows formatted by the
+    query, written a batch at a time. None when it does not apply (Stripe payment links, an odd
+    link template): the caller takes the generic path, whose output is the same."""
+    from outreach_cli.cli.output import reader_gone
+    from outreach_cli.core import export as ex
+
+    delim = {Format.TSV: "\t", Format.CSV: ","}.get(f)
+    link = ex.payment_links(a.context(), csv=delim is not None, delim=delim or ",")
+    if link is None:
+        return None
+    rows = ex.export_rows(store, flt, delim=delim)
+    try:
+        if delim is None:
+            return _write_json(a.env.stdout, ex.json_batches(rows, link), f)
+        return _write_cells(a.env.stdout, ex.csv_batches(rows, ex.rule_set_names(store), link, delim), f)
+    except BrokenPipeError:
+        reader_gone()
+        return 0
+    finally:
+        rows.close()
+
+
+def _write_json(out: Any, batches: Any, f: Format) -> int:
+    """JSON lines, or one JSON array, a batch of rows per write; returns how many rows."""
+    n = 0
+    for batch in batches:
+        if f == Format.JSONL:
+            out.write("\n".join(batch) + "\n")
+        else:
+            out.write(("[\n  " if n == 0 else ",\n  ") + ",\n  ".join(batch))
+        n += len(batch)
+    if f == Format.JSON:
+        out.write("\n]\n" if n else "[]\n")
+    return n
+
+
+def _write_cells(out: Any, texts: Any, f: Format) -> int:
+    """The header, then each batch's TSV/CSV text (nothing before the first batch was read, as
+    `emit`); returns how many rows."""
+    import csv
+    import io
+
+    from outreach_cli.core.queries import LIST_COLUMNS
+
+    buf = io.StringIO()
+    csv.writer(buf, dialect="excel-tab" if f == Format.TSV else "excel", lineterminator="\n").writerow(LIST_COLUMNS)
+    header, n = buf.getvalue(), 0
+    for text, rows in texts:
+        out.write(header + text if n == 0 else text)
+        n += rows
+    if n == 0:
+        out.write(header)
+    return n
 
 
 def list_table(clock: Clock) -> list[Col]:

@@ -8,13 +8,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, select, update
+from sqlalchemy import Connection, Integer, String, cast, column, literal, null, select, update
+from sqlalchemy import table as sa_table
 
 from outreach_cli.core.errors import InvalidInput
-from outreach_cli.core.models import charge_t, invoice_set_t
+from outreach_cli.core.models import UTCDateTime, charge_t, event_t, invoice_set_t, send_t
 from outreach_cli.core.sets import (
     Context,
     RuleSets,
@@ -25,9 +26,11 @@ from outreach_cli.core.sets import (
     event_row,
     refresh_sets,
 )
-from outreach_cli.core.statuses import CANCELS_PENDING, IN_PROGRESS, Action, Result, Status, decide
+from outreach_cli.core.statuses import CANCELS_PENDING, IN_PROGRESS, TARGET, Action, Result, Status, decide
 
 RESULT_COLUMNS = ["id", "action", "result", "from_status", "to_status", "reason"]
+BIG_ACTION = 10_000  # sets; from here SQLite gets a larger page cache for the transaction
+BIG_ACTION_CACHE_KB = 65_536
 
 
 @dataclass
@@ -69,43 +72,59 @@ class ActResult:
         return [o for o in self.outcomes if o.result is Result.CHANGED]
 
 
+def load_ids(conn: Connection, name: str, ids: list[int]) -> None:
+    """A temporary table ``name`` (pos, id) holding ``ids`` in their order, for set-based
+    statements (SQLite: one executemany; PostgreSQL: COPY). Dropped with the transaction's end
+    on PostgreSQL, by `drop_ids` on SQLite."""
+    conn.exec_driver_sql(f"DROP TABLE IF EXISTS {name}")
+    if conn.dialect.name == "sqlite":
+        conn.exec_driver_sql(f"CREATE TEMP TABLE {name} (pos INTEGER PRIMARY KEY, id INTEGER NOT NULL)")
+        conn.exec_driver_sql(f"INSERT INTO {name} (pos, id) VALUES (?, ?)", list(enumerate(ids)))
+        return
+    conn.exec_driver_sql(f"CREATE TEMP TABLE {name} (pos integer PRIMARY KEY, id bigint NOT NULL) ON COMMIT DROP")
+    raw: Any = conn.connection.dbapi_connection
+    with raw.cursor() as cur, cur.copy(f"COPY {name} (pos, id) FROM STDIN") as copy:
+        for row in enumerate(ids):
+            copy.write_row(row)
+
+
+def drop_ids(conn: Connection, *names: str) -> None:
+    """SQLite: drop the temporary ID tables (PostgreSQL drops them at the transaction's end)."""
+    if conn.dialect.name != "sqlite":
+        return
+    for name in names:
+        conn.exec_driver_sql(f"DROP TABLE IF EXISTS {name}")
+
+
 def plan(
     conn: Connection, action: Action, ids: list[int], *, rule_set_id: int | None, reason: str | None
 ) -> list[Outcome]:
-    found: dict[int, Any] = {}
-    for chunk in chunks(ids, 900):
-        for r in conn.execute(
-            select(
-                invoice_set_t.c.id,
-                invoice_set_t.c.status,
-                invoice_set_t.c.rule_set_id,
-                invoice_set_t.c.amount_outstanding_cents,
-                invoice_set_t.c.patient_pk,
-            ).where(invoice_set_t.c.id.in_(chunk))
-        ):
-            found[r.id] = r
+    """Every selected set's result, in the order given: the IDs go into the temporary table
+    `act_ids` (which `_apply` uses too) and are read back with their sets in one query."""
+    load_ids(conn, "act_ids", ids)
+    cur: Any = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    cur.execute(
+        "SELECT t.id, s.status, s.rule_set_id, s.amount_outstanding_cents, s.patient_pk"
+        " FROM act_ids t LEFT JOIN invoice_set s ON s.id = t.id ORDER BY t.pos"
+    )
+    rows = cur.fetchall()
+    cur.close()
+    decided: dict[tuple[str, bool], tuple[Result, str | None, str]] = {}
     out: list[Outcome] = []
-    for i in ids:
-        row = found.get(i)
-        if row is None:
+    for i, status, rs, cents, ppk in rows:
+        if status is None:
             out.append(Outcome(i, action.value, Result.NOT_FOUND, None, None, "no invoice set with this ID"))
             continue
-        status = Status(row.status)
-        result, to, why = decide(
-            action, status, same_rule_set=(rule_set_id is not None and row.rule_set_id == rule_set_id)
-        )
-        out.append(
-            Outcome(
-                i,
-                action.value,
+        key = (status, rule_set_id is not None and rs == rule_set_id)
+        d = decided.get(key)
+        if d is None:
+            result, to, why = decide(action, Status(status), same_rule_set=key[1])
+            d = decided[key] = (
                 result,
-                status.value,
-                (to.value if to else None),
+                to.value if to else None,
                 why if result is not Result.CHANGED else (reason or ""),
-                row.amount_outstanding_cents,
-                row.patient_pk,
             )
-        )
+        out.append(Outcome(i, action.value, d[0], status, d[1], d[2], cents, ppk))
     _one_in_progress_per_patient(conn, out)
     return out
 
@@ -162,6 +181,10 @@ def run_action(
         raise InvalidInput("--rule-set only goes with change-ruleset")
     try:
         with store.write() as conn:
+            if store.dialect == "sqlite" and len(ids) >= BIG_ACTION:
+                # Room for every page a big action dirties (six indexes move): without it SQLite
+                # spills pages to the log mid-transaction and writes them again at commit.
+                conn.exec_driver_sql(f"PRAGMA cache_size = -{BIG_ACTION_CACHE_KB}")
             rule_sets = RuleSets(conn)
             rs_id = rule_sets.resolve(rule_set) if rule_set else None
             outcomes = plan(conn, action, ids, rule_set_id=rs_id, reason=reason)
@@ -174,7 +197,7 @@ def run_action(
                 raise Aborted("nothing was changed")
             # A dry run applies for real and rolls back: the printed to_status comes from the same
             # re-evaluation as a real run's, so the two cannot drift apart.
-            _apply(conn, action, res.changed, ctx, rule_sets, rs_id, rule_set, reason)
+            _apply(conn, action, res.changed, ctx, rule_sets, rs_id, rule_set, reason, len(ids))
             if dry_run:
                 raise _DryRunRollback(res)
             res.applied = True
@@ -192,6 +215,11 @@ class _DryRunRollback(Exception):
         self.result = result
 
 
+# Actions whose result depends on the set's status alone and that re-evaluate nothing: applied
+# with a few set-based statements over the temporary ID table, whatever the number of sets.
+IN_SQL = (Action.PAUSE, Action.CANCEL, Action.COLLECTIONS, Action.WRITE_OFF)
+
+
 def _apply(
     conn: Connection,
     action: Action,
@@ -201,106 +229,28 @@ def _apply(
     rs_id: int | None,
     rs_name: str | None,
     reason: str | None,
+    n_selected: int,
 ) -> None:
-    now = ctx.now
     ids = [o.id for o in changed]
-    refresh: list[int] = []
-    if action in (Action.WRITE_OFF, Action.COLLECTIONS, Action.CANCEL):
-        target = {Action.WRITE_OFF: "written-off", Action.COLLECTIONS: "collections", Action.CANCEL: "cancelled"}[
-            action
-        ]
-        for chunk in chunks(ids):
-            if action is Action.WRITE_OFF:
-                conn.execute(
-                    update(charge_t)
-                    .where(charge_t.c.invoice_set_id.in_(chunk), charge_t.c.status == "outstanding")
-                    .values(status="written-off", outstanding_cents=0)
-                )
-            elif action is Action.COLLECTIONS:
-                conn.execute(
-                    update(charge_t)
-                    .where(charge_t.c.invoice_set_id.in_(chunk), charge_t.c.status == "outstanding")
-                    .values(status="collections")
-                )
-            values: dict[str, Any] = {
-                "status": target,
-                "status_reason": reason,
-                "next_send_at": None,
-                "next_step": None,
-                "next_methods": None,
-                "closed_at": now,
-                "updated_at": now,
-            }
-            if action is Action.WRITE_OFF:
-                values["amount_outstanding_cents"] = 0
-            if action is Action.COLLECTIONS:
-                values["exported_at"] = None
-            conn.execute(update(invoice_set_t).where(invoice_set_t.c.id.in_(chunk)).values(**values))
-    elif action is Action.PAUSE:
-        for chunk in chunks(ids):
-            conn.execute(
-                update(invoice_set_t)
-                .where(invoice_set_t.c.id.in_(chunk))
-                .values(status="paused", status_reason=reason, paused_at=now, next_send_at=None, updated_at=now)
-            )
-    elif action is Action.RESUME:
-        rows = []
-        for chunk in chunks(ids):
-            for sid, anchor, paused_at in conn.execute(
-                select(invoice_set_t.c.id, invoice_set_t.c.anchor_at, invoice_set_t.c.paused_at).where(
-                    invoice_set_t.c.id.in_(chunk)
-                )
-            ):
-                # Every remaining step moves later by the time spent paused: no burst on resume.
-                shift = (now - paused_at) if paused_at is not None and now > paused_at else timedelta(0)
-                rows.append(
-                    {
-                        "b_id": sid,
-                        "anchor_at": anchor + shift,
-                        "paused_at": None,
-                        "status": "active",
-                        "status_reason": None,
-                        "updated_at": now,
-                    }
-                )
-        bulk_update(conn, invoice_set_t, rows)
-        refresh = ids
+    if action in IN_SQL:
+        # Every selected set changes (the usual bulk case): `act_ids` holds them already.
+        table = "act_ids" if len(ids) == n_selected else "act_changed"
+        if table == "act_changed":
+            load_ids(conn, table, ids)
+        _apply_in_sql(conn, action, ctx, reason, table)
+        drop_ids(conn, "act_ids", "act_changed")
+        return
+    drop_ids(conn, "act_ids")
+    if action is Action.RESUME:
+        _resume(conn, ids, ctx.now)
     elif action is Action.CHANGE_RULESET:
-        rows = []
-        for o in changed:
-            paused = o.from_status == Status.PAUSED.value
-            rows.append(
-                {
-                    "b_id": o.id,
-                    "rule_set_id": rs_id,
-                    "anchor_at": now,
-                    "next_step_index": 0,
-                    "expired_at": None,
-                    "failed_reason": None,
-                    "will_fail_reason": None,
-                    "status": "paused" if paused else "active",
-                    "paused_at": now if paused else None,
-                    "updated_at": now,
-                }
-            )
-        bulk_update(conn, invoice_set_t, rows)
-        for chunk in chunks(ids):
-            conn.execute(
-                update(invoice_set_t)
-                .where(invoice_set_t.c.id.in_(chunk))
-                .values(schedule_gen=invoice_set_t.c.schedule_gen + 1)
-            )
-        refresh = ids
+        _change_rule_set(conn, changed, rs_id, ctx.now)
     if action in CANCELS_PENDING:
-        cancel_pending_sends(conn, ids, f"{action.value} by {ctx.actor}", now)
-    events = []
-    for o in changed:
-        detail: dict[str, Any] | None = None
-        if action is Action.WRITE_OFF:
-            detail = {"written_off_cents": o.amount_cents}
-        elif action is Action.CHANGE_RULESET:
-            detail = {"rule_set": rs_name}
-        events.append(
+        cancel_pending_sends(conn, ids, f"{action.value} by {ctx.actor}", ctx.now)
+    detail = {"rule_set": rs_name} if action is Action.CHANGE_RULESET else None
+    add_events(
+        conn,
+        [
             event_row(
                 ctx,
                 "action",
@@ -312,10 +262,117 @@ def _apply(
                 reason=reason,
                 detail=detail,
             )
+            for o in changed
+        ],
+    )
+    after = refresh_sets(conn, ids, ctx, rule_sets)
+    for o in changed:
+        if o.id in after:
+            o.to_status = after[o.id][1]
+
+
+def _apply_in_sql(conn: Connection, action: Action, ctx: Context, reason: str | None, table: str) -> None:
+    """`_apply` for IN_SQL actions on the sets listed in ``table``: their events first (one
+    INSERT ... SELECT, in the order given, each with the status it had), then the updates."""
+    now = ctx.now
+    target = TARGET[action]
+    assert target is not None
+    ids = sa_table(table, column("id", Integer), column("pos", Integer))
+    chosen = select(ids.c.id)
+    amount = cast(invoice_set_t.c.amount_outstanding_cents, String)
+    detail = ('{"written_off_cents": ' + amount + "}") if action is Action.WRITE_OFF else null()
+    events = (
+        select(
+            invoice_set_t.c.id,
+            invoice_set_t.c.patient_pk,
+            literal(now, UTCDateTime()),
+            literal("action"),
+            literal(ctx.actor),
+            literal(action.value),
+            invoice_set_t.c.status,
+            literal(target.value),
+            literal(reason, String),
+            detail,
         )
-    add_events(conn, events)
-    if refresh:
-        after = refresh_sets(conn, refresh, ctx, rule_sets)
-        for o in changed:
-            if o.id in after:
-                o.to_status = after[o.id][1]
+        .select_from(ids)
+        .join(invoice_set_t, invoice_set_t.c.id == ids.c.id)
+        .order_by(ids.c.pos)
+    )
+    cols = ["invoice_set_id", "patient_pk", "at", "kind", "actor", "action", "from_status", "to_status", "reason"]
+    conn.execute(event_t.insert().from_select([*cols, "detail"], events))
+    values: dict[str, Any] = {"status": target.value, "status_reason": reason, "next_send_at": None, "updated_at": now}
+    if action is Action.PAUSE:
+        values["paused_at"] = now
+    else:
+        values.update(next_step=None, next_methods=None, closed_at=now)
+        if action is not Action.CANCEL:
+            conn.execute(
+                update(charge_t)
+                .where(charge_t.c.invoice_set_id.in_(chosen), charge_t.c.status == "outstanding")
+                .values(
+                    {"status": "written-off", "outstanding_cents": 0}
+                    if action is Action.WRITE_OFF
+                    else {"status": "collections"}
+                )
+            )
+        if action is Action.WRITE_OFF:
+            values["amount_outstanding_cents"] = 0
+        if action is Action.COLLECTIONS:
+            values["exported_at"] = None
+    conn.execute(update(invoice_set_t).where(invoice_set_t.c.id.in_(chosen)).values(**values))
+    if action in CANCELS_PENDING:
+        conn.execute(
+            update(send_t)
+            .where(send_t.c.invoice_set_id.in_(chosen), send_t.c.status == "pending")
+            .values(status="cancelled", reason=f"{action.value} by {ctx.actor}", finished_at=now)
+        )
+
+
+def _resume(conn: Connection, ids: list[int], now: datetime) -> None:
+    rows = []
+    for chunk in chunks(ids):
+        for sid, anchor, paused_at in conn.execute(
+            select(invoice_set_t.c.id, invoice_set_t.c.anchor_at, invoice_set_t.c.paused_at).where(
+                invoice_set_t.c.id.in_(chunk)
+            )
+        ):
+            # Every remaining step moves later by the time spent paused: no burst on resume.
+            shift = (now - paused_at) if paused_at is not None and now > paused_at else timedelta(0)
+            rows.append(
+                {
+                    "b_id": sid,
+                    "anchor_at": anchor + shift,
+                    "paused_at": None,
+                    "status": "active",
+                    "status_reason": None,
+                    "updated_at": now,
+                }
+            )
+    bulk_update(conn, invoice_set_t, rows)
+
+
+def _change_rule_set(conn: Connection, changed: list[Outcome], rs_id: int | None, now: datetime) -> None:
+    rows = []
+    for o in changed:
+        paused = o.from_status == Status.PAUSED.value
+        rows.append(
+            {
+                "b_id": o.id,
+                "rule_set_id": rs_id,
+                "anchor_at": now,
+                "next_step_index": 0,
+                "expired_at": None,
+                "failed_reason": None,
+                "will_fail_reason": None,
+                "status": "paused" if paused else "active",
+                "paused_at": now if paused else None,
+                "updated_at": now,
+            }
+        )
+    bulk_update(conn, invoice_set_t, rows)
+    for chunk in chunks([o.id for o in changed]):
+        conn.execute(
+            update(invoice_set_t)
+            .where(invoice_set_t.c.id.in_(chunk))
+            .values(schedule_gen=invoice_set_t.c.schedule_gen + 1)
+        )

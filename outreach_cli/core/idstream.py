@@ -56,7 +56,22 @@ def _line_tokens(line: str) -> tuple[list[str], bool]:
     return [first], first.lower() in HEADER_NAMES
 
 
+_PLAIN = re.compile(r"[0-9 \r\n]*")
+
+
 def parse_ids(text: str, source: str = "<stdin>") -> list[int]:
+    """The IDs of ``text`` in order, duplicates collapsed (see the module docstring)."""
+    if _PLAIN.fullmatch(text):
+        # Only digits, spaces and line breaks (`list --format ids`, `echo 1 2 3`): every word is
+        # an ID, as the line-by-line reading below would find, in one pass.
+        words = text.split()
+        if all(len(w) <= 18 for w in words):
+            return list(dict.fromkeys(map(int, words)))
+    return parse_lines(text, source)
+
+
+def parse_lines(text: str, source: str = "<stdin>") -> list[int]:
+    """`parse_ids` line by line: any mix of plain IDs, JSON lines and TSV/CSV rows."""
     out: list[int] = []
     seen: set[int] = set()
     problems: list[str] = []

@@ -284,21 +284,25 @@ def _order(q: Select[Any], f: ListFilter) -> Select[Any]:
     return q.order_by(idcol.desc() if f.desc else idcol.asc())
 
 
-def _pages(conn: Any, base: Select[Any], f: ListFilter) -> Iterator[Any]:
-    """The rows in order, limit and offset applied, streamed.
+def _pages(conn: Any, base: Select[Any], f: ListFilter, run: Any = None, size: Any = None) -> Iterator[Any]:
+    """The rows in order, limit and offset applied, streamed (``run(statement)`` executes one
+    statement and iterates its rows; default: SQLAlchemy with a server-side cursor; with
+    ``size``, ``run`` yields batches and ``size(batch)`` counts their rows).
 
     Sorting by next send puts sets with no next send last. Written as one ORDER BY, that needs a
     computed key no index can serve; as two ordered scans (scheduled sets by the next-send index,
     then the rest by ID) each is index-served and `--limit 50` stops after 50 rows.
     """
-    opts = {"stream_results": True, "yield_per": 1000}
+    if run is None:
+        streaming = conn.execution_options(stream_results=True, yield_per=1000)
+        run = streaming.execute
     if f.sort != "next-send":
         q = _order(base, f)
         if f.limit is not None:
             q = q.limit(f.limit)
         if f.offset:
             q = q.offset(f.offset)
-        yield from conn.execution_options(**opts).execute(q)
+        yield from run(q)
         return
     col, idcol = invoice_set_t.c.next_send_at, invoice_set_t.c.id
     first = base.where(col.is_not(None)).order_by(
@@ -311,8 +315,8 @@ def _pages(conn: Any, base: Select[Any], f: ListFilter) -> Iterator[Any]:
     if f.limit is not None:
         first = first.limit(f.limit)
     got = 0
-    for r in conn.execution_options(**opts).execute(first):
-        got += 1
+    for r in run(first):
+        got += 1 if size is None else size(r)
         yield r
     if f.limit is not None and got >= f.limit:
         return
@@ -324,7 +328,7 @@ def _pages(conn: Any, base: Select[Any], f: ListFilter) -> Iterator[Any]:
         second = second.offset(offset2)
     if f.limit is not None:
         second = second.limit(f.limit - got)
-    yield from conn.execution_options(**opts).execute(second)
+    yield from run(second)
 
 
 def plan_statements(store: Any, f: ListFilter) -> list[Any]:
