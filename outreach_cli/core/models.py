@@ -358,6 +358,7 @@ DATABASE_ONLY = frozenset(
         "patient_search_config",
         "ix_patient_search_text_trgm",
         "ix_patient_patient_id_lower",
+        "ix_send_delivered_at",  # partial, on an expression: the report's attribution (0018)
     }
 )
 
