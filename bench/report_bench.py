@@ -76,7 +76,8 @@ def raw_sql(db: Path) -> str:
     with engine.connect() as conn:
         names = dict(conn.execute(rq.select(rq.rule_set_t.c.id, rq.rule_set_t.c.name)).all())
         sc = rq._Scope("sqlite", SINCE, UNTIL, ZoneInfo("UTC"), names, None, None, None)
-        queries = [rq._reached_query(conn, sc, ("step",), first=True), rq._messages_query(conn, sc)]
+        queries = [rq._reached_any_query(conn, sc), rq._send_reached_query(conn, sc, ("step",))]
+        queries.append(rq._messages_query(conn, sc))
         queries.append(rq._whole_query(conn, sc))
     since, until = (t.strftime("'%Y-%m-%d %H:%M:%S.%f'") for t in (SINCE, UNTIL))
     out = ["PRAGMA mmap_size = 4294967296;"]

@@ -247,6 +247,11 @@ send_t = Table(
     Column("provider_ref", String, nullable=True, index=True),
     Column("error_code", String, nullable=True),
     Column("reason", String, nullable=True),
+    # The set's rule set, creation time and owed, kept equal to the set's by triggers (migration
+    # 0018): the report counts sends and sets per step from send alone.
+    Column("set_rule_set_id", Integer, nullable=True),
+    Column("set_created_at", UTCDateTime(), nullable=True),
+    Column("set_owed_cents", BigInteger, nullable=True),
     Index("ix_send_status_lease", "status", "lease_until"),
     Index(  # covers the report's counts per step and method
         "ix_send_set_step_method",
@@ -259,6 +264,16 @@ send_t = Table(
         "finished_at",
         "due_at",
         "step_index",
+    ),
+    Index(  # the report's messages per rule set, step and method (migration 0018)
+        "ix_send_report_messages",
+        *("set_rule_set_id", "step_day", "step_title", "method", "status"),
+        *("step_index", "set_created_at", "sent_at", "finished_at", "due_at"),
+    ),
+    Index(  # the report's sets per rule set and step, each once, with its owed (migration 0018)
+        "ix_send_report_reached",
+        *("set_rule_set_id", "step_day", "step_title", "invoice_set_id", "set_owed_cents", "status"),
+        *("step_index", "set_created_at", "sent_at", "finished_at", "due_at"),
     ),
     UniqueConstraint("invoice_set_id", "schedule_gen", "step_index", "method", name="uq_send_step_method"),
 )
@@ -343,6 +358,7 @@ DATABASE_ONLY = frozenset(
         "patient_search_config",
         "ix_patient_search_text_trgm",
         "ix_patient_patient_id_lower",
+        "ix_send_delivered_at",  # partial, on an expression: the report's attribution (0018)
     }
 )
 

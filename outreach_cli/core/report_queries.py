@@ -189,6 +189,21 @@ class _Scope:
             c.append(s.c.rule_set_id.in_(select(rule_set_t.c.id).where(rule_set_t.c.name.in_(self.rule_sets))))
         return c
 
+    def send_cond(self, d: Any) -> list[Any] | None:
+        """`cond` on the set's facts kept on its sends (migration 0018); None when a status filter
+        needs the sets themselves (a set's status is not kept on its sends)."""
+        if self.statuses:
+            return None
+        created: Any = d.c.set_created_at
+        if self.dialect == "sqlite":
+            # `+col`: no index may serve the period, so SQLite scans the covering index made for
+            # the query rather than skip-scanning one that is not (what its statistics suggest).
+            created = literal_column(f"+{d.name}.set_created_at", UTCDateTime())
+        c: list[Any] = [created >= self.since, created < self.until]
+        if self.rule_sets:
+            c.append(d.c.set_rule_set_id.in_(select(rule_set_t.c.id).where(rule_set_t.c.name.in_(self.rule_sets))))
+        return c
+
     def sql(self, alias: str) -> str:
         """`cond` as SQL text with the bind parameters of `binds`."""
         c = f"{alias}.created_at >= :since AND {alias}.created_at < :until"
@@ -286,6 +301,14 @@ def _head(conn: Connection, sc: _Scope, s: Any) -> list[Any]:
     return [s.c.rule_set_id, _bucket(conn, s.c.created_at, sc.week_seconds)[0].label("bucket")]
 
 
+def _send_head(conn: Connection, sc: _Scope, d: Any) -> list[Any]:
+    """`_head` from the set's facts kept on its sends."""
+    rs = d.c.set_rule_set_id.label("rs")
+    if sc.week_seconds is None:
+        return [rs]
+    return [rs, _bucket(conn, d.c.set_created_at, sc.week_seconds)[0].label("bucket")]
+
+
 def _entered(conn: Connection, sc: _Scope, by: tuple[str, ...]) -> dict[tuple[str, ...], dict[Fine, list[int]]]:
     """Sets entered and their owed: each set once (projection ()), and per distinct step and/or
     method it reached (the projections of ``by``, and ("step",) for the funnel)."""
@@ -302,11 +325,19 @@ def _entered(conn: Connection, sc: _Scope, by: tuple[str, ...]) -> dict[tuple[st
     # ("step",) first: its query also counts the sets that reached any step, so the sets that
     # reached none (no send yet; only step and method rows show them) are the rest.
     reached_any: dict[tuple[str, date | None], list[int]] = defaultdict(lambda: [0, 0])
+    fast = sc.send_cond(send_t) is not None
+    if fast:
+        for row in conn.execute(_reached_any_query(conn, sc)):
+            rs, wk, (n, cents) = _split(sc, row)
+            r = reached_any[(rs, wk)]
+            r[0] += int(n)
+            r[1] += int(cents or 0)
     for proj in sorted(projections, key=lambda p: p != ("step",)):
         acc: dict[Fine, list[int]] = defaultdict(lambda: [0, 0])
-        for row in conn.execute(_reached_query(conn, sc, proj, first=proj == ("step",))):
+        query = _send_reached_query(conn, sc, proj) if fast else _reached_query(conn, sc, proj, first=proj == ("step",))
+        for row in conn.execute(query):
             rs, wk, rest = _split(sc, row)
-            if proj == ("step",):
+            if proj == ("step",) and not fast:
                 rest, firsts = rest[:-2], rest[-2:]
                 r = reached_any[(rs, wk)]
                 r[0] += int(firsts[0])
@@ -328,6 +359,41 @@ def _whole_query(conn: Connection, sc: _Scope) -> Any:
     s = invoice_set_t.alias("s")
     head = _head(conn, sc, s)
     return select(*head, func.count(), func.sum(s.c.owed_cents)).where(*sc.cond(s)).group_by(*head)
+
+
+def _reached_rows(d: Any, sc: _Scope) -> list[Any]:
+    """The sends that count as a step reached, on the sets in scope (by their kept facts)."""
+    return [*(sc.send_cond(d) or []), d.c.status.in_(REACHED), d.c.step_index >= 0, _counted(d, sc.until)]
+
+
+def _send_reached_query(conn: Connection, sc: _Scope, proj: tuple[str, ...]) -> Any:
+    """`_reached_query` (without ``first``) from send alone: each set once per distinct touch,
+    in the order of ix_send_report_reached (no join, no sort for the DISTINCT)."""
+    d = send_t.alias("d")
+    cols = [c for dim in proj for c in ({"step": [d.c.step_day, d.c.step_title], "method": [d.c.method]}[dim])]
+    head = _send_head(conn, sc, d)
+    reached = (
+        select(*head, *cols, d.c.invoice_set_id, d.c.set_owed_cents.label("owed"))
+        .where(*_reached_rows(d, sc))
+        .distinct()
+        .subquery("r")
+    )
+    keys = [reached.c[c.name] for c in (*head, *cols)]
+    return select(*keys, func.count(), func.sum(reached.c.owed)).group_by(*keys)
+
+
+def _reached_any_query(conn: Connection, sc: _Scope) -> Any:
+    """Sets in scope (and their owed) that reached any step, per rule set (and week)."""
+    d = send_t.alias("d")
+    head = _send_head(conn, sc, d)
+    reached = (
+        select(*head, d.c.invoice_set_id, d.c.set_owed_cents.label("owed"))
+        .where(*_reached_rows(d, sc))
+        .distinct()
+        .subquery("r")
+    )
+    keys = [reached.c[c.name] for c in head]
+    return select(*keys, func.count(), func.sum(reached.c.owed)).group_by(*keys)
 
 
 def _reached_query(conn: Connection, sc: _Scope, proj: tuple[str, ...], first: bool) -> Any:
@@ -380,6 +446,22 @@ def _messages(conn: Connection, sc: _Scope) -> dict[Fine, MsgTally]:
 
 def _messages_query(conn: Connection, sc: _Scope) -> Any:
     s, d = invoice_set_t.alias("s"), send_t.alias("d")
+    fast = sc.send_cond(d)
+    if fast is not None:  # the set's facts kept on its sends: one pass over ix_send_report_messages
+        head = _send_head(conn, sc, d)
+        return (
+            select(
+                *head,
+                d.c.step_day,
+                d.c.step_title,
+                d.c.method,
+                func.count(),
+                func.sum(case((d.c.status == "delivered", 1), else_=0)),
+                func.sum(case((d.c.status == "failed", 1), else_=0)),
+            )
+            .where(*fast, d.c.status.in_(ATTEMPTED), d.c.step_index >= 0, _counted(d, sc.until))
+            .group_by(*head, d.c.step_day, d.c.step_title, d.c.method)
+        )
     head = _head(conn, sc, s)
     # Sends joined to their sets: on SQLite, `+d.invoice_set_id` (no index may serve it) makes the
     # planner read the sends in order and look each set up by its ID, rather than search the sends
