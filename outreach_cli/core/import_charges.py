@@ -119,7 +119,7 @@ def apply(conn: Connection, ctx: Context, rule_sets: RuleSets, rule_set_name: st
     conn.execute(NEED.delete().where(held.exists()))
     report.sets_created += _create_sets(conn, parse_arms(rule_set_name), rule_sets, ctx)
     report.created += _insert_charges(conn, ctx)
-    for page in stage.pages(conn, select(TOUCHED.c.id), TOUCHED.c.id, 2000):
+    for page in stage.pages(conn, select(TOUCHED.c.id), TOUCHED.c.id):
         ids = [r.id for r in page]
         recompute_amounts(conn, ids)
         report.sets_changed += len(refresh_sets(conn, ids, ctx, rule_sets))
@@ -222,7 +222,7 @@ def _create_sets(conn: Connection, arms: Arms, rule_sets: RuleSets, ctx: Context
     seen: dict[tuple[Any, ...], Any] = {}  # equal patients share one evaluation
     stmt = select(patient_t, NEED.c.balance, NEED.c.patient_pk).join(NEED, NEED.c.patient_pk == patient_t.c.id)
     created = 0
-    for page in stage.pages(conn, stmt, NEED.c.patient_pk, 2000):
+    for page in stage.pages(conn, stmt, NEED.c.patient_pk):
         ids = iter(_allocate_set_ids(conn, len(page)))
         rows = [_new_set(p, next(ids), arms, rule_sets, ctx, seen) for p in page]
         cols = list(rows[0])

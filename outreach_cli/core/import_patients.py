@@ -119,7 +119,7 @@ def apply(conn: Connection, ctx: Context, rule_sets: RuleSets, report: Any) -> N
     stmt = select(STG, *(c.label("p_" + c.name) for c in patient_t.c)).outerjoin(
         patient_t, patient_t.c.id == STG.c.old_id
     )
-    for page in stage.pages(conn, stmt, STG.c.line, 2000):
+    for page in stage.pages(conn, stmt, STG.c.line, stage.PAGE // 2):
         _apply_page(conn, page, ctx, rule_sets, report)
 
 

@@ -25,7 +25,6 @@ STG = stage.staging_table(
     Column("old_id", Integer, nullable=True),
 )
 STAGED = ("line", "payment_id", "patient_id", "amount_cents", "paid_at", "charge_id")
-PATIENTS_PER_GROUP = 2000
 
 
 def staged_row(line: int, n: dict[str, Any]) -> tuple[Any, ...]:
@@ -104,7 +103,7 @@ def apply(conn: Connection, ctx: Context, rule_sets: RuleSets, report: Any) -> N
     new = STG.c.old_id.is_(None)
     patients = select(STG.c.patient_pk).where(new).distinct()
     credit: list[tuple[Any, int, tuple[str, int, int]]] = []
-    for group in stage.pages(conn, patients, STG.c.patient_pk, PATIENTS_PER_GROUP):
+    for group in stage.pages(conn, patients, STG.c.patient_pk, stage.PAGE // 2):
         rows = conn.execute(
             select(STG)
             .where(new, STG.c.patient_pk.between(group[0].patient_pk, group[-1].patient_pk))

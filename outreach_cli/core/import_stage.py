@@ -132,9 +132,11 @@ def _converter(conn: Connection, table: Table, col: str) -> Callable[[Any], Any]
     return conv
 
 
-def pages(conn: Connection, stmt: Select[Any], key: Any, size: int = PAGE) -> Iterator[list[Any]]:
-    """The rows of ``stmt`` a page at a time, by ``key`` (unique, ascending): each page is its
-    own query, so the caller may write between pages (even to the tables read)."""
+def pages(conn: Connection, stmt: Select[Any], key: Any, size: int | None = None) -> Iterator[list[Any]]:
+    """The rows of ``stmt`` a page at a time (``size``, default PAGE), by ``key`` (unique,
+    ascending): each page is its own query, so the caller may write between pages (even to the
+    tables read)."""
+    size = size or PAGE
     last = None
     while True:
         q = stmt if last is None else stmt.where(key > last)
