@@ -42,7 +42,7 @@ def open_input(app: App, path: str) -> Iterator[tuple[IO[bytes], str]]:
         yield stream, "<stdin>"
         return
     try:
-        fh = open(path, "rb")  # noqa: SIM115 - closed below, after the import read it
+        fh = open(path, "rb")  # closed below, after the import has read it
     except FileNotFoundError:
         raise InvalidInput(f"{path}: no such file") from None
     except IsADirectoryError:

@@ -53,17 +53,24 @@ def check(conn: Connection, errs: stage.ErrorLog, skip_invalid: bool) -> tuple[i
     no longer change. Returns (identical duplicate rows, rows with problems)."""
     stage.index(conn, STG, "charge_id")
     identical, other = stage.duplicates(conn, STG, "charge_id", STAGED[1:], errs)
-    conn.execute(
-        update(STG).where(STG.c.patient_id == patient_t.c.patient_id).values(patient_pk=patient_t.c.id)
-    )
+    conn.execute(update(STG).where(STG.c.patient_id == patient_t.c.patient_id).values(patient_pk=patient_t.c.id))
     conn.execute(update(STG).where(STG.c.charge_id == charge_t.c.charge_id).values(old_id=charge_t.c.id))
     c = charge_t
     stmt = (
-        select(STG, c.c.patient_pk.label("c_patient_pk"), c.c.amount_cents.label("c_amount"), c.c.outstanding_cents, c.c.status)
+        select(
+            STG,
+            c.c.patient_pk.label("c_patient_pk"),
+            c.c.amount_cents.label("c_amount"),
+            c.c.outstanding_cents,
+            c.c.status,
+        )
         .outerjoin(c, c.c.id == STG.c.old_id)
         .where(
             STG.c.patient_pk.is_(None)
-            | (STG.c.old_id.is_not(None) & ((c.c.patient_pk != STG.c.patient_pk) | (c.c.amount_cents != STG.c.amount_cents)))
+            | (
+                STG.c.old_id.is_not(None)
+                & ((c.c.patient_pk != STG.c.patient_pk) | (c.c.amount_cents != STG.c.amount_cents))
+            )
         )
     )
     errs.source()
@@ -248,7 +255,9 @@ def _create_sets(conn: Connection, arms: Arms, rule_sets: RuleSets, ctx: Context
     return created
 
 
-def _new_set(p: Any, set_id: int, arms: Arms, rule_sets: RuleSets, ctx: Context, seen: dict[Any, Any]) -> dict[str, Any]:
+def _new_set(
+    p: Any, set_id: int, arms: Arms, rule_sets: RuleSets, ctx: Context, seen: dict[Any, Any]
+) -> dict[str, Any]:
     from outreach_cli.core.contacts import usable_methods
     from outreach_cli.core.evaluation import evaluate, step_applies
     from outreach_cli.core.sets import contact_of, window_of, zones_of

@@ -199,7 +199,10 @@ def patient_values(norm: dict[str, Any], existing: Any | None) -> dict[str, Any]
     else:
         new["email_suppressed"] = None
     new["phone_valid"] = contacts.phone_is_valid(new["phone"]) if new["phone"] else False
-    new["email_valid"] = contacts.email_is_valid(new["email"]) if new["email"] else False
+    if new["email"] and "email" in cols and new["email"] == norm.get("email"):
+        new["email_valid"] = True  # this row's address, validated (and normalised) as it was read
+    else:
+        new["email_valid"] = contacts.email_is_valid(new["email"]) if new["email"] else False
     new["phone_tz"] = contacts.phone_zone(new["phone"])
     new["address_tz"] = contacts.address_zone(new["state"], new["country"], new.get("postal_code"))
     new["search_name"] = f"{new['first_name']} {new['last_name']}".strip().lower()

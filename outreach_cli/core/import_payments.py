@@ -36,9 +36,7 @@ def check(conn: Connection, errs: stage.ErrorLog, skip_invalid: bool) -> tuple[i
     payments recorded before with other values. Returns (identical duplicates, rows with problems)."""
     stage.index(conn, STG, "payment_id")
     identical, other = stage.duplicates(conn, STG, "payment_id", STAGED[1:], errs)
-    conn.execute(
-        update(STG).where(STG.c.patient_id == patient_t.c.patient_id).values(patient_pk=patient_t.c.id)
-    )
+    conn.execute(update(STG).where(STG.c.patient_id == patient_t.c.patient_id).values(patient_pk=patient_t.c.id))
     conn.execute(update(STG).where(STG.c.payment_id == payment_t.c.payment_id).values(old_id=payment_t.c.id))
     c, p = charge_t.alias("c"), payment_t.alias("p")
     stmt = (

@@ -106,10 +106,10 @@ def bulk_insert(conn: Connection, table: Table, cols: Sequence[str], rows: Seque
     convert = [_converter(conn, table, c) for c in cols]
     sql = f"INSERT INTO {table.name} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})"
     if all(f is None for f in convert):
-        conn.exec_driver_sql(sql, list(rows))  # type: ignore[arg-type]
+        conn.exec_driver_sql(sql, list(rows))
     else:
         params = [tuple(v if f is None else f(v) for v, f in zip(r, convert, strict=True)) for r in rows]
-        conn.exec_driver_sql(sql, params)  # type: ignore[arg-type]
+        conn.exec_driver_sql(sql, params)
 
 
 def _converter(conn: Connection, table: Table, col: str) -> Callable[[Any], Any] | None:
@@ -140,7 +140,7 @@ def pages(conn: Connection, stmt: Select[Any], key: Any, size: int | None = None
     last = None
     while True:
         q = stmt if last is None else stmt.where(key > last)
-        rows = conn.execute(q.order_by(key).limit(size)).all()
+        rows = list(conn.execute(q.order_by(key).limit(size)))
         if not rows:
             return
         yield rows

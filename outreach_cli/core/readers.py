@@ -195,9 +195,7 @@ def _csv_rows(reader: Any, names: list[str], errors: ErrorSink) -> Iterator[Reco
             yield Record(line, values)
 
 
-def json_objects(
-    text: str | Iterable[str], errors: ErrorSink
-) -> Iterator[tuple[int, dict[str, Any]]]:
+def json_objects(text: str | Iterable[str], errors: ErrorSink) -> Iterator[tuple[int, dict[str, Any]]]:
     """(line number, object) for each JSON-lines object of the text or its lines (streamed);
     blank lines skipped, problems noted."""
     pieces = text.splitlines() if isinstance(text, str) else (p for t in text for p in t.splitlines())
