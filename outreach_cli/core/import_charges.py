@@ -4,6 +4,8 @@ time, the charges in one INSERT ... SELECT, their events and the re-evaluation p
 
 from __future__ import annotations
 
+import json
+import operator
 from typing import Any
 
 from sqlalchemy import BigInteger, Column, Connection, Integer, String, bindparam, func, insert, literal, select, update
@@ -205,79 +207,95 @@ def _insert_charges(conn: Connection, ctx: Context) -> int:
     added = select(s.c.line, s.c.charge_id, s.c.amount_cents, s.c.patient_pk, i.c.id.label("set_id")).join(
         i, (i.c.patient_pk == s.c.patient_pk) & IN_PROGRESS
     )
+    tpl = event_row(ctx, "charge_added")
     for page in stage.pages(conn, added.where(s.c.old_id.is_(None)), s.c.line):
-        add_events(
-            conn,
-            [
-                event_row(
-                    ctx,
-                    "charge_added",
-                    set_id=r.set_id,
-                    patient_pk=r.patient_pk,
-                    detail={"charge_id": r.charge_id, "amount_cents": r.amount_cents},
-                )
-                for r in page
-            ],
-        )
+        # detail as json.dumps({"charge_id": ..., "amount_cents": ...}, sort_keys=True) writes it
+        events = [
+            tpl
+            | {
+                "invoice_set_id": r.set_id,
+                "patient_pk": r.patient_pk,
+                "detail": f'{{"amount_cents": {int(r.amount_cents)}, "charge_id": {json.dumps(r.charge_id)}}}',
+            }
+            for r in page
+        ]
+        add_events(conn, events)
     return int(count)
+
+
+# The patient columns that decide a new set's evaluation: all but identity, names and search text
+# (contact_of, zones_of and window_of read a subset). Patients equal in these share one
+# evaluation (a practice's patients without a phone, say), so they are read as one key.
+_NOT_INPUTS = {"id", "patient_id", "first_name", "last_name", "search_name", "search_text", "created_at", "updated_at"}
+_INPUTS = operator.itemgetter(*(i for i, c in enumerate(patient_t.c) if c.name not in _NOT_INPUTS))
 
 
 def _create_sets(conn: Connection, arms: Arms, rule_sets: RuleSets, ctx: Context) -> int:
     """New invoice sets for the patients in NEED, a page at a time, each written once with its
     balance, status and next send already decided. IDs are allocated first, so each set's A/B arm
     (a hash of its ID) is known before it is evaluated."""
-    seen: dict[tuple[Any, ...], Any] = {}  # equal patients share one evaluation
+    cache: dict[Any, Any] = {}  # equal patients share one evaluation
     stmt = select(patient_t, NEED.c.balance, NEED.c.patient_pk).join(NEED, NEED.c.patient_pk == patient_t.c.id)
+    templates: dict[int, dict[str, Any]] = {}  # the `created` event of each rule set
     created = 0
     for page in stage.pages(conn, stmt, NEED.c.patient_pk):
         ids = iter(_allocate_set_ids(conn, len(page)))
-        rows = [_new_set(p, next(ids), arms, rule_sets, ctx, seen) for p in page]
-        cols = list(rows[0])
-        stage.bulk_insert(conn, invoice_set_t, cols, [tuple(r.values()) for r in rows])
+        rows = [_new_set(p, next(ids), arms, rule_sets, ctx, cache) for p in page]
+        stage.bulk_insert(conn, invoice_set_t, list(rows[0]), [tuple(r.values()) for r in rows])
         events = []
         for r in rows:
-            detail: dict[str, Any] = {"rule_set": rule_sets.name(r["rule_set_id"])}
-            if arms.is_experiment:
-                detail |= {"experiment": arms.spec, "arm": detail["rule_set"]}
+            tpl = templates.get(r["rule_set_id"])
+            if tpl is None:
+                detail: dict[str, Any] = {"rule_set": rule_sets.name(r["rule_set_id"])}
+                if arms.is_experiment:
+                    detail |= {"experiment": arms.spec, "arm": detail["rule_set"]}
+                tpl = templates[r["rule_set_id"]] = event_row(ctx, "created", detail=detail)
             events.append(
-                event_row(
-                    ctx,
-                    "created",
-                    set_id=r["id"],
-                    patient_pk=r["patient_pk"],
-                    to_status=r["status"],
-                    reason=r["status_reason"],
-                    detail=detail,
-                )
+                tpl
+                | {
+                    "invoice_set_id": r["id"],
+                    "patient_pk": r["patient_pk"],
+                    "to_status": r["status"],
+                    "reason": r["status_reason"],
+                }
             )
         add_events(conn, events)
         created += len(rows)
+        if len(cache) > 100_000:
+            cache.clear()
     return created
 
 
-def _new_set(
-    p: Any, set_id: int, arms: Arms, rule_sets: RuleSets, ctx: Context, seen: dict[Any, Any]
-) -> dict[str, Any]:
+def _patient_inputs(p: Any, ctx: Context, cache: dict[Any, Any]) -> tuple[Any, ...]:
+    """(contact, zones, window, usable methods) of the patient, shared by equal patients."""
     from outreach_cli.core.contacts import usable_methods
-    from outreach_cli.core.evaluation import evaluate, step_applies
     from outreach_cli.core.sets import contact_of, window_of, zones_of
+
+    key = _INPUTS(p)
+    got = cache.get(key)
+    if got is None:
+        contact = contact_of(p)
+        # window: the patient's state's holidays when sending.state_holidays
+        got = (contact, zones_of(p, ctx.practice_tz), window_of(p, ctx), tuple(usable_methods(contact).items()))
+        cache[key] = got
+    return got
+
+
+def _new_set(
+    p: Any, set_id: int, arms: Arms, rule_sets: RuleSets, ctx: Context, cache: dict[Any, Any]
+) -> dict[str, Any]:
+    from outreach_cli.core.evaluation import evaluate, step_applies
     from outreach_cli.core.statuses import Status
 
-    contact, zones, bal = contact_of(p), zones_of(p, ctx.practice_tz), p.balance
-    window = window_of(p, ctx)  # the patient's state's holidays when sending.state_holidays
+    contact, zones, window, methods = _patient_inputs(p, ctx, cache)
+    bal = p.balance
     arm = assign(set_id, arms)
     rule_set_id = rule_sets.resolve(arm)
     rs = rule_sets.get(rule_set_id)
-    key = (
-        rule_set_id,
-        zones,
-        window,
-        tuple(usable_methods(contact).items()),
-        tuple(step_applies(st, bal) for st in rs.steps),
-    )
-    view = seen.get(key)
+    key = ("evaluation", rule_set_id, zones, window, methods, tuple(step_applies(st, bal) for st in rs.steps))
+    view = cache.get(key)
     if view is None:
-        view = seen[key] = evaluate(
+        view = cache[key] = evaluate(
             status=Status.ACTIVE,
             rule_set=rs,
             next_step_index=0,

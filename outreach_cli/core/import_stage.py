@@ -140,7 +140,7 @@ def pages(conn: Connection, stmt: Select[Any], key: Any, size: int | None = None
     last = None
     while True:
         q = stmt if last is None else stmt.where(key > last)
-        rows = list(conn.execute(q.order_by(key).limit(size)))
+        rows: list[Any] = list(conn.execute(q.order_by(key).limit(size)).all())
         if not rows:
             return
         yield rows
