@@ -54,6 +54,7 @@ def check(conn: Connection, errs: stage.ErrorLog, skip_invalid: bool) -> tuple[i
     """Duplicates within the file, unknown patients, charges of another patient, amounts that can
     no longer change. Returns (identical duplicate rows, rows with problems)."""
     stage.index(conn, STG, "charge_id")
+    stage.analyze(conn, STG)
     identical, other = stage.duplicates(conn, STG, "charge_id", STAGED[1:], errs)
     conn.execute(update(STG).where(STG.c.patient_id == patient_t.c.patient_id).values(patient_pk=patient_t.c.id))
     conn.execute(update(STG).where(STG.c.charge_id == charge_t.c.charge_id).values(old_id=charge_t.c.id))
@@ -126,6 +127,7 @@ def apply(conn: Connection, ctx: Context, rule_sets: RuleSets, rule_set_name: st
         )
     )
     conn.execute(NEED.delete().where(held.exists()))
+    stage.analyze(conn, NEED)
     report.sets_created += _create_sets(conn, parse_arms(rule_set_name), rule_sets, ctx)
     report.created += _insert_charges(conn, ctx)
     for page in stage.pages(conn, select(TOUCHED.c.id), TOUCHED.c.id):

@@ -84,6 +84,7 @@ def check(conn: Connection, errs: stage.ErrorLog, skip_invalid: bool) -> tuple[i
     """Duplicates within the file; rows without a first_name column may only update patients
     that exist. Returns (identical duplicate rows, rows with problems)."""
     stage.index(conn, STG, "patient_id")
+    stage.analyze(conn, STG)
     identical, other = stage.duplicates(conn, STG, "patient_id", STAGED[1:], errs)
     conn.execute(update(STG).where(STG.c.patient_id == patient_t.c.patient_id).values(old_id=patient_t.c.id))
     partial = select(STG.c.line, STG.c.patient_id).where(

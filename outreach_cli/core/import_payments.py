@@ -35,6 +35,7 @@ def check(conn: Connection, errs: stage.ErrorLog, skip_invalid: bool) -> tuple[i
     """Duplicates within the file, unknown patients and charges, charges of another patient,
     payments recorded before with other values. Returns (identical duplicates, rows with problems)."""
     stage.index(conn, STG, "payment_id")
+    stage.analyze(conn, STG)
     identical, other = stage.duplicates(conn, STG, "payment_id", STAGED[1:], errs)
     conn.execute(update(STG).where(STG.c.patient_id == patient_t.c.patient_id).values(patient_pk=patient_t.c.id))
     conn.execute(update(STG).where(STG.c.payment_id == payment_t.c.payment_id).values(old_id=payment_t.c.id))

@@ -91,6 +91,13 @@ def index(conn: Connection, table: Table, *cols: str) -> None:
     conn.exec_driver_sql(f"CREATE INDEX ix_{table.name}_{'_'.join(cols)} ON {table.name} ({', '.join(cols)})")
 
 
+def analyze(conn: Connection, table: Table) -> None:
+    """PostgreSQL: statistics for a filled staging table (autovacuum never analyses temporary
+    tables, and the planner would guess their size when it joins them with a million rows)."""
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql(f"ANALYZE {table.name}")
+
+
 def bulk_insert(conn: Connection, table: Table, cols: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
     """Rows (tuples in ``cols`` order) straight to the driver: COPY on PostgreSQL, executemany on
     SQLite with each column's bind conversion done once per distinct value."""
