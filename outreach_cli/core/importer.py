@@ -24,6 +24,7 @@ Decisions where the spec is silent (also in the README):
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -127,6 +128,12 @@ class _Rollback(Exception):
     pass
 
 
+# Amounts and dates repeat across a big file's rows: each distinct text is parsed once (pure
+# functions; a text that fails is not cached and fails again with the same message).
+_dollars = functools.lru_cache(maxsize=65536)(parse_dollars)
+_datetime = functools.lru_cache(maxsize=65536)(parse_datetime)
+
+
 def _bool(v: str) -> bool | None:
     s = str(v).strip().lower()
     if s == "":
@@ -149,7 +156,7 @@ def _amount(rec: Record, errs: ErrorSink) -> int | None:
         errs.append(f"line {rec.line}: amount: required (dollars like 120.50, or amount_cents)")
         return None
     try:
-        cents = parse_dollars(str(v["amount"])) if has_d else parse_cents(v["amount_cents"])
+        cents = _dollars(str(v["amount"])) if has_d else parse_cents(v["amount_cents"])
     except ValueError as exc:
         errs.append(f"line {rec.line}: {'amount' if has_d else 'amount_cents'}: {exc}")
         return None
@@ -167,7 +174,7 @@ def _when(rec: Record, col: str, tz: ZoneInfo, now: datetime, errs: ErrorSink) -
     if not raw:
         return now
     try:
-        return parse_datetime(raw, tz)
+        return _datetime(raw, tz)
     except ValueError as exc:
         errs.append(f"line {rec.line}: {col}: {exc}")
         return None
