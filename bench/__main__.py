@@ -208,38 +208,12 @@ def main() -> None:
         if "act" not in skip:
             exports += act_figures(db, tmp, max(a.runs, 5))
         if "import" not in skip:
-            pdb = tmp / "import.db"
-            generate(pdb, 0)  # schema only
-            csvp = tmp / "patients.csv"
-            chp = tmp / "charges.csv"
-            import csv
+            # 1M patients (phones parsed), charges (a new set each) and payments: bench/imports.py.
+            from bench.imports import bench_imports
 
-            with csvp.open("w", newline="") as fh:
-                w = csv.writer(fh)
-                w.writerow(["patient_id", "first_name", "last_name", "phone", "email", "state"])
-                for i in range(a.sets):
-                    w.writerow([f"P{i:07d}", "Ann", "Lee", "", "", "MA"])
-            with chp.open("w", newline="") as fh:
-                w = csv.writer(fh)
-                w.writerow(["charge_id", "patient_id", "amount", "created_at", "description"])
-                for i in range(a.sets):
-                    w.writerow([f"C{i:08d}", f"P{i % a.sets:07d}", "123.45", "2026-10-01", "Office visit"])
-            subprocess.run(outreach(pdb, "-q", "import", "patients", str(csvp)), check=True)
-            wall, rss, code = timed(outreach(pdb, "import", "charges", str(chp), "--rule-set", "standard"))
-            assert code == 0, code
-            raw_db = tmp / "raw.db"
-            t0 = time.perf_counter()
-            subprocess.run(["sqlite3", str(raw_db), ".mode csv", f".import {chp} charge_raw"], check=True)
-            raw = time.perf_counter() - t0
-            rows.append(
-                (
-                    f"import charges ({a.sets:,} rows, new sets)",
-                    wall,
-                    raw,
-                    f"peak RSS {rss / 1024:.0f} MB; raw = sqlite3 .import of the CSV (no validation, no sets)",
-                )
-            )
-            print(f"import {a.sets}: {wall:.1f}s", file=sys.stderr)
+            for r in bench_imports(tmp / "imports", a.sets, a.runs):
+                note = f"CPU {r['cpu']:.1f} s, peak RSS {r['rss_mb']:.0f} MB; target {r['target']}: {r['verdict']}"
+                rows.append((str(r["name"]), float(r["wall"]), None, note))  # type: ignore[arg-type]
         throughput: list[tuple[str, float, float]] = []
         if "throughput" not in skip:
             throughput.append(run_outreach_throughput(tmp / "tick.db", None, 1, 5000))

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import IO, Annotated
 
 import typer
 
-from outreach_cli.cli.context import get_app, read_input
+from outreach_cli.cli.context import App, get_app
 
 imp = typer.Typer(
     help="Import patients, charges or payments.\n\nCSV (header row) or JSON lines; upsert by ID, so re-importing changes nothing."
@@ -23,6 +25,32 @@ FormatOpt = Annotated[
 ]
 SkipOpt = Annotated[bool, typer.Option("--skip-invalid", help="Import the valid rows, report the rest, exit 3.")]
 DryOpt = Annotated[bool, typer.Option("--dry-run", help="Validate and report what would change; write nothing.")]
+
+
+@contextmanager
+def open_input(app: App, path: str) -> Iterator[tuple[IO[bytes], str]]:
+    """FILE or `-` (stdin) as a binary stream, read once as the import goes (never whole in
+    memory), with a name for messages."""
+    from outreach_cli.core.errors import InvalidInput
+
+    if path == "-":
+        stream = getattr(app.env.stdin, "buffer", None)
+        if stream is None:  # a text stream without bytes underneath (tests)
+            import io
+
+            stream = io.BytesIO(app.env.stdin.read().encode())
+        yield stream, "<stdin>"
+        return
+    try:
+        fh = open(path, "rb")  # closed below, after the import has read it
+    except FileNotFoundError:
+        raise InvalidInput(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise InvalidInput(f"{path}: is a directory, expected a file") from None
+    except OSError as exc:
+        raise InvalidInput(f"{path}: cannot read: {exc.strerror}") from None
+    with fh:
+        yield fh, path
 
 
 def register(app: typer.Typer) -> None:
@@ -43,8 +71,7 @@ def _run(
 
     a = get_app(ctx)
     store = a.store()
-    data, source = read_input(a, file)
-    with a.progress(f"importing {kind}") as update:
+    with open_input(a, file) as (data, source), a.progress(f"importing {kind}") as update:
         report = run_import(
             store,
             kind,

@@ -5,13 +5,15 @@ Every problem is reported as `line N: column: problem`; nothing here writes anyt
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
+import itertools
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import IO, Any, Protocol
 
 from outreach_cli.core.errors import InvalidInput
 
@@ -36,6 +38,42 @@ def decode(data: bytes, source: str) -> str:
         ) from None
 
 
+def iter_lines(data: bytes | IO[bytes], source: str) -> Iterator[str]:
+    """The input's lines, decoded one at a time (a file is never held whole in memory).
+
+    Lines end at `\\n`, `\\r\\n` or a lone `\\r` (as a text file opened with ``newline=""``
+    splits them); a byte that is not UTF-8 stops the reading with `line N: not UTF-8 text`,
+    N counted by `\\n` as `decode` does.
+    """
+    stream = io.BytesIO(data) if isinstance(data, bytes | bytearray) else data
+    for n, raw in enumerate(stream, start=1):
+        if n == 1 and raw.startswith(codecs.BOM_UTF8):
+            raw = raw[len(codecs.BOM_UTF8) :]
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise InvalidInput(
+                f"{source}: line {n}: not UTF-8 text (byte 0x{raw[exc.start]:02x}); save the file as UTF-8"
+            ) from None
+        if "\r" in (text[:-2] if text.endswith("\r\n") else text[:-1]):  # a lone \r ends a line (old Mac files)
+            yield from (piece for piece in _CR_SPLIT.split(text) if piece)
+        else:
+            yield text
+
+
+_CR_SPLIT = re.compile(r"(?<=\r)(?!\n)")
+
+
+def peek_text(lines: Iterator[str], limit: int = 1000) -> tuple[str, Iterator[str]]:
+    """The start of the input up to its first non-blank line (for sniffing), and all its lines."""
+    head: list[str] = []
+    for line in lines:
+        head.append(line)
+        if line.strip() or len(head) >= limit:
+            break
+    return "".join(head), itertools.chain(head, lines)
+
+
 def detect_format(text: str, source: str, explicit: str | None) -> str:
     if explicit:
         fmt = explicit.lower()
@@ -51,15 +89,31 @@ def detect_format(text: str, source: str, explicit: str | None) -> str:
     return "jsonl" if stripped.startswith("{") else "csv"
 
 
-def read_records(text: str, fmt: str, *, columns: tuple[str, ...], errors: list[str]) -> Iterator[Record]:
-    """Yields records; appends `line N: ...` problems to ``errors`` (bad lines are not yielded)."""
+class ErrorSink(Protocol):
+    """Where problems go: a list of messages, or anything that appends and counts them."""
+
+    def append(self, message: str, /) -> None: ...
+
+    def __len__(self) -> int: ...
+
+
+def _lines(text: str | Iterable[str]) -> Iterator[str]:
+    # StringIO(newline="") splits at \n, \r\n and \r, as iter_lines does.
+    return iter(io.StringIO(text, newline="")) if isinstance(text, str) else iter(text)
+
+
+def read_records(
+    text: str | Iterable[str], fmt: str, *, columns: tuple[str, ...], errors: ErrorSink
+) -> Iterator[Record]:
+    """Yields records from the text or its lines (streamed); appends `line N: ...` problems to
+    ``errors`` (bad lines are not yielded)."""
     if fmt == "jsonl":
-        yield from _read_jsonl(text, columns, errors)
+        yield from _read_jsonl(_lines(text), columns, errors)
     else:
-        yield from _read_csv(text, columns, errors)
+        yield from _read_csv(_lines(text), columns, errors)
 
 
-def _check_cells(line: int, values: dict[str, Any], errors: list[str]) -> bool:
+def _check_cells(line: int, values: dict[str, Any], errors: ErrorSink) -> bool:
     ok = True
     for k, v in values.items():
         if isinstance(v, str) and len(v) > MAX_FIELD:
@@ -76,21 +130,30 @@ def column_name(header: str) -> str:
     return re.sub(r"[\s\-]+", "_", header.strip().lower())
 
 
-def _read_csv(text: str, columns: tuple[str, ...], errors: list[str]) -> Iterator[Record]:
+def _read_csv(lines: Iterator[str], columns: tuple[str, ...], errors: ErrorSink) -> Iterator[Record]:
     # Excel's "sep=;" first line names the delimiter; otherwise a header with semicolons and no
     # commas is a semicolon-separated export (European spreadsheets).
-    first, _, rest = text.partition("\n")
+    first = next(lines, None)
+    if first is None:
+        raise InvalidInput("the input is empty: expected a header row with " + ", ".join(columns))
     delimiter = ","
-    sep = re.fullmatch(r"\s*sep=(.)\s*", first)
+    sep = re.fullmatch(r"\s*sep=(.)\s*", first.removesuffix("\n"))
     if sep:
         delimiter = sep.group(1)
-        text = "\n" + rest  # keep line numbers: the header stays on line 2
-        first = rest.partition("\n")[0]
+        first = next(lines, "")  # the header, on line 2
+        lines = itertools.chain(["\n", first], lines)  # keep line numbers: a blank line 1
     elif ";" in first and "," not in first:
         delimiter = ";"
-    reader = csv.reader(io.StringIO(text, newline=""), strict=True, delimiter=delimiter)
+    if not sep:
+        lines = itertools.chain([first], lines)
+    reader = csv.reader(lines, strict=True, delimiter=delimiter)
     if sep:
         next(reader, None)
+    names = _csv_header(reader, columns)
+    yield from _csv_rows(reader, names, errors)
+
+
+def _csv_header(reader: Any, columns: tuple[str, ...]) -> list[str]:
     try:
         header = next(reader)
     except StopIteration:
@@ -109,6 +172,10 @@ def _read_csv(text: str, columns: tuple[str, ...], errors: list[str]) -> Iterato
     dup = sorted({n for n in names if n and names.count(n) > 1})
     if dup:
         raise InvalidInput("line 1: column(s) named twice: " + ", ".join(dup))
+    return names
+
+
+def _csv_rows(reader: Any, names: list[str], errors: ErrorSink) -> Iterator[Record]:
     while True:
         try:
             row = next(reader)
@@ -128,9 +195,11 @@ def _read_csv(text: str, columns: tuple[str, ...], errors: list[str]) -> Iterato
             yield Record(line, values)
 
 
-def json_objects(text: str, errors: list[str]) -> Iterator[tuple[int, dict[str, Any]]]:
-    """(line number, object) for each JSON-lines object; blank lines skipped, problems noted."""
-    for i, raw in enumerate(text.splitlines(), start=1):
+def json_objects(text: str | Iterable[str], errors: ErrorSink) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, object) for each JSON-lines object of the text or its lines (streamed);
+    blank lines skipped, problems noted."""
+    pieces = text.splitlines() if isinstance(text, str) else (p for t in text for p in t.splitlines())
+    for i, raw in enumerate(pieces, start=1):
         if not raw.strip():
             continue
         try:
@@ -144,8 +213,8 @@ def json_objects(text: str, errors: list[str]) -> Iterator[tuple[int, dict[str, 
         yield i, obj
 
 
-def _read_jsonl(text: str, columns: tuple[str, ...], errors: list[str]) -> Iterator[Record]:
-    for i, obj in json_objects(text, errors):
+def _read_jsonl(lines: Iterator[str], columns: tuple[str, ...], errors: ErrorSink) -> Iterator[Record]:
+    for i, obj in json_objects(lines, errors):
         unknown = [k for k in obj if k not in columns]
         if unknown:
             errors.append(f"line {i}: unknown key(s) " + ", ".join(repr(u) for u in unknown))

@@ -1,0 +1,141 @@
+"""Imports stream (issue 13, SPEC section 12): memory stays bounded by the page size, not the
+file, and a file of many pages is still all-or-nothing, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import csv
+import io
+import tracemalloc
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from outreach_cli.core import import_stage
+from outreach_cli.core.importer import run_import
+from tests.conftest import Cli
+from tests.helpers import patient, setup_patients, write_csv
+from tests.integration.test_import import dump
+
+MEMORY_CAP = 3 * 1024 * 1024  # bytes of Python allocations at the peak of the import
+
+
+def _charges_file(path: Path, rows: int, patients: int) -> Path:
+    with path.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["charge_id", "patient_id", "amount", "created_at", "description"])
+        for i in range(rows):
+            w.writerow([f"C{i:07d}", f"P{i % patients}", f"{1 + i % 500}.25", "2026-01-05", "Visit " + "x" * 100])
+    return path
+
+
+def test_a_file_larger_than_the_memory_cap_imports_within_it(
+    cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from outreach_cli.core.scheduling import Window
+    from outreach_cli.core.sets import Context
+    from outreach_cli.core.store import Store
+
+    monkeypatch.setattr(import_stage, "PAGE", 500)
+    setup_patients(cli, tmp_path, [patient(f"P{i}") for i in range(40)])
+    big = _charges_file(tmp_path / "big.csv", 30_000, 40)
+    assert big.stat().st_size > MEMORY_CAP  # the file does not fit under the cap
+    store = Store(cli.db)
+    ctx = Context(now=datetime(2026, 3, 2, 14, tzinfo=UTC), window=Window(), practice_tz="America/New_York")
+    small = _charges_file(tmp_path / "small.csv", 50, 40)
+    with small.open("rb") as fh:  # warm up: lazy imports and statement caches are not the file
+        run_import(store, "charges", fh, source="small.csv", ctx=ctx, rule_set="standard", dry_run=True)
+    tracemalloc.start()
+    try:
+        with big.open("rb") as fh:
+            report = run_import(store, "charges", fh, source="big.csv", ctx=ctx, rule_set="standard")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+        store.engine.dispose()
+    assert report.created == 30_000 and report.sets_created == 40
+    assert peak < MEMORY_CAP, f"peak {peak / 1e6:.1f} MB for a {big.stat().st_size / 1e6:.1f} MB file"
+    assert len(dump(cli.db)["charge"]) == 30_000
+
+
+def test_bad_rows_near_the_end_of_many_pages_write_nothing(
+    cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(import_stage, "PAGE", 100)
+    setup_patients(cli, tmp_path, [patient(f"P{i}") for i in range(30)])
+    rows = [
+        {"charge_id": f"C{i:05d}", "patient_id": f"P{i % 30}", "amount": "10.00", "created_at": "2026-01-05"}
+        for i in range(1500)
+    ]
+    rows[1490]["patient_id"] = "NOPE"  # found by the check against the database, after staging
+    rows[1495]["amount"] = "ten"  # found while reading
+    rows[1497] = dict(rows[3], amount="11.00")  # the same charge again with other values
+    write_csv(tmp_path / "c.csv", rows)
+    before = dump(cli.db)
+    r = cli("import", "charges", str(tmp_path / "c.csv"))
+    assert r.code == 2, r
+    assert "3 problem(s); nothing was imported" in r.stderr
+    assert "line 1492: patient_id: unknown patient 'NOPE'" in r.stderr
+    assert "line 1497: amount:" in r.stderr
+    assert "line 1499: charge_id: 'C00003' appears again (first on line 5) with other values" in r.stderr
+    assert r.stderr.index("line 1492") < r.stderr.index("line 1497") < r.stderr.index("line 1499")
+    assert dump(cli.db) == before
+
+    r = cli("import", "charges", str(tmp_path / "c.csv"), "--skip-invalid")
+    assert r.code == 3, r
+    assert "1,497 created" in r.stderr and "3 skipped as invalid" in r.stderr, r.stderr
+    after = dump(cli.db)
+    assert len(after["charge"]) == 1497 and len(after["invoice_set"]) == 30
+    for extra in (["--dry-run"], []):  # re-imports change nothing; the staging tables left no trace
+        r = cli("import", "charges", str(tmp_path / "c.csv"), "--skip-invalid", *extra)
+        assert r.code == 3 and "1,497 unchanged" in r.stderr, r
+    assert dump(cli.db) == after
+
+
+def test_many_problems_show_the_first_fifty_by_line_and_count_the_rest(cli: Cli, tmp_path: Path) -> None:
+    setup_patients(cli, tmp_path, [patient("P1")])
+    rows = [{"charge_id": f"C{i}", "patient_id": "P1" if i % 2 else "GONE", "amount": "1"} for i in range(240)]
+    write_csv(tmp_path / "c.csv", rows)
+    r = cli("import", "charges", str(tmp_path / "c.csv"))
+    assert r.code == 2 and "120 problem(s)" in r.stderr and "... and 70 more" in r.stderr, r
+    shown = [ln for ln in r.stderr.splitlines() if "unknown patient" in ln]
+    assert len(shown) == 50 and "line 2:" in shown[0] and "line 100:" in shown[-1]
+
+
+def test_patients_and_payments_stream_all_or_nothing(cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(import_stage, "PAGE", 50)
+    people = [patient(f"P{i}", phone=f"(617) 555-{1000 + i:04d}") for i in range(400)]
+    people[390]["email"] = "broken@"
+    f = write_csv(tmp_path / "p.csv", people, list(people[0]))
+    before = dump(cli.db)
+    r = cli("import", "patients", str(f))
+    assert r.code == 2 and "line 392: email:" in r.stderr and "broken@" not in r.stderr, r
+    assert dump(cli.db) == before
+    people[390]["email"] = ""
+    write_csv(tmp_path / "p.csv", people, list(people[0]))
+    cli.ok("import", "patients", str(f))
+    assert len(dump(cli.db)["patient"]) == 400
+    write_csv(tmp_path / "c.csv", [{"charge_id": f"C{i}", "patient_id": f"P{i}", "amount": "20"} for i in range(400)])
+    cli.ok("import", "charges", str(tmp_path / "c.csv"))
+    pays = [{"payment_id": f"Y{i}", "patient_id": f"P{i}", "amount": "20"} for i in range(400)]
+    pays[399]["charge_id"] = "C0"  # another patient's charge
+    write_csv(tmp_path / "y.csv", pays, ["payment_id", "patient_id", "amount", "charge_id"])
+    before = dump(cli.db)
+    r = cli("import", "payments", str(tmp_path / "y.csv"))
+    assert r.code == 2 and "line 401: charge_id: charge 'C0' belongs to another patient" in r.stderr, r
+    assert dump(cli.db) == before
+    r = cli("import", "payments", str(tmp_path / "y.csv"), "--skip-invalid")
+    assert r.code == 3 and "399 created" in r.stderr, r
+    statuses = dump(cli.db)["invoice_set"]
+    assert len(statuses) == 400
+
+
+def test_stdin_is_streamed_too(cli: Cli, tmp_path: Path) -> None:
+    setup_patients(cli, tmp_path, [patient("P1")])
+    text = io.StringIO()
+    w = csv.writer(text)
+    w.writerow(["charge_id", "patient_id", "amount"])
+    for i in range(300):
+        w.writerow([f"C{i}", "P1", "1.00"])
+    r = cli.ok("import", "charges", "-", "--input-format", "csv", input=text.getvalue())
+    assert "300 created" in r.stderr
