@@ -11,7 +11,7 @@ test: .venv/bin/outreach
 	.venv/bin/python -m pytest -q
 
 lint: .venv/bin/outreach
-	.venv/bin/ruff check outreach_cli tests bench db && .venv/bin/mypy outreach_cli/core
+	.venv/bin/ruff check outreach_cli tests bench db && .venv/bin/mypy outreach_cli
 
 bench: .venv/bin/outreach
 	.venv/bin/python -m bench

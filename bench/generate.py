@@ -16,7 +16,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from outreach_cli.core.searchtext import search_text
+from outreach_cli.domain.searchtext import search_text
 
 UTC = UTC
 STATUSES = [

@@ -70,7 +70,7 @@ def raw_sql(db: Path) -> str:
     from sqlalchemy import create_engine
     from sqlalchemy.dialects import sqlite
 
-    from outreach_cli.core import report_queries as rq
+    from outreach_cli.store import report_queries as rq
 
     engine = create_engine(f"sqlite:///{db}")
     with engine.connect() as conn:

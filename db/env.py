@@ -5,7 +5,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import create_engine
 
-from outreach_cli.core import models  # registers the tables
+from outreach_cli.store import models  # registers the tables
 
 config = context.config
 target_metadata = models.postgresql_options()

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from outreach_cli.core.errors import ConfigError
+from outreach_cli.domain.errors import ConfigError
 
 DEFAULTS: dict[str, Any] = {
     "database": "sqlite:///outreach.db",
@@ -540,7 +540,7 @@ _WINDOW = re.compile(r"^(\d{1,2}):(\d{2})-(\d{1,2}):(\d{2})$")
 
 
 def _validate(v: dict[str, Any]) -> None:
-    from outreach_cli.core.timeutil import get_zone
+    from outreach_cli.domain.timeutil import get_zone
 
     try:
         get_zone(str(v["timezone"]))
@@ -560,7 +560,7 @@ def _validate(v: dict[str, Any]) -> None:
 
 
 def _validate_window(window: str) -> None:
-    from outreach_cli.core.scheduling import HARD_END, HARD_START
+    from outreach_cli.domain.scheduling import HARD_END, HARD_START
 
     m = _WINDOW.match(window)
     if not m or not (int(m.group(1)) * 60 + int(m.group(2)) < int(m.group(3)) * 60 + int(m.group(4)) <= 24 * 60):
@@ -590,7 +590,7 @@ def _validate_report(v: dict[str, Any]) -> None:
 
 def _validate_compliance(values: dict[str, Any]) -> None:
     """`sending.holidays` (dates and calendar names) and the `[compliance]` caps."""
-    from outreach_cli.core.scheduling import split_holidays
+    from outreach_cli.domain.scheduling import split_holidays
 
     sending = values["sending"]
     holidays = sending["holidays"]

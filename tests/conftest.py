@@ -95,7 +95,7 @@ _TABLES = (
 def _reset_pg(url: str) -> None:
     from sqlalchemy import text
 
-    from outreach_cli.core.store import Store
+    from outreach_cli.store.database import Store
 
     store = Store(url)
     store.migrate()

@@ -7,7 +7,7 @@ import io
 from pathlib import Path
 from typing import Any
 
-from outreach_cli.core.importer import BASIC_PATIENT_COLUMNS
+from outreach_cli.imports.importer import BASIC_PATIENT_COLUMNS
 
 PATIENT_HEADER = list(BASIC_PATIENT_COLUMNS)
 

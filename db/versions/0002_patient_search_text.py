@@ -21,7 +21,7 @@ def upgrade() -> None:
     with op.batch_alter_table("patient", schema=None) as batch_op:
         batch_op.add_column(sa.Column("search_text", sa.Text(), nullable=False, server_default=""))
     # Fill it for the patients already there, in batches (the same function the import uses).
-    from outreach_cli.core.searchtext import search_text
+    from outreach_cli.domain.searchtext import search_text
 
     conn = op.get_bind()
     patient = sa.table(

@@ -87,7 +87,7 @@ def root(
     ] = False,
 ) -> None:
     from outreach_cli.cli import env as env_mod
-    from outreach_cli.core.errors import InvalidInput
+    from outreach_cli.domain.errors import InvalidInput
 
     for flag, value in (("--db", db), ("--config", config), ("--now", now)):
         if value is not None and not value.strip():
@@ -257,7 +257,7 @@ def _is_broken_pipe(exc: BaseException | None) -> bool:
 
 def run(argv: list[str] | None = None, env: Environment | None = None) -> int:
     """Run the command line and return the exit code (tests call this directly)."""
-    from outreach_cli.core.errors import Aborted, ExitCode, OutreachError
+    from outreach_cli.domain.errors import Aborted, ExitCode, OutreachError
 
     args = list(sys.argv[1:] if argv is None else argv)
     verbose = "-v" in args or "--verbose" in args

@@ -16,8 +16,8 @@ ROW_TAIL_FORMATS = (Format.TSV, Format.CSV, Format.JSONL)  # written by emit_out
 if TYPE_CHECKING:
     from outreach_cli.cli.context import App
     from outreach_cli.cli.output import Col
-    from outreach_cli.core.actions import ActResult, Outcome
-    from outreach_cli.core.statuses import Action
+    from outreach_cli.domain.statuses import Action
+    from outreach_cli.store.actions import ActResult, Outcome
 
 
 def register(app: typer.Typer) -> None:
@@ -101,7 +101,7 @@ def act(
       outreach act change-ruleset --from-rule-set gentle --status active --rule-set standard --yes
       outreach act write-off --status expired --amount ..5 --dry-run
     """
-    from outreach_cli.core.statuses import parse_action
+    from outreach_cli.domain.statuses import parse_action
 
     a = get_app(ctx)
     act_ = parse_action(action)
@@ -117,8 +117,8 @@ def _rule_sets(
     act_: Action, rule_set: list[str] | None, from_rule_set: list[str] | None
 ) -> tuple[str | None, list[str]]:
     """(the new rule set of change-ruleset, the rule sets that filter the selection)."""
-    from outreach_cli.core.errors import InvalidInput
-    from outreach_cli.core.statuses import Action
+    from outreach_cli.domain.errors import InvalidInput
+    from outreach_cli.domain.statuses import Action
 
     if act_ is Action.CHANGE_RULESET:
         if not rule_set:
@@ -134,9 +134,9 @@ def _rule_sets(
 def _selection(a: App, ids: list[str], filters: dict[str, Any], filter_rs: list[str]) -> list[int]:
     """The selected set IDs: given, read from stdin (`-`), or found by the `list` filters."""
     from outreach_cli.cli.context import read_input
-    from outreach_cli.core.errors import InvalidInput
-    from outreach_cli.core.idstream import parse_id_args, parse_ids
-    from outreach_cli.core.queries import selected_ids
+    from outreach_cli.domain.errors import InvalidInput
+    from outreach_cli.domain.idstream import parse_id_args, parse_ids
+    from outreach_cli.store.queries import selected_ids
 
     has_filters = any(v is not None for v in filters.values()) or bool(filter_rs)
     if ids and has_filters:
@@ -173,8 +173,8 @@ def _run(
     """Plans, confirms (prompt on a terminal, else --yes) and applies the action."""
     from contextlib import nullcontext
 
-    from outreach_cli.core.actions import run_action
-    from outreach_cli.core.statuses import NEEDS_CONFIRMATION
+    from outreach_cli.domain.statuses import NEEDS_CONFIRMATION
+    from outreach_cli.store.actions import run_action
 
     prompting = act_ in NEEDS_CONFIRMATION and not yes and not dry_run and a.interactive
     label = f"{act_.value}: {_sets(len(selected))}"
@@ -195,9 +195,9 @@ def _run(
 
 
 def _confirm(a: App, act_: Action, res: ActResult, yes: bool) -> bool:
-    from outreach_cli.core.errors import Aborted
-    from outreach_cli.core.money import format_dollars
-    from outreach_cli.core.statuses import NEEDS_CONFIRMATION
+    from outreach_cli.domain.errors import Aborted
+    from outreach_cli.domain.money import format_dollars
+    from outreach_cli.domain.statuses import NEEDS_CONFIRMATION
 
     if act_ not in NEEDS_CONFIRMATION or yes:
         return True
@@ -223,8 +223,8 @@ def _confirm(a: App, act_: Action, res: ActResult, yes: bool) -> bool:
 def _report(a: App, act_: Action, res: ActResult, f: Format, *, dry_run: bool, skip_ineligible: bool) -> None:
     """The result rows on stdout, the summary (or why nothing changed) on stderr, exit 3 when
     some sets were ineligible or not found."""
-    from outreach_cli.core.errors import ExitCode
-    from outreach_cli.core.statuses import Result
+    from outreach_cli.domain.errors import ExitCode
+    from outreach_cli.domain.statuses import Result
 
     blocked_stop = bool(res.blocked) and not skip_ineligible
     emit_outcomes(a, res.blocked if blocked_stop else res.outcomes, f)
@@ -251,7 +251,7 @@ def emit_outcomes(a: App, outcomes: list[Outcome], f: Format) -> None:
     """One row per set, as `emit` writes them; for TSV, CSV and JSON lines each distinct rest of
     a row (action, result, statuses, reason) is rendered once and written after its ID."""
     from outreach_cli.cli.output import emit, reader_gone
-    from outreach_cli.core.actions import RESULT_COLUMNS
+    from outreach_cli.store.actions import RESULT_COLUMNS
 
     if f not in ROW_TAIL_FORMATS or not outcomes:
         emit(a, [o.row() for o in outcomes], f, columns=RESULT_COLUMNS, table=_table())
@@ -281,7 +281,7 @@ def _row_tail(f: Format) -> tuple[Any, str]:
     import json
 
     from outreach_cli.cli.output import _cell
-    from outreach_cli.core.actions import RESULT_COLUMNS
+    from outreach_cli.store.actions import RESULT_COLUMNS
 
     if f == Format.JSONL:
         keys = RESULT_COLUMNS[1:]

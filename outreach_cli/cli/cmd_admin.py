@@ -53,7 +53,7 @@ def metrics(
       outreach metrics --all --format json | jq '.total'
     """
     from outreach_cli.cli.output import emit, emit_document
-    from outreach_cli.core.metrics import metrics as q
+    from outreach_cli.store.metrics import metrics as q
 
     a = get_app(ctx)
     f = METRICS_FORMATS.resolve(a, fmt)
@@ -71,7 +71,7 @@ METRICS_COLUMNS = ["section", "name", "count", "amount_outstanding", "amount_out
 
 
 def metrics_rows(data: dict[str, Any]) -> list[dict[str, Any]]:
-    from outreach_cli.core.money import plain_dollars
+    from outreach_cli.domain.money import plain_dollars
 
     rows: list[dict[str, Any]] = []
     for key, card in data.items():
@@ -97,7 +97,7 @@ def metrics_rows(data: dict[str, Any]) -> list[dict[str, Any]]:
 
 def print_metrics(a: App, store: Any, *, show_all: bool) -> None:
     from outreach_cli.cli.output import Col, badge, dollars, print_table
-    from outreach_cli.core.metrics import metrics as q
+    from outreach_cli.store.metrics import metrics as q
 
     data = q(store, show_all=show_all, now=a.now)
     cards = [{"key": k, **v} for k, v in data.items() if k not in ("total", "aging", "credit")]
@@ -122,8 +122,8 @@ def print_metrics(a: App, store: Any, *, show_all: bool) -> None:
 
 def print_attention(a: App, store: Any, limit: int = 15) -> None:
     from outreach_cli.cli.cmd_list import print_sets
-    from outreach_cli.core.queries import ListFilter, list_sets
-    from outreach_cli.core.statuses import ATTENTION
+    from outreach_cli.domain.statuses import ATTENTION
+    from outreach_cli.store.queries import ListFilter, list_sets
 
     per = max(1, limit // len(ATTENTION))
     rows: list[dict[str, Any]] = []
@@ -145,7 +145,7 @@ SHOW_SEE_ALL = "--format json or a wider terminal"
 def parse_set_id(text: str, what: str = "show") -> int:
     """An invoice set ID typed by a person; a patient ID or name gets a pointer to `list --search`."""
     from outreach_cli.cli.options import BIGGEST
-    from outreach_cli.core.errors import InvalidInput
+    from outreach_cli.domain.errors import InvalidInput
 
     raw = text.strip().lstrip("#")
     if raw.isdigit() and 1 <= int(raw) <= BIGGEST:
@@ -181,7 +181,7 @@ def show(
       outreach show 42 --format json | jq '.timeline[-1]'
     """
     from outreach_cli.cli.output import emit_document, utc_times
-    from outreach_cli.core.queries import show_set
+    from outreach_cli.store.queries import show_set
 
     a = get_app(ctx)
     f = SHOW_FORMATS.resolve(a, fmt)
@@ -302,7 +302,7 @@ def _show_text(a: App, d: dict[str, Any]) -> None:
 
 
 def badge_label(status: str | None) -> str:
-    from outreach_cli.core.statuses import Status
+    from outreach_cli.domain.statuses import Status
 
     if not status:
         return "-"
@@ -343,10 +343,10 @@ def audit(
       outreach audit --since today --format tsv | outreach act pause -
     """
     from outreach_cli.cli.output import Clock, emit, utc_times
-    from outreach_cli.core.queries import AUDIT_COLUMNS
-    from outreach_cli.core.queries import audit as q
-    from outreach_cli.core.ranges import parse_time_range
-    from outreach_cli.core.timeutil import get_zone
+    from outreach_cli.domain.ranges import parse_time_range
+    from outreach_cli.domain.timeutil import get_zone
+    from outreach_cli.store.queries import AUDIT_COLUMNS
+    from outreach_cli.store.queries import audit as q
 
     a = get_app(ctx)
     f = AUDIT_FORMATS.resolve(a, fmt)
@@ -411,7 +411,7 @@ def export(
       outreach collections export --out agency-2026-11.csv
       outreach collections export --all | less
     """
-    from outreach_cli.core.collections import export as do_export
+    from outreach_cli.store.collections_export import export as do_export
 
     a = get_app(ctx)
     store = a.store()
@@ -421,7 +421,7 @@ def export(
         import os
         import tempfile
 
-        from outreach_cli.core.errors import InvalidInput
+        from outreach_cli.domain.errors import InvalidInput
 
         target = os.path.abspath(out)
         d = os.path.dirname(target)

@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     from datetime import datetime
     from typing import Any
 
-    from outreach_cli.core.demo_data import DemoData
+    from outreach_cli.demo.data import DemoData
 
 
 def register(app: typer.Typer) -> None:
@@ -68,7 +68,7 @@ def demo(
     a = get_app(ctx)
     if not a.db:
         a.db = "demo.db"
-    from outreach_cli.cli import demo_db
+    from outreach_cli.demo import database as demo_db
 
     try:
         run_demo(a, patients=patients, days=days, seed=seed, force=force)
@@ -80,13 +80,13 @@ def demo(
 def run_demo(a: App, *, patients: int, days: int, seed: int, force: bool = False) -> None:
     from datetime import timedelta
 
-    from outreach_cli.cli import demo_db
     from outreach_cli.config import database_url
-    from outreach_cli.core.demo_data import generate
-    from outreach_cli.core.errors import InvalidInput
-    from outreach_cli.core.importer import run_import
-    from outreach_cli.core.ruleset_store import sync_dir
-    from outreach_cli.core.rulesets import shipped_dir
+    from outreach_cli.demo import database as demo_db
+    from outreach_cli.demo.data import generate
+    from outreach_cli.domain.errors import InvalidInput
+    from outreach_cli.domain.rulesets import shipped_dir
+    from outreach_cli.imports.importer import run_import
+    from outreach_cli.store.ruleset_store import sync_dir
 
     url = database_url(str(a.db))
     if not url.startswith("sqlite:///"):
@@ -135,8 +135,8 @@ def simulate(a: App, store: object, *, start: datetime, days: int, data: DemoDat
     from datetime import timedelta
 
     from outreach_cli.cli.cmd_engine import build_engine
-    from outreach_cli.core.demo_data import demo_payments, demo_replies
-    from outreach_cli.core.importer import run_import
+    from outreach_cli.demo.data import demo_payments, demo_replies
+    from outreach_cli.imports.importer import run_import
 
     end = start + timedelta(days=days)
     rnd = random.Random(seed)
@@ -184,9 +184,9 @@ def _pause_arrivals(store: object, ctx: Any, pauses: list[str], charges_csv: str
     wanted = {pid for pid in pauses if f",{pid}," in charges_csv}
     if not wanted:
         return
-    from outreach_cli.core.actions import run_action
-    from outreach_cli.core.queries import ListFilter, list_sets
-    from outreach_cli.core.statuses import Action
+    from outreach_cli.domain.statuses import Action
+    from outreach_cli.store.actions import run_action
+    from outreach_cli.store.queries import ListFilter, list_sets
 
     ids = [r["id"] for r in list_sets(store, ListFilter(), ctx) if r["patient_id"] in wanted]
     run_action(store, Action.PAUSE, ids, ctx, reason="patient disputes the bill")

@@ -14,7 +14,7 @@ from outreach_cli.config import METHODS
 
 if TYPE_CHECKING:
     from outreach_cli.config import Settings, StripeSettings
-    from outreach_cli.core.store import Store
+    from outreach_cli.store.database import Store
 
 Check = Callable[[str, bool, str], None]
 
@@ -39,7 +39,7 @@ def doctor(ctx: typer.Context) -> None:
     Example:
       outreach --config /etc/outreach.toml doctor
     """
-    from outreach_cli.core.errors import ConfigError, OutreachError
+    from outreach_cli.domain.errors import ConfigError, OutreachError
 
     a = get_app(ctx)
     results: list[tuple[bool, str, str]] = []
@@ -73,8 +73,8 @@ def doctor(ctx: typer.Context) -> None:
 
 def _check_database(s: Settings, check: Check) -> Store | None:
     """Reachable, and at the schema this version needs: the store, else None."""
-    from outreach_cli.core.errors import OutreachError
-    from outreach_cli.core.store import KNOWN_REVISIONS, SCHEMA_HEAD, mask_url, newer_schema_error, open_store
+    from outreach_cli.domain.errors import OutreachError
+    from outreach_cli.store.database import KNOWN_REVISIONS, SCHEMA_HEAD, mask_url, newer_schema_error, open_store
 
     try:
         store = open_store(s.database, check_schema=False, create=False)
@@ -94,9 +94,9 @@ def _check_database(s: Settings, check: Check) -> Store | None:
 
 
 def _check_rule_sets(s: Settings, store: Store, check: Check) -> None:
-    from outreach_cli.core.errors import InvalidInput
-    from outreach_cli.core.experiments import parse_arms
-    from outreach_cli.core.ruleset_store import list_rule_sets
+    from outreach_cli.domain.errors import InvalidInput
+    from outreach_cli.domain.experiments import parse_arms
+    from outreach_cli.store.ruleset_store import list_rule_sets
 
     infos = list_rule_sets(store)
     listed = ", ".join(f"{i.name} v{i.version}" for i in infos)
@@ -124,7 +124,7 @@ def _check_secret(s: Settings, store: Store, check: Check) -> None:
 
 def _check_messaging(s: Settings, check: Check) -> None:
     """SMS, calls and email: the problems `run-outreach` would refuse to start with."""
-    from outreach_cli.core.store import mask_url
+    from outreach_cli.store.database import mask_url
 
     t = s.twilio
     for channel in ("sms", "call"):
@@ -154,7 +154,7 @@ def _check_mail(s: Settings, check: Check) -> None:
 
 
 def _check_practice(s: Settings, check: Check) -> None:
-    from outreach_cli.core.channels.base import practice_identity_problem
+    from outreach_cli.channels.base import practice_identity_problem
 
     ch = s.channels
     real = [f"{m} ({ch.provider(m)})" for m in METHODS if ch.provider(m) != "sandbox"]
@@ -170,8 +170,8 @@ def _check_practice(s: Settings, check: Check) -> None:
 
 def _check_stripe(st: StripeSettings, check: Check) -> None:
     """Stripe: the key's mode (test or live, from its prefix) and one cheap GET, masked."""
+    from outreach_cli.channels.stripe_provider import StripeApi, ping
     from outreach_cli.config import mask_key
-    from outreach_cli.core.channels.stripe_provider import StripeApi, ping
 
     problems = st.problems()
     if problems:

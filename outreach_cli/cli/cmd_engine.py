@@ -35,9 +35,9 @@ def register(app: typer.Typer) -> None:
 
 
 def build_engine(a: App, *, limit: int | None = None, concurrency: int | None = None) -> Tick:
-    from outreach_cli.core import channels
-    from outreach_cli.core.channels.base import ProviderConfigError
-    from outreach_cli.core.errors import ConfigError
+    from outreach_cli import channels
+    from outreach_cli.channels.base import ProviderConfigError
+    from outreach_cli.domain.errors import ConfigError
 
     s = a.settings
     store = a.store()
@@ -108,7 +108,7 @@ def run_outreach(
       */5 * * * *  outreach run-outreach --format json >> /var/log/outreach.jsonl
       outreach run-outreach --dry-run
     """
-    from outreach_cli.core.errors import InvalidInput
+    from outreach_cli.domain.errors import InvalidInput
 
     a = get_app(ctx)
     f = RUN_FORMATS.resolve(a, fmt)
@@ -175,7 +175,7 @@ def _exit_interrupted(a: App, summary: TickSummary) -> None:
 def _report_trouble(a: App, summary: TickSummary) -> None:
     """Exit 75 on a provider outage; otherwise one line on stderr when anything failed
     temporarily or a provider read failed."""
-    from outreach_cli.core.errors import TemporaryFailure
+    from outreach_cli.domain.errors import TemporaryFailure
 
     trouble = _trouble(summary)
     if summary.outage:
@@ -326,8 +326,8 @@ def ingest(
       echo '{"type": "email_bounce", "email": "a@example.com", "reason": "550"}' | outreach events ingest -
     """
     from outreach_cli.cli.context import read_input
-    from outreach_cli.core.ingest import ingest as do_ingest
-    from outreach_cli.core.readers import decode
+    from outreach_cli.imports.provider_events import ingest as do_ingest
+    from outreach_cli.imports.readers import decode
 
     a = get_app(ctx)
     store = a.store()

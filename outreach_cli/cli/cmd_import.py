@@ -31,7 +31,7 @@ DryOpt = Annotated[bool, typer.Option("--dry-run", help="Validate and report wha
 def open_input(app: App, path: str) -> Iterator[tuple[IO[bytes], str]]:
     """FILE or `-` (stdin) as a binary stream, read once as the import goes (never whole in
     memory), with a name for messages."""
-    from outreach_cli.core.errors import InvalidInput
+    from outreach_cli.domain.errors import InvalidInput
 
     if path == "-":
         stream = getattr(app.env.stdin, "buffer", None)
@@ -66,8 +66,8 @@ def _run(
     dry_run: bool,
     rule_set: str | None = None,
 ) -> None:
-    from outreach_cli.core.errors import ExitCode
-    from outreach_cli.core.importer import run_import
+    from outreach_cli.domain.errors import ExitCode
+    from outreach_cli.imports.importer import run_import
 
     a = get_app(ctx)
     store = a.store()

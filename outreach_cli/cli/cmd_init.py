@@ -25,8 +25,8 @@ def init(ctx: typer.Context) -> None:
     Example:
       outreach --db billing.db init
     """
-    from outreach_cli.core.ruleset_store import sync_dir
-    from outreach_cli.core.store import mask_url
+    from outreach_cli.store.database import mask_url
+    from outreach_cli.store.ruleset_store import sync_dir
 
     a = get_app(ctx)
     store = a.store(check_schema=False)
@@ -45,7 +45,7 @@ def init(ctx: typer.Context) -> None:
 def rulesets_dir(a: App) -> Path:
     """`rulesets_dir` (default ./rulesets); where it does not exist, the rule sets shipped with
     outreach (as `init` does, so `rulesets validate` and `sync` work from any directory)."""
-    from outreach_cli.core.rulesets import shipped_dir
+    from outreach_cli.domain.rulesets import shipped_dir
 
     directory = Path(str(a.settings.values["rulesets_dir"]))
     if directory.is_dir():

@@ -71,7 +71,7 @@ def list_(
       outreach list --status failed --format ids | outreach act pause -
     """
     from outreach_cli.cli.output import Clock, emit
-    from outreach_cli.core.queries import LIST_COLUMNS, list_sets
+    from outreach_cli.store.queries import LIST_COLUMNS, list_sets
 
     a = get_app(ctx)
     f = FORMATS.resolve(a, fmt)
@@ -109,7 +109,7 @@ def _summary(a: App, store: Any, flt: Any, n: int, user_limit: int | None) -> No
     if (limit is not None and n == limit) or (offset and n):
         from dataclasses import replace
 
-        from outreach_cli.core.queries import count_sets
+        from outreach_cli.store.queries import count_sets
 
         total = count_sets(store, replace(flt, limit=None, offset=0))
         span = f"{n:,}" if not offset else f"{offset + 1:,}" if n == 1 else f"{offset + 1:,}-{offset + n:,}"
@@ -128,7 +128,7 @@ def export(a: App, store: Any, flt: Any, f: Format) -> int | None:
     query, written a batch at a time. None when it does not apply (Stripe payment links, an odd
     link template): the caller takes the generic path, whose output is the same."""
     from outreach_cli.cli.output import reader_gone
-    from outreach_cli.core import export as ex
+    from outreach_cli.store import export as ex
 
     delim = {Format.TSV: "\t", Format.CSV: ","}.get(f)
     link = ex.payment_links(a.context(), csv=delim is not None, delim=delim or ",")
@@ -166,7 +166,7 @@ def _write_cells(out: Any, texts: Any, f: Format) -> int:
     import csv
     import io
 
-    from outreach_cli.core.queries import LIST_COLUMNS
+    from outreach_cli.store.queries import LIST_COLUMNS
 
     buf = io.StringIO()
     csv.writer(buf, dialect="excel-tab" if f == Format.TSV else "excel", lineterminator="\n").writerow(LIST_COLUMNS)

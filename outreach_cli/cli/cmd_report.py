@@ -109,8 +109,8 @@ def report(
       outreach report --experiment
       outreach report --format html --out report.html
     """
-    from outreach_cli.core.errors import InvalidInput
-    from outreach_cli.core.report import ATTRIBUTIONS
+    from outreach_cli.domain.errors import InvalidInput
+    from outreach_cli.domain.report import ATTRIBUTIONS
 
     a = get_app(ctx)
     f = fmt.strip().lower()
@@ -151,10 +151,10 @@ def build(
     experiment: bool,
 ) -> dict[str, Any]:
     """The report's document: read in one transaction, computed by `core.report`."""
-    from outreach_cli.core.report import Costs, Options, Report, parse_by
-    from outreach_cli.core.report_queries import read_report
-    from outreach_cli.core.statuses import parse_status_list
-    from outreach_cli.core.timeutil import get_zone
+    from outreach_cli.domain.report import Costs, Options, Report, parse_by
+    from outreach_cli.domain.statuses import parse_status_list
+    from outreach_cli.domain.timeutil import get_zone
+    from outreach_cli.store.report_queries import read_report
 
     group_by = parse_by(by)
     tz = get_zone(a.settings.timezone)
@@ -165,7 +165,7 @@ def build(
     days = int(s["report"]["attribution_days"])
     with a.store().read() as conn:
         if names:
-            from outreach_cli.core.sets import RuleSets
+            from outreach_cli.store.loaded_rulesets import RuleSets
 
             known = RuleSets(conn)
             for n in names:
@@ -181,9 +181,9 @@ def build(
 def period(a: App, since: str | None, until: str | None) -> tuple[datetime, datetime]:
     """[start, end) in UTC: --since/--until parsed like `list --created` (dates are whole days in
     the practice time zone, inclusive); default the 90 days up to now."""
-    from outreach_cli.core.errors import InvalidInput
-    from outreach_cli.core.ranges import parse_time_range
-    from outreach_cli.core.timeutil import get_zone
+    from outreach_cli.domain.errors import InvalidInput
+    from outreach_cli.domain.ranges import parse_time_range
+    from outreach_cli.domain.timeutil import get_zone
 
     tz = get_zone(a.settings.timezone)
     start: datetime | None = None
@@ -211,7 +211,7 @@ def period(a: App, since: str | None, until: str | None) -> tuple[datetime, date
 def _write_file(a: App, path: str, fmt: str, doc: dict[str, Any]) -> None:
     import json
 
-    from outreach_cli.core.errors import InvalidInput
+    from outreach_cli.domain.errors import InvalidInput
 
     if fmt == "json":
         text = json.dumps(doc, indent=2, ensure_ascii=False) + "\n"
@@ -235,7 +235,7 @@ def _write_file(a: App, path: str, fmt: str, doc: dict[str, Any]) -> None:
 
 
 def open_out(path: str) -> Any:
-    from outreach_cli.core.errors import InvalidInput
+    from outreach_cli.domain.errors import InvalidInput
 
     try:
         return open(path, "w", encoding="utf-8")
@@ -274,9 +274,9 @@ def to_csv(doc: dict[str, Any]) -> str:
     import csv
     import io
 
-    from outreach_cli.core.csvsafe import neutralize
-    from outreach_cli.core.money import plain_dollars
-    from outreach_cli.core.report import METHODS
+    from outreach_cli.domain.csvsafe import neutralize
+    from outreach_cli.domain.money import plain_dollars
+    from outreach_cli.domain.report import METHODS
 
     keys = group_keys(doc)
     if "step" in keys:
@@ -326,7 +326,7 @@ def render_table(a: App, doc: dict[str, Any], console: Any = None) -> None:
     from rich.text import Text
 
     from outreach_cli.cli.output import print_table
-    from outreach_cli.core.money import format_dollars
+    from outreach_cli.domain.money import format_dollars
 
     con = console or a.out
     p = doc["period"]
@@ -411,7 +411,7 @@ def report_columns(present: list[tuple[str, str]]) -> list[Any]:
     """The report table: the group, sets, paid, collected and rate are never cut; the message
     counts, cost and ratios give way first on a narrow terminal (named on stderr)."""
     from outreach_cli.cli.output import Col
-    from outreach_cli.core.money import format_dollars
+    from outreach_cli.domain.money import format_dollars
 
     def num(key: str, head: str, drop: int) -> Col:
         return Col(key, head, lambda g: f"{g[key]:,}", "right", drop=drop)
@@ -470,7 +470,7 @@ def _step_label(s: dict[str, Any]) -> str:
 def render_experiment(con: Any, exps: list[dict[str, Any]]) -> None:
     from rich.table import Table
 
-    from outreach_cli.core.money import format_dollars
+    from outreach_cli.domain.money import format_dollars
 
     if not exps:
         con.print(

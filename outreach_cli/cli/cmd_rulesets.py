@@ -38,7 +38,7 @@ def list_(ctx: typer.Context, fmt: Annotated[str | None, LIST_FORMATS.option()] 
       outreach rulesets list --format json | jq '.[].name'
     """
     from outreach_cli.cli.output import Col, emit
-    from outreach_cli.core.ruleset_store import list_rule_sets
+    from outreach_cli.store.ruleset_store import list_rule_sets
 
     a = get_app(ctx)
     f = LIST_FORMATS.resolve(a, fmt)
@@ -81,9 +81,9 @@ def show(
       outreach rulesets show gentle --format tsv | cut -f3,4
     """
     from outreach_cli.cli.output import emit, emit_document
-    from outreach_cli.core.errors import InvalidInput
-    from outreach_cli.core.ruleset_store import list_rule_sets
-    from outreach_cli.core.rulesets import RuleSet, parse_text
+    from outreach_cli.domain.errors import InvalidInput
+    from outreach_cli.domain.rulesets import RuleSet, parse_text
+    from outreach_cli.store.ruleset_store import list_rule_sets
 
     a = get_app(ctx)
     f = SHOW_FORMATS.resolve(a, fmt)
@@ -128,7 +128,7 @@ def show(
         for s in parsed.steps:
             bounds = ""
             if s.min_balance_cents is not None or s.max_balance_cents is not None:
-                from outreach_cli.core.money import format_dollars
+                from outreach_cli.domain.money import format_dollars
 
                 lo = format_dollars(s.min_balance_cents) if s.min_balance_cents is not None else ""
                 hi = format_dollars(s.max_balance_cents) if s.max_balance_cents is not None else ""
@@ -155,8 +155,8 @@ def validate(
     Example:
       outreach rulesets validate rulesets/standard.toml
     """
-    from outreach_cli.core.errors import InvalidInput
-    from outreach_cli.core.rulesets import load_dir, load_file
+    from outreach_cli.domain.errors import InvalidInput
+    from outreach_cli.domain.rulesets import load_dir, load_file
 
     a = get_app(ctx)
     caps = a.settings.values.get("compliance")
@@ -195,7 +195,7 @@ def sync(
       outreach rulesets sync ./rulesets
     """
     from outreach_cli.cli.cmd_init import rulesets_dir
-    from outreach_cli.core.ruleset_store import sync_dir
+    from outreach_cli.store.ruleset_store import sync_dir
 
     a = get_app(ctx)
     d = directory or rulesets_dir(a)

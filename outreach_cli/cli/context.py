@@ -19,8 +19,8 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from outreach_cli.config import Settings
-    from outreach_cli.core.sets import Context
-    from outreach_cli.core.store import Store
+    from outreach_cli.domain.context import Context
+    from outreach_cli.store.database import Store
 
 
 @dataclass
@@ -51,7 +51,7 @@ class App:
     @cached_property
     def settings(self) -> Settings:
         from outreach_cli.config import load_settings
-        from outreach_cli.core.errors import InvalidInput
+        from outreach_cli.domain.errors import InvalidInput
 
         overrides: dict[str, Any] = {}
         if self.db is not None:
@@ -64,8 +64,8 @@ class App:
 
     @cached_property
     def now(self) -> datetime:
-        from outreach_cli.core.errors import InvalidInput
-        from outreach_cli.core.timeutil import get_zone, parse_datetime, utcnow
+        from outreach_cli.domain.errors import InvalidInput
+        from outreach_cli.domain.timeutil import get_zone, parse_datetime, utcnow
 
         if self.now_text is not None:
             text, origin = self.now_text, "--now"
@@ -81,7 +81,7 @@ class App:
             raise InvalidInput(f"{origin} {text!r}: {exc}") from None
 
     def store(self, *, check_schema: bool = True) -> Store:
-        from outreach_cli.core.store import open_store
+        from outreach_cli.store.database import open_store
 
         if self._store is None:
             self._store = open_store(
@@ -104,7 +104,7 @@ class App:
 
     def _lock_wait_notice(self) -> None:
         """Said on a terminal only, like progress: cron runs that queue for a moment stay silent."""
-        from outreach_cli.core.store import BUSY_TIMEOUT_MS
+        from outreach_cli.store.database import BUSY_TIMEOUT_MS
 
         if self.env.stderr_isatty:
             self.info(
@@ -119,8 +119,8 @@ class App:
 
     def context(self, actor: str | None = None) -> Context:
         from outreach_cli.config import resolve_secret
-        from outreach_cli.core.scheduling import Window
-        from outreach_cli.core.sets import Context
+        from outreach_cli.domain.context import Context
+        from outreach_cli.domain.scheduling import Window
 
         s = self.settings
         secret = resolve_secret(s, None if s.secret else self.stored_secret())
@@ -220,7 +220,7 @@ def get_app(ctx: typer.Context) -> App:
 
 def read_input(app: App, path: str) -> tuple[bytes, str]:
     """FILE or `-` (stdin) as bytes, with a name for messages."""
-    from outreach_cli.core.errors import InvalidInput
+    from outreach_cli.domain.errors import InvalidInput
 
     if path == "-":
         stream = getattr(app.env.stdin, "buffer", None)

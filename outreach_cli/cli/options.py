@@ -12,7 +12,7 @@ import typer
 from outreach_cli.cli.context import App
 
 if TYPE_CHECKING:
-    from outreach_cli.core.queries import ListFilter
+    from outreach_cli.store.queries import ListFilter
 
 BIGGEST = 2**63 - 1  # the largest integer SQLite and PostgreSQL store
 
@@ -150,11 +150,11 @@ def build_filter(
     limit: int | None = None,
     offset: int = 0,
 ) -> ListFilter:
-    from outreach_cli.core.errors import InvalidInput
-    from outreach_cli.core.queries import SORTS, ListFilter
-    from outreach_cli.core.ranges import parse_amount_range, parse_time_range
-    from outreach_cli.core.statuses import parse_status_list
-    from outreach_cli.core.timeutil import get_zone
+    from outreach_cli.domain.errors import InvalidInput
+    from outreach_cli.domain.ranges import parse_amount_range, parse_time_range
+    from outreach_cli.domain.statuses import parse_status_list
+    from outreach_cli.domain.timeutil import get_zone
+    from outreach_cli.store.queries import SORTS, ListFilter
 
     key = sort.strip().lower()
     if key not in SORTS:

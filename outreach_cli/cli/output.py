@@ -26,6 +26,8 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
+from outreach_cli.domain.csvsafe import flat
+
 if TYPE_CHECKING:
     from rich.text import Text
 
@@ -80,7 +82,7 @@ class Formats:
             return self.tty if app.env.stdout_isatty else self.pipe
         f = str(value).strip().lower()
         if f not in self.allowed:  # only reachable when called directly, not through the option
-            from outreach_cli.core.errors import InvalidInput
+            from outreach_cli.domain.errors import InvalidInput
 
             raise InvalidInput(f"--format {value!r}: choose one of {', '.join(x.value for x in self.allowed)}")
         return Format(f)
@@ -89,21 +91,8 @@ class Formats:
 # --- cells -----------------------------------------------------------------------------------
 
 
-def flat(v: Any) -> str:
-    """A value as one TSV/CSV cell: no tabs or newlines; lists comma-joined; None empty."""
-    if v is None:
-        return ""
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, (list, tuple)):
-        return ",".join(flat(x) for x in v)
-    if isinstance(v, dict):
-        return json.dumps(v, ensure_ascii=False, sort_keys=True)
-    return str(v).replace("\t", " ").replace("\r", " ").replace("\n", " ")
-
-
 def _cell(v: Any) -> str:
-    from outreach_cli.core.csvsafe import neutralize
+    from outreach_cli.domain.csvsafe import neutralize
 
     return neutralize(flat(v))
 
@@ -347,7 +336,7 @@ STATUS_STYLE = {
 def badge(status: str | None) -> Text | str:
     from rich.text import Text
 
-    from outreach_cli.core.statuses import Status
+    from outreach_cli.domain.statuses import Status
 
     if not status:
         return ""
@@ -359,7 +348,7 @@ def badge(status: str | None) -> Text | str:
 
 
 def dollars(cents: int | None) -> str:
-    from outreach_cli.core.money import format_dollars
+    from outreach_cli.domain.money import format_dollars
 
     return "" if cents is None else format_dollars(int(cents))
 
@@ -373,13 +362,13 @@ class Clock:
     """Times for people: practice-local, short, relative when near (`Nov 26 09:00 (in 3h)`)."""
 
     def __init__(self, app: App) -> None:
-        from outreach_cli.core.timeutil import get_zone
+        from outreach_cli.domain.timeutil import get_zone
 
         self.now = app.now
         self.tz = get_zone(app.settings.timezone)
 
     def __call__(self, value: str | datetime | None, *, relative: bool = True) -> str:
-        from outreach_cli.core.timeutil import format_local, parse_datetime
+        from outreach_cli.domain.timeutil import format_local, parse_datetime
 
         if value is None or value == "":
             return ""
@@ -421,7 +410,7 @@ def human_detail(detail: Any, clock: Clock | None = None) -> str:
 
 def utc_times(value: Any) -> Any:
     """Every ISO datetime string inside ``value`` (nested) as `2026-11-26T14:00:00Z`."""
-    from outreach_cli.core.timeutil import iso_z, parse_datetime
+    from outreach_cli.domain.timeutil import iso_z, parse_datetime
 
     if isinstance(value, dict):
         return {k: utc_times(v) for k, v in value.items()}

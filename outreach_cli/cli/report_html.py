@@ -7,7 +7,7 @@ import re
 from html import escape
 from typing import Any
 
-from outreach_cli.core.money import format_dollars
+from outreach_cli.domain.money import format_dollars
 
 CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 24px; color: #222; max-width: 1100px; }

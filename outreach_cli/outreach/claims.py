@@ -15,18 +15,21 @@ from typing import Any
 
 from sqlalchemy import Connection, Select, exists, insert, select
 
-from outreach_cli.core.caps import ContactUsage
-from outreach_cli.core.models import invoice_set_t, patient_t, send_t
-from outreach_cli.core.rulesets import Step
-from outreach_cli.core.scheduling import expires_at
-from outreach_cli.core.sets import RuleSets, add_events, bulk_update, chunks, window_of
-from outreach_cli.core.statuses import SENDABLE
+from outreach_cli.domain.caps import ContactUsage
+from outreach_cli.domain.patient_view import window_of
+from outreach_cli.domain.rulesets import Step
+from outreach_cli.domain.scheduling import expires_at
+from outreach_cli.domain.statuses import SENDABLE
 from outreach_cli.outreach.context import TickContext
 from outreach_cli.outreach.messages import SendKey, send_event
 from outreach_cli.outreach.plan import Claim, Defer, PlanSet, Skip, plan_step
 from outreach_cli.outreach.retries import claim_retries
 from outreach_cli.outreach.state import IN_FLIGHT, MESSAGE_CHANNELS, ClaimedSend, StepKey
 from outreach_cli.outreach.usage import contact_usage, load_patients, plan_patient
+from outreach_cli.store.bulk import bulk_update, chunks
+from outreach_cli.store.events import add_events
+from outreach_cli.store.loaded_rulesets import RuleSets
+from outreach_cli.store.models import invoice_set_t, patient_t, send_t
 
 SENDABLE_VALUES = [s.value for s in SENDABLE]
 

@@ -10,10 +10,11 @@ from typing import TYPE_CHECKING, Protocol
 
 from sqlalchemy import Connection
 
-from outreach_cli.core.channels.base import Provider
-from outreach_cli.core.sets import Context, RuleSets
+from outreach_cli.channels.base import Provider
+from outreach_cli.domain.context import Context
 from outreach_cli.outreach.messages import MessageFactory
 from outreach_cli.outreach.state import TickState
+from outreach_cli.store.loaded_rulesets import RuleSets
 
 if TYPE_CHECKING:
     from outreach_cli.outreach.payments import StripeHooks

@@ -12,7 +12,7 @@ from types import TracebackType
 
 from sqlalchemy import Connection, select, update
 
-from outreach_cli.core.channels.base import (
+from outreach_cli.channels.base import (
     SANDBOX_PRACTICE_NAME,
     SANDBOX_PRACTICE_PHONE,
     UNKNOWN,
@@ -22,16 +22,17 @@ from outreach_cli.core.channels.base import (
     ProviderResult,
     practice_identity_problem,
 )
-from outreach_cli.core.contacts import mask_phone
-from outreach_cli.core.errors import ConfigError
-from outreach_cli.core.models import invoice_set_t, send_t
-from outreach_cli.core.sets import Context, chunks
-from outreach_cli.core.statuses import SENDABLE
+from outreach_cli.domain.contacts import mask_phone
+from outreach_cli.domain.context import Context
+from outreach_cli.domain.errors import ConfigError
+from outreach_cli.domain.statuses import SENDABLE
 from outreach_cli.outreach.context import TickContext
 from outreach_cli.outreach.messages import rerender
 from outreach_cli.outreach.payments import attach_payment_link
 from outreach_cli.outreach.record import Result, record_outcomes
 from outreach_cli.outreach.state import ClaimedSend
+from outreach_cli.store.bulk import chunks
+from outreach_cli.store.models import invoice_set_t, send_t
 
 log = logging.getLogger("outreach.engine")
 

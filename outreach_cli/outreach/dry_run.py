@@ -9,13 +9,13 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection
 
-from outreach_cli.core.channels.base import SENT, Provider, ProviderOutcome
-from outreach_cli.core.errors import TemporaryFailure
+from outreach_cli.channels.base import SENT, Provider, ProviderOutcome
+from outreach_cli.domain.errors import TemporaryFailure
 from outreach_cli.outreach.context import TickContext
 from outreach_cli.outreach.state import TickState
 
 if TYPE_CHECKING:
-    from outreach_cli.core.store import Store
+    from outreach_cli.store.database import Store
 
 
 class OneTransaction:

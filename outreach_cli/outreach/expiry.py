@@ -7,9 +7,10 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import Connection, select
 
-from outreach_cli.core.models import invoice_set_t
-from outreach_cli.core.sets import RuleSets, open_set_ids_for_patients, refresh_sets
-from outreach_cli.core.statuses import OPEN, Status
+from outreach_cli.domain.statuses import OPEN, Status
+from outreach_cli.store.loaded_rulesets import RuleSets
+from outreach_cli.store.models import invoice_set_t
+from outreach_cli.store.reevaluate import open_set_ids_for_patients, refresh_sets
 
 if TYPE_CHECKING:
     from outreach_cli.outreach.context import TickContext

@@ -8,15 +8,17 @@ from typing import Any
 
 from sqlalchemy import and_, or_, select
 
-from outreach_cli.core.contacts import usable_methods
-from outreach_cli.core.evaluation import step_applies
-from outreach_cli.core.models import invoice_set_t, patient_t
-from outreach_cli.core.rulesets import RuleSet, Step
-from outreach_cli.core.scheduling import expires_at, explain, step_due
-from outreach_cli.core.sets import Context, RuleSets, contact_of, window_of, zones_of
-from outreach_cli.core.statuses import SENDABLE, Status
-from outreach_cli.core.timeutil import iso_z
+from outreach_cli.domain.contacts import usable_methods
+from outreach_cli.domain.context import Context
+from outreach_cli.domain.evaluation import step_applies
+from outreach_cli.domain.patient_view import contact_of, window_of, zones_of
+from outreach_cli.domain.rulesets import RuleSet, Step
+from outreach_cli.domain.scheduling import expires_at, explain, step_due
+from outreach_cli.domain.statuses import SENDABLE, Status
+from outreach_cli.domain.timeutil import iso_z
 from outreach_cli.outreach.usage import load_patients
+from outreach_cli.store.loaded_rulesets import RuleSets
+from outreach_cli.store.models import invoice_set_t, patient_t
 
 FORECAST_COLUMNS = [
     "id",

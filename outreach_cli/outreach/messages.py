@@ -8,13 +8,16 @@ from typing import Any
 
 from sqlalchemy import Connection, select
 
-from outreach_cli.core.channels.base import Message
-from outreach_cli.core.channels.letters import letter_template
-from outreach_cli.core.models import invoice_set_t, patient_t
-from outreach_cli.core.money import format_dollars
-from outreach_cli.core.rulesets import RuleSet, Step, render
-from outreach_cli.core.sets import Context, RuleSets, event_row, payment_url_maker
+from outreach_cli.channels.base import Message
+from outreach_cli.channels.letters import letter_template
+from outreach_cli.domain.context import Context
+from outreach_cli.domain.money import format_dollars
+from outreach_cli.domain.paymentlink import payment_url_maker
+from outreach_cli.domain.rulesets import RuleSet, Step, render
 from outreach_cli.outreach.state import ClaimedSend
+from outreach_cli.store.events import event_row
+from outreach_cli.store.loaded_rulesets import RuleSets
+from outreach_cli.store.models import invoice_set_t, patient_t
 
 ADDRESS_FIELDS = ("address_line1", "address_line2", "city", "state", "postal_code", "country")
 
@@ -69,7 +72,7 @@ class MessageFactory:
     def claimed(self, k: SendKey, balance_cents: int, p: Any, step: Step | None, rs: RuleSet) -> ClaimedSend:
         """The claimed send of ``k`` with its message for patient row ``p``."""
         if k.step_index < 0:
-            from outreach_cli.core.inbound import CONFIRMATION_TEXT
+            from outreach_cli.outreach.inbound import CONFIRMATION_TEXT
 
             template = CONFIRMATION_TEXT
         else:

@@ -7,15 +7,15 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
-from outreach_cli.core.channels.base import TRANSIENT, Provider, ProviderConfigError, ProviderOutcome
-from outreach_cli.core.errors import ConfigError
-from outreach_cli.core.sets import Context
+from outreach_cli.channels.base import TRANSIENT, Provider, ProviderConfigError, ProviderOutcome
+from outreach_cli.domain.context import Context
+from outreach_cli.domain.errors import ConfigError
 from outreach_cli.outreach.messages import rerender
 from outreach_cli.outreach.state import ClaimedSend
 
 if TYPE_CHECKING:
-    from outreach_cli.core.store import Store
     from outreach_cli.outreach.context import TickContext
+    from outreach_cli.store.database import Store
 
 log = logging.getLogger("outreach.engine")
 
@@ -27,12 +27,12 @@ class StripeHooks:
 
     @classmethod
     def from_settings(cls, ctx: Context, providers: dict[str, Provider]) -> StripeHooks:
-        from outreach_cli.core.stripe_payments import stripe_settings
+        from outreach_cli.outreach.stripe_payments import stripe_settings
 
         charges, links = stripe_settings(ctx)
         if not (charges or links):
             return cls()
-        from outreach_cli.core.channels.stripe_provider import StripeApi, StripeLinks
+        from outreach_cli.channels.stripe_provider import StripeApi, StripeLinks
 
         card = providers.get("charge_card")
         try:
@@ -58,7 +58,7 @@ def sync_stripe_events(t: TickContext) -> None:
     """Payments, refunds and disputes made at Stripe since the last tick (the event feed)."""
     if t.stripe.api is None:
         return
-    from outreach_cli.core.stripe_payments import sync_events
+    from outreach_cli.outreach.stripe_payments import sync_events
 
     report = sync_events(_store(t), t.ctx, t.stripe.api)
     t.state.summary.reconciled += report.applied
@@ -68,7 +68,7 @@ def sync_stripe_events(t: TickContext) -> None:
 def attach_payment_link(t: TickContext, c: ClaimedSend) -> ProviderOutcome | None:
     """Puts the set's Checkout Session into the message; a transient failure when Stripe cannot
     create it (the send waits for a retry)."""
-    from outreach_cli.core.stripe_payments import checkout_link
+    from outreach_cli.outreach.stripe_payments import checkout_link
 
     try:
         url = checkout_link(_store(t), t.ctx, t.stripe.links, c.set_id, c.msg.balance_cents, c.msg.stripe_customer_id)

@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
-from outreach_cli.core.evaluation import step_applies
-from outreach_cli.core.money import format_dollars
-from outreach_cli.core.rulesets import Step
-from outreach_cli.core.scheduling import Window, is_allowed, local_day, next_allowed
+from outreach_cli.domain.evaluation import step_applies
+from outreach_cli.domain.money import format_dollars
+from outreach_cli.domain.rulesets import Step
+from outreach_cli.domain.scheduling import Window, is_allowed, local_day, next_allowed
 
 
 @dataclass(frozen=True)

@@ -12,14 +12,16 @@ from typing import Any, TypeVar
 
 from sqlalchemy import Connection, insert, select, update
 
-from outreach_cli.core.channels.base import UNKNOWN, InboundSource, ProviderConfigError, StatusSource
-from outreach_cli.core.errors import ConfigError
-from outreach_cli.core.models import invoice_set_t, meta_t, send_t
-from outreach_cli.core.sets import RuleSets, add_events, chunks
+from outreach_cli.channels.base import UNKNOWN, InboundSource, ProviderConfigError, StatusSource
+from outreach_cli.domain.errors import ConfigError
 from outreach_cli.outreach.context import TickContext
 from outreach_cli.outreach.messages import send_event
 from outreach_cli.outreach.resolve import resolve_unknown
 from outreach_cli.outreach.state import StepKey
+from outreach_cli.store.bulk import chunks
+from outreach_cli.store.events import add_events
+from outreach_cli.store.loaded_rulesets import RuleSets
+from outreach_cli.store.models import invoice_set_t, meta_t, send_t
 
 log = logging.getLogger("outreach.engine")
 
@@ -119,7 +121,7 @@ def provider_read(t: TickContext, method: str, what: str, call: Callable[[], T],
 
 
 def _fetch_status(t: TickContext, conn: Connection, r: Any) -> None:
-    from outreach_cli.core.inbound import apply_send_status
+    from outreach_cli.outreach.inbound import apply_send_status
 
     source = _status_sources(t)[r.method]
     what = f"{r.method} delivery status lookups"
@@ -135,7 +137,7 @@ def _fetch_status(t: TickContext, conn: Connection, r: Any) -> None:
 
 
 def _read_inbound(t: TickContext) -> None:
-    from outreach_cli.core.inbound import apply_inbound
+    from outreach_cli.outreach.inbound import apply_inbound
 
     sms = t.providers.get("sms")
     if not isinstance(sms, InboundSource) or not sms.from_number:

@@ -10,13 +10,15 @@ from typing import Any
 
 from sqlalchemy import Connection, select, update
 
-from outreach_cli.core.channels.base import DELIVERED, FAILED, SENT, TRANSIENT, UNKNOWN, ProviderOutcome
-from outreach_cli.core.models import invoice_set_t, patient_t, send_t
-from outreach_cli.core.sets import RuleSets, add_events, bulk_update, chunks
-from outreach_cli.core.statuses import Status
+from outreach_cli.channels.base import DELIVERED, FAILED, SENT, TRANSIENT, UNKNOWN, ProviderOutcome
+from outreach_cli.domain.statuses import Status
 from outreach_cli.outreach.context import TickContext
 from outreach_cli.outreach.messages import send_event
 from outreach_cli.outreach.state import ClaimedSend, StepKey, TickSummary
+from outreach_cli.store.bulk import bulk_update, chunks
+from outreach_cli.store.events import add_events
+from outreach_cli.store.loaded_rulesets import RuleSets
+from outreach_cli.store.models import invoice_set_t, patient_t, send_t
 
 log = logging.getLogger("outreach.engine")
 
@@ -140,7 +142,7 @@ def apply_patient_facts(t: TickContext, conn: Connection, patient_pk: int, out: 
 
 def record_card_payments(t: TickContext, conn: Connection, charges: list[Result]) -> None:
     """Money a card charge collected goes to the payment ledger (through the Stripe door)."""
-    from outreach_cli.core.stripe_payments import record_payments
+    from outreach_cli.outreach.stripe_payments import record_payments
 
     payments = [p for c, out in charges if (p := _card_payment(t, conn, c, out)) is not None]
     if not payments:

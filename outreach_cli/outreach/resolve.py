@@ -7,11 +7,12 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, update
 
-from outreach_cli.core.channels.base import DELIVERED, TRANSIENT, UNKNOWN, ProviderOutcome
-from outreach_cli.core.models import invoice_set_t, send_t
-from outreach_cli.core.sets import RuleSets, add_events
+from outreach_cli.channels.base import DELIVERED, TRANSIENT, UNKNOWN, ProviderOutcome
 from outreach_cli.outreach.messages import send_event
 from outreach_cli.outreach.record import SEND_STATUS, apply_patient_facts, record_card_payments
+from outreach_cli.store.events import add_events
+from outreach_cli.store.loaded_rulesets import RuleSets
+from outreach_cli.store.models import invoice_set_t, send_t
 
 if TYPE_CHECKING:
     from outreach_cli.outreach.context import TickContext

@@ -9,15 +9,16 @@ from typing import Any
 
 from sqlalchemy import Connection, select, update
 
-from outreach_cli.core.models import invoice_set_t, send_t
-from outreach_cli.core.scheduling import is_allowed, local_day
-from outreach_cli.core.sets import RuleSets, window_of, zones_of
-from outreach_cli.core.statuses import SENDABLE
+from outreach_cli.domain.patient_view import window_of, zones_of
+from outreach_cli.domain.scheduling import is_allowed, local_day
+from outreach_cli.domain.statuses import SENDABLE
 from outreach_cli.outreach.context import TickContext
 from outreach_cli.outreach.messages import send_key, step_of
 from outreach_cli.outreach.plan import next_allowed_or_none
 from outreach_cli.outreach.state import ClaimedSend
 from outreach_cli.outreach.usage import load_patients
+from outreach_cli.store.loaded_rulesets import RuleSets
+from outreach_cli.store.models import invoice_set_t, send_t
 
 
 def _due_retries(t: TickContext, conn: Connection, batch: int) -> list[Any]:

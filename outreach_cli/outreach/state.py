@@ -7,7 +7,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-from outreach_cli.core.channels.base import Message
+from outreach_cli.channels.base import Message
 
 MESSAGE_CHANNELS = ("sms", "email", "call", "mail")  # at most one per patient per local day
 IN_FLIGHT = ("claimed", "pending")

@@ -10,16 +10,18 @@ from typing import Any
 
 from sqlalchemy import Connection, insert, select, update
 
-from outreach_cli.core.contacts import usable_methods
-from outreach_cli.core.models import invoice_set_t, patient_t, send_t
-from outreach_cli.core.scheduling import local_day
-from outreach_cli.core.sets import RuleSets, chunks, contact_of, window_of, zones_of
-from outreach_cli.core.statuses import SENDABLE
+from outreach_cli.domain.contacts import usable_methods
+from outreach_cli.domain.patient_view import contact_of, window_of, zones_of
+from outreach_cli.domain.scheduling import local_day
+from outreach_cli.domain.statuses import SENDABLE
 from outreach_cli.outreach.context import TickContext
 from outreach_cli.outreach.messages import SendKey, step_of
 from outreach_cli.outreach.plan import next_allowed_or_none
 from outreach_cli.outreach.state import COUNTS_AS_SENT, IN_FLIGHT, ClaimedSend, StepKey
 from outreach_cli.outreach.usage import contact_usage
+from outreach_cli.store.bulk import chunks
+from outreach_cli.store.loaded_rulesets import RuleSets
+from outreach_cli.store.models import invoice_set_t, patient_t, send_t
 
 SENDABLE_VALUES = [s.value for s in SENDABLE]
 

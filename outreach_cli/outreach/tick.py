@@ -14,9 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
-from outreach_cli.core.channels.base import Provider
-from outreach_cli.core.sets import Context, RuleSets
-from outreach_cli.core.store import Store
+from outreach_cli.channels.base import Provider
+from outreach_cli.domain.context import Context
 from outreach_cli.outreach.claims import claim_batch
 from outreach_cli.outreach.context import TickContext, TickOptions
 from outreach_cli.outreach.dispatch import Batch, Dispatcher, Identity
@@ -28,6 +27,8 @@ from outreach_cli.outreach.reconcile import expire_leases, reconcile
 from outreach_cli.outreach.record import Result, record_outcomes
 from outreach_cli.outreach.state import BATCH, ClaimedSend, StepKey, TickState, TickSummary
 from outreach_cli.outreach.step_outcome import decide_step_outcomes
+from outreach_cli.store.database import Store
+from outreach_cli.store.loaded_rulesets import RuleSets
 
 
 class Tick:

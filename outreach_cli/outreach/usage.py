@@ -9,12 +9,14 @@ from typing import Any
 
 from sqlalchemy import Connection, func, or_, select
 
-from outreach_cli.core.caps import ContactUsage
-from outreach_cli.core.contacts import usable_methods
-from outreach_cli.core.models import patient_t, send_t
-from outreach_cli.core.sets import Context, chunks, contact_of, zones_of
+from outreach_cli.domain.caps import ContactUsage
+from outreach_cli.domain.contacts import usable_methods
+from outreach_cli.domain.context import Context
+from outreach_cli.domain.patient_view import contact_of, zones_of
 from outreach_cli.outreach.plan import PlanPatient
 from outreach_cli.outreach.state import MESSAGE_CHANNELS
+from outreach_cli.store.bulk import chunks
+from outreach_cli.store.models import patient_t, send_t
 
 BUSY = ("claimed", "pending", "sent", "delivered", "unknown")
 DEFAULT_CAPS: dict[str, Any] = {"calls_per_7_days": 7, "messages_per_7_days": None, "states": {}}

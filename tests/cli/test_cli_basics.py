@@ -96,7 +96,7 @@ def test_schema_missing_or_behind_is_exit_4(tmp_path: Path, monkeypatch: pytest.
     r = c("list")
     assert r.code == 4 and "outreach init" in r.stderr
     c.ok("init")
-    import outreach_cli.core.store as store_mod
+    import outreach_cli.store.database as store_mod
 
     # This outreach pretends to know a later revision, so the database is behind.
     monkeypatch.setattr(store_mod, "SCHEMA_HEAD", "9990")
@@ -186,7 +186,7 @@ def test_rulesets_commands(sqlite_url: str, tmp_path: Path) -> None:
 def test_internal_error_has_no_traceback_without_v(sqlite_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     c = Cli(sqlite_url)
     c.ok("init")
-    import outreach_cli.core.metrics as q
+    import outreach_cli.store.metrics as q
 
     def boom(*a: object, **k: object) -> None:
         raise RuntimeError("kaboom")
@@ -232,8 +232,8 @@ def test_migrations_match_the_models(tmp_path: Path) -> None:
     from alembic.autogenerate import compare_metadata
     from alembic.runtime.migration import MigrationContext
 
-    from outreach_cli.core.models import include_name, metadata
-    from outreach_cli.core.store import SCHEMA_HEAD, Store
+    from outreach_cli.store.database import SCHEMA_HEAD, Store
+    from outreach_cli.store.models import include_name, metadata
 
     s = Store(f"sqlite:///{tmp_path / 'm.db'}")
     before, after = s.migrate()

@@ -188,7 +188,7 @@ def test_D14_read_only_database_can_be_read(tmp_path: Path, monkeypatch: pytest.
     os.chmod(path, 0o444)
     os.chmod(d, 0o555)
     if os.geteuid() == 0:  # root ignores permission bits: let outreach see them as a user would
-        import outreach_cli.core.store as store_mod
+        import outreach_cli.store.database as store_mod
 
         real_access = os.access
 
@@ -229,7 +229,7 @@ def test_writes_leave_a_complete_file_and_readers_leave_nothing_behind(
     with sqlite3.connect(tmp_path / "copy.db") as conn:
         assert conn.execute("SELECT count(*) FROM invoice_set WHERE status = 'paused'").fetchone() == (1,)
 
-    import outreach_cli.core.store as store_mod
+    import outreach_cli.store.database as store_mod
 
     real_access = os.access
     # The reader may not write the file (as a reporting account); the directory stays writable.
@@ -311,7 +311,7 @@ def test_D11_schema_from_a_newer_outreach(sqlite_url: str, tmp_path: Path) -> No
     ],
 )
 def test_D17_stdin_id_forms(text: str, ids: list[int]) -> None:
-    from outreach_cli.core.idstream import parse_ids
+    from outreach_cli.domain.idstream import parse_ids
 
     assert parse_ids(text) == ids
 
@@ -331,8 +331,8 @@ def test_D17_stdin_id_forms(text: str, ids: list[int]) -> None:
     ],
 )
 def test_D17_unreadable_stdin_names_the_line_and_value(text: str, problem: str) -> None:
-    from outreach_cli.core.errors import InvalidInput
-    from outreach_cli.core.idstream import parse_ids
+    from outreach_cli.domain.errors import InvalidInput
+    from outreach_cli.domain.idstream import parse_ids
 
     with pytest.raises(InvalidInput) as err:
         parse_ids(text)

@@ -17,10 +17,10 @@ from tests.helpers import PATIENT_HEADER, patient, write_csv
 
 NEVER = (
     "pydantic",
-    "outreach_cli.core.engine",
-    "outreach_cli.core.importer",
-    "outreach_cli.core.actions",
-    "outreach_cli.core.report",
+    "outreach_cli.outreach.engine",
+    "outreach_cli.imports.importer",
+    "outreach_cli.store.actions",
+    "outreach_cli.domain.report",
     "outreach_cli.cli.cmd_import",
     "outreach_cli.cli.cmd_engine",
     "outreach_cli.cli.cmd_report",
@@ -33,9 +33,9 @@ NEVER = (
 )
 # args, modules that must not be loaded besides NEVER
 READS = [
-    (["metrics", "--format", "json"], ("rich", "outreach_cli.core.models", "outreach_cli.core.queries")),
-    (["metrics", "--all", "--format", "csv"], ("rich", "outreach_cli.core.models", "outreach_cli.core.queries")),
-    (["metrics"], ("outreach_cli.core.models", "outreach_cli.core.queries")),  # a table: rich is fine
+    (["metrics", "--format", "json"], ("rich", "outreach_cli.store.models", "outreach_cli.store.queries")),
+    (["metrics", "--all", "--format", "csv"], ("rich", "outreach_cli.store.models", "outreach_cli.store.queries")),
+    (["metrics"], ("outreach_cli.store.models", "outreach_cli.store.queries")),  # a table: rich is fine
     (["list", "--limit", "50", "--format", "tsv"], ("rich", "outreach_cli.cli.cmd_admin")),
     (["list", "--search", "garcia", "--format", "jsonl"], ("rich", "outreach_cli.cli.cmd_admin")),
     (["show", "1", "--format", "json"], ("rich", "outreach_cli.cli.cmd_list")),
@@ -77,9 +77,9 @@ def test_read_commands_load_only_what_they_use(db: str, args: list[str], also: t
 
 def test_the_guard_can_see_a_module_loaded(db: str) -> None:
     """The check itself works: a table does load rich, `list` does load the schema."""
-    assert loaded(db, ["list", "--limit", "5", "--format", "table"], ("rich", "outreach_cli.core.models")) == [
+    assert loaded(db, ["list", "--limit", "5", "--format", "table"], ("rich", "outreach_cli.store.models")) == [
         "rich",
-        "outreach_cli.core.models",
+        "outreach_cli.store.models",
     ]
 
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from outreach_cli.core.idstream import parse_ids, parse_lines
-from outreach_cli.core.store import Store
+from outreach_cli.domain.idstream import parse_ids, parse_lines
+from outreach_cli.store.database import Store
 from tests.conftest import Cli
 from tests.helpers import PATIENT_HEADER, patient, write_csv
 
@@ -115,7 +115,7 @@ def test_some_unchanged_write_off_in_sql(cli: Cli, tmp_path: Path) -> None:
     ],
 )
 def test_plain_id_reader_equals_the_line_reader(text: str) -> None:
-    from outreach_cli.core.errors import InvalidInput
+    from outreach_cli.domain.errors import InvalidInput
 
     try:
         expected: object = parse_lines(text)

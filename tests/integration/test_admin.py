@@ -282,7 +282,7 @@ def test_event_log_is_append_only(cli: Cli, tmp_path: Path) -> None:
     seed(cli, tmp_path, 1)
     from sqlalchemy import text
 
-    from outreach_cli.core.store import Store
+    from outreach_cli.store.database import Store
 
     s = Store(cli.db)
     for stmt in ("UPDATE event SET actor = 'x'", "DELETE FROM event"):

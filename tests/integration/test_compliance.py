@@ -15,10 +15,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from outreach_cli.config import DEFAULTS
-from outreach_cli.core.contacts import US_STATE_ZONES, _zip_zones, phone_zones, zip_zone, zones_for
-from outreach_cli.core.inbound import classify
-from outreach_cli.core.rulesets import parse_text
-from outreach_cli.core.scheduling import Window, is_allowed, next_allowed
+from outreach_cli.domain.contacts import US_STATE_ZONES, _zip_zones, phone_zones, zip_zone, zones_for
+from outreach_cli.domain.rulesets import parse_text
+from outreach_cli.domain.scheduling import Window, is_allowed, next_allowed
+from outreach_cli.outreach.inbound import classify
 from tests.conftest import Cli
 from tests.helpers import patient, seed_patients, sync_rule_set
 
@@ -288,7 +288,7 @@ def test_audit_D3_fallback_sms_uses_the_sms_template(cli: Cli, tmp_path: Path) -
         now="2026-03-02T14:00:00Z",
     )
     tick(cli, datetime(2026, 3, 2, 14, 0, tzinfo=UTC))
-    from outreach_cli.core.rulesets import RuleSet
+    from outreach_cli.domain.rulesets import RuleSet
 
     rs = parse_text(fixed, name="x", source="x.toml").rule_set
     assert isinstance(rs, RuleSet)

@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from outreach_cli.core.channels.base import Message, Outcome
+from outreach_cli.channels.base import Message, Outcome
 from tests.conftest import Cli
 from tests.helpers import PATIENT_HEADER, patient, seed_patients, sync_rule_set, write_csv
 
@@ -30,7 +30,7 @@ class Recorder:
     """Wraps the real providers and keeps every message handed to them."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        import outreach_cli.core.channels as channels
+        import outreach_cli.channels as channels
 
         self.messages: list[Message] = []
         real = channels.build_providers

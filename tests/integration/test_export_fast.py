@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import text
 
 from outreach_cli.cli import cmd_list
-from outreach_cli.core.store import Store
+from outreach_cli.store.database import Store
 from tests.conftest import Cli
 from tests.helpers import PATIENT_HEADER, patient, write_csv
 
@@ -110,7 +110,7 @@ def test_fast_path_cells(data: Cli) -> None:
 
 
 def test_stripe_links_take_the_generic_path(data: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
-    from outreach_cli.core import export
+    from outreach_cli.store import export
 
     called: list[int] = []
     real = export.export_rows
@@ -124,6 +124,6 @@ def test_stripe_links_take_the_generic_path(data: Cli, monkeypatch: pytest.Monke
 
 
 def test_spaces_are_what_strip_removes() -> None:
-    from outreach_cli.core.export import SPACES
+    from outreach_cli.store.export import SPACES
 
     assert SPACES == "".join(c for c in map(chr, range(0x110000)) if c.isspace())

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select, text
 
-from outreach_cli.core.store import Store
+from outreach_cli.store.database import Store
 from tests.conftest import Cli
 from tests.helpers import PATIENT_HEADER, patient, setup_charges, setup_patients, write_csv
 
@@ -129,7 +129,7 @@ def test_money_and_offset_datetime_round_trip(cli: Cli, tmp_path: Path) -> None:
     assert row["amount_outstanding"] == "1234.56" and row["amount_outstanding_cents"] == 123456
     from datetime import datetime
 
-    from outreach_cli.core.models import charge_t
+    from outreach_cli.store.models import charge_t
 
     store = Store(cli.db)
     with store.read() as conn:

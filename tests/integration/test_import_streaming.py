@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from outreach_cli.core import import_stage
-from outreach_cli.core.importer import run_import
+from outreach_cli.imports import stage as import_stage
+from outreach_cli.imports.importer import run_import
 from tests.conftest import Cli
 from tests.helpers import patient, setup_patients, write_csv
 from tests.integration.test_import import dump
@@ -32,9 +32,9 @@ def _charges_file(path: Path, rows: int, patients: int) -> Path:
 def test_a_file_larger_than_the_memory_cap_imports_within_it(
     cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from outreach_cli.core.scheduling import Window
-    from outreach_cli.core.sets import Context
-    from outreach_cli.core.store import Store
+    from outreach_cli.domain.context import Context
+    from outreach_cli.domain.scheduling import Window
+    from outreach_cli.store.database import Store
 
     monkeypatch.setattr(import_stage, "PAGE", 500)
     setup_patients(cli, tmp_path, [patient(f"P{i}") for i in range(40)])

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 from pypdf import PdfReader
 
-from outreach_cli.core.channels.base import Message
-from outreach_cli.core.channels.outbox import OutboxProvider
+from outreach_cli.channels.base import Message
+from outreach_cli.channels.outbox import OutboxProvider
 from tests.conftest import Cli
 from tests.helpers import patient, seed_patients, sync_rule_set
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from outreach_cli.core import maintenance
-from outreach_cli.core.store import Store
+from outreach_cli.store import maintenance
+from outreach_cli.store.database import Store
 from tests.conftest import Cli
 from tests.helpers import PATIENT_HEADER, patient, write_csv
 

@@ -257,8 +257,8 @@ def test_doctor_refuses_what_run_outreach_refuses_call_with_only_a_messaging_ser
 def test_outbox_manifest_and_letter_date_use_the_provider_clock_without_a_message_clock(tmp_path: Path) -> None:
     import csv
 
-    from outreach_cli.core.channels.base import Message
-    from outreach_cli.core.channels.outbox import OutboxProvider, letter_date
+    from outreach_cli.channels.base import Message
+    from outreach_cli.channels.outbox import OutboxProvider, letter_date
 
     fixed = datetime(2026, 3, 3, 23, 30, tzinfo=UTC)
     msg = Message(7, 3, "mail", "Statement", "", "https://pay.example.com/p/x", first_name="Rosa")

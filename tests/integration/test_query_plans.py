@@ -10,10 +10,10 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from outreach_cli.core.queries import ListFilter, metrics_statements, plan_statements
-from outreach_cli.core.ranges import parse_amount_range, parse_time_range
-from outreach_cli.core.statuses import Status
-from outreach_cli.core.store import Store
+from outreach_cli.domain.ranges import parse_amount_range, parse_time_range
+from outreach_cli.domain.statuses import Status
+from outreach_cli.store.database import Store
+from outreach_cli.store.queries import ListFilter, metrics_statements, plan_statements
 from tests.conftest import Cli
 
 NOW = datetime(2026, 3, 2, 15, tzinfo=UTC)

@@ -13,9 +13,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
 
-from outreach_cli.core.models import patient_t, send_t
-from outreach_cli.core.scheduling import patient_zones
-from outreach_cli.core.store import Store
+from outreach_cli.domain.scheduling import patient_zones
+from outreach_cli.store.database import Store
+from outreach_cli.store.models import patient_t, send_t
 from tests.conftest import Cli
 from tests.helpers import PATIENT_HEADER, patient, write_csv
 

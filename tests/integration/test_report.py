@@ -236,7 +236,7 @@ def test_bad_costs_config_is_a_configuration_error(cli: Cli, tmp_path: Path) -> 
 
 
 def test_weighted_rule_set_assignment_is_recorded_and_stable(cli: Cli, tmp_path: Path) -> None:
-    from outreach_cli.core.experiments import assign, parse_arms
+    from outreach_cli.domain.experiments import assign, parse_arms
 
     people = [patient(f"P{i:03d}") for i in range(60)]
     write_csv(tmp_path / "p.csv", people, PATIENT_HEADER)

@@ -18,9 +18,9 @@ from decimal import Decimal
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from outreach_cli.core.report import Costs, Options, Report
-from outreach_cli.core.report_queries import read_report_input
-from outreach_cli.core.store import Store
+from outreach_cli.domain.report import Costs, Options, Report
+from outreach_cli.store.database import Store
+from outreach_cli.store.report_queries import read_report_input
 from tests.conftest import Cli, write
 from tests.helpers import PATIENT_HEADER, patient, sync_rule_set, write_csv
 from tests.integration.test_report import AB, CONFIG

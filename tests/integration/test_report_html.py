@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from outreach_cli.cli.report_html import render_html
-from outreach_cli.core.report import Options, PaymentRow, Report, ReportInput, SendRow, SetRow
+from outreach_cli.domain.report import Options, PaymentRow, Report, ReportInput, SendRow, SetRow
 
 T0 = datetime(2026, 1, 5, 14, 0, tzinfo=UTC)
 DAY = timedelta(days=1)

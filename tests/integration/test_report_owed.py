@@ -9,8 +9,8 @@ from pathlib import Path
 
 from sqlalchemy import delete, func, insert, select, update
 
-from outreach_cli.core.models import allocation_t, charge_t, invoice_set_t, payment_t
-from outreach_cli.core.store import Store
+from outreach_cli.store.database import Store
+from outreach_cli.store.models import allocation_t, charge_t, invoice_set_t, payment_t
 from tests.conftest import Cli
 from tests.helpers import PATIENT_HEADER, patient, write_csv
 

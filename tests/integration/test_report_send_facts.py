@@ -12,8 +12,8 @@ from typing import Any
 
 from sqlalchemy import delete, insert, select, update
 
-from outreach_cli.core.models import charge_t, invoice_set_t, rule_set_t, send_t
-from outreach_cli.core.store import Store
+from outreach_cli.store.database import Store
+from outreach_cli.store.models import charge_t, invoice_set_t, rule_set_t, send_t
 from tests.conftest import Cli
 from tests.helpers import patient, seed_patients, write_csv
 

@@ -20,7 +20,9 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import insert, select
 
-from outreach_cli.core.models import (
+from outreach_cli.domain.report import BY_CHOICES, Costs, Options, Report
+from outreach_cli.store.database import Store
+from outreach_cli.store.models import (
     allocation_t,
     charge_t,
     event_t,
@@ -30,9 +32,7 @@ from outreach_cli.core.models import (
     rule_set_t,
     send_t,
 )
-from outreach_cli.core.report import BY_CHOICES, Costs, Options, Report
-from outreach_cli.core.report_queries import read_report, read_report_input
-from outreach_cli.core.store import Store
+from outreach_cli.store.report_queries import read_report, read_report_input
 from tests.conftest import Cli
 
 T0 = datetime(2026, 3, 1, 0, 0, tzinfo=UTC)

@@ -326,8 +326,8 @@ def wait_for_requests(fake: FakeTwilio, n: int, proc: subprocess.Popen[str]) -> 
 def claimed_numbers(db: str) -> set[str]:
     from sqlalchemy import select
 
-    from outreach_cli.core.models import patient_t, send_t
-    from outreach_cli.core.store import Store
+    from outreach_cli.store.database import Store
+    from outreach_cli.store.models import patient_t, send_t
 
     store = Store(db)
     with store.read() as conn:

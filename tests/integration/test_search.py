@@ -81,7 +81,7 @@ def test_D13_migration_fills_search_text_for_existing_patients(tmp_path: Path) -
     from alembic.config import Config
     from sqlalchemy import text
 
-    from outreach_cli.core.store import Store
+    from outreach_cli.store.database import Store
 
     store = Store(f"sqlite:///{tmp_path / 'old.db'}")
     cfg = Config()

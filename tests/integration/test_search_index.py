@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from outreach_cli.core.maintenance import after_big_write
-from outreach_cli.core.queries import ListFilter, plan_statements
-from outreach_cli.core.store import Store
+from outreach_cli.store.database import Store
+from outreach_cli.store.maintenance import after_big_write
+from outreach_cli.store.queries import ListFilter, plan_statements
 from tests.conftest import Cli
 from tests.helpers import PATIENT_HEADER, patient, write_csv
 
@@ -121,7 +121,7 @@ def test_search_index_follows_imports_in_the_same_transaction(many: Cli, tmp_pat
 def test_big_writes_end_with_a_checkpoint_and_fresh_statistics(
     cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from outreach_cli.core import maintenance
+    from outreach_cli.store import maintenance
 
     monkeypatch.setattr(maintenance, "BIG_WRITE_ROWS", 3)  # 3 rows count as big here
     pats = [patient(f"P{i}", phone=f"(617) 555-01{i:02d}") for i in range(3)]
@@ -152,7 +152,7 @@ def test_broad_searches_walk_the_next_send_order_with_the_same_result(
 ) -> None:
     """A search matching many patients (here: more than 10) is answered by walking the sets in
     next-send order; the rows and their order are those of the patient-first plan."""
-    from outreach_cli.core import queries
+    from outreach_cli.store import queries
 
     def listed(*args: str) -> list[tuple[str, str]]:
         r = many.ok("list", *args, "--format", "jsonl")

@@ -148,8 +148,8 @@ def test_charge_succeeds_once_with_key_and_metadata(cli: Cli, tmp_path: Path, ca
 def _send_id(cli: Cli, set_id: int) -> int:
     from sqlalchemy import select
 
-    from outreach_cli.core.models import send_t
-    from outreach_cli.core.store import Store
+    from outreach_cli.store.database import Store
+    from outreach_cli.store.models import send_t
 
     store = Store(cli.db)
     with store.read() as conn:

@@ -97,8 +97,8 @@ def per_number(fake: FakeTwilio) -> Counter[str]:
 def send_statuses(db: str) -> Counter[str]:
     from sqlalchemy import func, select
 
-    from outreach_cli.core.models import send_t
-    from outreach_cli.core.store import Store
+    from outreach_cli.store.database import Store
+    from outreach_cli.store.models import send_t
 
     store = Store(db)
     with store.read() as conn:

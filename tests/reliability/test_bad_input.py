@@ -11,12 +11,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from outreach_cli.core.errors import InvalidInput
-from outreach_cli.core.idstream import parse_ids
-from outreach_cli.core.money import parse_dollars
-from outreach_cli.core.ranges import parse_amount_range, parse_time_range
-from outreach_cli.core.rulesets import parse_text
-from outreach_cli.core.statuses import parse_status_list
+from outreach_cli.domain.errors import InvalidInput
+from outreach_cli.domain.idstream import parse_ids
+from outreach_cli.domain.money import parse_dollars
+from outreach_cli.domain.ranges import parse_amount_range, parse_time_range
+from outreach_cli.domain.rulesets import parse_text
+from outreach_cli.domain.statuses import parse_status_list
 from tests.conftest import Cli
 from tests.helpers import PATIENT_HEADER, patient, write_csv
 from tests.integration.test_import import dump

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from outreach_cli.core.models import invoice_set_t, send_t
-from outreach_cli.core.store import Store
+from outreach_cli.store.database import Store
+from outreach_cli.store.models import invoice_set_t, send_t
 from tests.fakes.twilio_server import FakeTwilio
 from tests.helpers import write_csv
 from tests.reliability.harness import (

@@ -6,8 +6,8 @@ from datetime import timedelta
 
 import pytest
 
-from outreach_cli.core.errors import InvalidInput
-from outreach_cli.core.idstream import parse_id_args, parse_ids
+from outreach_cli.domain.errors import InvalidInput
+from outreach_cli.domain.idstream import parse_id_args, parse_ids
 from outreach_cli.outreach.record import backoff
 
 

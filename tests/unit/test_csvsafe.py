@@ -1,7 +1,7 @@
 from hypothesis import given
 from hypothesis import strategies as st
 
-from outreach_cli.core.csvsafe import neutralize
+from outreach_cli.domain.csvsafe import neutralize
 
 
 def test_formula_cells_are_neutralized() -> None:

@@ -7,11 +7,11 @@ from datetime import UTC, datetime
 
 import pytest
 
-from outreach_cli.core.contacts import Contact, usable_methods
-from outreach_cli.core.evaluation import SetView, derive_status, evaluate, predict_will_fail, step_applies
-from outreach_cli.core.rulesets import RuleSet, Step
-from outreach_cli.core.scheduling import Window
-from outreach_cli.core.statuses import Status
+from outreach_cli.domain.contacts import Contact, usable_methods
+from outreach_cli.domain.evaluation import SetView, derive_status, evaluate, predict_will_fail, step_applies
+from outreach_cli.domain.rulesets import RuleSet, Step
+from outreach_cli.domain.scheduling import Window
+from outreach_cli.domain.statuses import Status
 
 EXPIRED_REASON = "the rule set's expiry day passed with a balance remaining"
 

@@ -8,8 +8,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from outreach_cli.core.readers import Record, read_records
-from outreach_cli.core.timeutil import parse_datetime
+from outreach_cli.domain.timeutil import parse_datetime
+from outreach_cli.imports.readers import Record, read_records
 
 COLUMNS = ("patient_id", "first_name", "last_name")
 

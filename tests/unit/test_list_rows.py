@@ -7,11 +7,12 @@ from datetime import UTC, datetime
 import pytest
 from sqlalchemy import create_engine, text
 
-from outreach_cli.core.models import UTCDateTime
-from outreach_cli.core.queries import _iso_of_stored
-from outreach_cli.core.scheduling import Window
-from outreach_cli.core.sets import Context, payment_url, payment_url_maker
-from outreach_cli.core.timeutil import iso_z
+from outreach_cli.domain.context import Context
+from outreach_cli.domain.paymentlink import payment_url, payment_url_maker
+from outreach_cli.domain.scheduling import Window
+from outreach_cli.domain.timeutil import iso_z
+from outreach_cli.store.models import UTCDateTime
+from outreach_cli.store.queries import _iso_of_stored
 
 
 @pytest.mark.parametrize(

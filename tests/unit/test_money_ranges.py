@@ -5,9 +5,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from outreach_cli.core.errors import InvalidInput
-from outreach_cli.core.money import format_dollars, parse_dollars, plain_dollars
-from outreach_cli.core.ranges import parse_amount_range, parse_time_range
+from outreach_cli.domain.errors import InvalidInput
+from outreach_cli.domain.money import format_dollars, parse_dollars, plain_dollars
+from outreach_cli.domain.ranges import parse_amount_range, parse_time_range
 
 UTC = UTC
 NY = ZoneInfo("America/New_York")

@@ -11,9 +11,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from outreach_cli.core.caps import ContactUsage
-from outreach_cli.core.rulesets import Step
-from outreach_cli.core.scheduling import Window
+from outreach_cli.domain.caps import ContactUsage
+from outreach_cli.domain.rulesets import Step
+from outreach_cli.domain.scheduling import Window
 from outreach_cli.outreach.plan import Claim, Defer, PlanPatient, PlanSet, Skip, plan_step
 
 NY = "America/New_York"

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from outreach_cli.core.channels.base import DELIVERED, FAILED, SENT, TRANSIENT, UNKNOWN, ProviderOutcome, ProviderResult
+from outreach_cli.channels.base import DELIVERED, FAILED, SENT, TRANSIENT, UNKNOWN, ProviderOutcome, ProviderResult
 from outreach_cli.outreach.record import outcome_values
 from outreach_cli.outreach.state import TickSummary
 

@@ -9,14 +9,14 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from outreach_cli.core.errors import InvalidInput
-from outreach_cli.core.experiments import (
+from outreach_cli.domain.errors import InvalidInput
+from outreach_cli.domain.experiments import (
     assign,
     parse_arms,
     two_proportions,
     wilson_interval,
 )
-from outreach_cli.core.report import (
+from outreach_cli.domain.report import (
     Costs,
     Options,
     OptOutRow,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from outreach_cli.core.rulesets import load_dir, load_file, shipped_dir, sms_segments
+from outreach_cli.domain.rulesets import load_dir, load_file, shipped_dir, sms_segments
 
 GOOD_STEP = """
 [[step]]

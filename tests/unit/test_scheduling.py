@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from outreach_cli.core.scheduling import Window, is_allowed, next_allowed, patient_zones, scheduled_at
+from outreach_cli.domain.scheduling import Window, is_allowed, next_allowed, patient_zones, scheduled_at
 
 UTC = UTC
 W = Window()  # 09:00-17:00, no weekends
@@ -125,6 +125,6 @@ def test_next_allowed_is_allowed_and_never_outside_8_to_21(
 
 
 def test_us_calendars_agree_with_the_holidays_package() -> None:
-    from outreach_cli.core.scheduling import US_CALENDARS, supported_calendars
+    from outreach_cli.domain.scheduling import US_CALENDARS, supported_calendars
 
     assert supported_calendars()["US"] == US_CALENDARS

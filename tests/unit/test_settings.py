@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from outreach_cli.channels import build_providers
+from outreach_cli.channels.base import ProviderConfigError
 from outreach_cli.config import Settings, SmtpSettings, StripeSettings, TwilioSettings, load_settings, resolve_secret
-from outreach_cli.core.channels import build_providers
-from outreach_cli.core.channels.base import ProviderConfigError
-from outreach_cli.core.errors import ConfigError
+from outreach_cli.domain.errors import ConfigError
 
 FULL = {"TWILIO_ACCOUNT_SID": "AC1", "TWILIO_AUTH_TOKEN": "tok", "TWILIO_FROM_NUMBER": "+16175550100"}
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from outreach_cli.core.errors import InvalidInput
-from outreach_cli.core.statuses import OPEN, Action, Result, Status, decide, parse_status, parse_status_list
+from outreach_cli.domain.errors import InvalidInput
+from outreach_cli.domain.statuses import OPEN, Action, Result, Status, decide, parse_status, parse_status_list
 
 C, U, X = Result.CHANGED, Result.UNCHANGED, Result.INELIGIBLE  # X: ineligible
 S = Status

@@ -9,8 +9,8 @@ import pytest
 import requests
 from twilio.base.exceptions import TwilioRestException
 
-from outreach_cli.core.channels.base import ProviderConfigError, ProviderResult
-from outreach_cli.core.channels.twilio_provider import classify_exception, classify_status
+from outreach_cli.channels.base import ProviderConfigError, ProviderResult
+from outreach_cli.channels.twilio_provider import classify_exception, classify_status
 
 R = ProviderResult
 
@@ -88,8 +88,8 @@ def test_lookup_without_a_sid_searches_from_the_provider_clock() -> None:
     from datetime import UTC, datetime, timedelta
     from types import SimpleNamespace
 
-    from outreach_cli.core.channels.base import Message
-    from outreach_cli.core.channels.twilio_provider import TwilioProvider
+    from outreach_cli.channels.base import Message
+    from outreach_cli.channels.twilio_provider import TwilioProvider
 
     t = datetime(2026, 3, 3, 15, 0, tzinfo=UTC)
     asked: dict[str, Any] = {}

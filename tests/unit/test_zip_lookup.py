@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from outreach_cli.core import contacts
+from outreach_cli.domain import contacts
 
 
 @pytest.mark.parametrize("code", ["02115", "10001", "60601", "94105", "98101", "00501", "99950", "96799", "00000"])

@@ -1,1 +1,0 @@
-"""The functional core: never imports typer or rich."""

@@ -1,0 +1,1 @@
+"""The demo: simulated practice data and the database it builds aside."""

@@ -1,0 +1,1 @@
+"""The pure core: statuses, rule sets, scheduling, eligibility, contacts, money, ranges. No SQLAlchemy, no I/O."""

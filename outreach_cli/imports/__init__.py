@@ -1,0 +1,1 @@
+"""Readers and the import pipeline for patients, charges, payments and provider events."""

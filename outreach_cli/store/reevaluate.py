@@ -1,0 +1,197 @@
+"""Re-evaluating invoice sets after a change: amounts, status, next send, cancelled sends."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, func, select, update
+
+from outreach_cli.domain.context import Context
+from outreach_cli.domain.patient_view import contact_of, window_of, zones_of
+from outreach_cli.domain.statuses import OPEN, Status
+from outreach_cli.store.bulk import bulk_update, chunks
+from outreach_cli.store.events import add_events, event_row
+from outreach_cli.store.loaded_rulesets import RuleSets
+from outreach_cli.store.models import (
+    charge_t,
+    invoice_set_t,
+    patient_t,
+    send_t,
+)
+
+
+def recompute_amounts(conn: Connection, set_ids: Iterable[int]) -> None:
+    ids = sorted(set(set_ids))
+    total = (
+        select(func.coalesce(func.sum(charge_t.c.outstanding_cents), 0))
+        .where(charge_t.c.invoice_set_id == invoice_set_t.c.id)
+        .scalar_subquery()
+    )
+    for chunk in chunks(ids):
+        conn.execute(update(invoice_set_t).where(invoice_set_t.c.id.in_(chunk)).values(amount_outstanding_cents=total))
+
+
+def cancel_pending_sends(conn: Connection, set_ids: Iterable[int], reason: str, now: datetime) -> None:
+    ids = sorted(set(set_ids))
+    for chunk in chunks(ids):
+        conn.execute(
+            update(send_t)
+            .where(send_t.c.invoice_set_id.in_(chunk), send_t.c.status == "pending")
+            .values(status="cancelled", reason=reason, finished_at=now)
+        )
+
+
+_SET_COLS = (
+    invoice_set_t.c.id,
+    invoice_set_t.c.patient_pk,
+    invoice_set_t.c.rule_set_id,
+    invoice_set_t.c.status,
+    invoice_set_t.c.status_reason,
+    invoice_set_t.c.failed_reason,
+    invoice_set_t.c.will_fail_reason,
+    invoice_set_t.c.expired_at,
+    invoice_set_t.c.amount_outstanding_cents,
+    invoice_set_t.c.anchor_at,
+    invoice_set_t.c.paused_at,
+    invoice_set_t.c.next_send_at,
+    invoice_set_t.c.next_step_index,
+    invoice_set_t.c.next_step,
+    invoice_set_t.c.next_methods,
+    invoice_set_t.c.held_until,
+)
+
+
+_PATIENT_COLS = tuple(
+    patient_t.c[n].label("p_" + n)
+    for n in (
+        "phone",
+        "phone_type",
+        "email",
+        "address_line1",
+        "city",
+        "state",
+        "postal_code",
+        "country",
+        "address_invalid",
+        "sms_opt_out",
+        "call_opt_out",
+        "email_opt_out",
+        "email_suppressed",
+        "card_token",
+        "stripe_customer_id",
+        "stripe_payment_method_id",
+        "timezone",
+        "phone_tz",
+        "address_tz",
+        "phone_valid",
+        "email_valid",
+    )
+)
+
+
+class _PatientView:
+    def __init__(self, row: Any) -> None:
+        self._row = row
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._row, "p_" + name)
+
+
+def refresh_sets(
+    conn: Connection,
+    set_ids: Iterable[int],
+    ctx: Context,
+    rule_sets: RuleSets,
+    *,
+    reason_prefix: str | None = None,
+) -> dict[int, tuple[str, str]]:
+    """Re-evaluate open sets after a change: paid, expired, will-fail/active, next send.
+
+    Returns {set_id: (from_status, to_status)} for the sets whose shown status changed; each such
+    change is written as an event in the caller's transaction.
+    """
+    from outreach_cli.domain.evaluation import evaluate  # imports phonenumbers: only writers need it
+
+    ids = sorted(set(set_ids))
+    changed: dict[int, tuple[str, str]] = {}
+    open_values = [s.value for s in OPEN]
+    for chunk in chunks(ids):
+        rows = conn.execute(
+            select(*_SET_COLS, *_PATIENT_COLS)
+            .join(patient_t, patient_t.c.id == invoice_set_t.c.patient_pk)
+            .where(invoice_set_t.c.id.in_(chunk), invoice_set_t.c.status.in_(open_values))
+        ).all()
+        updates: list[dict[str, Any]] = []
+        events: list[dict[str, Any]] = []
+        paid: list[int] = []
+        for r in rows:
+            p = _PatientView(r)
+            view = evaluate(
+                status=Status(r.status),
+                rule_set=rule_sets.get(r.rule_set_id),
+                next_step_index=r.next_step_index or 0,
+                anchor=r.anchor_at,
+                paused=r.paused_at is not None,
+                expired_at=r.expired_at,
+                failed_reason=r.failed_reason,
+                balance_cents=r.amount_outstanding_cents,
+                contact=contact_of(p),
+                zones=zones_of(p, ctx.practice_tz),
+                window=window_of(p, ctx),
+                now=ctx.now,
+                held_until=r.held_until,
+            )
+            new = {
+                "status": view.status.value,
+                "status_reason": view.status_reason,
+                "will_fail_reason": view.will_fail_reason,
+                "expired_at": view.expired_at,
+                "next_send_at": view.next_send_at,
+                "next_step": view.next_step,
+                "next_methods": view.next_methods,
+            }
+            old = {k: getattr(r, k) for k in new}
+            if new == old:
+                continue
+            new["b_id"] = r.id
+            new["updated_at"] = ctx.now
+            new["closed_at"] = ctx.now if view.status is Status.PAID else None
+            updates.append(new)
+            if view.status.value != r.status:
+                changed[r.id] = (r.status, view.status.value)
+                events.append(
+                    event_row(
+                        ctx,
+                        "status",
+                        set_id=r.id,
+                        patient_pk=r.patient_pk,
+                        actor="system",
+                        from_status=r.status,
+                        to_status=view.status.value,
+                        reason=view.status_reason or ("balance reached zero" if view.status is Status.PAID else None),
+                    )
+                )
+                if view.status is Status.PAID:
+                    paid.append(r.id)
+        if updates:
+            bulk_update(conn, invoice_set_t, updates)
+        if paid:
+            cancel_pending_sends(conn, paid, "balance reached zero", ctx.now)
+        add_events(conn, events)
+    return changed
+
+
+def open_set_ids_for_patients(conn: Connection, patient_pks: Iterable[int]) -> list[int]:
+    pks = sorted(set(patient_pks))
+    out: list[int] = []
+    for chunk in chunks(pks):
+        out.extend(
+            conn.execute(
+                select(invoice_set_t.c.id).where(
+                    invoice_set_t.c.patient_pk.in_(chunk), invoice_set_t.c.status.in_([s.value for s in OPEN])
+                )
+            ).scalars()
+        )
+    return out
