@@ -44,7 +44,7 @@ from outreach_cli.store.reevaluate import recompute_amounts, refresh_sets
 
 if TYPE_CHECKING:
     from outreach_cli.store.database import Store
-from outreach_cli.store.checkout_links import current_link
+from outreach_cli.store.checkout_links import links_of_set
 
 log = logging.getLogger("outreach.stripe")
 
@@ -446,19 +446,10 @@ def checkout_link(
     once per set, balance and generation: the idempotency key makes concurrent messages of one
     step share it). Sessions for an older balance are replaced and expired at Stripe."""
     with store.read() as conn:
-        url = current_link(conn, set_id, balance_cents)
-        if url:
-            return url
-        stale = conn.execute(
-            select(stripe_checkout_t.c.session_id, stripe_checkout_t.c.amount_cents).where(
-                stripe_checkout_t.c.invoice_set_id == set_id, stripe_checkout_t.c.replaced_at.is_(None)
-            )
-        ).all()
-        n = conn.execute(
-            select(func.count())
-            .select_from(stripe_checkout_t)
-            .where(stripe_checkout_t.c.invoice_set_id == set_id, stripe_checkout_t.c.amount_cents == balance_cents)
-        ).scalar_one()
+        found = links_of_set(conn, set_id, balance_cents)
+    if found.url:
+        return found.url
+    stale, n = found.stale, found.made_for_balance
     key = f"outreach-checkout-{set_id}-{balance_cents}-{n + 1}"
     s = links.create(set_id, balance_cents, customer, ctx.practice_name, key)
     if not s.get("url"):
