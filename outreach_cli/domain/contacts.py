@@ -76,44 +76,87 @@ PHONE_TYPES = ("mobile", "landline", "voip", "unknown")
 
 def parse_phone(text: str, region: str = "US") -> str:
     """Any common format -> E.164. Raises ValueError naming the problem (never the number)."""
+    return _parse(text, region)[0]
+
+
+@dataclass(frozen=True)
+class PhoneFacts:
+    """What the import needs of a phone number, from one parse: E.164, validity, time zones."""
+
+    e164: str
+    valid: bool
+    zones: tuple[str, ...]
+
+    @property
+    def zone(self) -> str | None:
+        """The number's time zone when it has exactly one (as ``phone_zone``)."""
+        return self.zones[0] if len(self.zones) == 1 else None
+
+
+def phone_facts(text: str, region: str = "US") -> PhoneFacts:
+    """``parse_phone``, ``phone_is_valid`` and ``phone_zones`` of a phone number in any common format,
+    with one parse. Raises ValueError as ``parse_phone`` does."""
+    e164, num = _parse(text, region)
+    if num.country_code != 1:
+        # Re-parsing the E.164 form may strip a national prefix elsewhere; phone_is_valid and
+        # phone_zones judge that form, so outside the NANP the facts come from it.
+        return PhoneFacts(e164, *_e164_facts(e164))
+    # A possible NANP number re-parses to itself (a leading "1" of its national number stays:
+    # stripping it leaves too few digits), so the parse above is the one they would make.
+    return PhoneFacts(e164, *_facts(num))
+
+
+def _parse(text: str, region: str) -> tuple[str, phonenumbers.PhoneNumber]:
     try:
         num = phonenumbers.parse(text, region)
     except phonenumbers.NumberParseException:
         raise ValueError("not a phone number") from None
     if not phonenumbers.is_possible_number(num):
         raise ValueError("not a possible phone number (wrong number of digits)")
-    return phonenumbers.format_number(num, phonenumbers.PhoneNumberFormat.E164)
+    return phonenumbers.format_number(num, phonenumbers.PhoneNumberFormat.E164), num
+
+
+def _facts(num: phonenumbers.PhoneNumber) -> tuple[bool, tuple[str, ...]]:
+    """(is_valid_number, phone_zones) with one number-type match (both libphonenumber calls
+    derive from it: a number is valid when its type is known; its zones are the geographical ones)."""
+    from phonenumbers import timezone as ptz
+    from phonenumbers.phonenumberutil import is_number_type_geographical
+
+    ntype = phonenumbers.number_type(num)
+    # is_valid_number is exactly `number_type(...) != UNKNOWN` for the number's own region.
+    valid = ntype != phonenumbers.PhoneNumberType.UNKNOWN
+    if not is_number_type_geographical(ntype, num.country_code or 0):
+        return valid, ()  # toll-free, personal and unknown prefixes say nothing about where the patient is
+    zones = ptz.time_zones_for_geographical_number(num)
+    if len(zones) > 1 and set(zones) == set(ptz._country_level_time_zones_for_number(num)):
+        return valid, ()
+    return valid, tuple(sorted(z for z in zones if z != "Etc/Unknown" and _known_zone(z)))
 
 
 def phone_is_valid(e164: str | None) -> bool:
-    if not e164:
-        return False
-    try:
-        return bool(phonenumbers.is_valid_number(phonenumbers.parse(e164, None)))
-    except phonenumbers.NumberParseException:
-        return False
+    return bool(e164) and _e164_facts(e164)[0]
 
 
 def phone_zones(e164: str | None) -> tuple[str, ...]:
     """Every time zone libphonenumber gives for the number (an area code may span several)."""
     if not e164:
         return ()
-    return _phone_zones(e164)
+    return _e164_facts(e164)[1]
+
+
+def e164_facts(e164: str) -> tuple[bool, str | None]:
+    """(``phone_is_valid``, ``phone_zone``) of a stored number, from one parse."""
+    valid, zones = _e164_facts(e164)
+    return valid, zones[0] if len(zones) == 1 else None
 
 
 @lru_cache(maxsize=65536)
-def _phone_zones(e164: str) -> tuple[str, ...]:
-    from phonenumbers import timezone as ptz
-
+def _e164_facts(e164: str) -> tuple[bool, tuple[str, ...]]:
     try:
         num = phonenumbers.parse(e164, None)
-        zones = ptz.time_zones_for_number(num)
-        country_wide = ptz._country_level_time_zones_for_number(num)
     except phonenumbers.NumberParseException:
-        return ()
-    if not phonenumbers.is_number_geographical(num) or (len(zones) > 1 and set(zones) == set(country_wide)):
-        return ()  # toll-free, personal and unknown prefixes say nothing about where the patient is
-    return tuple(sorted(z for z in zones if z != "Etc/Unknown" and _known_zone(z)))
+        return False, ()
+    return _facts(num)
 
 
 def phone_zone(e164: str | None) -> str | None:
