@@ -221,7 +221,8 @@ def _validate_contact(rec: Record, out: dict[str, Any], errs: ErrorSink) -> None
         try:
             if problem := _phone_problem(phone_raw):
                 raise ValueError(problem)
-            out["phone"] = contacts.parse_phone(phone_raw)
+            facts = contacts.phone_facts(phone_raw)  # one parse: E.164, validity and zone
+            out["phone"], out["phone_valid"], out["phone_tz"] = facts.e164, facts.valid, facts.zone
         except ValueError as exc:
             errs.append(f"line {rec.line}: phone: {exc} (use a format like (617) 555-0100 or +16175550100)")
     ptype = _text(rec, "phone_type").lower()

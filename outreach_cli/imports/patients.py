@@ -47,9 +47,13 @@ STG = stage.staging_table(
     Column("line", Integer, primary_key=True),
     Column("cols", Integer, nullable=False),  # which columns the row has (a bit per COLUMNS entry)
     *(Column(c, Boolean if c in _OPT_OUTS else String, nullable=True) for c in COLUMNS),
+    # The phone's validity and zone, from the parse that read it (`contacts.phone_facts`).
+    Column("phone_valid", Boolean, nullable=True),
+    Column("phone_tz", String, nullable=True),
     Column("old_id", Integer, nullable=True),
 )
-STAGED = ("line", "cols", *COLUMNS)
+_COMPARED = ("cols", *COLUMNS)
+STAGED = ("line", *_COMPARED, "phone_valid", "phone_tz")
 # What an import may change about a patient's contact data (a change re-evaluates their sets).
 _CONTACT_FIELDS = (*COLUMNS[COLUMNS.index("phone") :], "email_suppressed")
 _KEPT = (
@@ -72,7 +76,7 @@ _KEPT = (
 
 def staged_row(line: int, n: dict[str, Any]) -> tuple[Any, ...]:
     cols = sum(1 << i for i, c in enumerate(COLUMNS) if c in n["_cols"])
-    return (line, cols, *(n[c] for c in COLUMNS))
+    return (line, cols, *(n[c] for c in COLUMNS), n.get("phone_valid"), n.get("phone_tz"))
 
 
 def check(conn: Connection, errs: stage.ErrorLog, skip_invalid: bool) -> tuple[int, int]:
@@ -80,7 +84,7 @@ def check(conn: Connection, errs: stage.ErrorLog, skip_invalid: bool) -> tuple[i
     that exist. Returns (identical duplicate rows, rows with problems)."""
     stage.index(conn, STG, "patient_id")
     stage.analyze(conn, STG)
-    identical, other = stage.duplicates(conn, STG, "patient_id", STAGED[1:], errs)
+    identical, other = stage.duplicates(conn, STG, "patient_id", _COMPARED, errs)
     conn.execute(update(STG).where(STG.c.patient_id == patient_t.c.patient_id).values(old_id=patient_t.c.id))
     partial = select(STG.c.line, STG.c.patient_id).where(
         STG.c.old_id.is_(None), STG.c.cols.op("&")(literal(FIRST_NAME_BIT)) == 0
@@ -126,6 +130,7 @@ def _apply_page(conn: Connection, page: list[Any], ctx: Context, rule_sets: Rule
     for r in page:
         norm = {c: getattr(r, c) for c in COLUMNS}
         norm["_cols"] = {c for i, c in enumerate(COLUMNS) if r.cols >> i & 1}
+        norm["phone_valid"], norm["phone_tz"] = r.phone_valid, r.phone_tz
         old = _Existing(r) if r.old_id is not None else None
         new = patient_values(norm, old)
         if old is None:
@@ -194,13 +199,23 @@ def patient_values(norm: dict[str, Any], existing: Any | None) -> dict[str, Any]
         new["email_suppressed"] = existing.email_suppressed
     else:
         new["email_suppressed"] = None
-    new["phone_valid"] = contacts.phone_is_valid(new["phone"]) if new["phone"] else False
+    phone_valid, new["phone_tz"] = _phone_facts(new["phone"], norm)
+    new["phone_valid"] = phone_valid
     if new["email"] and "email" in cols and new["email"] == norm.get("email"):
         new["email_valid"] = True  # this row's address, validated (and normalised) as it was read
     else:
         new["email_valid"] = contacts.email_is_valid(new["email"]) if new["email"] else False
-    new["phone_tz"] = contacts.phone_zone(new["phone"])
     new["address_tz"] = contacts.address_zone(new["state"], new["country"], new.get("postal_code"))
     new["search_name"] = f"{new['first_name']} {new['last_name']}".strip().lower()
     new["search_text"] = search_text(new["first_name"], new["last_name"], new["email"], new["phone"])
     return new
+
+
+def _phone_facts(e164: str | None, norm: dict[str, Any]) -> tuple[bool, str | None]:
+    """(phone_valid, phone_tz) of the patient's phone: as the row's phone was parsed when read,
+    else (a phone kept from the database) from one parse of its E.164 form."""
+    if not e164:
+        return False, None
+    if e164 == norm.get("phone") and norm.get("phone_valid") is not None:
+        return bool(norm["phone_valid"]), norm.get("phone_tz")
+    return contacts.e164_facts(e164)

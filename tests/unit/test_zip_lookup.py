@@ -15,10 +15,12 @@ def test_one_zip_lookup_answers_as_the_table(code: str) -> None:
 
 def test_a_read_does_not_load_the_whole_table(monkeypatch: pytest.MonkeyPatch) -> None:
     contacts._zip_data.cache_clear()
-    contacts._zip_one.cache_clear()
+    contacts._zip_block.cache_clear()
     assert contacts._zip_row("02115-1234", "US") == ("America/New_York", "MA")
-    assert contacts._zip_data.cache_info().currsize == 0
-    for n in range(contacts._ZIP_ONE_BY_ONE):  # a writer looking many up loads it once
+    for n in range(contacts._ZIP_BLOCKS - 1):  # other codes of the same areas: no more reads
         contacts._zip_row(f"{10001 + n:05d}", None)
+    assert contacts._zip_data.cache_info().currsize == 0
+    for n in range(contacts._ZIP_BLOCKS):  # a writer looking up many areas loads it once
+        contacts._zip_row(f"{100 + n:03d}01", None)
     contacts._zip_row("60601", None)
     assert contacts._zip_data.cache_info().currsize == 1
