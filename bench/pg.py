@@ -416,8 +416,8 @@ def section(rows: list[Row], throughput: list[tuple[str, float, float]], info: d
         f"database `{BENCH_DB}` ({info['load']}), then VACUUM ANALYZE. Load average (1/5/15 min)",
         f"before: {info['load_before']}, after: {info['load_after']} — the machine is shared, so CPU time (user + sys",
         "of the whole process, from its rusage) is the steadier figure; a wall time over its target under load is",
-        "marked so when the CPU time is within it. The CPU time is the `outreach` process's only: the
-database server's work is in the raw column. Median of",
+        "marked so when the CPU time is within it. The CPU time is the `outreach` process's only: the",
+        "database server's work is in the raw column. Median of",
         f"{info['runs']} runs unless noted; raw = the equivalent SQL in `psql` (one process) on the same database;",
         f'floor = `python -c "import typer, sqlalchemy"` {info["floor"]} (with psycopg: {info["floor_pg"]}).',
         "",
