@@ -302,7 +302,7 @@ def verdict(kind: str, wall: float, cpu: float, floor: float, raw: float | None)
 
 def measure_reads(url: str, runs: int, floor: float, skip: set[str]) -> list[Row]:
     rows: list[Row] = []
-    items = [(n, a, s, k) for n, a, s, k in OTHER_READS]
+    items: list[tuple[str, list[str], str | None, str]] = [(n, a, s, k) for n, a, s, k in OTHER_READS]
     for name, args, where in LISTS:
         order = "" if "ORDER BY" in where else " ORDER BY s.next_send_at, s.id LIMIT 50"
         kind = "search" if "--search" in args and "(number)" not in name else "read"
@@ -386,9 +386,9 @@ def measure_writes(url: str, runs: int, floor: float, skip: set[str]) -> list[Ro
     )
     print(f"act pause {n}: {wall:.1f}s cpu {cpu:.1f}s", file=sys.stderr)
     for name, args, kind in (("metrics", ["metrics"], "read"), ("metrics --all", ["metrics", "--all"], "metrics-all")):
-        wall, cpu, rss = median_of(outreach(url, *args), runs)
+        wall, cpu, rss_mb = median_of(outreach(url, *args), runs)
         target, ok = verdict(kind, wall, cpu, floor, None)
-        rows.append(Row(f"{name} (right after the act pause)", wall, cpu, rss, None, target, ok))
+        rows.append(Row(f"{name} (right after the act pause)", wall, cpu, rss_mb, None, target, ok))
     return rows
 
 

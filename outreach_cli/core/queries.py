@@ -326,35 +326,6 @@ def _pages(conn: Any, base: Select[Any], f: ListFilter) -> Iterator[Any]:
     yield from conn.execution_options(**opts).execute(second)
 
 
-def plan_statements(store: Any, f: ListFilter) -> list[Any]:
-    """The SELECTs `list` runs for ``f`` (first page), for query-plan checks."""
-    with store.read() as conn:
-        rule_sets = RuleSets(conn)
-        walk = _walks_next_send(conn, store.dialect, f)
-    base = _base(rule_sets, f, walk_next_send=walk, dialect=store.dialect)
-    if f.sort != "next-send":
-        q = _order(base, f)
-        return [q.limit(f.limit) if f.limit is not None else q]
-    col, idcol = invoice_set_t.c.next_send_at, invoice_set_t.c.id
-    first = base.where(col.is_not(None)).order_by(col, idcol)
-    second = base.where(col.is_(None)).order_by(idcol)
-    if f.limit is not None:
-        first, second = first.limit(f.limit), second.limit(f.limit)
-    return [first, second]
-
-
-def metrics_statements(now: datetime) -> list[Any]:
-    """The SELECTs behind `metrics --all`, for query-plan checks."""
-    counts = (
-        select(
-            invoice_set_t.c.status, func.count(), func.coalesce(func.sum(invoice_set_t.c.amount_outstanding_cents), 0)
-        )
-        .where(invoice_set_t.c.status.in_([s.value for s in Status]))
-        .group_by(invoice_set_t.c.status)
-    )
-    return [counts, _aging_statement(now)]
-
-
 def _aging_statement(now: datetime) -> Any:
     """Count and amount of the open sets per age bucket ("days since creation" d falls in the
     bucket holding d): one range of the (status, created_at, amount) index per bucket, read
