@@ -354,6 +354,16 @@ def measure_writes(url: str, runs: int, floor: float, skip: set[str]) -> list[Ro
         print(f"jsonl all: {wall:.1f}s cpu {cpu:.1f}s rss {rss / 1024:.0f} MB", file=sys.stderr)
     if "act" in skip:
         return rows
+    rows.append(measure_act(url))
+    for name, args, kind in (("metrics", ["metrics"], "read"), ("metrics --all", ["metrics", "--all"], "metrics-all")):
+        wall, cpu, rss_mb = median_of(outreach(url, *args), runs)
+        target, ok = verdict(kind, wall, cpu, floor, None)
+        rows.append(Row(f"{name} (right after the act pause)", wall, cpu, rss_mb, None, target, ok))
+    return rows
+
+
+def measure_act(url: str) -> Row:
+    """`act pause -` on 100,000 active sets, against the same UPDATE + INSERT in psql (rolled back)."""
     ids = psql(url, "SELECT id FROM invoice_set WHERE status = 'active' ORDER BY id LIMIT 100000").encode()
     idlist = ",".join(ids.decode().split())
     raw_sql = (
@@ -372,24 +382,17 @@ def measure_writes(url: str, runs: int, floor: float, skip: set[str]) -> list[Ro
     wall, cpu, rss = timed(outreach(url, "act", "pause", "-"), stdin=ids)
     n = len(ids.split())
     ok = "met" if wall <= 3 else ("wall missed under load; CPU within" if cpu <= 3 else "missed")
-    rows.append(
-        Row(
-            f"act pause - ({n:,} IDs from stdin)",
-            wall,
-            cpu,
-            rss / 1024,
-            raw,
-            "<= 3 s incl. events",
-            ok,
-            "one run (it changes data); raw rolled back",
-        )
-    )
     print(f"act pause {n}: {wall:.1f}s cpu {cpu:.1f}s", file=sys.stderr)
-    for name, args, kind in (("metrics", ["metrics"], "read"), ("metrics --all", ["metrics", "--all"], "metrics-all")):
-        wall, cpu, rss_mb = median_of(outreach(url, *args), runs)
-        target, ok = verdict(kind, wall, cpu, floor, None)
-        rows.append(Row(f"{name} (right after the act pause)", wall, cpu, rss_mb, None, target, ok))
-    return rows
+    return Row(
+        f"act pause - ({n:,} IDs from stdin)",
+        wall,
+        cpu,
+        rss / 1024,
+        raw,
+        "<= 3 s incl. events",
+        ok,
+        "one run (it changes data); raw rolled back",
+    )
 
 
 def measure_throughput(server: str, url: str, skip: set[str]) -> list[tuple[str, float, float]]:
