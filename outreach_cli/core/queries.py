@@ -9,7 +9,20 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Select, String, and_, case, func, literal_column, or_, select, table, type_coerce, union_all
+from sqlalchemy import (
+    Select,
+    String,
+    and_,
+    case,
+    func,
+    literal,
+    literal_column,
+    or_,
+    select,
+    table,
+    type_coerce,
+    union_all,
+)
 
 from outreach_cli.core.errors import InvalidInput, NotFound
 from outreach_cli.core.models import (
@@ -196,6 +209,15 @@ def _search_clause(text: str, dialect: str = "sqlite", *, walk: bool = False) ->
             pconds.append(_contains_all(dialect, words))
     clauses.insert(0, pk.in_(select(patient_t.c.id).where(or_(*pconds))))
     if re.fullmatch(r"#?[0-9]{1,18}", raw):
+        if dialect == "postgresql":
+            # `patient_pk IN (...) OR id = n` keeps PostgreSQL from starting at the few matching
+            # patients (it walks every set testing both): one IN over the union of the two does not.
+            found = invoice_set_t.alias("found_set")
+            patients = select(patient_t.c.id).where(or_(*pconds))
+            ids = union_all(
+                select(found.c.id).where(found.c.patient_pk.in_(patients)), select(literal(int(raw.lstrip("#"))))
+            )
+            return invoice_set_t.c.id.in_(ids)
         set_id = literal_column("+invoice_set.id") if walk else invoice_set_t.c.id
         clauses.append(set_id == int(raw.lstrip("#")))
     return or_(*clauses)
