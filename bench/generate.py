@@ -173,6 +173,67 @@ def generate(db: Path, n: int, seed: int = 42, due_now: int = 0) -> None:
     print(f"generated {n:,} sets in {time.monotonic() - t0:.1f}s -> {db}", file=sys.stderr)
 
 
+def add_payments(con: sqlite3.Connection, seed: int = 42, now: datetime = NOW) -> int:
+    """Payments for a share of the sets, so the report's attribution has work to do: every `paid`
+    set pays all its charges in one payment, and one open set in ten pays half its first charge;
+    paid 0-20 days after entry (about a third inside the 7-day window of the set's first send, the
+    rest unprompted), never after `now`; one paid set in fifty is then refunded a part. Returns
+    the number of sets with a payment. Works on a generated database (SQLite)."""
+    rnd = random.Random(seed + 1)
+    pay_id = con.execute("SELECT coalesce(max(id), 0) FROM payment").fetchone()[0]
+    payments: list[tuple[object, ...]] = []
+    allocations: list[tuple[int, int, int]] = []
+    paid_sets = 0
+
+    def pay(patient: int, at: datetime, parts: list[tuple[int, int]]) -> None:
+        nonlocal pay_id
+        pay_id += 1
+        total = sum(c for _, c in parts)
+        payments.append((pay_id, f"BP{pay_id:08d}", patient, total, ts(at), "import", ts(at)))
+        allocations.extend((pay_id, charge, cents) for charge, cents in parts)
+
+    rows = con.execute(
+        "SELECT s.id, s.patient_pk, s.status, s.created_at, c.id, c.amount_cents FROM invoice_set s"
+        " JOIN charge c ON c.invoice_set_id = s.id ORDER BY s.id, c.id"
+    )
+    current: list[tuple[int, int, str, str, int, int]] = []
+    for row in [*rows, None]:
+        if current and (row is None or row[0] != current[0][0]):
+            _sid, patient, status, created_s, *_ = current[0]
+            charges = [(c[4], c[5]) for c in current]
+            paying = status == "paid" or (status in ("active", "paused", "expired") and rnd.random() < 0.1)
+            if paying:
+                created = datetime.fromisoformat(created_s).replace(tzinfo=UTC)
+                at = min(
+                    now - timedelta(minutes=1),
+                    created + timedelta(days=rnd.randrange(0, 21), minutes=rnd.randrange(1440)),
+                )
+                parts = charges if status == "paid" else [(charges[0][0], charges[0][1] // 2)]
+                pay(patient, at, parts)
+                paid_sets += 1
+                if status == "paid" and rnd.random() < 0.02 and at + timedelta(days=3) < now:
+                    pay(patient, at + timedelta(days=3), [(charges[0][0], -(charges[0][1] // 4))])
+            current = []
+        if row is not None:
+            current.append(row)
+        if len(payments) >= 50_000 or (row is None and payments):
+            _write_payments(con, payments, allocations)
+            payments, allocations = [], []
+    con.commit()
+    return paid_sets
+
+
+def _write_payments(
+    con: sqlite3.Connection, payments: list[tuple[object, ...]], allocations: list[tuple[int, int, int]]
+) -> None:
+    con.executemany(
+        "INSERT INTO payment (id, payment_id, patient_pk, amount_cents, paid_at, source, created_at, unapplied_cents)"
+        " VALUES (?,?,?,?,?,?,?,0)",
+        payments,
+    )
+    con.executemany("INSERT INTO payment_allocation (payment_pk, charge_pk, amount_cents) VALUES (?,?,?)", allocations)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--sets", type=int, default=1_000_000)

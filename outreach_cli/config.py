@@ -7,11 +7,14 @@ config directory's `outreach/config.toml`. Every key has the variable `OUTREACH_
 
 from __future__ import annotations
 
+import copy
 import os
 import re
 import stat
+import sys
 import tomllib
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -69,16 +72,23 @@ CHANNEL_CHOICES = {
 }
 
 SECRET_KEYS = {"secret"}
+METHODS = ("sms", "call", "email", "mail", "charge_card")
+TWILIO_BASE_URL = "https://api.twilio.com"
+TWILIO_TIMEOUT_S = 15.0
+STRIPE_BASE_URL = "https://api.stripe.com"
+STRIPE_TIMEOUT_S = 20.0
+SMTP_URL_SHAPE = "smtp://[user:pass@]host[:port] or smtps://..."
+_STRIPE_KEY = re.compile(r"^(sk|rk)_(test|live)_[A-Za-z0-9]{8,}$")
+
+Env = Mapping[str, str]
 
 
-def _user_config_path() -> Path:
-    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+def _user_config_path(env: Env) -> Path:
+    base = env.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
     return Path(base) / "outreach" / "config.toml"
 
 
 def _warn(message: str) -> None:
-    import sys
-
     print(f"warning: {message}", file=sys.stderr)
 
 
@@ -112,17 +122,244 @@ def database_url(value: str) -> str:
     return v
 
 
-@dataclass
+def _seconds(env: Env, name: str, default: float) -> tuple[float, str | None]:
+    """A timeout in seconds from ``env``, and the problem when it is not a number."""
+    text = env.get(name) or ""
+    if not text:
+        return default, None
+    try:
+        return float(text), None
+    except ValueError:
+        return default, f"{name} must be a number of seconds"
+
+
+# --- the [sending], [channels] and [payments] tables ---------------------------------------------
+
+
+@dataclass(frozen=True)
+class Sending:
+    window: str
+    weekends: bool
+    holidays: tuple[str, ...]
+    state_holidays: bool
+    max_attempts: int
+    concurrency: int
+    lease_seconds: int  # how long a claimed step stays claimed before another run may take it
+
+    @classmethod
+    def from_values(cls, v: Mapping[str, Any]) -> Sending:
+        h = v["holidays"]
+        holidays = tuple(e.strip() for e in h.split(",") if e.strip()) if isinstance(h, str) else tuple(h)
+        return cls(
+            str(v["window"]),
+            bool(v["weekends"]),
+            holidays,
+            bool(v.get("state_holidays", False)),
+            int(v["max_attempts"]),
+            int(v["concurrency"]),
+            int(v.get("lease_seconds", 300)),
+        )
+
+
+@dataclass(frozen=True)
+class Channels:
+    """The provider of each method (`sandbox`, `twilio`, `smtp`, `outbox`, `stripe`)."""
+
+    sms: str
+    call: str
+    email: str
+    mail: str
+    charge_card: str
+    mail_outbox: str
+
+    @classmethod
+    def from_values(cls, v: Mapping[str, Any]) -> Channels:
+        return cls(*(str(v[k]) for k in (*METHODS, "mail_outbox")))
+
+    def provider(self, method: str) -> str:
+        return str(getattr(self, method))
+
+    def using(self, kind: str) -> tuple[str, ...]:
+        """The methods whose provider is ``kind``."""
+        return tuple(m for m in METHODS if self.provider(m) == kind)
+
+
+@dataclass(frozen=True)
+class Payments:
+    url_template: str
+    provider: str  # link | stripe
+    success_url: str
+
+    @classmethod
+    def from_values(cls, v: Mapping[str, Any]) -> Payments:
+        return cls(str(v["url_template"]), str(v["provider"]), str(v["success_url"]))
+
+
+@dataclass(frozen=True)
+class PaymentLinkSettings:
+    """What signs payment links: the template and the secret (`OUTREACH_SECRET` or the config
+    file's `secret`, else the one `outreach init` stored in the database)."""
+
+    url_template: str
+    secret: str
+    source: str  # where the secret came from, for doctor
+
+    def problems(self) -> list[str]:
+        if not self.secret:
+            return ["payment-link secret missing: run `outreach init` or set OUTREACH_SECRET"]
+        return []
+
+
+# --- providers: read from the environment only (secrets never sit in the config file) ------------
+
+
+@dataclass(frozen=True)
+class TwilioSettings:
+    account_sid: str | None = None
+    auth_token: str | None = None
+    from_number: str | None = None
+    messaging_service_sid: str | None = None
+    base_url: str = TWILIO_BASE_URL
+    timeout: float = TWILIO_TIMEOUT_S
+    timeout_problem: str | None = None
+    methods: tuple[str, ...] = ()  # the channels configured to use Twilio
+
+    @classmethod
+    def from_env(cls, env: Env, methods: tuple[str, ...] = ()) -> TwilioSettings:
+        timeout, bad = _seconds(env, "OUTREACH_TWILIO_TIMEOUT", TWILIO_TIMEOUT_S)
+        return cls(
+            env.get("TWILIO_ACCOUNT_SID") or None,
+            env.get("TWILIO_AUTH_TOKEN") or None,
+            env.get("TWILIO_FROM_NUMBER") or None,
+            env.get("TWILIO_MESSAGING_SERVICE_SID") or None,
+            (env.get("OUTREACH_TWILIO_BASE_URL") or TWILIO_BASE_URL).rstrip("/"),
+            timeout,
+            bad,
+            methods,
+        )
+
+    def problems_for(self, method: str) -> list[str]:
+        """What stops Twilio carrying ``method`` (sms or call). A messaging-service SID sends SMS
+        only: a call needs TWILIO_FROM_NUMBER."""
+        creds = (("TWILIO_ACCOUNT_SID", self.account_sid), ("TWILIO_AUTH_TOKEN", self.auth_token))
+        missing = [name for name, value in creds if not value]
+        if not (self.from_number or (self.messaging_service_sid and method == "sms")):
+            missing.append("TWILIO_FROM_NUMBER" + (" or TWILIO_MESSAGING_SERVICE_SID" if method == "sms" else ""))
+        out = ["needs " + ", ".join(missing)] if missing else []
+        return out + ([self.timeout_problem] if self.timeout_problem else [])
+
+    def problems(self) -> list[str]:
+        return [f"channels.{m} = twilio: {p}" for m in self.methods for p in self.problems_for(m)]
+
+
+@dataclass(frozen=True)
+class SmtpSettings:
+    url: str | None = None
+    sender: str | None = None
+    used: bool = False
+
+    @classmethod
+    def from_env(cls, env: Env, used: bool = False) -> SmtpSettings:
+        return cls(env.get("OUTREACH_SMTP_URL") or None, env.get("OUTREACH_EMAIL_FROM") or None, used)
+
+    def problems(self) -> list[str]:
+        from urllib.parse import urlparse
+
+        missing = [n for n, v in (("OUTREACH_SMTP_URL", self.url), ("OUTREACH_EMAIL_FROM", self.sender)) if v is None]
+        if missing:
+            return ["needs " + ", ".join(missing)]
+        try:
+            u = urlparse(str(self.url))
+            ok = u.scheme in ("smtp", "smtps") and bool(u.hostname) and (u.port or 0) >= 0
+        except ValueError:  # a port that is not a number
+            ok = False
+        return [] if ok else [f"OUTREACH_SMTP_URL must look like {SMTP_URL_SHAPE}"]
+
+
+@dataclass(frozen=True)
+class StripeSettings:
+    api_key: str | None = None
+    base_url: str = STRIPE_BASE_URL
+    timeout: float = STRIPE_TIMEOUT_S
+    timeout_problem: str | None = None
+    webhook_secret: str | None = None
+    charges: bool = False  # channels.charge_card = "stripe"
+    links: bool = False  # payments.provider = "stripe"
+
+    @classmethod
+    def from_env(cls, env: Env, *, charges: bool = False, links: bool = False) -> StripeSettings:
+        timeout, bad = _seconds(env, "OUTREACH_STRIPE_TIMEOUT", STRIPE_TIMEOUT_S)
+        base = (env.get("OUTREACH_STRIPE_BASE_URL") or STRIPE_BASE_URL).rstrip("/")
+        return cls(
+            env.get("STRIPE_API_KEY") or None, base, timeout, bad, env.get("STRIPE_WEBHOOK_SECRET"), charges, links
+        )
+
+    @property
+    def mode(self) -> str | None:
+        """'test' or 'live' from the key's prefix (sk_test_, rk_live_, ...); None when not a key."""
+        m = _STRIPE_KEY.match(self.api_key or "")
+        return m.group(2) if m else None
+
+    @property
+    def uses(self) -> str:
+        return ", ".join(n for n, on in (("charge_card", self.charges), ("payment links", self.links)) if on)
+
+    def problems(self) -> list[str]:
+        from outreach_cli.core.channels.stripe_provider import mask_key
+
+        if not self.api_key:
+            return ["STRIPE_API_KEY is not set"]
+        if self.mode is None:
+            return [f"STRIPE_API_KEY {mask_key(self.api_key)} is not a sk_/rk_ test or live key"]
+        return [self.timeout_problem] if self.timeout_problem else []
+
+
+# --- the settings object ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
 class Settings:
+    """Every setting, read once (`load_settings`). ``values`` keeps the merged tables for the
+    sections without their own type yet (`compliance`, `costs`, `report`)."""
+
     values: dict[str, Any]
     config_path: Path | None = None
     sources: dict[str, str] = field(default_factory=dict)
+    env: Env = field(default_factory=dict, repr=False)
+    sending: Sending = field(init=False)
+    channels: Channels = field(init=False)
+    payments: Payments = field(init=False)
+    twilio: TwilioSettings = field(init=False)
+    smtp: SmtpSettings = field(init=False)
+    stripe: StripeSettings = field(init=False)
+
+    def __post_init__(self) -> None:
+        v = self.values
+        ch = Channels.from_values(v["channels"])
+        payments = Payments.from_values(v["payments"])
+        set_ = object.__setattr__
+        set_(self, "sending", Sending.from_values(v["sending"]))
+        set_(self, "channels", ch)
+        set_(self, "payments", payments)
+        set_(self, "twilio", TwilioSettings.from_env(self.env, ch.using("twilio")))
+        set_(self, "smtp", SmtpSettings.from_env(self.env, bool(ch.using("smtp"))))
+        stripe = StripeSettings.from_env(
+            self.env, charges=ch.charge_card == "stripe", links=payments.provider == "stripe"
+        )
+        set_(self, "stripe", stripe)
 
     def get(self, dotted: str) -> Any:
         cur: Any = self.values
         for part in dotted.split("."):
             cur = cur[part]
         return cur
+
+    def override(self, changes: Mapping[str, Any]) -> Settings:
+        """A copy with dotted keys replaced (`{"channels.sms": "sandbox"}`), sections rebuilt."""
+        values = copy.deepcopy(self.values)
+        for dotted, value in changes.items():
+            _put(values, dotted, value)
+        return replace(self, values=values)
 
     @property
     def database(self) -> str:
@@ -133,12 +370,60 @@ class Settings:
         return str(self.values["timezone"])
 
     @property
-    def sending(self) -> dict[str, Any]:
-        return dict(self.values["sending"])
+    def practice_name(self) -> str:
+        return str(self.values.get("practice_name") or "")
 
     @property
-    def channels(self) -> dict[str, Any]:
-        return dict(self.values["channels"])
+    def practice_phone(self) -> str:
+        return str(self.values.get("practice_phone") or "")
+
+    @property
+    def default_rule_set(self) -> str:
+        return str(self.values.get("default_rule_set") or "")
+
+    @property
+    def now_text(self) -> str | None:
+        """`OUTREACH_NOW`: the clock for every command (the `--now` flag wins)."""
+        return self.env.get("OUTREACH_NOW") or None
+
+    @property
+    def secret(self) -> str:
+        """The configured payment-link secret (`OUTREACH_SECRET`, the config file); "" if none."""
+        return str(self.values.get("secret") or "")
+
+    def payment_link(self, stored_secret: str | None) -> PaymentLinkSettings:
+        """The configured secret, else the one stored in the database."""
+        origin = self.sources.get("secret", "config") if self.secret else "stored in the database"
+        return PaymentLinkSettings(self.payments.url_template, self.secret or (stored_secret or ""), origin)
+
+    def provider_problems(self) -> dict[str, list[str]]:
+        """What stops each configured real provider, by method; what `run-outreach` refuses."""
+        out: dict[str, list[str]] = {}
+        for m in self.channels.using("twilio"):
+            out[m] = self.twilio.problems_for(m)
+        if self.smtp.used:
+            out["email"] = self.smtp.problems()
+        if self.stripe.charges or self.stripe.links:
+            out["stripe"] = self.stripe.problems()
+        return out
+
+
+def resolve_secret(settings: Settings, stored_secret: str | None) -> str:
+    """The payment-link secret, resolved in this one place. An empty secret is an error: links
+    signed with "" would be guessable."""
+    link = settings.payment_link(stored_secret)
+    problems = link.problems()
+    if problems:
+        raise ConfigError(problems[0])
+    return link.secret
+
+
+def _put(values: dict[str, Any], dotted: str, value: Any) -> None:
+    cur = values
+    parts = dotted.split(".")
+    for p in parts[:-1]:
+        cur = cur[p]
+    cur[parts[-1]] = value
 
 
 def _merge(dst: dict[str, Any], src: dict[str, Any], sources: dict[str, str], origin: str, prefix: str = "") -> None:
@@ -157,20 +442,8 @@ def _merge(dst: dict[str, Any], src: dict[str, Any], sources: dict[str, str], or
             sources[key] = origin
 
 
-def load_settings(
-    *,
-    config_file: str | None = None,
-    overrides: dict[str, Any] | None = None,
-    environ: dict[str, str] | None = None,
-    cwd: Path | None = None,
-) -> Settings:
-    env = dict(os.environ if environ is None else environ)
-    import copy
-
-    values = copy.deepcopy(DEFAULTS)
-    sources: dict[str, str] = {}
-
-    path: Path | None = None
+def _find_config(config_file: str | None, env: Env, cwd: Path | None) -> tuple[Path | None, bool]:
+    """The config file to read (None: none found), and whether it was named explicitly."""
     explicit = config_file or env.get("OUTREACH_CONFIG")
     if explicit:
         path = Path(os.path.expanduser(explicit))
@@ -178,38 +451,39 @@ def load_settings(
             raise ConfigError(f"config file {explicit} is a directory; give the path of a .toml file")
         if not path.is_file():
             raise ConfigError(f"config file {explicit} does not exist")
-    else:
-        for cand in ((cwd or Path.cwd()) / "outreach.toml", _user_config_path()):
-            try:
-                found = cand.is_file()
-            except OSError as exc:  # e.g. an unreadable $HOME
-                _warn(f"skipping the config file {cand}: {exc.strerror or exc}")
-                found = False
-            if found:
-                path = cand
-                break
-    if path is not None:
+        return path, True
+    for cand in ((cwd or Path.cwd()) / "outreach.toml", _user_config_path(env)):
         try:
-            data = tomllib.loads(path.read_text(encoding="utf-8"))
-        except PermissionError:
-            if explicit or path != _user_config_path():
-                raise ConfigError(f"cannot read config file {path}: permission denied") from None
-            # A service account may not be able to read a home directory's config: that file is
-            # a convenience, so it is skipped with a warning instead of stopping every command.
-            _warn(f"skipping the user config file {path}: permission denied")
-            data = {}
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"cannot read config file {path}: {exc}") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
-        if "secret" in data:
-            mode = path.stat().st_mode
-            if mode & (stat.S_IRWXG | stat.S_IRWXO):
-                raise ConfigError(
-                    f"config file {path} holds a secret but is readable by others; run `chmod 600 {path}`"
-                )
-        _merge(values, data, sources, str(path))
+            found = cand.is_file()
+        except OSError as exc:  # e.g. an unreadable $HOME
+            _warn(f"skipping the config file {cand}: {exc.strerror or exc}")
+            found = False
+        if found:
+            return cand, False
+    return None, False
 
+
+def _read_config(path: Path, explicit: bool, env: Env) -> dict[str, Any]:
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except PermissionError:
+        if explicit or path != _user_config_path(env):
+            raise ConfigError(f"cannot read config file {path}: permission denied") from None
+        # A service account may not be able to read a home directory's config: that file is
+        # a convenience, so it is skipped with a warning instead of stopping every command.
+        _warn(f"skipping the user config file {path}: permission denied")
+        return {}
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    if "secret" in data and path.stat().st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise ConfigError(f"config file {path} holds a secret but is readable by others; run `chmod 600 {path}`")
+    return data
+
+
+def _apply_env(values: dict[str, Any], sources: dict[str, str], env: Env) -> None:
+    """`OUTREACH_<SECTION>_<KEY>` and `OUTREACH_<KEY>` over the file and the defaults."""
     for k, v in list(values.items()):
         if isinstance(v, dict):
             for sk, sv in v.items():
@@ -223,19 +497,29 @@ def load_settings(
                 values[k] = _coerce(env[name], v if v is not None else "", name)
                 sources[k] = name
 
-    for dotted, v in (overrides or {}).items():
-        if v is None:
-            continue
-        cur = values
-        parts = dotted.split(".")
-        for p in parts[:-1]:
-            cur = cur[p]
-        cur[parts[-1]] = v
-        sources[dotted] = "command line"
 
-    settings = Settings(values, path, sources)
+def load_settings(
+    *,
+    config_file: str | None = None,
+    overrides: dict[str, Any] | None = None,
+    environ: Env | None = None,
+    cwd: Path | None = None,
+) -> Settings:
+    """Defaults, then the config file, then the environment, then ``overrides`` (flags)."""
+    env = dict(os.environ if environ is None else environ)
+    values = copy.deepcopy(DEFAULTS)
+    sources: dict[str, str] = {}
+    path, explicit = _find_config(config_file, env, cwd)
+    if path is not None:
+        _merge(values, _read_config(path, explicit, env), sources, str(path))
+    _apply_env(values, sources, env)
+    for dotted, v in (overrides or {}).items():
+        if v is not None:
+            _put(values, dotted, v)
+            sources[dotted] = "command line"
     try:
-        _validate(settings)
+        _validate(values)
+        return Settings(values, path, sources, env)
     except ConfigError as exc:
         # Name where the bad value came from (the config file or the environment variable).
         m = re.match(r"[a-z_][a-z_.]*", exc.message)
@@ -243,48 +527,52 @@ def load_settings(
         if origin and origin != "command line" and not exc.message.startswith(origin):
             raise ConfigError(f"{origin}: {exc.message}", details=exc.details) from None
         raise
-    return settings
 
 
 _WINDOW = re.compile(r"^(\d{1,2}):(\d{2})-(\d{1,2}):(\d{2})$")
 
 
-def _validate(s: Settings) -> None:
+def _validate(v: dict[str, Any]) -> None:
     from outreach_cli.core.timeutil import get_zone
 
     try:
-        get_zone(s.timezone)
+        get_zone(str(v["timezone"]))
     except ValueError as exc:
         raise ConfigError(f"timezone: {exc}") from None
-    window = str(s.sending["window"])
+    _validate_window(str(v["sending"]["window"]))
+    for ch, allowed in CHANNEL_CHOICES.items():
+        if v["channels"][ch] not in allowed:
+            raise ConfigError(f"channels.{ch} = {v['channels'][ch]!r}: choose one of {', '.join(allowed)}")
+    provider = v["payments"]["provider"]
+    if provider not in ("link", "stripe"):
+        raise ConfigError(f"payments.provider = {provider!r}: choose one of link, stripe")
+    _validate_compliance(v)
+    if int(v["sending"]["max_attempts"]) < 1 or int(v["sending"]["concurrency"]) < 1:
+        raise ConfigError("sending.max_attempts and sending.concurrency must be at least 1")
+    _validate_report(v)
+
+
+def _validate_window(window: str) -> None:
+    from outreach_cli.core.scheduling import HARD_END, HARD_START
+
     m = _WINDOW.match(window)
     if not m or not (int(m.group(1)) * 60 + int(m.group(2)) < int(m.group(3)) * 60 + int(m.group(4)) <= 24 * 60):
         raise ConfigError(f"sending.window {window!r}: expected HH:MM-HH:MM with the start before the end")
     start = int(m.group(1)) * 60 + int(m.group(2))
     end = int(m.group(3)) * 60 + int(m.group(4))
-    if min(end, 21 * 60) - max(start, 8 * 60) < 30:
+    if min(end, HARD_END) - max(start, HARD_START) < 30:
         raise ConfigError(
             f"sending.window {window!r} leaves less than 30 minutes inside 08:00-21:00, when sending is ever allowed"
         )
-    for ch, allowed in CHANNEL_CHOICES.items():
-        if s.channels[ch] not in allowed:
-            raise ConfigError(f"channels.{ch} = {s.channels[ch]!r}: choose one of {', '.join(allowed)}")
-    provider = s.values["payments"]["provider"]
-    if provider not in ("link", "stripe"):
-        raise ConfigError(f"payments.provider = {provider!r}: choose one of link, stripe")
-    _validate_compliance(s)
-    if int(s.sending["max_attempts"]) < 1 or int(s.sending["concurrency"]) < 1:
-        raise ConfigError("sending.max_attempts and sending.concurrency must be at least 1")
-    _validate_report(s)
 
 
-def _validate_report(s: Settings) -> None:
+def _validate_report(v: dict[str, Any]) -> None:
     from decimal import Decimal, InvalidOperation
 
-    days = s.values["report"]["attribution_days"]
+    days = v["report"]["attribution_days"]
     if isinstance(days, bool) or not isinstance(days, int) or days < 0:
         raise ConfigError(f"report.attribution_days = {days!r}: expected a whole number of days (0 or more)")
-    for key, value in s.values["costs"].items():
+    for key, value in v["costs"].items():
         try:
             ok = not isinstance(value, bool) and Decimal(str(value)).is_finite() and Decimal(str(value)) >= 0
         except InvalidOperation:
@@ -293,20 +581,21 @@ def _validate_report(s: Settings) -> None:
             raise ConfigError(f"costs.{key} = {value!r}: expected an amount in dollars, 0 or more (e.g. 0.0079)")
 
 
-def _validate_compliance(s: Settings) -> None:
+def _validate_compliance(values: dict[str, Any]) -> None:
     """`sending.holidays` (dates and calendar names) and the `[compliance]` caps."""
     from outreach_cli.core.scheduling import split_holidays
 
-    holidays = s.sending["holidays"]
+    sending = values["sending"]
+    holidays = sending["holidays"]
     if not isinstance(holidays, (list, str)):
         raise ConfigError('sending.holidays: expected a list such as ["US", "US-MA", "2026-12-24"]')
     try:
         split_holidays(holidays)
     except ValueError as exc:
         raise ConfigError(f"sending.holidays: {exc}") from None
-    if not isinstance(s.sending.get("state_holidays", False), bool):
+    if not isinstance(sending.get("state_holidays", False), bool):
         raise ConfigError("sending.state_holidays: expected true or false")
-    comp = s.values["compliance"]
+    comp = values["compliance"]
     tables = [("compliance", comp)] + [
         (f"compliance.states.{st}", v) for st, v in (comp.get("states") or {}).items() if isinstance(v, dict)
     ]

@@ -1,7 +1,7 @@
 """an index over the payments with unapplied credit (`metrics --all` credit totals)
 
 Revision ID: 0017
-Revises: 0010
+Revises: 0011
 Create Date: 2026-11-26
 
 """
@@ -12,7 +12,7 @@ from alembic import op
 
 # revision identifiers, used by Alembic.
 revision: str = "0017"
-down_revision: str | Sequence[str] | None = "0010"
+down_revision: str | Sequence[str] | None = "0011"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

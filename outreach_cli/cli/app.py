@@ -12,18 +12,6 @@ from typing import Annotated, Any
 import typer
 
 from outreach_cli import __version__
-from outreach_cli.cli import (
-    cmd_act,
-    cmd_admin,
-    cmd_demo,
-    cmd_doctor,
-    cmd_engine,
-    cmd_import,
-    cmd_init,
-    cmd_list,
-    cmd_report,
-    cmd_rulesets,
-)
 from outreach_cli.cli.context import App
 from outreach_cli.cli.env import Environment
 
@@ -43,15 +31,26 @@ Examples:
   outreach --db demo.db list --status failed --format ids | outreach --db demo.db act pause -
 """
 
-app = typer.Typer(
-    name="outreach",
-    help=HELP,
-    no_args_is_help=True,
-    add_completion=True,
-    pretty_exceptions_enable=False,
-    rich_markup_mode=None,
-    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
-)
+# The module registering each command, in the order of `outreach --help`. A run that names its
+# command loads only that module (`outreach metrics` never imports the importer or the engine);
+# help, completion and unknown names load them all.
+COMMAND_MODULES = {
+    "init": "cmd_init",
+    "import": "cmd_import",
+    "rulesets": "cmd_rulesets",
+    "list": "cmd_list",
+    "metrics": "cmd_admin",
+    "show": "cmd_admin",
+    "audit": "cmd_admin",
+    "collections": "cmd_admin",
+    "act": "cmd_act",
+    "run-outreach": "cmd_engine",
+    "forecast": "cmd_engine",
+    "events": "cmd_engine",
+    "doctor": "cmd_doctor",
+    "demo": "cmd_demo",
+    "report": "cmd_report",
+}
 
 
 def _version(value: bool) -> None:
@@ -60,7 +59,6 @@ def _version(value: bool) -> None:
         raise typer.Exit(0)
 
 
-@app.callback()
 def root(
     ctx: typer.Context,
     db: Annotated[
@@ -115,16 +113,30 @@ def root(
             logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-cmd_init.register(app)
-cmd_import.register(app)
-cmd_rulesets.register(app)
-cmd_list.register(app)
-cmd_admin.register(app)
-cmd_act.register(app)
-cmd_engine.register(app)
-cmd_doctor.register(app)
-cmd_demo.register(app)
-cmd_report.register(app)
+def build_app(modules: list[str] | None = None) -> typer.Typer:
+    """The `outreach` Typer app with the commands of ``modules`` (default: all of them)."""
+    import importlib
+
+    t = typer.Typer(
+        name="outreach",
+        help=HELP,
+        no_args_is_help=True,
+        add_completion=True,
+        pretty_exceptions_enable=False,
+        rich_markup_mode=None,
+        context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+    )
+    t.callback()(root)
+    for name in modules if modules is not None else list(dict.fromkeys(COMMAND_MODULES.values())):
+        importlib.import_module(f"outreach_cli.cli.{name}").register(t)
+    return t
+
+
+def __getattr__(name: str) -> Any:
+    """`app`: the whole command tree, built on first use (tests, documentation tools)."""
+    if name == "app":
+        return _command_for(None)[0]
+    raise AttributeError(name)
 
 
 def _print_error(env: Environment | None, message: str, details: list[str] | None = None) -> None:
@@ -134,7 +146,34 @@ def _print_error(env: Environment | None, message: str, details: list[str] | Non
         print(f"  {line}", file=stream)
 
 
-_command = None
+_commands: dict[str | None, tuple[typer.Typer, Any]] = {}  # per command name (None: all), built once
+
+
+def _command_for(name: str | None) -> tuple[typer.Typer, Any]:
+    """The Typer app and its Click command holding the command ``name`` (None: every command)."""
+    from typer.main import get_command
+
+    if name not in _commands:
+        t = build_app(None if name is None else [COMMAND_MODULES[name]])
+        _commands[name] = (t, get_command(t))
+    return _commands[name]
+
+
+def command_name(args: list[str]) -> str | None:
+    """The command a command line runs, when it names one and asks for no help or completion."""
+    import os
+
+    if "_OUTREACH_COMPLETE" in os.environ:
+        return None
+    i = 0
+    while i < len(args):
+        tok = args[i]
+        name = tok.split("=", 1)[0]
+        if name not in GLOBAL_OPTIONS:
+            return tok if tok in COMMAND_MODULES else None
+        i += 2 if GLOBAL_OPTIONS[name] and "=" not in tok else 1
+    return None
+
 
 # Global options (SPEC section 7) and whether each takes a value; written after the command they
 # are moved in front of it (`outreach list --db demo.db` works like `outreach --db demo.db list`).
@@ -218,16 +257,11 @@ def _is_broken_pipe(exc: BaseException | None) -> bool:
 
 def run(argv: list[str] | None = None, env: Environment | None = None) -> int:
     """Run the command line and return the exit code (tests call this directly)."""
-    from typer.main import get_command
-
     from outreach_cli.core.errors import Aborted, ExitCode, OutreachError
 
     args = list(sys.argv[1:] if argv is None else argv)
     verbose = "-v" in args or "--verbose" in args
-    global _command
-    if _command is None:
-        _command = get_command(app)
-    cmd = _command
+    cmd = _command_for(command_name(args))[1]
     args = hoist_global_options(args, cmd)
     try:
         rv = cmd.main(args=args, prog_name="outreach", standalone_mode=False)

@@ -53,7 +53,7 @@ def metrics(
       outreach metrics --all --format json | jq '.total'
     """
     from outreach_cli.cli.output import emit, emit_document
-    from outreach_cli.core.queries import metrics as q
+    from outreach_cli.core.metrics import metrics as q
 
     a = get_app(ctx)
     f = METRICS_FORMATS.resolve(a, fmt)
@@ -97,7 +97,7 @@ def metrics_rows(data: dict[str, Any]) -> list[dict[str, Any]]:
 
 def print_metrics(a: App, store: Any, *, show_all: bool) -> None:
     from outreach_cli.cli.output import Col, badge, dollars, print_table
-    from outreach_cli.core.queries import metrics as q
+    from outreach_cli.core.metrics import metrics as q
 
     data = q(store, show_all=show_all, now=a.now)
     cards = [{"key": k, **v} for k, v in data.items() if k not in ("total", "aging", "credit")]

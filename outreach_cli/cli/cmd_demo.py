@@ -93,11 +93,9 @@ def run_demo(a: App, *, patients: int, days: int, seed: int, force: bool = False
         raise InvalidInput("the demo builds a fresh SQLite file: pass --db PATH.db (or nothing for demo.db)")
     path = url[len("sqlite:///") :]
     building = demo_db.prepare(path, force=force)  # built aside, moved into place when complete
-    a.settings.values["database"] = database_url(building)
     # The demo always uses the sandbox providers, whatever the configuration says.
-    a.settings.values["channels"].update(
-        sms="sandbox", call="sandbox", email="sandbox", mail="sandbox", charge_card="sandbox"
-    )
+    sandbox = {f"channels.{m}": "sandbox" for m in ("sms", "call", "email", "mail", "charge_card")}
+    a.settings = a.settings.override({"database": database_url(building), **sandbox})
     store = a.store(check_schema=False)
     store.migrate()
     demo_db.mark(store)
@@ -113,7 +111,7 @@ def run_demo(a: App, *, patients: int, days: int, seed: int, force: bool = False
     a.info(f"demo: {patients} patients, {n_charges} charges, {n_sets} invoice sets in {path}")
     a.info(f"demo: simulated {days} day{'' if days == 1 else 's'} of outreach ending {end:%Y-%m-%d %H:%M} UTC")
     demo_db.finish(store, building, path)
-    a.settings.values["database"] = url
+    a.settings = a.settings.override({"database": url})
     store = a.reopen_store()
     from outreach_cli.cli.cmd_admin import print_attention, print_metrics
 

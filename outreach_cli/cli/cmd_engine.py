@@ -41,16 +41,16 @@ def build_engine(a: App, *, limit: int | None = None, concurrency: int | None = 
     s = a.settings
     store = a.store()
     try:
-        providers = channels.build_providers(s.channels)
-    except (ValueError, KeyError, ProviderConfigError) as exc:
+        providers = channels.build_providers(s)
+    except (ValueError, ProviderConfigError) as exc:
         raise ConfigError(str(exc)) from None
     return Engine(
         store,
         a.context(actor="system"),
         providers,
-        lease_seconds=int(s.sending.get("lease_seconds", 300)),
-        max_attempts=int(s.sending["max_attempts"]),
-        concurrency=concurrency or int(s.sending["concurrency"]),
+        lease_seconds=s.sending.lease_seconds,
+        max_attempts=s.sending.max_attempts,
+        concurrency=concurrency or s.sending.concurrency,
         limit=limit,
     )
 

@@ -19,64 +19,79 @@ def register(app: typer.Typer) -> None:
     app.command("report")(report)
 
 
+SinceReportOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--since",
+        help="Sets that entered from this date (practice time zone) or datetime; today, -30d, -2w... "
+        "Default: the 90 whole days before --until.",
+        metavar="D",
+    ),
+]
+
+UntilReportOpt = Annotated[
+    str | None,
+    typer.Option("--until", help="... up to and including this date (or datetime). Default: now.", metavar="D"),
+]
+
+StatusReportOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--status",
+        help="Only sets now in this status (repeatable or comma-separated; open; all). Default: every status.",
+        metavar="S",
+    ),
+]
+
+ByReportOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--by",
+        help="Group by rule-set, step, method or week (comma-separated to nest). Default: rule-set,step.",
+        metavar="KEY",
+    ),
+]
+
+AttributionReportOpt = Annotated[
+    str,
+    typer.Option(
+        "--attribution",
+        help="Credit each payment to the last (default) or first send delivered within "
+        "report.attribution_days before it; none: unprompted.",
+        metavar="last|first",
+    ),
+]
+
+ExperimentReportOpt = Annotated[
+    bool, typer.Option("--experiment", help="Compare the arms of A/B tests (import charges --rule-set a:50,b:50).")
+]
+
+FmtReportOpt = Annotated[
+    str,
+    typer.Option(
+        "--format",
+        help="table (bars and a sparkline), json, csv or html (one self-contained file).",
+        metavar="FORMAT",
+    ),
+]
+
+OutReportOpt = Annotated[
+    str | None,
+    typer.Option("--out", help="Write to FILE instead of stdout (html on a terminal: report.html).", metavar="FILE"),
+]
+
+
 def report(
     ctx: typer.Context,
-    since: Annotated[
-        str | None,
-        typer.Option(
-            "--since",
-            help="Sets that entered from this date (practice time zone) or datetime; today, -30d, -2w... "
-            "Default: the 90 whole days before --until.",
-            metavar="D",
-        ),
-    ] = None,
-    until: Annotated[
-        str | None,
-        typer.Option("--until", help="... up to and including this date (or datetime). Default: now.", metavar="D"),
-    ] = None,
+    since: SinceReportOpt = None,
+    until: UntilReportOpt = None,
     rule_set: RuleSetOpt = None,
-    status: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--status",
-            help="Only sets now in this status (repeatable or comma-separated; open; all). Default: every status.",
-            metavar="S",
-        ),
-    ] = None,
-    by: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--by",
-            help="Group by rule-set, step, method or week (comma-separated to nest). Default: rule-set,step.",
-            metavar="KEY",
-        ),
-    ] = None,
-    attribution: Annotated[
-        str,
-        typer.Option(
-            "--attribution",
-            help="Credit each payment to the last (default) or first send delivered within "
-            "report.attribution_days before it; none: unprompted.",
-            metavar="last|first",
-        ),
-    ] = "last",
-    experiment: Annotated[
-        bool, typer.Option("--experiment", help="Compare the arms of A/B tests (import charges --rule-set a:50,b:50).")
-    ] = False,
-    fmt: Annotated[
-        str,
-        typer.Option(
-            "--format",
-            help="table (bars and a sparkline), json, csv or html (one self-contained file).",
-            metavar="FORMAT",
-        ),
-    ] = "table",
-    out: Annotated[
-        str | None,
-        typer.Option(
-            "--out", help="Write to FILE instead of stdout (html on a terminal: report.html).", metavar="FILE"
-        ),
-    ] = None,
+    status: StatusReportOpt = None,
+    by: ByReportOpt = None,
+    attribution: AttributionReportOpt = "last",
+    experiment: ExperimentReportOpt = False,
+    fmt: FmtReportOpt = "table",
+    out: OutReportOpt = None,
 ) -> None:
     """What outreach collected, at what cost; A/B tests.
 
@@ -95,10 +110,7 @@ def report(
       outreach report --format html --out report.html
     """
     from outreach_cli.core.errors import InvalidInput
-    from outreach_cli.core.report import ATTRIBUTIONS, Costs, Options, Report, parse_by
-    from outreach_cli.core.report_queries import read_report
-    from outreach_cli.core.statuses import Status, parse_status_list
-    from outreach_cli.core.timeutil import get_zone
+    from outreach_cli.core.report import ATTRIBUTIONS
 
     a = get_app(ctx)
     f = fmt.strip().lower()
@@ -107,43 +119,7 @@ def report(
     mode = attribution.strip().lower()
     if mode not in ATTRIBUTIONS:
         raise InvalidInput(f"--attribution {attribution!r}: choose last or first")
-    group_by = parse_by(by)
-    tz = get_zone(a.settings.timezone)
-    start, end = period(a, since, until)
-    statuses = [s.value for s in parse_status_list(status)] if status else [s.value for s in Status]
-    names: list[str] = []
-    for r in rule_set or []:
-        names.extend(x.strip() for x in r.split(",") if x.strip())
-    store = a.store()
-    with store.read() as conn:
-        if names:
-            from outreach_cli.core.sets import RuleSets
-
-            known = RuleSets(conn)
-            for n in names:
-                known.resolve(n)
-        data = read_report(
-            conn,
-            since=start,
-            until=end,
-            tz=tz,
-            by=group_by,
-            experiment=experiment,
-            rule_sets=names,
-            statuses=statuses,
-        )
-    s = a.settings.values
-    opts = Options(
-        since=start,
-        until=end,
-        tz=tz,
-        by=group_by,
-        attribution=mode,
-        attribution_days=int(s["report"]["attribution_days"]),
-        costs=Costs.from_settings(s["costs"]),
-        experiment=experiment,
-    )
-    doc = Report(data, opts).as_dict()
+    doc = build(a, since, until, rule_set, status, by, mode, experiment)
     if f == "html" and out is None and a.env.stdout_isatty:
         out = "report.html"  # a page of HTML is no use on a terminal
     if out is not None and out != "-":
@@ -162,6 +138,44 @@ def report(
         a.write(render_html(doc, a.settings.values["practice_name"]))
     else:
         render_table(a, doc)
+
+
+def build(
+    a: App,
+    since: str | None,
+    until: str | None,
+    rule_set: list[str] | None,
+    status: list[str] | None,
+    by: list[str] | None,
+    mode: str,
+    experiment: bool,
+) -> dict[str, Any]:
+    """The report's document: read in one transaction, computed by `core.report`."""
+    from outreach_cli.core.report import Costs, Options, Report, parse_by
+    from outreach_cli.core.report_queries import read_report
+    from outreach_cli.core.statuses import parse_status_list
+    from outreach_cli.core.timeutil import get_zone
+
+    group_by = parse_by(by)
+    tz = get_zone(a.settings.timezone)
+    start, end = period(a, since, until)
+    statuses = [s.value for s in parse_status_list(status)] if status else None  # None: every status
+    names = [x.strip() for r in rule_set or [] for x in r.split(",") if x.strip()]
+    s = a.settings.values
+    days = int(s["report"]["attribution_days"])
+    with a.store().read() as conn:
+        if names:
+            from outreach_cli.core.sets import RuleSets
+
+            known = RuleSets(conn)
+            for n in names:
+                known.resolve(n)
+        data = read_report(
+            conn, since=start, until=end, tz=tz, by=group_by, experiment=experiment, rule_sets=names or None,
+            statuses=statuses, attribution=mode, attribution_days=days,
+        )  # fmt: skip
+    opts = Options(start, end, tz, group_by, mode, days, Costs.from_settings(s["costs"]), experiment)
+    return Report(data, opts).as_dict()
 
 
 def period(a: App, since: str | None, until: str | None) -> tuple[datetime, datetime]:

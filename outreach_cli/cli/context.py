@@ -4,8 +4,7 @@ settings, the clock, the store and the output consoles."""
 from __future__ import annotations
 
 import getpass
-import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -33,7 +32,7 @@ class App:
     quiet: bool = False
     verbose: bool = False
     no_color: bool = False
-    _store: Any = field(default=None, repr=False)
+    _store: Store | None = field(default=None, repr=False)
     _phase: Callable[[str], None] | None = field(default=None, repr=False)
 
     @property
@@ -73,7 +72,7 @@ class App:
             if not text.strip():
                 raise InvalidInput("--now is empty: give a time like 2026-11-26T14:00Z (or leave --now out)")
         else:
-            text, origin = os.environ.get("OUTREACH_NOW") or "", "OUTREACH_NOW"
+            text, origin = self.settings.now_text or "", "OUTREACH_NOW"
         if not text:
             return utcnow()
         try:
@@ -88,7 +87,7 @@ class App:
             self._store = open_store(
                 self.settings.database, check_schema=check_schema, on_lock_wait=self._lock_wait_notice
             )
-        return self._store  # type: ignore[no-any-return]
+        return self._store
 
     def close(self) -> None:
         """End of the command: close the database connections. PostgreSQL gets them back at
@@ -112,24 +111,29 @@ class App:
                 f"waiting for the database: another outreach process is writing (up to {BUSY_TIMEOUT_MS // 1000} s)..."
             )
 
+    def stored_secret(self) -> str | None:
+        """The payment-link secret `outreach init` stored (opens the store)."""
+        store = self.store()
+        with store.read() as conn:
+            return store.get_meta(conn, "secret")
+
     def context(self, actor: str | None = None) -> Context:
+        from outreach_cli.config import resolve_secret
         from outreach_cli.core.scheduling import Window
         from outreach_cli.core.sets import Context
 
         s = self.settings
-        secret = os.environ.get("OUTREACH_SECRET") or s.values.get("secret") or ""
-        if not secret and self._store is not None:
-            with self._store.read() as conn:
-                secret = self._store.get_meta(conn, "secret") or ""
+        secret = resolve_secret(s, None if s.secret else self.stored_secret())
+        w = s.sending
         return Context(
             now=self.now,
-            window=Window.from_sending(s.sending),
+            window=Window.from_settings(w.window, w.weekends, list(w.holidays), w.state_holidays),
             practice_tz=s.timezone,
-            actor=actor or default_actor(),
-            practice_name=str(s.values["practice_name"]),
-            practice_phone=str(s.values["practice_phone"]),
-            url_template=str(s.values["payments"]["url_template"]),
-            secret=str(secret),
+            actor=actor or default_actor(s.env),
+            practice_name=s.practice_name,
+            practice_phone=s.practice_phone,
+            url_template=s.payments.url_template,
+            secret=secret,
             extra={"default_rule_set": s.values.get("default_rule_set"), "settings": s},
         )
 
@@ -201,11 +205,11 @@ class App:
             self._phase(text)
 
 
-def default_actor() -> str:
+def default_actor(env: Mapping[str, str]) -> str:
     try:
         return getpass.getuser()
     except Exception:  # no user database entry (containers)
-        return os.environ.get("USER") or "unknown"
+        return env.get("USER") or "unknown"
 
 
 def get_app(ctx: typer.Context) -> App:

@@ -49,12 +49,10 @@ def _plain_argument_names() -> None:
     def usage_name(self: Any) -> str:
         return str(self.metavar or self.name.upper())
 
-    def display_type_rich(self: Any, ctx: Any) -> str | None:
-        return None
+    def usage_pieces(self: Any, ctx: Any) -> list[str]:
+        return [usage_name(self)]
 
-    if hasattr(TyperArgument, "_usage_display_name"):
-        TyperArgument._usage_display_name = usage_name  # type: ignore[method-assign]
-    TyperArgument.display_type_rich = display_type_rich  # type: ignore[method-assign]
+    TyperArgument.get_usage_pieces = usage_pieces  # type: ignore[method-assign]
 
 
 _plain_argument_names()

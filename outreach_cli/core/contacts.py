@@ -149,7 +149,27 @@ def _zip_row(postal_code: str | None, country: str | None) -> tuple[str, str] | 
     digits = postal_code.strip().split("-")[0].strip()
     if not digits.isdigit() or len(digits) > 5:
         return None
-    return _zip_data().get(digits.zfill(5))
+    if _zip_data.cache_info().currsize or _zip_one.cache_info().misses >= _ZIP_ONE_BY_ONE:
+        return _zip_data().get(digits.zfill(5))
+    return _zip_one(digits.zfill(5))
+
+
+# A read (`show`, `forecast`) looks up a ZIP or two: one lookup each (about 0.2 s for the first)
+# instead of the whole table (about 1.7 s); writers that look up more load the table once.
+_ZIP_ONE_BY_ONE = 32
+
+
+@lru_cache(maxsize=_ZIP_ONE_BY_ONE)
+def _zip_one(code: str) -> tuple[str, str] | None:
+    """One ZIP code as `_zip_data` has it (the last row with a known zone)."""
+    import zipcodes
+
+    found = None
+    for row in zipcodes.matching(code):  # type: ignore[no-untyped-call]
+        tz = str(row.get("timezone") or "")
+        if str(row.get("zip_code")) == code and _known_zone(tz):
+            found = (tz, str(row.get("state") or "").upper())
+    return found
 
 
 @lru_cache(maxsize=1024)

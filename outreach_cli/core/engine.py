@@ -38,6 +38,7 @@ from outreach_cli.core.channels.base import (
     Outcome,
     Provider,
     ProviderConfigError,
+    ProviderResult,
     practice_identity_problem,
 )
 from outreach_cli.core.channels.letters import letter_template
@@ -70,7 +71,7 @@ MESSAGE_CHANNELS = ("sms", "email", "call", "mail")  # at most one per patient p
 IN_FLIGHT = ("claimed", "pending")
 COUNTS_AS_SENT = ("sent", "delivered", "unknown")
 BATCH = 200
-NOT_STARTED = Outcome("not-started")  # the call was never made (interrupt or stop): the claim is released
+NOT_STARTED = Outcome(ProviderResult.NOT_STARTED)  # the call was never made (interrupt or stop): the claim is released
 
 
 @dataclass
@@ -492,7 +493,7 @@ class Engine:
 
         card = self.providers.get("charge_card")
         try:
-            self._stripe_api = getattr(card, "api", None) or StripeApi.from_env()
+            self._stripe_api = getattr(card, "api", None) or StripeApi.from_settings(self.ctx.extra["settings"].stripe)
         except ProviderConfigError as exc:
             raise ConfigError(str(exc)) from None
         if links:

@@ -12,7 +12,7 @@ from datetime import datetime
 from outreach_cli.core.contacts import Contact, usable_methods
 from outreach_cli.core.rulesets import RuleSet, Step
 from outreach_cli.core.scheduling import Window, expires_at, next_allowed, step_due
-from outreach_cli.core.statuses import TERMINAL, Status
+from outreach_cli.core.statuses import DISPLAY_PRECEDENCE, TERMINAL, Status
 
 
 def step_applies(step: Step, balance_cents: int) -> bool:
@@ -47,20 +47,18 @@ def derive_status(
     failed_reason: str | None,
     will_fail_reason: str | None,
 ) -> tuple[Status, str | None]:
-    """The first of paused, expired, failed, will-fail, active; the others join the reason."""
+    """The first of paused, expired, failed, will-fail, active (``DISPLAY_PRECEDENCE``); the
+    others join the reason."""
     if terminal is not None:
         return terminal, None
-    held: list[tuple[Status, str | None]] = []
-    if paused:
-        held.append((Status.PAUSED, None))
-    if expired:
-        held.append((Status.EXPIRED, "the rule set's expiry day passed with a balance remaining"))
-    if failed_reason:
-        held.append((Status.FAILED, failed_reason))
-    if will_fail_reason:
-        held.append((Status.WILL_FAIL, will_fail_reason))
-    if not held:
-        return Status.ACTIVE, None
+    holds: dict[Status, tuple[bool, str | None]] = {
+        Status.PAUSED: (paused, None),
+        Status.EXPIRED: (expired, "the rule set's expiry day passed with a balance remaining"),
+        Status.FAILED: (bool(failed_reason), failed_reason),
+        Status.WILL_FAIL: (bool(will_fail_reason), will_fail_reason),
+        Status.ACTIVE: (True, None),
+    }
+    held = [(s, holds[s][1]) for s in DISPLAY_PRECEDENCE if holds[s][0]]
     status, reason = held[0]
     others = [f"{s.value}: {r}" for s, r in held[1:] if r]
     parts = ([reason] if reason else []) + others

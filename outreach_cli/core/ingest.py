@@ -10,7 +10,7 @@ types and malformed lines are reported with their line number and nothing is app
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 
@@ -22,6 +22,9 @@ from outreach_cli.core.models import patient_t, send_t
 from outreach_cli.core.readers import json_objects
 from outreach_cli.core.sets import Context, RuleSets, open_set_ids_for_patients, refresh_sets
 from outreach_cli.core.timeutil import parse_datetime
+
+if TYPE_CHECKING:
+    from outreach_cli.core.store import Store
 
 TYPES = {
     "sms_status": ("sid", "status"),
@@ -52,7 +55,7 @@ class IngestReport:
     unchanged: int = 0
 
 
-def ingest(store: Any, text: str, ctx: Context, source: str = "<stdin>") -> IngestReport:
+def ingest(store: Store, text: str, ctx: Context, source: str = "<stdin>") -> IngestReport:
     from outreach_cli.core.stripe_ingest import is_stripe_line, parse_stripe_line
 
     events: list[tuple[int, dict[str, Any]]] = []
@@ -60,7 +63,7 @@ def ingest(store: Any, text: str, ctx: Context, source: str = "<stdin>") -> Inge
     problems: list[str] = []
     for n, obj in json_objects(text, problems):
         if is_stripe_line(obj):
-            parse_stripe_line(n, obj, stripe_events, problems)
+            parse_stripe_line(n, obj, stripe_events, problems, ctx.extra["settings"].stripe.webhook_secret)
             continue
         kind = obj.get("type")
         if kind not in TYPES:

@@ -2,8 +2,8 @@
 
 A large import or bulk action leaves SQLite with a big write-ahead log (every read then searches
 it) and both databases with planner statistics from before the write. After such a write, in its
-own step once the data is committed: SQLite checkpoints the log into the database file and
-truncates it, then runs `PRAGMA optimize` (re-analyses what changed enough); PostgreSQL analyses
+own step once the data is committed: SQLite analyses the tables the write touched (sampled),
+then checkpoints the log into the database file and truncates it; PostgreSQL analyses
 the tables the write touched and merges the pending entries of the patient search index (a GIN
 index queues new entries in a pending list that makes searches slower until it is merged).
 """
@@ -15,6 +15,8 @@ from typing import Any
 # Below this many rows a write leaves nothing worth the extra work (a checkpoint also happens on
 # its own every 1,000 pages of log).
 BIG_WRITE_ROWS = 10_000
+# Rows per index SQLite's ANALYZE samples after a big write (`PRAGMA analysis_limit`).
+ANALYSIS_LIMIT = 1_000
 
 
 def after_big_write(store: Any, tables: list[str], rows: int, *, threshold: int | None = None) -> bool:
@@ -28,8 +30,15 @@ def after_big_write(store: Any, tables: list[str], rows: int, *, threshold: int 
     try:
         with store.engine.connect() as conn:
             if store.dialect == "sqlite":
+                # `PRAGMA optimize` on a fresh connection (before SQLite 3.46) only looks at tables
+                # this connection queried, so none: analyse the touched tables, sampling at most
+                # ANALYSIS_LIMIT rows per index (milliseconds at a million rows, exact enough),
+                # then checkpoint (after, so the new statistics leave the log too).
+                conn.exec_driver_sql(f"PRAGMA analysis_limit = {ANALYSIS_LIMIT}")
+                for t in tables:
+                    conn.exec_driver_sql(f'ANALYZE "{t}"')
+                conn.commit()
                 conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
-                conn.exec_driver_sql("PRAGMA optimize")
             else:
                 with conn.begin():
                     for t in tables:

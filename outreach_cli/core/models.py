@@ -168,13 +168,15 @@ invoice_set_t = Table(
     # A/B test: the weighted rule-set spec the set was created under and the arm it drew.
     Column("experiment", String, nullable=True),
     Column("arm", String, nullable=True),
+    # What the set's charges owe (void ones excluded): kept by triggers on charge (migration 0011).
+    Column("owed_cents", BigInteger, nullable=False, server_default=text("0")),
     # A patient has at most one in-progress set (PostgreSQL's form: postgresql_options() below).
     Index("uq_invoice_set_in_progress", "patient_pk", unique=True, sqlite_where=text(IN_PROGRESS_SQL)),
     Index("ix_invoice_set_status_next", "status", "next_send_at"),
     Index("ix_invoice_set_status_amount", "status", "amount_outstanding_cents"),
     Index("ix_invoice_set_status_created", "status", "created_at", "amount_outstanding_cents"),  # covers aging
     Index("ix_invoice_set_status_rule_set", "status", "rule_set_id"),
-    Index("ix_invoice_set_rule_set_created", "rule_set_id", "created_at", "status"),  # covers report
+    Index("ix_invoice_set_report", "rule_set_id", "created_at", "status", "owed_cents"),  # covers report
 )
 
 charge_t = Table(
@@ -257,6 +259,7 @@ send_t = Table(
         "sent_at",
         "finished_at",
         "due_at",
+        "step_index",
     ),
     UniqueConstraint("invoice_set_id", "schedule_gen", "step_index", "method", name="uq_send_step_method"),
 )

@@ -25,6 +25,7 @@ from sqlalchemy import (
 )
 
 from outreach_cli.core.errors import InvalidInput, NotFound
+from outreach_cli.core.metrics import AGING, metrics, metrics_statements  # noqa: F401  (moved; names kept)
 from outreach_cli.core.models import (
     charge_t,
     event_t,
@@ -37,7 +38,7 @@ from outreach_cli.core.money import plain_dollars
 from outreach_cli.core.ranges import CentsRange, TimeRange
 from outreach_cli.core.searchtext import search_words
 from outreach_cli.core.sets import Context, RuleSets, contact_of, payment_url, payment_url_maker, window_of, zones_of
-from outreach_cli.core.statuses import ATTENTION, OPEN, Status
+from outreach_cli.core.statuses import OPEN, Status
 from outreach_cli.core.timeutil import iso_z
 
 SORTS = {"next-send", "amount", "created", "patient", "status", "id"}
@@ -348,32 +349,6 @@ def _pages(conn: Any, base: Select[Any], f: ListFilter) -> Iterator[Any]:
     yield from conn.execution_options(**opts).execute(second)
 
 
-def _aging_statement(now: datetime) -> Any:
-    """Count and amount of the open sets per age bucket ("days since creation" d falls in the
-    bucket holding d): one range of the (status, created_at, amount) index per bucket, read
-    without touching the table, rather than one pass computing and grouping a bucket per row."""
-    from datetime import timedelta
-
-    open_values = [s.value for s in OPEN]
-    parts = []
-    upper = now
-    for name, _, hi in AGING:
-        cond = [invoice_set_t.c.status.in_(open_values), invoice_set_t.c.created_at <= upper]
-        if hi is not None:
-            lower = now - timedelta(days=hi + 1)
-            cond.append(invoice_set_t.c.created_at > lower)
-        parts.append(
-            select(
-                literal_column(f"'{name}'").label("bucket"),
-                func.count(),
-                func.coalesce(func.sum(invoice_set_t.c.amount_outstanding_cents), 0),
-            ).where(*cond)
-        )
-        if hi is not None:
-            upper = lower
-    return union_all(*parts)
-
-
 def list_sets(store: Any, f: ListFilter, ctx: Context) -> Iterator[dict[str, Any]]:
     """Streams the matching sets as JSON-ready dicts (server-side cursor, flat memory)."""
     if f.sort not in SORTS:
@@ -450,51 +425,6 @@ def selected_ids(store: Any, f: ListFilter) -> list[int]:
             invoice_set_t.c.id, invoice_set_t.c.next_send_at
         )
         return [r.id for r in _pages(conn, base, f)]
-
-
-# --- metrics ---------------------------------------------------------------------------------
-
-AGING = (("0-30", 0, 30), ("31-60", 31, 60), ("61-90", 61, 90), ("91-120", 91, 120), ("120+", 121, None))
-
-
-def metrics(store: Any, *, show_all: bool, now: datetime) -> dict[str, Any]:
-    def card(count: int, cents: int) -> dict[str, Any]:
-        return {"count": count, "amount_outstanding_cents": cents, "amount_outstanding": plain_dollars(cents)}
-
-    with store.read() as conn:
-        wanted = list(Status) if show_all else list(ATTENTION)
-        rows = conn.execute(
-            select(
-                invoice_set_t.c.status,
-                func.count(),
-                func.coalesce(func.sum(invoice_set_t.c.amount_outstanding_cents), 0),
-            )
-            .where(invoice_set_t.c.status.in_([s.value for s in wanted]))
-            .group_by(invoice_set_t.c.status)
-        ).all()
-        got = {s: (int(c), int(a)) for s, c, a in rows}
-        out: dict[str, Any] = {s.value: card(*got.get(s.value, (0, 0))) for s in wanted}
-        if show_all:
-            out["total"] = card(sum(c for c, _ in got.values()), sum(a for _, a in got.values()))
-            rows = conn.execute(_aging_statement(now)).all()
-            got_b = {b: (int(c), int(a)) for b, c, a in rows}
-            aging = [
-                {
-                    "bucket": name,
-                    "count": got_b.get(name, (0, 0))[0],
-                    "amount_outstanding_cents": got_b.get(name, (0, 0))[1],
-                    "amount_outstanding": plain_dollars(got_b.get(name, (0, 0))[1]),
-                }
-                for name, _, _ in AGING
-            ]
-            out["aging"] = aging
-            from outreach_cli.core.ledger import credit_totals, written_off_net
-
-            out["written-off"]["written_off_cents"] = written_off_net(conn)
-            out["written-off"]["written_off"] = plain_dollars(out["written-off"]["written_off_cents"])
-            n, cents = credit_totals(conn)
-            out["credit"] = {"count": n, "credit_cents": cents, "credit": plain_dollars(cents)}
-    return out
 
 
 # --- show ------------------------------------------------------------------------------------

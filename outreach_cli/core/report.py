@@ -24,7 +24,7 @@ from __future__ import annotations
 import bisect
 import statistics
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
@@ -147,6 +147,10 @@ class ReportInput:
     opt_outs: list[OptOutRow]
     steps: dict[str, list[tuple[int, str]]] = field(default_factory=dict)  # rule set -> (day, title)
     tallies: Tallies | None = None
+    # The money of the sets whose payments are not in ``payments``, attributed by the database
+    # (`report_queries.paid_facts`): made for ``paid_for`` (attribution, days), or when asked.
+    paid: PaidFacts | Callable[[int, str], PaidFacts] | None = None
+    paid_for: tuple[str | None, int | None] = (None, None)
 
 
 # --- attribution -----------------------------------------------------------------------------
@@ -206,6 +210,38 @@ class Tallies:
     messages: dict[Fine, MsgTally]  # attempted sends, by their own step and method
     arms: dict[tuple[str, str], list[int]]  # (experiment, arm) -> [sets, owed cents]
     weeks: bool = True
+
+
+@dataclass
+class PaidFacts:
+    """What the payments of some sets come to, by the same rules as `Report`: made by the database
+    for every set in scope without a refund (`report_queries`), or by `Report` from payment rows;
+    the report adds the two."""
+
+    facts: dict[Fine, Acc] = field(default_factory=dict)  # collected, unprompted, paid sets, days to pay
+    paid_after: dict[str, dict[StepKey | None, int]] = field(default_factory=dict)  # rule set -> last step
+    weekly: dict[date, int] = field(default_factory=dict)  # week -> collected cents
+    arms: dict[tuple[str, str], list[int]] = field(default_factory=dict)  # arm -> [paid in full, collected]
+
+    def add(self, other: PaidFacts) -> None:
+        for k, f in other.facts.items():
+            a = self.facts.get(k) or self.facts.setdefault(k, Acc())
+            a.collected += f.collected
+            a.unprompted += f.unprompted
+            a.paid_full += f.paid_full
+            a.paid_partly += f.paid_partly
+            a.days_to_pay += f.days_to_pay
+            a.opt_outs += f.opt_outs
+        for rs, steps in other.paid_after.items():
+            mine = self.paid_after.setdefault(rs, {})
+            for step, n in steps.items():
+                mine[step] = mine.get(step, 0) + n
+        for wk, cents in other.weekly.items():
+            self.weekly[wk] = self.weekly.get(wk, 0) + cents
+        for arm, (paid, collected) in other.arms.items():
+            a2 = self.arms.setdefault(arm, [0, 0])
+            a2[0] += paid
+            a2[1] += collected
 
 
 def tally_rows(data: ReportInput, until: datetime, tz: ZoneInfo) -> Tallies:
@@ -344,7 +380,7 @@ class Report:
     def __init__(self, data: ReportInput, opts: Options) -> None:
         self.opts = opts
         self.tallies = data.tallies if data.tallies is not None else tally_rows(data, opts.until, opts.tz)
-        self.sets = {s.id: s for s in data.sets}  # every set, or those with payments or opt-outs
+        self.sets = {s.id: s for s in data.sets}  # every set, or those with refunds or opt-outs
         self._fact_cache: dict[Fine, Acc] | None = None
         self.steps = data.steps
         until = opts.until
@@ -357,27 +393,34 @@ class Report:
         self.attr = Attributor(
             self.sends, opts.attribution_days, opts.attribution, set(pays) | with_opt_outs, with_opt_outs
         )
-        self.outcomes: dict[int, SetOutcome] = {}
-        for sid, rows in pays.items():
-            st = self.sets[sid]
-            out = SetOutcome()
-            for at, cents in _net_payments(rows):
-                touch = self.attr.touch(sid, at)
-                out.payments.append((at, cents, touch))
-                before = out.collected
-                out.collected += cents
-                out.last_touch = touch
-                if st.owed_cents > 0 and before < st.owed_cents <= out.collected and out.paid_full_at is None:
-                    out.paid_full_at = at
-            if out.paid_full_at is not None:
-                out.last_touch = next(t for a, _, t in out.payments if a == out.paid_full_at)
-            self.outcomes[sid] = out
+        self.outcomes = {sid: self._outcome(self.sets[sid], rows) for sid, rows in pays.items()}
         # A STOP reply answers a text; an email complaint or unsubscribe answers an email.
         self.opt_outs = [
             (o, self.attr.touch(o.set_id, o.at, "sms" if o.kind == "reply" else "email"))
             for o in data.opt_outs
             if o.set_id in self.sets and o.at < until
         ]
+        self.paid = self._paid_facts()
+        if callable(data.paid):
+            self.paid.add(data.paid(opts.attribution_days, opts.attribution))
+        elif data.paid is not None:
+            if data.paid_for != (opts.attribution, opts.attribution_days):
+                raise ValueError(f"the payments were attributed for {data.paid_for}, not for this report")
+            self.paid.add(data.paid)
+
+    def _outcome(self, st: SetRow, rows: list[PaymentRow]) -> SetOutcome:
+        out = SetOutcome()
+        for at, cents in _net_payments(rows):
+            touch = self.attr.touch(st.id, at)
+            out.payments.append((at, cents, touch))
+            before = out.collected
+            out.collected += cents
+            out.last_touch = touch
+            if st.owed_cents > 0 and before < st.owed_cents <= out.collected and out.paid_full_at is None:
+                out.paid_full_at = at
+        if out.paid_full_at is not None:
+            out.last_touch = next(t for a, _, t in out.payments if a == out.paid_full_at)
+        return out
 
     # --- grouping ---
 
@@ -412,39 +455,73 @@ class Report:
             a.opt_outs += f.opt_outs
         return dict(accs)
 
-    def _facts(self) -> dict[Fine, Acc]:
-        """Money, paid sets and opt-outs at the finest grouping (made once, rolled up per --by)."""
-        if self._fact_cache is not None:
-            return self._fact_cache
+    def _week(self, st: SetRow) -> date | None:
+        return week_of(st.created_at, self.opts.tz) if self.tallies.weeks else None
+
+    def _paid_facts(self) -> PaidFacts:
+        """The money facts of the sets whose payment rows the report holds (`PaidFacts`)."""
         facts: dict[Fine, Acc] = defaultdict(Acc)
-        weeks: dict[int, date | None] = {}
-
-        def week(st: SetRow) -> date | None:
-            w = weeks.get(st.id, False)
-            if w is False:
-                w = weeks[st.id] = week_of(st.created_at, self.opts.tz) if self.tallies.weeks else None
-            return w  # type: ignore[return-value]
-
+        weekly: dict[date, int] = defaultdict(int)
+        arms: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0])
         for sid, out in self.outcomes.items():
             st = self.sets[sid]
-            for _at, cents, touch in out.payments:
-                a = facts[(st.rule_set, week(st), touch.step, touch.method)]
+            week = self._week(st)
+            for at, cents, touch in out.payments:
+                a = facts[(st.rule_set, week, touch.step, touch.method)]
                 a.collected += cents
+                weekly[week_of(at, self.opts.tz)] += cents
                 if touch == UNPROMPTED_TOUCH:
                     a.unprompted += cents
+            if st.experiment and st.arm:
+                arms[(st.experiment, st.arm)][0] += 1 if out.paid_full_at else 0
+                arms[(st.experiment, st.arm)][1] += out.collected
             if out.collected <= 0 or out.last_touch is None:
                 continue
             t = out.last_touch
-            a = facts[(st.rule_set, week(st), t.step, t.method)]
+            a = facts[(st.rule_set, week, t.step, t.method)]
             if out.paid_full_at is not None:
                 a.paid_full += 1
                 a.days_to_pay.append(max(0.0, (out.paid_full_at - st.created_at).total_seconds() / 86400))
             else:
                 a.paid_partly += 1
+        return PaidFacts(dict(facts), self._paid_after(), dict(weekly), dict(arms))
+
+    def _paid_after(self) -> dict[str, dict[StepKey | None, int]]:
+        """Per rule set, the sets paid in full after each step (None: before any step): the last
+        step a set reached at or before the payment that completed it."""
+        first_reach: dict[int, dict[StepKey, datetime]] = defaultdict(dict)
+        for s in self.sends:
+            if s.status in REACHED:
+                at = s.at or self.opts.until
+                k = (s.step_day, s.step_title)
+                cur = first_reach[s.set_id].get(k)
+                if cur is None or at < cur:
+                    first_reach[s.set_id][k] = at
+        out: dict[str, dict[StepKey | None, int]] = defaultdict(lambda: defaultdict(int))
+        for sid, outcome in self.outcomes.items():
+            paid_at = outcome.paid_full_at
+            if paid_at is None:
+                continue
+            reach = sorted(first_reach.get(sid, {}).items(), key=lambda kv: (kv[1], kv[0]))
+            last: StepKey | None = None
+            for k, at in reach:
+                if at <= paid_at:
+                    last = k
+            out[self.sets[sid].rule_set][last] += 1
+        return {rs: dict(v) for rs, v in out.items()}
+
+    def _facts(self) -> dict[Fine, Acc]:
+        """Money, paid sets and opt-outs at the finest grouping (made once, rolled up per --by)."""
+        if self._fact_cache is not None:
+            return self._fact_cache
+        facts = PaidFacts()
+        facts.add(PaidFacts(facts=self.paid.facts))  # a copy: the opt-outs are added to it
         for o, touch in self.opt_outs:
             st = self.sets[o.set_id]
-            facts[(st.rule_set, week(st), touch.step, touch.method)].opt_outs += 1
-        self._fact_cache = dict(facts)
+            key = (st.rule_set, self._week(st), touch.step, touch.method)
+            a = facts.facts.get(key) or facts.facts.setdefault(key, Acc())
+            a.opt_outs += 1
+        self._fact_cache = facts.facts
         return self._fact_cache
 
     # --- output ---
@@ -471,16 +548,7 @@ class Report:
     def funnel(self) -> dict[str, list[dict[str, Any]]]:
         """Per rule set: each step, the sets that reached it and those paid in full after it
         (before their next step). The first entry is the sets paid before any step."""
-        first_reach: dict[int, dict[StepKey, datetime]] = defaultdict(dict)
-        for s in self.sends:
-            if s.status in REACHED:
-                at = s.at or self.opts.until
-                k = (s.step_day, s.step_title)
-                cur = first_reach[s.set_id].get(k)
-                if cur is None or at < cur:
-                    first_reach[s.set_id][k] = at
         by_rs: dict[str, dict[StepKey, list[int]]] = defaultdict(lambda: defaultdict(lambda: [0, 0]))
-        before_first: dict[str, int] = defaultdict(int)
         entered: dict[str, int] = defaultdict(int)
         for (rs, *_), (n, _owed) in self.tallies.entered[()].items():
             entered[rs] += n
@@ -491,36 +559,25 @@ class Report:
         for (rs, _week, step, _method), (n, _owed) in self.tallies.entered[("step",)].items():
             if step is not None and step != NO_SEND_TOUCH.step:
                 by_rs[rs][step][0] += n
-        for sid, outcome in self.outcomes.items():
-            paid_at = outcome.paid_full_at
-            if paid_at is None:
-                continue
-            st = self.sets[sid]
-            steps = by_rs[st.rule_set]
-            reach = sorted(first_reach.get(sid, {}).items(), key=lambda kv: (kv[1], kv[0]))
-            last: StepKey | None = None
-            for k, at in reach:
-                if at <= paid_at:
-                    last = k
-            if last is None:
-                before_first[st.rule_set] += 1
-            else:
-                steps[last][1] += 1
+        before_first: dict[str, int] = defaultdict(int)
+        for rs, paid in self.paid.paid_after.items():
+            for last, n in paid.items():
+                if last is None:
+                    before_first[rs] += n
+                else:
+                    by_rs[rs][last][1] += n
         out: dict[str, list[dict[str, Any]]] = {}
         for rs in sorted(by_rs):
             entries = [{"step": "(entered)", "step_day": None, "reached": entered[rs], "paid_after": before_first[rs]}]
             for k in sorted(by_rs[rs]):
-                reached, paid = by_rs[rs][k]
-                entries.append({"step": k[1], "step_day": k[0], "reached": reached, "paid_after": paid})
+                reached, paid_n = by_rs[rs][k]
+                entries.append({"step": k[1], "step_day": k[0], "reached": reached, "paid_after": paid_n})
             out[rs] = entries
         return out
 
     def weekly(self) -> list[dict[str, Any]]:
         """Dollars collected per week (Monday, practice time zone) across the period."""
-        per_week: dict[date, int] = defaultdict(int)
-        for out in self.outcomes.values():
-            for at, cents, _ in out.payments:
-                per_week[week_of(at, self.opts.tz)] += cents
+        per_week = self.paid.weekly
         start = week_of(self.opts.since, self.opts.tz)
         end = week_of(self.opts.until - timedelta(microseconds=1), self.opts.tz)
         weeks = []
@@ -532,57 +589,7 @@ class Report:
 
     def experiment(self) -> list[dict[str, Any]]:
         """Each experiment among the sets: its arms and each arm against the first (the control)."""
-        per_exp: dict[str, dict[str, list[int]]] = defaultdict(dict)  # spec -> arm -> [sets, owed]
-        for (spec, arm_name), counts in self.tallies.arms.items():
-            per_exp[spec][arm_name] = counts
-        paid_of: dict[tuple[str, str], int] = defaultdict(int)
-        collected_of: dict[tuple[str, str], int] = defaultdict(int)
-        for sid, out in self.outcomes.items():
-            st = self.sets[sid]
-            if st.experiment and st.arm:
-                paid_of[(st.experiment, st.arm)] += 1 if out.paid_full_at else 0
-                collected_of[(st.experiment, st.arm)] += out.collected
-        result = []
-        for spec in sorted(per_exp):
-            order = [n for n, _ in experiments.parse_arms(spec).arms]
-            arms: list[dict[str, Any]] = []
-            for name in order:
-                n, owed = per_exp[spec].get(name, [0, 0])
-                paid = paid_of[(spec, name)]
-                collected = collected_of[(spec, name)]
-                ci = experiments.wilson_interval(paid, n)
-                arms.append(
-                    {
-                        "arm": name,
-                        "sets": n,
-                        "sets_paid_full": paid,
-                        "paid_full_rate": paid / n if n else None,
-                        "paid_full_rate_ci95": list(ci) if ci else None,
-                        "owed_cents": owed,
-                        "collected_cents": collected,
-                        "collected": plain_dollars(collected),
-                        "collection_rate": collected / owed if owed else None,
-                    }
-                )
-            control = arms[0]
-            comparisons = []
-            for arm in arms[1:]:
-                c = experiments.two_proportions(
-                    arm["sets_paid_full"], arm["sets"], control["sets_paid_full"], control["sets"]
-                )
-                comparisons.append(
-                    {
-                        "arm": arm["arm"],
-                        "control": control["arm"],
-                        "difference": c.difference,
-                        "difference_ci95": list(c.ci),
-                        "p_value": c.p_value,
-                        "enough_data": c.enough,
-                        "verdict": verdict(arm["arm"], control["arm"], c),
-                    }
-                )
-            result.append({"experiment": spec, "arms": arms, "comparisons": comparisons})
-        return result
+        return experiment_rows(self.tallies.arms, self.paid.arms)
 
     def as_dict(self) -> dict[str, Any]:
         o = self.opts
@@ -608,6 +615,54 @@ class Report:
         if o.experiment:
             doc["experiment"] = self.experiment()
         return doc
+
+
+def experiment_rows(
+    entered: dict[tuple[str, str], list[int]], paid: dict[tuple[str, str], list[int]]
+) -> list[dict[str, Any]]:
+    """Per experiment, its arms (``entered``: [sets, owed]; ``paid``: [paid in full, collected])
+    and each arm against the first (the control)."""
+    per_exp: dict[str, dict[str, list[int]]] = defaultdict(dict)  # spec -> arm -> [sets, owed]
+    for (spec, arm_name), counts in entered.items():
+        per_exp[spec][arm_name] = counts
+    result = []
+    for spec in sorted(per_exp):
+        order = [n for n, _ in experiments.parse_arms(spec).arms]
+        arms = [_arm(name, *per_exp[spec].get(name, [0, 0]), *paid.get((spec, name), [0, 0])) for name in order]
+        control = arms[0]
+        comparisons = []
+        for arm in arms[1:]:
+            c = experiments.two_proportions(
+                arm["sets_paid_full"], arm["sets"], control["sets_paid_full"], control["sets"]
+            )
+            comparisons.append(
+                {
+                    "arm": arm["arm"],
+                    "control": control["arm"],
+                    "difference": c.difference,
+                    "difference_ci95": list(c.ci),
+                    "p_value": c.p_value,
+                    "enough_data": c.enough,
+                    "verdict": verdict(arm["arm"], control["arm"], c),
+                }
+            )
+        result.append({"experiment": spec, "arms": arms, "comparisons": comparisons})
+    return result
+
+
+def _arm(name: str, n: int, owed: int, paid: int, collected: int) -> dict[str, Any]:
+    ci = experiments.wilson_interval(paid, n)
+    return {
+        "arm": name,
+        "sets": n,
+        "sets_paid_full": paid,
+        "paid_full_rate": paid / n if n else None,
+        "paid_full_rate_ci95": list(ci) if ci else None,
+        "owed_cents": owed,
+        "collected_cents": collected,
+        "collected": plain_dollars(collected),
+        "collection_rate": collected / owed if owed else None,
+    }
 
 
 def _sort_key(key: tuple[Any, ...]) -> tuple[Any, ...]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from enum import Enum
+from enum import Enum, StrEnum
 
 from outreach_cli.core.errors import InvalidInput
 
@@ -46,6 +46,33 @@ SENDABLE = (Status.ACTIVE, Status.WILL_FAIL, Status.FAILED)
 DISPLAY_PRECEDENCE = (Status.PAUSED, Status.EXPIRED, Status.FAILED, Status.WILL_FAIL, Status.ACTIVE)
 # The four attention cards of `metrics`.
 ATTENTION = (Status.FAILED, Status.EXPIRED, Status.PAUSED, Status.WILL_FAIL)
+
+
+class SendStatus(StrEnum):
+    """One send (a step's message on one method) through its life."""
+
+    PENDING = "pending"  # scheduled, not yet claimed
+    CLAIMED = "claimed"  # a run holds it (until its lease ends)
+    SENT = "sent"  # the provider accepted it; the final status comes later
+    DELIVERED = "delivered"
+    FAILED = "failed"
+    SKIPPED = "skipped"  # not attempted (no usable contact, a balance bound, a fallback not needed)
+    CANCELLED = "cancelled"  # the set closed or changed rule set first
+    UNKNOWN = "unknown"  # may have gone out: looked up, never blindly re-sent
+
+
+# Sends a run is working on, and sends that count as a message to the patient.
+IN_FLIGHT_SENDS = (SendStatus.CLAIMED, SendStatus.PENDING)
+COUNTS_AS_SENT = (SendStatus.SENT, SendStatus.DELIVERED, SendStatus.UNKNOWN)
+
+
+class ChargeStatus(StrEnum):
+    OUTSTANDING = "outstanding"
+    PAID = "paid"
+    WRITTEN_OFF = "written-off"
+    COLLECTIONS = "collections"
+    VOID = "void"  # removed by a later import; never owed
+
 
 ACCEPTED_STATUS_FORMS = ", ".join(s.value for s in Status) + " (any case; '_' or space for '-'), open, all"
 

@@ -15,7 +15,6 @@ later by design, and a replayed event changes nothing (each event applies once).
 from __future__ import annotations
 
 import json
-import os
 from typing import Any
 
 from outreach_cli.core.stripe_payments import validate_event
@@ -25,8 +24,11 @@ def is_stripe_line(obj: dict[str, Any]) -> bool:
     return obj.get("object") == "event" or "stripe_signature" in obj
 
 
-def parse_stripe_line(n: int, obj: dict[str, Any], out: list[dict[str, Any]], problems: list[str]) -> None:
-    secret = os.environ.get("STRIPE_WEBHOOK_SECRET")
+def parse_stripe_line(
+    n: int, obj: dict[str, Any], out: list[dict[str, Any]], problems: list[str], secret: str | None
+) -> None:
+    """``secret``: STRIPE_WEBHOOK_SECRET (``Settings.stripe.webhook_secret``); when set, events
+    must come signed."""
     if "stripe_signature" in obj:
         payload, sig = obj.get("payload"), obj.get("stripe_signature")
         if not isinstance(payload, str) or not isinstance(sig, str) or not payload or not sig:

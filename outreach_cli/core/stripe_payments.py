@@ -15,10 +15,9 @@ and Checkout Sessions serve as payment links.
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
@@ -39,6 +38,10 @@ from outreach_cli.core.models import (
 from outreach_cli.core.money import format_dollars
 from outreach_cli.core.sets import Context, RuleSets, add_events, event_row, recompute_amounts, refresh_sets
 from outreach_cli.core.statuses import IN_PROGRESS, Status
+from outreach_cli.core.timeutil import utcnow
+
+if TYPE_CHECKING:
+    from outreach_cli.core.store import Store
 
 log = logging.getLogger("outreach.stripe")
 
@@ -405,14 +408,14 @@ def _set_meta(conn: Connection, key: str, value: str) -> None:
         conn.execute(insert(meta_t), {"key": key, "value": value})
 
 
-def sync_events(store: Any, ctx: Context, api: StripeApi) -> EventReport:
+def sync_events(store: Store, ctx: Context, api: StripeApi) -> EventReport:
     """One tick's read of the event feed: every event since the cursor, applied once, in order.
     The cursor is Stripe's `created` of the newest event seen (events of that same second are
     read again next time and skipped by ID, so none is lost). The first read starts 24 hours back
     (Stripe's clock), not at the account's whole history."""
     with store.read() as conn:
         stored = _get_meta(conn, CURSOR_KEY)
-    cursor = int(stored) if stored else int(time.time()) - FIRST_LOOKBACK_S
+    cursor = int(stored) if stored else int(utcnow().timestamp()) - FIRST_LOOKBACK_S
     try:
         events = events_since(api, cursor, EVENT_TYPES)
     except ProviderConfigError as exc:
@@ -443,7 +446,7 @@ def current_link(conn: Connection, set_id: int, balance_cents: int) -> str | Non
             stripe_checkout_t.c.invoice_set_id == set_id,
             stripe_checkout_t.c.amount_cents == balance_cents,
             stripe_checkout_t.c.replaced_at.is_(None),
-            stripe_checkout_t.c.expires_at > datetime.now(UTC) + timedelta(minutes=30),
+            stripe_checkout_t.c.expires_at > utcnow() + timedelta(minutes=30),
         )
         .order_by(stripe_checkout_t.c.created_at.desc())
         .limit(1)
@@ -456,7 +459,7 @@ def current_links(conn: Connection, balances: dict[int, int]) -> dict[int, str]:
     out: dict[int, str] = {}
     if not balances:
         return out
-    valid_after = datetime.now(UTC) + timedelta(minutes=30)
+    valid_after = utcnow() + timedelta(minutes=30)
     for sid, amount, url in conn.execute(
         select(stripe_checkout_t.c.invoice_set_id, stripe_checkout_t.c.amount_cents, stripe_checkout_t.c.url)
         .where(
@@ -472,7 +475,7 @@ def current_links(conn: Connection, balances: dict[int, int]) -> dict[int, str]:
 
 
 def checkout_link(
-    store: Any, ctx: Context, links: StripeLinks, set_id: int, balance_cents: int, customer: str | None
+    store: Store, ctx: Context, links: StripeLinks, set_id: int, balance_cents: int, customer: str | None
 ) -> str:
     """The set's Checkout Session for this balance: reused while valid, else a new one (created
     once per set, balance and generation: the idempotency key makes concurrent messages of one

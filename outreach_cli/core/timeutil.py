@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from datetime import date, datetime, time, timedelta, timezone
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 UTC = timezone.utc  # noqa: UP017 - re-exported for the core modules
 
 
+# A clock: what providers and the tick ask for "now". `utcnow` is the one reading of the real
+# clock in the package; tests and `--now` pass their own.
+Clock = Callable[[], datetime]
+
+
 def utcnow() -> datetime:
+    """The real clock (the only `datetime.now` in outreach_cli)."""
     return datetime.now(UTC)
 
 

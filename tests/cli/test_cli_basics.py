@@ -131,11 +131,11 @@ def test_config_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
 
     cfg = write(tmp_path / "outreach.toml", 'timezone = "America/Chicago"\n[sending]\nwindow = "10:00-16:00"\n')
     s = load_settings(cwd=tmp_path, environ={})
-    assert s.timezone == "America/Chicago" and s.sending["window"] == "10:00-16:00"
+    assert s.timezone == "America/Chicago" and s.sending.window == "10:00-16:00"
     s = load_settings(
         cwd=tmp_path, environ={"OUTREACH_TIMEZONE": "America/Denver", "OUTREACH_SENDING_WEEKENDS": "true"}
     )
-    assert s.timezone == "America/Denver" and s.sending["weekends"] is True
+    assert s.timezone == "America/Denver" and s.sending.weekends is True
     s = load_settings(cwd=tmp_path, environ={"OUTREACH_DATABASE": "a.db"}, overrides={"database": "b.db"})
     assert s.database == "sqlite:///b.db"
     other = write(tmp_path / "other.toml", 'timezone = "Europe/Paris"\n')
@@ -186,7 +186,7 @@ def test_rulesets_commands(sqlite_url: str, tmp_path: Path) -> None:
 def test_internal_error_has_no_traceback_without_v(sqlite_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     c = Cli(sqlite_url)
     c.ok("init")
-    import outreach_cli.core.queries as q
+    import outreach_cli.core.metrics as q
 
     def boom(*a: object, **k: object) -> None:
         raise RuntimeError("kaboom")

@@ -14,7 +14,7 @@ from tests.conftest import Cli
 from tests.helpers import PATIENT_HEADER, patient, write_csv
 
 # Provider SDKs, document/chart makers, migrations, PostgreSQL, the ORM layers: none is needed to
-# read the database. (pydantic is not listed: typer itself uses it to convert option values.)
+# read the database (pydantic and the rest: tests/cli/test_read_startup.py).
 HEAVY = (
     "sqlmodel",
     "sqlalchemy.orm",

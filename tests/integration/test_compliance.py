@@ -536,7 +536,7 @@ def test_state_override_and_calendar_settings_load(cli: Cli, tmp_path: Path, mon
         "MA": {"calls_per_7_days": 2},
         "NY": {"calls_per_7_days": 3, "messages_per_7_days": None},
     }
-    w = Window.from_sending(s.sending)
+    w = Window.from_sending(s.values["sending"])
     assert w.calendars == ("US-MA",) and w.state_holidays and w.holiday(datetime(2026, 12, 24).date()) == "2026-12-24"
 
 

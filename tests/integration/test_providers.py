@@ -14,7 +14,7 @@ import pytest
 from tests.conftest import Cli
 from tests.fakes.twilio_server import ACCOUNT, TOKEN, FakeTwilio
 from tests.helpers import patient, seed_patients, sync_rule_set
-from tests.reliability.harness import PRACTICE, T0, z  # T0: a weekday today, 15:00 UTC
+from tests.reliability.harness import PRACTICE, T0, z  # T0: a fixed weekday, 15:00 UTC
 
 UTC = UTC
 
@@ -234,6 +234,43 @@ def test_doctor_reports_missing_twilio_settings_masked(
     monkeypatch.delenv("TWILIO_FROM_NUMBER")
     r = cli("doctor")
     assert r.code == 4 and "FAIL sms provider" in r.stdout and "TWILIO_FROM_NUMBER" in r.stdout
+
+
+def test_doctor_refuses_what_run_outreach_refuses_call_with_only_a_messaging_service(
+    cli: Cli, twilio: FakeTwilio, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A messaging-service SID sends SMS only: doctor and run-outreach agree that a Twilio call
+    channel without TWILIO_FROM_NUMBER cannot run (doctor used to say ok)."""
+    monkeypatch.delenv("TWILIO_FROM_NUMBER")
+    monkeypatch.setenv("TWILIO_MESSAGING_SERVICE_SID", "MG" + "0" * 32)
+    r = cli("doctor")
+    assert r.code == 4, r
+    assert "ok   sms provider: twilio at " in r.stdout
+    assert "FAIL call provider: twilio: needs TWILIO_FROM_NUMBER\n" in r.stdout
+    r = cli("run-outreach", now=z(T0))
+    assert r.code == 4 and "channels.call = twilio: needs TWILIO_FROM_NUMBER" in r.stderr
+    monkeypatch.setenv("OUTREACH_CHANNELS_CALL", "sandbox")
+    assert "ok   call provider: sandbox" in cli.ok("doctor").stdout
+    cli.ok("run-outreach", now=z(T0))
+
+
+def test_outbox_manifest_and_letter_date_use_the_provider_clock_without_a_message_clock(tmp_path: Path) -> None:
+    import csv
+
+    from outreach_cli.core.channels.base import Message
+    from outreach_cli.core.channels.outbox import OutboxProvider, letter_date
+
+    fixed = datetime(2026, 3, 3, 23, 30, tzinfo=UTC)
+    msg = Message(7, 3, "mail", "Statement", "", "https://pay.example.com/p/x", first_name="Rosa")
+    msg.address = {"address_line1": "1 Main St", "city": "Boston", "state": "MA", "postal_code": "02110"}
+    msg.practice_tz = "America/New_York"
+    out = OutboxProvider(str(tmp_path / "out"), clock=lambda: fixed).send(msg)
+    assert out.status == "delivered" and out.provider_ref == "letter-3-7.pdf"
+    with (tmp_path / "out" / "manifest.csv").open(encoding="utf-8") as fh:
+        assert [r["created_at"] for r in csv.DictReader(fh)] == ["2026-03-03T23:30:00Z"]
+    assert letter_date(msg, lambda: fixed) == "March 3, 2026"  # 18:30 in Boston
+    msg.now = fixed + timedelta(days=1)  # the tool's clock, when the message carries it, wins
+    assert letter_date(msg, lambda: fixed) == "March 4, 2026"
 
 
 # --- SMTP ----------------------------------------------------------------------------------------

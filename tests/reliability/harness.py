@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 from collections import Counter
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 import holidays
@@ -18,10 +18,11 @@ from tests.helpers import PATIENT_HEADER, patient, sync_rule_set, write_csv
 
 UTC = UTC
 PRACTICE = "+16175550999"
-T0 = datetime.now(UTC).replace(hour=15, minute=0, second=0, microsecond=0)
-# a weekday that is no US holiday (the default `sending.holidays = ["US"]` sends nothing then)
-while T0.weekday() >= 5 or T0.date() in holidays.country_holidays("US", years=T0.year):
-    T0 += timedelta(days=1)
+# A fixed instant, so every run tests the same day: a Tuesday that is no US holiday (the default
+# `sending.holidays = ["US"]` sends nothing then), 10:00 in New York. In the past, so the fake
+# Twilio's messages (dated by the real clock) are never older than a lookup's starting point.
+T0 = datetime(2026, 3, 3, 15, 0, tzinfo=UTC)
+assert T0.weekday() < 5 and T0.date() not in holidays.country_holidays("US", years=T0.year)
 
 ONESTEP = """title = "One SMS"
 expiry_day = 30

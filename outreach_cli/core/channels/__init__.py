@@ -1,36 +1,44 @@
-"""Channel providers. ``build_providers`` picks one per method from the configuration."""
+"""Channel providers. ``build_providers`` picks one per method from the settings."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
-from outreach_cli.core.channels.base import Provider
+from outreach_cli.core.channels.base import Provider, ProviderConfigError
+from outreach_cli.core.timeutil import Clock, utcnow
+
+if TYPE_CHECKING:
+    from outreach_cli.config import Settings
+
+METHODS = ("sms", "call", "email", "mail", "charge_card")
 
 
-def build_providers(channels: dict[str, Any]) -> dict[str, Provider]:
-    from outreach_cli.core.channels.sandbox import SandboxProvider
+def build_providers(settings: Settings, clock: Clock = utcnow) -> dict[str, Provider]:
+    """One provider per method. Raises ProviderConfigError with the same problems `doctor`
+    reports (``Settings.provider_problems``), so doctor cannot pass what this refuses."""
+    return {method: _provider(settings, method, clock) for method in METHODS}
 
-    out: dict[str, Provider] = {}
-    for method in ("sms", "call", "email", "mail", "charge_card"):
-        kind = channels.get(method, "sandbox")
-        if kind == "sandbox":
-            out[method] = SandboxProvider(method)
-        elif kind == "outbox":
-            from outreach_cli.core.channels.outbox import OutboxProvider
 
-            out[method] = OutboxProvider(str(channels.get("mail_outbox", "mail-outbox")))
-        elif kind == "twilio":
-            from outreach_cli.core.channels.twilio_provider import TwilioProvider
+def _provider(settings: Settings, method: str, clock: Clock) -> Provider:
+    kind = settings.channels.provider(method)
+    if kind == "sandbox":
+        from outreach_cli.core.channels.sandbox import SandboxProvider
 
-            out[method] = TwilioProvider.from_env(method)
-        elif kind == "smtp":
-            from outreach_cli.core.channels.smtp import SmtpProvider
+        return SandboxProvider(method)
+    if kind == "outbox":
+        from outreach_cli.core.channels.outbox import OutboxProvider
 
-            out[method] = SmtpProvider.from_env()
-        elif kind == "stripe":
-            from outreach_cli.core.channels.stripe_provider import StripeProvider
+        return OutboxProvider(settings.channels.mail_outbox, clock)
+    if kind == "twilio":
+        from outreach_cli.core.channels.twilio_provider import TwilioProvider
 
-            out[method] = StripeProvider.from_env()
-        else:
-            raise ValueError(f"unknown provider {kind!r} for {method}")
-    return out
+        return TwilioProvider.from_settings(settings.twilio, method, clock)
+    if kind == "smtp":
+        from outreach_cli.core.channels.smtp import SmtpProvider
+
+        return SmtpProvider.from_settings(settings.smtp, clock)
+    if kind == "stripe":
+        from outreach_cli.core.channels.stripe_provider import StripeProvider
+
+        return StripeProvider.from_settings(settings.stripe)
+    raise ProviderConfigError(f"unknown provider {kind!r} for {method}")

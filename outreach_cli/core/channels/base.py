@@ -1,6 +1,6 @@
 """The channel interface: one small adapter per provider.
 
-``send`` turns one message into an ``Outcome`` classified as delivered, sent (accepted, final
+``send`` turns one message into an ``ProviderOutcome`` classified as delivered, sent (accepted, final
 status later), permanent failure, transient failure, or unknown (may have gone out; never
 blindly re-sent). Adapters never log message bodies or full contact data.
 """
@@ -9,13 +9,26 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from enum import StrEnum
+from typing import Protocol
 
-DELIVERED = "delivered"
-SENT = "sent"
-FAILED = "failed"
-TRANSIENT = "transient"
-UNKNOWN = "unknown"
+
+class ProviderResult(StrEnum):
+    """How a provider classifies one attempt."""
+
+    DELIVERED = "delivered"
+    SENT = "sent"  # accepted; the final status comes later
+    FAILED = "failed"  # permanent
+    TRANSIENT = "transient"  # safe to try again
+    UNKNOWN = "unknown"  # may have gone out: looked up, never blindly re-sent
+    NOT_STARTED = "not-started"  # the engine never made the call (interrupted or stopped)
+
+
+DELIVERED = ProviderResult.DELIVERED
+SENT = ProviderResult.SENT
+FAILED = ProviderResult.FAILED
+TRANSIENT = ProviderResult.TRANSIENT
+UNKNOWN = ProviderResult.UNKNOWN
 
 
 @dataclass
@@ -51,14 +64,19 @@ class Message:
 
 
 @dataclass
-class Outcome:
-    status: str  # delivered | sent | failed | transient | unknown
+class ProviderOutcome:
+    status: ProviderResult
     provider_ref: str | None = None
     error_code: str | None = None
     reason: str | None = None
     # Facts learned about the patient: phone_type="landline", sms_opt_out=True, email_suppressed="bounced"
-    patient_update: dict[str, Any] = field(default_factory=dict)
+    patient_update: dict[str, str | bool] = field(default_factory=dict)
     charged_cents: int = 0  # charge_card: the amount collected
+
+
+# The engine's name for it until the engine split renames its imports (the action result is
+# `actions.Outcome`, a different thing).
+Outcome = ProviderOutcome
 
 
 class ProviderConfigError(Exception):
@@ -68,9 +86,9 @@ class ProviderConfigError(Exception):
 class Provider(Protocol):
     name: str
 
-    def send(self, msg: Message) -> Outcome: ...
+    def send(self, msg: Message) -> ProviderOutcome: ...
 
-    def lookup(self, provider_ref: str | None, msg: Message) -> Outcome | None:
+    def lookup(self, provider_ref: str | None, msg: Message) -> ProviderOutcome | None:
         """The final outcome of an earlier send, or None if it cannot be known yet."""
         ...
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from outreach_cli.core.rulesets import Step
 
 
-def letter_template(step: Any, method: str, is_fallback: bool) -> str | None:
+def letter_template(step: Step | None, method: str, is_fallback: bool) -> str | None:
     """The step's own letter text, or None for the outbox's standard letter.
 
     A step's `mail` message (``[step.messages] mail = ...``) is the letter. Without one, a

@@ -21,15 +21,16 @@ import logging
 import os
 import re
 import threading
-from datetime import UTC, datetime
+from datetime import UTC
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from outreach_cli.core.channels.base import DELIVERED, FAILED, Message, Outcome
+from outreach_cli.core.channels.base import DELIVERED, FAILED, Message, ProviderOutcome
 from outreach_cli.core.csvsafe import neutralize
 from outreach_cli.core.money import format_dollars
+from outreach_cli.core.timeutil import Clock, utcnow
 
 MANIFEST_COLUMNS = [
     "file",
@@ -96,8 +97,10 @@ def letter_text(msg: Message) -> str:
     return text
 
 
-def letter_date(msg: Message) -> str:
-    now = msg.now or datetime.now(UTC)
+def letter_date(msg: Message, clock: Clock = utcnow) -> str:
+    """The tool's clock (`--now`, carried by the message) in the practice zone; ``clock`` only
+    when the message carries none."""
+    now = msg.now or clock()
     try:
         local = now.astimezone(ZoneInfo(msg.practice_tz or "UTC"))
     except (KeyError, ValueError):
@@ -105,9 +108,8 @@ def letter_date(msg: Message) -> str:
     return f"{local:%B} {local.day}, {local.year}"
 
 
-def render_letter(msg: Message, path: Path) -> None:
-    from fpdf import FPDF
-
+def address_lines(msg: Message) -> list[str]:
+    """The recipient block: name, street lines, city/state/ZIP, and the country outside the US."""
     a = msg.address
     state_zip = " ".join(x for x in (a.get("state"), a.get("postal_code")) if x)
     address = [
@@ -118,6 +120,13 @@ def render_letter(msg: Message, path: Path) -> None:
     ]
     if a.get("country") and a.get("country") not in ("US", "USA"):
         address.append(str(a["country"]))
+    return address
+
+
+def render_letter(msg: Message, path: Path, clock: Clock = utcnow) -> None:
+    from fpdf import FPDF
+
+    address = address_lines(msg)
     body = letter_text(msg)
     heading = f"{msg.step_title}: balance due {format_dollars(msg.balance_cents)}"
     everything = "\n".join([msg.practice_name, msg.practice_phone, *address, heading, body])
@@ -152,7 +161,7 @@ def render_letter(msg: Message, path: Path) -> None:
     if msg.practice_phone:
         line(msg.practice_phone, 10, 14)
     pdf.ln(8)
-    line(letter_date(msg), 10, 14)
+    line(letter_date(msg, clock), 10, 14)
     pdf.ln(28)
     for text in address:
         if text.strip(" ,"):
@@ -174,18 +183,19 @@ def render_letter(msg: Message, path: Path) -> None:
 class OutboxProvider:
     name = "outbox"
 
-    def __init__(self, directory: str) -> None:
+    def __init__(self, directory: str, clock: Clock = utcnow) -> None:
         self.dir = Path(directory).absolute()
+        self.clock = clock
 
-    def send(self, msg: Message) -> Outcome:
+    def send(self, msg: Message) -> ProviderOutcome:
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
             name = f"letter-{msg.set_id}-{msg.send_id}.pdf"
             tmp = self.dir / (name + ".tmp")
-            render_letter(msg, tmp)
+            render_letter(msg, tmp, self.clock)
             os.replace(tmp, self.dir / name)
             a = msg.address
-            created = (msg.now or datetime.now(UTC)).astimezone(UTC)
+            created = (msg.now or self.clock()).astimezone(UTC)
             with _lock:
                 manifest = self.dir / "manifest.csv"
                 new = not manifest.exists()
@@ -209,11 +219,11 @@ class OutboxProvider:
                     ]
                     w.writerow([neutralize(v) if isinstance(v, str) else v for v in row])
         except OSError as exc:
-            return Outcome(FAILED, None, "outbox", f"cannot write the letter: {exc.strerror}")
-        return Outcome(DELIVERED, name)
+            return ProviderOutcome(FAILED, None, "outbox", f"cannot write the letter: {exc.strerror}")
+        return ProviderOutcome(DELIVERED, name)
 
-    def lookup(self, provider_ref: str | None, msg: Message) -> Outcome | None:
+    def lookup(self, provider_ref: str | None, msg: Message) -> ProviderOutcome | None:
         name = f"letter-{msg.set_id}-{msg.send_id}.pdf"
         if (self.dir / name).exists():
-            return Outcome(DELIVERED, name)
+            return ProviderOutcome(DELIVERED, name)
         return self.send(msg)

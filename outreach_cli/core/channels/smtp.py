@@ -10,14 +10,27 @@ the message data went out is unknown (never re-sent blindly).
 from __future__ import annotations
 
 import html
-import os
 import smtplib
 import ssl
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
+from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, unquote, urlparse
 
-from outreach_cli.core.channels.base import DELIVERED, FAILED, TRANSIENT, UNKNOWN, Message, Outcome, ProviderConfigError
+from outreach_cli.config import SMTP_URL_SHAPE
+from outreach_cli.core.channels.base import (
+    DELIVERED,
+    FAILED,
+    TRANSIENT,
+    UNKNOWN,
+    Message,
+    ProviderConfigError,
+    ProviderOutcome,
+)
+from outreach_cli.core.timeutil import Clock, utcnow
+
+if TYPE_CHECKING:
+    from outreach_cli.config import SmtpSettings
 
 TIMEOUT_S = 20.0
 
@@ -25,10 +38,10 @@ TIMEOUT_S = 20.0
 class SmtpProvider:
     name = "smtp"
 
-    def __init__(self, url: str, sender: str, timeout: float = TIMEOUT_S) -> None:
+    def __init__(self, url: str, sender: str, timeout: float = TIMEOUT_S, clock: Clock = utcnow) -> None:
         u = urlparse(url)
         if u.scheme not in ("smtp", "smtps") or not u.hostname:
-            raise ProviderConfigError("OUTREACH_SMTP_URL must look like smtp://[user:pass@]host[:port] or smtps://...")
+            raise ProviderConfigError(f"OUTREACH_SMTP_URL must look like {SMTP_URL_SHAPE}")
         self.implicit_tls = u.scheme == "smtps"
         self.host = u.hostname
         self.port = u.port or (465 if self.implicit_tls else 25)
@@ -38,22 +51,22 @@ class SmtpProvider:
         self.starttls = q.get("starttls", ["false"])[0].lower() in ("1", "true", "yes")
         self.sender = sender
         self.timeout = timeout
+        self.clock = clock  # dates the message (the real clock: mail servers check it)
 
     @classmethod
-    def from_env(cls) -> SmtpProvider:
-        url = os.environ.get("OUTREACH_SMTP_URL")
-        sender = os.environ.get("OUTREACH_EMAIL_FROM")
-        missing = [n for n, v in (("OUTREACH_SMTP_URL", url), ("OUTREACH_EMAIL_FROM", sender)) if not v]
-        if missing:
-            raise ProviderConfigError("channels.email = smtp needs " + ", ".join(missing))
-        return cls(str(url), str(sender))
+    def from_settings(cls, settings: SmtpSettings, clock: Clock = utcnow) -> SmtpProvider:
+        """Raises ProviderConfigError with the problems `doctor` reports."""
+        problems = settings.problems()
+        if problems:
+            raise ProviderConfigError("channels.email = smtp: " + "; ".join(problems))
+        return cls(str(settings.url), str(settings.sender), clock=clock)
 
     def build(self, msg: Message) -> EmailMessage:
         em = EmailMessage()
         em["Subject"] = msg.step_title
         em["From"] = self.sender
         em["To"] = msg.email or ""
-        em["Date"] = formatdate(localtime=False)
+        em["Date"] = formatdate(self.clock().timestamp(), localtime=False)
         domain = self.sender.rpartition("@")[2] or "localhost"
         em["Message-ID"] = make_msgid(idstring=f"outreach-{msg.send_id}", domain=domain)
         em["List-Unsubscribe"] = f"<mailto:{self.sender}?subject=unsubscribe>"
@@ -83,7 +96,7 @@ class SmtpProvider:
             s.login(self.user, self.password or "")
         return s
 
-    def send(self, msg: Message) -> Outcome:
+    def send(self, msg: Message) -> ProviderOutcome:
         em = self.build(msg)
         ref = str(em["Message-ID"])
         try:
@@ -91,34 +104,42 @@ class SmtpProvider:
         except smtplib.SMTPAuthenticationError:
             raise ProviderConfigError("the SMTP server rejected the credentials") from None
         except (OSError, smtplib.SMTPException) as exc:
-            return Outcome(TRANSIENT, None, "connect", f"could not reach the SMTP server ({type(exc).__name__})")
+            return ProviderOutcome(
+                TRANSIENT, None, "connect", f"could not reach the SMTP server ({type(exc).__name__})"
+            )
         try:
             try:
                 refused = conn.send_message(em)
             except smtplib.SMTPRecipientsRefused as exc:
                 code = next(iter(exc.recipients.values()))[0] if exc.recipients else 550
                 if 400 <= code < 500:
-                    return Outcome(TRANSIENT, None, str(code), "recipient temporarily refused (will retry)")
-                return Outcome(FAILED, None, str(code), "recipient refused (bounce)", {"email_suppressed": "bounced"})
+                    return ProviderOutcome(TRANSIENT, None, str(code), "recipient temporarily refused (will retry)")
+                return ProviderOutcome(
+                    FAILED, None, str(code), "recipient refused (bounce)", {"email_suppressed": "bounced"}
+                )
             except smtplib.SMTPSenderRefused as exc:
                 raise ProviderConfigError(
                     f"the SMTP server refused the sender address (code {exc.smtp_code})"
                 ) from None
             except smtplib.SMTPDataError as exc:
                 if 400 <= exc.smtp_code < 500:
-                    return Outcome(TRANSIENT, None, str(exc.smtp_code), "message temporarily refused (will retry)")
-                return Outcome(FAILED, None, str(exc.smtp_code), "message refused by the SMTP server")
+                    return ProviderOutcome(
+                        TRANSIENT, None, str(exc.smtp_code), "message temporarily refused (will retry)"
+                    )
+                return ProviderOutcome(FAILED, None, str(exc.smtp_code), "message refused by the SMTP server")
             except (TimeoutError, smtplib.SMTPServerDisconnected) as exc:
-                return Outcome(UNKNOWN, ref, None, f"no answer after sending ({type(exc).__name__})")
+                return ProviderOutcome(UNKNOWN, ref, None, f"no answer after sending ({type(exc).__name__})")
             if refused:
-                return Outcome(FAILED, ref, "550", "recipient refused (bounce)", {"email_suppressed": "bounced"})
-            return Outcome(DELIVERED, ref)
+                return ProviderOutcome(
+                    FAILED, ref, "550", "recipient refused (bounce)", {"email_suppressed": "bounced"}
+                )
+            return ProviderOutcome(DELIVERED, ref)
         finally:
             try:
                 conn.quit()
             except (OSError, smtplib.SMTPException):
                 pass
 
-    def lookup(self, provider_ref: str | None, msg: Message) -> Outcome | None:
+    def lookup(self, provider_ref: str | None, msg: Message) -> ProviderOutcome | None:
         # SMTP has no way to ask; an unknown email stays unknown (and is not re-sent).
         return None

@@ -14,11 +14,10 @@ anything is retried.
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from outreach_cli.core.channels.base import (
     DELIVERED,
@@ -26,20 +25,16 @@ from outreach_cli.core.channels.base import (
     TRANSIENT,
     UNKNOWN,
     Message,
-    Outcome,
     ProviderConfigError,
+    ProviderOutcome,
 )
+
+if TYPE_CHECKING:
+    from outreach_cli.config import StripeSettings
 
 DEFAULT_BASE_URL = "https://api.stripe.com"
 CUSTOMER_RE = re.compile(r"^cus_[A-Za-z0-9]{6,}$")
 PAYMENT_METHOD_RE = re.compile(r"^(pm|card|src)_[A-Za-z0-9_]{6,}$")
-KEY_RE = re.compile(r"^(sk|rk)_(test|live)_[A-Za-z0-9]{8,}$")
-
-
-def key_mode(key: str | None) -> str | None:
-    """'test' or 'live' from the key's prefix (sk_test_, rk_live_, ...); None when not a key."""
-    m = KEY_RE.match(key or "")
-    return m.group(2) if m else None
 
 
 def mask_key(key: str | None) -> str:
@@ -61,24 +56,26 @@ def _d(obj: Any) -> dict[str, Any]:
     return dict(obj)
 
 
-def _pi_outcome(obj: Any) -> Outcome:
+def _pi_outcome(obj: Any) -> ProviderOutcome:
     """A PaymentIntent's state as a send outcome."""
     pi = _d(obj)
     status = pi.get("status")
     ref = pi.get("id")
     if status == "succeeded":
-        return Outcome(DELIVERED, ref, charged_cents=int(pi.get("amount_received") or pi.get("amount") or 0))
+        return ProviderOutcome(DELIVERED, ref, charged_cents=int(pi.get("amount_received") or pi.get("amount") or 0))
     if status == "processing":
-        return Outcome(UNKNOWN, ref, None, "the card payment is still processing at Stripe")
+        return ProviderOutcome(UNKNOWN, ref, None, "the card payment is still processing at Stripe")
     err = pi.get("last_payment_error") or {}
     if status == "requires_action":
-        return Outcome(FAILED, ref, "authentication_required", "card declined: the bank requires authentication")
+        return ProviderOutcome(
+            FAILED, ref, "authentication_required", "card declined: the bank requires authentication"
+        )
     if status in ("requires_payment_method", "canceled") and (err or status == "canceled"):
         return _decline(err.get("code"), err.get("decline_code"), ref)
-    return Outcome(UNKNOWN, ref, None, f"payment is {status} at Stripe")
+    return ProviderOutcome(UNKNOWN, ref, None, f"payment is {status} at Stripe")
 
 
-def _decline(code: str | None, decline_code: str | None, ref: str | None) -> Outcome:
+def _decline(code: str | None, decline_code: str | None, ref: str | None) -> ProviderOutcome:
     what = decline_code or code or "declined"
     reason = {
         "insufficient_funds": "card declined: insufficient funds",
@@ -87,7 +84,7 @@ def _decline(code: str | None, decline_code: str | None, ref: str | None) -> Out
         "generic_decline": "card declined",
         "card_declined": "card declined",
     }.get(what, f"card declined: {what.replace('_', ' ')}")
-    return Outcome(FAILED, ref, what, reason)
+    return ProviderOutcome(FAILED, ref, what, reason)
 
 
 @dataclass
@@ -99,20 +96,12 @@ class StripeApi:
     timeout: float = 20.0
 
     @classmethod
-    def from_env(cls, environ: dict[str, str] | None = None) -> StripeApi:
-        env = os.environ if environ is None else environ
-        key = env.get("STRIPE_API_KEY", "")
-        if not key:
-            raise ProviderConfigError("Stripe: STRIPE_API_KEY is not set")
-        if key_mode(key) is None:
-            raise ProviderConfigError(
-                f"Stripe: STRIPE_API_KEY {mask_key(key)} is not a secret (sk_) or restricted (rk_) key"
-            )
-        try:
-            timeout = float(env.get("OUTREACH_STRIPE_TIMEOUT") or 20)
-        except ValueError:
-            raise ProviderConfigError("OUTREACH_STRIPE_TIMEOUT must be a number of seconds") from None
-        return cls(key, (env.get("OUTREACH_STRIPE_BASE_URL") or DEFAULT_BASE_URL).rstrip("/"), timeout)
+    def from_settings(cls, settings: StripeSettings) -> StripeApi:
+        """Raises ProviderConfigError with the problems `doctor` reports."""
+        problems = settings.problems()
+        if problems:
+            raise ProviderConfigError("Stripe: " + "; ".join(problems))
+        return cls(str(settings.api_key), settings.base_url, settings.timeout)
 
     def client(self) -> Any:
         import stripe
@@ -129,13 +118,13 @@ def _config_error(exc: Exception) -> ProviderConfigError:
     return ProviderConfigError(f"Stripe rejected the API key or its permissions ({type(exc).__name__})")
 
 
-def _network_outcome(exc: Exception, ref: str | None = None) -> Outcome:
+def _network_outcome(exc: Exception, ref: str | None = None) -> ProviderOutcome:
     text = str(exc)
     # Never reached Stripe: safe to retry. Anything else (a read timeout, a reset mid-answer) may
     # have been executed: unknown, looked up first.
     if "ConnectTimeout" in text or "NewConnectionError" in text or "Connection refused" in text:
-        return Outcome(TRANSIENT, ref, "network", "Stripe could not be reached")
-    return Outcome(UNKNOWN, ref, "network", "Stripe did not answer in time; looking the charge up")
+        return ProviderOutcome(TRANSIENT, ref, "network", "Stripe could not be reached")
+    return ProviderOutcome(UNKNOWN, ref, "network", "Stripe did not answer in time; looking the charge up")
 
 
 class StripeProvider:
@@ -148,8 +137,8 @@ class StripeProvider:
         self._client: Any = None
 
     @classmethod
-    def from_env(cls) -> StripeProvider:
-        return cls(StripeApi.from_env())
+    def from_settings(cls, settings: StripeSettings) -> StripeProvider:
+        return cls(StripeApi.from_settings(settings))
 
     @property
     def client(self) -> Any:
@@ -180,15 +169,15 @@ class StripeProvider:
             },
         }
 
-    def send(self, msg: Message) -> Outcome:
+    def send(self, msg: Message) -> ProviderOutcome:
         import stripe
 
         if not (msg.stripe_customer_id and msg.stripe_payment_method_id):
-            return Outcome(
+            return ProviderOutcome(
                 FAILED, None, "no_card", "no Stripe card on file (stripe_customer_id and stripe_payment_method_id)"
             )
         if self._amount(msg) <= 0:
-            return Outcome(FAILED, None, "no_balance", "nothing to charge")
+            return ProviderOutcome(FAILED, None, "no_balance", "nothing to charge")
         try:
             pi = self.client.v1.payment_intents.create(
                 params=self._params(msg), options={"idempotency_key": idempotency_key(msg.send_id, msg.schedule_gen)}
@@ -202,25 +191,25 @@ class StripeProvider:
         except stripe.IdempotencyError:
             # The key was used with other parameters (the balance changed since a first attempt that
             # Stripe did execute): what that attempt did is the outcome.
-            return self.lookup(None, msg) or Outcome(UNKNOWN, None, "idempotency", "looking the charge up")
+            return self.lookup(None, msg) or ProviderOutcome(UNKNOWN, None, "idempotency", "looking the charge up")
         except stripe.RateLimitError:
-            return Outcome(TRANSIENT, None, "429", "Stripe rate limit")
+            return ProviderOutcome(TRANSIENT, None, "429", "Stripe rate limit")
         except (stripe.AuthenticationError, stripe.PermissionError) as exc:
             raise _config_error(exc) from None
         except stripe.APIConnectionError as exc:
             return _network_outcome(exc)
         except stripe.InvalidRequestError as exc:
-            return Outcome(
+            return ProviderOutcome(
                 FAILED, None, exc.code or "invalid_request", f"Stripe refused the charge: {exc.user_message}"
             )
         except stripe.StripeError as exc:
             status = exc.http_status or 0
             if status >= 500 or status == 409:
-                return Outcome(TRANSIENT, None, str(status), f"Stripe error {status}")
-            return Outcome(UNKNOWN, None, str(status), f"Stripe answered {status}")
+                return ProviderOutcome(TRANSIENT, None, str(status), f"Stripe error {status}")
+            return ProviderOutcome(UNKNOWN, None, str(status), f"Stripe answered {status}")
         return _pi_outcome(pi)
 
-    def lookup(self, provider_ref: str | None, msg: Message) -> Outcome | None:
+    def lookup(self, provider_ref: str | None, msg: Message) -> ProviderOutcome | None:
         """The outcome of an earlier attempt: by its PaymentIntent ID when known, else by the
         send ID in the metadata. TRANSIENT when Stripe positively has no such charge (it never
         went out; the retry uses the same idempotency key, so it cannot charge twice)."""
@@ -235,7 +224,7 @@ class StripeProvider:
         except stripe.StripeError:
             return None
         if found is None:
-            return Outcome(TRANSIENT, None, None, "Stripe has no charge for this send; it will be tried again")
+            return ProviderOutcome(TRANSIENT, None, None, "Stripe has no charge for this send; it will be tried again")
         return _pi_outcome(found)
 
     def _find(self, msg: Message) -> Any | None:

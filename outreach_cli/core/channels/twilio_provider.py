@@ -10,9 +10,8 @@
 
 from __future__ import annotations
 
-import os
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from xml.sax.saxutils import escape
 
 from outreach_cli.core.channels.base import (
@@ -22,15 +21,19 @@ from outreach_cli.core.channels.base import (
     TRANSIENT,
     UNKNOWN,
     Message,
-    Outcome,
     ProviderConfigError,
+    ProviderOutcome,
 )
+from outreach_cli.core.timeutil import Clock, utcnow
+
+if TYPE_CHECKING:
+    from outreach_cli.config import TwilioSettings
 
 DEFAULT_BASE = "https://api.twilio.com"
 TIMEOUT_S = 15.0
 
 # Recipient problems: permanent, with what we learn about the patient.
-PERMANENT: dict[int, tuple[str, dict[str, Any]]] = {
+PERMANENT: dict[int, tuple[str, dict[str, str | bool]]] = {
     21211: ("invalid phone number", {}),
     21217: ("invalid phone number", {}),
     21407: ("number not reachable by SMS", {}),
@@ -51,17 +54,17 @@ FINAL_BAD = {"undelivered", "failed", "busy", "no-answer", "canceled"}
 PENDING = {"accepted", "scheduled", "queued", "sending", "sent", "initiated", "ringing", "in-progress"}
 
 
-def classify_status(status: str, error_code: Any, sid: str | None) -> Outcome:
+def classify_status(status: str, error_code: int | str | None, message_sid: str | None) -> ProviderOutcome:
     code = int(error_code) if error_code not in (None, "") else None
     if status in FINAL_OK:
-        return Outcome(DELIVERED, sid)
+        return ProviderOutcome(DELIVERED, message_sid)
     if status in FINAL_BAD:
         reason, update = PERMANENT.get(code or 0, (f"{status}" + (f" (error {code})" if code else ""), {}))
-        return Outcome(FAILED, sid, str(code) if code else status, reason, dict(update))
-    return Outcome(SENT, sid)
+        return ProviderOutcome(FAILED, message_sid, str(code) if code else status, reason, dict(update))
+    return ProviderOutcome(SENT, message_sid)
 
 
-def classify_exception(exc: Exception, method: str) -> Outcome:
+def classify_exception(exc: Exception, method: str) -> ProviderOutcome:
     """Anything raised by a create call."""
     from twilio.base.exceptions import TwilioRestException
 
@@ -71,25 +74,25 @@ def classify_exception(exc: Exception, method: str) -> Outcome:
         if status in (401, 403) or (code in ACCOUNT_CODES):
             raise ProviderConfigError(f"Twilio rejected the account or credentials (HTTP {status}, error {code})")
         if status == 429 or status >= 500:
-            return Outcome(TRANSIENT, None, str(code or status), f"Twilio HTTP {status} (will retry)")
+            return ProviderOutcome(TRANSIENT, None, str(code or status), f"Twilio HTTP {status} (will retry)")
         if code in PERMANENT:
             reason, update = PERMANENT[code]
             if method == "call":
                 update = {k: v for k, v in update.items() if k != "sms_opt_out"}
                 if code == 21614:
                     update = {}
-            return Outcome(FAILED, None, str(code), reason, dict(update))
-        return Outcome(FAILED, None, str(code or status), f"Twilio error {code or status}")
+            return ProviderOutcome(FAILED, None, str(code), reason, dict(update))
+        return ProviderOutcome(FAILED, None, str(code or status), f"Twilio error {code or status}")
     import requests
 
     if isinstance(exc, (requests.exceptions.ConnectTimeout,)):
-        return Outcome(TRANSIENT, None, "connect-timeout", "could not reach Twilio (will retry)")
+        return ProviderOutcome(TRANSIENT, None, "connect-timeout", "could not reach Twilio (will retry)")
     if isinstance(exc, requests.exceptions.ConnectionError) and not isinstance(exc, requests.exceptions.ReadTimeout):
         text = str(exc).lower()
         if "refused" in text or "name or service" in text or "failed to establish" in text:
-            return Outcome(TRANSIENT, None, "connect", "could not reach Twilio (will retry)")
+            return ProviderOutcome(TRANSIENT, None, "connect", "could not reach Twilio (will retry)")
     # A read timeout or a reset after the request went out: it may have been accepted.
-    return Outcome(UNKNOWN, None, None, f"no answer from Twilio ({type(exc).__name__}); resolving by lookup")
+    return ProviderOutcome(UNKNOWN, None, None, f"no answer from Twilio ({type(exc).__name__}); resolving by lookup")
 
 
 def _http_client(base: str, timeout: float) -> Any:
@@ -123,35 +126,36 @@ class TwilioProvider:
         messaging_service_sid: str | None,
         base_url: str = DEFAULT_BASE,
         timeout: float = TIMEOUT_S,
+        clock: Clock = utcnow,
     ) -> None:
         from twilio.rest import Client
 
         self.method = method
         self.from_number = from_number
         self.messaging_service_sid = messaging_service_sid
+        self.clock = clock  # the real clock: Twilio dates messages by its own
         self.client = Client(account_sid, auth_token, http_client=_http_client(base_url.rstrip("/"), timeout))
 
     @classmethod
-    def from_env(cls, method: str) -> TwilioProvider:
-        sid = os.environ.get("TWILIO_ACCOUNT_SID")
-        token = os.environ.get("TWILIO_AUTH_TOKEN")
-        from_number = os.environ.get("TWILIO_FROM_NUMBER")
-        mss = os.environ.get("TWILIO_MESSAGING_SERVICE_SID")
-        missing = [n for n, v in (("TWILIO_ACCOUNT_SID", sid), ("TWILIO_AUTH_TOKEN", token)) if not v]
-        if not (from_number or (mss and method == "sms")):
-            missing.append("TWILIO_FROM_NUMBER" + (" or TWILIO_MESSAGING_SERVICE_SID" if method == "sms" else ""))
-        if missing:
-            raise ProviderConfigError(f"channels.{method} = twilio needs " + ", ".join(missing))
-        base = os.environ.get("OUTREACH_TWILIO_BASE_URL") or DEFAULT_BASE
-        try:
-            timeout = float(os.environ.get("OUTREACH_TWILIO_TIMEOUT") or TIMEOUT_S)
-        except ValueError:
-            raise ProviderConfigError("OUTREACH_TWILIO_TIMEOUT must be a number of seconds") from None
-        return cls(method, str(sid), str(token), from_number, mss, base, timeout)
+    def from_settings(cls, settings: TwilioSettings, method: str, clock: Clock = utcnow) -> TwilioProvider:
+        """Raises ProviderConfigError with the problems `doctor` reports for this method."""
+        problems = settings.problems_for(method)
+        if problems:
+            raise ProviderConfigError(f"channels.{method} = twilio: " + "; ".join(problems))
+        return cls(
+            method,
+            str(settings.account_sid),
+            str(settings.auth_token),
+            settings.from_number,
+            settings.messaging_service_sid,
+            settings.base_url,
+            settings.timeout,
+            clock,
+        )
 
     # --- sending ---------------------------------------------------------------------------
 
-    def send(self, msg: Message) -> Outcome:
+    def send(self, msg: Message) -> ProviderOutcome:
         try:
             if self.method == "sms":
                 kwargs: dict[str, Any] = {"to": msg.phone, "body": msg.body}
@@ -171,31 +175,31 @@ class TwilioProvider:
 
     # --- looking up ------------------------------------------------------------------------
 
-    def fetch(self, sid: str) -> Outcome:
+    def fetch(self, message_sid: str) -> ProviderOutcome:
         """The current status of a message or call we know the SID of."""
         from twilio.base.exceptions import TwilioRestException
 
         try:
-            if sid.startswith("CA"):
-                c = self.client.calls(sid).fetch()
-                return classify_status(c.status or "queued", None, sid)
-            m = self.client.messages(sid).fetch()
-            return classify_status(m.status or "queued", m.error_code, sid)
+            if message_sid.startswith("CA"):
+                c = self.client.calls(message_sid).fetch()
+                return classify_status(c.status or "queued", None, message_sid)
+            m = self.client.messages(message_sid).fetch()
+            return classify_status(m.status or "queued", m.error_code, message_sid)
         except TwilioRestException as exc:
             if exc.status in (401, 403):
                 raise ProviderConfigError("Twilio rejected the credentials") from None
-            return Outcome(UNKNOWN, sid, str(exc.code or exc.status), "lookup failed")
+            return ProviderOutcome(UNKNOWN, message_sid, str(exc.code or exc.status), "lookup failed")
 
-    def lookup(self, provider_ref: str | None, msg: Message) -> Outcome | None:
+    def lookup(self, provider_ref: str | None, msg: Message) -> ProviderOutcome | None:
         """Resolve a send whose outcome was never recorded. With a SID: fetch it. Without:
         search what went to this number since shortly before the attempt; a match is the
         message; no match means it never reached Twilio (TRANSIENT: safe to try again)."""
         if provider_ref:
             out = self.fetch(provider_ref)
             return None if out.status == UNKNOWN else out
-        # The attempt's time by the tool's clock, or the real clock if earlier (`--now` may be a
-        # simulated future; Twilio dates messages by its own clock).
-        real_now = datetime.now(UTC)
+        # The attempt's time by the tool's clock, or the provider's clock if earlier (`--now` may
+        # be a simulated future; Twilio dates messages by its own clock).
+        real_now = self.clock()
         since = min(msg.attempted_at or real_now, real_now) - timedelta(minutes=10)
         try:
             if self.method == "sms":
@@ -211,7 +215,7 @@ class TwilioProvider:
         except Exception as exc:
             classify_exception(exc, self.method)  # raises on account/credential errors
             return None  # the lookup itself failed: stays unknown, asked again next run
-        return Outcome(TRANSIENT, None, None, "not found at Twilio: it was never sent")
+        return ProviderOutcome(TRANSIENT, None, None, "not found at Twilio: it was never sent")
 
     def inbound(self, to_number: str, since: datetime | None) -> list[dict[str, Any]]:
         """Messages sent to the practice number since ``since`` (oldest first)."""

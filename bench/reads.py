@@ -1,0 +1,120 @@
+"""Read commands against their floor (SPEC section 12, issue 13): `python -m bench.reads DB`.
+
+Each read command runs as a whole process, median of N runs, wall and CPU (user + sys of the
+process). Its floor is `python -c "import typer, sqlalchemy"` plus the equivalent raw SQL in
+the `sqlite3` shell, both measured in the same run; the target is the command within 1.15x of
+that floor (`metrics --all` at most 0.5 s). Prints a Markdown table for bench/RESULTS.md.
+The machine may be shared: the load average is printed with the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+NOW = "2026-11-02T15:00:00Z"
+OPEN = "('active','paused','expired','will-fail','failed')"
+SET_ROW = (
+    "SELECT s.id, s.status, s.amount_outstanding_cents, p.patient_id, p.first_name, p.last_name, p.phone "
+    "FROM invoice_set s JOIN patient p ON p.id = s.patient_pk WHERE "
+)
+AGING = " UNION ALL ".join(
+    f"SELECT count(*), sum(amount_outstanding_cents) FROM invoice_set WHERE status IN {OPEN}"
+    f" AND created_at <= '{hi}' AND created_at > '{lo}'"
+    for hi, lo in (
+        ("2026-11-02 15:00", "2026-10-02 15:00"),
+        ("2026-10-02 15:00", "2026-09-02 15:00"),
+        ("2026-09-02 15:00", "2026-08-03 15:00"),
+        ("2026-08-03 15:00", "2026-07-04 15:00"),
+        ("2026-07-04 15:00", "2000-01-01"),
+    )
+)
+READS: list[tuple[list[str], str, float | None]] = [  # args, raw SQL, absolute target (s)
+    (
+        ["metrics"],
+        "SELECT status, count(*), sum(amount_outstanding_cents) FROM invoice_set"
+        " WHERE status IN ('failed','expired','paused','will-fail') GROUP BY status;",
+        None,
+    ),
+    (
+        ["metrics", "--all"],
+        "SELECT status, count(*), sum(amount_outstanding_cents) FROM invoice_set GROUP BY status; " + AGING + ";",
+        0.5,
+    ),
+    (["list", "--limit", "50"], SET_ROW + f"s.status IN {OPEN} ORDER BY s.next_send_at LIMIT 50;", None),
+    (["list", "--status", "failed", "--limit", "50"], SET_ROW + "s.status = 'failed' LIMIT 50;", None),
+    (
+        ["list", "--search", "smith", "--limit", "50"],
+        SET_ROW + f"s.status IN {OPEN} AND p.id IN (SELECT rowid FROM patient_search WHERE patient_search"
+        " MATCH '\"smith\"') ORDER BY s.next_send_at LIMIT 50;",
+        None,
+    ),
+    (
+        ["list", "--search", "5550142", "--limit", "50"],
+        SET_ROW + f"s.status IN {OPEN} AND p.id IN (SELECT rowid FROM patient_search WHERE patient_search"
+        " MATCH '\"5550142\"') ORDER BY s.next_send_at LIMIT 50;",
+        None,
+    ),
+    (
+        ["show", "4242", "--format", "json"],
+        "SELECT * FROM invoice_set WHERE id = 4242; SELECT * FROM charge WHERE invoice_set_id = 4242;"
+        " SELECT * FROM send WHERE invoice_set_id = 4242; SELECT * FROM event WHERE invoice_set_id = 4242;",
+        None,
+    ),
+    (["audit", "--limit", "50"], "SELECT * FROM event ORDER BY at DESC, id DESC LIMIT 50;", None),
+]
+
+
+def run(cmd: list[str]) -> tuple[float, float]:
+    """Wall and CPU (user + sys) seconds of one process."""
+    t0 = time.perf_counter()
+    p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(p.pid, 0)
+    wall = time.perf_counter() - t0
+    err = p.stderr.read() if p.stderr else b""
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"failed: {' '.join(cmd)}\n{err.decode()}")
+    return wall, usage.ru_utime + usage.ru_stime
+
+
+def median_of(cmd: list[str], runs: int) -> tuple[float, float]:
+    got = [run(cmd) for _ in range(runs)]
+    return statistics.median(w for w, _ in got), statistics.median(c for _, c in got)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("db")
+    ap.add_argument("--runs", type=int, default=5)
+    a = ap.parse_args()
+    # Installed packages carry their bytecode; a checkout run with PYTHONDONTWRITEBYTECODE would
+    # compile outreach's own modules on every run, which no installed outreach does.
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    subprocess.run([sys.executable, "-m", "compileall", "-q", os.path.join(root, "outreach_cli")], check=True)
+    load0 = os.getloadavg()
+    floor = median_of([sys.executable, "-c", "import typer, sqlalchemy"], a.runs)
+    print(f"Load average at start {load0[0]:.2f}; floor `import typer, sqlalchemy`: {floor[0]:.3f} s wall,")
+    print(f"{floor[1]:.3f} s CPU. Median of {a.runs}; target: within 1.15x of floor + raw.\n")
+    print("| command | wall | CPU | floor + raw (wall / CPU) | CPU / (floor + raw) | verdict |")
+    print("|---|---:|---:|---:|---:|---|")
+    for args, sql, absolute in READS:
+        cmd = [sys.executable, "-m", "outreach_cli", "--db", a.db, "--now", NOW, *args]
+        wall, cpu = median_of(cmd, a.runs)
+        raw = median_of(["sqlite3", a.db, sql], a.runs)
+        bound = (floor[0] + raw[0], floor[1] + raw[1])
+        ratio = cpu / bound[1]
+        ok = ratio <= 1.15 and (absolute is None or cpu <= absolute)
+        print(
+            f"| {' '.join(args)} | {wall:.3f} s | {cpu:.3f} s | {bound[0]:.3f} / {bound[1]:.3f} s"
+            f" | {ratio:.2f}x | {'met' if ok else 'not met'}{f' (target {absolute} s)' if absolute else ''} |",
+            flush=True,
+        )
+    print(f"\nLoad average at the end {os.getloadavg()[0]:.2f}.")
+
+
+if __name__ == "__main__":
+    main()
