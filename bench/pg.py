@@ -156,14 +156,17 @@ def load_from_sqlite(sqlite_db: Path, url: str) -> float:
 
 
 def timed(cmd: list[str], *, stdin: bytes | None = None) -> tuple[float, float, int]:
-    """Wall seconds, CPU seconds (user + sys, from the process's own rusage) and peak RSS (KB) of
-    one successful process."""
+    """Wall seconds, CPU seconds (user + sys) and peak RSS (KB) of one successful process.
+
+    Through /usr/bin/time: a child's own rusage would carry this (large) process's peak memory,
+    which Linux keeps across fork and exec; `time` is small when it forks the command.
+    """
     import tempfile
 
-    with tempfile.TemporaryFile() as err:
+    with tempfile.NamedTemporaryFile() as out, tempfile.TemporaryFile() as err:
         t0 = time.perf_counter()
         p = subprocess.Popen(
-            cmd,
+            ["/usr/bin/time", "-f", "%U %S %M", "-o", out.name, *cmd],
             stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=err,
@@ -172,13 +175,13 @@ def timed(cmd: list[str], *, stdin: bytes | None = None) -> tuple[float, float, 
             assert p.stdin is not None
             p.stdin.write(stdin)
             p.stdin.close()
-        _, status, usage = os.wait4(p.pid, 0)
+        code = p.wait()
         wall = time.perf_counter() - t0
-        p.returncode = code = os.waitstatus_to_exitcode(status)
         if code != 0:
             err.seek(0)
-            raise SystemExit(f"command failed ({code}): {' '.join(cmd)}\n{err.read().decode()[-2000:]}")
-    return wall, usage.ru_utime + usage.ru_stime, int(usage.ru_maxrss)
+            raise SystemExit(f"command failed ({p.returncode}): {' '.join(cmd)}\n{err.read().decode()[-2000:]}")
+        user, system, rss = Path(out.name).read_text().split()[-3:]
+    return wall, float(user) + float(system), int(rss)
 
 
 def median_of(cmd: list[str], runs: int) -> tuple[float, float, float]:
