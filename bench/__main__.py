@@ -2,8 +2,9 @@
 
 Measures whole `outreach` processes (median of several runs) on a generated SQLite database of
 1,000,000 invoice sets, runs the equivalent raw SQL with the `sqlite3` shell on the same file for
-a ratio (the tool's overhead over the database itself), optionally repeats the run-outreach
-throughput on PostgreSQL with 1, 2 and 4 workers, and writes bench/RESULTS.md.
+a ratio (the tool's overhead over the database itself), and writes bench/RESULTS.md.
+`python -m bench --pg` runs the same measurements on PostgreSQL (bench/pg.py) and writes the
+PostgreSQL section of bench/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -66,8 +67,15 @@ def outreach(db: Path | str, *args: str) -> list[str]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--sets", type=int, default=1_000_000)
-    ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--pg", help="PostgreSQL URL for the multi-worker run-outreach figures")
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument(
+        "--pg",
+        nargs="?",
+        const="postgresql://postgres@127.0.0.1:5432/postgres",
+        help="run the benchmark on PostgreSQL instead (optional server URL; database outreach_bench is"
+        " created and dropped) and write the PostgreSQL section of RESULTS.md",
+    )
+    ap.add_argument("--keep-pg", action="store_true", help="keep the outreach_bench database afterwards")
     ap.add_argument("--regenerate", action="store_true")
     ap.add_argument("--skip", default="", help="comma list: import,act,throughput,jsonl,report")
     ap.add_argument("--data", default=str(HERE / "data"), help="where the generated database lives")
@@ -84,6 +92,11 @@ def main() -> None:
     if a.regenerate or not db.exists():
         generate(db, a.sets)
     paid_sets = report_bench.ensure_payments(db)  # so the report's attribution has work to do
+    if a.pg:  # the same database, payments included, copied into PostgreSQL
+        from bench.pg import run_pg
+
+        run_pg(db, a.pg, runs=a.runs, skip=skip, keep=a.keep_pg)
+        return
     if a.only_report:
         report_bench.write_table(report_bench.measure(db, max(a.runs, 5), outreach), paid_sets, a.sets)
         return
@@ -217,9 +230,6 @@ def main() -> None:
         throughput: list[tuple[str, float, float]] = []
         if "throughput" not in skip:
             throughput.append(run_outreach_throughput(tmp / "tick.db", None, 1, 5000))
-            if a.pg:
-                for workers in (1, 2, 4):
-                    throughput.append(run_outreach_throughput(None, a.pg, workers, 20000))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     write_results(rows, throughput, a.sets, exports)

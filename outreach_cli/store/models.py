@@ -208,6 +208,7 @@ payment_t = Table(
     Column("charge_ref", String, nullable=True),
     Column("source", String, nullable=False, default="import"),  # import | card
     Column("created_at", UTCDateTime(), nullable=False),
+    Index("ix_payment_unapplied_patient", "unapplied_cents", "patient_pk"),  # credit totals (metrics --all)
 )
 
 allocation_t = Table(

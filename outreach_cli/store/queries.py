@@ -9,7 +9,20 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Select, String, and_, case, func, literal_column, or_, select, table, type_coerce
+from sqlalchemy import (
+    Select,
+    String,
+    and_,
+    case,
+    func,
+    literal,
+    literal_column,
+    or_,
+    select,
+    table,
+    type_coerce,
+    union_all,
+)
 
 from outreach_cli.domain.context import Context
 from outreach_cli.domain.errors import InvalidInput, NotFound
@@ -200,6 +213,15 @@ def _search_clause(text: str, dialect: str = "sqlite", *, walk: bool = False) ->
             pconds.append(_contains_all(dialect, words))
     clauses.insert(0, pk.in_(select(patient_t.c.id).where(or_(*pconds))))
     if re.fullmatch(r"#?[0-9]{1,18}", raw):
+        if dialect == "postgresql":
+            # `patient_pk IN (...) OR id = n` keeps PostgreSQL from starting at the few matching
+            # patients (it walks every set testing both): one IN over the union of the two does not.
+            found = invoice_set_t.alias("found_set")
+            patients = select(patient_t.c.id).where(or_(*pconds))
+            ids = union_all(
+                select(found.c.id).where(found.c.patient_pk.in_(patients)), select(literal(int(raw.lstrip("#"))))
+            )
+            return invoice_set_t.c.id.in_(ids)
         set_id = literal_column("+invoice_set.id") if walk else invoice_set_t.c.id
         clauses.append(set_id == int(raw.lstrip("#")))
     return or_(*clauses)
@@ -332,23 +354,6 @@ def _pages(conn: Any, base: Select[Any], f: ListFilter, run: Any = None, size: A
     if f.limit is not None:
         second = second.limit(f.limit - got)
     yield from run(second)
-
-
-def plan_statements(store: Any, f: ListFilter) -> list[Any]:
-    """The SELECTs `list` runs for ``f`` (first page), for query-plan checks."""
-    with store.read() as conn:
-        rule_sets = RuleSets(conn)
-        walk = _walks_next_send(conn, store.dialect, f)
-    base = _base(rule_sets, f, walk_next_send=walk, dialect=store.dialect)
-    if f.sort != "next-send":
-        q = _order(base, f)
-        return [q.limit(f.limit) if f.limit is not None else q]
-    col, idcol = invoice_set_t.c.next_send_at, invoice_set_t.c.id
-    first = base.where(col.is_not(None)).order_by(col, idcol)
-    second = base.where(col.is_(None)).order_by(idcol)
-    if f.limit is not None:
-        first, second = first.limit(f.limit), second.limit(f.limit)
-    return [first, second]
 
 
 def list_sets(store: Any, f: ListFilter, ctx: Context) -> Iterator[dict[str, Any]]:

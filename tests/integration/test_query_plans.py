@@ -1,86 +1,94 @@
-"""`list` filters and sorts, `metrics` and the claim query are served by indexes (SPEC section 10).
-Checked with EXPLAIN QUERY PLAN on SQLite: no statement may scan the invoice_set table without an
-index (speed itself is measured by bench/, never by tests)."""
+"""`list` filters and sorts, `metrics`, `show`, `audit` and `report` are served by indexes (SPEC
+sections 10 and 12), on SQLite and PostgreSQL. The statements checked are those the commands
+really run, captured while they run (tests/integration/plans.py); speed itself is measured by
+bench/, never by tests."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import re
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
 import pytest
 
-from outreach_cli.domain.ranges import parse_amount_range, parse_time_range
-from outreach_cli.domain.statuses import Status
-from outreach_cli.store.database import Store
-from outreach_cli.store.queries import ListFilter, metrics_statements, plan_statements
 from tests.conftest import Cli
+from tests.helpers import PATIENT_HEADER, patient, write_csv
+from tests.integration.plans import full_scans, lines, plans_of
 
-NOW = datetime(2026, 3, 2, 15, tzinfo=UTC)
-UTC = ZoneInfo("UTC")
+N = 60
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Store:
-    url = f"sqlite:///{tmp_path / 'plans.db'}"
-    Cli(url).ok("init")
-    s = Store(url)
-    with s.engine.begin() as conn:
-        conn.exec_driver_sql("ANALYZE")
-    return s
+def seeded(cli: Cli, tmp_path: Path) -> Cli:
+    """N patients with one set each (half on `gentle`), their events, and a few paused sets."""
+    pats = [patient(f"P{i:03d}", phone=f"(617) 555-{1000 + i:04d}", email=f"user{i}@example.com") for i in range(N)]
+    cli.ok("import", "patients", str(write_csv(tmp_path / "p.csv", pats, PATIENT_HEADER)))
+    for arm in ("standard", "gentle"):
+        rows = [
+            {"charge_id": f"C{i}", "patient_id": f"P{i:03d}", "amount": str(50 + 7 * i)}
+            for i in range(N)
+            if (i % 2 == 0) == (arm == "standard")
+        ]
+        cli.ok("import", "charges", str(write_csv(tmp_path / f"c-{arm}.csv", rows)), "--rule-set", arm)
+    cli.ok("act", "pause", "-", input="1\n2\n3\n")
+    return cli
 
 
-def plan(store: Store, stmt: object) -> list[str]:
-    with store.engine.connect() as conn:
-        sql = str(stmt.compile(conn, compile_kwargs={"literal_binds": True}))  # type: ignore[attr-defined]
-        return [str(r[3]) for r in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + sql)]
-
-
-def assert_indexed(lines: list[str], *, rowid_order: bool = False) -> None:
-    scans = [ln for ln in lines if ln.startswith("SCAN invoice_set") and "INDEX" not in ln]
-    if rowid_order:  # walking the table in ID order *is* the primary-key index, with no sort
-        assert not any("TEMP B-TREE" in ln for ln in lines), lines
-        return
-    assert not scans, lines
-
-
-FILTERS = {
-    "default": ListFilter(limit=50),
-    "status": ListFilter(statuses=[Status.FAILED], limit=50),
-    "amount": ListFilter(amount=parse_amount_range("100..500"), limit=50),
-    "created": ListFilter(created=parse_time_range("2026-02-01..2026-02-28", tz=UTC, now=NOW), limit=50),
-    "send-time": ListFilter(send_time=parse_time_range("today", tz=UTC, now=NOW), limit=50),
-    "rule-set": ListFilter(rule_sets=["gentle"], limit=50),
-    "phone": ListFilter(search="(617) 555-0142", limit=50),
-    "set id": ListFilter(search="42", statuses=list(Status), limit=50),
-    "sort amount": ListFilter(sort="amount", desc=True, limit=50),
-    "sort created": ListFilter(sort="created", limit=50),
-    "sort id all": ListFilter(sort="id", statuses=list(Status), limit=50),
-    "sort status": ListFilter(sort="status", limit=50),
+LIST = ["list", "--limit", "50", "--format", "jsonl"]
+# On SQLite a `list` with a limit in next-send order walks the next-send index and tests the other
+# filters on the way (queries._base): that index serves it; PostgreSQL picks among the filters' own.
+WALK = "ix_invoice_set_next_send_at"
+# command -> the indexes of which its plans must name one (SQLite and PostgreSQL name indexes alike).
+CASES: dict[str, tuple[list[str], tuple[str, ...]]] = {
+    "list (default)": (LIST, (WALK, "ix_invoice_set_status_")),
+    "list --status": ([*LIST, "--status", "failed"], (WALK, "ix_invoice_set_status_")),
+    "list --amount": ([*LIST, "--amount", "100..500"], (WALK, "amount")),
+    "list --created": ([*LIST, "--created", "2026-02-01..2026-02-28"], ("created",)),
+    "list --send-time": ([*LIST, "--send-time", "today"], ("next_send", "ix_invoice_set_status_next")),
+    "list --rule-set": ([*LIST, "--rule-set", "gentle"], (WALK, "rule_set")),
+    "list --search number": ([*LIST, "--search", "(617) 555-1001"], ("ix_patient_phone",)),
+    "list --search set id": ([*LIST, "--status", "all", "--search", "42"], ()),
+    "list --sort amount": ([*LIST, "--sort", "amount", "--desc"], ("ix_invoice_set_status_", "amount")),
+    "list --sort created": ([*LIST, "--sort", "created"], ("ix_invoice_set_status_", "created")),
+    "list --sort status": ([*LIST, "--sort", "status"], ("ix_invoice_set_status_",)),
+    # PostgreSQL may take the report's (rule set, created, status, owed) index on a few rows.
+    "metrics": (["metrics"], ("ix_invoice_set_status_", "ix_invoice_set_report")),
+    "metrics --all": (["metrics", "--all"], ("ix_invoice_set_status_created",)),
+    "show": (["show", "2", "--format", "json"], ()),
+    "audit --limit 50": (["audit", "--limit", "50"], ("ix_event_at",)),
+    "audit --id": (["audit", "--id", "2"], ("ix_event_invoice_set_id",)),
+    "report": (["report", "--since", "2026-02-01", "--format", "json"], ("created",)),
+    "report --by method": (["report", "--since", "2026-02-01", "--by", "method", "--format", "json"], ()),
 }
 
-
-@pytest.mark.parametrize("name", list(FILTERS))
-def test_list_queries_use_indexes(store: Store, name: str) -> None:
-    for stmt in plan_statements(store, FILTERS[name]):
-        assert_indexed(plan(store, stmt), rowid_order=name == "sort id all")
+# Known and reported, not fixed here: the report's payment attribution reads every allocation paid
+# before the period's end (core/report_queries.py, issue 15), not only those of the period's sets.
+ALLOWED = {"report": ("payment_allocation",), "report --by method": ("payment_allocation",)}
 
 
-def test_exact_phone_search_uses_the_phone_index(store: Store) -> None:
-    lines = [ln for stmt in plan_statements(store, FILTERS["phone"]) for ln in plan(store, stmt)]
-    assert any("ix_patient_phone" in ln for ln in lines), lines
+@pytest.mark.parametrize("case", list(CASES))
+def test_commands_read_the_big_tables_through_indexes(seeded: Cli, case: str) -> None:
+    args, indexes = CASES[case]
+    stmts = plans_of(seeded, *args)
+    assert not full_scans(stmts, allowed=ALLOWED.get(case, ())), "\n".join(map(str, stmts))
+    if indexes:
+        assert any(ix in ln for ln in lines(stmts) for ix in indexes), "\n".join(map(str, stmts))
 
 
-def test_metrics_use_covering_indexes(store: Store) -> None:
-    counts, aging = metrics_statements(NOW)
-    # Both read only an index (never the table rows): a count per status, and the aging pass.
-    assert any("COVERING INDEX ix_invoice_set_status_" in ln for ln in plan(store, counts)), plan(store, counts)
-    assert any("COVERING INDEX ix_invoice_set_status_created" in ln for ln in plan(store, aging)), plan(store, aging)
+def test_listing_everything_by_id_walks_the_primary_key(seeded: Cli) -> None:
+    """`--status all --sort id`: the table in ID order *is* its primary-key index (no sort), so
+    `--limit 50` stops after 50 rows."""
+    stmts = plans_of(seeded, *LIST, "--status", "all", "--sort", "id")
+    plan = lines(stmts)
+    assert not any("TEMP B-TREE" in ln or ln.lstrip(" ->").startswith("Sort") for ln in plan), plan
+    assert not [ln for ln in plan if "Seq Scan on invoice_set" in ln], plan
 
 
-def test_claim_query_uses_the_next_send_index(store: Store) -> None:
-    from outreach_cli.outreach.claims import due_sets_query
-
-    lines = plan(store, due_sets_query(NOW, 200, pg=store.dialect == "postgresql"))
-    assert_indexed(lines)
-    assert any("next_send" in ln for ln in lines), lines
+def test_run_outreach_claims_due_sets_through_the_next_send_index(seeded: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The claim query of a real run walks the next-send index (SKIP LOCKED on PostgreSQL)."""
+    monkeypatch.setenv("OUTREACH_PRACTICE_NAME", "Harbor Clinic")
+    monkeypatch.setenv("OUTREACH_PRACTICE_PHONE", "+16175550123")
+    stmts = plans_of(seeded, "run-outreach", "--format", "json")
+    claims = [st for st in stmts if re.search(r"ORDER BY invoice_set\.next_send_at", st.sql) and "LIMIT" in st.sql]
+    assert claims, "\n".join(st.sql for st in stmts)
+    assert not full_scans(claims), "\n".join(map(str, claims))
+    assert all(any("next_send" in ln for ln in st.plan) for st in claims), "\n".join(map(str, claims))

@@ -1,22 +1,22 @@
 """`list --search` is served by the databases' trigram indexes (issue 13): SQLite's FTS5 table
 `patient_search` (trigram tokenizer), PostgreSQL's pg_trgm GIN index on patient.search_text, both
 kept in step with patient imports in the same transaction. The plans are those of the statements
-`list` really runs (built by the same function); speed itself is measured by bench/."""
+`list` really runs, captured while it runs (tests/integration/plans.py); speed itself is measured
+by bench/."""
 
 from __future__ import annotations
 
 import json
 import re
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from outreach_cli.store.database import Store
 from outreach_cli.store.maintenance import after_big_write
-from outreach_cli.store.queries import ListFilter, plan_statements
 from tests.conftest import Cli
 from tests.helpers import PATIENT_HEADER, patient, write_csv
+from tests.integration.plans import full_scans, lines, plans_of
 
 FIRST = ["Mary", "John", "Wei", "Fatima", "Priya", "Mateo", "Linda", "Robert"]
 LAST = ["Smith", "Jones", "Nguyen", "Okafor", "Haddad", "Lee", "Brown", "Garcia"]
@@ -56,17 +56,6 @@ def found(cli: Cli, text: str) -> list[str]:
     return sorted(json.loads(x)["patient_id"] for x in r.stdout.splitlines())
 
 
-def plan_lines(store: Store, stmt: Any) -> list[str]:
-    with store.engine.connect() as conn:
-        sql = str(stmt.compile(conn, compile_kwargs={"literal_binds": True}))
-        if store.dialect == "sqlite":
-            return [str(r[3]) for r in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + sql)]
-        # 2,000 rows fit in a few pages, where a sequential scan is cheapest; at scale the planner
-        # picks the index by itself. Disabling sequential scans asks: can the index serve it?
-        conn.exec_driver_sql("SET enable_seqscan = off")
-        return [str(r[0]) for r in conn.exec_driver_sql("EXPLAIN " + sql)]
-
-
 SEARCHES = {
     "name": "quillfeather",
     "name with accent, two words": "Zéphyrine Quillfeather",
@@ -78,19 +67,16 @@ SEARCHES = {
 @pytest.mark.parametrize("kind", list(SEARCHES))
 def test_search_is_served_by_the_trigram_index(many: Cli, kind: str) -> None:
     assert found(many, SEARCHES[kind]) == ["P0777"]
-    store = Store(many.db)
-    lines = [
-        ln
-        for stmt in plan_statements(store, ListFilter(search=SEARCHES[kind], limit=50))
-        for ln in plan_lines(store, stmt)
-    ]
-    if store.dialect == "sqlite":
-        assert any(re.match(r"SCAN patient_search VIRTUAL TABLE INDEX \d+:M", ln) for ln in lines), lines
-        assert not [ln for ln in lines if re.match(r"SCAN (patient|invoice_set)\b(?!_)", ln)], lines
+    # The statements of the same `list` run as an operator types it (first page, in next-send order).
+    stmts = plans_of(many, "list", "--search", SEARCHES[kind], "--limit", "50", "--format", "jsonl")
+    plan = lines(stmts)
+    if many.db.startswith("sqlite"):
+        assert any(re.match(r"SCAN patient_search VIRTUAL TABLE INDEX \d+:M", ln) for ln in plan), plan
     else:
-        assert any("ix_patient_search_text_trgm" in ln for ln in lines), lines
-        assert not [ln for ln in lines if "Seq Scan on patient" in ln or "Seq Scan on invoice_set" in ln], lines
-    store.engine.dispose()
+        assert any("ix_patient_search_text_trgm" in ln for ln in plan), plan
+        # The matches drive the query: no scan of the sets testing each against the patient list.
+        assert not [ln for ln in plan if "Filter:" in ln and "SubPlan" in ln], "\n".join(map(str, stmts))
+    assert not full_scans(stmts), "\n".join(map(str, stmts))
 
 
 def test_short_words_still_match_by_a_scan(many: Cli) -> None:
@@ -164,11 +150,11 @@ def test_broad_searches_walk_the_next_send_order_with_the_same_result(
         broad = listed(*args)
         monkeypatch.setattr(queries, "BROAD_SEARCH", 5000)
         assert broad == narrow and len(narrow) == int(args[3])
-    store = Store(many.db)
     monkeypatch.setattr(queries, "BROAD_SEARCH", 10)
-    first = plan_statements(store, ListFilter(search="smith", limit=50))[0]  # the sets with a next send
-    lines = plan_lines(store, first)
-    if store.dialect == "sqlite":  # in next-send order from the index: no sort of the matches
-        assert any("ix_invoice_set_next_send_at" in ln for ln in lines), lines
-        assert not any("TEMP B-TREE" in ln for ln in lines), lines
-    store.engine.dispose()
+    stmts = plans_of(many, "list", "--search", "smith", "--limit", "50", "--format", "jsonl")
+    pages = [st for st in stmts if "next_send_at IS NOT NULL" in st.sql]  # the sets with a next send
+    assert pages, "\n".join(st.sql for st in stmts)
+    if many.db.startswith("sqlite"):  # in next-send order from the index: no sort of the matches
+        assert any("ix_invoice_set_next_send_at" in ln for ln in pages[0].plan), pages[0]
+        assert not any("TEMP B-TREE" in ln for ln in pages[0].plan), pages[0]
+    assert not full_scans(stmts), "\n".join(map(str, stmts))
