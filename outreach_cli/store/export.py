@@ -226,10 +226,14 @@ def _driver_rows(conn: Any, stmt: Any, *, server: bool = True) -> Iterator[list[
     if conn.dialect.name == "sqlite":
         raw.create_function("outreach_iso", 1, _iso_of_stored, deterministic=True)
         cur = raw.cursor()
-        cur.execute(str(compiled), tuple(params[k] for k in compiled.positiontup))
+        args: Any = tuple(params[k] for k in compiled.positiontup)
     else:
         cur = raw.cursor(name="outreach_export") if server else raw.cursor()
-        cur.execute(str(compiled), params)
+        args = params
+    # SQLAlchemy's cursor-execute listeners (statement logging, the query-plan tests) see this
+    # statement as if SQLAlchemy had run it.
+    conn.dispatch.before_cursor_execute(conn, cur, str(compiled), args, None, False)
+    cur.execute(str(compiled), args)
     try:
         while batch := cur.fetchmany(BATCH):
             yield batch

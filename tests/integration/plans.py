@@ -20,6 +20,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
 from outreach_cli.store.database import Store
+from outreach_cli.store.export import _iso_of_stored
 
 # The tables that grow with the number of sets: none may be read row by row without an index.
 BIG = ("invoice_set", "patient", "charge", "send", "event", "payment", "payment_allocation")
@@ -57,6 +58,8 @@ def explain(db: str, statements: list[tuple[str, Any]]) -> list[Statement]:
     try:
         with store.engine.connect() as conn:
             if store.dialect == "sqlite":
+                # the export's own SQL function must exist for SQLite to plan its statement
+                conn.connection.dbapi_connection.create_function("outreach_iso", 1, _iso_of_stored)  # type: ignore[union-attr]
                 return [
                     Statement(s, p, [str(r[3]) for r in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + s, p)])
                     for s, p in statements
