@@ -195,12 +195,25 @@ def show(
 
 
 def _show_text(a: App, d: dict[str, Any]) -> None:
-    from rich.text import Text
-
-    from outreach_cli.cli.output import Clock, Col, badge, dollars, human_detail, print_table
+    from outreach_cli.cli.output import Clock
 
     clock = Clock(a)
-    p = d["patient"]
+    _show_heading(a, d, clock)
+    _show_patient(a, d["patient"])
+    a.out.print()
+    _show_charges(a, d, clock)
+    a.out.print()
+    _show_schedule(a, d, clock)
+    a.out.print()
+    _show_timeline(a, d, clock)
+
+
+def _show_heading(a: App, d: dict[str, Any], clock: Clock) -> None:
+    """Status, balance, rule set, reason, payment link and credit."""
+    from rich.text import Text
+
+    from outreach_cli.cli.output import badge, dollars
+
     head = Text.assemble(
         (f"Invoice set {d['id']}  ", "bold"),
         badge(d["status"]),
@@ -213,6 +226,12 @@ def _show_text(a: App, d: dict[str, Any]) -> None:
     a.out.print(Text(f"  created {clock(d['created_at'])}   payment link {link}"))
     if d.get("credit_cents"):
         a.out.print(Text(f"  patient credit {dollars(d['credit_cents'])} (payments not applied to any charge)"))
+
+
+def _show_patient(a: App, p: dict[str, Any]) -> None:
+    """Name, contact details, address and which methods are usable."""
+    from rich.text import Text
+
     a.out.print(Text(f"\nPatient {p['first_name']} {p['last_name']} ({p['patient_id']})", style="bold"))
     addr = p["address"]
     a.out.print(
@@ -220,32 +239,19 @@ def _show_text(a: App, d: dict[str, Any]) -> None:
             f"  phone {p['phone'] or '-'} ({p['phone_type']})   email {p['email'] or '-'}   time zone {', '.join(p['timezones'])}"
         )
     )
-    a.out.print(
-        Text(
-            "  address "
-            + (
-                ", ".join(
-                    v
-                    for v in (
-                        addr["address_line1"],
-                        addr["address_line2"],
-                        addr["city"],
-                        addr["state"],
-                        addr["postal_code"],
-                    )
-                    if v
-                )
-                or "-"
-            )
-        )
-    )
+    parts = (addr["address_line1"], addr["address_line2"], addr["city"], addr["state"], addr["postal_code"])
+    a.out.print(Text("  address " + (", ".join(v for v in parts if v) or "-")))
     for m, u in p["usable_methods"].items():
         a.out.print(
             Text.assemble(
                 f"  {m:<12}", ("usable", "green") if u["usable"] else ("not usable", "red"), f"  {u['reason'] or ''}"
             )
         )
-    a.out.print()
+
+
+def _show_charges(a: App, d: dict[str, Any], clock: Clock) -> None:
+    from outreach_cli.cli.output import Col, dollars, print_table
+
     print_table(
         a,
         d["charges"],
@@ -260,7 +266,11 @@ def _show_text(a: App, d: dict[str, Any]) -> None:
         title="Charges",
         see_all=SHOW_SEE_ALL,
     )
-    a.out.print()
+
+
+def _show_schedule(a: App, d: dict[str, Any], clock: Clock) -> None:
+    from outreach_cli.cli.output import Col, print_table
+
     print_table(
         a,
         d["schedule"],
@@ -278,7 +288,10 @@ def _show_text(a: App, d: dict[str, Any]) -> None:
         title="Schedule",
         see_all=SHOW_SEE_ALL,
     )
-    a.out.print()
+
+
+def _show_timeline(a: App, d: dict[str, Any], clock: Clock) -> None:
+    from outreach_cli.cli.output import Col, human_detail, print_table
 
     def change(e: dict[str, Any]) -> str:
         return f"{badge_label(e['from_status'])} -> {badge_label(e['to_status'])}" if e["to_status"] else ""

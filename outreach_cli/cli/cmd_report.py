@@ -322,11 +322,9 @@ def _pct(v: float | None) -> str:
 
 
 def render_table(a: App, doc: dict[str, Any], console: Any = None) -> None:
-    from rich.table import Table
     from rich.text import Text
 
     from outreach_cli.cli.output import print_table
-    from outreach_cli.domain.money import format_dollars
 
     con = console or a.out
     p = doc["period"]
@@ -345,6 +343,17 @@ def render_table(a: App, doc: dict[str, Any], console: Any = None) -> None:
         print_table(a, rows, report_columns(present), see_all="--format csv or a wider terminal")
     else:
         console.print(simple_table(rows, report_columns(present)))
+    _render_methods(con, doc)
+    _render_collection_rates(con, doc)
+    _render_funnels(con, doc)
+    _render_weekly(con, doc)
+    if "experiment" in doc:
+        render_experiment(con, doc["experiment"])
+
+
+def _render_methods(con: Any, doc: dict[str, Any]) -> None:
+    """Messages attempted, delivered and failed per method, over all rule sets."""
+    from rich.table import Table
 
     methods: dict[str, list[int]] = {}
     for g in doc["rule_sets"]:
@@ -362,6 +371,10 @@ def render_table(a: App, doc: dict[str, Any], console: Any = None) -> None:
         con.print()
         con.print(mt)
 
+
+def _render_collection_rates(con: Any, doc: dict[str, Any]) -> None:
+    from outreach_cli.domain.money import format_dollars
+
     con.print("\n[bold]Collection rate by rule set[/bold] (dollars collected / owed)")
     width = max((len(g["rule_set"]) for g in doc["rule_sets"]), default=8)
     for g in doc["rule_sets"]:
@@ -371,6 +384,8 @@ def render_table(a: App, doc: dict[str, Any], console: Any = None) -> None:
             f"  ({format_dollars(g['collected_cents'])} of {format_dollars(g['owed_cents'])})"
         )
 
+
+def _render_funnels(con: Any, doc: dict[str, Any]) -> None:
     for rs, steps in doc["funnel"].items():
         con.print(f"\n[bold]Funnel: {rs}[/bold] (sets reaching each step; paid in full before the next)")
         top = max((s["reached"] for s in steps), default=0) or 1
@@ -383,6 +398,10 @@ def render_table(a: App, doc: dict[str, Any], console: Any = None) -> None:
                 f"{s['reached']:>6} reached, {s['paid_after']:>5} paid"
             )
 
+
+def _render_weekly(con: Any, doc: dict[str, Any]) -> None:
+    from outreach_cli.domain.money import format_dollars
+
     weeks = doc["weekly"]
     total = sum(w["collected_cents"] for w in weeks)
     if weeks:
@@ -390,8 +409,6 @@ def render_table(a: App, doc: dict[str, Any], console: Any = None) -> None:
             f"\n[bold]Collected per week[/bold] {weeks[0]['week']} .. {weeks[-1]['week']}  "
             f"[yellow]{sparkline([w['collected_cents'] for w in weeks])}[/yellow]  {format_dollars(total)}"
         )
-    if "experiment" in doc:
-        render_experiment(con, doc["experiment"])
 
 
 REPORT_KEYS = [("rule_set", "Rule set"), ("step", "Step"), ("method", "Method"), ("week", "Week of")]

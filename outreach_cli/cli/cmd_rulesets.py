@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from outreach_cli.cli.context import get_app
 from outreach_cli.cli.output import Format, Formats
+
+if TYPE_CHECKING:
+    from outreach_cli.cli.context import App
+    from outreach_cli.domain.rulesets import RuleSet
 
 rs = typer.Typer(
     help="List, show, validate and sync rule sets.\n\nRule sets are TOML files in rulesets/.\n\n\b\nExample:\n  outreach rulesets validate && outreach rulesets sync",
@@ -82,7 +86,7 @@ def show(
     """
     from outreach_cli.cli.output import emit, emit_document
     from outreach_cli.domain.errors import InvalidInput
-    from outreach_cli.domain.rulesets import RuleSet, parse_text
+    from outreach_cli.domain.rulesets import parse_text
     from outreach_cli.store.ruleset_store import list_rule_sets
 
     a = get_app(ctx)
@@ -93,7 +97,18 @@ def show(
     info = infos[name]
     report = parse_text(info.source_text, name=name, source=name)
     parsed: RuleSet | None = report.rule_set
-    steps = [
+    steps = _step_dicts(parsed)
+    if f == Format.JSON:
+        emit_document(a, _show_document(name, info, parsed, steps))
+        return
+    if f != Format.TABLE:
+        emit(a, ({"name": name, "version": info.version, **s} for s in steps), f, columns=STEP_COLUMNS)
+        return
+    _show_table(a, name, info, parsed)
+
+
+def _step_dicts(parsed: RuleSet | None) -> list[dict[str, Any]]:
+    return [
         {
             "day": s.day,
             "methods": list(s.methods),
@@ -104,38 +119,38 @@ def show(
         }
         for s in (parsed.steps if parsed else [])
     ]
-    if f == Format.JSON:
-        emit_document(
-            a,
-            {
-                "name": name,
-                "version": info.version,
-                "title": info.title,
-                "description": info.description,
-                "expiry_day": info.expiry_day,
-                "open_sets": info.open_sets,
-                "fallback": list(parsed.fallback) if parsed else [],
-                "steps": steps,
-            },
-        )
-        return
-    if f != Format.TABLE:
-        emit(a, ({"name": name, "version": info.version, **s} for s in steps), f, columns=STEP_COLUMNS)
-        return
-    a.write(f"{name} (version {info.version}): {info.title}\n{info.description}\n")
-    if parsed:
-        a.write(f"expiry day {parsed.expiry_day}; fallback: {', '.join(parsed.fallback) or 'none'}\n\n")
-        for s in parsed.steps:
-            bounds = ""
-            if s.min_balance_cents is not None or s.max_balance_cents is not None:
-                from outreach_cli.domain.money import format_dollars
 
-                lo = format_dollars(s.min_balance_cents) if s.min_balance_cents is not None else ""
-                hi = format_dollars(s.max_balance_cents) if s.max_balance_cents is not None else ""
-                bounds = f"  [balance {lo}..{hi}]"
-            a.write(f"day {s.day:>3}  {', '.join(s.methods):<16} {s.title}{bounds}\n")
-            if s.message:
-                a.write(f"          {s.message}\n")
+
+def _show_document(name: str, info: Any, parsed: RuleSet | None, steps: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "name": name,
+        "version": info.version,
+        "title": info.title,
+        "description": info.description,
+        "expiry_day": info.expiry_day,
+        "open_sets": info.open_sets,
+        "fallback": list(parsed.fallback) if parsed else [],
+        "steps": steps,
+    }
+
+
+def _show_table(a: App, name: str, info: Any, parsed: RuleSet | None) -> None:
+    """The rule set as text: heading, then one line per step and its message."""
+    a.write(f"{name} (version {info.version}): {info.title}\n{info.description}\n")
+    if not parsed:
+        return
+    a.write(f"expiry day {parsed.expiry_day}; fallback: {', '.join(parsed.fallback) or 'none'}\n\n")
+    for s in parsed.steps:
+        bounds = ""
+        if s.min_balance_cents is not None or s.max_balance_cents is not None:
+            from outreach_cli.domain.money import format_dollars
+
+            lo = format_dollars(s.min_balance_cents) if s.min_balance_cents is not None else ""
+            hi = format_dollars(s.max_balance_cents) if s.max_balance_cents is not None else ""
+            bounds = f"  [balance {lo}..{hi}]"
+        a.write(f"day {s.day:>3}  {', '.join(s.methods):<16} {s.title}{bounds}\n")
+        if s.message:
+            a.write(f"          {s.message}\n")
 
 
 @rs.command("validate")

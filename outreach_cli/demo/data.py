@@ -88,41 +88,10 @@ def generate(n_patients: int, *, seed: int = 7, start: datetime, days: int = 30)
         pid = f"P{i:06d}"
         first, last = rnd.choice(FIRST), rnd.choice(LAST)
         area, city, state, postal = rnd.choice(PLACES)
-        roll = rnd.random()
-        phone = f"({area}) 555-01{rnd.randrange(100):02d}"
-        phone_type = rnd.choice(("mobile", "mobile", "mobile", "unknown"))
-        if roll < 0.04:
-            phone, phone_type = "+15005550009", "unknown"  # sandbox landline
-        elif roll < 0.07:
-            phone = "+15005550004"  # sandbox: will reply as opted out
-        elif roll < 0.09:
-            phone = "+15005550001"  # sandbox: invalid number
-        elif roll < 0.12:
-            phone, phone_type = "", ""
-        email = f"{first.lower()}.{last.lower().replace(chr(39), '')}{i}@example.com"
-        r2 = rnd.random()
-        if r2 < 0.05:
-            email = f"{first.lower()}{i}@mailhost.invalid"  # sandbox bounce
-        elif r2 < 0.12:
-            email = ""
-        has_address = rnd.random() > 0.08
-        card = rnd.choice(("tok_visa", "", "", "", "tok_chargeDeclined"))
-        if rnd.random() < 0.04:  # hard to reach: a landline, no email, no address
-            phone, phone_type, email, has_address, card = (
-                f"({area}) 555-01{rnd.randrange(100):02d}",
-                "landline",
-                "",
-                False,
-                "",
-            )
+        phone, phone_type, email, has_address, card = _contact(rnd, i, first, last, area)
         rule_set = "final-notice" if rnd.random() < 0.1 else EXPERIMENT
         arrival = 0 if days < 2 or rnd.random() < BACKLOG_SHARE else rnd.randrange(1, days)
-        if (arrival, rule_set) not in cbufs:
-            cbufs[(arrival, rule_set)] = io.StringIO()
-            csv.writer(cbufs[(arrival, rule_set)], lineterminator="\n").writerow(
-                ["charge_id", "patient_id", "amount", "created_at", "description"]
-            )
-        cw = csv.writer(cbufs[(arrival, rule_set)], lineterminator="\n")
+        cw = _charges_writer(cbufs, (arrival, rule_set))
         if rnd.random() < 0.02:
             pauses.append(pid)
         pw.writerow(
@@ -146,23 +115,69 @@ def generate(n_patients: int, *, seed: int = 7, start: datetime, days: int = 30)
                 card,
             ]
         )
-        balance = 0
-        for _ in range(rnd.choice((1, 1, 1, 2, 2, 3))):
-            charge_no += 1
-            cents = rnd.choice((2500, 4000, 7500, 12000, 18550, 24000, 31075, 45000, 98000, 156000))
-            cents += rnd.randrange(0, 100)
-            balance += cents
-            created = start + timedelta(days=arrival - rnd.randrange(1, 20))
-            cw.writerow(
-                [
-                    f"C{charge_no:07d}",
-                    pid,
-                    f"{cents / 100:.2f}",
-                    created.strftime("%Y-%m-%dT%H:%M:%SZ"),
-                    rnd.choice(SERVICES),
-                ]
-            )
+        charge_no = _write_charges(rnd, cw, pid, start, arrival, charge_no)
     return DemoData(pbuf.getvalue(), {k: b.getvalue() for k, b in sorted(cbufs.items())}, pauses)
+
+
+def _contact(rnd: random.Random, i: int, first: str, last: str, area: str) -> tuple[str, str, str, bool, str]:
+    """(phone, phone type, email, has an address, card token), with the sandbox's special cases."""
+    roll = rnd.random()
+    phone = f"({area}) 555-01{rnd.randrange(100):02d}"
+    phone_type = rnd.choice(("mobile", "mobile", "mobile", "unknown"))
+    if roll < 0.04:
+        phone, phone_type = "+15005550009", "unknown"  # sandbox landline
+    elif roll < 0.07:
+        phone = "+15005550004"  # sandbox: will reply as opted out
+    elif roll < 0.09:
+        phone = "+15005550001"  # sandbox: invalid number
+    elif roll < 0.12:
+        phone, phone_type = "", ""
+    email = f"{first.lower()}.{last.lower().replace(chr(39), '')}{i}@example.com"
+    r2 = rnd.random()
+    if r2 < 0.05:
+        email = f"{first.lower()}{i}@mailhost.invalid"  # sandbox bounce
+    elif r2 < 0.12:
+        email = ""
+    has_address = rnd.random() > 0.08
+    card = rnd.choice(("tok_visa", "", "", "", "tok_chargeDeclined"))
+    if rnd.random() < 0.04:  # hard to reach: a landline, no email, no address
+        phone, phone_type, email, has_address, card = (
+            f"({area}) 555-01{rnd.randrange(100):02d}",
+            "landline",
+            "",
+            False,
+            "",
+        )
+    return phone, phone_type, email, has_address, card
+
+
+def _charges_writer(cbufs: dict[tuple[int, str], io.StringIO], key: tuple[int, str]) -> Any:
+    """The CSV writer of one (arrival day, rule set) charges file, started with its header."""
+    if key not in cbufs:
+        cbufs[key] = io.StringIO()
+        csv.writer(cbufs[key], lineterminator="\n").writerow(
+            ["charge_id", "patient_id", "amount", "created_at", "description"]
+        )
+    return csv.writer(cbufs[key], lineterminator="\n")
+
+
+def _write_charges(rnd: random.Random, cw: Any, pid: str, start: datetime, arrival: int, charge_no: int) -> int:
+    """One to three charges for the patient, dated before they arrive; returns the last charge number."""
+    for _ in range(rnd.choice((1, 1, 1, 2, 2, 3))):
+        charge_no += 1
+        cents = rnd.choice((2500, 4000, 7500, 12000, 18550, 24000, 31075, 45000, 98000, 156000))
+        cents += rnd.randrange(0, 100)
+        created = start + timedelta(days=arrival - rnd.randrange(1, 20))
+        cw.writerow(
+            [
+                f"C{charge_no:07d}",
+                pid,
+                f"{cents / 100:.2f}",
+                created.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                rnd.choice(SERVICES),
+            ]
+        )
+    return charge_no
 
 
 def demo_payments(store: Any, now: datetime, rnd: random.Random, day: int) -> list[dict[str, str]]:

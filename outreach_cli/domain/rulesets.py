@@ -10,6 +10,7 @@ import json
 import math
 import re
 import tomllib
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -314,6 +315,9 @@ def _cap_warnings(report: ValidationReport, source: str, steps: list[Step], caps
             )
 
 
+Err = Callable[[str, str], None]
+
+
 def parse_text(text: str, *, name: str, source: str, caps: dict[str, Any] | None = None) -> ValidationReport:
     """Parse and validate one rule-set file's text. The report holds every problem found."""
     report = ValidationReport(name=name, source=source, rule_set=None)
@@ -328,6 +332,33 @@ def parse_text(text: str, *, name: str, source: str, caps: dict[str, Any] | None
         err("", f"not valid TOML: {exc}")
         return report
 
+    title, description, expiry = _parse_header(data, name, err)
+    fallback = _parse_fallback(data.get("fallback", []), err)
+    fallback_messages = _parse_fallback_messages(data.get("fallback_messages"), err)
+    draft_rs = RuleSet(name, "", "", 0, tuple(fallback), (), tuple(sorted(fallback_messages.items())))
+    steps, last_day = _parse_steps(_raw_steps(data, err), draft_rs, report, err)
+
+    _cap_warnings(report, source, steps, caps)
+
+    if isinstance(expiry, int) and last_day is not None and expiry <= last_day:
+        err("expiry_day", f"must be after the last step's day ({last_day}), got {expiry}")
+
+    if not report.errors:
+        assert _is_int(expiry)
+        report.rule_set = RuleSet(
+            name=name,
+            title=title,
+            description=description,
+            expiry_day=int(expiry),
+            fallback=tuple(fallback),
+            steps=tuple(steps),
+            fallback_messages=tuple(sorted(fallback_messages.items())),
+        )
+    return report
+
+
+def _parse_header(data: dict[str, Any], name: str, err: Err) -> tuple[str, str, Any]:
+    """Unknown top-level keys, title, description and expiry_day (None when missing or invalid)."""
     for key in sorted(set(data) - _TOP_KEYS):
         err(key, f"unknown key (known: {', '.join(sorted(_TOP_KEYS))})")
 
@@ -346,167 +377,203 @@ def parse_text(text: str, *, name: str, source: str, caps: dict[str, Any] | None
     elif not _is_int(expiry) or expiry < 0:
         err("expiry_day", f"must be a whole number of days >= 0, got {expiry!r}")
         expiry = None
+    return title, description, expiry
 
-    fallback_raw = data.get("fallback", [])
+
+def _parse_fallback(fallback_raw: Any, err: Err) -> list[str]:
     fallback: list[str] = []
     if not isinstance(fallback_raw, list):
         err("fallback", "must be a list of methods")
-    else:
-        for m in fallback_raw:
-            if m not in METHODS:
-                err("fallback", f"unknown method {m!r} (known: {', '.join(METHODS)})")
-            elif m in fallback:
-                err("fallback", f"method {m!r} listed twice")
-            else:
-                fallback.append(m)
+        return fallback
+    for m in fallback_raw:
+        if m not in METHODS:
+            err("fallback", f"unknown method {m!r} (known: {', '.join(METHODS)})")
+        elif m in fallback:
+            err("fallback", f"method {m!r} listed twice")
+        else:
+            fallback.append(m)
+    return fallback
 
-    fallback_messages = _messages_table(data.get("fallback_messages"), "fallback_messages", err)
+
+def _parse_fallback_messages(raw: Any, err: Err) -> dict[str, str]:
+    fallback_messages = _messages_table(raw, "fallback_messages", err)
     for m, text in fallback_messages.items():
         why = template_problem(m, text)
         if why:
             err(f"fallback_messages: {m}", why)
+    return fallback_messages
 
+
+def _raw_steps(data: dict[str, Any], err: Err) -> list[dict[str, Any]]:
     raw_steps = data.get("step")
-    steps: list[Step] = []
     if raw_steps is None or raw_steps == []:
         err("step", "at least one [[step]] is required")
-        raw_steps = []
-    elif not isinstance(raw_steps, list) or not all(isinstance(s, dict) for s in raw_steps):
+        return []
+    if not isinstance(raw_steps, list) or not all(isinstance(s, dict) for s in raw_steps):
         err("step", "must be an array of tables ([[step]])")
-        raw_steps = []
+        return []
+    return raw_steps
 
+
+def _parse_steps(
+    raw_steps: list[dict[str, Any]], draft_rs: RuleSet, report: ValidationReport, err: Err
+) -> tuple[list[Step], int | None]:
+    """Every [[step]] in order; returns the steps and the last valid day seen."""
+    steps: list[Step] = []
     prev_day: int | None = None
     for i, raw in enumerate(raw_steps, start=1):
         day = raw.get("day")
         where = f"step {i}" + (f" (day {day})" if _is_int(day) else "")
         for key in sorted(set(raw) - _STEP_KEYS):
             err(f"{where}: {key}", f"unknown key (known: {', '.join(sorted(_STEP_KEYS))})")
-        if day is None:
-            err(f"{where}: day", "required")
-        elif not _is_int(day) or day < 0:
-            err(f"{where}: day", f"must be a whole number >= 0, got {day!r}")
-            day = None
-        elif prev_day is not None and day <= prev_day:
-            err(f"{where}: day", f"days must strictly increase (previous step is day {prev_day})")
+        day = _check_step_day(day, prev_day, where, err)
         if _is_int(day):
             prev_day = day
+        step = _parse_step(i, raw, day, where, draft_rs, err)
+        steps.append(step)
+        _add_sms_segments(report, i, where, step, draft_rs)
+    return steps, prev_day
 
-        methods_raw = raw.get("methods")
-        methods: list[str] = []
-        if methods_raw is None or methods_raw == []:
-            err(f"{where}: methods", f"at least one method is required ({', '.join(METHODS)})")
-        elif not isinstance(methods_raw, list):
-            err(f"{where}: methods", 'must be a list, e.g. ["sms", "email"]')
-        else:
-            for m in methods_raw:
-                if m not in METHODS:
-                    err(f"{where}: methods", f"unknown method {m!r} (known: {', '.join(METHODS)})")
-                elif m in methods:
-                    err(f"{where}: methods", f"method {m!r} appears twice in one step")
-                else:
-                    methods.append(m)
 
-        step_title = raw.get("title", f"Step {i}")
-        if not isinstance(step_title, str) or not step_title.strip():
-            err(f"{where}: title", "must be a non-empty string")
-            step_title = f"Step {i}"
-        message = raw.get("message", "")
-        if not isinstance(message, str):
-            err(f"{where}: message", "must be a string")
-            message = ""
-        step_messages = _messages_table(raw.get("messages"), f"{where}: messages", err)
-        for ph in placeholders_in(message):
-            if ph not in PLACEHOLDERS:
-                err(
-                    f"{where}: message",
-                    f"unknown placeholder {{{ph}}} (allowed: " + ", ".join("{" + p + "}" for p in PLACEHOLDERS) + ")",
-                )
-        for m, text in step_messages.items():
-            why = template_problem(m, text)
+def _check_step_day(day: Any, prev_day: int | None, where: str, err: Err) -> Any:
+    """The step's day, or None when it is not a whole number >= 0."""
+    if day is None:
+        err(f"{where}: day", "required")
+    elif not _is_int(day) or day < 0:
+        err(f"{where}: day", f"must be a whole number >= 0, got {day!r}")
+        return None
+    elif prev_day is not None and day <= prev_day:
+        err(f"{where}: day", f"days must strictly increase (previous step is day {prev_day})")
+    return day
+
+
+def _parse_step(i: int, raw: dict[str, Any], day: Any, where: str, draft_rs: RuleSet, err: Err) -> Step:
+    methods = _parse_step_methods(raw.get("methods"), where, err)
+    step_title, message = _parse_step_texts(raw, i, where, err)
+    step_messages = _messages_table(raw.get("messages"), f"{where}: messages", err)
+    _check_step_words(where, methods, message, step_messages, err)
+    draft = Step(i - 1, 0, tuple(methods), "", message, messages=tuple(sorted(step_messages.items())))
+    _check_fallback_words(where, draft, draft_rs, err)
+    lo, hi = _parse_step_bounds(raw, where, err)
+    return Step(
+        index=i - 1,
+        day=day if _is_int(day) else 0,
+        methods=tuple(methods),
+        title=step_title,
+        message=message,
+        min_balance_cents=lo,
+        max_balance_cents=hi,
+        messages=tuple(sorted(step_messages.items())),
+    )
+
+
+def _parse_step_methods(methods_raw: Any, where: str, err: Err) -> list[str]:
+    methods: list[str] = []
+    if methods_raw is None or methods_raw == []:
+        err(f"{where}: methods", f"at least one method is required ({', '.join(METHODS)})")
+    elif not isinstance(methods_raw, list):
+        err(f"{where}: methods", 'must be a list, e.g. ["sms", "email"]')
+    else:
+        for m in methods_raw:
+            if m not in METHODS:
+                err(f"{where}: methods", f"unknown method {m!r} (known: {', '.join(METHODS)})")
+            elif m in methods:
+                err(f"{where}: methods", f"method {m!r} appears twice in one step")
+            else:
+                methods.append(m)
+    return methods
+
+
+def _parse_step_texts(raw: dict[str, Any], i: int, where: str, err: Err) -> tuple[str, str]:
+    """The step's title and message."""
+    step_title = raw.get("title", f"Step {i}")
+    if not isinstance(step_title, str) or not step_title.strip():
+        err(f"{where}: title", "must be a non-empty string")
+        step_title = f"Step {i}"
+    message = raw.get("message", "")
+    if not isinstance(message, str):
+        err(f"{where}: message", "must be a string")
+        message = ""
+    return step_title, message
+
+
+def _check_step_words(where: str, methods: list[str], message: str, step_messages: dict[str, str], err: Err) -> None:
+    """Placeholders in the message, the per-method messages, and a message for each method."""
+    for ph in placeholders_in(message):
+        if ph not in PLACEHOLDERS:
+            err(
+                f"{where}: message",
+                f"unknown placeholder {{{ph}}} (allowed: " + ", ".join("{" + p + "}" for p in PLACEHOLDERS) + ")",
+            )
+    for m, text in step_messages.items():
+        why = template_problem(m, text)
+        if why:
+            err(f"{where}: messages: {m}", why)
+    for m in methods:
+        if m not in TEMPLATE_METHODS or m in step_messages:
+            continue
+        if m in MESSAGE_METHODS and not message.strip():
+            err(f"{where}: message", f"required for {m} (or give [step.messages] {m})")
+        elif message.strip() and (m in MESSAGE_METHODS or m == "mail"):
+            why = template_problem(m, message)
             if why:
-                err(f"{where}: messages: {m}", why)
-        draft = Step(i - 1, 0, tuple(methods), "", message, messages=tuple(sorted(step_messages.items())))
-        draft_rs = RuleSet(name, "", "", 0, tuple(fallback), (), tuple(sorted(fallback_messages.items())))
-        for m in methods:
-            if m not in TEMPLATE_METHODS or m in step_messages:
-                continue
-            if m in MESSAGE_METHODS and not message.strip():
-                err(f"{where}: message", f"required for {m} (or give [step.messages] {m})")
-            elif message.strip() and (m in MESSAGE_METHODS or m == "mail"):
-                why = template_problem(m, message)
-                if why:
-                    err(f"{where}: message", why + f" (or give [step.messages] {m})")
-        for m in fallback:
-            if m in methods or m not in ("sms", "email"):
-                continue
-            if template_for(draft_rs, draft, m) is None:
-                err(
-                    f"{where}: fallback {m}",
-                    f"no valid {m} message for this step's fallback to {m}: give [fallback_messages] {m} "
-                    f"or [step.messages] {m} ({template_problem(m, message) or 'the step has no message'})",
-                )
-        bounds: dict[str, int | None] = {"min_balance": None, "max_balance": None}
-        for key in bounds:
-            if key in raw:
-                v = raw[key]
-                try:
-                    if isinstance(v, bool) or not isinstance(v, (str, int, float)):
-                        raise ValueError(f"not an amount: {v!r}")
-                    cents = parse_dollars(str(v)) if not _is_int(v) else int(v) * 100
-                    if cents < 0:
-                        raise ValueError("must not be negative")
-                    bounds[key] = cents
-                except ValueError as exc:
-                    err(f"{where}: {key}", f'{exc} (write it in dollars, e.g. "25.00")')
-        lo, hi = bounds["min_balance"], bounds["max_balance"]
-        if lo is not None and hi is not None and lo > hi:
-            err(f"{where}: min_balance", "is above max_balance")
-        steps.append(
-            Step(
-                index=i - 1,
-                day=day if _is_int(day) else 0,
-                methods=tuple(methods),
-                title=step_title,
-                message=message,
-                min_balance_cents=lo,
-                max_balance_cents=hi,
-                messages=tuple(sorted(step_messages.items())),
+                err(f"{where}: message", why + f" (or give [step.messages] {m})")
+
+
+def _check_fallback_words(where: str, draft: Step, draft_rs: RuleSet, err: Err) -> None:
+    """Each sms/email fallback the step does not use itself needs valid words."""
+    for m in draft_rs.fallback:
+        if m in draft.methods or m not in ("sms", "email"):
+            continue
+        if template_for(draft_rs, draft, m) is None:
+            err(
+                f"{where}: fallback {m}",
+                f"no valid {m} message for this step's fallback to {m}: give [fallback_messages] {m} "
+                f"or [step.messages] {m} ({template_problem(m, draft.message) or 'the step has no message'})",
+            )
+
+
+def _parse_step_bounds(raw: dict[str, Any], where: str, err: Err) -> tuple[int | None, int | None]:
+    """min_balance and max_balance in cents (None when absent or invalid)."""
+    bounds: dict[str, int | None] = {"min_balance": None, "max_balance": None}
+    for key in bounds:
+        if key in raw:
+            v = raw[key]
+            try:
+                if isinstance(v, bool) or not isinstance(v, (str, int, float)):
+                    raise ValueError(f"not an amount: {v!r}")
+                cents = parse_dollars(str(v)) if not _is_int(v) else int(v) * 100
+                if cents < 0:
+                    raise ValueError("must not be negative")
+                bounds[key] = cents
+            except ValueError as exc:
+                err(f"{where}: {key}", f'{exc} (write it in dollars, e.g. "25.00")')
+    lo, hi = bounds["min_balance"], bounds["max_balance"]
+    if lo is not None and hi is not None and lo > hi:
+        err(f"{where}: min_balance", "is above max_balance")
+    return lo, hi
+
+
+def _add_sms_segments(report: ValidationReport, i: int, where: str, step: Step, draft_rs: RuleSet) -> None:
+    """Record the step's SMS segment count; warn when it exceeds 2 with long values."""
+    draft = Step(i - 1, 0, step.methods, "", step.message, messages=step.messages)
+    sms_text = template_for(draft_rs, draft, "sms") if "sms" in step.methods else None
+    if not sms_text:
+        return
+    enc, n, segs = worst_segments(sms_text)
+    g_enc, g_n, g_segs = sms_segments(render(sms_text, MAX_VALUES))
+    report.segments.append(SegmentInfo(i, step.title, enc, n, segs))
+    if (g_enc, g_n) != (enc, n):
+        report.segments[-1].encoding = f"{enc} with a non-GSM name ({g_segs} {g_enc})"
+    enc, n, segs = g_enc, g_n, g_segs
+    if segs > 2:
+        report.problems.append(
+            Problem(
+                f"{report.source}: {where}: message",
+                f"sms is {segs} segments ({enc}, {n} characters with long values); keep it to 2",
+                "warning",
             )
         )
-        sms_text = template_for(draft_rs, draft, "sms") if "sms" in methods else None
-        if sms_text:
-            enc, n, segs = worst_segments(sms_text)
-            g_enc, g_n, g_segs = sms_segments(render(sms_text, MAX_VALUES))
-            report.segments.append(SegmentInfo(i, step_title, enc, n, segs))
-            if (g_enc, g_n) != (enc, n):
-                report.segments[-1].encoding = f"{enc} with a non-GSM name ({g_segs} {g_enc})"
-            enc, n, segs = g_enc, g_n, g_segs
-            if segs > 2:
-                problems.append(
-                    Problem(
-                        f"{source}: {where}: message",
-                        f"sms is {segs} segments ({enc}, {n} characters with long values); keep it to 2",
-                        "warning",
-                    )
-                )
-
-    _cap_warnings(report, source, steps, caps)
-
-    if isinstance(expiry, int) and prev_day is not None and expiry <= prev_day:
-        err("expiry_day", f"must be after the last step's day ({prev_day}), got {expiry}")
-
-    if not report.errors:
-        assert _is_int(expiry)
-        report.rule_set = RuleSet(
-            name=name,
-            title=title,
-            description=description,
-            expiry_day=int(expiry),  # type: ignore[arg-type]
-            fallback=tuple(fallback),
-            steps=tuple(steps),
-            fallback_messages=tuple(sorted(fallback_messages.items())),
-        )
-    return report
 
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")

@@ -58,49 +58,10 @@ class IngestReport:
 
 
 def ingest(store: Store, text: str, ctx: Context, source: str = "<stdin>") -> IngestReport:
-    from outreach_cli.imports.stripe_events import is_stripe_line, parse_stripe_line
-
-    events: list[tuple[int, dict[str, Any]]] = []
-    stripe_events: list[dict[str, Any]] = []
-    problems: list[str] = []
-    for n, obj in json_objects(text, problems):
-        if is_stripe_line(obj):
-            parse_stripe_line(n, obj, stripe_events, problems, ctx.extra["settings"].stripe.webhook_secret)
-            continue
-        kind = obj.get("type")
-        if kind not in TYPES:
-            problems.append(f"line {n}: type: unknown event type {kind!r} (known: {', '.join(TYPES)})")
-            continue
-        missing = [k for k in TYPES[kind] if not isinstance(obj.get(k), str) or not obj.get(k)]
-        if missing:
-            problems.append(f"line {n}: {missing[0]}: required for {kind}")
-            continue
-        if kind == "sms_status" and obj["status"] not in STATUSES:
-            problems.append(f"line {n}: status: unknown message status {obj['status']!r}")
-            continue
-        if kind == "sms_status" and obj.get("error_code") not in (None, "") and not str(obj["error_code"]).isdigit():
-            problems.append(f"line {n}: error_code: expected a number")
-            continue
-        if kind == "inbound_sms":
-            try:
-                obj["from"] = parse_phone(obj["from"])
-            except ValueError as exc:
-                problems.append(f"line {n}: from: {exc}")
-                continue
-            if obj.get("received_at"):
-                try:
-                    obj["received_at"] = parse_datetime(str(obj["received_at"]))
-                except ValueError as exc:
-                    problems.append(f"line {n}: received_at: {exc}")
-                    continue
-        events.append((n, obj))
+    events, stripe_events, problems = _parse_lines(text, ctx)
     report = IngestReport(lines=len(events) + len(stripe_events) + len(problems))
     with store.write() as conn:
-        sends: dict[str, Any] = {}
-        sids = [o["sid"] for _, o in events if o["type"] == "sms_status"]
-        for i in range(0, len(sids), 500):
-            for r in conn.execute(select(send_t).where(send_t.c.provider_ref.in_(sids[i : i + 500]))):
-                sends[r.provider_ref] = r
+        sends = _sends_by_sid(conn, events)
         for n, o in events:
             if o["type"] == "sms_status" and o["sid"] not in sends:
                 problems.append(f"line {n}: sid: no send with this message SID")
@@ -109,41 +70,7 @@ def ingest(store: Store, text: str, ctx: Context, source: str = "<stdin>") -> In
             raise InvalidInput(f"{source}: {len(problems)} problem(s); nothing was applied", details=problems[:50])
         touched: set[int] = set()
         for _, o in events:
-            kind = o["type"]
-            if kind == "sms_status":
-                row = sends[o["sid"]]
-                out = classify_status(o["status"], o.get("error_code"), o["sid"])
-                if apply_send_status(conn, row, out, ctx, source="events ingest"):
-                    report.applied += 1
-                    touched.add(row.patient_pk)
-                    row = conn.execute(select(send_t).where(send_t.c.id == row.id)).one()
-                    sends[o["sid"]] = row
-                else:
-                    report.unchanged += 1
-            elif kind == "inbound_sms":
-                n_applied, pts = apply_inbound(
-                    conn,
-                    [{"sid": o.get("sid"), "from": o["from"], "body": o["body"], "received_at": o.get("received_at")}],
-                    ctx,
-                )
-                report.applied += n_applied
-                touched |= pts
-            elif kind == "email_unsubscribe":
-                touched |= unsubscribe_email(conn, o["email"], ctx, "List-Unsubscribe")
-                report.applied += 1
-            elif kind == "email_reply":
-                verdict = classify(o["body"])
-                if verdict == "stop":
-                    touched |= unsubscribe_email(conn, o["email"], ctx, "email reply")
-                elif verdict == "review":
-                    touched |= flag_for_review(conn, o["email"], ctx)
-                report.applied += 1
-            else:
-                pts = suppress_email(
-                    conn, o["email"], "bounced" if kind == "email_bounce" else "complained", ctx, o.get("reason")
-                )
-                report.applied += 1
-                touched |= pts
+            touched |= _apply_event(conn, o, sends, ctx, report)
         if stripe_events:
             from outreach_cli.outreach.stripe_payments import apply_events
 
@@ -153,6 +80,99 @@ def ingest(store: Store, text: str, ctx: Context, source: str = "<stdin>") -> In
         if touched:
             refresh_sets(conn, open_set_ids_for_patients(conn, touched), ctx, RuleSets(conn))
     return report
+
+
+def _parse_lines(text: str, ctx: Context) -> tuple[list[tuple[int, dict[str, Any]]], list[dict[str, Any]], list[str]]:
+    """(provider events with their line numbers, Stripe events, problems) from the JSON lines."""
+    from outreach_cli.imports.stripe_events import is_stripe_line, parse_stripe_line
+
+    events: list[tuple[int, dict[str, Any]]] = []
+    stripe_events: list[dict[str, Any]] = []
+    problems: list[str] = []
+    for n, obj in json_objects(text, problems):
+        if is_stripe_line(obj):
+            parse_stripe_line(n, obj, stripe_events, problems, ctx.extra["settings"].stripe.webhook_secret)
+            continue
+        problem = _line_problem(n, obj)
+        if problem:
+            problems.append(problem)
+            continue
+        events.append((n, obj))
+    return events, stripe_events, problems
+
+
+def _line_problem(n: int, obj: dict[str, Any]) -> str | None:
+    """What is wrong with one provider event line (None when fine); normalises inbound SMS fields."""
+    kind = obj.get("type")
+    if kind not in TYPES:
+        return f"line {n}: type: unknown event type {kind!r} (known: {', '.join(TYPES)})"
+    missing = [k for k in TYPES[kind] if not isinstance(obj.get(k), str) or not obj.get(k)]
+    if missing:
+        return f"line {n}: {missing[0]}: required for {kind}"
+    if kind == "sms_status" and obj["status"] not in STATUSES:
+        return f"line {n}: status: unknown message status {obj['status']!r}"
+    if kind == "sms_status" and obj.get("error_code") not in (None, "") and not str(obj["error_code"]).isdigit():
+        return f"line {n}: error_code: expected a number"
+    if kind == "inbound_sms":
+        try:
+            obj["from"] = parse_phone(obj["from"])
+        except ValueError as exc:
+            return f"line {n}: from: {exc}"
+        if obj.get("received_at"):
+            try:
+                obj["received_at"] = parse_datetime(str(obj["received_at"]))
+            except ValueError as exc:
+                return f"line {n}: received_at: {exc}"
+    return None
+
+
+def _sends_by_sid(conn: Any, events: list[tuple[int, dict[str, Any]]]) -> dict[str, Any]:
+    """The sends the status events name, by message SID."""
+    sends: dict[str, Any] = {}
+    sids = [o["sid"] for _, o in events if o["type"] == "sms_status"]
+    for i in range(0, len(sids), 500):
+        for r in conn.execute(select(send_t).where(send_t.c.provider_ref.in_(sids[i : i + 500]))):
+            sends[r.provider_ref] = r
+    return sends
+
+
+def _apply_event(conn: Any, o: dict[str, Any], sends: dict[str, Any], ctx: Context, report: IngestReport) -> set[int]:
+    """Apply one provider event; counts it in ``report``; returns the patients it touched."""
+    kind = o["type"]
+    touched: set[int] = set()
+    if kind == "sms_status":
+        row = sends[o["sid"]]
+        out = classify_status(o["status"], o.get("error_code"), o["sid"])
+        if apply_send_status(conn, row, out, ctx, source="events ingest"):
+            report.applied += 1
+            touched.add(row.patient_pk)
+            sends[o["sid"]] = conn.execute(select(send_t).where(send_t.c.id == row.id)).one()
+        else:
+            report.unchanged += 1
+    elif kind == "inbound_sms":
+        n_applied, pts = apply_inbound(
+            conn,
+            [{"sid": o.get("sid"), "from": o["from"], "body": o["body"], "received_at": o.get("received_at")}],
+            ctx,
+        )
+        report.applied += n_applied
+        touched |= pts
+    elif kind == "email_unsubscribe":
+        touched |= unsubscribe_email(conn, o["email"], ctx, "List-Unsubscribe")
+        report.applied += 1
+    elif kind == "email_reply":
+        verdict = classify(o["body"])
+        if verdict == "stop":
+            touched |= unsubscribe_email(conn, o["email"], ctx, "email reply")
+        elif verdict == "review":
+            touched |= flag_for_review(conn, o["email"], ctx)
+        report.applied += 1
+    else:
+        touched |= suppress_email(
+            conn, o["email"], "bounced" if kind == "email_bounce" else "complained", ctx, o.get("reason")
+        )
+        report.applied += 1
+    return touched
 
 
 def flag_for_review(conn: Any, email: str, ctx: Context) -> set[int]:

@@ -94,46 +94,13 @@ def apply_inbound(conn: Connection, items: list[dict[str, Any]], ctx: Context) -
         ).all()
         body = it.get("body") or ""
         kind = classify(body)
-        kw = kind if kind in ("stop", "start") else None
         at: datetime = it.get("received_at") or ctx.now
         newly_opted: list[int] = []
         for pk, opted in patients:
-            if kind == "stop":
-                values: dict[str, Any] = {"sms_opt_out": True, "needs_review": False, "updated_at": ctx.now}
-                if _CALLS_RE.search(body):
-                    values["call_opt_out"] = True
-                conn.execute(update(patient_t).where(patient_t.c.id == pk).values(**values))
-                if not opted:
-                    newly_opted.append(pk)
-            elif kind == "start" and opted:
-                conn.execute(
-                    update(patient_t).where(patient_t.c.id == pk).values(sms_opt_out=False, updated_at=ctx.now)
-                )
-            elif kind == "review":
-                conn.execute(
-                    update(patient_t).where(patient_t.c.id == pk).values(needs_review=True, updated_at=ctx.now)
-                )
+            if _apply_reply_to_patient(conn, pk, opted, kind, body, ctx):
+                newly_opted.append(pk)
             touched.add(pk)
-            add_events(
-                conn,
-                [
-                    event_row(
-                        ctx,
-                        "reply",
-                        set_id=sid_,
-                        patient_pk=pk,
-                        actor="patient",
-                        at=at,
-                        detail={
-                            "body": body[:MAX_BODY],
-                            "keyword": kw,
-                            "sid": sid,
-                            "needs_review": True if kind == "review" else None,
-                        },
-                    )
-                    for sid_ in _timeline_sets(conn, pk)
-                ],
-            )
+            _add_reply_events(conn, pk, kind, body, sid, at, ctx)
         if newly_opted:
             queue_confirmation(conn, newly_opted, ctx)
         if sid:
@@ -142,6 +109,48 @@ def apply_inbound(conn: Connection, items: list[dict[str, Any]], ctx: Context) -
             )
         applied += 1
     return applied, touched
+
+
+def _apply_reply_to_patient(conn: Connection, pk: int, opted: bool, kind: str | None, body: str, ctx: Context) -> bool:
+    """Set or clear the opt-outs or the review flag the reply asks for; True when newly opted out."""
+    if kind == "stop":
+        values: dict[str, Any] = {"sms_opt_out": True, "needs_review": False, "updated_at": ctx.now}
+        if _CALLS_RE.search(body):
+            values["call_opt_out"] = True
+        conn.execute(update(patient_t).where(patient_t.c.id == pk).values(**values))
+        return not opted
+    if kind == "start" and opted:
+        conn.execute(update(patient_t).where(patient_t.c.id == pk).values(sms_opt_out=False, updated_at=ctx.now))
+    elif kind == "review":
+        conn.execute(update(patient_t).where(patient_t.c.id == pk).values(needs_review=True, updated_at=ctx.now))
+    return False
+
+
+def _add_reply_events(
+    conn: Connection, pk: int, kind: str | None, body: str, sid: str | None, at: datetime, ctx: Context
+) -> None:
+    """The reply on the timeline of each of the patient's sets."""
+    kw = kind if kind in ("stop", "start") else None
+    add_events(
+        conn,
+        [
+            event_row(
+                ctx,
+                "reply",
+                set_id=sid_,
+                patient_pk=pk,
+                actor="patient",
+                at=at,
+                detail={
+                    "body": body[:MAX_BODY],
+                    "keyword": kw,
+                    "sid": sid,
+                    "needs_review": True if kind == "review" else None,
+                },
+            )
+            for sid_ in _timeline_sets(conn, pk)
+        ],
+    )
 
 
 def queue_confirmation(conn: Connection, patient_pks: list[int], ctx: Context) -> None:

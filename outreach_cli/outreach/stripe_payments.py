@@ -190,68 +190,78 @@ def _apply_one(
 ) -> dict[int, tuple[str, str]]:
     """One event's effect; fills ``row`` (the PaymentIntent, the set, the cents restored)."""
     kind = ev["type"]
-    obj = _obj(ev)
-    changed: dict[int, tuple[str, str]] = {}
     if kind in ("payment_intent.succeeded", "checkout.session.completed"):
-        if kind == "payment_intent.succeeded":
-            pi_id, amount, ok = obj.get("id"), obj.get("amount_received") or obj.get("amount"), True
-        else:
-            pi_id, amount = obj.get("payment_intent"), obj.get("amount_total")
-            ok = obj.get("payment_status") == "paid"
-        set_id, ppk = _set_for(conn, obj)
-        row.update(object_id=pi_id, invoice_set_id=set_id)
-        if ok and pi_id and ppk is not None and isinstance(amount, int) and amount > 0:
-            changed = record_payments(
-                conn,
-                [
-                    {
-                        "payment_id": pi_id,
-                        "patient_pk": ppk,
-                        "amount_cents": amount,
-                        "paid_at": _paid_at(ev, ctx),
-                        "charge_ref": None,
-                        "source": "stripe",
-                    }
-                ],
-                ctx,
-                rule_sets,
-            )
-        elif ppk is None:
-            log.info("stripe event %s: no patient matches it; recorded, nothing applied", ev["id"])
-    elif kind in ("charge.refunded", "charge.dispute.created"):
-        pi_id = obj.get("payment_intent")
-        row["object_id"] = pi_id
-        pay = conn.execute(select(payment_t).where(payment_t.c.payment_id == pi_id)).first() if pi_id else None
-        if pay is not None:
-            restored = int(
-                conn.execute(
-                    select(func.coalesce(func.sum(stripe_event_t.c.amount_cents), 0)).where(
-                        stripe_event_t.c.object_id == pi_id
-                    )
-                ).scalar_one()
-            )
-            if kind == "charge.refunded":
-                by_refunds = int(
-                    conn.execute(
-                        select(func.coalesce(func.sum(stripe_event_t.c.amount_cents), 0)).where(
-                            stripe_event_t.c.object_id == pi_id, stripe_event_t.c.type == "charge.refunded"
-                        )
-                    ).scalar_one()
-                )
-                want = int(obj.get("amount_refunded") or 0) - by_refunds
-                reason = f"refund of {format_dollars(max(want, 0))} at Stripe ({pi_id})"
-                pause = None
-            else:
-                want = int(obj.get("amount") or 0)
-                why = str(obj.get("reason") or "unspecified").replace("_", " ")
-                reason = f"card payment disputed at Stripe: {why} ({obj.get('id')})"
-                pause = f"payment disputed ({why}); resume once the dispute is settled"
-            cents = max(0, min(want, pay.amount_cents - restored))
-            row["amount_cents"] = cents
-            row["invoice_set_id"], changed = _restore(conn, pay, cents, ctx, rule_sets, kind, reason, pause)
-        else:
-            log.info("stripe event %s: payment %s is not in the ledger; nothing applied", ev["id"], pi_id)
+        return _apply_payment(conn, ev, row, ctx, rule_sets)
+    if kind in ("charge.refunded", "charge.dispute.created"):
+        return _apply_refund_or_dispute(conn, ev, row, ctx, rule_sets)
+    return {}
+
+
+def _apply_payment(
+    conn: Connection, ev: dict[str, Any], row: dict[str, Any], ctx: Context, rule_sets: RuleSets
+) -> dict[int, tuple[str, str]]:
+    """A succeeded PaymentIntent or a paid Checkout session: record the payment."""
+    obj = _obj(ev)
+    if ev["type"] == "payment_intent.succeeded":
+        pi_id, amount, ok = obj.get("id"), obj.get("amount_received") or obj.get("amount"), True
+    else:
+        pi_id, amount = obj.get("payment_intent"), obj.get("amount_total")
+        ok = obj.get("payment_status") == "paid"
+    set_id, ppk = _set_for(conn, obj)
+    row.update(object_id=pi_id, invoice_set_id=set_id)
+    if ok and pi_id and ppk is not None and isinstance(amount, int) and amount > 0:
+        payment = {
+            "payment_id": pi_id,
+            "patient_pk": ppk,
+            "amount_cents": amount,
+            "paid_at": _paid_at(ev, ctx),
+            "charge_ref": None,
+            "source": "stripe",
+        }
+        return record_payments(conn, [payment], ctx, rule_sets)
+    if ppk is None:
+        log.info("stripe event %s: no patient matches it; recorded, nothing applied", ev["id"])
+    return {}
+
+
+def _apply_refund_or_dispute(
+    conn: Connection, ev: dict[str, Any], row: dict[str, Any], ctx: Context, rule_sets: RuleSets
+) -> dict[int, tuple[str, str]]:
+    """A refund or a dispute: give back what is not given back yet, up to the payment."""
+    kind, obj = ev["type"], _obj(ev)
+    pi_id = obj.get("payment_intent")
+    row["object_id"] = pi_id
+    pay = conn.execute(select(payment_t).where(payment_t.c.payment_id == pi_id)).first() if pi_id else None
+    if pay is None:
+        log.info("stripe event %s: payment %s is not in the ledger; nothing applied", ev["id"], pi_id)
+        return {}
+    restored = _restored_cents(conn, pi_id)
+    want, reason, pause = _give_back_terms(conn, kind, obj, pi_id)
+    cents = max(0, min(want, pay.amount_cents - restored))
+    row["amount_cents"] = cents
+    row["invoice_set_id"], changed = _restore(conn, pay, cents, ctx, rule_sets, kind, reason, pause)
     return changed
+
+
+def _restored_cents(conn: Connection, pi_id: Any, kind: str | None = None) -> int:
+    """Cents already given back for a PaymentIntent (by events of ``kind`` only, when given)."""
+    where = [stripe_event_t.c.object_id == pi_id]
+    if kind is not None:
+        where.append(stripe_event_t.c.type == kind)
+    return int(
+        conn.execute(select(func.coalesce(func.sum(stripe_event_t.c.amount_cents), 0)).where(*where)).scalar_one()
+    )
+
+
+def _give_back_terms(conn: Connection, kind: str, obj: dict[str, Any], pi_id: Any) -> tuple[int, str, str | None]:
+    """(cents wanted back, the reason, the pause reason or None) for a refund or a dispute."""
+    if kind == "charge.refunded":
+        want = int(obj.get("amount_refunded") or 0) - _restored_cents(conn, pi_id, "charge.refunded")
+        return want, f"refund of {format_dollars(max(want, 0))} at Stripe ({pi_id})", None
+    want = int(obj.get("amount") or 0)
+    why = str(obj.get("reason") or "unspecified").replace("_", " ")
+    reason = f"card payment disputed at Stripe: {why} ({obj.get('id')})"
+    return want, reason, f"payment disputed ({why}); resume once the dispute is settled"
 
 
 def _restore(
@@ -266,13 +276,39 @@ def _restore(
 ) -> tuple[int | None, dict[int, tuple[str, str]]]:
     """Give back ``cents`` of a payment: unapplied credit first, then its allocations newest
     first (a negative allocation each). Reopens paid sets; ``pause`` pauses them with a reason."""
-    left = cents
-    take = min(left, pay.unapplied_cents)
+    left = _take_from_credit(conn, pay, cents)
+    sets = _reverse_allocations(conn, pay, left)
+    if not sets:
+        return _note_on_latest_set(conn, pay, cents, ctx, kind, reason), {}
+    events: list[dict[str, Any]] = []
+    final: set[int] = set()
+    to_pause: dict[int, tuple[str, int]] = {}  # set -> (status before, patient)
+    for sid in sorted(sets):
+        target = _reopen_set(conn, sid, ctx, reason, pause, events, to_pause)
+        final.update({sid, target})
+        events.append(_money_event(ctx, kind, target, pay, cents, reason))
+    add_events(conn, events)
+    recompute_amounts(conn, final)
+    changed = refresh_sets(conn, final, ctx, rule_sets)
+    # Paused last, as the `pause` action does, so the dispute is the reason shown.
+    for sid, (before, ppk) in to_pause.items():
+        _pause_set(conn, sid, before, ppk, ctx, pause)
+        changed.pop(sid, None)
+    return min(final), changed
+
+
+def _take_from_credit(conn: Connection, pay: Any, cents: int) -> int:
+    """Take what can be taken from the payment's unapplied credit; returns the cents left."""
+    take = min(cents, pay.unapplied_cents)
     if take:
         conn.execute(
             update(payment_t).where(payment_t.c.id == pay.id).values(unapplied_cents=payment_t.c.unapplied_cents - take)
         )
-        left -= take
+    return int(cents - take)
+
+
+def _reverse_allocations(conn: Connection, pay: Any, left: int) -> set[int]:
+    """Owe ``left`` cents again on the payment's charges, newest allocation first; returns their sets."""
     net: dict[int, int] = {}
     for charge_pk, amount in conn.execute(
         select(allocation_t.c.charge_pk, allocation_t.c.amount_cents)
@@ -299,93 +335,99 @@ def _restore(
         left -= give
         if ch.invoice_set_id is not None:
             sets.add(ch.invoice_set_id)
-    if not sets:
-        # Nothing went back to a charge (all credit): note it on the patient's latest set.
-        sid = conn.execute(
-            select(invoice_set_t.c.id)
-            .where(invoice_set_t.c.patient_pk == pay.patient_pk)
-            .order_by(invoice_set_t.c.id.desc())
-            .limit(1)
-        ).scalar()
-        if sid is not None:
-            add_events(conn, [_money_event(ctx, kind, sid, pay, cents, reason)])
-        return sid, {}
-    now = ctx.now
-    events: list[dict[str, Any]] = []
-    final: set[int] = set()
-    to_pause: dict[int, tuple[str, int]] = {}  # set -> (status before, patient)
-    for sid in sorted(sets):
-        s = conn.execute(select(invoice_set_t).where(invoice_set_t.c.id == sid)).one()
-        target = sid
-        if s.status == Status.PAID.value:
-            other = conn.execute(
-                select(invoice_set_t.c.id).where(
-                    invoice_set_t.c.patient_pk == s.patient_pk,
-                    invoice_set_t.c.id != sid,
-                    invoice_set_t.c.status.in_([x.value for x in IN_PROGRESS]),
-                )
-            ).scalar()
-            if other is None:
-                conn.execute(
-                    update(invoice_set_t)
-                    .where(invoice_set_t.c.id == sid)
-                    .values(status=Status.ACTIVE.value, status_reason=None, closed_at=None, updated_at=now)
-                )
-                if pause:
-                    to_pause[sid] = (s.status, s.patient_pk)
-                else:
-                    events.append(
-                        event_row(
-                            ctx,
-                            "status",
-                            set_id=sid,
-                            patient_pk=s.patient_pk,
-                            actor=ACTOR,
-                            from_status=s.status,
-                            to_status=Status.ACTIVE.value,
-                            reason=reason,
-                        )
-                    )
-            else:
-                # The patient has a newer set in progress: the money owed again joins it.
-                conn.execute(
-                    update(charge_t)
-                    .where(charge_t.c.invoice_set_id == sid, charge_t.c.outstanding_cents > 0)
-                    .values(invoice_set_id=other)
-                )
-                target = other
-        elif pause and s.status in (Status.ACTIVE.value, Status.WILL_FAIL.value, Status.FAILED.value):
+    return sets
+
+
+def _note_on_latest_set(conn: Connection, pay: Any, cents: int, ctx: Context, kind: str, reason: str) -> int | None:
+    """Nothing went back to a charge (all credit): note it on the patient's latest set."""
+    sid = conn.execute(
+        select(invoice_set_t.c.id)
+        .where(invoice_set_t.c.patient_pk == pay.patient_pk)
+        .order_by(invoice_set_t.c.id.desc())
+        .limit(1)
+    ).scalar()
+    if sid is not None:
+        add_events(conn, [_money_event(ctx, kind, sid, pay, cents, reason)])
+    return sid
+
+
+def _reopen_set(
+    conn: Connection,
+    sid: int,
+    ctx: Context,
+    reason: str,
+    pause: str | None,
+    events: list[dict[str, Any]],
+    to_pause: dict[int, tuple[str, int]],
+) -> int:
+    """Reopen a paid set (or move its money owed to the patient's newer set in progress); note the
+    sets to pause. Returns the set the money owed again now belongs to."""
+    s = conn.execute(select(invoice_set_t).where(invoice_set_t.c.id == sid)).one()
+    if s.status != Status.PAID.value:
+        if pause and s.status in (Status.ACTIVE.value, Status.WILL_FAIL.value, Status.FAILED.value):
             to_pause[sid] = (s.status, s.patient_pk)
-        final.update({sid, target})
-        events.append(_money_event(ctx, kind, target, pay, cents, reason))
-    add_events(conn, events)
-    recompute_amounts(conn, final)
-    changed = refresh_sets(conn, final, ctx, rule_sets)
-    # Paused last, as the `pause` action does, so the dispute is the reason shown.
-    for sid, (before, ppk) in to_pause.items():
+        return sid
+    other = conn.execute(
+        select(invoice_set_t.c.id).where(
+            invoice_set_t.c.patient_pk == s.patient_pk,
+            invoice_set_t.c.id != sid,
+            invoice_set_t.c.status.in_([x.value for x in IN_PROGRESS]),
+        )
+    ).scalar()
+    if other is not None:
+        # The patient has a newer set in progress: the money owed again joins it.
         conn.execute(
-            update(invoice_set_t)
-            .where(invoice_set_t.c.id == sid)
-            .values(status="paused", status_reason=pause, paused_at=now, next_send_at=None, updated_at=now)
+            update(charge_t)
+            .where(charge_t.c.invoice_set_id == sid, charge_t.c.outstanding_cents > 0)
+            .values(invoice_set_id=other)
         )
-        add_events(
-            conn,
-            [
-                event_row(
-                    ctx,
-                    "status",
-                    set_id=sid,
-                    patient_pk=ppk,
-                    actor=ACTOR,
-                    action="pause",
-                    from_status=before,
-                    to_status="paused",
-                    reason=pause,
-                )
-            ],
+        return other  # type: ignore[no-any-return]
+    conn.execute(
+        update(invoice_set_t)
+        .where(invoice_set_t.c.id == sid)
+        .values(status=Status.ACTIVE.value, status_reason=None, closed_at=None, updated_at=ctx.now)
+    )
+    if pause:
+        to_pause[sid] = (s.status, s.patient_pk)
+    else:
+        events.append(
+            event_row(
+                ctx,
+                "status",
+                set_id=sid,
+                patient_pk=s.patient_pk,
+                actor=ACTOR,
+                from_status=s.status,
+                to_status=Status.ACTIVE.value,
+                reason=reason,
+            )
         )
-        changed.pop(sid, None)
-    return min(final), changed
+    return sid
+
+
+def _pause_set(conn: Connection, sid: int, before: str, ppk: int, ctx: Context, pause: str | None) -> None:
+    now = ctx.now
+    conn.execute(
+        update(invoice_set_t)
+        .where(invoice_set_t.c.id == sid)
+        .values(status="paused", status_reason=pause, paused_at=now, next_send_at=None, updated_at=now)
+    )
+    add_events(
+        conn,
+        [
+            event_row(
+                ctx,
+                "status",
+                set_id=sid,
+                patient_pk=ppk,
+                actor=ACTOR,
+                action="pause",
+                from_status=before,
+                to_status="paused",
+                reason=pause,
+            )
+        ],
+    )
 
 
 def _money_event(ctx: Context, kind: str, sid: int, pay: Any, cents: int, reason: str) -> dict[str, Any]:
@@ -462,37 +504,43 @@ def checkout_link(
             conn.execute(
                 update(stripe_checkout_t).where(stripe_checkout_t.c.session_id == sid).values(replaced_at=ctx.now)
             )
-        if not conn.execute(
-            select(stripe_checkout_t.c.session_id).where(stripe_checkout_t.c.session_id == s["session_id"])
-        ).first():
-            try:
-                with conn.begin_nested():
-                    conn.execute(
-                        insert(stripe_checkout_t),
-                        {
-                            "session_id": s["session_id"],
-                            "invoice_set_id": set_id,
-                            "amount_cents": balance_cents,
-                            "url": s["url"],
-                            "expires_at": s["expires_at"],
-                            "created_at": ctx.now,
-                        },
-                    )
-                add_events(
-                    conn,
-                    [
-                        event_row(
-                            ctx,
-                            "payment_link",
-                            set_id=set_id,
-                            actor="system",
-                            detail={"provider": "stripe", "session_id": s["session_id"], "amount_cents": balance_cents},
-                        )
-                    ],
-                )
-            except IntegrityError:
-                pass  # the other message of this step stored the same session
+        _store_session(conn, ctx, set_id, balance_cents, s)
     return str(s["url"])
+
+
+def _store_session(conn: Connection, ctx: Context, set_id: int, balance_cents: int, s: dict[str, Any]) -> None:
+    """Record a new Checkout Session and its event, once (a concurrent message may have stored it)."""
+    if conn.execute(
+        select(stripe_checkout_t.c.session_id).where(stripe_checkout_t.c.session_id == s["session_id"])
+    ).first():
+        return
+    try:
+        with conn.begin_nested():
+            conn.execute(
+                insert(stripe_checkout_t),
+                {
+                    "session_id": s["session_id"],
+                    "invoice_set_id": set_id,
+                    "amount_cents": balance_cents,
+                    "url": s["url"],
+                    "expires_at": s["expires_at"],
+                    "created_at": ctx.now,
+                },
+            )
+        add_events(
+            conn,
+            [
+                event_row(
+                    ctx,
+                    "payment_link",
+                    set_id=set_id,
+                    actor="system",
+                    detail={"provider": "stripe", "session_id": s["session_id"], "amount_cents": balance_cents},
+                )
+            ],
+        )
+    except IntegrityError:
+        pass  # the other message of this step stored the same session
 
 
 def stripe_settings(ctx: Context) -> tuple[bool, bool]:

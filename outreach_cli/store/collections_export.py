@@ -69,47 +69,9 @@ def export(
     after the rows are written and before the marks commit (e.g. moving the file into place):
     if it fails, nothing is marked. Returns the number of sets."""
     with store.write() as conn:
-        q = (
-            select(
-                invoice_set_t.c.id,
-                invoice_set_t.c.patient_pk,
-                invoice_set_t.c.amount_outstanding_cents,
-                invoice_set_t.c.closed_at,
-                *[patient_t.c[c] for c in PATIENT_COLUMNS],
-            )
-            .join(patient_t, patient_t.c.id == invoice_set_t.c.patient_pk)
-            .where(invoice_set_t.c.status == "collections")
-            .order_by(invoice_set_t.c.id)
-        )
-        if not include_exported:
-            q = q.where(invoice_set_t.c.exported_at.is_(None))
-        rows = conn.execute(q).all()
+        rows = _collections_sets(conn, include_exported)
         ids = [r.id for r in rows]
-        charges: dict[int, list[Any]] = {}
-        after: dict[int, int] = {}
-        for chunk in chunks(ids):
-            for c in conn.execute(
-                select(
-                    charge_t.c.invoice_set_id,
-                    charge_t.c.charge_id,
-                    charge_t.c.created_at,
-                    charge_t.c.description,
-                    charge_t.c.amount_cents,
-                    charge_t.c.outstanding_cents,
-                    charge_t.c.status,
-                )
-                .where(charge_t.c.invoice_set_id.in_(chunk))
-                .order_by(charge_t.c.created_at, charge_t.c.id)
-            ):
-                charges.setdefault(c.invoice_set_id, []).append(c)
-            for sid, detail in conn.execute(
-                select(event_t.c.invoice_set_id, event_t.c.detail).where(
-                    event_t.c.invoice_set_id.in_(chunk), event_t.c.kind == "payment"
-                )
-            ):
-                d = json.loads(detail) if detail else {}
-                if d.get("after_escalation"):
-                    after[sid] = after.get(sid, 0) + int(d.get("applied_cents", 0))
+        charges, after = _charges_and_late_payments(conn, ids)
         tz = get_zone(ctx.practice_tz)
         w = csv.writer(out, lineterminator="\n")
         w.writerow(COLUMNS)
@@ -125,6 +87,55 @@ def export(
                 conn, [event_row(ctx, "collections_exported", set_id=r.id, patient_pk=r.patient_pk) for r in rows]
             )
         return len(rows)
+
+
+def _collections_sets(conn: Any, include_exported: bool) -> list[Any]:
+    """The sets in collections (not yet exported unless ``include_exported``) with their patients."""
+    q = (
+        select(
+            invoice_set_t.c.id,
+            invoice_set_t.c.patient_pk,
+            invoice_set_t.c.amount_outstanding_cents,
+            invoice_set_t.c.closed_at,
+            *[patient_t.c[c] for c in PATIENT_COLUMNS],
+        )
+        .join(patient_t, patient_t.c.id == invoice_set_t.c.patient_pk)
+        .where(invoice_set_t.c.status == "collections")
+        .order_by(invoice_set_t.c.id)
+    )
+    if not include_exported:
+        q = q.where(invoice_set_t.c.exported_at.is_(None))
+    return list(conn.execute(q).all())
+
+
+def _charges_and_late_payments(conn: Any, ids: list[int]) -> tuple[dict[int, list[Any]], dict[int, int]]:
+    """(each set's charges, cents each set received after escalation to collections)."""
+    charges: dict[int, list[Any]] = {}
+    after: dict[int, int] = {}
+    for chunk in chunks(ids):
+        for c in conn.execute(
+            select(
+                charge_t.c.invoice_set_id,
+                charge_t.c.charge_id,
+                charge_t.c.created_at,
+                charge_t.c.description,
+                charge_t.c.amount_cents,
+                charge_t.c.outstanding_cents,
+                charge_t.c.status,
+            )
+            .where(charge_t.c.invoice_set_id.in_(chunk))
+            .order_by(charge_t.c.created_at, charge_t.c.id)
+        ):
+            charges.setdefault(c.invoice_set_id, []).append(c)
+        for sid, detail in conn.execute(
+            select(event_t.c.invoice_set_id, event_t.c.detail).where(
+                event_t.c.invoice_set_id.in_(chunk), event_t.c.kind == "payment"
+            )
+        ):
+            d = json.loads(detail) if detail else {}
+            if d.get("after_escalation"):
+                after[sid] = after.get(sid, 0) + int(d.get("applied_cents", 0))
+    return charges, after
 
 
 def _text(v: Any) -> str:

@@ -104,6 +104,18 @@ def _named_first(queue: list[dict[str, Any]], charge_ref: str | None) -> list[di
     return sorted(queue, key=lambda c: 0 if c["charge_id"] == charge_ref else 1)
 
 
+@dataclass
+class _Allocation:
+    """Where a batch of payments goes, worked out in memory before anything is written."""
+
+    changed_charges: dict[int, dict[str, Any]] = field(default_factory=dict)
+    allocations: list[tuple[int, int, int]] = field(default_factory=list)  # (payment index, charge pk, cents)
+    # (payment index, set id) -> applied cents / recovered cents
+    per_set: dict[tuple[int, int], int] = field(default_factory=lambda: defaultdict(int))
+    recovered: dict[tuple[int, int], int] = field(default_factory=lambda: defaultdict(int))
+    unapplied: list[int] = field(default_factory=list)
+
+
 def apply_payments_detailed(
     conn: Connection, payments: list[dict[str, Any]], ctx: Context, rule_sets: RuleSets
 ) -> LedgerResult:
@@ -111,13 +123,33 @@ def apply_payments_detailed(
     source) and apply them; events, set balances and statuses in the caller's transaction."""
     result = LedgerResult()
     pks = sorted({p["patient_pk"] for p in payments})
-    owed = _owed_charges(conn, pks)
-    written_off = _written_off_charges(conn, pks)
-    changed_charges: dict[int, dict[str, Any]] = {}
-    allocations: list[tuple[int, int, int]] = []  # (payment index, charge pk, cents)
-    per_set: dict[tuple[int, int], int] = defaultdict(int)  # (payment index, set id) -> applied cents
-    recovered: dict[tuple[int, int], int] = defaultdict(int)  # (payment index, set id) -> recovered cents
-    unapplied: list[int] = []
+    plan = _allocate(payments, _owed_charges(conn, pks), _written_off_charges(conn, pks), result)
+    pay_ids = _insert_payments(conn, payments, plan.unapplied, ctx)
+    _write_allocations(conn, plan, pay_ids)
+
+    touched = {sid for (_, sid) in plan.per_set} | {sid for (_, sid) in plan.recovered}
+    set_status = _set_statuses(conn, touched)
+    events = _payment_events(payments, plan.per_set, set_status, result, ctx)
+    events += _recovery_events(payments, plan.recovered, result, ctx)
+    credit_events = _credit_events(conn, payments, plan.unapplied, ctx)
+    add_events(conn, events + credit_events)
+    recompute_amounts(conn, touched)
+    # The agency learns of the payment: the set is offered again by the next plain export.
+    for chunk in chunks(sorted(result.after_escalation)):
+        conn.execute(update(invoice_set_t).where(invoice_set_t.c.id.in_(chunk)).values(exported_at=None))
+    result.changed = refresh_sets(conn, touched, ctx, rule_sets)
+    return result
+
+
+def _allocate(
+    payments: list[dict[str, Any]],
+    owed: dict[int, list[dict[str, Any]]],
+    written_off: dict[int, list[dict[str, Any]]],
+    result: LedgerResult,
+) -> _Allocation:
+    """Each payment pays owed charges (the named one first), then recovers written-off ones;
+    what is left is the patient's credit (noted in ``result.unapplied``)."""
+    plan = _Allocation()
     for i, p in enumerate(payments):
         left = p["amount_cents"]
         for ch in _named_first(owed[p["patient_pk"]], p.get("charge_ref")):
@@ -128,10 +160,10 @@ def apply_payments_detailed(
             take = min(left, ch["outstanding_cents"])
             ch["outstanding_cents"] -= take
             left -= take
-            changed_charges[ch["id"]] = ch
-            allocations.append((i, ch["id"], take))
+            plan.changed_charges[ch["id"]] = ch
+            plan.allocations.append((i, ch["id"], take))
             if ch["invoice_set_id"] is not None:
-                per_set[(i, ch["invoice_set_id"])] += take
+                plan.per_set[(i, ch["invoice_set_id"])] += take
         for ch in _named_first(written_off[p["patient_pk"]], p.get("charge_ref")):
             if left <= 0:
                 break
@@ -140,13 +172,17 @@ def apply_payments_detailed(
             take = min(left, ch["recoverable_cents"])
             ch["recoverable_cents"] -= take
             left -= take
-            allocations.append((i, ch["id"], take))
+            plan.allocations.append((i, ch["id"], take))
             if ch["invoice_set_id"] is not None:
-                recovered[(i, ch["invoice_set_id"])] += take
-        unapplied.append(left)
+                plan.recovered[(i, ch["invoice_set_id"])] += take
+        plan.unapplied.append(left)
         if left > 0:
             result.unapplied.append(Unapplied(p["payment_id"], p["amount_cents"], left))
+    return plan
 
+
+def _insert_payments(conn: Connection, payments: list[dict[str, Any]], unapplied: list[int], ctx: Context) -> list[int]:
+    """Insert the payment rows; returns their primary keys in order."""
     rows = [
         {
             "payment_id": p["payment_id"],
@@ -164,7 +200,12 @@ def apply_payments_detailed(
     for chunk in chunks(rows, 1000):
         res = conn.execute(insert(payment_t).returning(payment_t.c.id, sort_by_parameter_order=True), list(chunk))
         pay_ids.extend(r[0] for r in res)
-    alloc_rows = [{"payment_pk": pay_ids[i], "charge_pk": c, "amount_cents": cents} for i, c, cents in allocations]
+    return pay_ids
+
+
+def _write_allocations(conn: Connection, plan: _Allocation, pay_ids: list[int]) -> None:
+    """Insert the allocations and update the charges they paid."""
+    alloc_rows = [{"payment_pk": pay_ids[i], "charge_pk": c, "amount_cents": cents} for i, c, cents in plan.allocations]
     for chunk in chunks(alloc_rows, 2000):
         conn.execute(insert(allocation_t), list(chunk))
     bulk_update(
@@ -176,17 +217,29 @@ def apply_payments_detailed(
                 "outstanding_cents": ch["outstanding_cents"],
                 "status": "paid" if ch["outstanding_cents"] == 0 else ch["status"],
             }
-            for cid, ch in changed_charges.items()
+            for cid, ch in plan.changed_charges.items()
         ],
     )
 
-    touched = {sid for (_, sid) in per_set} | {sid for (_, sid) in recovered}
+
+def _set_statuses(conn: Connection, set_ids: set[int]) -> dict[int, str]:
     set_status: dict[int, str] = {}
-    for chunk in chunks(sorted(touched)):
+    for chunk in chunks(sorted(set_ids)):
         for sid, status in conn.execute(
             select(invoice_set_t.c.id, invoice_set_t.c.status).where(invoice_set_t.c.id.in_(chunk))
         ):
             set_status[sid] = status
+    return set_status
+
+
+def _payment_events(
+    payments: list[dict[str, Any]],
+    per_set: dict[tuple[int, int], int],
+    set_status: dict[int, str],
+    result: LedgerResult,
+    ctx: Context,
+) -> list[dict[str, Any]]:
+    """A payment event per (payment, set) paid; a set in collections is noted in ``result``."""
     events = []
     for (i, sid), cents in sorted(per_set.items()):
         p = payments[i]
@@ -202,6 +255,14 @@ def apply_payments_detailed(
             reason = "payment received after escalation to collections"
             result.after_escalation.add(sid)
         events.append(event_row(ctx, "payment", set_id=sid, patient_pk=p["patient_pk"], reason=reason, detail=detail))
+    return events
+
+
+def _recovery_events(
+    payments: list[dict[str, Any]], recovered: dict[tuple[int, int], int], result: LedgerResult, ctx: Context
+) -> list[dict[str, Any]]:
+    """A recovery event per (payment, written-off set) that received money."""
+    events = []
     for (i, sid), cents in sorted(recovered.items()):
         p = payments[i]
         result.recovered.add(sid)
@@ -220,14 +281,7 @@ def apply_payments_detailed(
                 },
             )
         )
-    credit_events = _credit_events(conn, payments, unapplied, ctx)
-    add_events(conn, events + credit_events)
-    recompute_amounts(conn, touched)
-    # The agency learns of the payment: the set is offered again by the next plain export.
-    for chunk in chunks(sorted(result.after_escalation)):
-        conn.execute(update(invoice_set_t).where(invoice_set_t.c.id.in_(chunk)).values(exported_at=None))
-    result.changed = refresh_sets(conn, touched, ctx, rule_sets)
-    return result
+    return events
 
 
 def _credit_events(

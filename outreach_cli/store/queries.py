@@ -437,174 +437,216 @@ def selected_ids(store: Any, f: ListFilter) -> list[int]:
 # --- show ------------------------------------------------------------------------------------
 
 
-def show_set(store: Any, set_id: int, ctx: Context) -> dict[str, Any]:
-    from outreach_cli.domain.contacts import usable_methods, zone_sources
-    from outreach_cli.domain.evaluation import step_applies
-    from outreach_cli.domain.scheduling import explain, step_due
+@dataclass
+class _SetRows:
+    """Everything `show` reads for one invoice set, read in one transaction."""
 
+    s: Any
+    p: Any
+    link: str | None
+    charges: list[Any]
+    sends: list[Any]
+    events: list[Any]
+    rs_name: str
+    credit_cents: int
+
+
+def show_set(store: Any, set_id: int, ctx: Context) -> dict[str, Any]:
     with store.read() as conn:
         rule_sets = RuleSets(conn)
-        s = conn.execute(select(invoice_set_t).where(invoice_set_t.c.id == set_id)).first()
-        if s is None:
-            raise NotFound(f"no invoice set with ID {set_id}")
-        p = conn.execute(select(patient_t).where(patient_t.c.id == s.patient_pk)).one()
-        link = payment_url(s.id, ctx)
-        if ctx.extra.get("settings") is not None and ctx.extra["settings"].values["payments"]["provider"] == "stripe":
-            from outreach_cli.store.checkout_links import current_link
-
-            # The Stripe Checkout link for the current balance, once a message has created it.
-            link = current_link(conn, s.id, s.amount_outstanding_cents)  # type: ignore[assignment]
-        charges = conn.execute(
-            select(charge_t).where(charge_t.c.invoice_set_id == set_id).order_by(charge_t.c.created_at, charge_t.c.id)
-        ).all()
-        sends = conn.execute(
-            select(send_t)
-            .where(send_t.c.invoice_set_id == set_id)
-            .order_by(send_t.c.schedule_gen, send_t.c.step_index, send_t.c.id)
-        ).all()
-        events = conn.execute(
-            select(event_t).where(event_t.c.invoice_set_id == set_id).order_by(event_t.c.at, event_t.c.id)
-        ).all()
-        rs_name = conn.execute(select(rule_set_t.c.name).where(rule_set_t.c.id == s.rule_set_id)).scalar_one()
-        from outreach_cli.store.ledger import patient_credit
-
-        credit_cents = patient_credit(conn, s.patient_pk)
+        rows = _read_set_rows(conn, set_id, ctx)
+    s, p = rows.s, rows.p
     rs = rule_sets.get(s.rule_set_id)
+    from outreach_cli.domain.contacts import usable_methods
+
     usable = usable_methods(contact_of(p))
     zones = zones_of(p, ctx.practice_tz)
-    schedule: list[dict[str, Any]] = []
-    for snd in sends:
-        schedule.append(
-            {
-                "step": snd.step_title,
-                "day": snd.step_day,
-                "method": snd.method,
-                "status": snd.status,
-                "due_at": iso_z(snd.due_at),
-                "sent_at": iso_z(snd.sent_at),
-                "reason": snd.reason,
-                "provider_ref": snd.provider_ref,
-                "fallback": bool(snd.is_fallback),
-                "generation": snd.schedule_gen,
-                "attempts": snd.attempts,
-                "next_attempt_at": iso_z(snd.next_attempt_at) if snd.status == "pending" else None,
-            }
-        )
-    window = window_of(p, ctx)
+    schedule = [_sent_row(snd) for snd in rows.sends]
     if s.status in [x.value for x in OPEN] and s.status != Status.EXPIRED.value:
-        done = {(snd.step_index, snd.method) for snd in sends if snd.schedule_gen == s.schedule_gen}
-        prev: tuple[datetime, str | None] | None = None
-        for n, step in enumerate(rs.steps[(s.next_step_index or 0) :]):
-            due = step_due(s.anchor_at, step.day)
-            start = max(due, ctx.now)
-            cap = None
-            if n == 0 and s.held_by and s.held_until is not None and s.held_until > start:
-                start, cap = s.held_until, s.held_by
-            if prev is not None and prev[0] > start:
-                start, cap = prev  # steps go in order: never before the step ahead of it
-            # When it goes and the rule that decided that moment; no common window never crashes (D7).
-            send_at, held_by = explain(start, zones, window) if s.paused_at is None else (None, "paused")
-            held_by = cap or held_by
-            if send_at is not None:
-                prev = (send_at, held_by)
-            for m in step.methods:
-                if (step.index, m) in done:
-                    continue
-                reason = usable.get(m)
-                if not step_applies(step, s.amount_outstanding_cents):
-                    reason = "balance outside this step's min/max balance (will be skipped)"
-                elif s.paused_at is not None:
-                    reason = "set is paused"
-                schedule.append(
-                    {
-                        "step": step.title,
-                        "day": step.day,
-                        "method": m,
-                        "status": "pending",
-                        "due_at": iso_z(due),
-                        "send_at": iso_z(send_at),
-                        "held_by": "opt-out" if reason and "opted out" in reason else held_by,
-                        "sent_at": None,
-                        "reason": reason,
-                        "provider_ref": None,
-                        "fallback": False,
-                        "generation": s.schedule_gen,
-                        "attempts": 0,
-                        "next_attempt_at": None,
-                    }
-                )
+        schedule.extend(_planned_rows(s, rs, rows.sends, usable, zones, window_of(p, ctx), ctx))
     return {
         "id": s.id,
         "status": s.status,
         "status_reason": s.status_reason,
         "amount_outstanding_cents": s.amount_outstanding_cents,
         "amount_outstanding": plain_dollars(s.amount_outstanding_cents),
-        "rule_set": rs_name,
-        "payment_url": link,
-        "credit_cents": credit_cents,  # the patient's payments not applied to any charge
-        "credit": plain_dollars(credit_cents),
+        "rule_set": rows.rs_name,
+        "payment_url": rows.link,
+        "credit_cents": rows.credit_cents,  # the patient's payments not applied to any charge
+        "credit": plain_dollars(rows.credit_cents),
         "created_at": iso_z(s.created_at),
         "anchor_at": iso_z(s.anchor_at),
         "next_send_at": iso_z(s.next_send_at),
         "next_step": s.next_step,
-        "patient": {
-            "patient_id": p.patient_id,
-            "first_name": p.first_name,
-            "last_name": p.last_name,
-            "phone": p.phone,
-            "phone_type": p.phone_type,
-            "email": p.email,
-            "address": {
-                k: getattr(p, k) for k in ("address_line1", "address_line2", "city", "state", "postal_code", "country")
-            },
-            "timezone": zones[0],
-            "timezones": list(zones),
-            # Why each zone: a moment is allowed only when it is allowed in every one of them.
-            "timezone_sources": [
-                {"zone": z, "source": why}
-                for z, why in zone_sources(
-                    explicit=p.timezone,
-                    phone=p.phone,
-                    postal_code=p.postal_code,
-                    state=p.state,
-                    country=p.country,
-                    practice_tz=ctx.practice_tz,
-                )
-            ],
-            "needs_review": bool(p.needs_review),
-            "sms_opt_out": bool(p.sms_opt_out),
-            "call_opt_out": bool(p.call_opt_out),
-            "email_opt_out": bool(p.email_opt_out),
-            "email_suppressed": bool(p.email_suppressed),
-            "email_suppression": p.email_suppressed,
-            "card_on_file": bool(p.card_token or (p.stripe_customer_id and p.stripe_payment_method_id)),
-            "usable_methods": {m: {"usable": r is None, "reason": r} for m, r in usable.items()},
-        },
-        "charges": [
-            {
-                "charge_id": c.charge_id,
-                "amount_cents": c.amount_cents,
-                "outstanding_cents": c.outstanding_cents,
-                "status": c.status,
-                "created_at": iso_z(c.created_at),
-                "description": c.description,
-            }
-            for c in charges
-        ],
+        "patient": _patient_view(p, zones, usable, ctx),
+        "charges": [_charge_view(c) for c in rows.charges],
         "schedule": schedule,
-        "timeline": [
-            {
-                "at": iso_z(e.at),
-                "kind": e.kind,
-                "actor": e.actor,
-                "action": e.action,
-                "from_status": e.from_status,
-                "to_status": e.to_status,
-                "reason": e.reason,
-                "detail": json.loads(e.detail) if e.detail else None,
-            }
-            for e in events
+        "timeline": [_timeline_event(e) for e in rows.events],
+    }
+
+
+def _read_set_rows(conn: Any, set_id: int, ctx: Context) -> _SetRows:
+    s = conn.execute(select(invoice_set_t).where(invoice_set_t.c.id == set_id)).first()
+    if s is None:
+        raise NotFound(f"no invoice set with ID {set_id}")
+    p = conn.execute(select(patient_t).where(patient_t.c.id == s.patient_pk)).one()
+    link = payment_url(s.id, ctx)
+    if ctx.extra.get("settings") is not None and ctx.extra["settings"].values["payments"]["provider"] == "stripe":
+        from outreach_cli.store.checkout_links import current_link
+
+        # The Stripe Checkout link for the current balance, once a message has created it.
+        link = current_link(conn, s.id, s.amount_outstanding_cents)  # type: ignore[assignment]
+    charges = conn.execute(
+        select(charge_t).where(charge_t.c.invoice_set_id == set_id).order_by(charge_t.c.created_at, charge_t.c.id)
+    ).all()
+    sends = conn.execute(
+        select(send_t)
+        .where(send_t.c.invoice_set_id == set_id)
+        .order_by(send_t.c.schedule_gen, send_t.c.step_index, send_t.c.id)
+    ).all()
+    events = conn.execute(
+        select(event_t).where(event_t.c.invoice_set_id == set_id).order_by(event_t.c.at, event_t.c.id)
+    ).all()
+    rs_name = conn.execute(select(rule_set_t.c.name).where(rule_set_t.c.id == s.rule_set_id)).scalar_one()
+    from outreach_cli.store.ledger import patient_credit
+
+    credit_cents = patient_credit(conn, s.patient_pk)
+    return _SetRows(s, p, link, charges, sends, events, rs_name, credit_cents)
+
+
+def _sent_row(snd: Any) -> dict[str, Any]:
+    """One schedule row for a send that exists."""
+    return {
+        "step": snd.step_title,
+        "day": snd.step_day,
+        "method": snd.method,
+        "status": snd.status,
+        "due_at": iso_z(snd.due_at),
+        "sent_at": iso_z(snd.sent_at),
+        "reason": snd.reason,
+        "provider_ref": snd.provider_ref,
+        "fallback": bool(snd.is_fallback),
+        "generation": snd.schedule_gen,
+        "attempts": snd.attempts,
+        "next_attempt_at": iso_z(snd.next_attempt_at) if snd.status == "pending" else None,
+    }
+
+
+def _planned_rows(
+    s: Any, rs: Any, sends: list[Any], usable: dict[str, Any], zones: Any, window: Any, ctx: Context
+) -> list[dict[str, Any]]:
+    """Schedule rows for the steps still to come of an open set: when each goes and why."""
+    from outreach_cli.domain.evaluation import step_applies
+    from outreach_cli.domain.scheduling import explain, step_due
+
+    rows: list[dict[str, Any]] = []
+    done = {(snd.step_index, snd.method) for snd in sends if snd.schedule_gen == s.schedule_gen}
+    prev: tuple[datetime, str | None] | None = None
+    for n, step in enumerate(rs.steps[(s.next_step_index or 0) :]):
+        due = step_due(s.anchor_at, step.day)
+        start = max(due, ctx.now)
+        cap = None
+        if n == 0 and s.held_by and s.held_until is not None and s.held_until > start:
+            start, cap = s.held_until, s.held_by
+        if prev is not None and prev[0] > start:
+            start, cap = prev  # steps go in order: never before the step ahead of it
+        # When it goes and the rule that decided that moment; no common window never crashes (D7).
+        send_at, held_by = explain(start, zones, window) if s.paused_at is None else (None, "paused")
+        held_by = cap or held_by
+        if send_at is not None:
+            prev = (send_at, held_by)
+        for m in step.methods:
+            if (step.index, m) in done:
+                continue
+            reason = usable.get(m)
+            if not step_applies(step, s.amount_outstanding_cents):
+                reason = "balance outside this step's min/max balance (will be skipped)"
+            elif s.paused_at is not None:
+                reason = "set is paused"
+            rows.append(_planned_row(s, step, m, due, send_at, held_by, reason))
+    return rows
+
+
+def _planned_row(
+    s: Any, step: Any, method: str, due: datetime, send_at: datetime | None, held_by: str | None, reason: str | None
+) -> dict[str, Any]:
+    return {
+        "step": step.title,
+        "day": step.day,
+        "method": method,
+        "status": "pending",
+        "due_at": iso_z(due),
+        "send_at": iso_z(send_at),
+        "held_by": "opt-out" if reason and "opted out" in reason else held_by,
+        "sent_at": None,
+        "reason": reason,
+        "provider_ref": None,
+        "fallback": False,
+        "generation": s.schedule_gen,
+        "attempts": 0,
+        "next_attempt_at": None,
+    }
+
+
+def _patient_view(p: Any, zones: Any, usable: dict[str, Any], ctx: Context) -> dict[str, Any]:
+    from outreach_cli.domain.contacts import zone_sources
+
+    return {
+        "patient_id": p.patient_id,
+        "first_name": p.first_name,
+        "last_name": p.last_name,
+        "phone": p.phone,
+        "phone_type": p.phone_type,
+        "email": p.email,
+        "address": {
+            k: getattr(p, k) for k in ("address_line1", "address_line2", "city", "state", "postal_code", "country")
+        },
+        "timezone": zones[0],
+        "timezones": list(zones),
+        # Why each zone: a moment is allowed only when it is allowed in every one of them.
+        "timezone_sources": [
+            {"zone": z, "source": why}
+            for z, why in zone_sources(
+                explicit=p.timezone,
+                phone=p.phone,
+                postal_code=p.postal_code,
+                state=p.state,
+                country=p.country,
+                practice_tz=ctx.practice_tz,
+            )
         ],
+        "needs_review": bool(p.needs_review),
+        "sms_opt_out": bool(p.sms_opt_out),
+        "call_opt_out": bool(p.call_opt_out),
+        "email_opt_out": bool(p.email_opt_out),
+        "email_suppressed": bool(p.email_suppressed),
+        "email_suppression": p.email_suppressed,
+        "card_on_file": bool(p.card_token or (p.stripe_customer_id and p.stripe_payment_method_id)),
+        "usable_methods": {m: {"usable": r is None, "reason": r} for m, r in usable.items()},
+    }
+
+
+def _charge_view(c: Any) -> dict[str, Any]:
+    return {
+        "charge_id": c.charge_id,
+        "amount_cents": c.amount_cents,
+        "outstanding_cents": c.outstanding_cents,
+        "status": c.status,
+        "created_at": iso_z(c.created_at),
+        "description": c.description,
+    }
+
+
+def _timeline_event(e: Any) -> dict[str, Any]:
+    return {
+        "at": iso_z(e.at),
+        "kind": e.kind,
+        "actor": e.actor,
+        "action": e.action,
+        "from_status": e.from_status,
+        "to_status": e.to_status,
+        "reason": e.reason,
+        "detail": json.loads(e.detail) if e.detail else None,
     }
 
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, func, select, update
 
@@ -20,6 +20,9 @@ from outreach_cli.store.models import (
     patient_t,
     send_t,
 )
+
+if TYPE_CHECKING:
+    from outreach_cli.domain.evaluation import SetView
 
 
 def recompute_amounts(conn: Connection, set_ids: Iterable[int]) -> None:
@@ -112,75 +115,89 @@ def refresh_sets(
     Returns {set_id: (from_status, to_status)} for the sets whose shown status changed; each such
     change is written as an event in the caller's transaction.
     """
-    from outreach_cli.domain.evaluation import evaluate  # imports phonenumbers: only writers need it
-
     ids = sorted(set(set_ids))
     changed: dict[int, tuple[str, str]] = {}
-    open_values = [s.value for s in OPEN]
     for chunk in chunks(ids):
-        rows = conn.execute(
-            select(*_SET_COLS, *_PATIENT_COLS)
-            .join(patient_t, patient_t.c.id == invoice_set_t.c.patient_pk)
-            .where(invoice_set_t.c.id.in_(chunk), invoice_set_t.c.status.in_(open_values))
-        ).all()
-        updates: list[dict[str, Any]] = []
-        events: list[dict[str, Any]] = []
-        paid: list[int] = []
-        for r in rows:
-            p = _PatientView(r)
-            view = evaluate(
-                status=Status(r.status),
-                rule_set=rule_sets.get(r.rule_set_id),
-                next_step_index=r.next_step_index or 0,
-                anchor=r.anchor_at,
-                paused=r.paused_at is not None,
-                expired_at=r.expired_at,
-                failed_reason=r.failed_reason,
-                balance_cents=r.amount_outstanding_cents,
-                contact=contact_of(p),
-                zones=zones_of(p, ctx.practice_tz),
-                window=window_of(p, ctx),
-                now=ctx.now,
-                held_until=r.held_until,
-            )
-            new = {
-                "status": view.status.value,
-                "status_reason": view.status_reason,
-                "will_fail_reason": view.will_fail_reason,
-                "expired_at": view.expired_at,
-                "next_send_at": view.next_send_at,
-                "next_step": view.next_step,
-                "next_methods": view.next_methods,
-            }
-            old = {k: getattr(r, k) for k in new}
-            if new == old:
-                continue
-            new["b_id"] = r.id
-            new["updated_at"] = ctx.now
-            new["closed_at"] = ctx.now if view.status is Status.PAID else None
-            updates.append(new)
-            if view.status.value != r.status:
-                changed[r.id] = (r.status, view.status.value)
-                events.append(
-                    event_row(
-                        ctx,
-                        "status",
-                        set_id=r.id,
-                        patient_pk=r.patient_pk,
-                        actor="system",
-                        from_status=r.status,
-                        to_status=view.status.value,
-                        reason=view.status_reason or ("balance reached zero" if view.status is Status.PAID else None),
-                    )
-                )
-                if view.status is Status.PAID:
-                    paid.append(r.id)
-        if updates:
-            bulk_update(conn, invoice_set_t, updates)
-        if paid:
-            cancel_pending_sends(conn, paid, "balance reached zero", ctx.now)
-        add_events(conn, events)
+        _refresh_chunk(conn, chunk, ctx, rule_sets, changed)
     return changed
+
+
+def _refresh_chunk(
+    conn: Connection, chunk: Sequence[int], ctx: Context, rule_sets: RuleSets, changed: dict[int, tuple[str, str]]
+) -> None:
+    """Re-evaluate one chunk of open sets; write what changed, note status changes in ``changed``."""
+    from outreach_cli.domain.evaluation import evaluate  # imports phonenumbers: only writers need it
+
+    open_values = [s.value for s in OPEN]
+    rows = conn.execute(
+        select(*_SET_COLS, *_PATIENT_COLS)
+        .join(patient_t, patient_t.c.id == invoice_set_t.c.patient_pk)
+        .where(invoice_set_t.c.id.in_(chunk), invoice_set_t.c.status.in_(open_values))
+    ).all()
+    updates: list[dict[str, Any]] = []
+    events: list[dict[str, Any]] = []
+    paid: list[int] = []
+    for r in rows:
+        view = _evaluate_row(evaluate, r, ctx, rule_sets)
+        new = {
+            "status": view.status.value,
+            "status_reason": view.status_reason,
+            "will_fail_reason": view.will_fail_reason,
+            "expired_at": view.expired_at,
+            "next_send_at": view.next_send_at,
+            "next_step": view.next_step,
+            "next_methods": view.next_methods,
+        }
+        old = {k: getattr(r, k) for k in new}
+        if new == old:
+            continue
+        new["b_id"] = r.id
+        new["updated_at"] = ctx.now
+        new["closed_at"] = ctx.now if view.status is Status.PAID else None
+        updates.append(new)
+        if view.status.value != r.status:
+            changed[r.id] = (r.status, view.status.value)
+            events.append(_status_event(ctx, r, view))
+            if view.status is Status.PAID:
+                paid.append(r.id)
+    if updates:
+        bulk_update(conn, invoice_set_t, updates)
+    if paid:
+        cancel_pending_sends(conn, paid, "balance reached zero", ctx.now)
+    add_events(conn, events)
+
+
+def _evaluate_row(evaluate: Callable[..., SetView], r: Any, ctx: Context, rule_sets: RuleSets) -> SetView:
+    """The evaluation of one set row joined with its patient's columns."""
+    p = _PatientView(r)
+    return evaluate(
+        status=Status(r.status),
+        rule_set=rule_sets.get(r.rule_set_id),
+        next_step_index=r.next_step_index or 0,
+        anchor=r.anchor_at,
+        paused=r.paused_at is not None,
+        expired_at=r.expired_at,
+        failed_reason=r.failed_reason,
+        balance_cents=r.amount_outstanding_cents,
+        contact=contact_of(p),
+        zones=zones_of(p, ctx.practice_tz),
+        window=window_of(p, ctx),
+        now=ctx.now,
+        held_until=r.held_until,
+    )
+
+
+def _status_event(ctx: Context, r: Any, view: SetView) -> dict[str, Any]:
+    return event_row(
+        ctx,
+        "status",
+        set_id=r.id,
+        patient_pk=r.patient_pk,
+        actor="system",
+        from_status=r.status,
+        to_status=view.status.value,
+        reason=view.status_reason or ("balance reached zero" if view.status is Status.PAID else None),
+    )
 
 
 def open_set_ids_for_patients(conn: Connection, patient_pks: Iterable[int]) -> list[int]:
