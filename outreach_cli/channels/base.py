@@ -1,6 +1,6 @@
 """The channel interface: one small adapter per provider.
 
-``send`` turns one message into an ``ProviderOutcome`` classified as delivered, sent (accepted, final
+``send`` turns one message into a ``ProviderOutcome`` classified as delivered, sent (accepted, final
 status later), permanent failure, transient failure, or unknown (may have gone out; never
 blindly re-sent). Adapters never log message bodies or full contact data.
 """
@@ -72,11 +72,6 @@ class ProviderOutcome:
     # Facts learned about the patient: phone_type="landline", sms_opt_out=True, email_suppressed="bounced"
     patient_update: dict[str, str | bool] = field(default_factory=dict)
     charged_cents: int = 0  # charge_card: the amount collected
-
-
-# The engine's name for it until the engine split renames its imports (the action result is
-# `actions.Outcome`, a different thing).
-Outcome = ProviderOutcome
 
 
 class ProviderConfigError(Exception):

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from outreach_cli.cli.context import App
     from outreach_cli.cli.output import Col
     from outreach_cli.domain.statuses import Action
-    from outreach_cli.store.actions import ActResult, Outcome
+    from outreach_cli.store.actions import ActionOutcome, ActResult
 
 
 def register(app: typer.Typer) -> None:
@@ -247,7 +247,7 @@ def _report(a: App, act_: Action, res: ActResult, f: Format, *, dry_run: bool, s
         raise typer.Exit(int(ExitCode.PARTIAL))
 
 
-def emit_outcomes(a: App, outcomes: list[Outcome], f: Format) -> None:
+def emit_outcomes(a: App, outcomes: list[ActionOutcome], f: Format) -> None:
     """One row per set, as `emit` writes them; for TSV, CSV and JSON lines each distinct rest of
     a row (action, result, statuses, reason) is rendered once and written after its ID."""
     from outreach_cli.cli.output import emit, reader_gone

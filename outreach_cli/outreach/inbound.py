@@ -12,7 +12,7 @@ from typing import Any
 
 from sqlalchemy import Connection, insert, select, update
 
-from outreach_cli.channels.base import DELIVERED, FAILED, Outcome
+from outreach_cli.channels.base import DELIVERED, FAILED, ProviderOutcome
 from outreach_cli.domain.context import Context
 from outreach_cli.domain.statuses import OPEN
 from outreach_cli.store.events import add_events, event_row
@@ -211,7 +211,7 @@ def unsubscribe_email(conn: Connection, email: str, ctx: Context, source: str) -
     return set(rows)
 
 
-def apply_send_status(conn: Connection, send_row: Any, out: Outcome, ctx: Context, *, source: str) -> bool:
+def apply_send_status(conn: Connection, send_row: Any, out: ProviderOutcome, ctx: Context, *, source: str) -> bool:
     """A later fact about a send (status callback, reconciliation). Returns True if it changed."""
     new = {DELIVERED: "delivered", FAILED: "failed"}.get(out.status)
     if new is None or send_row.status == new or send_row.status in ("skipped", "cancelled", "claimed", "pending"):

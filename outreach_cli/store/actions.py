@@ -29,7 +29,7 @@ BIG_ACTION_CACHE_KB = 65_536
 
 
 @dataclass
-class Outcome:
+class ActionOutcome:
     id: int
     action: str
     result: Result
@@ -52,18 +52,18 @@ class Outcome:
 
 @dataclass
 class ActResult:
-    outcomes: list[Outcome]
+    outcomes: list[ActionOutcome]
     applied: bool
 
     def count(self, r: Result) -> int:
         return sum(1 for o in self.outcomes if o.result is r)
 
     @property
-    def blocked(self) -> list[Outcome]:
+    def blocked(self) -> list[ActionOutcome]:
         return [o for o in self.outcomes if o.result in (Result.INELIGIBLE, Result.NOT_FOUND)]
 
     @property
-    def changed(self) -> list[Outcome]:
+    def changed(self) -> list[ActionOutcome]:
         return [o for o in self.outcomes if o.result is Result.CHANGED]
 
 
@@ -93,7 +93,7 @@ def drop_ids(conn: Connection, *names: str) -> None:
 
 def plan(
     conn: Connection, action: Action, ids: list[int], *, rule_set_id: int | None, reason: str | None
-) -> list[Outcome]:
+) -> list[ActionOutcome]:
     """Every selected set's result, in the order given: the IDs go into the temporary table
     `act_ids` (which `_apply` uses too) and are read back with their sets in one query."""
     load_ids(conn, "act_ids", ids)
@@ -105,10 +105,10 @@ def plan(
     rows = cur.fetchall()
     cur.close()
     decided: dict[tuple[str, bool], tuple[Result, str | None, str]] = {}
-    out: list[Outcome] = []
+    out: list[ActionOutcome] = []
     for i, status, rs, cents, ppk in rows:
         if status is None:
-            out.append(Outcome(i, action.value, Result.NOT_FOUND, None, None, "no invoice set with this ID"))
+            out.append(ActionOutcome(i, action.value, Result.NOT_FOUND, None, None, "no invoice set with this ID"))
             continue
         key = (status, rule_set_id is not None and rs == rule_set_id)
         d = decided.get(key)
@@ -119,12 +119,12 @@ def plan(
                 to.value if to else None,
                 why if result is not Result.CHANGED else (reason or ""),
             )
-        out.append(Outcome(i, action.value, d[0], status, d[1], d[2], cents, ppk))
+        out.append(ActionOutcome(i, action.value, d[0], status, d[1], d[2], cents, ppk))
     _one_in_progress_per_patient(conn, out)
     return out
 
 
-def _one_in_progress_per_patient(conn: Connection, outcomes: list[Outcome]) -> None:
+def _one_in_progress_per_patient(conn: Connection, outcomes: list[ActionOutcome]) -> None:
     """A patient has at most one in-progress set (SPEC section 1). An action that would make a
     second one (change-ruleset on an expired set whose patient has a newer set) is ineligible,
     naming the other set, instead of failing on the database's unique index."""
@@ -218,7 +218,7 @@ IN_SQL = (Action.PAUSE, Action.CANCEL, Action.COLLECTIONS, Action.WRITE_OFF)
 def _apply(
     conn: Connection,
     action: Action,
-    changed: list[Outcome],
+    changed: list[ActionOutcome],
     ctx: Context,
     rule_sets: RuleSets,
     rs_id: int | None,
@@ -346,7 +346,7 @@ def _resume(conn: Connection, ids: list[int], now: datetime) -> None:
     bulk_update(conn, invoice_set_t, rows)
 
 
-def _change_rule_set(conn: Connection, changed: list[Outcome], rs_id: int | None, now: datetime) -> None:
+def _change_rule_set(conn: Connection, changed: list[ActionOutcome], rs_id: int | None, now: datetime) -> None:
     rows = []
     for o in changed:
         paused = o.from_status == Status.PAUSED.value

@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from outreach_cli.channels.base import Message, Outcome
+from outreach_cli.channels.base import Message, ProviderOutcome
 from tests.conftest import Cli
 from tests.helpers import PATIENT_HEADER, patient, seed_patients, sync_rule_set, write_csv
 
@@ -46,11 +46,11 @@ class _Wrap:
     def __init__(self, inner: Any, sink: list[Message]) -> None:
         self.inner, self.sink, self.name = inner, sink, inner.name
 
-    def send(self, msg: Message) -> Outcome:
+    def send(self, msg: Message) -> ProviderOutcome:
         self.sink.append(msg)
         return self.inner.send(msg)  # type: ignore[no-any-return]
 
-    def lookup(self, ref: str | None, msg: Message) -> Outcome | None:
+    def lookup(self, ref: str | None, msg: Message) -> ProviderOutcome | None:
         return self.inner.lookup(ref, msg)  # type: ignore[no-any-return]
 
 
