@@ -12,6 +12,9 @@ from outreach_cli.cli.options import BIGGEST, whole_number
 from outreach_cli.cli.output import Format, Formats
 
 if TYPE_CHECKING:
+    from outreach_cli.store.database import Store
+
+if TYPE_CHECKING:
     from outreach_cli.cli.output import Clock, Col
 
 coll = typer.Typer(
@@ -95,7 +98,7 @@ def metrics_rows(data: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
-def print_metrics(a: App, store: Any, *, show_all: bool) -> None:
+def print_metrics(a: App, store: Store, *, show_all: bool) -> None:
     from outreach_cli.cli.output import Col, badge, dollars, print_table
     from outreach_cli.store.metrics import metrics as q
 
@@ -120,7 +123,7 @@ def print_metrics(a: App, store: Any, *, show_all: bool) -> None:
         print_table(a, data["aging"], [bucket, count, amount])
 
 
-def print_attention(a: App, store: Any, limit: int = 15) -> None:
+def print_attention(a: App, store: Store, limit: int = 15) -> None:
     from outreach_cli.cli.cmd_list import print_sets
     from outreach_cli.domain.statuses import ATTENTION
     from outreach_cli.store.queries import ListFilter, list_sets

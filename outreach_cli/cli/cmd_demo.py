@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from typing import Any
 
     from outreach_cli.demo.data import DemoData
+    from outreach_cli.store.database import Store
 
 
 def register(app: typer.Typer) -> None:
@@ -126,7 +127,7 @@ def run_demo(a: App, *, patients: int, days: int, seed: int, force: bool = False
 TICK_HOURS = 3  # the simulated cron: every 3 hours (sends wait for the patient's window anyway)
 
 
-def simulate(a: App, store: object, *, start: datetime, days: int, data: DemoData, seed: int) -> tuple[int, int]:
+def simulate(a: App, store: Store, *, start: datetime, days: int, data: DemoData, seed: int) -> tuple[int, int]:
     """Day by day: the charges that arrive that day (most under the A/B split), the payments
     patients make (see core.demo_data.demo_payments), then outreach ticks. Returns (charges, sets)."""
     import csv
@@ -179,7 +180,7 @@ def simulate(a: App, store: object, *, start: datetime, days: int, data: DemoDat
     return n_charges, n_sets
 
 
-def _pause_arrivals(store: object, ctx: Any, pauses: list[str], charges_csv: str) -> None:
+def _pause_arrivals(store: Store, ctx: Any, pauses: list[str], charges_csv: str) -> None:
     """An admin pauses the sets of the patients who dispute their bill, the day they arrive."""
     wanted = {pid for pid in pauses if f",{pid}," in charges_csv}
     if not wanted:

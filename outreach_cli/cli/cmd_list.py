@@ -23,6 +23,9 @@ from outreach_cli.cli.options import (
 from outreach_cli.cli.output import Format, Formats
 
 if TYPE_CHECKING:
+    from outreach_cli.store.database import Store
+
+if TYPE_CHECKING:
     from outreach_cli.cli.output import Clock, Col
 
 FORMATS = Formats((*Formats().allowed, Format.IDS))
@@ -103,7 +106,7 @@ def list_(
         _summary(a, store, flt, n, user_limit)
 
 
-def _summary(a: App, store: Any, flt: Any, n: int, user_limit: int | None) -> None:
+def _summary(a: App, store: Store, flt: Any, n: int, user_limit: int | None) -> None:
     """The line under the table: how many sets, and how to see the rest."""
     limit, offset = flt.limit, flt.offset
     if (limit is not None and n == limit) or (offset and n):
@@ -123,7 +126,7 @@ def _summary(a: App, store: Any, flt: Any, n: int, user_limit: int | None) -> No
         a.info(f"{n:,} invoice set{'' if n == 1 else 's'}")
 
 
-def export(a: App, store: Any, flt: Any, f: Format) -> int | None:
+def export(a: App, store: Store, flt: Any, f: Format) -> int | None:
     """The fast path of `--format jsonl|json|tsv|csv` (core/export.py): rows formatted by the
     query, written a batch at a time. None when it does not apply (Stripe payment links, an odd
     link template): the caller takes the generic path, whose output is the same."""

@@ -16,7 +16,10 @@ import io
 import random
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from outreach_cli.store.database import Store
 
 FIRST = (
     "James Mary Robert Patricia John Jennifer Michael Linda David Elizabeth William Barbara Richard Susan "
@@ -180,7 +183,7 @@ def _write_charges(rnd: random.Random, cw: Any, pid: str, start: datetime, arriv
     return charge_no
 
 
-def demo_payments(store: Any, now: datetime, rnd: random.Random, day: int) -> list[dict[str, str]]:
+def demo_payments(store: Store, now: datetime, rnd: random.Random, day: int) -> list[dict[str, str]]:
     """The payments patients make on one simulated day: more likely in the three days after a
     delivered message, and more likely after some rule sets than others (`PAY_RATE`)."""
     from sqlalchemy import func, select
@@ -221,7 +224,7 @@ def demo_payments(store: Any, now: datetime, rnd: random.Random, day: int) -> li
     return out
 
 
-def demo_replies(store: Any, ctx: Any, rnd: random.Random) -> int:
+def demo_replies(store: Store, ctx: Any, rnd: random.Random) -> int:
     """A few patients answer the day's texts with STOP (their SMS opt-out, on the timeline)."""
     from sqlalchemy import select
 

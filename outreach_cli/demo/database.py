@@ -1,5 +1,6 @@
 """Where `outreach demo` builds its database, and what it may replace (SPEC section 13).
 
+
 A demo database carries the mark `created_by = demo` in its `meta` table. `demo` replaces an
 existing file only when it carries that mark (or with `--force`): a real database full of
 patients is never wiped by a mistyped `--db`. The demo is built in a temporary file next to the
@@ -12,9 +13,12 @@ from __future__ import annotations
 import os
 import sqlite3
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from outreach_cli.domain.errors import InvalidInput
+
+if TYPE_CHECKING:
+    from outreach_cli.store.database import Store
 
 MARK_KEY = "created_by"
 MARK_VALUE = "demo"
@@ -60,7 +64,7 @@ def prepare(path: str, *, force: bool) -> str:
     return tmp
 
 
-def mark(store: Any) -> None:
+def mark(store: Store) -> None:
     """Mark a database as made by the demo (first thing after creating the schema)."""
     from outreach_cli.store.models import meta_t as t
 
@@ -68,7 +72,7 @@ def mark(store: Any) -> None:
         conn.execute(t.insert().values(key=MARK_KEY, value=MARK_VALUE))
 
 
-def finish(store: Any, tmp: str, path: str) -> None:
+def finish(store: Store, tmp: str, path: str) -> None:
     """Fold the WAL into the file, close it, and move the finished demo into place."""
     raw = store.engine.raw_connection()
     try:

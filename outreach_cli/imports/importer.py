@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from types import ModuleType
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import Connection
@@ -45,6 +45,9 @@ from outreach_cli.imports import stage
 from outreach_cli.imports.readers import ErrorSink, Record, detect_format, iter_lines, peek_text, read_records
 from outreach_cli.store.ledger import apply_payments as apply_payments  # re-exported for older callers
 from outreach_cli.store.loaded_rulesets import RuleSets
+
+if TYPE_CHECKING:
+    from outreach_cli.store.database import Store
 
 PATIENT_COLUMNS = (
     "patient_id",
@@ -365,7 +368,7 @@ def _kind_module(kind: str) -> ModuleType:
 
 
 def run_import(
-    store: Any,
+    store: Store,
     kind: str,
     data: bytes | IO[bytes],
     *,

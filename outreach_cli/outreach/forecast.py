@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import and_, or_, select
 
@@ -19,6 +19,9 @@ from outreach_cli.domain.timeutil import iso_z
 from outreach_cli.outreach.usage import load_patients
 from outreach_cli.store.loaded_rulesets import RuleSets
 from outreach_cli.store.models import invoice_set_t, patient_t
+
+if TYPE_CHECKING:
+    from outreach_cli.store.database import Store
 
 FORECAST_COLUMNS = [
     "id",
@@ -35,7 +38,7 @@ FORECAST_COLUMNS = [
 ]
 
 
-def forecast(store: Any, ctx: Context, days: int) -> list[dict[str, Any]]:
+def forecast(store: Store, ctx: Context, days: int) -> list[dict[str, Any]]:
     """Every send due in the next ``days`` days, and the ones predicted to fail, with reasons.
     Each row says when the step is due (`due_at`), when it will go (`send_at`) and the rule that
     decided that moment (`held_by`: window, weekend, holiday:NAME, zones:A+B, cap:NAME, opt-out)."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, Integer, String, cast, column, literal, null, select, update
 from sqlalchemy import table as sa_table
@@ -22,6 +22,9 @@ from outreach_cli.store.events import add_events, event_row
 from outreach_cli.store.loaded_rulesets import RuleSets
 from outreach_cli.store.models import UTCDateTime, charge_t, event_t, invoice_set_t, send_t
 from outreach_cli.store.reevaluate import cancel_pending_sends, refresh_sets
+
+if TYPE_CHECKING:
+    from outreach_cli.store.database import Store
 
 RESULT_COLUMNS = ["id", "action", "result", "from_status", "to_status", "reason"]
 BIG_ACTION = 10_000  # sets; from here SQLite gets a larger page cache for the transaction
@@ -158,7 +161,7 @@ def _one_in_progress_per_patient(conn: Connection, outcomes: list[ActionOutcome]
 
 
 def run_action(
-    store: Any,
+    store: Store,
     action: Action,
     ids: list[int],
     ctx: Context,

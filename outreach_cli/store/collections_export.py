@@ -15,7 +15,7 @@ from __future__ import annotations
 import csv
 import json
 from collections.abc import Callable, Iterator
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from sqlalchemy import select, update
 
@@ -26,6 +26,9 @@ from outreach_cli.domain.timeutil import get_zone, iso_z
 from outreach_cli.store.bulk import chunks
 from outreach_cli.store.events import add_events, event_row
 from outreach_cli.store.models import charge_t, event_t, invoice_set_t, patient_t
+
+if TYPE_CHECKING:
+    from outreach_cli.store.database import Store
 
 PATIENT_COLUMNS = [
     "patient_id",
@@ -58,7 +61,7 @@ COLUMNS = [
 
 
 def export(
-    store: Any,
+    store: Store,
     out: TextIO,
     ctx: Context,
     *,

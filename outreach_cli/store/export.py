@@ -16,7 +16,7 @@ import binascii
 import hmac
 from collections.abc import Callable, Generator, Iterator
 from json.encoder import encode_basestring
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import literal_column
 
@@ -24,6 +24,9 @@ from outreach_cli.domain.context import Context
 from outreach_cli.domain.csvsafe import neutralize
 from outreach_cli.store.loaded_rulesets import RuleSets
 from outreach_cli.store.queries import ListFilter, _base, _iso_of_stored, _pages, _walks_next_send
+
+if TYPE_CHECKING:
+    from outreach_cli.store.database import Store
 
 BATCH = 2000
 _URLSAFE = bytes.maketrans(b"+/", b"-_")
@@ -271,12 +274,12 @@ def payment_links(ctx: Context, *, csv: bool, delim: str = ",") -> Callable[[int
     return link
 
 
-def rule_set_names(store: Any) -> dict[int, str]:
+def rule_set_names(store: Store) -> dict[int, str]:
     with store.read() as conn:
         return {i: name for i, (name, _v, _rs) in RuleSets(conn).by_id.items()}
 
 
-def export_rows(store: Any, f: ListFilter, *, delim: str | None) -> Generator[list[tuple[Any, ...]], None, None]:
+def export_rows(store: Store, f: ListFilter, *, delim: str | None) -> Generator[list[tuple[Any, ...]], None, None]:
     """The fast path's rows in batches, in `list` order: (id, JSON text up to the link, its
     end) or, with ``delim``, (id, TSV/CSV line up to the link, its end, the cells of
     `export_columns(csv=True)` when the line is left to Python)."""

@@ -10,7 +10,10 @@ index queues new entries in a pending list that makes searches slower until it i
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from outreach_cli.store.database import Store
 
 # Below this many rows a write leaves nothing worth the extra work (a checkpoint also happens on
 # its own every 1,000 pages of log).
@@ -19,7 +22,7 @@ BIG_WRITE_ROWS = 10_000
 ANALYSIS_LIMIT = 1_000
 
 
-def after_big_write(store: Any, tables: list[str], rows: int, *, threshold: int | None = None) -> bool:
+def after_big_write(store: Store, tables: list[str], rows: int, *, threshold: int | None = None) -> bool:
     """Checkpoint and refresh statistics when ``rows`` reached ``threshold``. True if it ran.
 
     Best effort: the write itself is committed already, so a failure here (a reader holding the

@@ -13,12 +13,15 @@ schema in `models` (building every Table, index and type costs a read command mo
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import DateTime, column, func, literal_column, select, table, union_all
 
 from outreach_cli.domain.money import plain_dollars
 from outreach_cli.domain.statuses import ATTENTION, OPEN, Status
+
+if TYPE_CHECKING:
+    from outreach_cli.store.database import Store
 
 AGING = (("0-30", 0, 30), ("31-60", 31, 60), ("61-90", 61, 90), ("91-120", 91, 120), ("120+", 121, None))
 
@@ -100,7 +103,7 @@ def _all_counts(conn: Any, now: datetime, dialect: str) -> tuple[dict[str, list[
     return per_status, buckets
 
 
-def metrics(store: Any, *, show_all: bool, now: datetime) -> dict[str, Any]:
+def metrics(store: Store, *, show_all: bool, now: datetime) -> dict[str, Any]:
     with store.read() as conn:
         if not show_all:
             got = {s: (int(c), int(a)) for s, c, a in conn.execute(_status_statement(list(ATTENTION)))}

@@ -7,7 +7,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import (
     Select,
@@ -43,6 +43,9 @@ from outreach_cli.store.models import (
     rule_set_t,
     send_t,
 )
+
+if TYPE_CHECKING:
+    from outreach_cli.store.database import Store
 
 SORTS = {"next-send", "amount", "created", "patient", "status", "id"}
 LIST_COLUMNS = [
@@ -356,7 +359,7 @@ def _pages(conn: Any, base: Select[Any], f: ListFilter, run: Any = None, size: A
     yield from run(second)
 
 
-def list_sets(store: Any, f: ListFilter, ctx: Context) -> Iterator[dict[str, Any]]:
+def list_sets(store: Store, f: ListFilter, ctx: Context) -> Iterator[dict[str, Any]]:
     """Streams the matching sets as JSON-ready dicts (server-side cursor, flat memory)."""
     if f.sort not in SORTS:
         raise InvalidInput(f"--sort {f.sort!r}: choose one of {', '.join(sorted(SORTS))}")
@@ -419,14 +422,14 @@ def _with_links(conn: Any, ctx: Context, rows: Iterator[Any]) -> Iterator[tuple[
     yield from ((b, links.get(b.id)) for b in batch)
 
 
-def count_sets(store: Any, f: ListFilter) -> int:
+def count_sets(store: Store, f: ListFilter) -> int:
     """How many sets match ``f`` (limit and offset ignored): one COUNT on the filtered query."""
     with store.read() as conn:
         base = _base(RuleSets(conn), f).with_only_columns(invoice_set_t.c.id)
         return int(conn.execute(select(func.count()).select_from(base.subquery())).scalar_one())
 
 
-def selected_ids(store: Any, f: ListFilter) -> list[int]:
+def selected_ids(store: Store, f: ListFilter) -> list[int]:
     with store.read() as conn:
         base = _base(RuleSets(conn), f, dialect=store.dialect).with_only_columns(
             invoice_set_t.c.id, invoice_set_t.c.next_send_at
@@ -451,7 +454,7 @@ class _SetRows:
     credit_cents: int
 
 
-def show_set(store: Any, set_id: int, ctx: Context) -> dict[str, Any]:
+def show_set(store: Store, set_id: int, ctx: Context) -> dict[str, Any]:
     with store.read() as conn:
         rule_sets = RuleSets(conn)
         rows = _read_set_rows(conn, set_id, ctx)
@@ -657,7 +660,7 @@ AUDIT_COLUMNS = ["id", "event_id", "at", "kind", "actor", "action", "from_status
 
 
 def audit(
-    store: Any, *, set_id: int | None, since: TimeRange | None, actor: str | None, limit: int | None
+    store: Store, *, set_id: int | None, since: TimeRange | None, actor: str | None, limit: int | None
 ) -> Iterator[dict[str, Any]]:
     with store.read() as conn:
         q = select(event_t)

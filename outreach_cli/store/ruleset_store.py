@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, func, insert, select, update
 
@@ -16,6 +16,9 @@ from outreach_cli.store.events import add_events, event_row
 from outreach_cli.store.loaded_rulesets import RuleSets
 from outreach_cli.store.models import invoice_set_t, rule_set_t, rule_set_version_t
 from outreach_cli.store.reevaluate import refresh_sets
+
+if TYPE_CHECKING:
+    from outreach_cli.store.database import Store
 
 
 @dataclass
@@ -121,7 +124,7 @@ def _follow_new_versions(conn: Connection, changed_ids: list[int], ctx: Context)
     refresh_sets(conn, [s[0] for s in sets], ctx, rule_sets)
 
 
-def sync_dir(store: Any, directory: Path, ctx: Context) -> list[SyncResult]:
+def sync_dir(store: Store, directory: Path, ctx: Context) -> list[SyncResult]:
     if not directory.is_dir():
         raise InvalidInput(f"rule-set directory {directory} does not exist")
     reports = load_dir(directory)
@@ -143,10 +146,10 @@ class RuleSetInfo:
     source_text: str
 
 
-def list_rule_sets(store: Any) -> list[RuleSetInfo]:
+def list_rule_sets(store: Store) -> list[RuleSetInfo]:
     with store.read() as conn:
         rule_sets = RuleSets(conn)
-        counts = dict(
+        counts: dict[int, int] = dict(
             conn.execute(
                 select(invoice_set_t.c.rule_set_id, func.count())
                 .where(invoice_set_t.c.status.in_([s.value for s in OPEN]))
