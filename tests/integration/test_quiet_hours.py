@@ -1,6 +1,8 @@
-"""No message is ever sent outside 08:00-21:00 patient-local time (SPEC section 4): patients
-across many time zones (including a phone and an address in different zones), a simulated month
-of ticks every 15 minutes, and sending configurations drawn by hypothesis."""
+"""No message is ever sent outside 08:00-21:00 patient-local time (SPEC section 4), end to end:
+patients across many time zones (including a phone and an address in different zones), four
+simulated days around the end of US daylight saving time with a tick every 15 minutes, and
+sending configurations drawn by hypothesis. The rule itself is tested exhaustively on the pure
+`plan_step` (tests/unit/test_plan.py); this checks the whole tick keeps it."""
 
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ from tests.conftest import Cli
 from tests.helpers import PATIENT_HEADER, patient, write_csv
 
 UTC = UTC
-START = datetime(2026, 10, 20, 0, 0, tzinfo=UTC)  # spans the end of DST in Europe and the US
+START = datetime(2026, 10, 30, 0, 0, tzinfo=UTC)  # US daylight saving time ends on 2026-11-01
 
 PATIENTS = [
     patient("NY", phone="(617) 555-0100"),
@@ -62,9 +64,9 @@ def test_no_send_outside_8_to_21_local(tmp_path_factory: object, start_hour: int
             [{"charge_id": f"C{p['patient_id']}", "patient_id": p["patient_id"], "amount": "99"} for p in PATIENTS],
         )
         for rs in ("final-notice",):
-            cli.ok("import", "charges", str(tmp / "c.csv"), "--rule-set", rs, now="2026-10-20T03:17:00Z")
+            cli.ok("import", "charges", str(tmp / "c.csv"), "--rule-set", rs, now="2026-10-30T03:17:00Z")
         t = START
-        while t < START + timedelta(days=30):
+        while t < START + timedelta(days=4):
             cli.ok("run-outreach", now=t.strftime("%Y-%m-%dT%H:%M:%SZ"))
             t += timedelta(minutes=15)
         store = Store(cli.db)
@@ -82,6 +84,9 @@ def test_no_send_outside_8_to_21_local(tmp_path_factory: object, start_hour: int
             ).all()
         store.engine.dispose()
         assert len(rows) >= 5
+        # some before and some after the clocks change, or the DST edge is not exercised
+        change = datetime(2026, 11, 1, 6, 0, tzinfo=UTC)  # 01:00 in New York, 2nd time
+        assert min(r[0] for r in rows) < change < max(r[0] for r in rows), sorted(r[0] for r in rows)
         for sent_at, method, tz, ptz, atz in rows:
             for zname in patient_zones(tz, ptz, atz, "America/Denver"):
                 local = sent_at.astimezone(ZoneInfo(zname))
