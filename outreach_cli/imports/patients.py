@@ -13,33 +13,14 @@ from outreach_cli.domain import contacts
 from outreach_cli.domain.context import Context
 from outreach_cli.domain.searchtext import search_text
 from outreach_cli.imports import stage
+from outreach_cli.imports.importer import PATIENT_COLUMNS
 from outreach_cli.store.bulk import bulk_update, chunks
 from outreach_cli.store.events import add_events, event_row
 from outreach_cli.store.loaded_rulesets import RuleSets
 from outreach_cli.store.models import invoice_set_t, patient_t
 from outreach_cli.store.reevaluate import open_set_ids_for_patients, refresh_sets
 
-COLUMNS = (
-    "patient_id",
-    "first_name",
-    "last_name",
-    "phone",
-    "phone_type",
-    "email",
-    "address_line1",
-    "address_line2",
-    "city",
-    "state",
-    "postal_code",
-    "country",
-    "timezone",
-    "sms_opt_out",
-    "call_opt_out",
-    "email_opt_out",
-    "card_token",
-    "stripe_customer_id",
-    "stripe_payment_method_id",
-)
+COLUMNS = PATIENT_COLUMNS  # the importer names them once
 _OPT_OUTS = ("sms_opt_out", "call_opt_out", "email_opt_out")
 FIRST_NAME_BIT = 1 << COLUMNS.index("first_name")
 STG = stage.staging_table(

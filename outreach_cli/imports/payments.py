@@ -65,13 +65,7 @@ def check(conn: Connection, errs: stage.ErrorLog, skip_invalid: bool) -> tuple[i
             )
         )
     )
-    errs.source()
-    bad = 0
-    for page in stage.pages(conn, stmt, STG.c.line):
-        lines = [r.line for r in page if _problems(r, errs)]
-        bad += len(lines)
-        if skip_invalid:
-            stage.delete_lines(conn, STG, lines)
+    bad = stage.flag_problems(conn, stmt, STG, _problems, errs, skip_invalid=skip_invalid)
     return identical, other + bad
 
 

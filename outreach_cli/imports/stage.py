@@ -210,3 +210,24 @@ def untune(conn: Connection) -> None:
     if conn.dialect.name == "sqlite":
         conn.exec_driver_sql("PRAGMA cache_size=-2000")
         conn.exec_driver_sql("PRAGMA temp.cache_size=-2000")
+
+
+def flag_problems(
+    conn: Connection,
+    stmt: Any,
+    table: Any,
+    problems: Callable[[Any, ErrorLog], bool],
+    errs: ErrorLog,
+    *,
+    skip_invalid: bool,
+) -> int:
+    """Checks every staged row ``stmt`` reads (in line order) with ``problems``; returns how many
+    were bad, dropping them from ``table`` when ``skip_invalid``."""
+    errs.source()
+    bad = 0
+    for page in pages(conn, stmt, table.c.line):
+        lines = [r.line for r in page if problems(r, errs)]
+        bad += len(lines)
+        if skip_invalid:
+            delete_lines(conn, table, lines)
+    return bad
