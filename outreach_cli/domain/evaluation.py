@@ -78,6 +78,16 @@ class SetView:
     next_methods: str | None
 
 
+def settled_view(status: Status, balance_cents: int, expired_at: datetime | None) -> SetView | None:
+    """The view of a set whose outcome needs neither the patient nor the rule set: a terminal
+    status stays as it is, a set with nothing owed is paid. None when the full evaluation is needed."""
+    if status in TERMINAL:
+        return SetView(status, None, None, expired_at, None, None, None)
+    if balance_cents <= 0:
+        return SetView(Status.PAID, None, None, expired_at, None, None, None)
+    return None
+
+
 def evaluate(
     *,
     status: Status,
@@ -94,10 +104,9 @@ def evaluate(
     now: datetime,
     held_until: datetime | None = None,
 ) -> SetView:
-    if status in TERMINAL:
-        return SetView(status, None, None, expired_at, None, None, None)
-    if balance_cents <= 0:
-        return SetView(Status.PAID, None, None, expired_at, None, None, None)
+    settled = settled_view(status, balance_cents, expired_at)
+    if settled is not None:
+        return settled
     if expired_at is None and now >= expires_at(anchor, rule_set.expiry_day):
         expired_at = expires_at(anchor, rule_set.expiry_day)
     expired = expired_at is not None

@@ -209,8 +209,10 @@ def _next_in_zone(moment: datetime, zone_name: str, window: Window) -> datetime:
     raise ValueError("no allowed sending moment within 400 days; check sending.window/weekends/holidays")
 
 
+@lru_cache(maxsize=8192)
 def next_allowed(moment: datetime, zones: tuple[str, ...], window: Window) -> datetime:
-    """The first moment >= ``moment`` allowed in every zone."""
+    """The first moment >= ``moment`` allowed in every zone. Pure, so cached: a re-evaluation of
+    many overdue sets asks the same question (now, their zones) again and again."""
     t = moment
     for _ in range(100):
         moved = t

@@ -196,11 +196,15 @@ def _insert_payments(conn: Connection, payments: list[dict[str, Any]], unapplied
         }
         for i, p in enumerate(payments)
     ]
-    pay_ids: list[int] = []
+    # A plain multi-row insert, then the keys by payment_id (unique): an ordered RETURNING would
+    # make SQLAlchemy insert one row per statement on SQLite.
+    by_payment_id: dict[str, int] = {}
     for chunk in chunks(rows, 1000):
-        res = conn.execute(insert(payment_t).returning(payment_t.c.id, sort_by_parameter_order=True), list(chunk))
-        pay_ids.extend(r[0] for r in res)
-    return pay_ids
+        conn.execute(insert(payment_t), list(chunk))
+        refs = [r["payment_id"] for r in chunk]
+        found = conn.execute(select(payment_t.c.payment_id, payment_t.c.id).where(payment_t.c.payment_id.in_(refs)))
+        by_payment_id.update((ref, pk) for ref, pk in found)
+    return [by_payment_id[r["payment_id"]] for r in rows]
 
 
 def _write_allocations(conn: Connection, plan: _Allocation, pay_ids: list[int]) -> None:

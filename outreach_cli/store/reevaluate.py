@@ -66,8 +66,10 @@ _SET_COLS = (
 )
 
 
+# Unlabelled: none of these names is also a set column, so the joined row serves as the patient
+# view itself (``contact_of``/``zones_of`` read attributes), with no wrapper per attribute read.
 _PATIENT_COLS = tuple(
-    patient_t.c[n].label("p_" + n)
+    patient_t.c[n]
     for n in (
         "phone",
         "phone_type",
@@ -92,14 +94,6 @@ _PATIENT_COLS = tuple(
         "email_valid",
     )
 )
-
-
-class _PatientView:
-    def __init__(self, row: Any) -> None:
-        self._row = row
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._row, "p_" + name)
 
 
 def refresh_sets(
@@ -168,8 +162,13 @@ def _refresh_chunk(
 
 
 def _evaluate_row(evaluate: Callable[..., SetView], r: Any, ctx: Context, rule_sets: RuleSets) -> SetView:
-    """The evaluation of one set row joined with its patient's columns."""
-    p = _PatientView(r)
+    """The evaluation of one set row joined with its patient's columns (a paid set skips the
+    patient's contact data and zones: a payments import settles most sets it touches)."""
+    from outreach_cli.domain.evaluation import settled_view
+
+    settled = settled_view(Status(r.status), r.amount_outstanding_cents, r.expired_at)
+    if settled is not None:
+        return settled
     return evaluate(
         status=Status(r.status),
         rule_set=rule_sets.get(r.rule_set_id),
@@ -179,9 +178,9 @@ def _evaluate_row(evaluate: Callable[..., SetView], r: Any, ctx: Context, rule_s
         expired_at=r.expired_at,
         failed_reason=r.failed_reason,
         balance_cents=r.amount_outstanding_cents,
-        contact=contact_of(p),
-        zones=zones_of(p, ctx.practice_tz),
-        window=window_of(p, ctx),
+        contact=contact_of(r),
+        zones=zones_of(r, ctx.practice_tz),
+        window=window_of(r, ctx),
         now=ctx.now,
         held_until=r.held_until,
     )
