@@ -42,6 +42,7 @@ from outreach_cli.domain.experiments import parse_arms
 from outreach_cli.domain.money import format_dollars, parse_cents, parse_dollars
 from outreach_cli.domain.timeutil import get_zone, parse_datetime
 from outreach_cli.imports import stage
+from outreach_cli.imports.parallel import checked_batches
 from outreach_cli.imports.readers import ErrorSink, Record, detect_format, iter_lines, peek_text, read_records
 from outreach_cli.store.ledger import apply_payments as apply_payments  # re-exported for older callers
 from outreach_cli.store.loaded_rulesets import RuleSets
@@ -437,6 +438,34 @@ def _rule_set_name(conn: Connection, kind: str, rule_set: str | None, ctx: Conte
     return name
 
 
+@dataclass(frozen=True)
+class _RowCheck:
+    """One row validated and turned into its staging tuple (picklable: a worker process runs it)."""
+
+    kind: str
+    tz: ZoneInfo
+    now: datetime
+
+    def __call__(self, rec: Record, errs: ErrorSink) -> tuple[Any, ...] | None:
+        if self.kind == "patients":
+            norm = _validate_patient(rec, errs)
+        elif self.kind == "charges":
+            norm = _validate_charge(rec, self.tz, self.now, errs)
+        else:
+            norm = _validate_payment(rec, self.tz, self.now, errs)
+        return None if norm is None else _kind_module(self.kind).staged_row(rec.line, norm)
+
+
+def _counted(
+    records: Iterator[Record], report: ImportReport, progress: Callable[[int], None] | None
+) -> Iterator[Record]:
+    for rec in records:
+        report.rows += 1
+        if progress is not None and report.rows % 5000 == 0:
+            progress(report.rows)
+        yield rec
+
+
 def _stage_rows(
     conn: Connection,
     mod: ModuleType,
@@ -447,29 +476,14 @@ def _stage_rows(
     ctx: Context,
     progress: Callable[[int], None] | None,
 ) -> int:
-    """Phase 1: every row validated as it is read; the valid ones staged a batch at a time.
-    Returns how many were staged."""
-    tz = get_zone(ctx.practice_tz)
+    """Phase 1: every row validated as it is read (on every core for a big file, see
+    ``parallel``); the valid ones staged a batch at a time. Returns how many were staged."""
     stage.create(conn, mod.STG)
-    batch: list[tuple[Any, ...]] = []
+    check = _RowCheck(kind, get_zone(ctx.practice_tz), ctx.now)
     staged = 0
-    for rec in records:
-        report.rows += 1
-        if progress is not None and report.rows % 5000 == 0:
-            progress(report.rows)
-        if kind == "patients":
-            norm = _validate_patient(rec, errs)
-        elif kind == "charges":
-            norm = _validate_charge(rec, tz, ctx.now, errs)
-        else:
-            norm = _validate_payment(rec, tz, ctx.now, errs)
-        if norm is not None:
-            staged += 1
-            batch.append(mod.staged_row(rec.line, norm))
-            if len(batch) >= stage.PAGE:
-                stage.bulk_insert(conn, mod.STG, mod.STAGED, batch)
-                batch = []
-    stage.bulk_insert(conn, mod.STG, mod.STAGED, batch)
+    for rows in checked_batches(_counted(records, report, progress), check, errs, batch=stage.PAGE):
+        stage.bulk_insert(conn, mod.STG, mod.STAGED, rows)
+        staged += len(rows)
     return staged
 
 
