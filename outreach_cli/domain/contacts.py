@@ -299,7 +299,40 @@ def _zones_for(
 
 
 def check_email(text: str) -> str:
-    """Syntax check (no DNS) and normalisation. Raises ValueError with the reason."""
+    """Syntax check (no DNS) and normalisation. Raises ValueError with the reason.
+
+    email-validator decides. Most of its time goes to the domain (IDNA rules, character by
+    character), and a practice's patients share a few hundred domains, so a plain address (an
+    ASCII dot-atom before the @-sign, nothing email-validator would rewrite) takes the verdict on
+    its domain from a cache; anything else (quotes, Unicode, a display name, a special mailbox
+    name, lengths near a limit, any problem) goes through ``validate_email`` whole.
+    tests/unit/test_email_check.py checks the two agree on generated addresses."""
+    local, at, domain = text.rpartition("@")
+    if at and 0 < len(local) <= 64 and domain.isascii() and _plain_local(local):
+        ascii_domain = _checked_domain(domain)
+        if ascii_domain is not None and len(local) + 1 + len(ascii_domain) <= 254:
+            return f"{local}@{ascii_domain}"
+    return _validate_email(text)
+
+
+def _plain_local(local: str) -> bool:
+    from email_validator.rfc_constants import CASE_INSENSITIVE_MAILBOX_NAMES, DOT_ATOM_TEXT
+
+    return bool(DOT_ATOM_TEXT.match(local)) and local.lower() not in CASE_INSENSITIVE_MAILBOX_NAMES
+
+
+@lru_cache(maxsize=4096)
+def _checked_domain(domain: str) -> str | None:
+    """The normalised domain when email-validator accepts ``a@domain`` with an ASCII result, else None."""
+    try:
+        normalized = _validate_email("a@" + domain)
+    except ValueError:
+        return None
+    result = normalized.partition("@")[2]
+    return result if result.isascii() else None
+
+
+def _validate_email(text: str) -> str:
     import email_validator
     from email_validator import EmailNotValidError, validate_email
 
