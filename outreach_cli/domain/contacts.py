@@ -227,6 +227,7 @@ def zone_sources(
     state: str | None,
     country: str | None,
     practice_tz: str,
+    phone_tz: str | None = None,
 ) -> list[tuple[str, str]]:
     """Every zone the patient's data points to, with why: [(zone, source)], primary first.
 
@@ -236,7 +237,7 @@ def zone_sources(
     out: list[tuple[str, str]] = []
     if explicit:
         out.append((explicit, "timezone column"))
-    pz = phone_zones(phone)
+    pz = _phone_zones(phone, phone_tz)
     for z in pz:
         area = _area_code(phone)
         out.append((z, f"phone area code {area}" if area else "phone number"))
@@ -255,6 +256,15 @@ def zone_sources(
     return out
 
 
+def _phone_zones(phone: str | None, phone_tz: str | None) -> tuple[str, ...]:
+    """The phone's zones: its one zone as stored with the number (``patient.phone_tz``, written
+    from ``phone_facts`` whenever the number is imported), else the number's zones, parsed (a
+    number spanning several zones stores none)."""
+    if phone and phone_tz:
+        return (phone_tz,)
+    return phone_zones(phone)
+
+
 def _area_code(e164: str | None) -> str | None:
     if e164 and e164.startswith("+1") and len(e164) == 12:
         return e164[2:5]
@@ -269,9 +279,10 @@ def zones_for(
     state: str | None,
     country: str | None,
     practice_tz: str,
+    phone_tz: str | None = None,
 ) -> tuple[str, ...]:
     """The distinct zones of ``zone_sources``, primary first."""
-    return _zones_for(explicit, phone, postal_code, state, country, practice_tz)
+    return _zones_for(explicit, phone, postal_code, state, country, practice_tz, phone_tz)
 
 
 @lru_cache(maxsize=65536)
@@ -282,11 +293,18 @@ def _zones_for(
     state: str | None,
     country: str | None,
     practice_tz: str,
+    phone_tz: str | None,
 ) -> tuple[str, ...]:
     sources = zone_sources(
-        explicit=explicit, phone=phone, postal_code=postal_code, state=state, country=country, practice_tz=practice_tz
+        explicit=explicit,
+        phone=phone,
+        postal_code=postal_code,
+        state=state,
+        country=country,
+        practice_tz=practice_tz,
+        phone_tz=phone_tz,
     )
-    pz = phone_zones(phone)
+    pz = _phone_zones(phone, phone_tz)
     address = zip_zone(postal_code, country) or state_zone(state, country)
     # The primary zone (local day, display) as SPEC section 4 orders it: the timezone column, the
     # phone's zone when it has exactly one, the address's zone; every other zone is intersected.

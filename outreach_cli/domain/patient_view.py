@@ -46,6 +46,7 @@ def zones_of(p: Any, practice_tz: str) -> tuple[str, ...]:
         state=p.state,
         country=p.country,
         practice_tz=practice_tz,
+        phone_tz=getattr(p, "phone_tz", None),  # a patient row has it; a hand-made view may not
     )
 
 

@@ -616,6 +616,7 @@ def _patient_view(p: Any, zones: Any, usable: dict[str, Any], ctx: Context) -> d
                 state=p.state,
                 country=p.country,
                 practice_tz=ctx.practice_tz,
+                phone_tz=p.phone_tz,
             )
         ],
         "needs_review": bool(p.needs_review),

@@ -145,3 +145,26 @@ def test_stored_numbers_answer_as_before(text: str) -> None:
         assert contacts.phone_zones(e164) == _old_zones(e164)
         zones = _old_zones(e164)
         assert contacts.e164_facts(e164) == (_old_valid(e164), zones[0] if len(zones) == 1 else None)
+
+
+def test_the_stored_phone_zone_gives_the_zones_parsing_the_number_gives() -> None:
+    """`patient.phone_tz` (written from `phone_facts` at import) stands in for parsing the number
+    when zones are worked out; every sampled number must give the same zones and sources both ways."""
+    places = [(None, None, None), ("02139", "MA", None), (None, "CA", None), ("99501", "TX", "US"), (None, None, "CA")]
+    checked = 0
+    for text in _sample():
+        try:
+            facts = contacts.phone_facts(text)
+        except ValueError:
+            continue
+        for postal, state, country in places:
+            common = {"explicit": None, "phone": facts.e164, "postal_code": postal, "state": state}
+            common |= {"country": country, "practice_tz": "America/New_York"}
+            parsed = contacts.zones_for(**common), contacts.zone_sources(**common)
+            stored = (
+                contacts.zones_for(**common, phone_tz=facts.zone),
+                contacts.zone_sources(**common, phone_tz=facts.zone),
+            )
+            assert stored == parsed, text
+            checked += 1
+    assert checked > 5000
