@@ -33,6 +33,19 @@ STATUSES = [
 FIRST = "James Mary Robert Patricia John Jennifer Michael Linda David Elizabeth Sofia Mateo Priya Wei Fatima".split()
 LAST = "Smith Johnson Williams Brown Jones Garcia Miller Davis Rodriguez Martinez Nguyen Okafor Haddad Lee".split()
 AREAS = ("617", "212", "312", "303", "602", "415", "206", "713", "305")
+# The zone each area code's numbers store in `patient.phone_tz` (as `import patients` would write
+# it): one parse per area code, not per number.
+AREA_TZ = {
+    "617": "America/New_York",
+    "212": "America/New_York",
+    "312": "America/Chicago",
+    "303": "America/Denver",
+    "602": "America/Phoenix",
+    "415": "America/Los_Angeles",
+    "206": "America/Los_Angeles",
+    "713": "America/Chicago",
+    "305": "America/New_York",
+}
 NOW = datetime(2026, 11, 2, 15, 0, tzinfo=UTC)
 
 
@@ -60,7 +73,8 @@ def generate(db: Path, n: int, seed: int = 42, due_now: int = 0) -> None:
         for i in range(start, min(n, start + chunk)):
             pk = i + 1
             first, last = rnd.choice(FIRST), rnd.choice(LAST)
-            phone = f"+1{rnd.choice(AREAS)}{rnd.randrange(2000000, 9999999)}"
+            area = rnd.choice(AREAS)
+            phone = f"+1{area}{rnd.randrange(2000000, 9999999)}"
             if pk <= due_now:  # created an hour ago on the standard rule set: step 0 is due now
                 created = NOW - timedelta(hours=1)
             else:
@@ -80,7 +94,7 @@ def generate(db: Path, n: int, seed: int = 42, due_now: int = 0) -> None:
                     "02118",
                     "US",
                     0,
-                    "America/New_York",
+                    AREA_TZ[area],
                     "America/New_York",
                     0,
                     0,
