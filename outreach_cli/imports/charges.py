@@ -130,10 +130,16 @@ def apply(conn: Connection, ctx: Context, rule_sets: RuleSets, rule_set_name: st
 def _update_existing(conn: Connection, ctx: Context, report: Any) -> None:
     c = charge_t
     stmt = select(
-        STG, c.c.id, c.c.amount_cents.label("c_amount"), c.c.outstanding_cents, c.c.status,
-        c.c.description.label("c_description"), c.c.created_at.label("c_created"), c.c.invoice_set_id,
+        STG,
+        c.c.id,
+        c.c.amount_cents.label("c_amount"),
+        c.c.outstanding_cents,
+        c.c.status,
+        c.c.description.label("c_description"),
+        c.c.created_at.label("c_created"),
+        c.c.invoice_set_id,
         c.c.patient_pk.label("c_patient_pk"),
-    ).join(c, c.c.id == STG.c.old_id)  # fmt: skip
+    ).join(c, c.c.id == STG.c.old_id)
     for page in stage.pages(conn, stmt, STG.c.line):
         updates: list[dict[str, Any]] = []
         events: list[dict[str, Any]] = []
@@ -185,13 +191,19 @@ def _insert_charges(conn: Connection, ctx: Context) -> int:
     now = bindparam("now", ctx.now, type_=UTCDateTime())
     rows = (
         select(
-            s.c.charge_id, s.c.patient_pk, i.c.id, s.c.amount_cents, s.c.amount_cents,
-            func.coalesce(s.c.created_at, now), s.c.description, literal("outstanding"),
+            s.c.charge_id,
+            s.c.patient_pk,
+            i.c.id,
+            s.c.amount_cents,
+            s.c.amount_cents,
+            func.coalesce(s.c.created_at, now),
+            s.c.description,
+            literal("outstanding"),
         )
         .join(i, (i.c.patient_pk == s.c.patient_pk) & IN_PROGRESS)
         .where(s.c.old_id.is_(None))
         .order_by(s.c.line)
-    )  # fmt: skip
+    )
     count = conn.execute(select(func.count()).where(s.c.old_id.is_(None))).scalar_one()
     if not count:
         return 0
