@@ -240,7 +240,7 @@ def run_outreach_throughput(sqlite_db: Path | None, pg: str | None, workers: int
     from bench.generate import generate
     from tests.fakes.twilio_server import ACCOUNT, TOKEN, FakeTwilio
 
-    fake = FakeTwilio(delay=0.05).start()
+    fake = FakeTwilio(delay=0.05, keep_alive=True).start()  # Twilio's API keeps connections alive
     try:
         if pg:
             db_url = _pg_fresh(pg, n)

@@ -95,6 +95,9 @@ def classify_exception(exc: Exception, method: str) -> ProviderOutcome:
     return ProviderOutcome(UNKNOWN, None, None, f"no answer from Twilio ({type(exc).__name__}); resolving by lookup")
 
 
+POOL_MAXSIZE = 256  # kept-alive connections to the Twilio API (the highest --concurrency)
+
+
 def _http_client(base: str, timeout: float) -> Any:
     from requests.adapters import HTTPAdapter
     from twilio.http.http_client import TwilioHttpClient
@@ -102,7 +105,10 @@ def _http_client(base: str, timeout: float) -> Any:
     class RedirectingHttpClient(TwilioHttpClient):  # type: ignore[misc]
         def __init__(self) -> None:
             super().__init__(timeout=timeout, max_retries=0)
-            adapter = HTTPAdapter(max_retries=0)  # the SDK must never repeat a POST itself
+            # The SDK must never repeat a POST itself. One kept-alive connection per concurrent call
+            # (`--concurrency` is at most 256): with requests' default pool of 10, every call
+            # beyond the tenth opened and dropped a connection of its own.
+            adapter = HTTPAdapter(max_retries=0, pool_connections=1, pool_maxsize=POOL_MAXSIZE)
             self.session.mount("https://", adapter)
             self.session.mount("http://", adapter)
 

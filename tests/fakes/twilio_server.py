@@ -40,6 +40,7 @@ class FakeTwilio:
     delay: float = 0.0  # latency of every create
     fault_rates: dict[str, float] = field(default_factory=dict)  # random faults: {"500": 0.1, ...}
     seed: int = 1
+    keep_alive: bool = False  # HTTP/1.1 kept-alive connections, as the real API (the benchmark's)
     lock: threading.Lock = field(default_factory=threading.Lock)
     server: ThreadingHTTPServer | None = None
     thread: threading.Thread | None = None
@@ -53,6 +54,8 @@ class FakeTwilio:
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1" if fake.keep_alive else "HTTP/1.0"
+
             def log_message(self, *args: Any) -> None:
                 pass
 
