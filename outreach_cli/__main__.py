@@ -1,3 +1,4 @@
 from outreach_cli.cli.app import main
 
-main()
+if __name__ == "__main__":  # a worker process of a big import imports this module again
+    main()

@@ -66,8 +66,10 @@ def checked_batches(
             yield _reported(check_batch(check, chunk), errs)
             chunk = list(islice(records, batch))
         return
-    # forkserver, not fork: the caller may hold database connections and run threads.
-    pool = ProcessPoolExecutor(max_workers=n, mp_context=multiprocessing.get_context("forkserver"))
+    # spawn, not fork: the caller holds database connections and may run threads. The workers are
+    # this process's own children, joined at the end, so its CPU time (as `time` reports it)
+    # includes theirs.
+    pool = ProcessPoolExecutor(max_workers=n, mp_context=multiprocessing.get_context("spawn"))
     try:
         pending: deque[Future[BatchResult]] = deque()
         while chunk or pending:
