@@ -10,7 +10,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, select, update
 
 from outreach_cli.channels.base import UNKNOWN, InboundSource, ProviderConfigError, StatusSource
 from outreach_cli.domain.errors import ConfigError
@@ -21,7 +21,8 @@ from outreach_cli.outreach.state import StepKey
 from outreach_cli.store.bulk import chunks
 from outreach_cli.store.events import add_events
 from outreach_cli.store.loaded_rulesets import RuleSets
-from outreach_cli.store.models import invoice_set_t, meta_t, send_t
+from outreach_cli.store.meta import set_meta
+from outreach_cli.store.models import invoice_set_t, send_t
 
 log = logging.getLogger("outreach.engine")
 
@@ -160,15 +161,8 @@ def _read_inbound(t: TickContext) -> None:
         t.state.summary.reconciled += n
         t.state.touched_patients |= patients
         newest = max((i["received_at"] for i in items if i["received_at"]), default=since)
-        _set_meta(conn, INBOUND_CURSOR, max(newest, since).isoformat())
+        set_meta(conn, INBOUND_CURSOR, max(newest, since).isoformat())
         t.refresh(conn)
-
-
-def _set_meta(conn: Connection, key: str, value: str) -> None:
-    if conn.execute(select(meta_t.c.key).where(meta_t.c.key == key)).first():
-        conn.execute(update(meta_t).where(meta_t.c.key == key).values(value=value))
-    else:
-        conn.execute(insert(meta_t), {"key": key, "value": value})
 
 
 def _steps_to_recheck(t: TickContext) -> list[StepKey]:

@@ -30,11 +30,11 @@ from outreach_cli.domain.statuses import IN_PROGRESS, Status
 from outreach_cli.domain.timeutil import utcnow
 from outreach_cli.store.events import add_events, event_row
 from outreach_cli.store.loaded_rulesets import RuleSets
+from outreach_cli.store.meta import get_meta, set_meta
 from outreach_cli.store.models import (
     allocation_t,
     charge_t,
     invoice_set_t,
-    meta_t,
     patient_t,
     payment_t,
     stripe_checkout_t,
@@ -442,25 +442,13 @@ def _money_event(ctx: Context, kind: str, sid: int, pay: Any, cents: int, reason
     )
 
 
-def _get_meta(conn: Connection, key: str) -> str | None:
-    row = conn.execute(select(meta_t.c.value).where(meta_t.c.key == key)).first()
-    return str(row[0]) if row else None
-
-
-def _set_meta(conn: Connection, key: str, value: str) -> None:
-    if conn.execute(select(meta_t.c.key).where(meta_t.c.key == key)).first():
-        conn.execute(update(meta_t).where(meta_t.c.key == key).values(value=value))
-    else:
-        conn.execute(insert(meta_t), {"key": key, "value": value})
-
-
 def sync_events(store: Store, ctx: Context, api: StripeApi) -> EventReport:
     """One tick's read of the event feed: every event since the cursor, applied once, in order.
     The cursor is Stripe's `created` of the newest event seen (events of that same second are
     read again next time and skipped by ID, so none is lost). The first read starts 24 hours back
     (Stripe's clock), not at the account's whole history."""
     with store.read() as conn:
-        stored = _get_meta(conn, CURSOR_KEY)
+        stored = get_meta(conn, CURSOR_KEY)
     cursor = int(stored) if stored else int(utcnow().timestamp()) - FIRST_LOOKBACK_S
     try:
         events = events_since(api, cursor, EVENT_TYPES)
@@ -472,12 +460,12 @@ def sync_events(store: Store, ctx: Context, api: StripeApi) -> EventReport:
     if not events:
         if not stored:
             with store.write() as conn:
-                _set_meta(conn, CURSOR_KEY, str(cursor))
+                set_meta(conn, CURSOR_KEY, str(cursor))
         return EventReport()
     with store.write() as conn:
         report = apply_events(conn, events, ctx, RuleSets(conn), source="stripe events")
         newest = max(int(e.get("created") or 0) for e in events)
-        _set_meta(conn, CURSOR_KEY, str(max(newest, cursor)))
+        set_meta(conn, CURSOR_KEY, str(max(newest, cursor)))
     return report
 
 

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, event, select, text
+from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.exc import DatabaseError, OperationalError, ProgrammingError
 
 from outreach_cli.domain.errors import ConfigError, TemporaryFailure
@@ -275,10 +275,9 @@ class Store:
     # --- meta values (the generated secret) -------------------------------------------------
 
     def get_meta(self, conn: Connection, key: str) -> str | None:
-        from outreach_cli.store.models import meta_t as t
+        from outreach_cli.store.meta import get_meta
 
-        row = conn.execute(select(t.c.value).where(t.c.key == key)).first()
-        return row[0] if row else None
+        return get_meta(conn, key)
 
     def ensure_secret(self) -> bool:
         """Generate and keep the payment-link secret when none is stored. True if created."""
