@@ -13,6 +13,7 @@ import os
 import shutil
 import sys
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
@@ -74,7 +75,8 @@ def pytest_sessionfinish(session: Any, exitstatus: Any) -> None:
 
         with contextlib.suppress(Exception), psycopg.connect(PG_URL, connect_timeout=5, autocommit=True) as conn:
             conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}_init" CASCADE')
+            for name in _pg_state.get("snapshots", ()):
+                conn.execute(f'DROP SCHEMA IF EXISTS "{schema}_{name}" CASCADE')
 
 
 def pg_url_or_skip() -> str:
@@ -106,10 +108,9 @@ def _pg_conn() -> Any:
     return _pg_state["conn"]
 
 
-def _reset_pg(url: str, *, initialized: bool = False) -> None:
+def _reset_pg(url: str, *, snapshot: str | None = None) -> None:
     """Empty the migrated schema, numbering restarting at 1, as a fresh database would be; with
-    ``initialized``, as `outreach init` leaves it (its rows are copied from a snapshot taken
-    once). A superuser DELETEs with triggers (the append-only event log) and foreign-key checks
+    ``snapshot``, then copy in the rows of that snapshot (`_snapshot_pg`). A superuser DELETEs with triggers (the append-only event log) and foreign-key checks
     off: on a test's few rows that is ten times faster than TRUNCATE."""
     from outreach_cli.store.models import metadata
 
@@ -121,8 +122,8 @@ def _reset_pg(url: str, *, initialized: bool = False) -> None:
         sql = ["SET LOCAL session_replication_role = replica", *(f'DELETE FROM "{t}"' for t in reversed(tables))]
     else:
         sql = ["TRUNCATE " + ", ".join(f'"{t}"' for t in tables) + " CASCADE"]
-    if initialized:
-        sql += [f'INSERT INTO "{t}" SELECT * FROM "{schema}_init"."{t}"' for t in tables]
+    if snapshot:
+        sql += [f'INSERT INTO "{t}" SELECT * FROM "{schema}_{snapshot}"."{t}"' for t in tables]
     setvals = ", ".join(
         f"setval('{seq}', COALESCE((SELECT max(id) FROM \"{t}\"), 0) + 1, false)" for t, seq in _pg_state["serials"]
     )
@@ -132,19 +133,22 @@ def _reset_pg(url: str, *, initialized: bool = False) -> None:
             conn.execute(statement)
 
 
-def _init_snapshot_pg(url: str) -> None:
-    """Run `outreach init` once on the empty schema and keep its rows in `<schema>_init`."""
-    from outreach_cli.store.models import metadata
+def _snapshot_pg(url: str, name: str, build: Callable[[], object]) -> None:
+    """Make the schema hold snapshot ``name``: the first time, ``build()`` fills it and its rows
+    are kept in the schema `<schema>_<name>`; later, they are copied back."""
+    snapshots: set[str] = _pg_state.setdefault("snapshots", set())
+    if name not in snapshots:
+        from outreach_cli.store.models import metadata
 
-    _reset_pg(url)
-    Cli(url).ok("init")
-    conn = _pg_conn()
-    snap = f"{_pg_state['schema']}_init"
-    with conn.transaction():
-        conn.execute(f'CREATE SCHEMA "{snap}"')
-        for t in metadata.sorted_tables:
-            conn.execute(f'CREATE TABLE "{snap}"."{t.name}" AS SELECT * FROM "{t.name}"')
-    _pg_state["init_snapshot"] = True
+        build()
+        conn = _pg_conn()
+        snap = f"{_pg_state['schema']}_{name}"
+        with conn.transaction():
+            conn.execute(f'CREATE SCHEMA "{snap}"')
+            for t in metadata.sorted_tables:
+                conn.execute(f'CREATE TABLE "{snap}"."{t.name}" AS SELECT * FROM "{t.name}"')
+        snapshots.add(name)
+    _reset_pg(url, snapshot=name)
 
 
 _sqlite_state: dict[str, Path] = {}
@@ -155,23 +159,46 @@ def _template_dir(tmp_path_factory: pytest.TempPathFactory) -> None:
     _sqlite_state["dir"] = tmp_path_factory.mktemp("template")
 
 
+def copy_built_once(name: str, build: Callable[[Path], object], target: Path) -> None:
+    """Copy to ``target`` the SQLite file ``build(path)`` makes, built once per run (in the
+    first test that asks, so under that test's isolated environment) and copied for each test."""
+    if name not in _sqlite_state:
+        path = _sqlite_state["dir"] / name
+        build(path)
+        _sqlite_state[name] = path
+    assert not target.exists(), target
+    shutil.copyfile(_sqlite_state[name], target)
+
+
 def initialized(url: str) -> Cli:
     """A Cli on ``url`` holding what `outreach init` creates (schema, shipped rule sets,
     secret). `init` runs once per run and database kind; each test gets a copy of the result
     (tests of `init` itself run it)."""
     if url.startswith("sqlite:///"):
-        if "template" not in _sqlite_state:
-            template = _sqlite_state["dir"] / "outreach.db"
-            Cli(f"sqlite:///{template}").ok("init")
-            _sqlite_state["template"] = template
-        target = Path(url[len("sqlite:///") :])
-        assert not target.exists(), target
-        shutil.copyfile(_sqlite_state["template"], target)
+        copy_built_once("init.db", lambda p: Cli(f"sqlite:///{p}").ok("init"), Path(url[len("sqlite:///") :]))
     else:
-        if "init_snapshot" not in _pg_state:
-            _init_snapshot_pg(url)
-        _reset_pg(url, initialized=True)
+        _snapshot_pg(url, "init", lambda: (_reset_pg(url), Cli(url).ok("init")))
     return Cli(url)
+
+
+def prepared(url: str, name: str, build: Callable[[Cli, Path], object]) -> Cli:
+    """A Cli on ``url`` holding what ``build(cli, directory)`` makes on an initialized database
+    (``directory`` for its input files): on SQLite built once per run and copied for each test.
+    On PostgreSQL it is built for each test: rows copied back from a snapshot would reach the
+    planner (statistics, the trigram index's pending list) otherwise than the build left them,
+    and the query-plan tests look at exactly that."""
+    import tempfile
+
+    if url.startswith("sqlite:///"):
+
+        def build_in(path: Path) -> None:
+            build(initialized(f"sqlite:///{path}"), Path(tempfile.mkdtemp(dir=_sqlite_state["dir"])))
+
+        copy_built_once(f"{name}.db", build_in, Path(url[len("sqlite:///") :]))
+        return Cli(url)
+    cli = initialized(url)
+    build(cli, Path(tempfile.mkdtemp(dir=_sqlite_state["dir"])))
+    return cli
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

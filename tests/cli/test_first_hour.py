@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Cli, Terminal, write
+from tests.conftest import Cli, Terminal, copy_built_once, write
 from tests.helpers import PATIENT_HEADER, csv_text, patient, write_csv
 
 PY = sys.executable
@@ -98,8 +98,9 @@ def test_D2_interrupted_demo_leaves_no_half_built_database(tmp_path: Path, monke
 
 @pytest.fixture
 def demo_db(tmp_path: Path) -> Path:
+    """A copy of one demo database (40 patients, 2 days), built once per run."""
     path = tmp_path / "demo.db"
-    Cli(str(path)).ok("demo", "--patients", "40", "--days", "2")
+    copy_built_once("demo-40x2.db", lambda p: Cli(str(p)).ok("demo", "--patients", "40", "--days", "2"), path)
     return path
 
 
