@@ -110,8 +110,9 @@ def _pg_conn() -> Any:
 
 def _reset_pg(url: str, *, snapshot: str | None = None) -> None:
     """Empty the migrated schema, numbering restarting at 1, as a fresh database would be; with
-    ``snapshot``, then copy in the rows of that snapshot (`_snapshot_pg`). A superuser DELETEs with triggers (the append-only event log) and foreign-key checks
-    off: on a test's few rows that is ten times faster than TRUNCATE."""
+    ``snapshot``, then copy in the rows of that snapshot (`_snapshot_pg`). A superuser DELETEs
+    with triggers (the append-only event log) and foreign-key checks off: on a test's few rows
+    that is ten times faster than TRUNCATE."""
     from outreach_cli.store.models import metadata
 
     assert url == _pg_schema_url()
