@@ -8,7 +8,7 @@ demo: .venv/bin/outreach
 	.venv/bin/outreach demo
 
 test: .venv/bin/outreach
-	.venv/bin/python -m pytest -q
+	.venv/bin/python -m pytest -q -n auto
 
 lint: .venv/bin/outreach
 	.venv/bin/ruff check outreach_cli tests bench db && .venv/bin/mypy outreach_cli

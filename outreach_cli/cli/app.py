@@ -86,14 +86,16 @@ def root(
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
     ] = False,
 ) -> None:
-    from outreach_cli.cli import env as env_mod
     from outreach_cli.domain.errors import InvalidInput
 
     for flag, value in (("--db", db), ("--config", config), ("--now", now)):
         if value is not None and not value.strip():
             raise InvalidInput(f"{flag} is empty: give a value or leave {flag} out")
+    # `run` hands the Environment in as the root context's object; a caller driving the Click
+    # command directly (documentation tools) gets the process's own.
+    env = ctx.obj if isinstance(ctx.obj, Environment) else Environment.detect()
     ctx.obj = App(
-        env=env_mod.detect_environment(),
+        env=env,
         db=db,
         config_file=config,
         now_text=now,
@@ -106,7 +108,7 @@ def root(
         import logging
 
         logging.basicConfig(
-            level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s", force=True
+            level=logging.INFO, stream=env.stderr, format="%(levelname)s %(name)s: %(message)s", force=True
         )
         # The twilio SDK logs whole requests (numbers, message bodies) at INFO: PHI stays out of logs.
         for noisy in ("twilio", "twilio.http_client", "urllib3", "aiosmtpd", "mail.log", "fontTools", "fpdf"):
@@ -139,11 +141,10 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(name)
 
 
-def _print_error(env: Environment | None, message: str, details: list[str] | None = None) -> None:
-    stream = env.stderr if env else sys.stderr
-    print(f"error: {message}", file=stream)
+def _print_error(env: Environment, message: str, details: list[str] | None = None) -> None:
+    print(f"error: {message}", file=env.stderr)
     for line in details or []:
-        print(f"  {line}", file=stream)
+        print(f"  {line}", file=env.stderr)
 
 
 _commands: dict[str | None, tuple[typer.Typer, Any]] = {}  # per command name (None: all), built once
@@ -256,28 +257,29 @@ def _is_broken_pipe(exc: BaseException | None) -> bool:
 
 
 def run(argv: list[str] | None = None, env: Environment | None = None) -> int:
-    """Run the command line and return the exit code (tests call this directly)."""
+    """Run the command line and return the exit code. The terminal environment is detected here,
+    once, unless given (tests give theirs: a pipe, or a terminal of their choosing)."""
     from outreach_cli.domain.errors import Aborted, ExitCode, OutreachError
 
+    env = Environment.detect() if env is None else env
     args = list(sys.argv[1:] if argv is None else argv)
     verbose = "-v" in args or "--verbose" in args
     cmd = _command_for(command_name(args))[1]
     args = hoist_global_options(args, cmd)
     try:
-        rv = cmd.main(args=args, prog_name="outreach", standalone_mode=False)
+        rv = cmd.main(args=args, prog_name="outreach", standalone_mode=False, obj=env)
         code = int(rv) if isinstance(rv, int) else 0
         if code == ExitCode.INTERRUPTED:  # Ctrl-C inside a command (Typer turns it into exit 130)
-            print("\ninterrupted", file=sys.stderr)
+            print("\ninterrupted", file=env.stderr)
         return code
     except OutreachError as exc:
         if isinstance(exc, Aborted):
-            stream = env.stderr if env else sys.stderr
-            print(f"aborted: {exc.message}", file=stream)
+            print(f"aborted: {exc.message}", file=env.stderr)
             return int(exc.exit_code)
         _print_error(env, exc.message, exc.details)
         return int(exc.exit_code)
     except KeyboardInterrupt:
-        print("\ninterrupted", file=sys.stderr)
+        print("\ninterrupted", file=env.stderr)
         return int(ExitCode.INTERRUPTED)
     except SystemExit as exc:
         # Typer/Click turn EPIPE into `sys.exit(1)`: a reader that stops early is not an error.
@@ -295,7 +297,7 @@ def run(argv: list[str] | None = None, env: Environment | None = None) -> int:
         name = type(exc).__name__
         if hasattr(exc, "show") and hasattr(exc, "exit_code"):  # click usage errors
             if name == "Abort":
-                print("aborted", file=sys.stderr)
+                print("aborted", file=env.stderr)
                 return int(ExitCode.ABORTED)
             exc.show()
             return int(ExitCode.USAGE)

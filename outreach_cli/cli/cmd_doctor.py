@@ -13,6 +13,7 @@ from outreach_cli.cli.context import get_app
 from outreach_cli.config import METHODS
 
 if TYPE_CHECKING:
+    from outreach_cli.cli.context import App
     from outreach_cli.config import Settings, StripeSettings
     from outreach_cli.store.database import Store
 
@@ -55,7 +56,7 @@ def doctor(ctx: typer.Context) -> None:
         raise typer.Exit(4) from None
     where = s.config_path or "no config file"
     check("config", True, f"{where}; timezone {s.timezone}, window {s.sending.window}")
-    store = _check_database(s, check)
+    store = _check_database(a, s, check)
     if store is not None:
         _check_rule_sets(s, store, check)
         _check_secret(s, store, check)
@@ -71,13 +72,13 @@ def doctor(ctx: typer.Context) -> None:
         raise typer.Exit(int(ConfigError.exit_code))
 
 
-def _check_database(s: Settings, check: Check) -> Store | None:
+def _check_database(a: App, s: Settings, check: Check) -> Store | None:
     """Reachable, and at the schema this version needs: the store, else None."""
     from outreach_cli.domain.errors import OutreachError
-    from outreach_cli.store.database import KNOWN_REVISIONS, SCHEMA_HEAD, mask_url, newer_schema_error, open_store
+    from outreach_cli.store.database import KNOWN_REVISIONS, SCHEMA_HEAD, mask_url, newer_schema_error
 
     try:
-        store = open_store(s.database, check_schema=False, create=False)
+        store = a.store(check_schema=False, create=False)  # disposed of when the command ends
         rev = store.current_revision()
     except OutreachError as exc:
         check("database", False, exc.message)

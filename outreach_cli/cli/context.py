@@ -80,12 +80,13 @@ class App:
         except ValueError as exc:
             raise InvalidInput(f"{origin} {text!r}: {exc}") from None
 
-    def store(self, *, check_schema: bool = True) -> Store:
+    def store(self, *, check_schema: bool = True, create: bool | None = None) -> Store:
+        """The command's store, opened on first use and disposed of when the command ends."""
         from outreach_cli.store.database import open_store
 
         if self._store is None:
             self._store = open_store(
-                self.settings.database, check_schema=check_schema, on_lock_wait=self._lock_wait_notice
+                self.settings.database, check_schema=check_schema, create=create, on_lock_wait=self._lock_wait_notice
             )
         return self._store
 
@@ -96,10 +97,11 @@ class App:
         the `.db` file is complete and a read-only reader never meets files it cannot write."""
         if self._store is not None:
             self._store.engine.dispose()
+            self._store = None
 
     def reopen_store(self) -> Store:
         """Open the store again (after `settings.database` changed, as `demo` does)."""
-        self._store = None
+        self.close()
         return self.store()
 
     def _lock_wait_notice(self) -> None:

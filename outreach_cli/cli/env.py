@@ -1,4 +1,5 @@
-"""The terminal environment, decided once per run and replaceable in tests (as httpie does)."""
+"""The terminal environment: detected once by the real entry point (`outreach`, `python -m
+outreach_cli`), given explicitly by tests (`run(argv, env)`), as httpie does."""
 
 from __future__ import annotations
 
@@ -35,7 +36,3 @@ class Environment:
             stderr_isatty=tty(sys.stderr),
             no_color_env="NO_COLOR" in os.environ,
         )
-
-
-# Tests replace this factory to simulate a terminal or a pipe.
-detect_environment = Environment.detect

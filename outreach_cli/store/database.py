@@ -301,5 +301,9 @@ def open_store(
     the schema is not checked, i.e. for `init`); otherwise it is an error naming the path."""
     store = Store(url, create=(not check_schema) if create is None else create, on_lock_wait=on_lock_wait)
     if check_schema:
-        store.check_schema()
+        try:
+            store.check_schema()
+        except BaseException:
+            store.engine.dispose()  # the caller never gets the store to close
+            raise
     return store

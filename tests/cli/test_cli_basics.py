@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from outreach_cli.cli.app import app
-from tests.conftest import Cli, write
+from tests.conftest import Cli, Terminal, write
 
 
 def _commands() -> list[list[str]]:
@@ -204,8 +204,7 @@ def test_demo_runs(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_progress_only_on_a_terminal(sqlite_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from outreach_cli.cli import env as env_mod
+def test_progress_only_on_a_terminal(sqlite_url: str, tmp_path: Path) -> None:
     from tests.helpers import PATIENT_HEADER, patient, write_csv
 
     c = Cli(sqlite_url)
@@ -213,14 +212,7 @@ def test_progress_only_on_a_terminal(sqlite_url: str, tmp_path: Path, monkeypatc
     f = write_csv(tmp_path / "p.csv", [patient(f"P{i}") for i in range(12000)], PATIENT_HEADER)
     piped = c.ok("import", "patients", str(f))
     assert "importing" not in piped.stderr  # a pipe gets the summary line only
-    real = env_mod.Environment.detect
-
-    def tty() -> env_mod.Environment:
-        e = real()
-        e.stderr_isatty = True
-        return e
-
-    monkeypatch.setattr(env_mod, "detect_environment", tty)
+    c.terminal = Terminal(stderr=True)
     r = c.ok("import", "patients", str(f), "--dry-run")
     assert "importing patients" in r.stderr
     assert "importing" not in c.ok("-q", "import", "patients", str(f), "--dry-run").stderr
@@ -243,3 +235,51 @@ def test_migrations_match_the_models(db_url: str) -> None:
         ctx = MigrationContext.configure(conn, opts={"include_name": include_name})
         diff = compare_metadata(ctx, metadata)
     assert diff == [], diff
+
+
+def test_every_command_closes_its_database_connections(cli: Cli, tmp_path: Path) -> None:
+    """Each command disposes of its engine when it ends, failing or not: no connection stays
+    open (PostgreSQL gets them back at once) and SQLite leaves no `-wal`/`-shm` beside the file."""
+    from sqlalchemy import event
+    from sqlalchemy.pool import Pool
+
+    from tests.helpers import PATIENT_HEADER, patient, write_csv
+
+    open_conns: set[int] = set()
+
+    def connected(dbapi_conn: object, _rec: object) -> None:
+        open_conns.add(id(dbapi_conn))
+
+    def closed(dbapi_conn: object, _rec: object) -> None:
+        open_conns.discard(id(dbapi_conn))
+
+    write_csv(tmp_path / "p.csv", [patient("P1")], PATIENT_HEADER)
+    write_csv(tmp_path / "c.csv", [{"charge_id": "C1", "patient_id": "P1", "amount": "10"}])
+    event.listen(Pool, "connect", connected)
+    event.listen(Pool, "close", closed)
+    event.listen(Pool, "close_detached", closed)
+    try:
+        for args, code in (
+            (["init"], 0),
+            (["import", "patients", str(tmp_path / "p.csv")], 0),
+            (["import", "charges", str(tmp_path / "c.csv")], 0),
+            (["list"], 0),
+            (["show", "1"], 0),
+            (["show", "99"], 3),
+            (["act", "pause", "1"], 0),
+            (["act", "cancel", "1"], 5),  # refused: no --yes
+            (["metrics"], 0),
+            (["run-outreach"], 0),
+            (["doctor"], None),
+            (["report"], 0),
+        ):
+            r = cli(*args)
+            assert code is None or r.code == code, (args, r)
+            assert not open_conns, args
+            if cli.db.startswith("sqlite"):
+                path = cli.db[len("sqlite:///") :]
+                assert not [p for p in (path + "-wal", path + "-shm") if os.path.exists(p)], args
+    finally:
+        event.remove(Pool, "connect", connected)
+        event.remove(Pool, "close", closed)
+        event.remove(Pool, "close_detached", closed)

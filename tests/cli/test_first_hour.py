@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Cli, write
+from tests.conftest import Cli, Terminal, copy_built_once, write
 from tests.helpers import PATIENT_HEADER, csv_text, patient, write_csv
 
 PY = sys.executable
@@ -37,23 +37,9 @@ def patient_ids(path: Path) -> list[str]:
         return [r[0] for r in conn.execute("SELECT patient_id FROM patient ORDER BY patient_id")]
 
 
-def fake_terminal(monkeypatch: pytest.MonkeyPatch, stdin: Any, *, stdin_tty: bool = True) -> None:
+def fake_terminal(cli: Cli, stdin: Any, *, stdin_tty: bool = True) -> None:
     """stdin and stderr are a terminal (a person can answer a prompt); stdout is captured."""
-    from outreach_cli.cli import env as env_mod
-
-    monkeypatch.setattr(
-        env_mod,
-        "detect_environment",
-        lambda: env_mod.Environment(
-            stdin=stdin,
-            stdout=sys.stdout,
-            stderr=sys.stderr,
-            stdin_isatty=stdin_tty,
-            stdout_isatty=False,
-            stderr_isatty=True,
-            no_color_env=True,
-        ),
-    )
+    cli.terminal = Terminal(stdin=stdin_tty, stderr=True, no_color_env=True, stdin_stream=stdin)
 
 
 # --- D2: demo never replaces a database it did not create ------------------------------------
@@ -112,8 +98,9 @@ def test_D2_interrupted_demo_leaves_no_half_built_database(tmp_path: Path, monke
 
 @pytest.fixture
 def demo_db(tmp_path: Path) -> Path:
+    """A copy of one demo database (40 patients, 2 days), built once per run."""
     path = tmp_path / "demo.db"
-    Cli(str(path)).ok("demo", "--patients", "40", "--days", "2")
+    copy_built_once("demo-40x2.db", lambda p: Cli(str(p)).ok("demo", "--patients", "40", "--days", "2"), path)
     return path
 
 
@@ -444,26 +431,22 @@ def test_summaries_act_dry_run_says_would_change(cli: Cli, tmp_path: Path) -> No
     assert r.stderr == "aborted: cancel would change 1 set: add --yes to confirm (nothing was changed)\n"
 
 
-def test_summaries_declining_the_prompt_is_aborted_not_an_error(
-    cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_summaries_declining_the_prompt_is_aborted_not_an_error(cli: Cli, tmp_path: Path) -> None:
     seed(cli, tmp_path, 2)
-    fake_terminal(monkeypatch, io.StringIO("n\n"))
+    fake_terminal(cli, io.StringIO("n\n"))
     r = cli("act", "write-off", "1", "2")
     assert r.code == 5
     assert r.stderr == "write-off: 2 invoice sets, $200.00 outstanding. Proceed? [y/N] aborted: nothing was changed\n"
 
 
-def test_summaries_ctrl_c_at_the_prompt_ends_the_line(
-    cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_summaries_ctrl_c_at_the_prompt_ends_the_line(cli: Cli, tmp_path: Path) -> None:
     seed(cli, tmp_path, 1)
 
     class CtrlC(io.StringIO):
         def readline(self, *_a: Any) -> str:
             raise KeyboardInterrupt
 
-    fake_terminal(monkeypatch, CtrlC())
+    fake_terminal(cli, CtrlC())
     r = cli("act", "cancel", "1")
     assert r.code == 130
     assert r.stderr.startswith("cancel: 1 invoice set, $100.00 outstanding. Proceed? [y/N] \n")
@@ -471,20 +454,18 @@ def test_summaries_ctrl_c_at_the_prompt_ends_the_line(
     assert cli.ok("list", "--format", "ids").stdout == "1\n"  # still active
 
 
-def test_summaries_stdin_hint_on_a_terminal(cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_summaries_stdin_hint_on_a_terminal(cli: Cli, tmp_path: Path) -> None:
     seed(cli, tmp_path, 1)
-    fake_terminal(monkeypatch, io.StringIO("1\n"))
+    fake_terminal(cli, io.StringIO("1\n"))
     r = cli.ok("act", "pause", "-", "--format", "ids")
     assert r.stderr.startswith("reading invoice set IDs from stdin (one or more per line; Ctrl-D to end)\n")
-    fake_terminal(monkeypatch, io.StringIO("1\n"), stdin_tty=False)
+    fake_terminal(cli, io.StringIO("1\n"), stdin_tty=False)
     assert "reading invoice set IDs" not in cli.ok("act", "resume", "-").stderr
 
 
-def test_summaries_act_says_it_waits_for_a_locked_database(
-    sqlite_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    fake_terminal(monkeypatch, io.StringIO(""), stdin_tty=False)
+def test_summaries_act_says_it_waits_for_a_locked_database(sqlite_url: str, tmp_path: Path) -> None:
     c = Cli(sqlite_url)
+    fake_terminal(c, io.StringIO(""), stdin_tty=False)
     c.ok("init")
     seed(c, tmp_path, 1)
     holder = sqlite3.connect(tmp_path / "outreach.db", isolation_level=None, check_same_thread=False)

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Cli
+from tests.conftest import Cli, Terminal
 from tests.helpers import PATIENT_HEADER, patient, write_csv
 
 ISO_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
@@ -52,19 +52,9 @@ def data(sqlite_url: str, tmp_path: Path) -> Cli:
     return c
 
 
-def terminal(monkeypatch: pytest.MonkeyPatch, columns: int) -> None:
-    """The next commands run as on a terminal `columns` wide."""
-    from outreach_cli.cli import env as env_mod
-
-    real = env_mod.Environment.detect
-
-    def tty() -> env_mod.Environment:
-        e = real()
-        e.stdout_isatty = e.stderr_isatty = True
-        e.no_color_env = True
-        return e
-
-    monkeypatch.setattr(env_mod, "detect_environment", tty)
+def terminal(cli: Cli, monkeypatch: pytest.MonkeyPatch, columns: int) -> None:
+    """The next commands of ``cli`` run as on a terminal `columns` wide."""
+    cli.terminal = Terminal(stdout=True, stderr=True, no_color_env=True)
     monkeypatch.setenv("COLUMNS", str(columns))
 
 
@@ -208,7 +198,7 @@ def test_D15_audit_rows_lead_with_the_set_id_and_carry_detail_as_an_object(data:
 
 def test_D19_tables_show_local_readable_times(data: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OUTREACH_TIMEZONE", "America/New_York")
-    terminal(monkeypatch, 160)
+    terminal(data, monkeypatch, 160)
     show = data.ok("show", "1", now="2026-03-02T15:00:00.123456Z").stdout
     assert "Mar 2 09:00" in show  # created 14:00 UTC = 09:00 in New York
     assert not re.search(r"\d\d:\d\d:\d\d|T\d\d:|\.\d{6}", show)  # no raw ISO, no microseconds
@@ -227,7 +217,7 @@ def test_D19_tables_show_local_readable_times(data: Cli, monkeypatch: pytest.Mon
 def test_D1_list_table_never_cuts_id_status_or_balance(
     data: Cli, monkeypatch: pytest.MonkeyPatch, columns: int
 ) -> None:
-    terminal(monkeypatch, columns)
+    terminal(data, monkeypatch, columns)
     r = data.ok("list", "--status", "all", "--sort", "id")
     lines = r.stdout.splitlines()
     assert lines[0].split()[:5] == ["ID", "┃", "Status", "┃", "Balance"]
@@ -246,7 +236,7 @@ def test_D1_list_table_never_cuts_id_status_or_balance(
 
 
 def test_D1_list_table_at_80_columns_drops_reason_first(data: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
-    terminal(monkeypatch, 80)
+    terminal(data, monkeypatch, 80)
     r = data.ok("list", "--status", "all")
     header = r.stdout.splitlines()[0]
     assert "Patient" in header and "Reason" not in header and "Rule set" not in header
@@ -255,7 +245,7 @@ def test_D1_list_table_at_80_columns_drops_reason_first(data: Cli, monkeypatch: 
 
 def test_D1_other_tables_fit_80_and_120_columns(data: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
     for columns in (80, 120):
-        terminal(monkeypatch, columns)
+        terminal(data, monkeypatch, columns)
         for args in (["show", "5"], ["audit"], ["forecast", "--days", "60"], ["metrics", "--all"]):
             out = data.ok(*args).stdout
             assert max(len(x) for x in out.splitlines()) <= columns, (args, columns)
@@ -267,7 +257,7 @@ def test_D1_other_tables_fit_80_and_120_columns(data: Cli, monkeypatch: pytest.M
 
 
 def test_list_footer_counts_the_matches(data: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
-    terminal(monkeypatch, 120)
+    terminal(data, monkeypatch, 120)
     r = data.ok("list", "--status", "all", "--limit", "2")
     assert "showing 2 of 5 invoice sets; --offset 2 for the next 2" in r.stderr
     assert "first 2" not in r.stderr
@@ -288,7 +278,7 @@ def test_list_on_a_terminal_shows_50_and_says_how_to_see_all(
         tmp_path / "c.csv", [{"charge_id": f"C{i}", "patient_id": f"P{i:03d}", "amount": "10"} for i in range(60)]
     )
     c.ok("import", "charges", str(tmp_path / "c.csv"))
-    terminal(monkeypatch, 120)
+    terminal(c, monkeypatch, 120)
     r = c.ok("list")
     assert "showing 50 of 60 invoice sets; --limit N or --format tsv for all" in r.stderr
     r = c.ok("audit")

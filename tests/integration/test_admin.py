@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Cli
+from tests.conftest import Cli, Terminal
 from tests.helpers import PATIENT_HEADER, patient, write_csv
 from tests.integration.test_import import dump
 
@@ -158,18 +158,9 @@ def test_confirmation_needed_when_not_interactive(cli: Cli, tmp_path: Path) -> N
     cli.ok("act", "pause", "1")  # pause needs no confirmation
 
 
-def test_interactive_prompt(cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_interactive_prompt(cli: Cli, tmp_path: Path) -> None:
     seed(cli, tmp_path, 2)
-    from outreach_cli.cli import env as env_mod
-
-    real = env_mod.Environment.detect
-
-    def tty() -> env_mod.Environment:
-        e = real()
-        e.stdin_isatty = e.stderr_isatty = True
-        return e
-
-    monkeypatch.setattr(env_mod, "detect_environment", tty)
+    cli.terminal = Terminal(stdin=True, stderr=True)
     r = cli("act", "cancel", "1", input="n\n")
     assert r.code == 5 and "Proceed?" in r.stderr
     r = cli("act", "cancel", "1", input="y\n")

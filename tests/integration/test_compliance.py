@@ -67,8 +67,9 @@ AUDIT_PATIENTS = [
 # --- D1: zones from the ZIP code and every zone of the phone --------------------------------
 
 
+@pytest.mark.parametrize("every", [60, pytest.param(15, marks=pytest.mark.slow)], ids=["hourly", "quarter-hourly"])
 def test_audit_D1_pensacola_coeur_dalene_knoxville_never_outside_8_to_21(
-    cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, every: int
 ) -> None:
     config(monkeypatch, tmp_path, WIDE)
     sync_rule_set(cli, tmp_path, "daily", DAILY)
@@ -79,11 +80,14 @@ def test_audit_D1_pensacola_coeur_dalene_knoxville_never_outside_8_to_21(
     assert set(zones[3]) == {"America/New_York", "America/Chicago"}  # ZIP 37902 Eastern, 615 Central
     why = {z["zone"]: z["source"] for z in show(cli, 1)["patient"]["timezone_sources"]}
     assert why["America/Chicago"] == "ZIP code 32502" and why["America/New_York"] == "phone area code 850"
-    # tick every 15 minutes through two days, including the audit's 12:00Z, 14:00Z and 01:45Z
-    t = datetime(2026, 4, 7, 4, 0, tzinfo=UTC)
-    while t < datetime(2026, 4, 9, 4, 0, tzinfo=UTC):
+    # tick through two days every `every` minutes, and at the audit's 12:00Z, 14:00Z and 01:45Z
+    start, end = datetime(2026, 4, 7, 4, 0, tzinfo=UTC), datetime(2026, 4, 9, 4, 0, tzinfo=UTC)
+    ticks = {start + timedelta(minutes=m) for m in range(0, 2 * 24 * 60, every)}
+    ticks |= {datetime(2026, 4, d, h, m, tzinfo=UTC) for d in (7, 8) for h, m in ((12, 0), (14, 0))}
+    ticks |= {datetime(2026, 4, d, 1, 45, tzinfo=UTC) for d in (8, 9)}
+    for t in sorted(ticks):
         tick(cli, t)
-        t += timedelta(minutes=15)
+    t = end
     for i, p in zip((1, 2, 3), AUDIT_PATIENTS, strict=True):
         rows = sent(cli, i, t)
         assert len(rows) == 2, p["patient_id"]  # one a day

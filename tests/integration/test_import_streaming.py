@@ -29,6 +29,7 @@ def _charges_file(path: Path, rows: int, patients: int) -> Path:
     return path
 
 
+@pytest.mark.slow  # 30,000 charges (the file must exceed the 3 MB cap)
 def test_a_file_larger_than_the_memory_cap_imports_within_it(
     cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

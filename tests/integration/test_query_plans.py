@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Cli
+from tests.conftest import Cli, prepared
 from tests.helpers import PATIENT_HEADER, patient, write_csv
 from tests.integration.plans import full_scans, lines, plans_of
 
@@ -18,8 +18,13 @@ N = 60
 
 
 @pytest.fixture
-def seeded(cli: Cli, tmp_path: Path) -> Cli:
-    """N patients with one set each (half on `gentle`), their events, and a few paused sets."""
+def seeded(db_url: str) -> Cli:
+    """N patients with one set each (half on `gentle`), their events, and a few paused sets
+    (built once per run and database kind, a copy for each test)."""
+    return prepared(db_url, "plans60", _seed)
+
+
+def _seed(cli: Cli, tmp_path: Path) -> None:
     pats = [patient(f"P{i:03d}", phone=f"(617) 555-{1000 + i:04d}", email=f"user{i}@example.com") for i in range(N)]
     cli.ok("import", "patients", str(write_csv(tmp_path / "p.csv", pats, PATIENT_HEADER)))
     for arm in ("standard", "gentle"):
@@ -30,7 +35,6 @@ def seeded(cli: Cli, tmp_path: Path) -> Cli:
         ]
         cli.ok("import", "charges", str(write_csv(tmp_path / f"c-{arm}.csv", rows)), "--rule-set", arm)
     cli.ok("act", "pause", "-", input="1\n2\n3\n")
-    return cli
 
 
 LIST = ["list", "--limit", "50", "--format", "jsonl"]

@@ -309,7 +309,7 @@ def test_report_table_never_cuts_amounts_or_rates(
     from tests.cli.test_output import terminal
 
     cfg = scenario(cli, tmp_path)
-    terminal(monkeypatch, columns)
+    terminal(cli, monkeypatch, columns)
     r = cli.ok("--config", str(cfg), "report", "--since", "2026-03-01", "--by", "rule-set,step", now=REPORT_NOW)
     lines = r.stdout.splitlines()
     assert "…" not in r.stdout

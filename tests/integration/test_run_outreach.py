@@ -341,6 +341,7 @@ def claimed_numbers(db: str) -> set[str]:
     return out
 
 
+@pytest.mark.slow  # a run-outreach process signalled while a fake provider holds each call 1 s
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_D22_interrupt_finishes_in_flight_and_releases_the_rest(tmp_path: Path, sig: int) -> None:
     db, _ = fresh_sqlite(tmp_path, 12)
@@ -367,6 +368,7 @@ def test_D22_interrupt_finishes_in_flight_and_releases_the_rest(tmp_path: Path, 
         fake.stop()
 
 
+@pytest.mark.slow  # the same, calls held 3 s, then a second run after the lease
 def test_D22_second_interrupt_leaves_only_the_calls_in_flight_to_the_lease(tmp_path: Path) -> None:
     db, _ = fresh_sqlite(tmp_path, 12)
     fake = FakeTwilio(delay=3.0).start()  # answers within the client timeout

@@ -14,7 +14,7 @@ import pytest
 
 from outreach_cli.store.database import Store
 from outreach_cli.store.maintenance import after_big_write
-from tests.conftest import Cli
+from tests.conftest import Cli, prepared
 from tests.helpers import PATIENT_HEADER, patient, write_csv
 from tests.integration.plans import full_scans, lines, plans_of
 
@@ -24,8 +24,13 @@ N = 2000
 
 
 @pytest.fixture
-def many(cli: Cli, tmp_path: Path) -> Cli:
-    """2,000 patients with sets; one of them (P0777) has a rare name, email and number."""
+def many(db_url: str) -> Cli:
+    """2,000 patients with sets; one of them (P0777) has a rare name, email and number (built
+    once per run and database kind, a copy for each test)."""
+    return prepared(db_url, "search2000", _build_many)
+
+
+def _build_many(cli: Cli, tmp_path: Path) -> None:
     pats = [
         patient(
             f"P{i:04d}",
@@ -48,7 +53,6 @@ def many(cli: Cli, tmp_path: Path) -> Cli:
     # What a big import ends with (statistics, and on PostgreSQL the search index's pending list).
     assert after_big_write(store, ["patient", "invoice_set"], N, threshold=0)
     store.engine.dispose()
-    return cli
 
 
 def found(cli: Cli, text: str) -> list[str]:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import holidays
 
-from tests.conftest import Cli
+from tests.conftest import Cli, initialized
 from tests.fakes.twilio_server import ACCOUNT, TOKEN, FakeTwilio
 from tests.helpers import PATIENT_HEADER, patient, sync_rule_set, write_csv
 
@@ -74,8 +74,7 @@ def seed_sets(cli: Cli, tmp: Path, n: int) -> None:
 def fresh_sqlite(tmp: Path, n: int) -> tuple[str, Cli]:
     """A new SQLite database with ``n`` sets whose one SMS step is due at T0."""
     db = f"sqlite:///{tmp / 'o.db'}"
-    cli = Cli(db)
-    cli.ok("init")
+    cli = initialized(db)
     seed_sets(cli, tmp, n)
     return db, cli
 

@@ -65,6 +65,7 @@ def test_kill_9_at_random_moments(tmp_path: Path, trial: int) -> None:
         fake.stop()
 
 
+@pytest.mark.slow  # two processes, one frozen past its lease by a fake that answers 4 s late
 def test_stale_worker_cannot_overwrite_the_reclaimed_result(tmp_path: Path) -> None:
     fake = FakeTwilio(delay=0.0).start()
     try:
@@ -102,6 +103,7 @@ def test_stale_worker_cannot_overwrite_the_reclaimed_result(tmp_path: Path) -> N
         fake.stop()
 
 
+@pytest.mark.slow  # a run-outreach process over 400 sets racing the action, three times
 @pytest.mark.parametrize("what", ["cancel", "pause", "payment"])
 def test_admin_actions_and_payments_win_races(tmp_path: Path, what: str) -> None:
     n = 400

@@ -96,6 +96,7 @@ def _per_set(fake: FakeStripe) -> Counter[str]:
     return Counter(pi["metadata"]["outreach_set_id"] for pi in fake.payment_intents.values())
 
 
+@pytest.mark.slow  # run-outreach processes killed with SIGKILL mid-charge
 def test_killed_after_stripe_charged_records_the_payment_without_charging_again(db_url: str, tmp_path: Path) -> None:
     fake = FakeStripe().start()
     try:
@@ -129,6 +130,7 @@ def test_killed_after_stripe_charged_records_the_payment_without_charging_again(
         fake.stop()
 
 
+@pytest.mark.slow  # overlapping run-outreach processes
 def test_overlapping_runs_never_create_two_payment_intents_for_one_step(db_url: str, tmp_path: Path) -> None:
     n = 40
     fake = FakeStripe(delay=0.02).start()
