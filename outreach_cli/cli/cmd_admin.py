@@ -188,9 +188,9 @@ def show(
 
     a = get_app(ctx)
     f = SHOW_FORMATS.resolve(a, fmt)
-    sid = parse_set_id(set_id)
+    parsed_set_id = parse_set_id(set_id)
     store = a.store()
-    data = show_set(store, sid, a.context())
+    data = show_set(store, parsed_set_id, a.context())
     if f == Format.JSON:
         emit_document(a, utc_times(data))
         return
@@ -366,7 +366,7 @@ def audit(
 
     a = get_app(ctx)
     f = AUDIT_FORMATS.resolve(a, fmt)
-    sid = parse_set_id(set_id, "--id") if set_id is not None else None
+    parsed_set_id = parse_set_id(set_id, "--id") if set_id is not None else None
     rng = None
     if since is not None:
         rng = parse_time_range(since, tz=get_zone(a.settings.timezone), now=a.now, flag="--since", single_is_start=True)
@@ -375,7 +375,13 @@ def audit(
     elif limit is None and a.env.stdout_isatty:
         limit = AUDIT_TTY_LIMIT
     # One more than shown tells whether there are more, without a COUNT over the whole log.
-    found = q(a.store(), set_id=sid, since=rng, actor=actor, limit=None if limit is None else min(limit + 1, BIGGEST))
+    found = q(
+        a.store(),
+        set_id=parsed_set_id,
+        since=rng,
+        actor=actor,
+        limit=None if limit is None else min(limit + 1, BIGGEST),
+    )
     shown: Iterable[dict[str, Any]] = found  # streamed when there is no limit
     more = False
     if limit is not None:

@@ -215,12 +215,12 @@ def demo_payments(store: Store, now: datetime, rnd: random.Random, day: int) -> 
     )
     out: list[dict[str, str]] = []
     with store.read() as conn:
-        for sid, pid, rule_set, balance, last_sent in conn.execute(q):
+        for set_id, pid, rule_set, balance, last_sent in conn.execute(q):
             rate = PAY_RATE.get(rule_set, 0.05) if last_sent is not None else UNPROMPTED_RATE
             if rnd.random() >= rate:
                 continue
             amount = balance // 2 if rnd.random() < PARTIAL_SHARE and balance >= 2000 else balance
-            out.append({"payment_id": f"Y{sid:06d}-{day:03d}", "patient_id": pid, "amount": f"{amount / 100:.2f}"})
+            out.append({"payment_id": f"Y{set_id:06d}-{day:03d}", "patient_id": pid, "amount": f"{amount / 100:.2f}"})
     return out
 
 
@@ -228,6 +228,7 @@ def demo_replies(store: Store, ctx: Any, rnd: random.Random) -> int:
     """A few patients answer the day's texts with STOP (their SMS opt-out, on the timeline)."""
     from sqlalchemy import select
 
+    from outreach_cli.channels.base import InboundSms
     from outreach_cli.outreach.inbound import apply_inbound
     from outreach_cli.store.models import patient_t, send_t
 
@@ -246,6 +247,6 @@ def demo_replies(store: Store, ctx: Any, rnd: random.Random) -> int:
     )
     with store.write() as conn:
         phones = [p for (p,) in conn.execute(q) if p and rnd.random() < STOP_RATE]
-        items = [{"from": p, "body": "STOP", "received_at": ctx.now} for p in phones]
+        items = [InboundSms(message_sid=None, from_number=p, body="STOP", received_at=ctx.now) for p in phones]
         applied, _ = apply_inbound(conn, items, ctx)
     return applied

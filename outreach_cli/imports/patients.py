@@ -142,14 +142,14 @@ def _contacts_changed(
     set_ids = open_set_ids_for_patients(conn, [pk for pk, _ in contact_events])
     by_patient: dict[int, list[int]] = defaultdict(list)
     for chunk in chunks(set_ids):
-        for sid, ppk in conn.execute(
+        for set_id, ppk in conn.execute(
             select(invoice_set_t.c.id, invoice_set_t.c.patient_pk).where(invoice_set_t.c.id.in_(chunk))
         ):
-            by_patient[ppk].append(sid)
+            by_patient[ppk].append(set_id)
     events = []
     for ppk, fields in contact_events:
-        for sid in by_patient.get(ppk, []):
-            events.append(event_row(ctx, "contact_updated", set_id=sid, patient_pk=ppk, detail={"fields": fields}))
+        for set_id in by_patient.get(ppk, []):
+            events.append(event_row(ctx, "contact_updated", set_id=set_id, patient_pk=ppk, detail={"fields": fields}))
     add_events(conn, events)
     return len(refresh_sets(conn, set_ids, ctx, rule_sets))
 

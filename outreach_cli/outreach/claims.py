@@ -179,8 +179,8 @@ def _write(
     _write_skipped(t, conn, rows.skipped)
     # One executemany per shape of change (deferred, advanced, advanced-with-recheck), not a statement per set.
     by_shape: dict[tuple[str, ...], list[dict[str, Any]]] = {}
-    for sid, values in rows.set_updates:
-        by_shape.setdefault(tuple(sorted(values)), []).append({"b_id": sid, "updated_at": t.ctx.now, **values})
+    for set_id, values in rows.set_updates:
+        by_shape.setdefault(tuple(sorted(values)), []).append({"b_id": set_id, "updated_at": t.ctx.now, **values})
     for shape_rows in by_shape.values():
         bulk_update(conn, invoice_set_t, shape_rows)
     if not rows.claims:

@@ -142,12 +142,12 @@ def _one_in_progress_per_patient(conn: Connection, outcomes: list[ActionOutcome]
     holder: dict[int, int] = {}  # patient -> the set that is (or will be) in progress
     pks = sorted({o.patient_pk for o in reviving if o.patient_pk is not None})
     for chunk in chunks(pks, 900):
-        for sid, ppk in conn.execute(
+        for set_id, ppk in conn.execute(
             select(invoice_set_t.c.id, invoice_set_t.c.patient_pk).where(
                 invoice_set_t.c.patient_pk.in_(chunk), invoice_set_t.c.status.in_(sorted(in_progress))
             )
         ):
-            holder[ppk] = sid
+            holder[ppk] = set_id
     for o in reviving:
         if o.patient_pk is None:
             continue
@@ -329,7 +329,7 @@ def _apply_in_sql(conn: Connection, action: Action, ctx: Context, reason: str | 
 def _resume(conn: Connection, ids: list[int], now: datetime) -> None:
     rows = []
     for chunk in chunks(ids):
-        for sid, anchor, paused_at in conn.execute(
+        for set_id, anchor, paused_at in conn.execute(
             select(invoice_set_t.c.id, invoice_set_t.c.anchor_at, invoice_set_t.c.paused_at).where(
                 invoice_set_t.c.id.in_(chunk)
             )
@@ -338,7 +338,7 @@ def _resume(conn: Connection, ids: list[int], now: datetime) -> None:
             shift = (now - paused_at) if paused_at is not None and now > paused_at else timedelta(0)
             rows.append(
                 {
-                    "b_id": sid,
+                    "b_id": set_id,
                     "anchor_at": anchor + shift,
                     "paused_at": None,
                     "status": "active",

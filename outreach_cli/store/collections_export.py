@@ -130,14 +130,14 @@ def _charges_and_late_payments(conn: Any, ids: list[int]) -> tuple[dict[int, lis
             .order_by(charge_t.c.created_at, charge_t.c.id)
         ):
             charges.setdefault(c.invoice_set_id, []).append(c)
-        for sid, detail in conn.execute(
+        for set_id, detail in conn.execute(
             select(event_t.c.invoice_set_id, event_t.c.detail).where(
                 event_t.c.invoice_set_id.in_(chunk), event_t.c.kind == "payment"
             )
         ):
             d = json.loads(detail) if detail else {}
             if d.get("after_escalation"):
-                after[sid] = after.get(sid, 0) + int(d.get("applied_cents", 0))
+                after[set_id] = after.get(set_id, 0) + int(d.get("applied_cents", 0))
     return charges, after
 
 

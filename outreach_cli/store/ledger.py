@@ -127,7 +127,7 @@ def apply_payments_detailed(
     pay_ids = _insert_payments(conn, payments, plan.unapplied, ctx)
     _write_allocations(conn, plan, pay_ids)
 
-    touched = {sid for (_, sid) in plan.per_set} | {sid for (_, sid) in plan.recovered}
+    touched = {set_id for (_, set_id) in plan.per_set} | {set_id for (_, set_id) in plan.recovered}
     set_status = _set_statuses(conn, touched)
     events = _payment_events(payments, plan.per_set, set_status, result, ctx)
     events += _recovery_events(payments, plan.recovered, result, ctx)
@@ -229,10 +229,10 @@ def _write_allocations(conn: Connection, plan: _Allocation, pay_ids: list[int]) 
 def _set_statuses(conn: Connection, set_ids: set[int]) -> dict[int, str]:
     set_status: dict[int, str] = {}
     for chunk in chunks(sorted(set_ids)):
-        for sid, status in conn.execute(
+        for set_id, status in conn.execute(
             select(invoice_set_t.c.id, invoice_set_t.c.status).where(invoice_set_t.c.id.in_(chunk))
         ):
-            set_status[sid] = status
+            set_status[set_id] = status
     return set_status
 
 
@@ -245,7 +245,7 @@ def _payment_events(
 ) -> list[dict[str, Any]]:
     """A payment event per (payment, set) paid; a set in collections is noted in ``result``."""
     events = []
-    for (i, sid), cents in sorted(per_set.items()):
+    for (i, set_id), cents in sorted(per_set.items()):
         p = payments[i]
         detail: dict[str, Any] = {
             "payment_id": p["payment_id"],
@@ -254,11 +254,13 @@ def _payment_events(
             "source": p.get("source", "import"),
         }
         reason = None
-        if set_status.get(sid) == "collections":
+        if set_status.get(set_id) == "collections":
             detail["after_escalation"] = True
             reason = "payment received after escalation to collections"
-            result.after_escalation.add(sid)
-        events.append(event_row(ctx, "payment", set_id=sid, patient_pk=p["patient_pk"], reason=reason, detail=detail))
+            result.after_escalation.add(set_id)
+        events.append(
+            event_row(ctx, "payment", set_id=set_id, patient_pk=p["patient_pk"], reason=reason, detail=detail)
+        )
     return events
 
 
@@ -267,14 +269,14 @@ def _recovery_events(
 ) -> list[dict[str, Any]]:
     """A recovery event per (payment, written-off set) that received money."""
     events = []
-    for (i, sid), cents in sorted(recovered.items()):
+    for (i, set_id), cents in sorted(recovered.items()):
         p = payments[i]
-        result.recovered.add(sid)
+        result.recovered.add(set_id)
         events.append(
             event_row(
                 ctx,
                 "payment",
-                set_id=sid,
+                set_id=set_id,
                 patient_pk=p["patient_pk"],
                 reason="payment received after write-off (recovery)",
                 detail={
@@ -296,12 +298,12 @@ def _credit_events(
     pks = sorted({p["patient_pk"] for i, p in enumerate(payments) if unapplied[i] > 0})
     latest: dict[int, int] = {}
     for chunk in chunks(pks):
-        for ppk, sid in conn.execute(
+        for ppk, set_id in conn.execute(
             select(invoice_set_t.c.patient_pk, func.max(invoice_set_t.c.id))
             .where(invoice_set_t.c.patient_pk.in_(chunk))
             .group_by(invoice_set_t.c.patient_pk)
         ):
-            latest[ppk] = sid
+            latest[ppk] = set_id
     out = []
     for i, p in enumerate(payments):
         if unapplied[i] <= 0:

@@ -96,8 +96,8 @@ def read_report_input(
     )
     names: dict[int, str] = dict(conn.execute(select(rule_set_t.c.id, rule_set_t.c.name)).all())
     sets = [
-        SetRow(sid, names.get(rs_id, str(rs_id)), status, parse(created), int(owed.get(sid, 0)), arm, exp)
-        for sid, rs_id, status, created, arm, exp in conn.execute(
+        SetRow(set_id, names.get(rs_id, str(rs_id)), status, parse(created), int(owed.get(set_id, 0)), arm, exp)
+        for set_id, rs_id, status, created, arm, exp in conn.execute(
             select(
                 invoice_set_t.c.id,
                 invoice_set_t.c.rule_set_id,
@@ -109,11 +109,15 @@ def read_report_input(
         )
     ]
     sends = [
-        SendRow(sid, day, title, method, status, attempts or 0, parse(sent or finished or due))
-        for sid, day, title, method, status, attempts, sent, finished, due in conn.execute(_all_sends(in_scope, tcol))
+        SendRow(set_id, day, title, method, status, attempts or 0, parse(sent or finished or due))
+        for set_id, day, title, method, status, attempts, sent, finished, due in conn.execute(
+            _all_sends(in_scope, tcol)
+        )
     ]
     grp = _payment_groups(tcol, charge_t.c.invoice_set_id.in_(in_scope))
-    payments = [PaymentRow(int(sid), pid, parse(paid_at), int(cents)) for sid, pid, paid_at, cents in conn.execute(grp)]
+    payments = [
+        PaymentRow(int(set_id), pid, parse(paid_at), int(cents)) for set_id, pid, paid_at, cents in conn.execute(grp)
+    ]
     opt_outs = _opt_outs(conn, event_t.c.invoice_set_id.in_(in_scope), tcol, parse)
     return ReportInput(sets, sends, payments, opt_outs, _steps(conn))
 
@@ -502,8 +506,8 @@ def _rows_of_exceptions(
     grp = _payment_groups(tcol, and_(payment_t.c.paid_at < sc.until, charge_t.c.invoice_set_id.is_not(None))).cte("grp")
     refunded = select(grp.c.set_id).where(grp.c.cents < 0)
     pay_rows = [
-        PaymentRow(int(sid), pid, parse(paid_at), int(cents))
-        for sid, pid, paid_at, cents in conn.execute(select(grp).where(grp.c.set_id.in_(refunded)))
+        PaymentRow(int(set_id), pid, parse(paid_at), int(cents))
+        for set_id, pid, paid_at, cents in conn.execute(select(grp).where(grp.c.set_id.in_(refunded)))
     ]
     # (the time is checked on the rows: an index on it would lead the planner to read every event)
     out_rows = [o for o in _opt_outs(conn, event_t.c.invoice_set_id.is_not(None), tcol, parse) if o.at < sc.until]
@@ -528,8 +532,8 @@ def _sets_and_sends(conn: Connection, sc: _Scope, candidates: list[int]) -> tupl
     for chunk in _chunks(candidates, 20000):
         cols = (s.c.id, s.c.rule_set_id, s.c.status, tcol(s.c.created_at), s.c.arm, s.c.experiment, s.c.owed_cents)
         found = [
-            SetRow(sid, sc.rule_set(rs_id), status, parse(created), int(o or 0), arm, exp)
-            for sid, rs_id, status, created, arm, exp, o, ok in conn.execute(
+            SetRow(set_id, sc.rule_set(rs_id), status, parse(created), int(o or 0), arm, exp)
+            for set_id, rs_id, status, created, arm, exp, o, ok in conn.execute(
                 select(*cols, in_scope).where(_ids_in("s.id", chunk))
             )
             if ok
@@ -543,8 +547,8 @@ def _sets_and_sends(conn: Connection, sc: _Scope, candidates: list[int]) -> tupl
         )
         rows = sorted(conn.execute(q), key=lambda r: int(r[0]))  # recorded order (ties at one instant)
         sends += [
-            SendRow(sid, day, title, method, status, attempts or 0, parse(sent or finished or due))
-            for _id, sid, day, title, method, status, attempts, sent, finished, due in rows
+            SendRow(set_id, day, title, method, status, attempts or 0, parse(sent or finished or due))
+            for _id, set_id, day, title, method, status, attempts, sent, finished, due in rows
         ]
     return sets, sends
 
@@ -730,14 +734,14 @@ def _chunks(ids: list[int], n: int) -> Iterator[list[int]]:
 
 def _opt_outs(conn: Connection, where: Any, tcol: Callable[[Any], Any], parse: Callable[[Any], Any]) -> list[OptOutRow]:
     out = []
-    for sid, at, kind, detail in conn.execute(
+    for set_id, at, kind, detail in conn.execute(
         select(event_t.c.invoice_set_id, tcol(event_t.c.at), event_t.c.kind, event_t.c.detail).where(
             where, event_t.c.kind.in_(OPT_OUT_KINDS)
         )
     ):
         if kind == "reply" and _keyword(detail) != "stop":
             continue
-        out.append(OptOutRow(sid, parse(at), kind))
+        out.append(OptOutRow(set_id, parse(at), kind))
     return out
 
 
