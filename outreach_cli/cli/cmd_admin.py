@@ -100,6 +100,7 @@ def metrics_rows(data: dict[str, Any]) -> list[dict[str, Any]]:
 
 def print_metrics(a: App, store: Store, *, show_all: bool) -> None:
     from outreach_cli.cli.output import Col, badge, dollars, print_table
+    from outreach_cli.domain.statuses import Status
     from outreach_cli.store.metrics import metrics as q
 
     data = q(store, show_all=show_all, now=a.now)
@@ -107,7 +108,7 @@ def print_metrics(a: App, store: Store, *, show_all: bool) -> None:
     labels = {"total": "Total", "written-off-net": "Written off, net", "credit": "Credit (patients)"}
     if show_all:
         cards.append({"key": "total", **data["total"]})
-        wo, cr = data["written-off"], data["credit"]
+        wo, cr = data[Status.WRITTEN_OFF.value], data["credit"]
         # Money that is not an open balance: written off net of recoveries, and patients' credit.
         cards.append({"key": "written-off-net", "count": None, "amount_outstanding_cents": wo["written_off_cents"]})
         cards.append({"key": "credit", "count": cr["count"], "amount_outstanding_cents": cr["credit_cents"]})

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from outreach_cli.domain.csvsafe import flat
+from outreach_cli.domain.statuses import Status
 
 if TYPE_CHECKING:
     from rich.text import Text
@@ -321,22 +322,20 @@ def print_table(
 
 
 STATUS_STYLE = {
-    "active": "green",
-    "paused": "yellow",
-    "expired": "magenta",
-    "failed": "bold red",
-    "will-fail": "red",
-    "paid": "cyan",
-    "cancelled": "dim",
-    "written-off": "dim",
-    "collections": "blue",
+    Status.ACTIVE.value: "green",
+    Status.PAUSED.value: "yellow",
+    Status.EXPIRED.value: "magenta",
+    Status.FAILED.value: "bold red",
+    Status.WILL_FAIL.value: "red",
+    Status.PAID.value: "cyan",
+    Status.CANCELLED.value: "dim",
+    Status.WRITTEN_OFF.value: "dim",
+    Status.COLLECTIONS.value: "blue",
 }
 
 
 def badge(status: str | None) -> Text | str:
     from rich.text import Text
-
-    from outreach_cli.domain.statuses import Status
 
     if not status:
         return ""

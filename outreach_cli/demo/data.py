@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from outreach_cli.domain.statuses import SendStatus, Status
+
 if TYPE_CHECKING:
     from outreach_cli.store.database import Store
 
@@ -192,7 +194,9 @@ def demo_payments(store: Store, now: datetime, rnd: random.Random, day: int) -> 
 
     recent = (
         select(send_t.c.invoice_set_id, func.max(send_t.c.sent_at).label("last_sent"))
-        .where(send_t.c.status == "delivered", send_t.c.sent_at <= now, send_t.c.sent_at > now - timedelta(days=3))
+        .where(
+            send_t.c.status == SendStatus.DELIVERED, send_t.c.sent_at <= now, send_t.c.sent_at > now - timedelta(days=3)
+        )
         .group_by(send_t.c.invoice_set_id)
         .subquery()
     )
@@ -208,7 +212,9 @@ def demo_payments(store: Store, now: datetime, rnd: random.Random, day: int) -> 
         .join(rule_set_t, rule_set_t.c.id == invoice_set_t.c.rule_set_id)
         .outerjoin(recent, recent.c.invoice_set_id == invoice_set_t.c.id)
         .where(
-            invoice_set_t.c.status.in_(("active", "will-fail", "failed", "expired")),
+            invoice_set_t.c.status.in_(
+                [s.value for s in (Status.ACTIVE, Status.WILL_FAIL, Status.FAILED, Status.EXPIRED)]
+            ),
             invoice_set_t.c.amount_outstanding_cents > 0,
         )
         .order_by(invoice_set_t.c.id)
@@ -237,7 +243,7 @@ def demo_replies(store: Store, ctx: Any, rnd: random.Random) -> int:
         .join(send_t, send_t.c.patient_pk == patient_t.c.id)
         .where(
             send_t.c.method == "sms",
-            send_t.c.status == "delivered",
+            send_t.c.status == SendStatus.DELIVERED,
             send_t.c.sent_at > ctx.now - timedelta(days=1),
             send_t.c.sent_at <= ctx.now,
             patient_t.c.sms_opt_out.is_(False),

@@ -33,14 +33,15 @@ from zoneinfo import ZoneInfo
 
 from outreach_cli.domain import experiments
 from outreach_cli.domain.money import plain_dollars
+from outreach_cli.domain.statuses import SendStatus
 from outreach_cli.domain.timeutil import iso_z
 
 BY_CHOICES = ("rule-set", "step", "method", "week")
 DEFAULT_BY = ("rule-set", "step")
 ATTRIBUTIONS = ("last", "first")
 METHODS = ("sms", "email", "call", "mail", "charge_card")
-ATTEMPTED = frozenset({"sent", "delivered", "failed", "unknown"})
-REACHED = ATTEMPTED | {"skipped"}
+ATTEMPTED = frozenset({SendStatus.SENT, SendStatus.DELIVERED, SendStatus.FAILED, SendStatus.UNKNOWN})
+REACHED = ATTEMPTED | {SendStatus.SKIPPED}
 UNPROMPTED = "(unprompted)"
 NO_SEND = "(no send yet)"
 OPT_OUT_KINDS = ("reply", "email_complaint", "email_unsubscribe")
@@ -261,9 +262,9 @@ def tally_rows(data: ReportInput, until: datetime, tz: ZoneInfo) -> Tallies:
         if s.status in ATTEMPTED:
             m = messages[(st.rule_set, weeks[s.set_id], touch.step, touch.method)]
             m.attempted += 1
-            if s.status == "delivered":
+            if s.status == SendStatus.DELIVERED:
                 m.delivered += 1
-            elif s.status == "failed":
+            elif s.status == SendStatus.FAILED:
                 m.failed += 1
             m.units += cost_units(s)
     entered: dict[tuple[str, ...], dict[Fine, list[int]]] = {p: defaultdict(lambda: [0, 0]) for p in PROJECTIONS}
@@ -297,7 +298,7 @@ class Attributor:
         ``channels``: those that also need their sends per channel (those with opt-outs)."""
         per_set: dict[Any, list[tuple[datetime, SendRow]]] = defaultdict(list)
         for s in sends:
-            if s.status == "delivered" and s.at is not None and (only is None or s.set_id in only):
+            if s.status == SendStatus.DELIVERED and s.at is not None and (only is None or s.set_id in only):
                 per_set[s.set_id].append((s.at, s))
                 # opt-outs answer a channel
                 if s.method in ("sms", "email") and (channels is None or s.set_id in channels):

@@ -14,6 +14,7 @@ from sqlalchemy import text as sql_text
 from outreach_cli.domain.context import Context
 from outreach_cli.domain.experiments import Arms, assign, parse_arms
 from outreach_cli.domain.money import format_dollars
+from outreach_cli.domain.statuses import ChargeStatus
 from outreach_cli.imports import stage
 from outreach_cli.store.bulk import bulk_update
 from outreach_cli.store.events import add_events, event_row
@@ -84,7 +85,7 @@ def _problems(r: Any, errs: stage.ErrorLog) -> bool:
         errs.add(r.line, f"line {r.line}: patient_id: charge {r.charge_id!r} belongs to another patient")
     if r.old_id is not None and r.c_amount != r.amount_cents:
         delta = r.amount_cents - r.c_amount
-        if r.status != "outstanding" and r.outstanding_cents + delta != 0:
+        if r.status != ChargeStatus.OUTSTANDING and r.outstanding_cents + delta != 0:
             errs.add(
                 r.line, f"line {r.line}: amount: charge {r.charge_id!r} is {r.status}; its amount can no longer change"
             )
@@ -145,8 +146,8 @@ def _update_existing(conn: Connection, ctx: Context, report: Any) -> None:
                 report.unchanged += 1
                 continue
             report.updated += 1
-            outstanding = r.outstanding_cents + delta if r.status == "outstanding" else r.outstanding_cents
-            paid = r.status in ("outstanding", "paid") and outstanding == 0
+            outstanding = r.outstanding_cents + delta if r.status == ChargeStatus.OUTSTANDING else r.outstanding_cents
+            paid = r.status in (ChargeStatus.OUTSTANDING, ChargeStatus.PAID) and outstanding == 0
             updates.append(
                 {
                     "b_id": r.id,
@@ -154,7 +155,7 @@ def _update_existing(conn: Connection, ctx: Context, report: Any) -> None:
                     "outstanding_cents": outstanding,
                     "description": r.description,
                     "created_at": new_created,
-                    "status": "paid" if paid else r.status,
+                    "status": ChargeStatus.PAID if paid else r.status,
                 }
             )
             if r.invoice_set_id is None:
@@ -186,7 +187,7 @@ def _insert_charges(conn: Connection, ctx: Context) -> int:
     rows = (
         select(
             s.c.charge_id, s.c.patient_pk, i.c.id, s.c.amount_cents, s.c.amount_cents,
-            func.coalesce(s.c.created_at, now), s.c.description, literal("outstanding"),
+            func.coalesce(s.c.created_at, now), s.c.description, literal(ChargeStatus.OUTSTANDING.value),
         )
         .join(i, (i.c.patient_pk == s.c.patient_pk) & IN_PROGRESS)
         .where(s.c.old_id.is_(None))

@@ -14,7 +14,7 @@ from sqlalchemy import Connection, insert, select, update
 
 from outreach_cli.channels.base import DELIVERED, FAILED, InboundSms, ProviderOutcome
 from outreach_cli.domain.context import Context
-from outreach_cli.domain.statuses import OPEN
+from outreach_cli.domain.statuses import IN_FLIGHT_SENDS, OPEN, SendStatus
 from outreach_cli.store.events import add_events, event_row
 from outreach_cli.store.models import inbound_t, invoice_set_t, patient_t, send_t
 from outreach_cli.store.reevaluate import open_set_ids_for_patients
@@ -179,7 +179,7 @@ def queue_confirmation(conn: Connection, patient_pks: list[int], ctx: Context) -
                 "step_title": CONFIRMATION_TITLE,
                 "method": "sms",
                 "is_fallback": False,
-                "status": "pending",
+                "status": SendStatus.PENDING,
                 "due_at": ctx.now,
                 "next_attempt_at": ctx.now,
                 "attempts": 0,
@@ -214,8 +214,12 @@ def unsubscribe_email(conn: Connection, email: str, ctx: Context, source: str) -
 
 def apply_send_status(conn: Connection, send_row: Any, out: ProviderOutcome, ctx: Context, *, source: str) -> bool:
     """A later fact about a send (status callback, reconciliation). Returns True if it changed."""
-    new = {DELIVERED: "delivered", FAILED: "failed"}.get(out.status)
-    if new is None or send_row.status == new or send_row.status in ("skipped", "cancelled", "claimed", "pending"):
+    new = {DELIVERED: SendStatus.DELIVERED, FAILED: SendStatus.FAILED}.get(out.status)
+    if (
+        new is None
+        or send_row.status == new
+        or send_row.status in (SendStatus.SKIPPED, SendStatus.CANCELLED, *IN_FLIGHT_SENDS)
+    ):
         return False
     conn.execute(
         update(send_t)
@@ -256,7 +260,7 @@ def apply_send_status(conn: Connection, send_row: Any, out: ProviderOutcome, ctx
             )
         ],
     )
-    if new == "failed":
+    if new == SendStatus.FAILED:
         # The next run re-decides the step: fallbacks, or failed.
         conn.execute(
             update(invoice_set_t)

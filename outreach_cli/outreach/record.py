@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import Connection, select, update
 
 from outreach_cli.channels.base import DELIVERED, FAILED, SENT, TRANSIENT, UNKNOWN, ProviderOutcome
-from outreach_cli.domain.statuses import Status
+from outreach_cli.domain.statuses import SendStatus, Status
 from outreach_cli.outreach.context import TickContext
 from outreach_cli.outreach.messages import send_event
 from outreach_cli.outreach.state import ClaimedSend, StepKey, TickSummary
@@ -23,7 +23,12 @@ from outreach_cli.store.models import invoice_set_t, patient_t, send_t
 log = logging.getLogger("outreach.engine")
 
 # The send status a provider result leaves (a transient failure leaves `pending`, see below).
-SEND_STATUS = {DELIVERED: "delivered", SENT: "sent", FAILED: "failed", UNKNOWN: "unknown"}
+SEND_STATUS = {
+    DELIVERED: SendStatus.DELIVERED,
+    SENT: SendStatus.SENT,
+    FAILED: SendStatus.FAILED,
+    UNKNOWN: SendStatus.UNKNOWN,
+}
 PATIENT_FACTS = ("phone_type", "sms_opt_out", "call_opt_out", "email_suppressed", "email_opt_out")
 
 Result = tuple[ClaimedSend, ProviderOutcome]
@@ -45,7 +50,7 @@ def record_outcomes(t: TickContext, conn: Connection, results: list[Result]) -> 
     charges: list[Result] = []
     for c, out in results:
         token, cur_status, attempts = current.get(c.send_id, (None, "", 0))
-        if token != c.token or cur_status != "claimed":
+        if token != c.token or cur_status != SendStatus.CLAIMED:
             # Fenced: our lease expired and another run took this send over; its result stands.
             log.info("send %s: claim token no longer matches; result discarded", c.send_id)
             continue
@@ -97,7 +102,7 @@ def outcome_values(
         summary.transient_by_method[method] = (n + 1, first)
         if attempts < max_attempts:
             summary.transient += 1
-            return {**values, "status": "pending", "next_attempt_at": now + backoff(attempts)}
+            return {**values, "status": SendStatus.PENDING, "next_attempt_at": now + backoff(attempts)}
         status = FAILED
         summary.gave_up += 1
         values["reason"] = f"{out.reason or 'temporary failure'} (gave up after {attempts} attempts)"
@@ -110,11 +115,11 @@ def outcome_values(
 
 
 def _count(summary: TickSummary, status: str) -> None:
-    if status in ("delivered", "sent"):
+    if status in (SendStatus.DELIVERED, SendStatus.SENT):
         summary.sent += 1
-    elif status == "failed":
+    elif status == SendStatus.FAILED:
         summary.failed += 1
-    elif status == "unknown":
+    elif status == SendStatus.UNKNOWN:
         summary.unknown += 1
 
 

@@ -26,7 +26,7 @@ from outreach_cli.channels.stripe_provider import StripeApi, StripeLinks, events
 from outreach_cli.domain.context import Context
 from outreach_cli.domain.errors import ConfigError
 from outreach_cli.domain.money import format_dollars
-from outreach_cli.domain.statuses import IN_PROGRESS, Status
+from outreach_cli.domain.statuses import IN_PROGRESS, ChargeStatus, Status
 from outreach_cli.domain.timeutil import utcnow
 from outreach_cli.store.events import add_events, event_row
 from outreach_cli.store.loaded_rulesets import RuleSets
@@ -324,13 +324,13 @@ def _reverse_allocations(conn: Connection, pay: Any, left: int) -> set[int]:
         if give <= 0:
             continue
         ch = conn.execute(select(charge_t).where(charge_t.c.id == charge_pk)).one()
-        if ch.status not in ("paid", "outstanding"):
+        if ch.status not in (ChargeStatus.PAID, ChargeStatus.OUTSTANDING):
             continue  # written off, in collections or void: nothing to collect again
         conn.execute(insert(allocation_t), {"payment_pk": pay.id, "charge_pk": charge_pk, "amount_cents": -give})
         conn.execute(
             update(charge_t)
             .where(charge_t.c.id == charge_pk)
-            .values(outstanding_cents=charge_t.c.outstanding_cents + give, status="outstanding")
+            .values(outstanding_cents=charge_t.c.outstanding_cents + give, status=ChargeStatus.OUTSTANDING)
         )
         left -= give
         if ch.invoice_set_id is not None:
@@ -410,7 +410,7 @@ def _pause_set(conn: Connection, set_id: int, before: str, ppk: int, ctx: Contex
     conn.execute(
         update(invoice_set_t)
         .where(invoice_set_t.c.id == set_id)
-        .values(status="paused", status_reason=pause, paused_at=now, next_send_at=None, updated_at=now)
+        .values(status=Status.PAUSED.value, status_reason=pause, paused_at=now, next_send_at=None, updated_at=now)
     )
     add_events(
         conn,
@@ -423,7 +423,7 @@ def _pause_set(conn: Connection, set_id: int, before: str, ppk: int, ctx: Contex
                 actor=ACTOR,
                 action="pause",
                 from_status=before,
-                to_status="paused",
+                to_status=Status.PAUSED.value,
                 reason=pause,
             )
         ],

@@ -16,7 +16,17 @@ from sqlalchemy import table as sa_table
 
 from outreach_cli.domain.context import Context
 from outreach_cli.domain.errors import InvalidInput
-from outreach_cli.domain.statuses import CANCELS_PENDING, IN_PROGRESS, TARGET, Action, Result, Status, decide
+from outreach_cli.domain.statuses import (
+    CANCELS_PENDING,
+    IN_PROGRESS,
+    TARGET,
+    Action,
+    ChargeStatus,
+    Result,
+    SendStatus,
+    Status,
+    decide,
+)
 from outreach_cli.store.bulk import bulk_update, chunks
 from outreach_cli.store.events import add_events, event_row
 from outreach_cli.store.loaded_rulesets import RuleSets
@@ -306,11 +316,11 @@ def _apply_in_sql(conn: Connection, action: Action, ctx: Context, reason: str | 
         if action is not Action.CANCEL:
             conn.execute(
                 update(charge_t)
-                .where(charge_t.c.invoice_set_id.in_(chosen), charge_t.c.status == "outstanding")
+                .where(charge_t.c.invoice_set_id.in_(chosen), charge_t.c.status == ChargeStatus.OUTSTANDING)
                 .values(
-                    {"status": "written-off", "outstanding_cents": 0}
+                    {"status": ChargeStatus.WRITTEN_OFF, "outstanding_cents": 0}
                     if action is Action.WRITE_OFF
-                    else {"status": "collections"}
+                    else {"status": ChargeStatus.COLLECTIONS}
                 )
             )
         if action is Action.WRITE_OFF:
@@ -321,8 +331,8 @@ def _apply_in_sql(conn: Connection, action: Action, ctx: Context, reason: str | 
     if action in CANCELS_PENDING:
         conn.execute(
             update(send_t)
-            .where(send_t.c.invoice_set_id.in_(chosen), send_t.c.status == "pending")
-            .values(status="cancelled", reason=f"{action.value} by {ctx.actor}", finished_at=now)
+            .where(send_t.c.invoice_set_id.in_(chosen), send_t.c.status == SendStatus.PENDING)
+            .values(status=SendStatus.CANCELLED, reason=f"{action.value} by {ctx.actor}", finished_at=now)
         )
 
 
@@ -341,7 +351,7 @@ def _resume(conn: Connection, ids: list[int], now: datetime) -> None:
                     "b_id": set_id,
                     "anchor_at": anchor + shift,
                     "paused_at": None,
-                    "status": "active",
+                    "status": Status.ACTIVE.value,
                     "status_reason": None,
                     "updated_at": now,
                 }
@@ -362,7 +372,7 @@ def _change_rule_set(conn: Connection, changed: list[ActionOutcome], rs_id: int 
                 "expired_at": None,
                 "failed_reason": None,
                 "will_fail_reason": None,
-                "status": "paused" if paused else "active",
+                "status": Status.PAUSED.value if paused else Status.ACTIVE.value,
                 "paused_at": now if paused else None,
                 "updated_at": now,
             }

@@ -22,6 +22,7 @@ from sqlalchemy import select, update
 from outreach_cli.domain.context import Context
 from outreach_cli.domain.csvsafe import neutralize
 from outreach_cli.domain.money import plain_dollars
+from outreach_cli.domain.statuses import Status
 from outreach_cli.domain.timeutil import get_zone, iso_z
 from outreach_cli.store.bulk import chunks
 from outreach_cli.store.events import add_events, event_row
@@ -103,7 +104,7 @@ def _collections_sets(conn: Any, include_exported: bool) -> list[Any]:
             *[patient_t.c[c] for c in PATIENT_COLUMNS],
         )
         .join(patient_t, patient_t.c.id == invoice_set_t.c.patient_pk)
-        .where(invoice_set_t.c.status == "collections")
+        .where(invoice_set_t.c.status == Status.COLLECTIONS.value)
         .order_by(invoice_set_t.c.id)
     )
     if not include_exported:

@@ -24,13 +24,14 @@ from typing import Any
 from sqlalchemy import Connection, func, insert, select, update
 
 from outreach_cli.domain.context import Context
+from outreach_cli.domain.statuses import ChargeStatus, Status
 from outreach_cli.store.bulk import bulk_update, chunks
 from outreach_cli.store.events import add_events, event_row
 from outreach_cli.store.loaded_rulesets import RuleSets
 from outreach_cli.store.models import allocation_t, charge_t, invoice_set_t, payment_t
 from outreach_cli.store.reevaluate import recompute_amounts, refresh_sets
 
-OWED_STATUSES = ("outstanding", "collections")
+OWED_STATUSES = (ChargeStatus.OUTSTANDING, ChargeStatus.COLLECTIONS)
 
 
 @dataclass
@@ -90,7 +91,7 @@ def _written_off_charges(conn: Connection, pks: list[int]) -> dict[int, list[dic
                 charge_t.c.invoice_set_id,
                 (charge_t.c.amount_cents - paid).label("recoverable_cents"),
             )
-            .where(charge_t.c.patient_pk.in_(chunk), charge_t.c.status == "written-off")
+            .where(charge_t.c.patient_pk.in_(chunk), charge_t.c.status == ChargeStatus.WRITTEN_OFF)
             .order_by(charge_t.c.created_at, charge_t.c.id)
         ):
             if row.recoverable_cents > 0:  # an int on SQLite, a Decimal (SUM of bigint) on PostgreSQL
@@ -219,7 +220,7 @@ def _write_allocations(conn: Connection, plan: _Allocation, pay_ids: list[int]) 
             {
                 "b_id": cid,
                 "outstanding_cents": ch["outstanding_cents"],
-                "status": "paid" if ch["outstanding_cents"] == 0 else ch["status"],
+                "status": ChargeStatus.PAID if ch["outstanding_cents"] == 0 else ch["status"],
             }
             for cid, ch in plan.changed_charges.items()
         ],
@@ -254,7 +255,7 @@ def _payment_events(
             "source": p.get("source", "import"),
         }
         reason = None
-        if set_status.get(set_id) == "collections":
+        if set_status.get(set_id) == Status.COLLECTIONS.value:
             detail["after_escalation"] = True
             reason = "payment received after escalation to collections"
             result.after_escalation.add(set_id)
@@ -355,11 +356,11 @@ def credit_totals(conn: Connection) -> tuple[int, int]:
 def written_off_net(conn: Connection) -> int:
     """Cents written off and not recovered since: written-off charges less what was paid on them."""
     amount = conn.execute(
-        select(func.coalesce(func.sum(charge_t.c.amount_cents), 0)).where(charge_t.c.status == "written-off")
+        select(func.coalesce(func.sum(charge_t.c.amount_cents), 0)).where(charge_t.c.status == ChargeStatus.WRITTEN_OFF)
     ).scalar_one()
     paid = conn.execute(
         select(func.coalesce(func.sum(allocation_t.c.amount_cents), 0))
         .select_from(allocation_t.join(charge_t, charge_t.c.id == allocation_t.c.charge_pk))
-        .where(charge_t.c.status == "written-off")
+        .where(charge_t.c.status == ChargeStatus.WRITTEN_OFF)
     ).scalar_one()
     return int(amount) - int(paid)

@@ -31,7 +31,7 @@ from outreach_cli.domain.patient_view import contact_of, window_of, zones_of
 from outreach_cli.domain.paymentlink import payment_url, payment_url_maker
 from outreach_cli.domain.ranges import CentsRange, TimeRange
 from outreach_cli.domain.searchtext import search_words
-from outreach_cli.domain.statuses import OPEN, Status
+from outreach_cli.domain.statuses import OPEN, SendStatus, Status
 from outreach_cli.domain.timeutil import iso_z
 from outreach_cli.store.loaded_rulesets import RuleSets
 from outreach_cli.store.metrics import AGING, metrics, metrics_statements  # noqa: F401  (moved; names kept)
@@ -531,7 +531,7 @@ def _sent_row(snd: Any) -> dict[str, Any]:
         "fallback": bool(snd.is_fallback),
         "generation": snd.schedule_gen,
         "attempts": snd.attempts,
-        "next_attempt_at": iso_z(snd.next_attempt_at) if snd.status == "pending" else None,
+        "next_attempt_at": iso_z(snd.next_attempt_at) if snd.status == SendStatus.PENDING else None,
     }
 
 
@@ -577,7 +577,7 @@ def _planned_row(
         "step": step.title,
         "day": step.day,
         "method": method,
-        "status": "pending",
+        "status": SendStatus.PENDING,
         "due_at": iso_z(due),
         "send_at": iso_z(send_at),
         "held_by": "opt-out" if reason and "opted out" in reason else held_by,

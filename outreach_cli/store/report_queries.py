@@ -57,6 +57,7 @@ from outreach_cli.domain.report import (
     week_bucket_seconds,
     week_of,
 )
+from outreach_cli.domain.statuses import ChargeStatus, SendStatus
 from outreach_cli.store.loaded_rulesets import RuleSets
 from outreach_cli.store.models import (
     UTCDateTime,
@@ -90,7 +91,7 @@ def read_report_input(
     owed: dict[int, int] = dict(
         conn.execute(
             select(charge_t.c.invoice_set_id, func.sum(charge_t.c.amount_cents))
-            .where(charge_t.c.invoice_set_id.in_(in_scope), charge_t.c.status != "void")
+            .where(charge_t.c.invoice_set_id.in_(in_scope), charge_t.c.status != ChargeStatus.VOID)
             .group_by(charge_t.c.invoice_set_id)
         ).all()
     )
@@ -137,7 +138,7 @@ def _all_sends(in_scope: Any, tcol: Callable[[Any], Any]) -> Any:
         )
         .where(
             send_t.c.invoice_set_id.in_(in_scope),
-            send_t.c.status.notin_(("pending", "cancelled", "claimed")),
+            send_t.c.status.notin_((SendStatus.PENDING, SendStatus.CANCELLED, SendStatus.CLAIMED)),
             send_t.c.step_index >= 0,  # opt-out confirmations are not outreach
         )
         .order_by(send_t.c.id)  # sends delivered at the same instant: the one recorded later is later
@@ -460,8 +461,8 @@ def _messages_query(conn: Connection, sc: _Scope) -> Any:
                 d.c.step_title,
                 d.c.method,
                 func.count(),
-                func.sum(case((d.c.status == "delivered", 1), else_=0)),
-                func.sum(case((d.c.status == "failed", 1), else_=0)),
+                func.sum(case((d.c.status == SendStatus.DELIVERED, 1), else_=0)),
+                func.sum(case((d.c.status == SendStatus.FAILED, 1), else_=0)),
             )
             .where(*fast, d.c.status.in_(ATTEMPTED), d.c.step_index >= 0, _counted(d, sc.until))
             .group_by(*head, d.c.step_day, d.c.step_title, d.c.method)
@@ -478,8 +479,8 @@ def _messages_query(conn: Connection, sc: _Scope) -> Any:
             d.c.step_title,
             d.c.method,
             func.count(),
-            func.sum(case((d.c.status == "delivered", 1), else_=0)),
-            func.sum(case((d.c.status == "failed", 1), else_=0)),
+            func.sum(case((d.c.status == SendStatus.DELIVERED, 1), else_=0)),
+            func.sum(case((d.c.status == SendStatus.FAILED, 1), else_=0)),
         )
         .select_from(d.join(s, s.c.id == send_set))
         .where(*sc.cond(s), d.c.status.in_(ATTEMPTED), d.c.step_index >= 0, _counted(d, sc.until))
@@ -559,6 +560,12 @@ def _sets_and_sends(conn: Connection, sc: _Scope, candidates: list[int]) -> tupl
 # refund, with the send it is credited to (`touch_id`; NULL: unprompted), then each set's outcome:
 # the payment that completed it (the running total reached the owed), else its last. The sets
 # with a refund keep the row-by-row path (`report._net_payments`), as refunds are rare.
+# The statuses of `REACHED` as SQL text, in a fixed order.
+_REACHED_SQL = ", ".join(
+    f"'{s.value}'"
+    for s in (SendStatus.SENT, SendStatus.DELIVERED, SendStatus.FAILED, SendStatus.UNKNOWN, SendStatus.SKIPPED)
+)
+
 _PAID_CTES = """
 WITH grp AS (
   SELECT c.invoice_set_id AS set_id, p.payment_id AS pay_id, p.paid_at AS paid_at, sum(a.amount_cents) AS cents
@@ -570,7 +577,7 @@ pay0 AS (
   SELECT g.set_id, g.pay_id, g.paid_at, g.cents, s.rule_set_id AS rs, {wk} AS wk, s.owed_cents AS owed,
     s.created_at AS created_at, s.experiment AS experiment, s.arm AS arm,
     (SELECT d.id FROM send d
-      WHERE d.invoice_set_id = g.set_id AND d.status = 'delivered' AND d.step_index >= 0
+      WHERE d.invoice_set_id = g.set_id AND d.status = '{delivered}' AND d.step_index >= 0
         AND {when} >= {start} AND {when} <= g.paid_at
       ORDER BY {when} {dir}, d.id {dir} LIMIT 1) AS touch_id
   FROM grp g JOIN invoice_set s ON s.id = g.set_id
@@ -621,7 +628,7 @@ SELECT 'funnel', f.rs, NULL, t.step_day, t.step_title, NULL, count(*), 0, NULL
 FROM (
   SELECT o.rs, (
     SELECT min(d.id) FROM send d
-    WHERE d.invoice_set_id = o.set_id AND d.status IN ('sent', 'delivered', 'failed', 'unknown', 'skipped')
+    WHERE d.invoice_set_id = o.set_id AND d.status IN ({reached})
       AND d.step_index >= 0 AND {when} <= o.full_at
     GROUP BY d.step_day, d.step_title
     ORDER BY min({when}) DESC, d.step_day DESC, d.step_title {c} DESC LIMIT 1) AS last_id
@@ -674,6 +681,8 @@ def _paid_sql(sc: _Scope, days: int, mode: str, week_seconds: int | None, paid_s
         "c": "" if sqlite else 'COLLATE "C"',
         "days": days_sql,
         "paid_bucket": _sql_bucket(sc.dialect, "r.paid_at", paid_seconds),
+        "delivered": SendStatus.DELIVERED.value,
+        "reached": _REACHED_SQL,
     }
     return (_PAID_CTES + _PAID_SELECT).format(**fmt)
 
