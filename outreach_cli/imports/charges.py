@@ -16,6 +16,7 @@ from outreach_cli.domain.experiments import Arms, assign, parse_arms
 from outreach_cli.domain.money import format_dollars
 from outreach_cli.domain.statuses import ChargeStatus
 from outreach_cli.imports import stage
+from outreach_cli.imports.records import ChargeRecord
 from outreach_cli.store.bulk import bulk_update
 from outreach_cli.store.events import add_events, event_row
 from outreach_cli.store.loaded_rulesets import RuleSets
@@ -43,7 +44,7 @@ TOUCHED = stage.staging_table("import_touched", Column("id", Integer, primary_ke
 IN_PROGRESS = sql_text(IN_PROGRESS_SQL.replace("status", "invoice_set.status"))
 
 
-def staged_row(line: int, n: dict[str, Any]) -> tuple[Any, ...]:
+def staged_row(line: int, n: ChargeRecord) -> tuple[Any, ...]:
     return (line, n["charge_id"], n["patient_id"], n["amount_cents"], n["created_at"], n["description"])
 
 
