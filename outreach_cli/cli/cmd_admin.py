@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 
 if TYPE_CHECKING:
     from outreach_cli.cli.output import Clock, Col
+    from outreach_cli.domain.views import PatientView, SetView
 
 coll = typer.Typer(
     help="Sets escalated to collections.\n\n\b\nExample:\n  outreach collections export --out agency.csv",
@@ -127,10 +128,11 @@ def print_metrics(a: App, store: Store, *, show_all: bool) -> None:
 def print_attention(a: App, store: Store, limit: int = 15) -> None:
     from outreach_cli.cli.cmd_list import print_sets
     from outreach_cli.domain.statuses import ATTENTION
+    from outreach_cli.domain.views import SetListRow
     from outreach_cli.store.queries import ListFilter, list_sets
 
     per = max(1, limit // len(ATTENTION))
-    rows: list[dict[str, Any]] = []
+    rows: list[SetListRow] = []
     for status in ATTENTION:  # failed, expired, paused, will-fail: a few of each
         rows.extend(list_sets(store, ListFilter(statuses=[status], sort="amount", desc=True, limit=per), a.context()))
     a.out.print()
@@ -198,7 +200,7 @@ def show(
     _show_text(a, data)
 
 
-def _show_text(a: App, d: dict[str, Any]) -> None:
+def _show_text(a: App, d: SetView) -> None:
     from outreach_cli.cli.output import Clock
 
     clock = Clock(a)
@@ -212,7 +214,7 @@ def _show_text(a: App, d: dict[str, Any]) -> None:
     _show_timeline(a, d, clock)
 
 
-def _show_heading(a: App, d: dict[str, Any], clock: Clock) -> None:
+def _show_heading(a: App, d: SetView, clock: Clock) -> None:
     """Status, balance, rule set, reason, payment link and credit."""
     from rich.text import Text
 
@@ -232,7 +234,7 @@ def _show_heading(a: App, d: dict[str, Any], clock: Clock) -> None:
         a.out.print(Text(f"  patient credit {dollars(d['credit_cents'])} (payments not applied to any charge)"))
 
 
-def _show_patient(a: App, p: dict[str, Any]) -> None:
+def _show_patient(a: App, p: PatientView) -> None:
     """Name, contact details, address and which methods are usable."""
     from rich.text import Text
 
@@ -253,7 +255,7 @@ def _show_patient(a: App, p: dict[str, Any]) -> None:
         )
 
 
-def _show_charges(a: App, d: dict[str, Any], clock: Clock) -> None:
+def _show_charges(a: App, d: SetView, clock: Clock) -> None:
     from outreach_cli.cli.output import Col, dollars, print_table
 
     print_table(
@@ -272,7 +274,7 @@ def _show_charges(a: App, d: dict[str, Any], clock: Clock) -> None:
     )
 
 
-def _show_schedule(a: App, d: dict[str, Any], clock: Clock) -> None:
+def _show_schedule(a: App, d: SetView, clock: Clock) -> None:
     from outreach_cli.cli.output import Col, print_table
 
     print_table(
@@ -294,13 +296,13 @@ def _show_schedule(a: App, d: dict[str, Any], clock: Clock) -> None:
     )
 
 
-def _show_timeline(a: App, d: dict[str, Any], clock: Clock) -> None:
+def _show_timeline(a: App, d: SetView, clock: Clock) -> None:
     from outreach_cli.cli.output import Col, human_detail, print_table
 
-    def change(e: dict[str, Any]) -> str:
+    def change(e: Mapping[str, Any]) -> str:
         return f"{badge_label(e['from_status'])} -> {badge_label(e['to_status'])}" if e["to_status"] else ""
 
-    def detail(e: dict[str, Any]) -> str:
+    def detail(e: Mapping[str, Any]) -> str:
         return "; ".join(x for x in (e.get("action"), e.get("reason"), human_detail(e.get("detail"), clock)) if x)
 
     print_table(
@@ -383,7 +385,7 @@ def audit(
         actor=actor,
         limit=None if limit is None else min(limit + 1, BIGGEST),
     )
-    shown: Iterable[dict[str, Any]] = found  # streamed when there is no limit
+    shown: Iterable[Mapping[str, Any]] = found  # streamed when there is no limit
     more = False
     if limit is not None:
         got = list(found)
@@ -399,10 +401,10 @@ def audit(
 def audit_table(clock: Clock) -> list[Col]:
     from outreach_cli.cli.output import Col, human_detail
 
-    def change(e: dict[str, Any]) -> str:
+    def change(e: Mapping[str, Any]) -> str:
         return f"{badge_label(e['from_status'])} -> {badge_label(e['to_status'])}" if e["to_status"] else ""
 
-    def detail(e: dict[str, Any]) -> str:
+    def detail(e: Mapping[str, Any]) -> str:
         return "; ".join(x for x in (e.get("action"), e.get("reason"), human_detail(e.get("detail"), clock)) if x)
 
     return [

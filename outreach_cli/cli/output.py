@@ -18,7 +18,7 @@ from __future__ import annotations
 import csv
 import json
 import re
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -103,7 +103,7 @@ def _cell(v: Any) -> str:
 
 def emit(
     app: App,
-    rows: Iterable[dict[str, Any]],
+    rows: Iterable[Mapping[str, Any]],
     fmt: Format,
     *,
     columns: Sequence[str],
@@ -148,7 +148,7 @@ def stdout_to_devnull() -> None:
 
 def _emit(
     app: App,
-    rows: Iterable[dict[str, Any]],
+    rows: Iterable[Mapping[str, Any]],
     fmt: Format,
     *,
     columns: Sequence[str],
@@ -156,11 +156,11 @@ def _emit(
     id_key: str,
     title: str | None,
 ) -> int:
-    it: Iterator[dict[str, Any]] = iter(rows)
+    it: Iterator[Mapping[str, Any]] = iter(rows)
     # Read the first row before writing anything: a bad option found by the query (an unknown
     # rule set, a bad sort) then fails with an empty stdout, not half a JSON array.
     first = next(it, None)
-    pending: Iterator[dict[str, Any]] = _chain(first, it)
+    pending: Iterator[Mapping[str, Any]] = _chain(first, it)
     out = app.env.stdout
     n = 0
     if fmt == Format.JSONL:
@@ -191,7 +191,7 @@ def _emit(
     return n
 
 
-def _chain(first: dict[str, Any] | None, rest: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+def _chain(first: Mapping[str, Any] | None, rest: Iterator[Mapping[str, Any]]) -> Iterator[Mapping[str, Any]]:
     if first is None:
         return
     yield first
@@ -217,7 +217,7 @@ class Col:
 
     key: str
     header: str
-    get: Callable[[dict[str, Any]], Any] | None = None
+    get: Callable[[Mapping[str, Any]], Any] | None = None
     justify: str = "left"
     keep: bool = False
     wrap: bool = False
@@ -225,7 +225,7 @@ class Col:
     drop: int = 0
     optional: bool = False  # left out when every row is empty in it
 
-    def value(self, row: dict[str, Any]) -> Any:
+    def value(self, row: Mapping[str, Any]) -> Any:
         v = self.get(row) if self.get is not None else row.get(self.key)
         if v is None:
             return ""
@@ -289,7 +289,7 @@ def layout(cols: Sequence[Col], cells: list[list[Any]], width: int) -> tuple[lis
 
 def print_table(
     app: App,
-    rows: list[dict[str, Any]],
+    rows: Sequence[Mapping[str, Any]],
     cols: Sequence[Col],
     *,
     title: str | None = None,
