@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import BigInteger, Column, Connection, Integer, String, func, select, update
 
 from outreach_cli.domain.context import Context
+from outreach_cli.domain.payment_rows import NewPayment
 from outreach_cli.imports import stage
 from outreach_cli.imports.records import PaymentRecord
 from outreach_cli.store.ledger import apply_payments_detailed
@@ -104,7 +105,7 @@ def apply(conn: Connection, ctx: Context, rule_sets: RuleSets, report: Any) -> N
             .where(new, STG.c.patient_pk.between(group[0].patient_pk, group[-1].patient_pk))
             .order_by(STG.c.paid_at, STG.c.line)
         ).all()
-        payments = [
+        payments: list[NewPayment] = [
             {
                 "payment_id": r.payment_id,
                 "patient_pk": r.patient_pk,

@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import Connection, select, update
 
 from outreach_cli.channels.base import DELIVERED, FAILED, SENT, TRANSIENT, UNKNOWN, ProviderOutcome
+from outreach_cli.domain.payment_rows import NewPayment
 from outreach_cli.domain.statuses import SendStatus, Status
 from outreach_cli.outreach.context import TickContext
 from outreach_cli.outreach.messages import send_event
@@ -159,7 +160,7 @@ def record_card_payments(t: TickContext, conn: Connection, charges: list[Result]
             t.state.dry_change(set_id, "mark-paid")
 
 
-def _card_payment(t: TickContext, conn: Connection, c: ClaimedSend, out: ProviderOutcome) -> dict[str, Any] | None:
+def _card_payment(t: TickContext, conn: Connection, c: ClaimedSend, out: ProviderOutcome) -> NewPayment | None:
     bal = conn.execute(
         select(invoice_set_t.c.amount_outstanding_cents).where(invoice_set_t.c.id == c.set_id)
     ).scalar_one()
@@ -170,7 +171,7 @@ def _card_payment(t: TickContext, conn: Connection, c: ClaimedSend, out: Provide
         return None
     return {
         # Stripe: the PaymentIntent ID, so its event applies nothing a second time.
-        "payment_id": out.provider_ref if stripe else f"card-{c.send_id}",
+        "payment_id": out.provider_ref if stripe and out.provider_ref else f"card-{c.send_id}",
         "patient_pk": c.patient_pk,
         "amount_cents": amount,
         "paid_at": t.ctx.now,

@@ -26,6 +26,7 @@ from outreach_cli.channels.stripe_provider import StripeApi, StripeLinks, events
 from outreach_cli.domain.context import Context
 from outreach_cli.domain.errors import ConfigError
 from outreach_cli.domain.money import format_dollars
+from outreach_cli.domain.payment_rows import NewPayment
 from outreach_cli.domain.statuses import IN_PROGRESS, ChargeStatus, Status
 from outreach_cli.domain.timeutil import utcnow
 from outreach_cli.store.events import add_events, event_row
@@ -67,7 +68,7 @@ ACTOR = "stripe"
 
 
 def record_payments(
-    conn: Connection, payments: list[dict[str, Any]], ctx: Context, rule_sets: RuleSets
+    conn: Connection, payments: list[NewPayment], ctx: Context, rule_sets: RuleSets
 ) -> dict[int, tuple[str, str]]:
     """Apply payments not recorded yet (by payment_id); the one door to the payment ledger for
     Stripe money. A payment another run recorded meanwhile is skipped, never applied twice."""
@@ -210,7 +211,7 @@ def _apply_payment(
     set_id, ppk = _set_for(conn, obj)
     row.update(object_id=pi_id, invoice_set_id=set_id)
     if ok and pi_id and ppk is not None and isinstance(amount, int) and amount > 0:
-        payment = {
+        payment: NewPayment = {
             "payment_id": pi_id,
             "patient_pk": ppk,
             "amount_cents": amount,

@@ -24,6 +24,7 @@ from typing import Any
 from sqlalchemy import Connection, func, insert, select, update
 
 from outreach_cli.domain.context import Context
+from outreach_cli.domain.payment_rows import NewPayment
 from outreach_cli.domain.statuses import ChargeStatus, Status
 from outreach_cli.store.bulk import bulk_update, chunks
 from outreach_cli.store.events import add_events, event_row
@@ -118,10 +119,9 @@ class _Allocation:
 
 
 def apply_payments_detailed(
-    conn: Connection, payments: list[dict[str, Any]], ctx: Context, rule_sets: RuleSets
+    conn: Connection, payments: list[NewPayment], ctx: Context, rule_sets: RuleSets
 ) -> LedgerResult:
-    """Record new payments (dicts with patient_pk, payment_id, amount_cents, paid_at, charge_ref,
-    source) and apply them; events, set balances and statuses in the caller's transaction."""
+    """Record new payments and apply them; events, set balances and statuses in the caller's transaction."""
     result = LedgerResult()
     pks = sorted({p["patient_pk"] for p in payments})
     plan = _allocate(payments, _owed_charges(conn, pks), _written_off_charges(conn, pks), result)
@@ -143,7 +143,7 @@ def apply_payments_detailed(
 
 
 def _allocate(
-    payments: list[dict[str, Any]],
+    payments: list[NewPayment],
     owed: dict[int, list[dict[str, Any]]],
     written_off: dict[int, list[dict[str, Any]]],
     result: LedgerResult,
@@ -182,7 +182,7 @@ def _allocate(
     return plan
 
 
-def _insert_payments(conn: Connection, payments: list[dict[str, Any]], unapplied: list[int], ctx: Context) -> list[int]:
+def _insert_payments(conn: Connection, payments: list[NewPayment], unapplied: list[int], ctx: Context) -> list[int]:
     """Insert the payment rows; returns their primary keys in order."""
     rows = [
         {
@@ -238,7 +238,7 @@ def _set_statuses(conn: Connection, set_ids: set[int]) -> dict[int, str]:
 
 
 def _payment_events(
-    payments: list[dict[str, Any]],
+    payments: list[NewPayment],
     per_set: dict[tuple[int, int], int],
     set_status: dict[int, str],
     result: LedgerResult,
@@ -266,7 +266,7 @@ def _payment_events(
 
 
 def _recovery_events(
-    payments: list[dict[str, Any]], recovered: dict[tuple[int, int], int], result: LedgerResult, ctx: Context
+    payments: list[NewPayment], recovered: dict[tuple[int, int], int], result: LedgerResult, ctx: Context
 ) -> list[dict[str, Any]]:
     """A recovery event per (payment, written-off set) that received money."""
     events = []
@@ -292,7 +292,7 @@ def _recovery_events(
 
 
 def _credit_events(
-    conn: Connection, payments: list[dict[str, Any]], unapplied: list[int], ctx: Context
+    conn: Connection, payments: list[NewPayment], unapplied: list[int], ctx: Context
 ) -> list[dict[str, Any]]:
     """A `credit` event for every payment with money left over, on the patient's latest set (so
     `show` and `audit --id` have it), or on no set when the patient has none."""
@@ -328,7 +328,7 @@ def _credit_events(
 
 
 def apply_payments(
-    conn: Connection, payments: list[dict[str, Any]], ctx: Context, rule_sets: RuleSets
+    conn: Connection, payments: list[NewPayment], ctx: Context, rule_sets: RuleSets
 ) -> dict[int, tuple[str, str]]:
     """Apply new payments; returns {set_id: (from, to)} for the sets whose status changed."""
     return apply_payments_detailed(conn, payments, ctx, rule_sets).changed
