@@ -205,7 +205,7 @@ def _insert_payments(conn: Connection, payments: list[NewPayment], unapplied: li
         refs = [r["payment_id"] for r in chunk]
         found = conn.execute(select(payment_t.c.payment_id, payment_t.c.id).where(payment_t.c.payment_id.in_(refs)))
         by_payment_id.update((ref, pk) for ref, pk in found)
-    return [by_payment_id[r["payment_id"]] for r in rows]
+    return [by_payment_id[p["payment_id"]] for p in payments]
 
 
 def _write_allocations(conn: Connection, plan: _Allocation, pay_ids: list[int]) -> None:
