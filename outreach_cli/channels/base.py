@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, Protocol, runtime_checkable
+from typing import Protocol, TypedDict, runtime_checkable
 
 
 class ProviderResult(StrEnum):
@@ -29,6 +29,15 @@ SENT = ProviderResult.SENT
 FAILED = ProviderResult.FAILED
 TRANSIENT = ProviderResult.TRANSIENT
 UNKNOWN = ProviderResult.UNKNOWN
+
+
+class InboundSms(TypedDict):
+    """One text a patient sent to the practice number."""
+
+    message_sid: str | None  # the provider's message SID: a reply seen twice is applied once
+    from_number: str  # E.164
+    body: str
+    received_at: datetime | None
 
 
 @dataclass
@@ -101,7 +110,7 @@ class InboundSource(Protocol):
 
     from_number: str | None
 
-    def inbound(self, to_number: str, since: datetime | None) -> list[dict[str, Any]]: ...
+    def inbound(self, to_number: str, since: datetime | None) -> list[InboundSms]: ...
 
 
 # What the sandbox puts where the practice's name and phone go when none are configured: clearly

@@ -20,6 +20,7 @@ from outreach_cli.channels.base import (
     SENT,
     TRANSIENT,
     UNKNOWN,
+    InboundSms,
     Message,
     ProviderConfigError,
     ProviderOutcome,
@@ -223,16 +224,21 @@ class TwilioProvider:
             return None  # the lookup itself failed: stays unknown, asked again next run
         return ProviderOutcome(TRANSIENT, None, None, "not found at Twilio: it was never sent")
 
-    def inbound(self, to_number: str, since: datetime | None) -> list[dict[str, Any]]:
+    def inbound(self, to_number: str, since: datetime | None) -> list[InboundSms]:
         """Messages sent to the practice number since ``since`` (oldest first)."""
         kwargs: dict[str, Any] = {"to": to_number, "limit": 1000}
         if since is not None:
             kwargs["date_sent_after"] = since
-        out = []
+        out: list[InboundSms] = []
         for m in self.client.messages.list(**kwargs):
             if (m.direction or "").startswith("inbound"):
                 out.append(
-                    {"sid": m.sid, "from": m.from_, "body": m.body or "", "received_at": m.date_sent or m.date_created}
+                    InboundSms(
+                        message_sid=m.sid,
+                        from_number=m.from_,
+                        body=m.body or "",
+                        received_at=m.date_sent or m.date_created,
+                    )
                 )
-        out.sort(key=lambda r: (r["received_at"] or datetime.min.replace(tzinfo=UTC), r["sid"]))
+        out.sort(key=lambda r: (r["received_at"] or datetime.min.replace(tzinfo=UTC), r["message_sid"] or ""))
         return out

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 
 if TYPE_CHECKING:
     from outreach_cli.cli.output import Clock, Col
+    from outreach_cli.domain.views import PatientView, SetView
 
 coll = typer.Typer(
     help="Sets escalated to collections.\n\n\b\nExample:\n  outreach collections export --out agency.csv",
@@ -100,6 +101,7 @@ def metrics_rows(data: dict[str, Any]) -> list[dict[str, Any]]:
 
 def print_metrics(a: App, store: Store, *, show_all: bool) -> None:
     from outreach_cli.cli.output import Col, badge, dollars, print_table
+    from outreach_cli.domain.statuses import Status
     from outreach_cli.store.metrics import metrics as q
 
     data = q(store, show_all=show_all, now=a.now)
@@ -107,7 +109,7 @@ def print_metrics(a: App, store: Store, *, show_all: bool) -> None:
     labels = {"total": "Total", "written-off-net": "Written off, net", "credit": "Credit (patients)"}
     if show_all:
         cards.append({"key": "total", **data["total"]})
-        wo, cr = data["written-off"], data["credit"]
+        wo, cr = data[Status.WRITTEN_OFF.value], data["credit"]
         # Money that is not an open balance: written off net of recoveries, and patients' credit.
         cards.append({"key": "written-off-net", "count": None, "amount_outstanding_cents": wo["written_off_cents"]})
         cards.append({"key": "credit", "count": cr["count"], "amount_outstanding_cents": cr["credit_cents"]})
@@ -126,10 +128,11 @@ def print_metrics(a: App, store: Store, *, show_all: bool) -> None:
 def print_attention(a: App, store: Store, limit: int = 15) -> None:
     from outreach_cli.cli.cmd_list import print_sets
     from outreach_cli.domain.statuses import ATTENTION
+    from outreach_cli.domain.views import SetListRow
     from outreach_cli.store.queries import ListFilter, list_sets
 
     per = max(1, limit // len(ATTENTION))
-    rows: list[dict[str, Any]] = []
+    rows: list[SetListRow] = []
     for status in ATTENTION:  # failed, expired, paused, will-fail: a few of each
         rows.extend(list_sets(store, ListFilter(statuses=[status], sort="amount", desc=True, limit=per), a.context()))
     a.out.print()
@@ -188,16 +191,16 @@ def show(
 
     a = get_app(ctx)
     f = SHOW_FORMATS.resolve(a, fmt)
-    sid = parse_set_id(set_id)
+    parsed_set_id = parse_set_id(set_id)
     store = a.store()
-    data = show_set(store, sid, a.context())
+    data = show_set(store, parsed_set_id, a.context())
     if f == Format.JSON:
         emit_document(a, utc_times(data))
         return
     _show_text(a, data)
 
 
-def _show_text(a: App, d: dict[str, Any]) -> None:
+def _show_text(a: App, d: SetView) -> None:
     from outreach_cli.cli.output import Clock
 
     clock = Clock(a)
@@ -211,7 +214,7 @@ def _show_text(a: App, d: dict[str, Any]) -> None:
     _show_timeline(a, d, clock)
 
 
-def _show_heading(a: App, d: dict[str, Any], clock: Clock) -> None:
+def _show_heading(a: App, d: SetView, clock: Clock) -> None:
     """Status, balance, rule set, reason, payment link and credit."""
     from rich.text import Text
 
@@ -231,7 +234,7 @@ def _show_heading(a: App, d: dict[str, Any], clock: Clock) -> None:
         a.out.print(Text(f"  patient credit {dollars(d['credit_cents'])} (payments not applied to any charge)"))
 
 
-def _show_patient(a: App, p: dict[str, Any]) -> None:
+def _show_patient(a: App, p: PatientView) -> None:
     """Name, contact details, address and which methods are usable."""
     from rich.text import Text
 
@@ -252,7 +255,7 @@ def _show_patient(a: App, p: dict[str, Any]) -> None:
         )
 
 
-def _show_charges(a: App, d: dict[str, Any], clock: Clock) -> None:
+def _show_charges(a: App, d: SetView, clock: Clock) -> None:
     from outreach_cli.cli.output import Col, dollars, print_table
 
     print_table(
@@ -271,7 +274,7 @@ def _show_charges(a: App, d: dict[str, Any], clock: Clock) -> None:
     )
 
 
-def _show_schedule(a: App, d: dict[str, Any], clock: Clock) -> None:
+def _show_schedule(a: App, d: SetView, clock: Clock) -> None:
     from outreach_cli.cli.output import Col, print_table
 
     print_table(
@@ -293,13 +296,13 @@ def _show_schedule(a: App, d: dict[str, Any], clock: Clock) -> None:
     )
 
 
-def _show_timeline(a: App, d: dict[str, Any], clock: Clock) -> None:
+def _show_timeline(a: App, d: SetView, clock: Clock) -> None:
     from outreach_cli.cli.output import Col, human_detail, print_table
 
-    def change(e: dict[str, Any]) -> str:
+    def change(e: Mapping[str, Any]) -> str:
         return f"{badge_label(e['from_status'])} -> {badge_label(e['to_status'])}" if e["to_status"] else ""
 
-    def detail(e: dict[str, Any]) -> str:
+    def detail(e: Mapping[str, Any]) -> str:
         return "; ".join(x for x in (e.get("action"), e.get("reason"), human_detail(e.get("detail"), clock)) if x)
 
     print_table(
@@ -366,7 +369,7 @@ def audit(
 
     a = get_app(ctx)
     f = AUDIT_FORMATS.resolve(a, fmt)
-    sid = parse_set_id(set_id, "--id") if set_id is not None else None
+    parsed_set_id = parse_set_id(set_id, "--id") if set_id is not None else None
     rng = None
     if since is not None:
         rng = parse_time_range(since, tz=get_zone(a.settings.timezone), now=a.now, flag="--since", single_is_start=True)
@@ -375,8 +378,14 @@ def audit(
     elif limit is None and a.env.stdout_isatty:
         limit = AUDIT_TTY_LIMIT
     # One more than shown tells whether there are more, without a COUNT over the whole log.
-    found = q(a.store(), set_id=sid, since=rng, actor=actor, limit=None if limit is None else min(limit + 1, BIGGEST))
-    shown: Iterable[dict[str, Any]] = found  # streamed when there is no limit
+    found = q(
+        a.store(),
+        set_id=parsed_set_id,
+        since=rng,
+        actor=actor,
+        limit=None if limit is None else min(limit + 1, BIGGEST),
+    )
+    shown: Iterable[Mapping[str, Any]] = found  # streamed when there is no limit
     more = False
     if limit is not None:
         got = list(found)
@@ -392,10 +401,10 @@ def audit(
 def audit_table(clock: Clock) -> list[Col]:
     from outreach_cli.cli.output import Col, human_detail
 
-    def change(e: dict[str, Any]) -> str:
+    def change(e: Mapping[str, Any]) -> str:
         return f"{badge_label(e['from_status'])} -> {badge_label(e['to_status'])}" if e["to_status"] else ""
 
-    def detail(e: dict[str, Any]) -> str:
+    def detail(e: Mapping[str, Any]) -> str:
         return "; ".join(x for x in (e.get("action"), e.get("reason"), human_detail(e.get("detail"), clock)) if x)
 
     return [

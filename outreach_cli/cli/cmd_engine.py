@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -287,7 +287,7 @@ DRY_RUN_TABLE = [
 def forecast_table(clock: Clock) -> list[Col]:
     from outreach_cli.cli.output import Col
 
-    def prediction(r: dict[str, Any]) -> str:
+    def prediction(r: Mapping[str, Any]) -> str:
         return {"ok": "ok", "fallback": "fallback", "will-fail": "Will Fail"}.get(
             str(r["prediction"]), str(r["prediction"])
         )

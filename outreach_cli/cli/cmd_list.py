@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -188,10 +189,10 @@ def list_table(clock: Clock) -> list[Col]:
     on narrow terminals."""
     from outreach_cli.cli.output import Col, badge, dollars
 
-    def patient(r: dict[str, Any]) -> str:
+    def patient(r: Mapping[str, Any]) -> str:
         return f"{r['patient_name']} ({r['patient_id']})"
 
-    def step(r: dict[str, Any]) -> str:
+    def step(r: Mapping[str, Any]) -> str:
         if not r.get("next_step"):
             return ""
         return f"{r['next_step']} ({', '.join(r['next_methods'])})" if r.get("next_methods") else str(r["next_step"])
@@ -211,7 +212,7 @@ def list_table(clock: Clock) -> list[Col]:
     ]
 
 
-def print_sets(a: App, rows: list[dict[str, Any]], *, title: str | None = None) -> None:
+def print_sets(a: App, rows: Sequence[Mapping[str, Any]], *, title: str | None = None) -> None:
     """Sets as the `list` table (for `demo`)."""
     from outreach_cli.cli.output import Clock, print_table
 

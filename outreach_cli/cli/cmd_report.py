@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, time, timedelta
 from typing import Annotated, Any
 
@@ -433,7 +433,7 @@ def report_columns(present: list[tuple[str, str]]) -> list[Any]:
     def num(key: str, head: str, drop: int) -> Col:
         return Col(key, head, lambda g: f"{g[key]:,}", "right", drop=drop)
 
-    def label(i: int) -> Callable[[dict[str, Any]], str]:
+    def label(i: int) -> Callable[[Mapping[str, Any]], str]:
         return lambda g: str(g["_labels"][i])
 
     labels = [

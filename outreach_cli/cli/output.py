@@ -18,7 +18,7 @@ from __future__ import annotations
 import csv
 import json
 import re
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from outreach_cli.domain.csvsafe import flat
+from outreach_cli.domain.statuses import Status
 
 if TYPE_CHECKING:
     from rich.text import Text
@@ -102,7 +103,7 @@ def _cell(v: Any) -> str:
 
 def emit(
     app: App,
-    rows: Iterable[dict[str, Any]],
+    rows: Iterable[Mapping[str, Any]],
     fmt: Format,
     *,
     columns: Sequence[str],
@@ -147,7 +148,7 @@ def stdout_to_devnull() -> None:
 
 def _emit(
     app: App,
-    rows: Iterable[dict[str, Any]],
+    rows: Iterable[Mapping[str, Any]],
     fmt: Format,
     *,
     columns: Sequence[str],
@@ -155,11 +156,11 @@ def _emit(
     id_key: str,
     title: str | None,
 ) -> int:
-    it: Iterator[dict[str, Any]] = iter(rows)
+    it: Iterator[Mapping[str, Any]] = iter(rows)
     # Read the first row before writing anything: a bad option found by the query (an unknown
     # rule set, a bad sort) then fails with an empty stdout, not half a JSON array.
     first = next(it, None)
-    pending: Iterator[dict[str, Any]] = _chain(first, it)
+    pending: Iterator[Mapping[str, Any]] = _chain(first, it)
     out = app.env.stdout
     n = 0
     if fmt == Format.JSONL:
@@ -190,7 +191,7 @@ def _emit(
     return n
 
 
-def _chain(first: dict[str, Any] | None, rest: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+def _chain(first: Mapping[str, Any] | None, rest: Iterator[Mapping[str, Any]]) -> Iterator[Mapping[str, Any]]:
     if first is None:
         return
     yield first
@@ -216,7 +217,7 @@ class Col:
 
     key: str
     header: str
-    get: Callable[[dict[str, Any]], Any] | None = None
+    get: Callable[[Mapping[str, Any]], Any] | None = None
     justify: str = "left"
     keep: bool = False
     wrap: bool = False
@@ -224,7 +225,7 @@ class Col:
     drop: int = 0
     optional: bool = False  # left out when every row is empty in it
 
-    def value(self, row: dict[str, Any]) -> Any:
+    def value(self, row: Mapping[str, Any]) -> Any:
         v = self.get(row) if self.get is not None else row.get(self.key)
         if v is None:
             return ""
@@ -288,7 +289,7 @@ def layout(cols: Sequence[Col], cells: list[list[Any]], width: int) -> tuple[lis
 
 def print_table(
     app: App,
-    rows: list[dict[str, Any]],
+    rows: Sequence[Mapping[str, Any]],
     cols: Sequence[Col],
     *,
     title: str | None = None,
@@ -321,22 +322,20 @@ def print_table(
 
 
 STATUS_STYLE = {
-    "active": "green",
-    "paused": "yellow",
-    "expired": "magenta",
-    "failed": "bold red",
-    "will-fail": "red",
-    "paid": "cyan",
-    "cancelled": "dim",
-    "written-off": "dim",
-    "collections": "blue",
+    Status.ACTIVE.value: "green",
+    Status.PAUSED.value: "yellow",
+    Status.EXPIRED.value: "magenta",
+    Status.FAILED.value: "bold red",
+    Status.WILL_FAIL.value: "red",
+    Status.PAID.value: "cyan",
+    Status.CANCELLED.value: "dim",
+    Status.WRITTEN_OFF.value: "dim",
+    Status.COLLECTIONS.value: "blue",
 }
 
 
 def badge(status: str | None) -> Text | str:
     from rich.text import Text
-
-    from outreach_cli.domain.statuses import Status
 
     if not status:
         return ""

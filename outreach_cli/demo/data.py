@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from outreach_cli.domain.statuses import SendStatus, Status
+
 if TYPE_CHECKING:
     from outreach_cli.store.database import Store
 
@@ -192,7 +194,9 @@ def demo_payments(store: Store, now: datetime, rnd: random.Random, day: int) -> 
 
     recent = (
         select(send_t.c.invoice_set_id, func.max(send_t.c.sent_at).label("last_sent"))
-        .where(send_t.c.status == "delivered", send_t.c.sent_at <= now, send_t.c.sent_at > now - timedelta(days=3))
+        .where(
+            send_t.c.status == SendStatus.DELIVERED, send_t.c.sent_at <= now, send_t.c.sent_at > now - timedelta(days=3)
+        )
         .group_by(send_t.c.invoice_set_id)
         .subquery()
     )
@@ -208,19 +212,21 @@ def demo_payments(store: Store, now: datetime, rnd: random.Random, day: int) -> 
         .join(rule_set_t, rule_set_t.c.id == invoice_set_t.c.rule_set_id)
         .outerjoin(recent, recent.c.invoice_set_id == invoice_set_t.c.id)
         .where(
-            invoice_set_t.c.status.in_(("active", "will-fail", "failed", "expired")),
+            invoice_set_t.c.status.in_(
+                [s.value for s in (Status.ACTIVE, Status.WILL_FAIL, Status.FAILED, Status.EXPIRED)]
+            ),
             invoice_set_t.c.amount_outstanding_cents > 0,
         )
         .order_by(invoice_set_t.c.id)
     )
     out: list[dict[str, str]] = []
     with store.read() as conn:
-        for sid, pid, rule_set, balance, last_sent in conn.execute(q):
+        for set_id, pid, rule_set, balance, last_sent in conn.execute(q):
             rate = PAY_RATE.get(rule_set, 0.05) if last_sent is not None else UNPROMPTED_RATE
             if rnd.random() >= rate:
                 continue
             amount = balance // 2 if rnd.random() < PARTIAL_SHARE and balance >= 2000 else balance
-            out.append({"payment_id": f"Y{sid:06d}-{day:03d}", "patient_id": pid, "amount": f"{amount / 100:.2f}"})
+            out.append({"payment_id": f"Y{set_id:06d}-{day:03d}", "patient_id": pid, "amount": f"{amount / 100:.2f}"})
     return out
 
 
@@ -228,6 +234,7 @@ def demo_replies(store: Store, ctx: Any, rnd: random.Random) -> int:
     """A few patients answer the day's texts with STOP (their SMS opt-out, on the timeline)."""
     from sqlalchemy import select
 
+    from outreach_cli.channels.base import InboundSms
     from outreach_cli.outreach.inbound import apply_inbound
     from outreach_cli.store.models import patient_t, send_t
 
@@ -236,7 +243,7 @@ def demo_replies(store: Store, ctx: Any, rnd: random.Random) -> int:
         .join(send_t, send_t.c.patient_pk == patient_t.c.id)
         .where(
             send_t.c.method == "sms",
-            send_t.c.status == "delivered",
+            send_t.c.status == SendStatus.DELIVERED,
             send_t.c.sent_at > ctx.now - timedelta(days=1),
             send_t.c.sent_at <= ctx.now,
             patient_t.c.sms_opt_out.is_(False),
@@ -246,6 +253,6 @@ def demo_replies(store: Store, ctx: Any, rnd: random.Random) -> int:
     )
     with store.write() as conn:
         phones = [p for (p,) in conn.execute(q) if p and rnd.random() < STOP_RATE]
-        items = [{"from": p, "body": "STOP", "received_at": ctx.now} for p in phones]
+        items = [InboundSms(message_sid=None, from_number=p, body="STOP", received_at=ctx.now) for p in phones]
         applied, _ = apply_inbound(conn, items, ctx)
     return applied

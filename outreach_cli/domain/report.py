@@ -33,14 +33,15 @@ from zoneinfo import ZoneInfo
 
 from outreach_cli.domain import experiments
 from outreach_cli.domain.money import plain_dollars
+from outreach_cli.domain.statuses import SendStatus
 from outreach_cli.domain.timeutil import iso_z
 
 BY_CHOICES = ("rule-set", "step", "method", "week")
 DEFAULT_BY = ("rule-set", "step")
 ATTRIBUTIONS = ("last", "first")
 METHODS = ("sms", "email", "call", "mail", "charge_card")
-ATTEMPTED = frozenset({"sent", "delivered", "failed", "unknown"})
-REACHED = ATTEMPTED | {"skipped"}
+ATTEMPTED = frozenset({SendStatus.SENT, SendStatus.DELIVERED, SendStatus.FAILED, SendStatus.UNKNOWN})
+REACHED = ATTEMPTED | {SendStatus.SKIPPED}
 UNPROMPTED = "(unprompted)"
 NO_SEND = "(no send yet)"
 OPT_OUT_KINDS = ("reply", "email_complaint", "email_unsubscribe")
@@ -248,7 +249,7 @@ def tally_rows(data: ReportInput, until: datetime, tz: ZoneInfo) -> Tallies:
     """The tallies of a ReportInput that holds every row of the sets in scope (the reference the
     database's GROUP BY queries in `report_queries` reproduce)."""
     sets = {s.id: s for s in data.sets}
-    weeks = {sid: week_of(st.created_at, tz) for sid, st in sets.items()}
+    weeks = {set_id: week_of(st.created_at, tz) for set_id, st in sets.items()}
     reached: dict[int, set[Touch]] = defaultdict(set)
     messages: dict[Fine, MsgTally] = defaultdict(MsgTally)
     for s in data.sends:
@@ -261,17 +262,17 @@ def tally_rows(data: ReportInput, until: datetime, tz: ZoneInfo) -> Tallies:
         if s.status in ATTEMPTED:
             m = messages[(st.rule_set, weeks[s.set_id], touch.step, touch.method)]
             m.attempted += 1
-            if s.status == "delivered":
+            if s.status == SendStatus.DELIVERED:
                 m.delivered += 1
-            elif s.status == "failed":
+            elif s.status == SendStatus.FAILED:
                 m.failed += 1
             m.units += cost_units(s)
     entered: dict[tuple[str, ...], dict[Fine, list[int]]] = {p: defaultdict(lambda: [0, 0]) for p in PROJECTIONS}
     arms: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0])
-    for sid, st in sets.items():
-        touches = reached.get(sid) or {NO_SEND_TOUCH}
+    for set_id, st in sets.items():
+        touches = reached.get(set_id) or {NO_SEND_TOUCH}
         for p in PROJECTIONS:
-            for k in {fine_key(st.rule_set, weeks[sid], t, p) for t in touches}:
+            for k in {fine_key(st.rule_set, weeks[set_id], t, p) for t in touches}:
                 e = entered[p][k]
                 e[0] += 1
                 e[1] += st.owed_cents
@@ -297,17 +298,17 @@ class Attributor:
         ``channels``: those that also need their sends per channel (those with opt-outs)."""
         per_set: dict[Any, list[tuple[datetime, SendRow]]] = defaultdict(list)
         for s in sends:
-            if s.status == "delivered" and s.at is not None and (only is None or s.set_id in only):
+            if s.status == SendStatus.DELIVERED and s.at is not None and (only is None or s.set_id in only):
                 per_set[s.set_id].append((s.at, s))
                 # opt-outs answer a channel
                 if s.method in ("sms", "email") and (channels is None or s.set_id in channels):
                     per_set[(s.set_id, s.method)].append((s.at, s))
         self.times: dict[Any, list[datetime]] = {}
         self.rows: dict[Any, list[SendRow]] = {}
-        for sid, items in per_set.items():
+        for key, items in per_set.items():
             items.sort(key=lambda x: x[0])
-            self.times[sid] = [t for t, _ in items]
-            self.rows[sid] = [r for _, r in items]
+            self.times[key] = [t for t, _ in items]
+            self.rows[key] = [r for _, r in items]
         self.window = timedelta(days=days)
         self.mode = mode
 
@@ -393,7 +394,7 @@ class Report:
         self.attr = Attributor(
             self.sends, opts.attribution_days, opts.attribution, set(pays) | with_opt_outs, with_opt_outs
         )
-        self.outcomes = {sid: self._outcome(self.sets[sid], rows) for sid, rows in pays.items()}
+        self.outcomes = {set_id: self._outcome(self.sets[set_id], rows) for set_id, rows in pays.items()}
         # A STOP reply answers a text; an email complaint or unsubscribe answers an email.
         self.opt_outs = [
             (o, self.attr.touch(o.set_id, o.at, "sms" if o.kind == "reply" else "email"))
@@ -463,8 +464,8 @@ class Report:
         facts: dict[Fine, Acc] = defaultdict(Acc)
         weekly: dict[date, int] = defaultdict(int)
         arms: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0])
-        for sid, out in self.outcomes.items():
-            st = self.sets[sid]
+        for set_id, out in self.outcomes.items():
+            st = self.sets[set_id]
             week = self._week(st)
             for at, cents, touch in out.payments:
                 a = facts[(st.rule_set, week, touch.step, touch.method)]
@@ -498,16 +499,16 @@ class Report:
                 if cur is None or at < cur:
                     first_reach[s.set_id][k] = at
         out: dict[str, dict[StepKey | None, int]] = defaultdict(lambda: defaultdict(int))
-        for sid, outcome in self.outcomes.items():
+        for set_id, outcome in self.outcomes.items():
             paid_at = outcome.paid_full_at
             if paid_at is None:
                 continue
-            reach = sorted(first_reach.get(sid, {}).items(), key=lambda kv: (kv[1], kv[0]))
+            reach = sorted(first_reach.get(set_id, {}).items(), key=lambda kv: (kv[1], kv[0]))
             last: StepKey | None = None
             for k, at in reach:
                 if at <= paid_at:
                     last = k
-            out[self.sets[sid].rule_set][last] += 1
+            out[self.sets[set_id].rule_set][last] += 1
         return {rs: dict(v) for rs, v in out.items()}
 
     def _facts(self) -> dict[Fine, Acc]:

@@ -14,7 +14,9 @@ from sqlalchemy import text as sql_text
 from outreach_cli.domain.context import Context
 from outreach_cli.domain.experiments import Arms, assign, parse_arms
 from outreach_cli.domain.money import format_dollars
+from outreach_cli.domain.statuses import ChargeStatus
 from outreach_cli.imports import stage
+from outreach_cli.imports.records import ChargeRecord
 from outreach_cli.store.bulk import bulk_update
 from outreach_cli.store.events import add_events, event_row
 from outreach_cli.store.loaded_rulesets import RuleSets
@@ -42,7 +44,7 @@ TOUCHED = stage.staging_table("import_touched", Column("id", Integer, primary_ke
 IN_PROGRESS = sql_text(IN_PROGRESS_SQL.replace("status", "invoice_set.status"))
 
 
-def staged_row(line: int, n: dict[str, Any]) -> tuple[Any, ...]:
+def staged_row(line: int, n: ChargeRecord) -> tuple[Any, ...]:
     return (line, n["charge_id"], n["patient_id"], n["amount_cents"], n["created_at"], n["description"])
 
 
@@ -84,7 +86,7 @@ def _problems(r: Any, errs: stage.ErrorLog) -> bool:
         errs.add(r.line, f"line {r.line}: patient_id: charge {r.charge_id!r} belongs to another patient")
     if r.old_id is not None and r.c_amount != r.amount_cents:
         delta = r.amount_cents - r.c_amount
-        if r.status != "outstanding" and r.outstanding_cents + delta != 0:
+        if r.status != ChargeStatus.OUTSTANDING and r.outstanding_cents + delta != 0:
             errs.add(
                 r.line, f"line {r.line}: amount: charge {r.charge_id!r} is {r.status}; its amount can no longer change"
             )
@@ -151,8 +153,8 @@ def _update_existing(conn: Connection, ctx: Context, report: Any) -> None:
                 report.unchanged += 1
                 continue
             report.updated += 1
-            outstanding = r.outstanding_cents + delta if r.status == "outstanding" else r.outstanding_cents
-            paid = r.status in ("outstanding", "paid") and outstanding == 0
+            outstanding = r.outstanding_cents + delta if r.status == ChargeStatus.OUTSTANDING else r.outstanding_cents
+            paid = r.status in (ChargeStatus.OUTSTANDING, ChargeStatus.PAID) and outstanding == 0
             updates.append(
                 {
                     "b_id": r.id,
@@ -160,7 +162,7 @@ def _update_existing(conn: Connection, ctx: Context, report: Any) -> None:
                     "outstanding_cents": outstanding,
                     "description": r.description,
                     "created_at": new_created,
-                    "status": "paid" if paid else r.status,
+                    "status": ChargeStatus.PAID if paid else r.status,
                 }
             )
             if r.invoice_set_id is None:
@@ -198,7 +200,7 @@ def _insert_charges(conn: Connection, ctx: Context) -> int:
             s.c.amount_cents,
             func.coalesce(s.c.created_at, now),
             s.c.description,
-            literal("outstanding"),
+            literal(ChargeStatus.OUTSTANDING.value),
         )
         .join(i, (i.c.patient_pk == s.c.patient_pk) & IN_PROGRESS)
         .where(s.c.old_id.is_(None))

@@ -44,6 +44,7 @@ from outreach_cli.domain.timeutil import get_zone, parse_datetime
 from outreach_cli.imports import stage
 from outreach_cli.imports.parallel import checked_batches
 from outreach_cli.imports.readers import ErrorSink, Record, detect_format, iter_lines, peek_text, read_records
+from outreach_cli.imports.records import ChargeRecord, PatientRecord, PaymentRecord
 from outreach_cli.store.ledger import apply_payments as apply_payments  # re-exported for older callers
 from outreach_cli.store.loaded_rulesets import RuleSets
 
@@ -192,10 +193,10 @@ def _text(rec: Record, col: str) -> str:
 # --- patients --------------------------------------------------------------------------------
 
 
-def _validate_patient(rec: Record, errs: ErrorSink) -> dict[str, Any] | None:
+def _validate_patient(rec: Record, errs: ErrorSink) -> PatientRecord | None:
     v = rec.values
     n0 = len(errs)
-    out: dict[str, Any] = {"_cols": set(v)}
+    out: PatientRecord = {"_cols": set(v)}
     pid = _text(rec, "patient_id")
     if not pid:
         errs.append(f"line {rec.line}: patient_id: required")
@@ -217,7 +218,7 @@ def _validate_patient(rec: Record, errs: ErrorSink) -> dict[str, Any] | None:
     return out if len(errs) == n0 else None
 
 
-def _validate_contact(rec: Record, out: dict[str, Any], errs: ErrorSink) -> None:
+def _validate_contact(rec: Record, out: PatientRecord, errs: ErrorSink) -> None:
     """Phone (to E.164), phone type and email; messages never echo the number or address."""
     phone_raw = _text(rec, "phone")
     out["phone"] = None
@@ -242,7 +243,7 @@ def _validate_contact(rec: Record, out: dict[str, Any], errs: ErrorSink) -> None
             errs.append(f"line {rec.line}: email: not a valid address: {exc}")
 
 
-def _validate_address(rec: Record, out: dict[str, Any], errs: ErrorSink) -> None:
+def _validate_address(rec: Record, out: PatientRecord, errs: ErrorSink) -> None:
     for col in ("address_line1", "address_line2", "city", "postal_code", "card_token"):
         out[col] = _text(rec, col) or None
     out["state"] = _text(rec, "state").upper() or None
@@ -267,7 +268,7 @@ def _validate_address(rec: Record, out: dict[str, Any], errs: ErrorSink) -> None
             errs.append(f"line {rec.line}: timezone: {exc}")
 
 
-def _validate_stripe_ids(rec: Record, out: dict[str, Any], errs: ErrorSink) -> None:
+def _validate_stripe_ids(rec: Record, out: PatientRecord, errs: ErrorSink) -> None:
     """Stripe card on file: a customer (cus_...) and its saved payment method (pm_...), both or neither."""
     from outreach_cli.channels.stripe_provider import CUSTOMER_RE, PAYMENT_METHOD_RE
 
@@ -276,7 +277,7 @@ def _validate_stripe_ids(rec: Record, out: dict[str, Any], errs: ErrorSink) -> N
         ("stripe_payment_method_id", PAYMENT_METHOD_RE, "pm_1NXWJ2LkdIwHu7ixNy4tBDTs"),
     ):
         val = _text(rec, col)
-        out[col] = val or None
+        out[col] = val or None  # type: ignore[literal-required]  # one of the two Stripe IDs
         if val and not pattern.match(val):
             errs.append(f"line {rec.line}: {col}: {val[:40]!r} is not a Stripe ID like {example}")
     if bool(out["stripe_customer_id"]) != bool(out["stripe_payment_method_id"]) and {
@@ -308,7 +309,7 @@ def _phone_problem(raw: str) -> str | None:
 # --- charges ---------------------------------------------------------------------------------
 
 
-def _validate_charge(rec: Record, tz: ZoneInfo, now: datetime, errs: ErrorSink) -> dict[str, Any] | None:
+def _validate_charge(rec: Record, tz: ZoneInfo, now: datetime, errs: ErrorSink) -> ChargeRecord | None:
     n0 = len(errs)
     cid = _text(rec, "charge_id")
     if not cid:
@@ -319,7 +320,7 @@ def _validate_charge(rec: Record, tz: ZoneInfo, now: datetime, errs: ErrorSink) 
     cents = _amount(rec, errs)
     created = _when(rec, "created_at", tz, now, errs)
     has_created = bool(_text(rec, "created_at"))
-    if len(errs) != n0:
+    if len(errs) != n0 or cents is None:  # (cents is None only with an error)
         return None
     return {
         "charge_id": cid,
@@ -333,7 +334,7 @@ def _validate_charge(rec: Record, tz: ZoneInfo, now: datetime, errs: ErrorSink) 
 # --- payments --------------------------------------------------------------------------------
 
 
-def _validate_payment(rec: Record, tz: ZoneInfo, now: datetime, errs: ErrorSink) -> dict[str, Any] | None:
+def _validate_payment(rec: Record, tz: ZoneInfo, now: datetime, errs: ErrorSink) -> PaymentRecord | None:
     n0 = len(errs)
     pay_id = _text(rec, "payment_id")
     if not pay_id:
@@ -343,7 +344,7 @@ def _validate_payment(rec: Record, tz: ZoneInfo, now: datetime, errs: ErrorSink)
         errs.append(f"line {rec.line}: patient_id: required")
     cents = _amount(rec, errs)
     paid_at = _when(rec, "paid_at", tz, now, errs)
-    if len(errs) != n0:
+    if len(errs) != n0 or cents is None or paid_at is None:  # (None only with an error)
         return None
     return {
         "payment_id": pay_id,
@@ -447,6 +448,7 @@ class _RowCheck:
     now: datetime
 
     def __call__(self, rec: Record, errs: ErrorSink) -> tuple[Any, ...] | None:
+        norm: PatientRecord | ChargeRecord | PaymentRecord | None
         if self.kind == "patients":
             norm = _validate_patient(rec, errs)
         elif self.kind == "charges":

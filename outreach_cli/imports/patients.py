@@ -5,7 +5,8 @@ ones updated, their search text kept in step, contact changes re-evaluating thei
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, cast
 
 from sqlalchemy import Boolean, Column, Connection, Integer, String, literal, select, update
 
@@ -14,6 +15,7 @@ from outreach_cli.domain.context import Context
 from outreach_cli.domain.searchtext import search_text
 from outreach_cli.imports import stage
 from outreach_cli.imports.importer import PATIENT_COLUMNS
+from outreach_cli.imports.records import PatientRecord
 from outreach_cli.store.bulk import bulk_update, chunks
 from outreach_cli.store.events import add_events, event_row
 from outreach_cli.store.loaded_rulesets import RuleSets
@@ -55,9 +57,10 @@ _KEPT = (
 )
 
 
-def staged_row(line: int, n: dict[str, Any]) -> tuple[Any, ...]:
+def staged_row(line: int, n: PatientRecord) -> tuple[Any, ...]:
     cols = sum(1 << i for i, c in enumerate(COLUMNS) if c in n["_cols"])
-    return (line, cols, *(n[c] for c in COLUMNS), n.get("phone_valid"), n.get("phone_tz"))
+    fields: Mapping[str, Any] = n  # every one of COLUMNS
+    return (line, cols, *(fields[c] for c in COLUMNS), n.get("phone_valid"), n.get("phone_tz"))
 
 
 def check(conn: Connection, errs: stage.ErrorLog, skip_invalid: bool) -> tuple[int, int]:
@@ -109,7 +112,7 @@ def _apply_page(conn: Connection, page: list[Any], ctx: Context, rule_sets: Rule
     updates: list[dict[str, Any]] = []
     contact_events: list[tuple[int, list[str]]] = []
     for r in page:
-        norm = {c: getattr(r, c) for c in COLUMNS}
+        norm = cast(PatientRecord, {c: getattr(r, c) for c in COLUMNS})
         norm["_cols"] = {c for i, c in enumerate(COLUMNS) if r.cols >> i & 1}
         norm["phone_valid"], norm["phone_tz"] = r.phone_valid, r.phone_tz
         old = _Existing(r) if r.old_id is not None else None
@@ -142,26 +145,27 @@ def _contacts_changed(
     set_ids = open_set_ids_for_patients(conn, [pk for pk, _ in contact_events])
     by_patient: dict[int, list[int]] = defaultdict(list)
     for chunk in chunks(set_ids):
-        for sid, ppk in conn.execute(
+        for set_id, ppk in conn.execute(
             select(invoice_set_t.c.id, invoice_set_t.c.patient_pk).where(invoice_set_t.c.id.in_(chunk))
         ):
-            by_patient[ppk].append(sid)
+            by_patient[ppk].append(set_id)
     events = []
     for ppk, fields in contact_events:
-        for sid in by_patient.get(ppk, []):
-            events.append(event_row(ctx, "contact_updated", set_id=sid, patient_pk=ppk, detail={"fields": fields}))
+        for set_id in by_patient.get(ppk, []):
+            events.append(event_row(ctx, "contact_updated", set_id=set_id, patient_pk=ppk, detail={"fields": fields}))
     add_events(conn, events)
     return len(refresh_sets(conn, set_ids, ctx, rule_sets))
 
 
-def patient_values(norm: dict[str, Any], existing: Any | None) -> dict[str, Any]:
+def patient_values(norm: PatientRecord, existing: Any | None) -> dict[str, Any]:
     """The patient's columns after the import: a column missing from the file keeps its value;
     opt-outs are only ever set; derived columns (validity, zones, search text) recomputed."""
     cols: set[str] = norm["_cols"]
+    fields: Mapping[str, Any] = norm  # looked up by column name below
     new: dict[str, Any] = {}
     for col in _KEPT:
         if col in cols or existing is None:
-            new[col] = norm.get(col) if col != "last_name" else (norm.get(col) or "")
+            new[col] = fields.get(col) if col != "last_name" else (fields.get(col) or "")
         else:
             new[col] = getattr(existing, col)
     if new["last_name"] is None:
@@ -175,7 +179,7 @@ def patient_values(norm: dict[str, Any], existing: Any | None) -> dict[str, Any]
         new["phone_type"] = "unknown"
     for col in _OPT_OUTS:
         before = bool(getattr(existing, col)) if existing is not None else False
-        new[col] = before or bool(norm.get(col))
+        new[col] = before or bool(fields.get(col))
     if existing is not None and new["email"] == existing.email:
         new["email_suppressed"] = existing.email_suppressed
     else:
@@ -192,7 +196,7 @@ def patient_values(norm: dict[str, Any], existing: Any | None) -> dict[str, Any]
     return new
 
 
-def _phone_facts(e164: str | None, norm: dict[str, Any]) -> tuple[bool, str | None]:
+def _phone_facts(e164: str | None, norm: PatientRecord) -> tuple[bool, str | None]:
     """(phone_valid, phone_tz) of the patient's phone: as the row's phone was parsed when read,
     else (a phone kept from the database) from one parse of its E.164 form."""
     if not e164:

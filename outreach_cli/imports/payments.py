@@ -9,7 +9,9 @@ from typing import Any
 from sqlalchemy import BigInteger, Column, Connection, Integer, String, func, select, update
 
 from outreach_cli.domain.context import Context
+from outreach_cli.domain.payment_rows import NewPayment
 from outreach_cli.imports import stage
+from outreach_cli.imports.records import PaymentRecord
 from outreach_cli.store.ledger import apply_payments_detailed
 from outreach_cli.store.loaded_rulesets import RuleSets
 from outreach_cli.store.models import UTCDateTime, charge_t, patient_t, payment_t
@@ -28,7 +30,7 @@ STG = stage.staging_table(
 STAGED = ("line", "payment_id", "patient_id", "amount_cents", "paid_at", "charge_id")
 
 
-def staged_row(line: int, n: dict[str, Any]) -> tuple[Any, ...]:
+def staged_row(line: int, n: PaymentRecord) -> tuple[Any, ...]:
     return (line, n["payment_id"], n["patient_id"], n["amount_cents"], n["paid_at"], n["charge_id"])
 
 
@@ -103,7 +105,7 @@ def apply(conn: Connection, ctx: Context, rule_sets: RuleSets, report: Any) -> N
             .where(new, STG.c.patient_pk.between(group[0].patient_pk, group[-1].patient_pk))
             .order_by(STG.c.paid_at, STG.c.line)
         ).all()
-        payments = [
+        payments: list[NewPayment] = [
             {
                 "payment_id": r.payment_id,
                 "patient_pk": r.patient_pk,

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 
+from outreach_cli.channels.base import InboundSms
 from outreach_cli.channels.twilio_provider import classify_status
 from outreach_cli.domain.contacts import parse_phone
 from outreach_cli.domain.context import Context
@@ -61,7 +62,7 @@ def ingest(store: Store, text: str, ctx: Context, source: str = "<stdin>") -> In
     events, stripe_events, problems = _parse_lines(text, ctx)
     report = IngestReport(lines=len(events) + len(stripe_events) + len(problems))
     with store.write() as conn:
-        sends = _sends_by_sid(conn, events)
+        sends = _sends_by_message_sid(conn, events)
         for n, o in events:
             if o["type"] == "sms_status" and o["sid"] not in sends:
                 problems.append(f"line {n}: sid: no send with this message SID")
@@ -126,12 +127,12 @@ def _line_problem(n: int, obj: dict[str, Any]) -> str | None:
     return None
 
 
-def _sends_by_sid(conn: Any, events: list[tuple[int, dict[str, Any]]]) -> dict[str, Any]:
+def _sends_by_message_sid(conn: Any, events: list[tuple[int, dict[str, Any]]]) -> dict[str, Any]:
     """The sends the status events name, by message SID."""
     sends: dict[str, Any] = {}
-    sids = [o["sid"] for _, o in events if o["type"] == "sms_status"]
-    for i in range(0, len(sids), 500):
-        for r in conn.execute(select(send_t).where(send_t.c.provider_ref.in_(sids[i : i + 500]))):
+    message_sids = [o["sid"] for _, o in events if o["type"] == "sms_status"]
+    for i in range(0, len(message_sids), 500):
+        for r in conn.execute(select(send_t).where(send_t.c.provider_ref.in_(message_sids[i : i + 500]))):
             sends[r.provider_ref] = r
     return sends
 
@@ -152,7 +153,14 @@ def _apply_event(conn: Any, o: dict[str, Any], sends: dict[str, Any], ctx: Conte
     elif kind == "inbound_sms":
         n_applied, pts = apply_inbound(
             conn,
-            [{"sid": o.get("sid"), "from": o["from"], "body": o["body"], "received_at": o.get("received_at")}],
+            [
+                InboundSms(
+                    message_sid=o.get("sid"),
+                    from_number=o["from"],
+                    body=o["body"],
+                    received_at=o.get("received_at"),
+                )
+            ],
             ctx,
         )
         report.applied += n_applied

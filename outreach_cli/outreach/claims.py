@@ -19,12 +19,12 @@ from outreach_cli.domain.caps import ContactUsage
 from outreach_cli.domain.patient_view import window_of
 from outreach_cli.domain.rulesets import Step
 from outreach_cli.domain.scheduling import expires_at
-from outreach_cli.domain.statuses import SENDABLE
+from outreach_cli.domain.statuses import IN_FLIGHT_SENDS, SENDABLE, SendStatus
 from outreach_cli.outreach.context import TickContext
 from outreach_cli.outreach.messages import SendKey, send_event
 from outreach_cli.outreach.plan import Claim, Defer, PlanSet, Skip, plan_step
 from outreach_cli.outreach.retries import claim_retries
-from outreach_cli.outreach.state import IN_FLIGHT, MESSAGE_CHANNELS, ClaimedSend, StepKey
+from outreach_cli.outreach.state import MESSAGE_CHANNELS, ClaimedSend, StepKey
 from outreach_cli.outreach.usage import contact_usage, load_patients, plan_patient
 from outreach_cli.store.bulk import bulk_update, chunks
 from outreach_cli.store.events import add_events
@@ -36,7 +36,7 @@ SENDABLE_VALUES = [s.value for s in SENDABLE]
 
 def due_sets_query(now: Any, batch: int, *, pg: bool) -> Select[Any]:
     """The sets whose next step is due, oldest first, none with a step in flight."""
-    in_flight = exists().where(send_t.c.invoice_set_id == invoice_set_t.c.id, send_t.c.status.in_(IN_FLIGHT))
+    in_flight = exists().where(send_t.c.invoice_set_id == invoice_set_t.c.id, send_t.c.status.in_(IN_FLIGHT_SENDS))
     q = (
         select(invoice_set_t, patient_t.c.patient_id.label("p_patient_id"))
         .join(patient_t, patient_t.c.id == invoice_set_t.c.patient_pk)
@@ -92,7 +92,7 @@ def _due_sets(t: TickContext, conn: Connection, batch: int) -> list[Any]:
         busy = set(
             conn.execute(
                 select(send_t.c.invoice_set_id).where(
-                    send_t.c.invoice_set_id.in_([s.id for s in sets]), send_t.c.status.in_(IN_FLIGHT)
+                    send_t.c.invoice_set_id.in_([s.id for s in sets]), send_t.c.status.in_(IN_FLIGHT_SENDS)
                 )
             ).scalars()
         )
@@ -135,7 +135,7 @@ def _plan_set(t: TickContext, rule_sets: RuleSets, s: Any, p: Any, usage: Contac
 
 
 def _skipped(base: dict[str, Any], method: str, reason: str, now: Any) -> dict[str, Any]:
-    return {**base, "method": method, "status": "skipped", "finished_at": now, "reason": reason}
+    return {**base, "method": method, "status": SendStatus.SKIPPED, "finished_at": now, "reason": reason}
 
 
 def _defer(t: TickContext, set_id: int, plan: Defer, rows: _Batch) -> None:
@@ -157,7 +157,7 @@ def _claim(t: TickContext, s: Any, idx: int, step: Step, plan: Claim, base: dict
             {
                 **base,
                 "method": m,
-                "status": "claimed",
+                "status": SendStatus.CLAIMED,
                 "claim_token": secrets.token_hex(16),
                 "lease_until": now + t.options.lease,
                 "attempts": 1,
@@ -179,8 +179,8 @@ def _write(
     _write_skipped(t, conn, rows.skipped)
     # One executemany per shape of change (deferred, advanced, advanced-with-recheck), not a statement per set.
     by_shape: dict[tuple[str, ...], list[dict[str, Any]]] = {}
-    for sid, values in rows.set_updates:
-        by_shape.setdefault(tuple(sorted(values)), []).append({"b_id": sid, "updated_at": t.ctx.now, **values})
+    for set_id, values in rows.set_updates:
+        by_shape.setdefault(tuple(sorted(values)), []).append({"b_id": set_id, "updated_at": t.ctx.now, **values})
     for shape_rows in by_shape.values():
         bulk_update(conn, invoice_set_t, shape_rows)
     if not rows.claims:
@@ -224,7 +224,7 @@ def _write_skipped(t: TickContext, conn: Connection, skipped: list[dict[str, Any
                     "step": r["step_title"],
                     "day": r["step_day"],
                     "method": r["method"],
-                    "status": "skipped",
+                    "status": SendStatus.SKIPPED,
                     "reason": r["reason"],
                 },
             )

@@ -25,7 +25,7 @@ from outreach_cli.channels.base import (
 from outreach_cli.domain.contacts import mask_phone
 from outreach_cli.domain.context import Context
 from outreach_cli.domain.errors import ConfigError
-from outreach_cli.domain.statuses import SENDABLE
+from outreach_cli.domain.statuses import SENDABLE, SendStatus
 from outreach_cli.outreach.context import TickContext
 from outreach_cli.outreach.messages import rerender
 from outreach_cli.outreach.payments import attach_payment_link
@@ -191,7 +191,9 @@ class Dispatcher:
 def _still_claimed(conn: Connection, send_ids: list[int]) -> set[tuple[int, str]]:
     mine: set[tuple[int, str]] = set()
     for chunk in chunks(send_ids):
-        q = select(send_t.c.id, send_t.c.claim_token).where(send_t.c.id.in_(chunk), send_t.c.status == "claimed")
+        q = select(send_t.c.id, send_t.c.claim_token).where(
+            send_t.c.id.in_(chunk), send_t.c.status == SendStatus.CLAIMED
+        )
         mine.update((send_id, token) for send_id, token in conn.execute(q))
     return mine
 
@@ -216,9 +218,12 @@ def cancel_stale(t: TickContext, conn: Connection, stale: list[ClaimedSend]) -> 
     for c in stale:
         conn.execute(
             update(send_t)
-            .where(send_t.c.id == c.send_id, send_t.c.claim_token == c.token, send_t.c.status == "claimed")
+            .where(send_t.c.id == c.send_id, send_t.c.claim_token == c.token, send_t.c.status == SendStatus.CLAIMED)
             .values(
-                status="cancelled", reason="set stopped or paid before sending", finished_at=t.ctx.now, lease_until=None
+                status=SendStatus.CANCELLED,
+                reason="set stopped or paid before sending",
+                finished_at=t.ctx.now,
+                lease_until=None,
             )
         )
         t.state.touched_sets.add(c.set_id)
@@ -229,9 +234,9 @@ def release(t: TickContext, conn: Connection, claims: list[ClaimedSend]) -> None
     for c in claims:
         conn.execute(
             update(send_t)
-            .where(send_t.c.id == c.send_id, send_t.c.claim_token == c.token, send_t.c.status == "claimed")
+            .where(send_t.c.id == c.send_id, send_t.c.claim_token == c.token, send_t.c.status == SendStatus.CLAIMED)
             .values(
-                status="pending",
+                status=SendStatus.PENDING,
                 claim_token=None,
                 lease_until=None,
                 next_attempt_at=t.ctx.now,

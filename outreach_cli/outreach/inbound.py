@@ -12,9 +12,9 @@ from typing import Any
 
 from sqlalchemy import Connection, insert, select, update
 
-from outreach_cli.channels.base import DELIVERED, FAILED, ProviderOutcome
+from outreach_cli.channels.base import DELIVERED, FAILED, InboundSms, ProviderOutcome
 from outreach_cli.domain.context import Context
-from outreach_cli.domain.statuses import OPEN
+from outreach_cli.domain.statuses import IN_FLIGHT_SENDS, OPEN, SendStatus
 from outreach_cli.store.events import add_events, event_row
 from outreach_cli.store.models import inbound_t, invoice_set_t, patient_t, send_t
 from outreach_cli.store.reevaluate import open_set_ids_for_patients
@@ -77,35 +77,36 @@ def _timeline_sets(conn: Connection, patient_pk: int) -> list[int]:
     return [last] if last is not None else []
 
 
-def apply_inbound(conn: Connection, items: list[dict[str, Any]], ctx: Context) -> tuple[int, set[int]]:
+def apply_inbound(conn: Connection, items: list[InboundSms], ctx: Context) -> tuple[int, set[int]]:
     """Each reply goes on the patient's timeline. A reply with an opt-out word sets the SMS opt-out
     (and the call opt-out when it speaks of calls) for every patient record with that phone and
     queues one confirmation text; START/UNSTOP/YES as the whole reply clears it; a reply that reads
-    like a refusal sets `needs_review`. Items: {sid?, from (E.164), body, received_at}.
+    like a refusal sets `needs_review`. Items: `InboundSms`.
     Returns (applied, patients touched)."""
     applied = 0
     touched: set[int] = set()
     for it in items:
-        sid = it.get("sid")
-        if sid and conn.execute(select(inbound_t.c.sid).where(inbound_t.c.sid == sid)).first():
+        message_sid = it["message_sid"]
+        if message_sid and conn.execute(select(inbound_t.c.sid).where(inbound_t.c.sid == message_sid)).first():
             continue  # already applied
         patients = conn.execute(
-            select(patient_t.c.id, patient_t.c.sms_opt_out).where(patient_t.c.phone == it["from"])
+            select(patient_t.c.id, patient_t.c.sms_opt_out).where(patient_t.c.phone == it["from_number"])
         ).all()
-        body = it.get("body") or ""
+        body = it["body"] or ""
         kind = classify(body)
-        at: datetime = it.get("received_at") or ctx.now
+        at: datetime = it["received_at"] or ctx.now
         newly_opted: list[int] = []
         for pk, opted in patients:
             if _apply_reply_to_patient(conn, pk, opted, kind, body, ctx):
                 newly_opted.append(pk)
             touched.add(pk)
-            _add_reply_events(conn, pk, kind, body, sid, at, ctx)
+            _add_reply_events(conn, pk, kind, body, message_sid, at, ctx)
         if newly_opted:
             queue_confirmation(conn, newly_opted, ctx)
-        if sid:
+        if message_sid:
             conn.execute(
-                insert(inbound_t), {"sid": sid, "received_at": at, "patient_pk": patients[0][0] if patients else None}
+                insert(inbound_t),
+                {"sid": message_sid, "received_at": at, "patient_pk": patients[0][0] if patients else None},
             )
         applied += 1
     return applied, touched
@@ -127,7 +128,7 @@ def _apply_reply_to_patient(conn: Connection, pk: int, opted: bool, kind: str | 
 
 
 def _add_reply_events(
-    conn: Connection, pk: int, kind: str | None, body: str, sid: str | None, at: datetime, ctx: Context
+    conn: Connection, pk: int, kind: str | None, body: str, message_sid: str | None, at: datetime, ctx: Context
 ) -> None:
     """The reply on the timeline of each of the patient's sets."""
     kw = kind if kind in ("stop", "start") else None
@@ -137,18 +138,18 @@ def _add_reply_events(
             event_row(
                 ctx,
                 "reply",
-                set_id=sid_,
+                set_id=set_id,
                 patient_pk=pk,
                 actor="patient",
                 at=at,
                 detail={
                     "body": body[:MAX_BODY],
                     "keyword": kw,
-                    "sid": sid,
+                    "sid": message_sid,  # the stored event's key
                     "needs_review": True if kind == "review" else None,
                 },
             )
-            for sid_ in _timeline_sets(conn, pk)
+            for set_id in _timeline_sets(conn, pk)
         ],
     )
 
@@ -178,7 +179,7 @@ def queue_confirmation(conn: Connection, patient_pks: list[int], ctx: Context) -
                 "step_title": CONFIRMATION_TITLE,
                 "method": "sms",
                 "is_fallback": False,
-                "status": "pending",
+                "status": SendStatus.PENDING,
                 "due_at": ctx.now,
                 "next_attempt_at": ctx.now,
                 "attempts": 0,
@@ -203,9 +204,9 @@ def unsubscribe_email(conn: Connection, email: str, ctx: Context, source: str) -
             conn,
             [
                 event_row(
-                    ctx, "email_unsubscribe", set_id=sid, patient_pk=pk, actor="patient", detail={"source": source}
+                    ctx, "email_unsubscribe", set_id=set_id, patient_pk=pk, actor="patient", detail={"source": source}
                 )
-                for sid in _timeline_sets(conn, pk)
+                for set_id in _timeline_sets(conn, pk)
             ],
         )
     return set(rows)
@@ -213,8 +214,12 @@ def unsubscribe_email(conn: Connection, email: str, ctx: Context, source: str) -
 
 def apply_send_status(conn: Connection, send_row: Any, out: ProviderOutcome, ctx: Context, *, source: str) -> bool:
     """A later fact about a send (status callback, reconciliation). Returns True if it changed."""
-    new = {DELIVERED: "delivered", FAILED: "failed"}.get(out.status)
-    if new is None or send_row.status == new or send_row.status in ("skipped", "cancelled", "claimed", "pending"):
+    new = {DELIVERED: SendStatus.DELIVERED, FAILED: SendStatus.FAILED}.get(out.status)
+    if (
+        new is None
+        or send_row.status == new
+        or send_row.status in (SendStatus.SKIPPED, SendStatus.CANCELLED, *IN_FLIGHT_SENDS)
+    ):
         return False
     conn.execute(
         update(send_t)
@@ -255,7 +260,7 @@ def apply_send_status(conn: Connection, send_row: Any, out: ProviderOutcome, ctx
             )
         ],
     )
-    if new == "failed":
+    if new == SendStatus.FAILED:
         # The next run re-decides the step: fallbacks, or failed.
         conn.execute(
             update(invoice_set_t)
@@ -290,12 +295,12 @@ def suppress_email(conn: Connection, email: str, kind: str, ctx: Context, reason
                 event_row(
                     ctx,
                     f"email_{'bounce' if kind == 'bounced' else 'complaint'}",
-                    set_id=sid,
+                    set_id=set_id,
                     patient_pk=pk,
                     actor="system",
                     detail={"reason": reason} if reason else None,
                 )
-                for sid in _timeline_sets(conn, pk)
+                for set_id in _timeline_sets(conn, pk)
             ],
         )
     return touched

@@ -14,6 +14,7 @@ from sqlalchemy import Connection, select, update
 
 from outreach_cli.channels.base import UNKNOWN, InboundSource, ProviderConfigError, StatusSource
 from outreach_cli.domain.errors import ConfigError
+from outreach_cli.domain.statuses import SendStatus
 from outreach_cli.outreach.context import TickContext
 from outreach_cli.outreach.messages import send_event
 from outreach_cli.outreach.resolve import resolve_unknown
@@ -38,7 +39,7 @@ def expire_leases(t: TickContext) -> None:
     with t.store.write() as conn:
         rows = conn.execute(
             select(*cols, send_t.c.step_title, send_t.c.step_day).where(
-                send_t.c.status == "claimed", send_t.c.lease_until < now
+                send_t.c.status == SendStatus.CLAIMED, send_t.c.lease_until < now
             )
         ).all()
         if not rows:
@@ -47,10 +48,10 @@ def expire_leases(t: TickContext) -> None:
         for chunk in chunks([r.id for r in rows]):
             conn.execute(
                 update(send_t)
-                .where(send_t.c.id.in_(chunk), send_t.c.status == "claimed", send_t.c.lease_until < now)
-                .values(status="unknown", claim_token=None, reason=reason)
+                .where(send_t.c.id.in_(chunk), send_t.c.status == SendStatus.CLAIMED, send_t.c.lease_until < now)
+                .values(status=SendStatus.UNKNOWN, claim_token=None, reason=reason)
             )
-        detail = {"status": "unknown", "reason": "lease expired"}
+        detail = {"status": SendStatus.UNKNOWN, "reason": "lease expired"}
         add_events(
             conn,
             [
@@ -90,14 +91,14 @@ def _to_look_up(t: TickContext) -> tuple[list[Any], list[Any]]:
     fetchable = sorted(_status_sources(t))
     with t.store.read() as conn:
         unknown = conn.execute(
-            select(send_t).where(send_t.c.status == "unknown").order_by(send_t.c.id).limit(LOOKUP_BATCH)
+            select(send_t).where(send_t.c.status == SendStatus.UNKNOWN).order_by(send_t.c.id).limit(LOOKUP_BATCH)
         ).all()
         if not fetchable:
             return list(unknown), []
         accepted = conn.execute(
             select(send_t)
             .where(
-                send_t.c.status == "sent",
+                send_t.c.status == SendStatus.SENT,
                 send_t.c.method.in_(fetchable),
                 send_t.c.provider_ref.is_not(None),
                 send_t.c.sent_at >= t.ctx.now - timedelta(days=7),

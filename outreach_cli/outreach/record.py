@@ -11,7 +11,8 @@ from typing import Any
 from sqlalchemy import Connection, select, update
 
 from outreach_cli.channels.base import DELIVERED, FAILED, SENT, TRANSIENT, UNKNOWN, ProviderOutcome
-from outreach_cli.domain.statuses import Status
+from outreach_cli.domain.payment_rows import NewPayment
+from outreach_cli.domain.statuses import SendStatus, Status
 from outreach_cli.outreach.context import TickContext
 from outreach_cli.outreach.messages import send_event
 from outreach_cli.outreach.state import ClaimedSend, StepKey, TickSummary
@@ -23,7 +24,12 @@ from outreach_cli.store.models import invoice_set_t, patient_t, send_t
 log = logging.getLogger("outreach.engine")
 
 # The send status a provider result leaves (a transient failure leaves `pending`, see below).
-SEND_STATUS = {DELIVERED: "delivered", SENT: "sent", FAILED: "failed", UNKNOWN: "unknown"}
+SEND_STATUS = {
+    DELIVERED: SendStatus.DELIVERED,
+    SENT: SendStatus.SENT,
+    FAILED: SendStatus.FAILED,
+    UNKNOWN: SendStatus.UNKNOWN,
+}
 PATIENT_FACTS = ("phone_type", "sms_opt_out", "call_opt_out", "email_suppressed", "email_opt_out")
 
 Result = tuple[ClaimedSend, ProviderOutcome]
@@ -45,7 +51,7 @@ def record_outcomes(t: TickContext, conn: Connection, results: list[Result]) -> 
     charges: list[Result] = []
     for c, out in results:
         token, cur_status, attempts = current.get(c.send_id, (None, "", 0))
-        if token != c.token or cur_status != "claimed":
+        if token != c.token or cur_status != SendStatus.CLAIMED:
             # Fenced: our lease expired and another run took this send over; its result stands.
             log.info("send %s: claim token no longer matches; result discarded", c.send_id)
             continue
@@ -97,7 +103,7 @@ def outcome_values(
         summary.transient_by_method[method] = (n + 1, first)
         if attempts < max_attempts:
             summary.transient += 1
-            return {**values, "status": "pending", "next_attempt_at": now + backoff(attempts)}
+            return {**values, "status": SendStatus.PENDING, "next_attempt_at": now + backoff(attempts)}
         status = FAILED
         summary.gave_up += 1
         values["reason"] = f"{out.reason or 'temporary failure'} (gave up after {attempts} attempts)"
@@ -110,11 +116,11 @@ def outcome_values(
 
 
 def _count(summary: TickSummary, status: str) -> None:
-    if status in ("delivered", "sent"):
+    if status in (SendStatus.DELIVERED, SendStatus.SENT):
         summary.sent += 1
-    elif status == "failed":
+    elif status == SendStatus.FAILED:
         summary.failed += 1
-    elif status == "unknown":
+    elif status == SendStatus.UNKNOWN:
         summary.unknown += 1
 
 
@@ -154,7 +160,7 @@ def record_card_payments(t: TickContext, conn: Connection, charges: list[Result]
             t.state.dry_change(set_id, "mark-paid")
 
 
-def _card_payment(t: TickContext, conn: Connection, c: ClaimedSend, out: ProviderOutcome) -> dict[str, Any] | None:
+def _card_payment(t: TickContext, conn: Connection, c: ClaimedSend, out: ProviderOutcome) -> NewPayment | None:
     bal = conn.execute(
         select(invoice_set_t.c.amount_outstanding_cents).where(invoice_set_t.c.id == c.set_id)
     ).scalar_one()
@@ -165,7 +171,7 @@ def _card_payment(t: TickContext, conn: Connection, c: ClaimedSend, out: Provide
         return None
     return {
         # Stripe: the PaymentIntent ID, so its event applies nothing a second time.
-        "payment_id": out.provider_ref if stripe else f"card-{c.send_id}",
+        "payment_id": out.provider_ref if stripe and out.provider_ref else f"card-{c.send_id}",
         "patient_pk": c.patient_pk,
         "amount_cents": amount,
         "paid_at": t.ctx.now,

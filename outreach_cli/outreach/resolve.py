@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Connection, update
 
 from outreach_cli.channels.base import DELIVERED, TRANSIENT, UNKNOWN, ProviderOutcome
+from outreach_cli.domain.statuses import SendStatus
 from outreach_cli.outreach.messages import send_event
 from outreach_cli.outreach.record import SEND_STATUS, apply_patient_facts, record_card_payments
 from outreach_cli.store.events import add_events
@@ -36,7 +37,9 @@ def resolve_unknown(t: TickContext, conn: Connection, r: Any, rule_sets: RuleSet
     if out is None or out.status == UNKNOWN:
         return
     values = resolved_values(out, r.provider_ref, t.ctx.now)
-    res = conn.execute(update(send_t).where(send_t.c.id == r.id, send_t.c.status == "unknown").values(**values))
+    res = conn.execute(
+        update(send_t).where(send_t.c.id == r.id, send_t.c.status == SendStatus.UNKNOWN).values(**values)
+    )
     if not res.rowcount:
         return
     t.state.summary.reconciled += 1
@@ -55,7 +58,7 @@ def resolve_unknown(t: TickContext, conn: Connection, r: Any, rule_sets: RuleSet
     }
     add_events(conn, [send_event(t.ctx, r.invoice_set_id, r.patient_pk, detail)])
     t.state.touched_sets.add(r.invoice_set_id)
-    if values["status"] == "failed":
+    if values["status"] == SendStatus.FAILED:
         conn.execute(
             update(invoice_set_t)
             .where(invoice_set_t.c.id == r.invoice_set_id, invoice_set_t.c.schedule_gen == r.schedule_gen)
@@ -67,12 +70,12 @@ def resolved_values(out: ProviderOutcome, provider_ref: str | None, now: Any) ->
     """The unknown send's new values once its provider answered."""
     if out.status == TRANSIENT:
         # The provider positively has no such message: it never went out; try it again.
-        return {"status": "pending", "next_attempt_at": now, "reason": out.reason}
+        return {"status": SendStatus.PENDING, "next_attempt_at": now, "reason": out.reason}
     status = SEND_STATUS[out.status]
     return {
         "status": status,
         "provider_ref": out.provider_ref or provider_ref,
         "error_code": out.error_code,
         "reason": out.reason,
-        "finished_at": now if status != "sent" else None,
+        "finished_at": now if status != SendStatus.SENT else None,
     }

@@ -11,7 +11,7 @@ from sqlalchemy import Connection, select, update
 
 from outreach_cli.domain.patient_view import window_of, zones_of
 from outreach_cli.domain.scheduling import is_allowed, local_day
-from outreach_cli.domain.statuses import SENDABLE
+from outreach_cli.domain.statuses import SENDABLE, SendStatus
 from outreach_cli.outreach.context import TickContext
 from outreach_cli.outreach.messages import send_key, step_of
 from outreach_cli.outreach.plan import next_allowed_or_none
@@ -26,7 +26,7 @@ def _due_retries(t: TickContext, conn: Connection, batch: int) -> list[Any]:
         select(send_t, invoice_set_t.c.rule_set_id, invoice_set_t.c.amount_outstanding_cents.label("balance"))
         .join(invoice_set_t, invoice_set_t.c.id == send_t.c.invoice_set_id)
         .where(
-            send_t.c.status == "pending",
+            send_t.c.status == SendStatus.PENDING,
             send_t.c.next_attempt_at <= t.ctx.now,
             invoice_set_t.c.status.in_([s.value for s in SENDABLE]),
             invoice_set_t.c.paused_at.is_(None),
@@ -59,9 +59,9 @@ def claim_retries(t: TickContext, conn: Connection, rule_sets: RuleSets, batch: 
         token = secrets.token_hex(16)
         conn.execute(
             update(send_t)
-            .where(send_t.c.id == r.id, send_t.c.status == "pending")
+            .where(send_t.c.id == r.id, send_t.c.status == SendStatus.PENDING)
             .values(
-                status="claimed",
+                status=SendStatus.CLAIMED,
                 claim_token=token,
                 lease_until=now + t.options.lease,
                 attempts=r.attempts + 1,

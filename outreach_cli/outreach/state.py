@@ -10,8 +10,6 @@ from typing import Any
 from outreach_cli.channels.base import Message
 
 MESSAGE_CHANNELS = ("sms", "email", "call", "mail")  # at most one per patient per local day
-IN_FLIGHT = ("claimed", "pending")
-COUNTS_AS_SENT = ("sent", "delivered", "unknown")
 BATCH = 200
 
 StepKey = tuple[int, int, int]  # (set ID, schedule generation, step index)

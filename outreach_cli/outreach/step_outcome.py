@@ -13,11 +13,11 @@ from sqlalchemy import Connection, insert, select, update
 from outreach_cli.domain.contacts import usable_methods
 from outreach_cli.domain.patient_view import contact_of, window_of, zones_of
 from outreach_cli.domain.scheduling import local_day
-from outreach_cli.domain.statuses import SENDABLE
+from outreach_cli.domain.statuses import COUNTS_AS_SENT, IN_FLIGHT_SENDS, SENDABLE, SendStatus
 from outreach_cli.outreach.context import TickContext
 from outreach_cli.outreach.messages import SendKey, step_of
 from outreach_cli.outreach.plan import next_allowed_or_none
-from outreach_cli.outreach.state import COUNTS_AS_SENT, IN_FLIGHT, ClaimedSend, StepKey
+from outreach_cli.outreach.state import ClaimedSend, StepKey
 from outreach_cli.outreach.usage import contact_usage
 from outreach_cli.store.bulk import chunks
 from outreach_cli.store.loaded_rulesets import RuleSets
@@ -56,7 +56,7 @@ def decide_step_outcomes(
                 .values(recheck_step=None)
             )
         sends = sends_by_step.get((set_id, gen, idx), [])
-        if any(r.status in IN_FLIGHT for r in sends):
+        if any(r.status in IN_FLIGHT_SENDS for r in sends):
             continue
         if any(r.status in COUNTS_AS_SENT for r in sends):
             if s.failed_reason is not None and s.schedule_gen == gen:
@@ -89,7 +89,9 @@ def _needs_fallback(s: Any, gen: int, sends: list[Any]) -> bool:
     schedule, a balance, and the step not cancelled."""
     if s.status not in SENDABLE_VALUES or s.paused_at is not None or s.schedule_gen != gen:
         return False
-    return s.amount_outstanding_cents > 0 and not all(r.status == "cancelled" for r in sends if not r.is_fallback)
+    return s.amount_outstanding_cents > 0 and not all(
+        r.status == SendStatus.CANCELLED for r in sends if not r.is_fallback
+    )
 
 
 def _fall_back(t: TickContext, conn: Connection, rule_sets: RuleSets, st: _Step) -> ClaimedSend | None:
@@ -117,7 +119,7 @@ def _fall_back(t: TickContext, conn: Connection, rule_sets: RuleSets, st: _Step)
     }
     for m in (m for m in rs.fallback if m not in tried):
         if usable[m] is not None:
-            row = {**base, "method": m, "status": "skipped", "reason": usable[m], "finished_at": now}
+            row = {**base, "method": m, "status": SendStatus.SKIPPED, "reason": usable[m], "finished_at": now}
             conn.execute(insert(send_t), row)
             t.state.summary.skipped += 1
             continue
@@ -133,7 +135,13 @@ def _fall_back(t: TickContext, conn: Connection, rule_sets: RuleSets, st: _Step)
 def _hold(t: TickContext, conn: Connection, row: dict[str, Any], held: tuple[str, Any], later: Any) -> None:
     """A contact cap holds the fallback: it waits (pending) until the cap frees."""
     cap, until = held
-    pending = {**row, "status": "pending", "attempts": 0, "next_attempt_at": later or until, "reason": f"held by {cap}"}
+    pending = {
+        **row,
+        "status": SendStatus.PENDING,
+        "attempts": 0,
+        "next_attempt_at": later or until,
+        "reason": f"held by {cap}",
+    }
     conn.execute(insert(send_t), pending)
     conn.execute(
         update(invoice_set_t)
@@ -149,7 +157,7 @@ def _claim_fallback(
     token = secrets.token_hex(16)
     claimed = {
         **row,
-        "status": "claimed",
+        "status": SendStatus.CLAIMED,
         "claim_token": token,
         "lease_until": t.ctx.now + t.options.lease,
         "attempts": 1,

@@ -26,7 +26,8 @@ from outreach_cli.channels.stripe_provider import StripeApi, StripeLinks, events
 from outreach_cli.domain.context import Context
 from outreach_cli.domain.errors import ConfigError
 from outreach_cli.domain.money import format_dollars
-from outreach_cli.domain.statuses import IN_PROGRESS, Status
+from outreach_cli.domain.payment_rows import NewPayment
+from outreach_cli.domain.statuses import IN_PROGRESS, ChargeStatus, Status
 from outreach_cli.domain.timeutil import utcnow
 from outreach_cli.store.events import add_events, event_row
 from outreach_cli.store.loaded_rulesets import RuleSets
@@ -67,7 +68,7 @@ ACTOR = "stripe"
 
 
 def record_payments(
-    conn: Connection, payments: list[dict[str, Any]], ctx: Context, rule_sets: RuleSets
+    conn: Connection, payments: list[NewPayment], ctx: Context, rule_sets: RuleSets
 ) -> dict[int, tuple[str, str]]:
     """Apply payments not recorded yet (by payment_id); the one door to the payment ledger for
     Stripe money. A payment another run recorded meanwhile is skipped, never applied twice."""
@@ -122,10 +123,10 @@ def validate_event(ev: dict[str, Any]) -> str | None:
 def _set_for(conn: Connection, obj: dict[str, Any]) -> tuple[int | None, int | None]:
     """(set id, patient pk) a Stripe object belongs to: our metadata first, then the customer."""
     meta = obj.get("metadata") or {}
-    sid = str(meta.get("outreach_set_id") or "")
-    if sid.isdigit():
+    set_id_text = str(meta.get("outreach_set_id") or "")
+    if set_id_text.isdigit():
         row = conn.execute(
-            select(invoice_set_t.c.id, invoice_set_t.c.patient_pk).where(invoice_set_t.c.id == int(sid))
+            select(invoice_set_t.c.id, invoice_set_t.c.patient_pk).where(invoice_set_t.c.id == int(set_id_text))
         ).first()
         if row is not None:
             return row.id, row.patient_pk
@@ -210,7 +211,7 @@ def _apply_payment(
     set_id, ppk = _set_for(conn, obj)
     row.update(object_id=pi_id, invoice_set_id=set_id)
     if ok and pi_id and ppk is not None and isinstance(amount, int) and amount > 0:
-        payment = {
+        payment: NewPayment = {
             "payment_id": pi_id,
             "patient_pk": ppk,
             "amount_cents": amount,
@@ -283,17 +284,17 @@ def _restore(
     events: list[dict[str, Any]] = []
     final: set[int] = set()
     to_pause: dict[int, tuple[str, int]] = {}  # set -> (status before, patient)
-    for sid in sorted(sets):
-        target = _reopen_set(conn, sid, ctx, reason, pause, events, to_pause)
-        final.update({sid, target})
+    for set_id in sorted(sets):
+        target = _reopen_set(conn, set_id, ctx, reason, pause, events, to_pause)
+        final.update({set_id, target})
         events.append(_money_event(ctx, kind, target, pay, cents, reason))
     add_events(conn, events)
     recompute_amounts(conn, final)
     changed = refresh_sets(conn, final, ctx, rule_sets)
     # Paused last, as the `pause` action does, so the dispute is the reason shown.
-    for sid, (before, ppk) in to_pause.items():
-        _pause_set(conn, sid, before, ppk, ctx, pause)
-        changed.pop(sid, None)
+    for set_id, (before, ppk) in to_pause.items():
+        _pause_set(conn, set_id, before, ppk, ctx, pause)
+        changed.pop(set_id, None)
     return min(final), changed
 
 
@@ -324,13 +325,13 @@ def _reverse_allocations(conn: Connection, pay: Any, left: int) -> set[int]:
         if give <= 0:
             continue
         ch = conn.execute(select(charge_t).where(charge_t.c.id == charge_pk)).one()
-        if ch.status not in ("paid", "outstanding"):
+        if ch.status not in (ChargeStatus.PAID, ChargeStatus.OUTSTANDING):
             continue  # written off, in collections or void: nothing to collect again
         conn.execute(insert(allocation_t), {"payment_pk": pay.id, "charge_pk": charge_pk, "amount_cents": -give})
         conn.execute(
             update(charge_t)
             .where(charge_t.c.id == charge_pk)
-            .values(outstanding_cents=charge_t.c.outstanding_cents + give, status="outstanding")
+            .values(outstanding_cents=charge_t.c.outstanding_cents + give, status=ChargeStatus.OUTSTANDING)
         )
         left -= give
         if ch.invoice_set_id is not None:
@@ -340,20 +341,20 @@ def _reverse_allocations(conn: Connection, pay: Any, left: int) -> set[int]:
 
 def _note_on_latest_set(conn: Connection, pay: Any, cents: int, ctx: Context, kind: str, reason: str) -> int | None:
     """Nothing went back to a charge (all credit): note it on the patient's latest set."""
-    sid = conn.execute(
+    set_id = conn.execute(
         select(invoice_set_t.c.id)
         .where(invoice_set_t.c.patient_pk == pay.patient_pk)
         .order_by(invoice_set_t.c.id.desc())
         .limit(1)
     ).scalar()
-    if sid is not None:
-        add_events(conn, [_money_event(ctx, kind, sid, pay, cents, reason)])
-    return sid
+    if set_id is not None:
+        add_events(conn, [_money_event(ctx, kind, set_id, pay, cents, reason)])
+    return set_id
 
 
 def _reopen_set(
     conn: Connection,
-    sid: int,
+    set_id: int,
     ctx: Context,
     reason: str,
     pause: str | None,
@@ -362,15 +363,15 @@ def _reopen_set(
 ) -> int:
     """Reopen a paid set (or move its money owed to the patient's newer set in progress); note the
     sets to pause. Returns the set the money owed again now belongs to."""
-    s = conn.execute(select(invoice_set_t).where(invoice_set_t.c.id == sid)).one()
+    s = conn.execute(select(invoice_set_t).where(invoice_set_t.c.id == set_id)).one()
     if s.status != Status.PAID.value:
         if pause and s.status in (Status.ACTIVE.value, Status.WILL_FAIL.value, Status.FAILED.value):
-            to_pause[sid] = (s.status, s.patient_pk)
-        return sid
+            to_pause[set_id] = (s.status, s.patient_pk)
+        return set_id
     other = conn.execute(
         select(invoice_set_t.c.id).where(
             invoice_set_t.c.patient_pk == s.patient_pk,
-            invoice_set_t.c.id != sid,
+            invoice_set_t.c.id != set_id,
             invoice_set_t.c.status.in_([x.value for x in IN_PROGRESS]),
         )
     ).scalar()
@@ -378,23 +379,23 @@ def _reopen_set(
         # The patient has a newer set in progress: the money owed again joins it.
         conn.execute(
             update(charge_t)
-            .where(charge_t.c.invoice_set_id == sid, charge_t.c.outstanding_cents > 0)
+            .where(charge_t.c.invoice_set_id == set_id, charge_t.c.outstanding_cents > 0)
             .values(invoice_set_id=other)
         )
         return other  # type: ignore[no-any-return]
     conn.execute(
         update(invoice_set_t)
-        .where(invoice_set_t.c.id == sid)
+        .where(invoice_set_t.c.id == set_id)
         .values(status=Status.ACTIVE.value, status_reason=None, closed_at=None, updated_at=ctx.now)
     )
     if pause:
-        to_pause[sid] = (s.status, s.patient_pk)
+        to_pause[set_id] = (s.status, s.patient_pk)
     else:
         events.append(
             event_row(
                 ctx,
                 "status",
-                set_id=sid,
+                set_id=set_id,
                 patient_pk=s.patient_pk,
                 actor=ACTOR,
                 from_status=s.status,
@@ -402,15 +403,15 @@ def _reopen_set(
                 reason=reason,
             )
         )
-    return sid
+    return set_id
 
 
-def _pause_set(conn: Connection, sid: int, before: str, ppk: int, ctx: Context, pause: str | None) -> None:
+def _pause_set(conn: Connection, set_id: int, before: str, ppk: int, ctx: Context, pause: str | None) -> None:
     now = ctx.now
     conn.execute(
         update(invoice_set_t)
-        .where(invoice_set_t.c.id == sid)
-        .values(status="paused", status_reason=pause, paused_at=now, next_send_at=None, updated_at=now)
+        .where(invoice_set_t.c.id == set_id)
+        .values(status=Status.PAUSED.value, status_reason=pause, paused_at=now, next_send_at=None, updated_at=now)
     )
     add_events(
         conn,
@@ -418,23 +419,23 @@ def _pause_set(conn: Connection, sid: int, before: str, ppk: int, ctx: Context, 
             event_row(
                 ctx,
                 "status",
-                set_id=sid,
+                set_id=set_id,
                 patient_pk=ppk,
                 actor=ACTOR,
                 action="pause",
                 from_status=before,
-                to_status="paused",
+                to_status=Status.PAUSED.value,
                 reason=pause,
             )
         ],
     )
 
 
-def _money_event(ctx: Context, kind: str, sid: int, pay: Any, cents: int, reason: str) -> dict[str, Any]:
+def _money_event(ctx: Context, kind: str, set_id: int, pay: Any, cents: int, reason: str) -> dict[str, Any]:
     return event_row(
         ctx,
         "refund" if kind == "charge.refunded" else "dispute",
-        set_id=sid,
+        set_id=set_id,
         patient_pk=pay.patient_pk,
         actor=ACTOR,
         reason=reason,
@@ -484,13 +485,15 @@ def checkout_link(
     s = links.create(set_id, balance_cents, customer, ctx.practice_name, key)
     if not s.get("url"):
         raise RuntimeError("Stripe returned a Checkout Session without a URL")
-    for sid, amount in stale:
+    for session_id, amount in stale:
         if amount != balance_cents:
-            links.expire(sid)  # a link for an old balance must not take a stale amount
+            links.expire(session_id)  # a link for an old balance must not take a stale amount
     with store.write() as conn:
-        for sid, _ in stale:
+        for session_id, _ in stale:
             conn.execute(
-                update(stripe_checkout_t).where(stripe_checkout_t.c.session_id == sid).values(replaced_at=ctx.now)
+                update(stripe_checkout_t)
+                .where(stripe_checkout_t.c.session_id == session_id)
+                .values(replaced_at=ctx.now)
             )
         _store_session(conn, ctx, set_id, balance_cents, s)
     return str(s["url"])

@@ -13,12 +13,13 @@ from outreach_cli.domain.caps import ContactUsage
 from outreach_cli.domain.contacts import usable_methods
 from outreach_cli.domain.context import Context
 from outreach_cli.domain.patient_view import contact_of, zones_of
+from outreach_cli.domain.statuses import COUNTS_AS_SENT, IN_FLIGHT_SENDS
 from outreach_cli.outreach.plan import PlanPatient
 from outreach_cli.outreach.state import MESSAGE_CHANNELS
 from outreach_cli.store.bulk import chunks
 from outreach_cli.store.models import patient_t, send_t
 
-BUSY = ("claimed", "pending", "sent", "delivered", "unknown")
+BUSY = (*IN_FLIGHT_SENDS, *COUNTS_AS_SENT)
 DEFAULT_CAPS: dict[str, Any] = {"calls_per_7_days": 7, "messages_per_7_days": None, "states": {}}
 
 

@@ -16,7 +16,17 @@ from sqlalchemy import table as sa_table
 
 from outreach_cli.domain.context import Context
 from outreach_cli.domain.errors import InvalidInput
-from outreach_cli.domain.statuses import CANCELS_PENDING, IN_PROGRESS, TARGET, Action, Result, Status, decide
+from outreach_cli.domain.statuses import (
+    CANCELS_PENDING,
+    IN_PROGRESS,
+    TARGET,
+    Action,
+    ChargeStatus,
+    Result,
+    SendStatus,
+    Status,
+    decide,
+)
 from outreach_cli.store.bulk import bulk_update, chunks
 from outreach_cli.store.events import add_events, event_row
 from outreach_cli.store.loaded_rulesets import RuleSets
@@ -142,12 +152,12 @@ def _one_in_progress_per_patient(conn: Connection, outcomes: list[ActionOutcome]
     holder: dict[int, int] = {}  # patient -> the set that is (or will be) in progress
     pks = sorted({o.patient_pk for o in reviving if o.patient_pk is not None})
     for chunk in chunks(pks, 900):
-        for sid, ppk in conn.execute(
+        for set_id, ppk in conn.execute(
             select(invoice_set_t.c.id, invoice_set_t.c.patient_pk).where(
                 invoice_set_t.c.patient_pk.in_(chunk), invoice_set_t.c.status.in_(sorted(in_progress))
             )
         ):
-            holder[ppk] = sid
+            holder[ppk] = set_id
     for o in reviving:
         if o.patient_pk is None:
             continue
@@ -306,11 +316,11 @@ def _apply_in_sql(conn: Connection, action: Action, ctx: Context, reason: str | 
         if action is not Action.CANCEL:
             conn.execute(
                 update(charge_t)
-                .where(charge_t.c.invoice_set_id.in_(chosen), charge_t.c.status == "outstanding")
+                .where(charge_t.c.invoice_set_id.in_(chosen), charge_t.c.status == ChargeStatus.OUTSTANDING)
                 .values(
-                    {"status": "written-off", "outstanding_cents": 0}
+                    {"status": ChargeStatus.WRITTEN_OFF, "outstanding_cents": 0}
                     if action is Action.WRITE_OFF
-                    else {"status": "collections"}
+                    else {"status": ChargeStatus.COLLECTIONS}
                 )
             )
         if action is Action.WRITE_OFF:
@@ -321,15 +331,15 @@ def _apply_in_sql(conn: Connection, action: Action, ctx: Context, reason: str | 
     if action in CANCELS_PENDING:
         conn.execute(
             update(send_t)
-            .where(send_t.c.invoice_set_id.in_(chosen), send_t.c.status == "pending")
-            .values(status="cancelled", reason=f"{action.value} by {ctx.actor}", finished_at=now)
+            .where(send_t.c.invoice_set_id.in_(chosen), send_t.c.status == SendStatus.PENDING)
+            .values(status=SendStatus.CANCELLED, reason=f"{action.value} by {ctx.actor}", finished_at=now)
         )
 
 
 def _resume(conn: Connection, ids: list[int], now: datetime) -> None:
     rows = []
     for chunk in chunks(ids):
-        for sid, anchor, paused_at in conn.execute(
+        for set_id, anchor, paused_at in conn.execute(
             select(invoice_set_t.c.id, invoice_set_t.c.anchor_at, invoice_set_t.c.paused_at).where(
                 invoice_set_t.c.id.in_(chunk)
             )
@@ -338,10 +348,10 @@ def _resume(conn: Connection, ids: list[int], now: datetime) -> None:
             shift = (now - paused_at) if paused_at is not None and now > paused_at else timedelta(0)
             rows.append(
                 {
-                    "b_id": sid,
+                    "b_id": set_id,
                     "anchor_at": anchor + shift,
                     "paused_at": None,
-                    "status": "active",
+                    "status": Status.ACTIVE.value,
                     "status_reason": None,
                     "updated_at": now,
                 }
@@ -362,7 +372,7 @@ def _change_rule_set(conn: Connection, changed: list[ActionOutcome], rs_id: int 
                 "expired_at": None,
                 "failed_reason": None,
                 "will_fail_reason": None,
-                "status": "paused" if paused else "active",
+                "status": Status.PAUSED.value if paused else Status.ACTIVE.value,
                 "paused_at": now if paused else None,
                 "updated_at": now,
             }

@@ -64,7 +64,7 @@ def current_links(conn: Connection, balances: dict[int, int]) -> dict[int, str]:
     if not balances:
         return out
     valid_after = utcnow() + timedelta(minutes=30)
-    for sid, amount, url in conn.execute(
+    for set_id, amount, url in conn.execute(
         select(stripe_checkout_t.c.invoice_set_id, stripe_checkout_t.c.amount_cents, stripe_checkout_t.c.url)
         .where(
             stripe_checkout_t.c.invoice_set_id.in_(sorted(balances)),
@@ -73,6 +73,6 @@ def current_links(conn: Connection, balances: dict[int, int]) -> dict[int, str]:
         )
         .order_by(stripe_checkout_t.c.created_at)
     ):
-        if balances.get(sid) == amount:
-            out[sid] = str(url)
+        if balances.get(set_id) == amount:
+            out[set_id] = str(url)
     return out

@@ -22,6 +22,7 @@ from sqlalchemy import select, update
 from outreach_cli.domain.context import Context
 from outreach_cli.domain.csvsafe import neutralize
 from outreach_cli.domain.money import plain_dollars
+from outreach_cli.domain.statuses import Status
 from outreach_cli.domain.timeutil import get_zone, iso_z
 from outreach_cli.store.bulk import chunks
 from outreach_cli.store.events import add_events, event_row
@@ -103,7 +104,7 @@ def _collections_sets(conn: Any, include_exported: bool) -> list[Any]:
             *[patient_t.c[c] for c in PATIENT_COLUMNS],
         )
         .join(patient_t, patient_t.c.id == invoice_set_t.c.patient_pk)
-        .where(invoice_set_t.c.status == "collections")
+        .where(invoice_set_t.c.status == Status.COLLECTIONS.value)
         .order_by(invoice_set_t.c.id)
     )
     if not include_exported:
@@ -130,14 +131,14 @@ def _charges_and_late_payments(conn: Any, ids: list[int]) -> tuple[dict[int, lis
             .order_by(charge_t.c.created_at, charge_t.c.id)
         ):
             charges.setdefault(c.invoice_set_id, []).append(c)
-        for sid, detail in conn.execute(
+        for set_id, detail in conn.execute(
             select(event_t.c.invoice_set_id, event_t.c.detail).where(
                 event_t.c.invoice_set_id.in_(chunk), event_t.c.kind == "payment"
             )
         ):
             d = json.loads(detail) if detail else {}
             if d.get("after_escalation"):
-                after[sid] = after.get(sid, 0) + int(d.get("applied_cents", 0))
+                after[set_id] = after.get(set_id, 0) + int(d.get("applied_cents", 0))
     return charges, after
 
 

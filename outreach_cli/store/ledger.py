@@ -24,13 +24,15 @@ from typing import Any
 from sqlalchemy import Connection, func, insert, select, update
 
 from outreach_cli.domain.context import Context
+from outreach_cli.domain.payment_rows import NewPayment
+from outreach_cli.domain.statuses import ChargeStatus, Status
 from outreach_cli.store.bulk import bulk_update, chunks
 from outreach_cli.store.events import add_events, event_row
 from outreach_cli.store.loaded_rulesets import RuleSets
 from outreach_cli.store.models import allocation_t, charge_t, invoice_set_t, payment_t
 from outreach_cli.store.reevaluate import recompute_amounts, refresh_sets
 
-OWED_STATUSES = ("outstanding", "collections")
+OWED_STATUSES = (ChargeStatus.OUTSTANDING, ChargeStatus.COLLECTIONS)
 
 
 @dataclass
@@ -90,7 +92,7 @@ def _written_off_charges(conn: Connection, pks: list[int]) -> dict[int, list[dic
                 charge_t.c.invoice_set_id,
                 (charge_t.c.amount_cents - paid).label("recoverable_cents"),
             )
-            .where(charge_t.c.patient_pk.in_(chunk), charge_t.c.status == "written-off")
+            .where(charge_t.c.patient_pk.in_(chunk), charge_t.c.status == ChargeStatus.WRITTEN_OFF)
             .order_by(charge_t.c.created_at, charge_t.c.id)
         ):
             if row.recoverable_cents > 0:  # an int on SQLite, a Decimal (SUM of bigint) on PostgreSQL
@@ -117,17 +119,16 @@ class _Allocation:
 
 
 def apply_payments_detailed(
-    conn: Connection, payments: list[dict[str, Any]], ctx: Context, rule_sets: RuleSets
+    conn: Connection, payments: list[NewPayment], ctx: Context, rule_sets: RuleSets
 ) -> LedgerResult:
-    """Record new payments (dicts with patient_pk, payment_id, amount_cents, paid_at, charge_ref,
-    source) and apply them; events, set balances and statuses in the caller's transaction."""
+    """Record new payments and apply them; events, set balances and statuses in the caller's transaction."""
     result = LedgerResult()
     pks = sorted({p["patient_pk"] for p in payments})
     plan = _allocate(payments, _owed_charges(conn, pks), _written_off_charges(conn, pks), result)
     pay_ids = _insert_payments(conn, payments, plan.unapplied, ctx)
     _write_allocations(conn, plan, pay_ids)
 
-    touched = {sid for (_, sid) in plan.per_set} | {sid for (_, sid) in plan.recovered}
+    touched = {set_id for (_, set_id) in plan.per_set} | {set_id for (_, set_id) in plan.recovered}
     set_status = _set_statuses(conn, touched)
     events = _payment_events(payments, plan.per_set, set_status, result, ctx)
     events += _recovery_events(payments, plan.recovered, result, ctx)
@@ -142,7 +143,7 @@ def apply_payments_detailed(
 
 
 def _allocate(
-    payments: list[dict[str, Any]],
+    payments: list[NewPayment],
     owed: dict[int, list[dict[str, Any]]],
     written_off: dict[int, list[dict[str, Any]]],
     result: LedgerResult,
@@ -181,7 +182,7 @@ def _allocate(
     return plan
 
 
-def _insert_payments(conn: Connection, payments: list[dict[str, Any]], unapplied: list[int], ctx: Context) -> list[int]:
+def _insert_payments(conn: Connection, payments: list[NewPayment], unapplied: list[int], ctx: Context) -> list[int]:
     """Insert the payment rows; returns their primary keys in order."""
     rows = [
         {
@@ -204,7 +205,7 @@ def _insert_payments(conn: Connection, payments: list[dict[str, Any]], unapplied
         refs = [r["payment_id"] for r in chunk]
         found = conn.execute(select(payment_t.c.payment_id, payment_t.c.id).where(payment_t.c.payment_id.in_(refs)))
         by_payment_id.update((ref, pk) for ref, pk in found)
-    return [by_payment_id[r["payment_id"]] for r in rows]
+    return [by_payment_id[p["payment_id"]] for p in payments]
 
 
 def _write_allocations(conn: Connection, plan: _Allocation, pay_ids: list[int]) -> None:
@@ -219,7 +220,7 @@ def _write_allocations(conn: Connection, plan: _Allocation, pay_ids: list[int]) 
             {
                 "b_id": cid,
                 "outstanding_cents": ch["outstanding_cents"],
-                "status": "paid" if ch["outstanding_cents"] == 0 else ch["status"],
+                "status": ChargeStatus.PAID if ch["outstanding_cents"] == 0 else ch["status"],
             }
             for cid, ch in plan.changed_charges.items()
         ],
@@ -229,15 +230,15 @@ def _write_allocations(conn: Connection, plan: _Allocation, pay_ids: list[int]) 
 def _set_statuses(conn: Connection, set_ids: set[int]) -> dict[int, str]:
     set_status: dict[int, str] = {}
     for chunk in chunks(sorted(set_ids)):
-        for sid, status in conn.execute(
+        for set_id, status in conn.execute(
             select(invoice_set_t.c.id, invoice_set_t.c.status).where(invoice_set_t.c.id.in_(chunk))
         ):
-            set_status[sid] = status
+            set_status[set_id] = status
     return set_status
 
 
 def _payment_events(
-    payments: list[dict[str, Any]],
+    payments: list[NewPayment],
     per_set: dict[tuple[int, int], int],
     set_status: dict[int, str],
     result: LedgerResult,
@@ -245,7 +246,7 @@ def _payment_events(
 ) -> list[dict[str, Any]]:
     """A payment event per (payment, set) paid; a set in collections is noted in ``result``."""
     events = []
-    for (i, sid), cents in sorted(per_set.items()):
+    for (i, set_id), cents in sorted(per_set.items()):
         p = payments[i]
         detail: dict[str, Any] = {
             "payment_id": p["payment_id"],
@@ -254,27 +255,29 @@ def _payment_events(
             "source": p.get("source", "import"),
         }
         reason = None
-        if set_status.get(sid) == "collections":
+        if set_status.get(set_id) == Status.COLLECTIONS.value:
             detail["after_escalation"] = True
             reason = "payment received after escalation to collections"
-            result.after_escalation.add(sid)
-        events.append(event_row(ctx, "payment", set_id=sid, patient_pk=p["patient_pk"], reason=reason, detail=detail))
+            result.after_escalation.add(set_id)
+        events.append(
+            event_row(ctx, "payment", set_id=set_id, patient_pk=p["patient_pk"], reason=reason, detail=detail)
+        )
     return events
 
 
 def _recovery_events(
-    payments: list[dict[str, Any]], recovered: dict[tuple[int, int], int], result: LedgerResult, ctx: Context
+    payments: list[NewPayment], recovered: dict[tuple[int, int], int], result: LedgerResult, ctx: Context
 ) -> list[dict[str, Any]]:
     """A recovery event per (payment, written-off set) that received money."""
     events = []
-    for (i, sid), cents in sorted(recovered.items()):
+    for (i, set_id), cents in sorted(recovered.items()):
         p = payments[i]
-        result.recovered.add(sid)
+        result.recovered.add(set_id)
         events.append(
             event_row(
                 ctx,
                 "payment",
-                set_id=sid,
+                set_id=set_id,
                 patient_pk=p["patient_pk"],
                 reason="payment received after write-off (recovery)",
                 detail={
@@ -289,19 +292,19 @@ def _recovery_events(
 
 
 def _credit_events(
-    conn: Connection, payments: list[dict[str, Any]], unapplied: list[int], ctx: Context
+    conn: Connection, payments: list[NewPayment], unapplied: list[int], ctx: Context
 ) -> list[dict[str, Any]]:
     """A `credit` event for every payment with money left over, on the patient's latest set (so
     `show` and `audit --id` have it), or on no set when the patient has none."""
     pks = sorted({p["patient_pk"] for i, p in enumerate(payments) if unapplied[i] > 0})
     latest: dict[int, int] = {}
     for chunk in chunks(pks):
-        for ppk, sid in conn.execute(
+        for ppk, set_id in conn.execute(
             select(invoice_set_t.c.patient_pk, func.max(invoice_set_t.c.id))
             .where(invoice_set_t.c.patient_pk.in_(chunk))
             .group_by(invoice_set_t.c.patient_pk)
         ):
-            latest[ppk] = sid
+            latest[ppk] = set_id
     out = []
     for i, p in enumerate(payments):
         if unapplied[i] <= 0:
@@ -325,7 +328,7 @@ def _credit_events(
 
 
 def apply_payments(
-    conn: Connection, payments: list[dict[str, Any]], ctx: Context, rule_sets: RuleSets
+    conn: Connection, payments: list[NewPayment], ctx: Context, rule_sets: RuleSets
 ) -> dict[int, tuple[str, str]]:
     """Apply new payments; returns {set_id: (from, to)} for the sets whose status changed."""
     return apply_payments_detailed(conn, payments, ctx, rule_sets).changed
@@ -353,11 +356,11 @@ def credit_totals(conn: Connection) -> tuple[int, int]:
 def written_off_net(conn: Connection) -> int:
     """Cents written off and not recovered since: written-off charges less what was paid on them."""
     amount = conn.execute(
-        select(func.coalesce(func.sum(charge_t.c.amount_cents), 0)).where(charge_t.c.status == "written-off")
+        select(func.coalesce(func.sum(charge_t.c.amount_cents), 0)).where(charge_t.c.status == ChargeStatus.WRITTEN_OFF)
     ).scalar_one()
     paid = conn.execute(
         select(func.coalesce(func.sum(allocation_t.c.amount_cents), 0))
         .select_from(allocation_t.join(charge_t, charge_t.c.id == allocation_t.c.charge_pk))
-        .where(charge_t.c.status == "written-off")
+        .where(charge_t.c.status == ChargeStatus.WRITTEN_OFF)
     ).scalar_one()
     return int(amount) - int(paid)

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import DateTime, column, func, literal_column, select, table, union_all
 
 from outreach_cli.domain.money import plain_dollars
-from outreach_cli.domain.statuses import ATTENTION, OPEN, Status
+from outreach_cli.domain.statuses import ATTENTION, OPEN, ChargeStatus, Status
 
 if TYPE_CHECKING:
     from outreach_cli.store.database import Store
@@ -113,8 +113,8 @@ def metrics(store: Store, *, show_all: bool, now: datetime) -> dict[str, Any]:
         out["total"] = _card(sum(c for c, _ in per_status.values()), sum(a for _, a in per_status.values()))
         out["aging"] = [{"bucket": name, **_card(*buckets[name])} for name, _, _ in AGING]
         written_off = _written_off_net(conn)
-        out["written-off"]["written_off_cents"] = written_off
-        out["written-off"]["written_off"] = plain_dollars(written_off)
+        out[Status.WRITTEN_OFF.value]["written_off_cents"] = written_off
+        out[Status.WRITTEN_OFF.value]["written_off"] = plain_dollars(written_off)
         n, cents = _credit_totals(conn)
         out["credit"] = {"count": n, "credit_cents": cents, "credit": plain_dollars(cents)}
     return out
@@ -124,12 +124,12 @@ def _written_off_net(conn: Any) -> int:
     """Cents written off and not recovered since: written-off charges less what was paid on them
     (as ledger.written_off_net)."""
     amount = conn.execute(
-        select(func.coalesce(func.sum(_charges.c.amount_cents), 0)).where(_charges.c.status == "written-off")
+        select(func.coalesce(func.sum(_charges.c.amount_cents), 0)).where(_charges.c.status == ChargeStatus.WRITTEN_OFF)
     ).scalar_one()
     paid = conn.execute(
         select(func.coalesce(func.sum(_allocations.c.amount_cents), 0))
         .select_from(_allocations.join(_charges, _charges.c.id == _allocations.c.charge_pk))
-        .where(_charges.c.status == "written-off")
+        .where(_charges.c.status == ChargeStatus.WRITTEN_OFF)
     ).scalar_one()
     return int(amount) - int(paid)
 

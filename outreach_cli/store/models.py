@@ -31,6 +31,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.types import TypeDecorator
 
+from outreach_cli.domain.statuses import IN_PROGRESS, OPEN, ChargeStatus, SendStatus
+
 UTC = UTC
 
 
@@ -56,8 +58,8 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.astimezone(UTC)
 
 
-OPEN_STATUSES_SQL = "('active','paused','expired','will-fail','failed')"
-IN_PROGRESS_SQL = "status IN ('active','paused','will-fail','failed')"
+OPEN_STATUSES_SQL = "(" + ",".join(f"'{s.value}'" for s in OPEN) + ")"
+IN_PROGRESS_SQL = "status IN (" + ",".join(f"'{s.value}'" for s in IN_PROGRESS) + ")"
 
 
 metadata = MetaData()
@@ -191,7 +193,7 @@ charge_t = Table(
     Column("created_at", UTCDateTime(), nullable=False),
     Column("description", String, nullable=False, default=""),
     # outstanding | paid | written-off | collections | void
-    Column("status", String, nullable=False, default="outstanding"),
+    Column("status", String, nullable=False, default=ChargeStatus.OUTSTANDING.value),
     Index("ix_charge_status_amount", "status", "amount_cents"),  # metrics --all: written off
     Index("ix_charge_set_status_amount", "invoice_set_id", "status", "amount_cents"),  # report
 )
@@ -235,7 +237,7 @@ send_t = Table(
     Column("is_fallback", Boolean, nullable=False, default=False),
     Column("rule_set_version", Integer, nullable=False, default=1),
     Column(
-        "status", String, nullable=False, default="pending"
+        "status", String, nullable=False, default=SendStatus.PENDING.value
     ),  # pending claimed sent delivered failed skipped cancelled unknown
     Column("due_at", UTCDateTime(), nullable=True),
     Column("claim_token", String, nullable=True),

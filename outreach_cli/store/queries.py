@@ -31,8 +31,17 @@ from outreach_cli.domain.patient_view import contact_of, window_of, zones_of
 from outreach_cli.domain.paymentlink import payment_url, payment_url_maker
 from outreach_cli.domain.ranges import CentsRange, TimeRange
 from outreach_cli.domain.searchtext import search_words
-from outreach_cli.domain.statuses import OPEN, Status
+from outreach_cli.domain.statuses import OPEN, SendStatus, Status
 from outreach_cli.domain.timeutil import iso_z
+from outreach_cli.domain.views import (
+    AuditRow,
+    ChargeView,
+    PatientView,
+    ScheduleRow,
+    SetListRow,
+    SetView,
+    TimelineEvent,
+)
 from outreach_cli.store.loaded_rulesets import RuleSets
 from outreach_cli.store.metrics import AGING, metrics, metrics_statements  # noqa: F401  (moved; names kept)
 from outreach_cli.store.models import (
@@ -359,7 +368,7 @@ def _pages(conn: Any, base: Select[Any], f: ListFilter, run: Any = None, size: A
     yield from run(second)
 
 
-def list_sets(store: Store, f: ListFilter, ctx: Context) -> Iterator[dict[str, Any]]:
+def list_sets(store: Store, f: ListFilter, ctx: Context) -> Iterator[SetListRow]:
     """Streams the matching sets as JSON-ready dicts (server-side cursor, flat memory)."""
     if f.sort not in SORTS:
         raise InvalidInput(f"--sort {f.sort!r}: choose one of {', '.join(sorted(SORTS))}")
@@ -454,7 +463,7 @@ class _SetRows:
     credit_cents: int
 
 
-def show_set(store: Store, set_id: int, ctx: Context) -> dict[str, Any]:
+def show_set(store: Store, set_id: int, ctx: Context) -> SetView:
     with store.read() as conn:
         rule_sets = RuleSets(conn)
         rows = _read_set_rows(conn, set_id, ctx)
@@ -517,7 +526,7 @@ def _read_set_rows(conn: Any, set_id: int, ctx: Context) -> _SetRows:
     return _SetRows(s, p, link, charges, sends, events, rs_name, credit_cents)
 
 
-def _sent_row(snd: Any) -> dict[str, Any]:
+def _sent_row(snd: Any) -> ScheduleRow:
     """One schedule row for a send that exists."""
     return {
         "step": snd.step_title,
@@ -531,18 +540,18 @@ def _sent_row(snd: Any) -> dict[str, Any]:
         "fallback": bool(snd.is_fallback),
         "generation": snd.schedule_gen,
         "attempts": snd.attempts,
-        "next_attempt_at": iso_z(snd.next_attempt_at) if snd.status == "pending" else None,
+        "next_attempt_at": iso_z(snd.next_attempt_at) if snd.status == SendStatus.PENDING else None,
     }
 
 
 def _planned_rows(
     s: Any, rs: Any, sends: list[Any], usable: dict[str, Any], zones: Any, window: Any, ctx: Context
-) -> list[dict[str, Any]]:
+) -> list[ScheduleRow]:
     """Schedule rows for the steps still to come of an open set: when each goes and why."""
     from outreach_cli.domain.evaluation import step_applies
     from outreach_cli.domain.scheduling import explain, step_due
 
-    rows: list[dict[str, Any]] = []
+    rows: list[ScheduleRow] = []
     done = {(snd.step_index, snd.method) for snd in sends if snd.schedule_gen == s.schedule_gen}
     prev: tuple[datetime, str | None] | None = None
     for n, step in enumerate(rs.steps[(s.next_step_index or 0) :]):
@@ -572,12 +581,12 @@ def _planned_rows(
 
 def _planned_row(
     s: Any, step: Any, method: str, due: datetime, send_at: datetime | None, held_by: str | None, reason: str | None
-) -> dict[str, Any]:
+) -> ScheduleRow:
     return {
         "step": step.title,
         "day": step.day,
         "method": method,
-        "status": "pending",
+        "status": SendStatus.PENDING,
         "due_at": iso_z(due),
         "send_at": iso_z(send_at),
         "held_by": "opt-out" if reason and "opted out" in reason else held_by,
@@ -591,7 +600,7 @@ def _planned_row(
     }
 
 
-def _patient_view(p: Any, zones: Any, usable: dict[str, Any], ctx: Context) -> dict[str, Any]:
+def _patient_view(p: Any, zones: Any, usable: dict[str, Any], ctx: Context) -> PatientView:
     from outreach_cli.domain.contacts import zone_sources
 
     return {
@@ -602,7 +611,12 @@ def _patient_view(p: Any, zones: Any, usable: dict[str, Any], ctx: Context) -> d
         "phone_type": p.phone_type,
         "email": p.email,
         "address": {
-            k: getattr(p, k) for k in ("address_line1", "address_line2", "city", "state", "postal_code", "country")
+            "address_line1": p.address_line1,
+            "address_line2": p.address_line2,
+            "city": p.city,
+            "state": p.state,
+            "postal_code": p.postal_code,
+            "country": p.country,
         },
         "timezone": zones[0],
         "timezones": list(zones),
@@ -630,7 +644,7 @@ def _patient_view(p: Any, zones: Any, usable: dict[str, Any], ctx: Context) -> d
     }
 
 
-def _charge_view(c: Any) -> dict[str, Any]:
+def _charge_view(c: Any) -> ChargeView:
     return {
         "charge_id": c.charge_id,
         "amount_cents": c.amount_cents,
@@ -641,7 +655,7 @@ def _charge_view(c: Any) -> dict[str, Any]:
     }
 
 
-def _timeline_event(e: Any) -> dict[str, Any]:
+def _timeline_event(e: Any) -> TimelineEvent:
     return {
         "at": iso_z(e.at),
         "kind": e.kind,
@@ -662,7 +676,7 @@ AUDIT_COLUMNS = ["id", "event_id", "at", "kind", "actor", "action", "from_status
 
 def audit(
     store: Store, *, set_id: int | None, since: TimeRange | None, actor: str | None, limit: int | None
-) -> Iterator[dict[str, Any]]:
+) -> Iterator[AuditRow]:
     with store.read() as conn:
         q = select(event_t)
         if set_id is not None:

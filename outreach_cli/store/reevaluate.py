@@ -10,7 +10,7 @@ from sqlalchemy import Connection, func, select, update
 
 from outreach_cli.domain.context import Context
 from outreach_cli.domain.patient_view import contact_of, window_of, zones_of
-from outreach_cli.domain.statuses import OPEN, Status
+from outreach_cli.domain.statuses import OPEN, SendStatus, Status
 from outreach_cli.store.bulk import bulk_update, chunks
 from outreach_cli.store.events import add_events, event_row
 from outreach_cli.store.loaded_rulesets import RuleSets
@@ -41,8 +41,8 @@ def cancel_pending_sends(conn: Connection, set_ids: Iterable[int], reason: str, 
     for chunk in chunks(ids):
         conn.execute(
             update(send_t)
-            .where(send_t.c.invoice_set_id.in_(chunk), send_t.c.status == "pending")
-            .values(status="cancelled", reason=reason, finished_at=now)
+            .where(send_t.c.invoice_set_id.in_(chunk), send_t.c.status == SendStatus.PENDING)
+            .values(status=SendStatus.CANCELLED, reason=reason, finished_at=now)
         )
 
 

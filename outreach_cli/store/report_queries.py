@@ -57,6 +57,7 @@ from outreach_cli.domain.report import (
     week_bucket_seconds,
     week_of,
 )
+from outreach_cli.domain.statuses import ChargeStatus, SendStatus
 from outreach_cli.store.loaded_rulesets import RuleSets
 from outreach_cli.store.models import (
     UTCDateTime,
@@ -90,14 +91,14 @@ def read_report_input(
     owed: dict[int, int] = dict(
         conn.execute(
             select(charge_t.c.invoice_set_id, func.sum(charge_t.c.amount_cents))
-            .where(charge_t.c.invoice_set_id.in_(in_scope), charge_t.c.status != "void")
+            .where(charge_t.c.invoice_set_id.in_(in_scope), charge_t.c.status != ChargeStatus.VOID)
             .group_by(charge_t.c.invoice_set_id)
         ).all()
     )
     names: dict[int, str] = dict(conn.execute(select(rule_set_t.c.id, rule_set_t.c.name)).all())
     sets = [
-        SetRow(sid, names.get(rs_id, str(rs_id)), status, parse(created), int(owed.get(sid, 0)), arm, exp)
-        for sid, rs_id, status, created, arm, exp in conn.execute(
+        SetRow(set_id, names.get(rs_id, str(rs_id)), status, parse(created), int(owed.get(set_id, 0)), arm, exp)
+        for set_id, rs_id, status, created, arm, exp in conn.execute(
             select(
                 invoice_set_t.c.id,
                 invoice_set_t.c.rule_set_id,
@@ -109,11 +110,15 @@ def read_report_input(
         )
     ]
     sends = [
-        SendRow(sid, day, title, method, status, attempts or 0, parse(sent or finished or due))
-        for sid, day, title, method, status, attempts, sent, finished, due in conn.execute(_all_sends(in_scope, tcol))
+        SendRow(set_id, day, title, method, status, attempts or 0, parse(sent or finished or due))
+        for set_id, day, title, method, status, attempts, sent, finished, due in conn.execute(
+            _all_sends(in_scope, tcol)
+        )
     ]
     grp = _payment_groups(tcol, charge_t.c.invoice_set_id.in_(in_scope))
-    payments = [PaymentRow(int(sid), pid, parse(paid_at), int(cents)) for sid, pid, paid_at, cents in conn.execute(grp)]
+    payments = [
+        PaymentRow(int(set_id), pid, parse(paid_at), int(cents)) for set_id, pid, paid_at, cents in conn.execute(grp)
+    ]
     opt_outs = _opt_outs(conn, event_t.c.invoice_set_id.in_(in_scope), tcol, parse)
     return ReportInput(sets, sends, payments, opt_outs, _steps(conn))
 
@@ -133,7 +138,7 @@ def _all_sends(in_scope: Any, tcol: Callable[[Any], Any]) -> Any:
         )
         .where(
             send_t.c.invoice_set_id.in_(in_scope),
-            send_t.c.status.notin_(("pending", "cancelled", "claimed")),
+            send_t.c.status.notin_((SendStatus.PENDING, SendStatus.CANCELLED, SendStatus.CLAIMED)),
             send_t.c.step_index >= 0,  # opt-out confirmations are not outreach
         )
         .order_by(send_t.c.id)  # sends delivered at the same instant: the one recorded later is later
@@ -456,8 +461,8 @@ def _messages_query(conn: Connection, sc: _Scope) -> Any:
                 d.c.step_title,
                 d.c.method,
                 func.count(),
-                func.sum(case((d.c.status == "delivered", 1), else_=0)),
-                func.sum(case((d.c.status == "failed", 1), else_=0)),
+                func.sum(case((d.c.status == SendStatus.DELIVERED, 1), else_=0)),
+                func.sum(case((d.c.status == SendStatus.FAILED, 1), else_=0)),
             )
             .where(*fast, d.c.status.in_(ATTEMPTED), d.c.step_index >= 0, _counted(d, sc.until))
             .group_by(*head, d.c.step_day, d.c.step_title, d.c.method)
@@ -474,8 +479,8 @@ def _messages_query(conn: Connection, sc: _Scope) -> Any:
             d.c.step_title,
             d.c.method,
             func.count(),
-            func.sum(case((d.c.status == "delivered", 1), else_=0)),
-            func.sum(case((d.c.status == "failed", 1), else_=0)),
+            func.sum(case((d.c.status == SendStatus.DELIVERED, 1), else_=0)),
+            func.sum(case((d.c.status == SendStatus.FAILED, 1), else_=0)),
         )
         .select_from(d.join(s, s.c.id == send_set))
         .where(*sc.cond(s), d.c.status.in_(ATTEMPTED), d.c.step_index >= 0, _counted(d, sc.until))
@@ -502,8 +507,8 @@ def _rows_of_exceptions(
     grp = _payment_groups(tcol, and_(payment_t.c.paid_at < sc.until, charge_t.c.invoice_set_id.is_not(None))).cte("grp")
     refunded = select(grp.c.set_id).where(grp.c.cents < 0)
     pay_rows = [
-        PaymentRow(int(sid), pid, parse(paid_at), int(cents))
-        for sid, pid, paid_at, cents in conn.execute(select(grp).where(grp.c.set_id.in_(refunded)))
+        PaymentRow(int(set_id), pid, parse(paid_at), int(cents))
+        for set_id, pid, paid_at, cents in conn.execute(select(grp).where(grp.c.set_id.in_(refunded)))
     ]
     # (the time is checked on the rows: an index on it would lead the planner to read every event)
     out_rows = [o for o in _opt_outs(conn, event_t.c.invoice_set_id.is_not(None), tcol, parse) if o.at < sc.until]
@@ -528,8 +533,8 @@ def _sets_and_sends(conn: Connection, sc: _Scope, candidates: list[int]) -> tupl
     for chunk in _chunks(candidates, 20000):
         cols = (s.c.id, s.c.rule_set_id, s.c.status, tcol(s.c.created_at), s.c.arm, s.c.experiment, s.c.owed_cents)
         found = [
-            SetRow(sid, sc.rule_set(rs_id), status, parse(created), int(o or 0), arm, exp)
-            for sid, rs_id, status, created, arm, exp, o, ok in conn.execute(
+            SetRow(set_id, sc.rule_set(rs_id), status, parse(created), int(o or 0), arm, exp)
+            for set_id, rs_id, status, created, arm, exp, o, ok in conn.execute(
                 select(*cols, in_scope).where(_ids_in("s.id", chunk))
             )
             if ok
@@ -543,8 +548,8 @@ def _sets_and_sends(conn: Connection, sc: _Scope, candidates: list[int]) -> tupl
         )
         rows = sorted(conn.execute(q), key=lambda r: int(r[0]))  # recorded order (ties at one instant)
         sends += [
-            SendRow(sid, day, title, method, status, attempts or 0, parse(sent or finished or due))
-            for _id, sid, day, title, method, status, attempts, sent, finished, due in rows
+            SendRow(set_id, day, title, method, status, attempts or 0, parse(sent or finished or due))
+            for _id, set_id, day, title, method, status, attempts, sent, finished, due in rows
         ]
     return sets, sends
 
@@ -555,6 +560,12 @@ def _sets_and_sends(conn: Connection, sc: _Scope, candidates: list[int]) -> tupl
 # refund, with the send it is credited to (`touch_id`; NULL: unprompted), then each set's outcome:
 # the payment that completed it (the running total reached the owed), else its last. The sets
 # with a refund keep the row-by-row path (`report._net_payments`), as refunds are rare.
+# The statuses of `REACHED` as SQL text, in a fixed order.
+_REACHED_SQL = ", ".join(
+    f"'{s.value}'"
+    for s in (SendStatus.SENT, SendStatus.DELIVERED, SendStatus.FAILED, SendStatus.UNKNOWN, SendStatus.SKIPPED)
+)
+
 _PAID_CTES = """
 WITH grp AS (
   SELECT c.invoice_set_id AS set_id, p.payment_id AS pay_id, p.paid_at AS paid_at, sum(a.amount_cents) AS cents
@@ -566,7 +577,7 @@ pay0 AS (
   SELECT g.set_id, g.pay_id, g.paid_at, g.cents, s.rule_set_id AS rs, {wk} AS wk, s.owed_cents AS owed,
     s.created_at AS created_at, s.experiment AS experiment, s.arm AS arm,
     (SELECT d.id FROM send d
-      WHERE d.invoice_set_id = g.set_id AND d.status = 'delivered' AND d.step_index >= 0
+      WHERE d.invoice_set_id = g.set_id AND d.status = '{delivered}' AND d.step_index >= 0
         AND {when} >= {start} AND {when} <= g.paid_at
       ORDER BY {when} {dir}, d.id {dir} LIMIT 1) AS touch_id
   FROM grp g JOIN invoice_set s ON s.id = g.set_id
@@ -617,7 +628,7 @@ SELECT 'funnel', f.rs, NULL, t.step_day, t.step_title, NULL, count(*), 0, NULL
 FROM (
   SELECT o.rs, (
     SELECT min(d.id) FROM send d
-    WHERE d.invoice_set_id = o.set_id AND d.status IN ('sent', 'delivered', 'failed', 'unknown', 'skipped')
+    WHERE d.invoice_set_id = o.set_id AND d.status IN ({reached})
       AND d.step_index >= 0 AND {when} <= o.full_at
     GROUP BY d.step_day, d.step_title
     ORDER BY min({when}) DESC, d.step_day DESC, d.step_title {c} DESC LIMIT 1) AS last_id
@@ -670,6 +681,8 @@ def _paid_sql(sc: _Scope, days: int, mode: str, week_seconds: int | None, paid_s
         "c": "" if sqlite else 'COLLATE "C"',
         "days": days_sql,
         "paid_bucket": _sql_bucket(sc.dialect, "r.paid_at", paid_seconds),
+        "delivered": SendStatus.DELIVERED.value,
+        "reached": _REACHED_SQL,
     }
     return (_PAID_CTES + _PAID_SELECT).format(**fmt)
 
@@ -730,14 +743,14 @@ def _chunks(ids: list[int], n: int) -> Iterator[list[int]]:
 
 def _opt_outs(conn: Connection, where: Any, tcol: Callable[[Any], Any], parse: Callable[[Any], Any]) -> list[OptOutRow]:
     out = []
-    for sid, at, kind, detail in conn.execute(
+    for set_id, at, kind, detail in conn.execute(
         select(event_t.c.invoice_set_id, tcol(event_t.c.at), event_t.c.kind, event_t.c.detail).where(
             where, event_t.c.kind.in_(OPT_OUT_KINDS)
         )
     ):
         if kind == "reply" and _keyword(detail) != "stop":
             continue
-        out.append(OptOutRow(sid, parse(at), kind))
+        out.append(OptOutRow(set_id, parse(at), kind))
     return out
 
 

@@ -114,11 +114,11 @@ def _follow_new_versions(conn: Connection, changed_ids: list[int], ctx: Context)
             event_row(
                 ctx,
                 "rule_set_changed",
-                set_id=sid,
+                set_id=set_id,
                 patient_pk=ppk,
                 detail={"rule_set": rule_sets.name(rid), "version": rule_sets.version(rid)},
             )
-            for sid, ppk, rid in sets
+            for set_id, ppk, rid in sets
         ],
     )
     refresh_sets(conn, [s[0] for s in sets], ctx, rule_sets)
