@@ -76,6 +76,9 @@ def pg_url_or_skip() -> str:
 
 
 _TABLES = (
+    "payment_touch",
+    "set_paid",
+    "report_stale",
     "send",
     "inbound_message",
     "stripe_event",

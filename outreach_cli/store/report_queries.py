@@ -559,7 +559,7 @@ _PAID_CTES = """
 WITH grp AS (
   SELECT c.invoice_set_id AS set_id, p.payment_id AS pay_id, p.paid_at AS paid_at, sum(a.amount_cents) AS cents
   FROM payment p JOIN payment_allocation a ON a.payment_pk = p.id JOIN charge c ON c.id = a.charge_pk
-  WHERE p.paid_at < :until AND c.invoice_set_id IS NOT NULL
+  WHERE p.paid_at < :until AND c.invoice_set_id IS NOT NULL{only}
   GROUP BY c.invoice_set_id, p.payment_id, p.paid_at
 ),
 pay0 AS (
@@ -597,8 +597,9 @@ outc AS MATERIALIZED (
   FROM s2 JOIN run k ON k.set_id = s2.set_id AND k.n = s2.key_n
 )
 """
-# What the report needs of them, at the finest grouping, in one statement (kind, key..., figures).
-_PAID_SELECT = """
+# What the report needs of them, at the finest grouping, in one statement (kind, key..., figures):
+# from `run` (one row per payment) and `outc` (one per set), then the funnel.
+_PAID_GROUPS = """
 SELECT 'pay', r.rs, r.wk, r.t_day, r.t_title, r.t_method, sum(r.cents),
   sum(CASE WHEN r.touch_id IS NULL THEN r.cents ELSE 0 END), NULL
 FROM run r
@@ -613,6 +614,10 @@ UNION ALL
 SELECT 'arm', NULL, NULL, NULL, o.experiment, o.arm, count(o.full_at), sum(o.collected), NULL
 FROM outc o WHERE o.experiment <> '' AND o.arm <> '' GROUP BY o.experiment, o.arm
 UNION ALL
+"""
+_PAID_SELECT = (
+    _PAID_GROUPS
+    + """
 SELECT 'funnel', f.rs, NULL, t.step_day, t.step_title, NULL, count(*), 0, NULL
 FROM (
   SELECT o.rs, (
@@ -625,6 +630,49 @@ FROM (
 ) f LEFT JOIN send t ON t.id = f.last_id
 GROUP BY f.rs, t.step_day, t.step_title
 """
+)
+
+
+# Last touch from what is kept at write time (store/attribution.py, migration 0020): the same
+# figures as `_PAID_CTES` + `_PAID_SELECT` for the sets whose payments all precede --until, with no
+# refund, not marked stale; the rest (`_EXCEPTIONS`) go through those, restricted to them. The
+# window is applied here: a stored touch (the set's last delivered send at or before the payment)
+# outside it means none inside it.
+_KEPT_OK = "q.refunded = 0 AND q.last_paid_at < :until AND q.set_id NOT IN (SELECT set_id FROM report_stale)"
+_EXCEPTIONS = (
+    " AND c.invoice_set_id IN (SELECT set_id FROM report_stale"
+    " UNION ALL SELECT set_id FROM set_paid WHERE last_paid_at >= :until)"
+)
+_KEPT_SELECT = (
+    """
+WITH run AS MATERIALIZED (
+  SELECT x.rs, x.wk, x.paid_at, x.cents, CASE WHEN x.hit THEN 1 END AS touch_id, CASE WHEN x.hit THEN x.t_day END AS t_day,
+    CASE WHEN x.hit THEN x.t_title END AS t_title, CASE WHEN x.hit THEN x.t_method END AS t_method
+  FROM (
+    SELECT s.rule_set_id AS rs, {wk} AS wk, p.paid_at, p.cents, ({p_in}) AS hit, p.t_day, p.t_title, p.t_method
+    FROM set_paid q JOIN invoice_set s ON s.id = q.set_id JOIN payment_touch p ON p.set_id = q.set_id
+    WHERE p.cents > 0 AND {ok} AND {scope}
+  ) x
+),
+outc AS MATERIALIZED (
+  SELECT x.rs, x.wk, x.created_at, x.experiment, x.arm, x.full_at, x.collected, x.f_day, x.f_title,
+    CASE WHEN x.hit THEN x.key_day END AS t_day, CASE WHEN x.hit THEN x.key_title END AS t_title,
+    CASE WHEN x.hit THEN x.key_method END AS t_method
+  FROM (
+    SELECT s.rule_set_id AS rs, {wk} AS wk, s.created_at AS created_at, s.experiment AS experiment, s.arm AS arm,
+      q.full_at, q.collected, q.f_day, q.f_title, ({k_in}) AS hit, q.key_day, q.key_title, q.key_method
+    FROM set_paid q JOIN invoice_set s ON s.id = q.set_id
+    WHERE q.collected > 0 AND {ok} AND {scope}
+  ) x
+)
+"""
+    + _PAID_GROUPS
+    + """
+SELECT 'funnel', o.rs, NULL, o.f_day, o.f_title, NULL, count(*), 0, NULL
+FROM outc o WHERE o.full_at IS NOT NULL
+GROUP BY o.rs, o.f_day, o.f_title
+"""
+)
 
 
 def _sql_bucket(dialect: str, col: str, seconds: int) -> str:
@@ -644,18 +692,28 @@ def _sql_bucket_parser(dialect: str, seconds: int) -> Callable[[Any], datetime]:
     return lambda v: v.replace(tzinfo=UTC)
 
 
-def _paid_sql(sc: _Scope, days: int, mode: str, week_seconds: int | None, paid_seconds: int) -> str:
+def _window_start(dialect: str, paid_at: str, days: int) -> str:
+    """SQL for ``paid_at`` less ``days`` days: the start of the attribution window."""
+    if dialect == "sqlite":  # UTC text with six-digit microseconds: the same text N days earlier
+        return f"datetime({paid_at}, '-{int(days)} days') || substr({paid_at}, 20)"
+    return f"{paid_at} - make_interval(secs => {int(days) * 86400})"  # exact seconds, no DST
+
+
+def _paid_sql(
+    sc: _Scope, days: int, mode: str, week_seconds: int | None, paid_seconds: int, kept: bool | None = None
+) -> str:
+    """The attribution's SQL: computed afresh (``kept`` None: every set; False: only the sets
+    `_EXCEPTIONS` names), or read from what is kept (``kept`` True, last touch only)."""
     sqlite = sc.dialect == "sqlite"
     when = "coalesce(d.sent_at, d.finished_at, d.due_at)"
-    if sqlite:  # UTC text with six-digit microseconds: the same text N days earlier
-        start = f"datetime(g.paid_at, '-{int(days)} days') || substr(g.paid_at, 20)"
+    start = _window_start(sc.dialect, "g.paid_at", days)
+    if sqlite:
         us = (
             "(CAST(strftime('%s', o.full_at) AS INTEGER) - CAST(strftime('%s', o.created_at) AS INTEGER)) * 1000000"
             " + CAST(substr(o.full_at, 21) AS INTEGER) - CAST(substr(o.created_at, 21) AS INTEGER)"
         )
         days_sql = f"group_concat(CASE WHEN o.full_at IS NOT NULL THEN {us} END)"
     else:  # exact seconds, not calendar days (no daylight-saving arithmetic)
-        start = f"g.paid_at - make_interval(secs => {int(days) * 86400})"
         us = "round(extract(epoch FROM (o.full_at - o.created_at)) * 1000000)::bigint"
         days_sql = f"string_agg(CASE WHEN o.full_at IS NOT NULL THEN ({us})::text END, ',')"
     wk = _sql_bucket(sc.dialect, "s.created_at", week_seconds) if week_seconds is not None else "NULL"
@@ -670,7 +728,15 @@ def _paid_sql(sc: _Scope, days: int, mode: str, week_seconds: int | None, paid_s
         "c": "" if sqlite else 'COLLATE "C"',
         "days": days_sql,
         "paid_bucket": _sql_bucket(sc.dialect, "r.paid_at", paid_seconds),
+        "only": "" if kept is None else _EXCEPTIONS,
     }
+    if kept:
+        fmt["ok"] = _KEPT_OK
+        fmt["p_in"] = f"p.touch_at IS NOT NULL AND p.touch_at >= {_window_start(sc.dialect, 'p.paid_at', days)}"
+        fmt["k_in"] = (
+            f"q.key_touch_at IS NOT NULL AND q.key_touch_at >= {_window_start(sc.dialect, 'q.key_paid_at', days)}"
+        )
+        return _KEPT_SELECT.format(**fmt)
     return (_PAID_CTES + _PAID_SELECT).format(**fmt)
 
 
@@ -681,7 +747,8 @@ def paid_facts(conn: Connection, sc: _Scope, days: int, mode: str) -> PaidFacts:
     paid_parse = _sql_bucket_parser(sc.dialect, paid_seconds)
     week_parse = _sql_bucket_parser(sc.dialect, sc.week_seconds or 0)
     weeks: dict[Any, date] = {}
-    sql = text(_paid_sql(sc, days, mode, sc.week_seconds, paid_seconds)).bindparams(*sc.binds())
+    # Last touch: what is kept, plus the few sets it does not cover computed afresh.
+    passes = [True, False] if mode == "last" else [None]
     out = PaidFacts()
 
     def fine(rs_id: int, bucket: Any, day: int | None, title: str | None, method: str | None) -> Fine:
@@ -694,7 +761,14 @@ def paid_facts(conn: Connection, sc: _Scope, days: int, mode: str) -> PaidFacts:
             return (sc.rule_set(rs_id), wk, UNPROMPTED_TOUCH.step, UNPROMPTED_TOUCH.method)
         return (sc.rule_set(rs_id), wk, (day, title or ""), method)
 
-    for kind, rs_id, bucket, day, title, method, a, b, us in conn.execute(sql, sc.params()):
+    rows = (
+        row
+        for kept in passes
+        for row in conn.execute(
+            text(_paid_sql(sc, days, mode, sc.week_seconds, paid_seconds, kept)).bindparams(*sc.binds()), sc.params()
+        )
+    )
+    for kind, rs_id, bucket, day, title, method, a, b, us in rows:
         if kind == "pay":
             acc = out.facts.get(k := fine(rs_id, bucket, day, title, method)) or out.facts.setdefault(k, Acc())
             acc.collected += int(a)
@@ -709,11 +783,14 @@ def paid_facts(conn: Connection, sc: _Scope, days: int, mode: str) -> PaidFacts:
             wk = week_of(paid_parse(bucket), sc.tz)
             out.weekly[wk] = out.weekly.get(wk, 0) + int(a)
         elif kind == "arm":
-            out.arms[(title, method)] = [int(a), int(b)]
+            arm = out.arms.setdefault((title, method), [0, 0])
+            arm[0] += int(a)
+            arm[1] += int(b)
         else:
             rs = sc.rule_set(rs_id)
             step = None if day is None else (day, title)
-            out.paid_after.setdefault(rs, {})[step] = int(a)
+            after = out.paid_after.setdefault(rs, {})
+            after[step] = after.get(step, 0) + int(a)
     return out
 
 
