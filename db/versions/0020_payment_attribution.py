@@ -20,6 +20,15 @@ depends_on: str | Sequence[str] | None = None
 # What the tables hold and why: outreach_cli/store/attribution.py. The triggers only mark a set
 # stale (a primary-key insert, or a probe of set_paid for a send of a set without payments), in
 # the writing transaction, whoever writes; `attribution.refresh` recomputes the stale sets.
+# What the kept rows take from their set: its owed (the completing payment), and what the report
+# filters and groups by.
+SET_COLUMNS = "owed_cents, rule_set_id, created_at, status, experiment, arm"
+
+
+def _changed(op_: str) -> str:
+    return " OR ".join(f"OLD.{c} {op_} NEW.{c}" for c in SET_COLUMNS.split(", "))
+
+
 SEND_COLUMNS = "invoice_set_id, step_index, step_day, step_title, method, status, sent_at, finished_at, due_at"
 
 
@@ -58,8 +67,8 @@ SQLITE_TRIGGERS = (
     f"""CREATE TRIGGER attribution_charge_delete AFTER DELETE ON charge
     WHEN EXISTS (SELECT 1 FROM payment_allocation WHERE charge_pk = OLD.id)
     BEGIN {_sqlite_mark("OLD.invoice_set_id")} END""",
-    f"""CREATE TRIGGER attribution_set_owed AFTER UPDATE OF owed_cents ON invoice_set
-    WHEN OLD.owed_cents IS NOT NEW.owed_cents
+    f"""CREATE TRIGGER attribution_set_facts AFTER UPDATE OF {SET_COLUMNS} ON invoice_set
+    WHEN {_changed("IS NOT")}
     BEGIN {_sqlite_mark_paid("NEW.id")} END""",
     f"""CREATE TRIGGER attribution_send_insert AFTER INSERT ON send
     BEGIN {_sqlite_mark_paid("NEW.invoice_set_id")} END""",
@@ -102,7 +111,7 @@ BEGIN
     RETURN NULL;
 END
 $$ LANGUAGE plpgsql""",
-    f"""CREATE FUNCTION attribution_set_owed() RETURNS trigger AS $$
+    f"""CREATE FUNCTION attribution_set_facts() RETURNS trigger AS $$
 BEGIN
     {_PG_MARK_PAID.format(x="NEW.id")}
     RETURN NULL;
@@ -126,8 +135,8 @@ PG_TRIGGERS = (
     EXECUTE FUNCTION attribution_charge()""",
     """CREATE TRIGGER attribution_charge_delete AFTER DELETE ON charge
     FOR EACH ROW EXECUTE FUNCTION attribution_charge()""",
-    """CREATE TRIGGER attribution_set_owed AFTER UPDATE OF owed_cents ON invoice_set
-    FOR EACH ROW WHEN (OLD.owed_cents IS DISTINCT FROM NEW.owed_cents) EXECUTE FUNCTION attribution_set_owed()""",
+    f"""CREATE TRIGGER attribution_set_facts AFTER UPDATE OF {SET_COLUMNS} ON invoice_set
+    FOR EACH ROW WHEN ({_changed("IS DISTINCT FROM")}) EXECUTE FUNCTION attribution_set_facts()""",
     f"""CREATE TRIGGER attribution_send AFTER INSERT OR UPDATE OF {SEND_COLUMNS} OR DELETE ON send
     FOR EACH ROW EXECUTE FUNCTION attribution_send()""",
 )
@@ -136,13 +145,22 @@ PG_NAMES = [
     ("attribution_payment", "payment"),
     ("attribution_charge_move", "charge"),
     ("attribution_charge_delete", "charge"),
-    ("attribution_set_owed", "invoice_set"),
+    ("attribution_set_facts", "invoice_set"),
     ("attribution_send", "send"),
 ]
 
 
 def _time() -> sa.DateTime:
     return sa.DateTime(timezone=True)
+
+
+def _set_facts() -> list[sa.Column[object]]:
+    """The set's facts on a kept row, equal to the set's (a change marks it for recomputing)."""
+    return [
+        sa.Column("rule_set_id", sa.Integer(), nullable=False),
+        sa.Column("created_at", _time(), nullable=False),
+        sa.Column("status", sa.String(), nullable=False),
+    ]
 
 
 def upgrade() -> None:
@@ -152,10 +170,13 @@ def upgrade() -> None:
         sa.Column("pay_id", sa.String(), nullable=False),
         sa.Column("paid_at", _time(), nullable=False),
         sa.Column("cents", sa.BigInteger(), nullable=False),
-        sa.Column("touch_at", _time(), nullable=True),
+        sa.Column("touch_age_us", sa.BigInteger(), nullable=True),
         sa.Column("t_day", sa.Integer(), nullable=True),
         sa.Column("t_title", sa.String(), nullable=True),
         sa.Column("t_method", sa.String(), nullable=True),
+        *_set_facts(),
+        sa.Column("refunded", sa.Integer(), nullable=False),
+        sa.Column("last_paid_at", _time(), nullable=False),
         sa.PrimaryKeyConstraint("set_id", "pay_id"),
     )
     op.create_table(
@@ -165,13 +186,16 @@ def upgrade() -> None:
         sa.Column("refunded", sa.Integer(), nullable=False),
         sa.Column("collected", sa.BigInteger(), nullable=False),
         sa.Column("full_at", _time(), nullable=True),
-        sa.Column("key_paid_at", _time(), nullable=True),
-        sa.Column("key_touch_at", _time(), nullable=True),
+        sa.Column("days_us", sa.BigInteger(), nullable=True),
+        sa.Column("key_age_us", sa.BigInteger(), nullable=True),
         sa.Column("key_day", sa.Integer(), nullable=True),
         sa.Column("key_title", sa.String(), nullable=True),
         sa.Column("key_method", sa.String(), nullable=True),
         sa.Column("f_day", sa.Integer(), nullable=True),
         sa.Column("f_title", sa.String(), nullable=True),
+        *_set_facts(),
+        sa.Column("experiment", sa.String(), nullable=True),
+        sa.Column("arm", sa.String(), nullable=True),
         sa.PrimaryKeyConstraint("set_id"),
     )
     op.create_index("ix_set_paid_last", "set_paid", ["last_paid_at"])
@@ -190,13 +214,16 @@ def upgrade() -> None:
 
     attribution.mark_all(conn)
     attribution.refresh(conn)
+    if conn.dialect.name == "sqlite":
+        op.execute("ANALYZE payment_touch")
+        op.execute("ANALYZE set_paid")
 
 
 def downgrade() -> None:
     if op.get_bind().dialect.name == "postgresql":
         for name, table in PG_NAMES:
             op.execute(f"DROP TRIGGER {name} ON {table}")
-        for fn in ("attribution_allocation", "attribution_payment", "attribution_charge", "attribution_set_owed"):
+        for fn in ("attribution_allocation", "attribution_payment", "attribution_charge", "attribution_set_facts"):
             op.execute(f"DROP FUNCTION {fn}()")
         op.execute("DROP FUNCTION attribution_send()")
     else:

@@ -31,10 +31,15 @@ from sqlalchemy import Connection, text
 WHEN = "coalesce({a}.sent_at, {a}.finished_at, {a}.due_at)"
 REACHED_SQL = "('sent', 'delivered', 'failed', 'unknown', 'skipped')"
 
-# (set, payment) groups of the stale sets, with the last delivered send at or before each.
+# (set, payment) groups of the stale sets, with the last delivered send at or before each and its
+# age at the payment (microseconds), and the set's facts the report filters and groups by.
 _TOUCH_SQL = """
-INSERT INTO payment_touch (set_id, pay_id, paid_at, cents, touch_at, t_day, t_title, t_method)
-SELECT g.set_id, g.pay_id, g.paid_at, g.cents, {when_t}, t.step_day, t.step_title, t.method
+INSERT INTO payment_touch (set_id, pay_id, paid_at, cents, touch_age_us, t_day, t_title, t_method,
+  rule_set_id, created_at, status, refunded, last_paid_at)
+SELECT g.set_id, g.pay_id, g.paid_at, g.cents, {age}, t.step_day, t.step_title, t.method,
+  s.rule_set_id, s.created_at, s.status,
+  max(CASE WHEN g.cents < 0 THEN 1 ELSE 0 END) OVER (PARTITION BY g.set_id),
+  max(g.paid_at) OVER (PARTITION BY g.set_id)
 FROM (
   SELECT g0.*, (
     SELECT d.id FROM send d
@@ -46,14 +51,14 @@ FROM (
     WHERE c.invoice_set_id {ids}
     GROUP BY c.invoice_set_id, p.payment_id, p.paid_at
   ) g0
-) g LEFT JOIN send t ON t.id = g.touch_id
+) g JOIN invoice_set s ON s.id = g.set_id LEFT JOIN send t ON t.id = g.touch_id
 """
 
 # Each stale set's outcome, from its payment_touch rows: the running total of its positive
 # payments in time order (ties by payment ID) reaching the owed completes it.
 _SET_SQL = """
 WITH run AS (
-  SELECT p.set_id, p.paid_at, p.cents, p.touch_at, p.t_day, p.t_title, p.t_method,
+  SELECT p.set_id, p.paid_at, p.cents, p.touch_age_us, p.t_day, p.t_title, p.t_method,
     sum(p.cents) OVER w AS cum, row_number() OVER w AS n
   FROM payment_touch p WHERE p.set_id {ids} AND p.cents > 0
   WINDOW w AS (PARTITION BY p.set_id ORDER BY p.paid_at, p.pay_id {c} ROWS UNBOUNDED PRECEDING)
@@ -65,7 +70,7 @@ s1 AS (
 ),
 k AS (
   SELECT s1.set_id, s1.collected, CASE WHEN s1.full_n IS NOT NULL THEN r.paid_at END AS full_at,
-    r.paid_at AS key_paid_at, r.touch_at, r.t_day, r.t_title, r.t_method
+    r.touch_age_us, r.t_day, r.t_title, r.t_method
   FROM s1 JOIN run r ON r.set_id = s1.set_id AND r.n = coalesce(s1.full_n, s1.last_n)
 ),
 f AS (
@@ -80,20 +85,33 @@ a AS (
   SELECT set_id, max(paid_at) AS last_paid_at, max(CASE WHEN cents < 0 THEN 1 ELSE 0 END) AS refunded
   FROM payment_touch WHERE set_id {ids} GROUP BY set_id
 )
-INSERT INTO set_paid (set_id, last_paid_at, refunded, collected, full_at, key_paid_at, key_touch_at,
-  key_day, key_title, key_method, f_day, f_title)
-SELECT a.set_id, a.last_paid_at, a.refunded, coalesce(k.collected, 0), k.full_at, k.key_paid_at, k.touch_at,
-  k.t_day, k.t_title, k.t_method, ft.step_day, ft.step_title
-FROM a LEFT JOIN k ON k.set_id = a.set_id LEFT JOIN f ON f.set_id = a.set_id LEFT JOIN send ft ON ft.id = f.last_id
+INSERT INTO set_paid (set_id, last_paid_at, refunded, collected, full_at, days_us, key_age_us,
+  key_day, key_title, key_method, f_day, f_title, rule_set_id, created_at, status, experiment, arm)
+SELECT a.set_id, a.last_paid_at, a.refunded, coalesce(k.collected, 0), k.full_at, {days_us}, k.touch_age_us,
+  k.t_day, k.t_title, k.t_method, ft.step_day, ft.step_title, s.rule_set_id, s.created_at, s.status,
+  s.experiment, s.arm
+FROM a JOIN invoice_set s ON s.id = a.set_id LEFT JOIN k ON k.set_id = a.set_id LEFT JOIN f ON f.set_id = a.set_id
+  LEFT JOIN send ft ON ft.id = f.last_id
 """
+
+
+def age_us(dialect: str, later: str, earlier: str) -> str:
+    """SQL for ``later - earlier`` in whole microseconds (NULL when either is)."""
+    if dialect == "sqlite":  # UTC text 'YYYY-MM-DD HH:MM:SS.ffffff'
+        return (
+            f"(CAST(strftime('%s', {later}) AS INTEGER) - CAST(strftime('%s', {earlier}) AS INTEGER)) * 1000000"
+            f" + CAST(substr({later}, 21) AS INTEGER) - CAST(substr({earlier}, 21) AS INTEGER)"
+        )
+    return f"round(extract(epoch FROM ({later} - {earlier})) * 1000000)::bigint"
 
 
 def _fmt(sql: str, dialect: str, ids: str) -> str:
     return sql.format(
         ids=ids,
+        age=age_us(dialect, "g.paid_at", WHEN.format(a="t")),
+        days_us=age_us(dialect, "k.full_at", "s.created_at"),
         c="" if dialect == "sqlite" else 'COLLATE "C"',
         when_d=WHEN.format(a="d"),
-        when_t=WHEN.format(a="t"),
         reached=REACHED_SQL,
     )
 

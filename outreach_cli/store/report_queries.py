@@ -636,9 +636,12 @@ GROUP BY f.rs, t.step_day, t.step_title
 # Last touch from what is kept at write time (store/attribution.py, migration 0020): the same
 # figures as `_PAID_CTES` + `_PAID_SELECT` for the sets whose payments all precede --until, with no
 # refund, not marked stale; the rest (`_EXCEPTIONS`) go through those, restricted to them. The
-# window is applied here: a stored touch (the set's last delivered send at or before the payment)
-# outside it means none inside it.
-_KEPT_OK = "q.refunded = 0 AND q.last_paid_at < :until AND q.set_id NOT IN (SELECT set_id FROM report_stale)"
+# window is applied here: a kept touch (the set's last delivered send at or before the payment)
+# older than the window means none inside it. Each kept row carries its set's facts: one pass
+# over each table, no join.
+_KEPT_OK = (
+    "{a}.refunded = 0 AND {plus}{a}.last_paid_at < :until AND {a}.set_id NOT IN (SELECT set_id FROM report_stale)"
+)
 _EXCEPTIONS = (
     " AND c.invoice_set_id IN (SELECT set_id FROM report_stale"
     " UNION ALL SELECT set_id FROM set_paid WHERE last_paid_at >= :until)"
@@ -646,24 +649,18 @@ _EXCEPTIONS = (
 _KEPT_SELECT = (
     """
 WITH run AS MATERIALIZED (
-  SELECT x.rs, x.wk, x.paid_at, x.cents, CASE WHEN x.hit THEN 1 END AS touch_id, CASE WHEN x.hit THEN x.t_day END AS t_day,
-    CASE WHEN x.hit THEN x.t_title END AS t_title, CASE WHEN x.hit THEN x.t_method END AS t_method
-  FROM (
-    SELECT s.rule_set_id AS rs, {wk} AS wk, p.paid_at, p.cents, ({p_in}) AS hit, p.t_day, p.t_title, p.t_method
-    FROM set_paid q JOIN invoice_set s ON s.id = q.set_id JOIN payment_touch p ON p.set_id = q.set_id
-    WHERE p.cents > 0 AND {ok} AND {scope}
-  ) x
+  SELECT p.rule_set_id AS rs, {wk_p} AS wk, p.paid_at, p.cents, CASE WHEN {p_in} THEN 1 END AS touch_id,
+    CASE WHEN {p_in} THEN p.t_day END AS t_day, CASE WHEN {p_in} THEN p.t_title END AS t_title,
+    CASE WHEN {p_in} THEN p.t_method END AS t_method
+  FROM payment_touch p
+  WHERE p.cents > 0 AND {ok_p} AND {scope_p}
 ),
 outc AS MATERIALIZED (
-  SELECT x.rs, x.wk, x.created_at, x.experiment, x.arm, x.full_at, x.collected, x.f_day, x.f_title,
-    CASE WHEN x.hit THEN x.key_day END AS t_day, CASE WHEN x.hit THEN x.key_title END AS t_title,
-    CASE WHEN x.hit THEN x.key_method END AS t_method
-  FROM (
-    SELECT s.rule_set_id AS rs, {wk} AS wk, s.created_at AS created_at, s.experiment AS experiment, s.arm AS arm,
-      q.full_at, q.collected, q.f_day, q.f_title, ({k_in}) AS hit, q.key_day, q.key_title, q.key_method
-    FROM set_paid q JOIN invoice_set s ON s.id = q.set_id
-    WHERE q.collected > 0 AND {ok} AND {scope}
-  ) x
+  SELECT q.rule_set_id AS rs, {wk_q} AS wk, q.experiment, q.arm, q.full_at, q.days_us, q.collected,
+    q.f_day, q.f_title, CASE WHEN {k_in} THEN q.key_day END AS t_day,
+    CASE WHEN {k_in} THEN q.key_title END AS t_title, CASE WHEN {k_in} THEN q.key_method END AS t_method
+  FROM set_paid q
+  WHERE q.collected > 0 AND {ok_q} AND {scope_q}
 )
 """
     + _PAID_GROUPS
@@ -731,11 +728,16 @@ def _paid_sql(
         "only": "" if kept is None else _EXCEPTIONS,
     }
     if kept:
-        fmt["ok"] = _KEPT_OK
-        fmt["p_in"] = f"p.touch_at IS NOT NULL AND p.touch_at >= {_window_start(sc.dialect, 'p.paid_at', days)}"
-        fmt["k_in"] = (
-            f"q.key_touch_at IS NOT NULL AND q.key_touch_at >= {_window_start(sc.dialect, 'q.key_paid_at', days)}"
-        )
+        window = int(days) * 86400 * 10**6
+        for a in "pq":
+            fmt[f"ok_{a}"] = _KEPT_OK.format(a=a, plus="+" if sqlite else "")  # SQLite: a scan
+            fmt[f"scope_{a}"] = sc.sql(a)
+            fmt[f"wk_{a}"] = wk.replace("s.created_at", f"{a}.created_at")
+        fmt["p_in"] = f"p.touch_age_us <= {window}"
+        fmt["k_in"] = f"q.key_age_us <= {window}"
+        fmt["days"] = (
+            "group_concat(o.days_us)" if sqlite else "string_agg(CAST(o.days_us AS text), ',')"
+        )  # NULL unless paid in full
         return _KEPT_SELECT.format(**fmt)
     return (_PAID_CTES + _PAID_SELECT).format(**fmt)
 
