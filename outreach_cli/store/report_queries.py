@@ -65,8 +65,10 @@ from outreach_cli.store.models import (
     event_t,
     invoice_set_t,
     payment_t,
+    report_stale_t,
     rule_set_t,
     send_t,
+    set_paid_t,
 )
 
 
@@ -499,7 +501,10 @@ def _rows_of_exceptions(
     """The rows of the sets in scope with a refund (their payments: `report._net_payments`) or an
     opt-out before --until (their sends: attributed per channel): few next to the sets."""
     tcol, parse = _time_reader(conn)
-    grp = _payment_groups(tcol, and_(payment_t.c.paid_at < sc.until, charge_t.c.invoice_set_id.is_not(None))).cte("grp")
+    # Only the sets the kept attribution says have a refund, or has not recomputed yet, can have
+    # one (store/attribution.py): their payments alone are grouped, not every payment's.
+    maybe = select(set_paid_t.c.set_id).where(set_paid_t.c.refunded == 1).union_all(select(report_stale_t.c.set_id))
+    grp = _payment_groups(tcol, and_(payment_t.c.paid_at < sc.until, charge_t.c.invoice_set_id.in_(maybe))).cte("grp")
     refunded = select(grp.c.set_id).where(grp.c.cents < 0)
     pay_rows = [
         PaymentRow(int(sid), pid, parse(paid_at), int(cents))

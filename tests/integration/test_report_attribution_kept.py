@@ -159,6 +159,16 @@ def test_kept_attribution_equals_a_fresh_one_through_every_write(cli: Cli, tmp_p
         assert a_pk
     assert _check(store) == 5
     _same_report(store, T0 + timedelta(days=11))
+    # The set's facts the kept rows carry: its rule set (the CLI), its status, creation and arm.
+    cli.ok("act", "change-ruleset", str(sets["C"]), "--rule-set", "gentle", "--yes", now=z(T0 + timedelta(days=10)))
+    with store.write() as conn:
+        conn.execute(
+            update(invoice_set_t)
+            .where(invoice_set_t.c.id == sets["E"])
+            .values(status="written-off", created_at=T0 - timedelta(days=1), experiment="x", arm="b")
+        )
+    assert _check(store) == 5
+    _same_report(store, T0 + timedelta(days=11))
     # Plain SQL through the store: a payment's time moved, a charge moved to another set, a send
     # moved, one deleted, one written by hand.
     with store.write() as conn:
