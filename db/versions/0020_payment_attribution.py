@@ -20,6 +20,7 @@ depends_on: str | Sequence[str] | None = None
 # What the tables hold and why: outreach_cli/store/attribution.py. The triggers only mark a set
 # stale (a primary-key insert, or a probe of set_paid for a send of a set without payments), in
 # the writing transaction, whoever writes; `attribution.refresh` recomputes the stale sets.
+
 # What the kept rows take from their set: its owed (the completing payment), and what the report
 # filters and groups by.
 SET_COLUMNS = "owed_cents, rule_set_id, created_at, status, experiment, arm"
@@ -32,8 +33,8 @@ def _changed(op_: str) -> str:
 SEND_COLUMNS = "invoice_set_id, step_index, step_day, step_title, method, status, sent_at, finished_at, due_at"
 
 
-def _sqlite_mark(expr: str, where: str = "") -> str:
-    return f"INSERT OR IGNORE INTO report_stale (set_id) SELECT {expr} WHERE {expr} IS NOT NULL{where};"
+def _sqlite_mark(expr: str) -> str:
+    return f"INSERT OR IGNORE INTO report_stale (set_id) SELECT {expr} WHERE {expr} IS NOT NULL;"
 
 
 def _sqlite_mark_paid(expr: str) -> str:

@@ -4,24 +4,28 @@ Two tables hold what the report's attribution would compute, for every set with 
 
 - ``payment_touch``: one row per (set, payment), the payment's allocations to the set's charges
   summed (``cents``, negative for a refund), and the set's *last delivered send at or before the
-  payment*, whatever its age (``touch_at`` and its step and method). The report applies its
-  window (``report.attribution_days``) when it reads: the last delivered send within the window
-  is that send when it is inside the window, and there is none when it is not (every other
-  candidate is older still). So the stored touch serves any number of days.
+  payment*, whatever its age (its step and method, and ``touch_age_us``: the payment's time less
+  the send's, in microseconds). The report applies its window (``report.attribution_days``) when
+  it reads: the last delivered send within the window is that send when it is inside the window,
+  and there is none when it is not (every other candidate is older still). So the kept touch
+  serves any number of days.
 - ``set_paid``: one row per set with payments: the latest payment time and whether any payment
   is a refund (the report reads only the sets whose payments all fall before ``--until``, with no
   refund: any other goes the way it did before), what the positive payments come to, the one that
-  completed the owed (``full_at``), the payment the set is credited at (the completing one, else
-  the last) with its touch, and for the funnel the last step reached at or before ``full_at``.
+  completed the owed (``full_at``, and ``days_us`` from the set's creation), the touch of the
+  payment the set is credited at (the completing one, else the last), and for the funnel the last
+  step reached at or before ``full_at``.
 
-They are recomputed per set: triggers (both databases) mark a set stale (``report_stale``) in the
-writing transaction whenever anything they depend on changes (an allocation written, moved or
-deleted; a payment's time or ID; a charge moved or deleted; the set's owed; a send of a set with
-payments written, changed in status, time, step, method or set, or deleted: a delivery receipt
-that arrives after the payment for a send attempted before it included), and `refresh` recomputes
-the stale sets in the same transaction (`Store.write` calls it at the end of every write). The
-report reads any set still stale the way it did before (computed afresh), so the figures never
-depend on a refresh having happened: only the speed does.
+Both carry the set's rule set, creation time and status (``set_paid`` also its A/B arm), so the
+report filters and groups them without a join. They are recomputed per set: triggers (both
+databases) mark a set stale (``report_stale``) in the writing transaction whenever anything they
+depend on changes (an allocation written, moved or deleted; a payment's time or ID; a charge with
+allocations moved or deleted; the set's owed, rule set, creation time, status or arm; a send of a
+set with payments written, changed in status, time, step, method or set, or deleted: a delivery
+receipt that arrives after the payment for a send attempted before it included), and `refresh`
+recomputes the stale sets in the same transaction (`Store.write` calls it at the end of every
+write). The report reads any set still stale the way it did before (computed afresh), so the
+figures never depend on a refresh having happened: only the speed does.
 """
 
 from __future__ import annotations
