@@ -37,6 +37,13 @@ def ensure_payments(db: Path) -> int:
             return int(con.execute("SELECT count(DISTINCT c.invoice_set_id) FROM payment_allocation a"
                                    " JOIN charge c ON c.id = a.charge_pk").fetchone()[0])  # fmt: skip
         n = add_payments(con)
+        con.commit()
+        # Written beside the store: its next write recomputes the attribution kept for the report
+        # (store/attribution.py), as the first command after them would.
+        from outreach_cli.store.database import Store
+
+        with Store(f"sqlite:///{db}").write():
+            pass
         con.execute("ANALYZE")
         con.commit()
         return n
@@ -83,8 +90,9 @@ def raw_sql(db: Path) -> str:
     out = ["PRAGMA mmap_size = 4294967296;"]
     for q in queries:
         out.append(str(q.compile(dialect=sqlite.dialect(), compile_kwargs={"literal_binds": True})) + ";")
-    paid = rq._paid_sql(sc, 7, "last", None, 3600)
-    out.append(paid.replace(":since", since).replace(":until", until) + ";")
+    for kept in (True, False):  # last touch: what is kept, then the sets it does not cover afresh
+        paid = rq._paid_sql(sc, 7, "last", None, 3600, kept)
+        out.append(paid.replace(":since", since).replace(":until", until) + ";")
     return "\n".join(out)
 
 

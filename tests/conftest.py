@@ -96,13 +96,13 @@ def _pg_conn() -> Any:
         conn = psycopg.connect(_pg_schema_url(), connect_timeout=5)
         schema = _pg_state["schema"]
         rows = conn.execute(
-            "SELECT table_name, pg_get_serial_sequence(quote_ident(table_name), column_name) "
+            "SELECT table_name, column_name, pg_get_serial_sequence(quote_ident(table_name), column_name) "
             "FROM information_schema.columns WHERE table_schema = %s AND column_default LIKE 'nextval%%'",
             (schema,),
         ).fetchall()
         (superuser,) = conn.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user").fetchone() or (False,)
         conn.rollback()
-        _pg_state["serials"] = sorted((str(t), str(q)) for t, q in rows)
+        _pg_state["serials"] = sorted((str(t), str(c), str(q)) for t, c, q in rows)
         _pg_state["superuser"] = bool(superuser)
         _pg_state["conn"] = conn
     return _pg_state["conn"]
@@ -126,7 +126,8 @@ def _reset_pg(url: str, *, snapshot: str | None = None) -> None:
     if snapshot:
         sql += [f'INSERT INTO "{t}" SELECT * FROM "{schema}_{snapshot}"."{t}"' for t in tables]
     setvals = ", ".join(
-        f"setval('{seq}', COALESCE((SELECT max(id) FROM \"{t}\"), 0) + 1, false)" for t, seq in _pg_state["serials"]
+        f'setval(\'{seq}\', COALESCE((SELECT max("{c}") FROM "{t}"), 0) + 1, false)'
+        for t, c, seq in _pg_state["serials"]
     )
     sql.append(f"SELECT {setvals}")
     with conn.transaction():

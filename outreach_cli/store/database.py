@@ -207,6 +207,7 @@ class Store:
         self.readonly = check_sqlite_file(path, create=create) if path else False
         self.engine = make_engine(url, readonly=self.readonly, on_lock_wait=on_lock_wait)
         self.dialect = self.engine.dialect.name
+        self._kept_attribution: bool | None = None  # has the schema the tables of migration 0020?
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
@@ -225,8 +226,24 @@ class Store:
                 conn = conn.execution_options(immediate=True)
                 with conn.begin():
                     yield conn
+                    self._refresh_attribution(conn)
         except DatabaseError as exc:
             raise _translate(exc, self.url) from exc
+
+    def _refresh_attribution(self, conn: Connection) -> None:
+        """Recompute the report's stored attribution of the sets this transaction marked stale
+        (store/attribution.py), before it commits."""
+        if self._kept_attribution is None:
+            probe = (
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'report_stale'"
+                if self.dialect == "sqlite"
+                else "SELECT to_regclass('report_stale')"
+            )
+            self._kept_attribution = conn.exec_driver_sql(probe).scalar() is not None
+        if self._kept_attribution:
+            from outreach_cli.store import attribution
+
+            attribution.refresh(conn)
 
     def current_revision(self) -> str | None:
         try:
@@ -270,6 +287,7 @@ class Store:
                 conn.commit()
         except DatabaseError as exc:
             raise _translate(exc, self.url) from exc
+        self._kept_attribution = None
         return before, SCHEMA_HEAD
 
     # --- meta values (the generated secret) -------------------------------------------------

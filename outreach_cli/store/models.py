@@ -281,6 +281,52 @@ send_t = Table(
     UniqueConstraint("invoice_set_id", "schedule_gen", "step_index", "method", name="uq_send_step_method"),
 )
 
+# The report's last-touch attribution kept at write time (migration 0020; store/attribution.py):
+# per (set, payment) the summed allocations and the set's last delivered send at or before it;
+# per set its outcome; the sets whose rows triggers marked for recomputing.
+payment_touch_t = Table(
+    "payment_touch",
+    metadata,
+    Column("set_id", Integer, primary_key=True),
+    Column("pay_id", String, primary_key=True),
+    Column("paid_at", UTCDateTime(), nullable=False),
+    Column("cents", BigInteger, nullable=False),
+    Column("touch_age_us", BigInteger, nullable=True),  # the payment's time less the send's
+    Column("t_day", Integer, nullable=True),
+    Column("t_title", String, nullable=True),
+    Column("t_method", String, nullable=True),
+    Column("rule_set_id", Integer, nullable=False),  # the set's
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("status", String, nullable=False),
+    Column("refunded", Integer, nullable=False),  # the set's: any payment of it a refund
+    Column("last_paid_at", UTCDateTime(), nullable=False),  # the set's latest payment
+)
+
+set_paid_t = Table(
+    "set_paid",
+    metadata,
+    Column("set_id", Integer, primary_key=True),
+    Column("last_paid_at", UTCDateTime(), nullable=False),
+    Column("refunded", Integer, nullable=False),
+    Column("collected", BigInteger, nullable=False),
+    Column("full_at", UTCDateTime(), nullable=True),  # the payment that completed the owed
+    Column("days_us", BigInteger, nullable=True),  # full_at less the set's creation
+    Column("key_age_us", BigInteger, nullable=True),  # the credited payment's touch's age
+    Column("key_day", Integer, nullable=True),
+    Column("key_title", String, nullable=True),
+    Column("key_method", String, nullable=True),
+    Column("f_day", Integer, nullable=True),  # the funnel: the last step reached by full_at
+    Column("f_title", String, nullable=True),
+    Column("rule_set_id", Integer, nullable=False),  # the set's
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("status", String, nullable=False),
+    Column("experiment", String, nullable=True),
+    Column("arm", String, nullable=True),
+    Index("ix_set_paid_last", "last_paid_at"),  # the sets paid on or after --until
+)
+
+report_stale_t = Table("report_stale", metadata, Column("set_id", Integer, primary_key=True))
+
 # Replies already applied (by provider message ID), so reading them again changes nothing.
 inbound_t = Table(
     "inbound_message",

@@ -58,6 +58,7 @@ from outreach_cli.domain.report import (
     week_of,
 )
 from outreach_cli.domain.statuses import ChargeStatus, SendStatus
+from outreach_cli.store.attribution import REACHED_SQL
 from outreach_cli.store.loaded_rulesets import RuleSets
 from outreach_cli.store.models import (
     UTCDateTime,
@@ -66,8 +67,10 @@ from outreach_cli.store.models import (
     event_t,
     invoice_set_t,
     payment_t,
+    report_stale_t,
     rule_set_t,
     send_t,
+    set_paid_t,
 )
 
 
@@ -504,7 +507,10 @@ def _rows_of_exceptions(
     """The rows of the sets in scope with a refund (their payments: `report._net_payments`) or an
     opt-out before --until (their sends: attributed per channel): few next to the sets."""
     tcol, parse = _time_reader(conn)
-    grp = _payment_groups(tcol, and_(payment_t.c.paid_at < sc.until, charge_t.c.invoice_set_id.is_not(None))).cte("grp")
+    # Only the sets the kept attribution says have a refund, or has not recomputed yet, can have
+    # one (store/attribution.py): their payments alone are grouped, not every payment's.
+    maybe = select(set_paid_t.c.set_id).where(set_paid_t.c.refunded == 1).union_all(select(report_stale_t.c.set_id))
+    grp = _payment_groups(tcol, and_(payment_t.c.paid_at < sc.until, charge_t.c.invoice_set_id.in_(maybe))).cte("grp")
     refunded = select(grp.c.set_id).where(grp.c.cents < 0)
     pay_rows = [
         PaymentRow(int(set_id), pid, parse(paid_at), int(cents))
@@ -561,16 +567,13 @@ def _sets_and_sends(conn: Connection, sc: _Scope, candidates: list[int]) -> tupl
 # the payment that completed it (the running total reached the owed), else its last. The sets
 # with a refund keep the row-by-row path (`report._net_payments`), as refunds are rare.
 # The statuses of `REACHED` as SQL text, in a fixed order.
-_REACHED_SQL = ", ".join(
-    f"'{s.value}'"
-    for s in (SendStatus.SENT, SendStatus.DELIVERED, SendStatus.FAILED, SendStatus.UNKNOWN, SendStatus.SKIPPED)
-)
+_REACHED_SQL = REACHED_SQL
 
 _PAID_CTES = """
 WITH grp AS (
   SELECT c.invoice_set_id AS set_id, p.payment_id AS pay_id, p.paid_at AS paid_at, sum(a.amount_cents) AS cents
   FROM payment p JOIN payment_allocation a ON a.payment_pk = p.id JOIN charge c ON c.id = a.charge_pk
-  WHERE p.paid_at < :until AND c.invoice_set_id IS NOT NULL
+  WHERE p.paid_at < :until AND c.invoice_set_id IS NOT NULL{only}
   GROUP BY c.invoice_set_id, p.payment_id, p.paid_at
 ),
 pay0 AS (
@@ -608,8 +611,9 @@ outc AS MATERIALIZED (
   FROM s2 JOIN run k ON k.set_id = s2.set_id AND k.n = s2.key_n
 )
 """
-# What the report needs of them, at the finest grouping, in one statement (kind, key..., figures).
-_PAID_SELECT = """
+# What the report needs of them, at the finest grouping, in one statement (kind, key..., figures):
+# from `run` (one row per payment) and `outc` (one per set), then the funnel.
+_PAID_GROUPS = """
 SELECT 'pay', r.rs, r.wk, r.t_day, r.t_title, r.t_method, sum(r.cents),
   sum(CASE WHEN r.touch_id IS NULL THEN r.cents ELSE 0 END), NULL
 FROM run r
@@ -624,6 +628,10 @@ UNION ALL
 SELECT 'arm', NULL, NULL, NULL, o.experiment, o.arm, count(o.full_at), sum(o.collected), NULL
 FROM outc o WHERE o.experiment <> '' AND o.arm <> '' GROUP BY o.experiment, o.arm
 UNION ALL
+"""
+_PAID_SELECT = (
+    _PAID_GROUPS
+    + """
 SELECT 'funnel', f.rs, NULL, t.step_day, t.step_title, NULL, count(*), 0, NULL
 FROM (
   SELECT o.rs, (
@@ -636,6 +644,46 @@ FROM (
 ) f LEFT JOIN send t ON t.id = f.last_id
 GROUP BY f.rs, t.step_day, t.step_title
 """
+)
+
+
+# Last touch from what is kept at write time (store/attribution.py, migration 0020): the same
+# figures as `_PAID_CTES` + `_PAID_SELECT` for the sets whose payments all precede --until, with no
+# refund, not marked stale; the rest (`_EXCEPTIONS`) go through those, restricted to them. The
+# window is applied here: a kept touch (the set's last delivered send at or before the payment)
+# older than the window means none inside it. Each kept row carries its set's facts: one pass
+# over each table, no join.
+_KEPT_OK = (
+    "{a}.refunded = 0 AND {plus}{a}.last_paid_at < :until AND {a}.set_id NOT IN (SELECT set_id FROM report_stale)"
+)
+_EXCEPTIONS = (
+    " AND c.invoice_set_id IN (SELECT set_id FROM report_stale"
+    " UNION ALL SELECT set_id FROM set_paid WHERE last_paid_at >= :until)"
+)
+_KEPT_SELECT = (
+    """
+WITH run AS MATERIALIZED (
+  SELECT p.rule_set_id AS rs, {wk_p} AS wk, p.paid_at, p.cents, CASE WHEN {p_in} THEN 1 END AS touch_id,
+    CASE WHEN {p_in} THEN p.t_day END AS t_day, CASE WHEN {p_in} THEN p.t_title END AS t_title,
+    CASE WHEN {p_in} THEN p.t_method END AS t_method
+  FROM payment_touch p
+  WHERE p.cents > 0 AND {ok_p} AND {scope_p}
+),
+outc AS MATERIALIZED (
+  SELECT q.rule_set_id AS rs, {wk_q} AS wk, q.experiment, q.arm, q.full_at, q.days_us, q.collected,
+    q.f_day, q.f_title, CASE WHEN {k_in} THEN q.key_day END AS t_day,
+    CASE WHEN {k_in} THEN q.key_title END AS t_title, CASE WHEN {k_in} THEN q.key_method END AS t_method
+  FROM set_paid q
+  WHERE q.collected > 0 AND {ok_q} AND {scope_q}
+)
+"""
+    + _PAID_GROUPS
+    + """
+SELECT 'funnel', o.rs, NULL, o.f_day, o.f_title, NULL, count(*), 0, NULL
+FROM outc o WHERE o.full_at IS NOT NULL
+GROUP BY o.rs, o.f_day, o.f_title
+"""
+)
 
 
 def _sql_bucket(dialect: str, col: str, seconds: int) -> str:
@@ -655,18 +703,28 @@ def _sql_bucket_parser(dialect: str, seconds: int) -> Callable[[Any], datetime]:
     return lambda v: v.replace(tzinfo=UTC)
 
 
-def _paid_sql(sc: _Scope, days: int, mode: str, week_seconds: int | None, paid_seconds: int) -> str:
+def _window_start(dialect: str, paid_at: str, days: int) -> str:
+    """SQL for ``paid_at`` less ``days`` days: the start of the attribution window."""
+    if dialect == "sqlite":  # UTC text with six-digit microseconds: the same text N days earlier
+        return f"datetime({paid_at}, '-{int(days)} days') || substr({paid_at}, 20)"
+    return f"{paid_at} - make_interval(secs => {int(days) * 86400})"  # exact seconds, no DST
+
+
+def _paid_sql(
+    sc: _Scope, days: int, mode: str, week_seconds: int | None, paid_seconds: int, kept: bool | None = None
+) -> str:
+    """The attribution's SQL: computed afresh (``kept`` None: every set; False: only the sets
+    `_EXCEPTIONS` names), or read from what is kept (``kept`` True, last touch only)."""
     sqlite = sc.dialect == "sqlite"
     when = "coalesce(d.sent_at, d.finished_at, d.due_at)"
-    if sqlite:  # UTC text with six-digit microseconds: the same text N days earlier
-        start = f"datetime(g.paid_at, '-{int(days)} days') || substr(g.paid_at, 20)"
+    start = _window_start(sc.dialect, "g.paid_at", days)
+    if sqlite:
         us = (
             "(CAST(strftime('%s', o.full_at) AS INTEGER) - CAST(strftime('%s', o.created_at) AS INTEGER)) * 1000000"
             " + CAST(substr(o.full_at, 21) AS INTEGER) - CAST(substr(o.created_at, 21) AS INTEGER)"
         )
         days_sql = f"group_concat(CASE WHEN o.full_at IS NOT NULL THEN {us} END)"
     else:  # exact seconds, not calendar days (no daylight-saving arithmetic)
-        start = f"g.paid_at - make_interval(secs => {int(days) * 86400})"
         us = "round(extract(epoch FROM (o.full_at - o.created_at)) * 1000000)::bigint"
         days_sql = f"string_agg(CASE WHEN o.full_at IS NOT NULL THEN ({us})::text END, ',')"
     wk = _sql_bucket(sc.dialect, "s.created_at", week_seconds) if week_seconds is not None else "NULL"
@@ -683,7 +741,20 @@ def _paid_sql(sc: _Scope, days: int, mode: str, week_seconds: int | None, paid_s
         "paid_bucket": _sql_bucket(sc.dialect, "r.paid_at", paid_seconds),
         "delivered": SendStatus.DELIVERED.value,
         "reached": _REACHED_SQL,
+        "only": "" if kept is None else _EXCEPTIONS,
     }
+    if kept:
+        window = int(days) * 86400 * 10**6
+        for a in "pq":
+            fmt[f"ok_{a}"] = _KEPT_OK.format(a=a, plus="+" if sqlite else "")  # SQLite: a scan
+            fmt[f"scope_{a}"] = sc.sql(a)
+            fmt[f"wk_{a}"] = wk.replace("s.created_at", f"{a}.created_at")
+        fmt["p_in"] = f"p.touch_age_us <= {window}"
+        fmt["k_in"] = f"q.key_age_us <= {window}"
+        fmt["days"] = (
+            "group_concat(o.days_us)" if sqlite else "string_agg(CAST(o.days_us AS text), ',')"
+        )  # NULL unless paid in full
+        return _KEPT_SELECT.format(**fmt)
     return (_PAID_CTES + _PAID_SELECT).format(**fmt)
 
 
@@ -694,7 +765,8 @@ def paid_facts(conn: Connection, sc: _Scope, days: int, mode: str) -> PaidFacts:
     paid_parse = _sql_bucket_parser(sc.dialect, paid_seconds)
     week_parse = _sql_bucket_parser(sc.dialect, sc.week_seconds or 0)
     weeks: dict[Any, date] = {}
-    sql = text(_paid_sql(sc, days, mode, sc.week_seconds, paid_seconds)).bindparams(*sc.binds())
+    # Last touch: what is kept, plus the few sets it does not cover computed afresh.
+    passes = [True, False] if mode == "last" else [None]
     out = PaidFacts()
 
     def fine(rs_id: int, bucket: Any, day: int | None, title: str | None, method: str | None) -> Fine:
@@ -707,7 +779,14 @@ def paid_facts(conn: Connection, sc: _Scope, days: int, mode: str) -> PaidFacts:
             return (sc.rule_set(rs_id), wk, UNPROMPTED_TOUCH.step, UNPROMPTED_TOUCH.method)
         return (sc.rule_set(rs_id), wk, (day, title or ""), method)
 
-    for kind, rs_id, bucket, day, title, method, a, b, us in conn.execute(sql, sc.params()):
+    rows = (
+        row
+        for kept in passes
+        for row in conn.execute(
+            text(_paid_sql(sc, days, mode, sc.week_seconds, paid_seconds, kept)).bindparams(*sc.binds()), sc.params()
+        )
+    )
+    for kind, rs_id, bucket, day, title, method, a, b, us in rows:
         if kind == "pay":
             acc = out.facts.get(k := fine(rs_id, bucket, day, title, method)) or out.facts.setdefault(k, Acc())
             acc.collected += int(a)
@@ -722,11 +801,14 @@ def paid_facts(conn: Connection, sc: _Scope, days: int, mode: str) -> PaidFacts:
             wk = week_of(paid_parse(bucket), sc.tz)
             out.weekly[wk] = out.weekly.get(wk, 0) + int(a)
         elif kind == "arm":
-            out.arms[(title, method)] = [int(a), int(b)]
+            arm = out.arms.setdefault((title, method), [0, 0])
+            arm[0] += int(a)
+            arm[1] += int(b)
         else:
             rs = sc.rule_set(rs_id)
             step = None if day is None else (day, title)
-            out.paid_after.setdefault(rs, {})[step] = int(a)
+            after = out.paid_after.setdefault(rs, {})
+            after[step] = after.get(step, 0) + int(a)
     return out
 
 
