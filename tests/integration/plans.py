@@ -3,9 +3,10 @@
 `captured()` records every SELECT that reaches the database driver while a real command runs
 in-process (a SQLAlchemy `before_cursor_execute` listener on all engines); `explain()` asks the
 same database for the plan of each one, with the parameters it was run with: EXPLAIN QUERY PLAN
-on SQLite, EXPLAIN on PostgreSQL with sequential scans disabled (a test database holds a few rows,
-where a sequential scan is cheapest; with them disabled a `Seq Scan` still appears when no index
-can serve the statement, which is what the tests ask).
+on SQLite, EXPLAIN on PostgreSQL with fresh statistics and sequential scans disabled (a test
+database holds a few rows, where a sequential scan is cheapest; with them disabled a `Seq Scan`
+still appears when no index can serve the statement, which is what the tests ask). With
+``sorts=False`` sorts are disabled too, so a `Sort` appears only when no index gives the order.
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ def captured() -> Iterator[list[tuple[str, Any]]]:
         event.remove(Engine, "before_cursor_execute", grab)
 
 
-def explain(db: str, statements: list[tuple[str, Any]]) -> list[Statement]:
+def explain(db: str, statements: list[tuple[str, Any]], *, sorts: bool = True) -> list[Statement]:
     store = Store(db)
     try:
         with store.engine.connect() as conn:
@@ -64,7 +65,12 @@ def explain(db: str, statements: list[tuple[str, Any]]) -> list[Statement]:
                     Statement(s, p, [str(r[3]) for r in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + s, p)])
                     for s, p in statements
                 ]
+            # The planner's statistics are made afresh for the rows the test holds: the schema is
+            # emptied between tests, and another test's rows would otherwise steer the plan.
+            conn.exec_driver_sql("ANALYZE " + ", ".join(BIG))
             conn.exec_driver_sql("SET enable_seqscan = off")
+            if not sorts:
+                conn.exec_driver_sql("SET enable_sort = off")
             return [
                 Statement(s, p, [str(r[0]) for r in conn.exec_driver_sql("EXPLAIN " + s, p)]) for s, p in statements
             ]
@@ -72,12 +78,12 @@ def explain(db: str, statements: list[tuple[str, Any]]) -> list[Statement]:
         store.engine.dispose()
 
 
-def plans_of(cli: Any, *args: str, **kw: Any) -> list[Statement]:
+def plans_of(cli: Any, *args: str, sorts: bool = True, **kw: Any) -> list[Statement]:
     """Runs the real command (it must succeed) and returns the plans of the SELECTs it ran."""
     with captured() as got:
         cli.ok(*args, **kw)
     assert got, f"{args} ran no SELECT on {BIG}"
-    return explain(cli.db, got)
+    return explain(cli.db, got, sorts=sorts)
 
 
 def _names(sql: str) -> list[str]:

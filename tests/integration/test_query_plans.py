@@ -53,7 +53,7 @@ CASES: dict[str, tuple[list[str], tuple[str, ...]]] = {
     "list --search set id": ([*LIST, "--status", "all", "--search", "42"], ()),
     "list --sort amount": ([*LIST, "--sort", "amount", "--desc"], ("ix_invoice_set_status_", "amount")),
     "list --sort created": ([*LIST, "--sort", "created"], ("ix_invoice_set_status_", "created")),
-    "list --sort status": ([*LIST, "--sort", "status"], ("ix_invoice_set_status_",)),
+    "list --sort status": ([*LIST, "--sort", "status"], ("ix_invoice_set_status_", "ix_invoice_set_report")),
     # On a few rows PostgreSQL may take any index that holds the status (status + rule set, or the
     # report's rule set, created, status, owed); SQLite takes status + created for the aging.
     "metrics": (["metrics"], ("ix_invoice_set_status_", "ix_invoice_set_report")),
@@ -81,8 +81,9 @@ def test_commands_read_the_big_tables_through_indexes(seeded: Cli, case: str) ->
 
 def test_listing_everything_by_id_walks_the_primary_key(seeded: Cli) -> None:
     """`--status all --sort id`: the table in ID order *is* its primary-key index (no sort), so
-    `--limit 50` stops after 50 rows."""
-    stmts = plans_of(seeded, *LIST, "--status", "all", "--sort", "id")
+    `--limit 50` stops after 50 rows. (On a test's 60 rows PostgreSQL would rather sort; with sorts
+    disabled it sorts only if no index gives the order.)"""
+    stmts = plans_of(seeded, *LIST, "--status", "all", "--sort", "id", sorts=False)
     plan = lines(stmts)
     assert not any("TEMP B-TREE" in ln or ln.lstrip(" ->").startswith("Sort") for ln in plan), plan
     assert not [ln for ln in plan if "Seq Scan on invoice_set" in ln], plan
