@@ -34,8 +34,12 @@ def ensure_payments(db: Path) -> int:
     con = sqlite3.connect(db)
     try:
         if con.execute("SELECT count(*) FROM payment").fetchone()[0]:
-            return int(con.execute("SELECT count(DISTINCT c.invoice_set_id) FROM payment_allocation a"
-                                   " JOIN charge c ON c.id = a.charge_pk").fetchone()[0])  # fmt: skip
+            return int(
+                con.execute(
+                    "SELECT count(DISTINCT c.invoice_set_id) FROM payment_allocation a"
+                    " JOIN charge c ON c.id = a.charge_pk"
+                ).fetchone()[0]
+            )
         n = add_payments(con)
         con.commit()
         # Written beside the store: its next write recomputes the attribution kept for the report

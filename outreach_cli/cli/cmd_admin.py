@@ -373,10 +373,7 @@ def audit(
     rng = None
     if since is not None:
         rng = parse_time_range(since, tz=get_zone(a.settings.timezone), now=a.now, flag="--since", single_is_start=True)
-    if limit == 0:
-        limit = None
-    elif limit is None and a.env.stdout_isatty:
-        limit = AUDIT_TTY_LIMIT
+    limit = None if limit == 0 else AUDIT_TTY_LIMIT if limit is None and a.env.stdout_isatty else limit
     # One more than shown tells whether there are more, without a COUNT over the whole log.
     found = q(
         a.store(),
@@ -385,17 +382,21 @@ def audit(
         actor=actor,
         limit=None if limit is None else min(limit + 1, BIGGEST),
     )
-    shown: Iterable[Mapping[str, Any]] = found  # streamed when there is no limit
-    more = False
-    if limit is not None:
-        got = list(found)
-        more = len(got) > limit
-        shown = got[:limit]
+    shown, more = _first(found, limit)
     if f != Format.TABLE:  # times inside `detail` too, as everywhere: UTC, whole seconds, Z
         shown = (utc_times(r) for r in shown)
     n = emit(a, shown, f, columns=AUDIT_COLUMNS, table=audit_table(Clock(a)))
     if f == Format.TABLE and more:
         a.info(f"showing the first {n:,} events; --limit N, --since RANGE or --format tsv for more")
+
+
+def _first(found: Iterable[Mapping[str, Any]], limit: int | None) -> tuple[Iterable[Mapping[str, Any]], bool]:
+    """The first ``limit`` rows of ``found`` (all of them, streamed, without one) and whether it
+    held more."""
+    if limit is None:
+        return found, False
+    got = list(found)
+    return got[:limit], len(got) > limit
 
 
 def audit_table(clock: Clock) -> list[Col]:

@@ -171,9 +171,17 @@ def build(
             for n in names:
                 known.resolve(n)
         data = read_report(
-            conn, since=start, until=end, tz=tz, by=group_by, experiment=experiment, rule_sets=names or None,
-            statuses=statuses, attribution=mode, attribution_days=days,
-        )  # fmt: skip
+            conn,
+            since=start,
+            until=end,
+            tz=tz,
+            by=group_by,
+            experiment=experiment,
+            rule_sets=names or None,
+            statuses=statuses,
+            attribution=mode,
+            attribution_days=days,
+        )
     opts = Options(start, end, tz, group_by, mode, days, Costs.from_settings(s["costs"]), experiment)
     return Report(data, opts).as_dict()
 

@@ -274,9 +274,15 @@ def read_report(
     names: dict[int, str] = dict(conn.execute(select(rule_set_t.c.id, rule_set_t.c.name)).all())
     weeks = "week" in by
     sc = _Scope(
-        conn.dialect.name, since, until, tz, names, statuses, rule_sets,
+        conn.dialect.name,
+        since,
+        until,
+        tz,
+        names,
+        statuses,
+        rule_sets,
         week_bucket_seconds(tz, since, until) if weeks else None,
-    )  # fmt: skip
+    )
     entered = _entered(conn, sc, by)
     messages = _messages(conn, sc)
     arms = _arms(conn, sc) if experiment else {}

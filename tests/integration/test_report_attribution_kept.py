@@ -106,13 +106,19 @@ def test_kept_attribution_equals_a_fresh_one_through_every_write(cli: Cli, tmp_p
     for day in (0, 4):  # outreach writes the sends and their outcomes
         cli.ok("run-outreach", "--format", "json", now=z(T0 + timedelta(days=day, minutes=5)))
     # Payments after sends, one before any, one in the same second as another.
-    _pay(cli, tmp_path, "p1.csv", [
-        ("P1", "A", "100.00", T0 + timedelta(days=1)),
-        ("P2", "B", "250.00", T0 + timedelta(days=5)),
-        ("P3", "C", "20.00", T0 - timedelta(hours=2)),
-        ("P4", "D", "50.00", T0 + timedelta(days=4, minutes=5)),
-        ("P5", "D", "50.00", T0 + timedelta(days=4, minutes=5)),
-    ], T0 + timedelta(days=5))  # fmt: skip
+    _pay(
+        cli,
+        tmp_path,
+        "p1.csv",
+        [
+            ("P1", "A", "100.00", T0 + timedelta(days=1)),
+            ("P2", "B", "250.00", T0 + timedelta(days=5)),
+            ("P3", "C", "20.00", T0 - timedelta(hours=2)),
+            ("P4", "D", "50.00", T0 + timedelta(days=4, minutes=5)),
+            ("P5", "D", "50.00", T0 + timedelta(days=4, minutes=5)),
+        ],
+        T0 + timedelta(days=5),
+    )
     assert _check(store) == 4
     _same_report(store, T0 + timedelta(days=6))
     # A later run adds sends to the paying sets; a charge import changes A's owed.
@@ -147,9 +153,15 @@ def test_kept_attribution_equals_a_fresh_one_through_every_write(cli: Cli, tmp_p
         b_charge = conn.execute(select(charge_t.c.id).where(charge_t.c.invoice_set_id == sets["B"])).scalars().first()
         refund = conn.execute(
             insert(payment_t).returning(payment_t.c.id),
-            {"payment_id": "R1", "patient_pk": b_pk, "amount_cents": -5000, "paid_at": T0 + timedelta(days=10),
-             "created_at": T0 + timedelta(days=10), "source": "card"},
-        ).scalar_one()  # fmt: skip
+            {
+                "payment_id": "R1",
+                "patient_pk": b_pk,
+                "amount_cents": -5000,
+                "paid_at": T0 + timedelta(days=10),
+                "created_at": T0 + timedelta(days=10),
+                "source": "card",
+            },
+        ).scalar_one()
         conn.execute(insert(allocation_t), {"payment_pk": refund, "charge_pk": b_charge, "amount_cents": -5000})
         p6 = conn.execute(select(payment_t.c.id).where(payment_t.c.payment_id == "P6")).scalar_one()
         a_charge = conn.execute(
@@ -180,9 +192,18 @@ def test_kept_attribution_equals_a_fresh_one_through_every_write(cli: Cli, tmp_p
         conn.execute(delete(send_t).where(send_t.c.id == next(r.id for r in sends if r.invoice_set_id == sets["B"])))
         conn.execute(
             insert(send_t),
-            {"invoice_set_id": sets["D"], "patient_pk": b_pk, "schedule_gen": 98, "step_index": 0, "step_day": 0,
-             "step_title": "Text", "method": "sms", "status": "delivered", "sent_at": T0 + timedelta(days=3)},
-        )  # fmt: skip
+            {
+                "invoice_set_id": sets["D"],
+                "patient_pk": b_pk,
+                "schedule_gen": 98,
+                "step_index": 0,
+                "step_day": 0,
+                "step_title": "Text",
+                "method": "sms",
+                "status": "delivered",
+                "sent_at": T0 + timedelta(days=3),
+            },
+        )
     assert _check(store) == 4  # D's paid charge went to C: D has no payments left
     _same_report(store, T0 + timedelta(days=11))
     # A write that bypasses the store's refresh leaves its sets marked stale: the report reads

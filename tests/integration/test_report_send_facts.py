@@ -87,9 +87,18 @@ def test_send_facts_kept_through_every_write(cli: Cli, tmp_path: Path) -> None:
         b = conn.execute(select(invoice_set_t.c.patient_pk).where(invoice_set_t.c.id == sets["B"])).scalar_one()
         conn.execute(
             insert(send_t),
-            {"invoice_set_id": sets["B"], "patient_pk": b, "schedule_gen": 98, "step_index": 0, "step_day": 0,
-             "step_title": "Text", "method": "sms", "status": "delivered", "sent_at": T0 + timedelta(days=1)},
-        )  # fmt: skip
+            {
+                "invoice_set_id": sets["B"],
+                "patient_pk": b,
+                "schedule_gen": 98,
+                "step_index": 0,
+                "step_day": 0,
+                "step_title": "Text",
+                "method": "sms",
+                "status": "delivered",
+                "sent_at": T0 + timedelta(days=1),
+            },
+        )
     assert _check(store) == n + 1
     with store.write() as conn:
         conn.execute(delete(send_t).where(send_t.c.id == first_a))
