@@ -72,3 +72,19 @@ def seed_patients(cli: Any, tmp: Path, patients: list[dict[str, Any]], *, rule_s
         [{"charge_id": f"C-{p['patient_id']}", "patient_id": p["patient_id"], "amount": amount} for p in patients],
     )
     cli.ok("import", "charges", str(tmp / "c.csv"), "--rule-set", rule_set, now=now)
+
+
+def delivered_sms(set_id: int, patient_pk: int, sent_at: Any) -> dict[str, Any]:
+    """A `send` row: an SMS of the first step, delivered at ``sent_at``, outside any run's schedule
+    (generation 98), for tests that write sends beside the engine."""
+    return {
+        "invoice_set_id": set_id,
+        "patient_pk": patient_pk,
+        "schedule_gen": 98,
+        "step_index": 0,
+        "step_day": 0,
+        "step_title": "Text",
+        "method": "sms",
+        "status": "delivered",
+        "sent_at": sent_at,
+    }

@@ -30,7 +30,7 @@ from outreach_cli.store.models import (
 )
 from outreach_cli.store.report_queries import read_report, read_report_input
 from tests.conftest import Cli
-from tests.helpers import patient, seed_patients, write_csv
+from tests.helpers import delivered_sms, patient, seed_patients, write_csv
 
 T0 = datetime(2026, 3, 2, 14, 0, tzinfo=UTC)  # Monday 09:00 in New York
 
@@ -190,20 +190,7 @@ def test_kept_attribution_equals_a_fresh_one_through_every_write(cli: Cli, tmp_p
         c_send = next(r for r in sends if r.invoice_set_id == sets["C"])
         conn.execute(update(send_t).where(send_t.c.id == c_send.id).values(invoice_set_id=sets["A"], schedule_gen=99))
         conn.execute(delete(send_t).where(send_t.c.id == next(r.id for r in sends if r.invoice_set_id == sets["B"])))
-        conn.execute(
-            insert(send_t),
-            {
-                "invoice_set_id": sets["D"],
-                "patient_pk": b_pk,
-                "schedule_gen": 98,
-                "step_index": 0,
-                "step_day": 0,
-                "step_title": "Text",
-                "method": "sms",
-                "status": "delivered",
-                "sent_at": T0 + timedelta(days=3),
-            },
-        )
+        conn.execute(insert(send_t), delivered_sms(sets["D"], b_pk, T0 + timedelta(days=3)))
     assert _check(store) == 4  # D's paid charge went to C: D has no payments left
     _same_report(store, T0 + timedelta(days=11))
     # A write that bypasses the store's refresh leaves its sets marked stale: the report reads

@@ -15,7 +15,7 @@ from sqlalchemy import delete, insert, select, update
 from outreach_cli.store.database import Store
 from outreach_cli.store.models import charge_t, invoice_set_t, rule_set_t, send_t
 from tests.conftest import Cli
-from tests.helpers import patient, seed_patients, write_csv
+from tests.helpers import delivered_sms, patient, seed_patients, write_csv
 
 T0 = datetime(2026, 3, 2, 14, 0, tzinfo=UTC)  # Monday 09:00 in New York
 
@@ -85,20 +85,7 @@ def test_send_facts_kept_through_every_write(cli: Cli, tmp_path: Path) -> None:
         first_a = conn.execute(select(send_t.c.id).where(send_t.c.invoice_set_id == sets["A"]).limit(1)).scalar_one()
         conn.execute(update(send_t).where(send_t.c.id == first_a).values(invoice_set_id=sets["C"], schedule_gen=99))
         b = conn.execute(select(invoice_set_t.c.patient_pk).where(invoice_set_t.c.id == sets["B"])).scalar_one()
-        conn.execute(
-            insert(send_t),
-            {
-                "invoice_set_id": sets["B"],
-                "patient_pk": b,
-                "schedule_gen": 98,
-                "step_index": 0,
-                "step_day": 0,
-                "step_title": "Text",
-                "method": "sms",
-                "status": "delivered",
-                "sent_at": T0 + timedelta(days=1),
-            },
-        )
+        conn.execute(insert(send_t), delivered_sms(sets["B"], b, T0 + timedelta(days=1)))
     assert _check(store) == n + 1
     with store.write() as conn:
         conn.execute(delete(send_t).where(send_t.c.id == first_a))
