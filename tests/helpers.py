@@ -88,3 +88,15 @@ def delivered_sms(set_id: int, patient_pk: int, sent_at: Any) -> dict[str, Any]:
         "status": "delivered",
         "sent_at": sent_at,
     }
+
+
+def refused(source: Any, *problems: str, more: int = 0) -> str:
+    """An import's stderr when bad rows stop it: the count, then each problem (and how many more)."""
+    head = f"error: {source}: {len(problems) + more} problem(s); nothing was imported"
+    lines = [*problems, f"... and {more} more"] if more else list(problems)
+    return f"{head} (use --skip-invalid to import the valid rows)\n" + "".join(f"  {x}\n" for x in lines)
+
+
+def skipped(source: Any, *problems: str) -> str:
+    """The problem lines an import with --skip-invalid prints before its summary."""
+    return "".join(f"{source}: {x}\n" for x in problems)

@@ -12,7 +12,7 @@ from sqlalchemy import select, text
 
 from outreach_cli.store.database import Store
 from tests.conftest import Cli
-from tests.helpers import PATIENT_HEADER, patient, setup_charges, setup_patients, write_csv
+from tests.helpers import PATIENT_HEADER, patient, refused, setup_charges, setup_patients, skipped, write_csv
 
 
 def dump(url: str) -> dict[str, list[tuple[Any, ...]]]:
@@ -100,16 +100,12 @@ def test_one_bad_row_in_a_thousand(cli: Cli, tmp_path: Path, bad: dict[str, str]
     r = cli("import", "charges", str(f))
     assert r.code == 2, r
     # header is line 1, row index 500 is line 502
-    assert r.stderr == (
-        f"error: {f}: 1 problem(s); nothing was imported (use --skip-invalid to import the valid rows)\n"
-        f"  line 502: {problem}\n"
-    )
+    assert r.stderr == refused(f, f"line 502: {problem}")
     assert dump(cli.db) == before
 
     r = cli("import", "charges", str(f), "--skip-invalid")
     assert r.code == 3, r
-    assert r.stderr == (
-        f"{f}: line 502: {problem}\n"
+    assert r.stderr == skipped(f, f"line 502: {problem}") + (
         "charges: 999 imported (999 created, 0 updated), 0 unchanged, 1 skipped as invalid; 5 new invoice sets\n"
     )
     after = dump(cli.db)
@@ -232,16 +228,13 @@ def test_patient_validation_and_formats(cli: Cli, tmp_path: Path) -> None:
         "line 7: timezone: unknown time zone 'Mars/Olympus' (use an IANA name like America/New_York)",
         "line 8: phone_type: 'pager' is not one of mobile, landline, voip, unknown",
     ]
-    assert r.stderr == (
-        f"error: {f}: 6 problem(s); nothing was imported (use --skip-invalid to import the valid rows)\n"
-        + "".join(f"  {x}\n" for x in problems)
-    )
+    assert r.stderr == refused(f, *problems)
     # Error text never carries the phone number or email itself.
     assert "not a phone" not in r.stderr.replace("not a phone number", "")
     assert "nobody@" not in r.stderr
     r = cli("import", "patients", str(f), "--skip-invalid")
     assert r.code == 3
-    assert r.stderr == "".join(f"{f}: {x}\n" for x in problems) + (
+    assert r.stderr == skipped(f, *problems) + (
         "patients: 1 imported (1 created, 0 updated), 0 unchanged, 6 skipped as invalid\n"
     )
     data = [json.loads(x) for x in cli.ok("list", "--format", "jsonl").stdout.splitlines()]
@@ -270,10 +263,7 @@ def test_bom_crlf_and_jsonl(cli: Cli, tmp_path: Path) -> None:
         input='{"charge_id": "C3", "patient_id": "P1", "amount": 3}\n{"oops"\n',
     )
     assert r.code == 2
-    assert r.stderr == (
-        "error: <stdin>: 1 problem(s); nothing was imported (use --skip-invalid to import the valid rows)\n"
-        "  line 2: not valid JSON: Expecting ':' delimiter at column 8\n"
-    )
+    assert r.stderr == refused("<stdin>", "line 2: not valid JSON: Expecting ':' delimiter at column 8")
 
 
 def test_unknown_column_and_bad_encoding(cli: Cli, tmp_path: Path) -> None:
