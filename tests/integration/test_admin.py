@@ -13,8 +13,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import Cli, Terminal
-from tests.helpers import PATIENT_HEADER, patient, write_csv
-from tests.integration.test_import import dump
+from tests.helpers import PATIENT_HEADER, dump, patient, write_csv
 
 
 def seed(cli: Cli, tmp_path: Path, n: int, *, amount: str = "100.00", **pkw: Any) -> None:

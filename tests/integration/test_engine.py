@@ -10,9 +10,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from outreach_cli.channels.base import Message, ProviderOutcome
 from tests.conftest import Cli
 from tests.helpers import PATIENT_HEADER, patient, seed_patients, sync_rule_set, write_csv
+from tests.sending import Recorder
 
 UTC = UTC
 T0 = datetime(2026, 3, 2, 14, 0, tzinfo=UTC)  # Monday 09:00 in New York
@@ -24,34 +24,6 @@ def z(dt: datetime) -> str:
 
 def parse(s: str) -> datetime:
     return datetime.fromisoformat(s.replace("Z", "+00:00"))
-
-
-class Recorder:
-    """Wraps the real providers and keeps every message handed to them."""
-
-    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        import outreach_cli.channels as channels
-
-        self.messages: list[Message] = []
-        real = channels.build_providers
-
-        def build(cfg: dict[str, Any]) -> dict[str, Any]:
-            provs = real(cfg)
-            return {m: _Wrap(p, self.messages) for m, p in provs.items()}
-
-        monkeypatch.setattr(channels, "build_providers", build)
-
-
-class _Wrap:
-    def __init__(self, inner: Any, sink: list[Message]) -> None:
-        self.inner, self.sink, self.name = inner, sink, inner.name
-
-    def send(self, msg: Message) -> ProviderOutcome:
-        self.sink.append(msg)
-        return self.inner.send(msg)  # type: ignore[no-any-return]
-
-    def lookup(self, ref: str | None, msg: Message) -> ProviderOutcome | None:
-        return self.inner.lookup(ref, msg)  # type: ignore[no-any-return]
 
 
 def setup(

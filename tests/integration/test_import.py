@@ -5,34 +5,13 @@ from __future__ import annotations
 import json
 from datetime import UTC
 from pathlib import Path
-from typing import Any
 
 import pytest
-from sqlalchemy import select, text
+from sqlalchemy import select
 
 from outreach_cli.store.database import Store
 from tests.conftest import Cli
-from tests.helpers import PATIENT_HEADER, patient, refused, setup_charges, setup_patients, skipped, write_csv
-
-
-def dump(url: str) -> dict[str, list[tuple[Any, ...]]]:
-    store = Store(url)
-    out = {}
-    with store.engine.connect() as conn:
-        for t in (
-            "patient",
-            "charge",
-            "payment",
-            "payment_allocation",
-            "invoice_set",
-            "event",
-            "rule_set",
-            "rule_set_version",
-            "send",
-        ):
-            out[t] = [tuple(r) for r in conn.execute(text(f"SELECT * FROM {t} ORDER BY id"))]
-    store.engine.dispose()
-    return out
+from tests.helpers import PATIENT_HEADER, dump, patient, refused, setup_charges, setup_patients, skipped, write_csv
 
 
 def _files(tmp_path: Path) -> tuple[Path, Path, Path]:

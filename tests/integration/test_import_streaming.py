@@ -14,8 +14,7 @@ import pytest
 from outreach_cli.imports import stage as import_stage
 from outreach_cli.imports.importer import run_import
 from tests.conftest import Cli
-from tests.helpers import patient, refused, setup_patients, skipped, write_csv
-from tests.integration.test_import import dump
+from tests.helpers import dump, patient, refused, setup_patients, skipped, write_csv
 
 MEMORY_CAP = 3 * 1024 * 1024  # bytes of Python allocations at the peak of the import
 

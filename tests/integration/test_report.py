@@ -22,32 +22,8 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Cli, write
-from tests.helpers import PATIENT_HEADER, patient, sync_rule_set, write_csv
-
-AB = """
-title = "A/B test rule set"
-expiry_day = 30
-
-[[step]]
-day = 0
-methods = ["sms"]
-title = "Text"
-message = "Hi {first_name}, you owe {balance}: {url} Reply STOP to opt out."
-
-[[step]]
-day = 3
-methods = ["email"]
-title = "Email"
-message = "Hi {first_name}, a reminder of {balance}: {url} Reply STOP to opt out."
-"""
-
-CONFIG = """
-timezone = "UTC"
-[costs]
-sms = 0.05
-email = 0.02
-"""
+from tests.conftest import Cli, terminal, write
+from tests.helpers import AB_CONFIG, AB_RULE_SET, PATIENT_HEADER, patient, sync_rule_set, write_csv
 
 REPORT_NOW = "2026-03-20T00:00:00Z"
 
@@ -58,8 +34,8 @@ def _payments(cli: Cli, tmp: Path, name: str, rows: list[tuple[str, str, str, st
 
 
 def scenario(cli: Cli, tmp: Path) -> Path:
-    cfg = write(tmp / "outreach.toml", CONFIG)
-    sync_rule_set(cli, tmp, "ab", AB)
+    cfg = write(tmp / "outreach.toml", AB_CONFIG)
+    sync_rule_set(cli, tmp, "ab", AB_RULE_SET)
     # Distinct phones: the contact caps count per phone number across patient records.
     people = [patient(x, phone=f"(617) 555-01{i:02d}") for i, x in enumerate("ABDE", 1)]
     people += [patient("C", phone="+15005550001")]
@@ -374,8 +350,6 @@ def test_bad_weights_exit_2_and_write_nothing(cli: Cli, tmp_path: Path) -> None:
 def test_report_table_never_cuts_amounts_or_rates(
     cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, columns: int
 ) -> None:
-    from tests.cli.test_output import terminal
-
     cfg = scenario(cli, tmp_path)
     terminal(cli, monkeypatch, columns)
     r = cli.ok("--config", str(cfg), "report", "--since", "2026-03-01", "--by", "rule-set,step", now=REPORT_NOW)

@@ -18,8 +18,7 @@ from outreach_cli.domain.ranges import parse_amount_range, parse_time_range
 from outreach_cli.domain.rulesets import parse_text
 from outreach_cli.domain.statuses import parse_status_list
 from tests.conftest import Cli
-from tests.helpers import PATIENT_HEADER, patient, write_csv
-from tests.integration.test_import import dump
+from tests.helpers import PATIENT_HEADER, dump, patient, write_csv
 
 CSV_CORPUS = {
     "latin1": "patient_id,first_name\nP1,Jos\xe9\n".encode("latin-1"),
