@@ -298,3 +298,9 @@ def cli(db_url: str) -> Cli:
 def write(path: Path, text: str) -> Path:
     path.write_text(text, encoding="utf-8")
     return path
+
+
+def terminal(cli: Cli, monkeypatch: pytest.MonkeyPatch, columns: int) -> None:
+    """The next commands of ``cli`` run as on a terminal `columns` wide."""
+    cli.terminal = Terminal(stdout=True, stderr=True, no_color_env=True)
+    monkeypatch.setenv("COLUMNS", str(columns))

@@ -1,4 +1,5 @@
-"""Small builders for test input files."""
+"""Shared test helpers: input-file builders, an import's expected problem output, a dump of the
+main tables, and the report tests' A/B rule set."""
 
 from __future__ import annotations
 
@@ -7,7 +8,10 @@ import io
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import text
+
 from outreach_cli.imports.importer import BASIC_PATIENT_COLUMNS
+from outreach_cli.store.database import Store
 
 PATIENT_HEADER = list(BASIC_PATIENT_COLUMNS)
 
@@ -88,3 +92,62 @@ def delivered_sms(set_id: int, patient_pk: int, sent_at: Any) -> dict[str, Any]:
         "status": "delivered",
         "sent_at": sent_at,
     }
+
+
+def refused(source: Any, *problems: str, more: int = 0) -> str:
+    """An import's stderr when bad rows stop it: the count, then each problem (and how many more)."""
+    head = f"error: {source}: {len(problems) + more} problem(s); nothing was imported"
+    lines = [*problems, f"... and {more} more"] if more else list(problems)
+    return f"{head} (use --skip-invalid to import the valid rows)\n" + "".join(f"  {x}\n" for x in lines)
+
+
+def skipped(source: Any, *problems: str) -> str:
+    """The problem lines an import with --skip-invalid prints before its summary."""
+    return "".join(f"{source}: {x}\n" for x in problems)
+
+
+def dump(url: str) -> dict[str, list[tuple[Any, ...]]]:
+    """Every row of the main tables, in ID order: equal dumps mean nothing was written."""
+    store = Store(url)
+    out = {}
+    with store.engine.connect() as conn:
+        for t in (
+            "patient",
+            "charge",
+            "payment",
+            "payment_allocation",
+            "invoice_set",
+            "event",
+            "rule_set",
+            "rule_set_version",
+            "send",
+        ):
+            out[t] = [tuple(r) for r in conn.execute(text(f"SELECT * FROM {t} ORDER BY id"))]
+    store.engine.dispose()
+    return out
+
+
+# The report tests' two-step A/B rule set (day 0 sms "Text", day 3 email "Email") and its costs.
+AB_RULE_SET = """
+title = "A/B test rule set"
+expiry_day = 30
+
+[[step]]
+day = 0
+methods = ["sms"]
+title = "Text"
+message = "Hi {first_name}, you owe {balance}: {url} Reply STOP to opt out."
+
+[[step]]
+day = 3
+methods = ["email"]
+title = "Email"
+message = "Hi {first_name}, a reminder of {balance}: {url} Reply STOP to opt out."
+"""
+
+AB_CONFIG = """
+timezone = "UTC"
+[costs]
+sms = 0.05
+email = 0.02
+"""

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Cli, Terminal
+from tests.conftest import Cli, terminal
 from tests.helpers import PATIENT_HEADER, patient, write_csv
 
 ISO_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
@@ -50,12 +50,6 @@ def data(sqlite_url: str, tmp_path: Path) -> Cli:
     c.ok("import", "charges", str(tmp_path / "c.csv"))
     c.ok("act", "pause", "4", "--reason", "patient disputes the bill")
     return c
-
-
-def terminal(cli: Cli, monkeypatch: pytest.MonkeyPatch, columns: int) -> None:
-    """The next commands of ``cli`` run as on a terminal `columns` wide."""
-    cli.terminal = Terminal(stdout=True, stderr=True, no_color_env=True)
-    monkeypatch.setenv("COLUMNS", str(columns))
 
 
 def walk_times(value: Any, key: str = "") -> list[tuple[str, str]]:

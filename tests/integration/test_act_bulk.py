@@ -50,14 +50,22 @@ def test_thousands_of_ids_with_one_unknown_change_nothing(cli: Cli, tmp_path: Pa
     r = cli("act", "pause", "-", input="\n".join(ids) + "\n")
     assert r.code == 3, r
     assert r.stdout.splitlines()[1:] == ["999999\tpause\tnot-found\t\t\tno invoice set with this ID"]
-    assert "nothing changed: 1 set is ineligible or not found (999999)" in r.stderr
+    assert r.stderr == (
+        f"pause: nothing changed: 1 set is ineligible or not found (999999); {n - 1} would change, 0 unchanged,"
+        " 0 ineligible, 1 not found; use --skip-ineligible to apply the rest\n"
+    )
     assert _state(cli) == before
     dry = cli("act", "pause", "-", "--dry-run", "--skip-ineligible", input="\n".join(ids))
     assert dry.code == 3 and dry.stdout.count("\tchanged\t") == n - 1 and _state(cli) == before
+    assert dry.stderr == f"pause (dry run): {n - 1} would change, 0 unchanged, 0 ineligible, 1 not found\n"
+    missing = "999999\tpause\tnot-found\t\t\tno invoice set with this ID"
+    changed = [f"{i}\tpause\tchanged\tactive\tpaused\t" for i in ids]
+    assert dry.stdout.splitlines()[1:] == [missing if i == "999999" else x for i, x in zip(ids, changed, strict=True)]
 
     ids[n - 10] = "10"
     r = cli.ok("act", "pause", "-", "--reason", "bulk", "--actor", "ann", input=" ".join(ids))
     assert r.stdout.count("\tpause\tchanged\tactive\tpaused\tbulk") == n
+    assert r.stderr == f"pause: {n} changed, 0 unchanged, 0 ineligible, 0 not found\n"
     assert _query(cli, "SELECT status, count(*) FROM invoice_set GROUP BY status") == [("paused", n)]
     events = _query(
         cli,
@@ -86,7 +94,10 @@ def test_some_unchanged_write_off_in_sql(cli: Cli, tmp_path: Path) -> None:
     )
     assert r.code == 0, r
     rows = [json.loads(x) for x in r.stdout.splitlines()]
-    assert [x["result"] for x in rows].count("unchanged") == 2 and len(rows) == 20
+    assert [(x["id"], x["result"]) for x in rows] == [
+        (i, "unchanged" if i in (3, 7) else "changed") for i in range(1, 21)
+    ]
+    assert r.stderr == "write-off: 18 changed, 2 unchanged, 0 ineligible, 0 not found\n"
     events = _query(
         cli,
         "SELECT invoice_set_id, from_status, to_status, reason, detail FROM event WHERE action = 'write-off'"

@@ -407,8 +407,10 @@ def test_massachusetts_two_calls_per_7_days_and_held_by_names_the_cap(
 def test_rulesets_validate_warns_when_a_rule_set_exceeds_a_cap() -> None:
     report = parse_text(CALLS, name="calls", source="calls.toml")
     assert report.rule_set is not None
-    text = " ".join(str(w) for w in report.warnings)
-    assert "up to 7 calls in 7 days exceed the cap in MA of 2" in text
+    assert [str(w) for w in report.warnings] == [
+        "calls.toml: warning: up to 7 calls in 7 days exceed the cap in MA of 2 (compliance.calls_per_7_days):"
+        " later calls will be held"
+    ]
 
 
 # --- D5: holidays from a calendar ----------------------------------------------------------

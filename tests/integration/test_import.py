@@ -5,34 +5,13 @@ from __future__ import annotations
 import json
 from datetime import UTC
 from pathlib import Path
-from typing import Any
 
 import pytest
-from sqlalchemy import select, text
+from sqlalchemy import select
 
 from outreach_cli.store.database import Store
 from tests.conftest import Cli
-from tests.helpers import PATIENT_HEADER, patient, setup_charges, setup_patients, write_csv
-
-
-def dump(url: str) -> dict[str, list[tuple[Any, ...]]]:
-    store = Store(url)
-    out = {}
-    with store.engine.connect() as conn:
-        for t in (
-            "patient",
-            "charge",
-            "payment",
-            "payment_allocation",
-            "invoice_set",
-            "event",
-            "rule_set",
-            "rule_set_version",
-            "send",
-        ):
-            out[t] = [tuple(r) for r in conn.execute(text(f"SELECT * FROM {t} ORDER BY id"))]
-    store.engine.dispose()
-    return out
+from tests.helpers import PATIENT_HEADER, dump, patient, refused, setup_charges, setup_patients, skipped, write_csv
 
 
 def _files(tmp_path: Path) -> tuple[Path, Path, Path]:
@@ -65,9 +44,10 @@ def test_reimport_is_idempotent(cli: Cli, tmp_path: Path) -> None:
     for f, kind in ((p, "patients"), (c, "charges"), (y, "payments")):
         cli.ok("import", kind, str(f))
     before = dump(cli.db)
-    for f, kind in ((p, "patients"), (c, "charges"), (y, "payments")):
+    for f, kind, unchanged in ((p, "patients", 20), (c, "charges", 40), (y, "payments", 10)):
         r = cli.ok("import", kind, str(f), now="2026-03-05T10:00:00Z")
-        assert "0 created, 0 updated" in r.stderr, r.stderr
+        sets = "; 0 new invoice sets" if kind == "charges" else ""
+        assert r.stderr == f"{kind}: 0 imported (0 created, 0 updated), {unchanged} unchanged{sets}\n"
     assert dump(cli.db) == before
 
 
@@ -81,30 +61,34 @@ def _thousand(tmp_path: Path, bad: dict[str, str]) -> Path:
 
 
 @pytest.mark.parametrize(
-    "bad,column",
+    "bad,problem",
     [
-        ({"amount": "12,34"}, "amount"),
-        ({"patient_id": "NOPE"}, "patient_id"),
-        ({"created_at": "2026-02-30"}, "created_at"),
-        ({"amount": "-5"}, "amount"),
+        ({"amount": "12,34"}, "amount: misplaced thousands separator in '12,34'"),
+        ({"patient_id": "NOPE"}, "patient_id: unknown patient 'NOPE' (import patients first)"),
+        (
+            {"created_at": "2026-02-30"},
+            "created_at: not a date or datetime: '2026-02-30' (use 2026-03-01, 2026-03-01T14:30 or 2026-03-01T14:30:00Z)",
+        ),
+        ({"amount": "-5"}, "amount: must be greater than zero, got -$5.00"),
     ],
 )
-def test_one_bad_row_in_a_thousand(cli: Cli, tmp_path: Path, bad: dict[str, str], column: str) -> None:
+def test_one_bad_row_in_a_thousand(cli: Cli, tmp_path: Path, bad: dict[str, str], problem: str) -> None:
     setup_patients(cli, tmp_path, [patient(f"P{i}") for i in range(5)])
     f = _thousand(tmp_path, bad)
     before = dump(cli.db)
     r = cli("import", "charges", str(f))
     assert r.code == 2, r
-    assert f"line 502: {column}:" in r.stderr  # header is line 1, row index 500 is line 502
-    assert "nothing was imported" in r.stderr
+    # header is line 1, row index 500 is line 502
+    assert r.stderr == refused(f, f"line 502: {problem}")
     assert dump(cli.db) == before
 
     r = cli("import", "charges", str(f), "--skip-invalid")
     assert r.code == 3, r
-    assert f"line 502: {column}:" in r.stderr
+    assert r.stderr == skipped(f, f"line 502: {problem}") + (
+        "charges: 999 imported (999 created, 0 updated), 0 unchanged, 1 skipped as invalid; 5 new invoice sets\n"
+    )
     after = dump(cli.db)
     assert len(after["charge"]) == 999
-    assert "999 created" in r.stderr
 
 
 def test_money_and_offset_datetime_round_trip(cli: Cli, tmp_path: Path) -> None:
@@ -193,7 +177,12 @@ def test_payment_changed_values_rejected(cli: Cli, tmp_path: Path) -> None:
     cli.ok("import", "payments", str(tmp_path / "y.csv"))
     write_csv(tmp_path / "y2.csv", [{"payment_id": "Y1", "patient_id": "P1", "amount": "99.00"}])
     r = cli("import", "payments", str(tmp_path / "y2.csv"))
-    assert r.code == 2 and "line 2: payment_id:" in r.stderr and "cannot change" in r.stderr
+    assert r.code == 2
+    assert r.stderr == (
+        f"error: {tmp_path / 'y2.csv'}: 1 problem(s); nothing was imported\n"
+        "  line 2: payment_id: payment 'Y1' was already recorded with other values; payments cannot change once "
+        "recorded (a further payment needs a new payment_id)\n"
+    )
 
 
 def test_patient_validation_and_formats(cli: Cli, tmp_path: Path) -> None:
@@ -209,20 +198,24 @@ def test_patient_validation_and_formats(cli: Cli, tmp_path: Path) -> None:
     f = write_csv(tmp_path / "p.csv", rows, PATIENT_HEADER)
     r = cli("import", "patients", str(f))
     assert r.code == 2
-    for line, col in (
-        (3, "phone"),
-        (4, "email"),
-        (5, "first_name"),
-        (6, "sms_opt_out"),
-        (7, "timezone"),
-        (8, "phone_type"),
-    ):
-        assert f"line {line}: {col}:" in r.stderr, r.stderr
+    problems = [
+        "line 3: phone: contains letters (like 555-CALL-NOW); give the number in digits"
+        " (use a format like (617) 555-0100 or +16175550100)",
+        "line 4: email: not a valid address: There must be something after the @-sign.",
+        "line 5: first_name: required",
+        "line 6: sms_opt_out: expected true/false/yes/no/1/0, got 'maybe'",
+        "line 7: timezone: unknown time zone 'Mars/Olympus' (use an IANA name like America/New_York)",
+        "line 8: phone_type: 'pager' is not one of mobile, landline, voip, unknown",
+    ]
+    assert r.stderr == refused(f, *problems)
     # Error text never carries the phone number or email itself.
     assert "not a phone" not in r.stderr.replace("not a phone number", "")
     assert "nobody@" not in r.stderr
     r = cli("import", "patients", str(f), "--skip-invalid")
     assert r.code == 3
+    assert r.stderr == skipped(f, *problems) + (
+        "patients: 1 imported (1 created, 0 updated), 0 unchanged, 6 skipped as invalid\n"
+    )
     data = [json.loads(x) for x in cli.ok("list", "--format", "jsonl").stdout.splitlines()]
     assert data == []  # patients alone open no sets
     setup_charges(cli, tmp_path, [("C1", "P1", "5")])
@@ -248,18 +241,27 @@ def test_bom_crlf_and_jsonl(cli: Cli, tmp_path: Path) -> None:
         "jsonl",
         input='{"charge_id": "C3", "patient_id": "P1", "amount": 3}\n{"oops"\n',
     )
-    assert r.code == 2 and "line 2: not valid JSON" in r.stderr
+    assert r.code == 2
+    assert r.stderr == refused("<stdin>", "line 2: not valid JSON: Expecting ':' delimiter at column 8")
 
 
 def test_unknown_column_and_bad_encoding(cli: Cli, tmp_path: Path) -> None:
     (tmp_path / "p.csv").write_text("patient_id,first_name,phone_numer\nP1,A,1\n")
     r = cli("import", "patients", str(tmp_path / "p.csv"))
-    assert r.code == 2 and "line 1: unknown column(s) 'phone_numer'" in r.stderr
+    assert r.code == 2
+    assert r.stderr == (
+        "error: line 1: unknown column(s) 'phone_numer'; the columns are patient_id, first_name, last_name, phone,"
+        " phone_type, email, address_line1, address_line2, city, state, postal_code, country, timezone, sms_opt_out,"
+        " call_opt_out, email_opt_out, card_token, stripe_customer_id, stripe_payment_method_id\n"
+    )
     (tmp_path / "p2.csv").write_bytes(b"patient_id,first_name\nP1,Jos\xe9\n")
     r = cli("import", "patients", str(tmp_path / "p2.csv"))
-    assert r.code == 2 and "line 2: not UTF-8" in r.stderr
+    assert (r.code, r.stderr) == (
+        2,
+        f"error: {tmp_path / 'p2.csv'}: line 2: not UTF-8 text (byte 0xe9); save the file as UTF-8\n",
+    )
     r = cli("import", "patients", str(tmp_path / "missing.csv"))
-    assert r.code == 2 and "no such file" in r.stderr
+    assert (r.code, r.stderr) == (2, f"error: {tmp_path / 'missing.csv'}: no such file\n")
 
 
 def test_dry_run_writes_nothing(cli: Cli, tmp_path: Path) -> None:
@@ -275,7 +277,7 @@ def test_unknown_rule_set(cli: Cli, tmp_path: Path) -> None:
     setup_patients(cli, tmp_path, [patient("P1")])
     write_csv(tmp_path / "c.csv", [{"charge_id": "C1", "patient_id": "P1", "amount": "10"}])
     r = cli("import", "charges", str(tmp_path / "c.csv"), "--rule-set", "nope")
-    assert r.code == 2 and "unknown rule set 'nope'" in r.stderr and "standard" in r.stderr
+    assert (r.code, r.stderr) == (2, "error: unknown rule set 'nope'; known: final-notice, gentle, standard\n")
 
 
 def test_import_can_set_but_not_clear_opt_out(cli: Cli, tmp_path: Path) -> None:

@@ -95,7 +95,7 @@ def test_send_time_and_rule_set(data: Cli) -> None:
     assert ids(data, "--rule-set", "gentle") == [4]
     assert ids(data, "--rule-set", "gentle,standard") == [1, 2, 3, 4]
     r = data("list", "--rule-set", "nope")
-    assert r.code == 2 and "unknown rule set" in r.stderr
+    assert (r.code, r.stderr) == (2, "error: unknown rule set 'nope'; known: final-notice, gentle, standard\n")
 
 
 def test_status_spellings_and_all(data: Cli) -> None:

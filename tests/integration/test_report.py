@@ -22,32 +22,8 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Cli, write
-from tests.helpers import PATIENT_HEADER, patient, sync_rule_set, write_csv
-
-AB = """
-title = "A/B test rule set"
-expiry_day = 30
-
-[[step]]
-day = 0
-methods = ["sms"]
-title = "Text"
-message = "Hi {first_name}, you owe {balance}: {url} Reply STOP to opt out."
-
-[[step]]
-day = 3
-methods = ["email"]
-title = "Email"
-message = "Hi {first_name}, a reminder of {balance}: {url} Reply STOP to opt out."
-"""
-
-CONFIG = """
-timezone = "UTC"
-[costs]
-sms = 0.05
-email = 0.02
-"""
+from tests.conftest import Cli, terminal, write
+from tests.helpers import AB_CONFIG, AB_RULE_SET, PATIENT_HEADER, patient, sync_rule_set, write_csv
 
 REPORT_NOW = "2026-03-20T00:00:00Z"
 
@@ -58,8 +34,8 @@ def _payments(cli: Cli, tmp: Path, name: str, rows: list[tuple[str, str, str, st
 
 
 def scenario(cli: Cli, tmp: Path) -> Path:
-    cfg = write(tmp / "outreach.toml", CONFIG)
-    sync_rule_set(cli, tmp, "ab", AB)
+    cfg = write(tmp / "outreach.toml", AB_CONFIG)
+    sync_rule_set(cli, tmp, "ab", AB_RULE_SET)
     # Distinct phones: the contact caps count per phone number across patient records.
     people = [patient(x, phone=f"(617) 555-01{i:02d}") for i, x in enumerate("ABDE", 1)]
     people += [patient("C", phone="+15005550001")]
@@ -201,35 +177,83 @@ def test_report_formats_and_bad_input(cli: Cli, tmp_path: Path) -> None:
     cfg = scenario(cli, tmp_path)
     base = ["--config", str(cfg), "report", "--since", "2026-03-01"]
     table = cli.ok(*base, now=REPORT_NOW).stdout
-    assert "Collection rate by rule set" in table and "Funnel: ab" in table
-    assert "56.5%" in table and "$260.00" in table  # 26000 / 46000, collected
-    assert "Collected per week" in table and "▁█▆▁" in table
+    # 56.5% = 26000 / 46000 collected; Email's rate 9000 / 33000 (A, B, E reached it); cost 5 sms, 3 emails
+    assert table.splitlines() == [
+        "Effectiveness report: sets that entered 2026-03-01 to 2026-03-20 00:00 (UTC); payments credited to the"
+        " last send delivered within 7 days before them",
+        "Rule set ┃ Step         ┃ Sets ┃ Attempted ┃ Delivered ┃ Failed ┃ Paid full ┃ Partly ┃ Collected ┃  Rate ┃"
+        " Median days ┃ Opt-outs ┃  Cost ┃ $ per $",
+        "━━━━━━━━━╇━━━━━━━━━━━━━━╇━━━━━━╇━━━━━━━━━━━╇━━━━━━━━━━━╇━━━━━━━━╇━━━━━━━━━━━╇━━━━━━━━╇━━━━━━━━━━━╇━━━━━━━╇"
+        "━━━━━━━━━━━━━╇━━━━━━━━━━╇━━━━━━━╇━━━━━━━━",
+        "ab       │ day 0: Text  │    5 │         5 │         4 │      1 │         0 │      0 │    $40.00 │  8.7% │"
+        "           - │        0 │ $0.25 │  160.00",
+        "ab       │ day 3: Email │    3 │         3 │         3 │      0 │         2 │      0 │    $90.00 │ 27.3% │"
+        "         7.0 │        0 │ $0.06 │ 1500.00",
+        "ab       │ (unprompted) │    0 │         0 │         0 │      0 │         1 │      1 │   $130.00 │     - │"
+        "         0.0 │        0 │ $0.00 │       -",
+        "Total    │              │    5 │         8 │         7 │      1 │         3 │      1 │   $260.00 │ 56.5% │"
+        "         4.0 │        0 │ $0.31 │  838.71",
+        "",
+        "Messages per method                      ",
+        " Method ┃ Attempted ┃ Delivered ┃ Failed ",
+        "━━━━━━━━╇━━━━━━━━━━━╇━━━━━━━━━━━╇━━━━━━━━",
+        " sms    │         5 │         4 │      1 ",
+        " email  │         3 │         3 │      0 ",
+        "",
+        "Collection rate by rule set (dollars collected / owed)",
+        "  ab █████████████████ 56.5%  ($260.00 of $460.00)",
+        "",
+        "Funnel: ab (sets reaching each step; paid in full before the next)",
+        "  (entered)    ████████████████████████      5 reached,     1 paid",
+        "  day 0: Text  ████████████████████████      5 reached,     0 paid",
+        "  day 3: Email ██████████████▍               3 reached,     2 paid",
+        "",
+        "Collected per week 2026-02-23 .. 2026-03-16  ▁█▆▁  $260.00",
+    ]
     rows = cli.ok(*base, "--format", "csv", now=REPORT_NOW).stdout.splitlines()
-    assert rows[0].startswith("rule_set,step_day,step,sets_entered,owed,")
-    assert rows[1].split(",")[:5] == ["ab", "0", "Text", "5", "460.00"]
+    methods = ("sms", "email", "call", "mail", "charge_card")
+    assert rows == [
+        "rule_set,step_day,step,sets_entered,owed,messages_attempted,messages_delivered,messages_failed,"
+        "sets_paid_full,sets_paid_partly,collected,unprompted,collection_rate,median_days_to_pay,opt_outs,cost,"
+        "collected_per_dollar," + ",".join(f"{m}_{x}" for m in methods for x in ("attempted", "delivered", "failed")),
+        "ab,0,Text,5,460.00,5,4,1,0,0,40.00,0.00,0.0870,,0,0.25,160.0,5,4,1" + ",0" * 12,
+        "ab,3,Email,3,330.00,3,3,0,2,0,90.00,0.00,0.2727,7.0,0,0.06,1500.0,0,0,0,3,3,0" + ",0" * 9,
+        "ab,,(unprompted),0,0.00,0,0,0,1,1,130.00,130.00,,0.0,0,0.00,," + ",".join(["0"] * 15),
+    ]
     html_path = tmp_path / "r.html"
     cli.ok(*base, "--format", "html", "--out", str(html_path), now=REPORT_NOW)
     html = html_path.read_text(encoding="utf-8")
     assert html.count("<svg") == 3 and "<script" not in html and "<link" not in html
-    for bad, needle in (
-        (["--by", "colour"], "--by"),
-        (["--attribution", "middle"], "--attribution"),
-        (["--format", "xml"], "--format"),
-        (["--rule-set", "nope"], "unknown rule set 'nope'"),
-        (["--since", "2026-13-01"], "--since"),
-        (["--since", "2026-03-10", "--until", "2026-03-01"], "not before"),
+    for bad, message in (
+        (["--by", "colour"], "--by 'colour': choose from rule-set, step, method, week (comma-separated for nesting)"),
+        (["--attribution", "middle"], "--attribution 'middle': choose last or first"),
+        (["--format", "xml"], "--format 'xml': choose one of table, json, csv, html"),
+        (["--rule-set", "nope"], "unknown rule set 'nope'; known: ab, final-notice, gentle, standard"),
+        (
+            ["--since", "2026-13-01"],
+            "--since '2026-13-01': month must be in 1..12; accepted forms: A..B with dates (2026-03-01), datetimes"
+            " (2026-03-01T14:30, ...Z or +02:00), today, yesterday, tomorrow, -7d, +3d, -2w; open ends allowed"
+            " (2026-03-01.., ..today); a single value means that whole day",
+        ),
+        (["--since", "2026-03-10", "--until", "2026-03-01"], "--since '2026-03-10' is not before --until '2026-03-01'"),
     ):
         r = cli(*base, *bad, now=REPORT_NOW)
-        assert r.code == 2 and needle in r.stderr, r
+        assert (r.code, r.stderr) == (2, f"error: {message}\n"), r
 
 
 def test_bad_costs_config_is_a_configuration_error(cli: Cli, tmp_path: Path) -> None:
     cfg = write(tmp_path / "bad.toml", "[costs]\nsms = -1\n")
     r = cli("--config", str(cfg), "report")
-    assert r.code == 4 and "costs.sms" in r.stderr
+    assert (r.code, r.stderr) == (
+        4,
+        f"error: {cfg}: costs.sms = -1: expected an amount in dollars, 0 or more (e.g. 0.0079)\n",
+    )
     cfg = write(tmp_path / "bad2.toml", "[report]\nattribution_days = 'week'\n")
     r = cli("--config", str(cfg), "report")
-    assert r.code == 4 and "report.attribution_days" in r.stderr
+    assert (r.code, r.stderr) == (
+        4,
+        f"error: {cfg}: report.attribution_days = 'week': expected a whole number of days (0 or more)\n",
+    )
 
 
 # --- A/B assignment on import -------------------------------------------------------------------
@@ -269,10 +293,20 @@ def test_weighted_rule_set_assignment_is_recorded_and_stable(cli: Cli, tmp_path:
         ("standard", list(first.values()).count("standard")),
         ("gentle", list(first.values()).count("gentle")),
     ]
+    verdict = "Too small to tell gentle from standard: fewer than 30 sets in an arm. Keep the experiment running."
     assert exp[0]["comparisons"][0]["enough_data"] is False
-    assert exp[0]["comparisons"][0]["verdict"].startswith("Too small to tell gentle from standard")
+    assert exp[0]["comparisons"][0]["verdict"] == verdict
     table = cli.ok("report", "--experiment").stdout
-    assert "A/B test standard:50,gentle:50" in table and "Too small to tell" in table
+    n_standard, n_gentle = (list(first.values()).count(arm) for arm in ("standard", "gentle"))  # 29 and 31
+    assert table.split("\n\n")[-1].splitlines() == [
+        "A/B test standard:50,gentle:50 (rate = share of sets paid in full, 95% interval)",
+        "Arm      ┃ Sets ┃ Paid full ┃ Rate ┃  95% interval ┃ Collected ┃ Dollar rate",
+        "━━━━━━━━━╇━━━━━━╇━━━━━━━━━━━╇━━━━━━╇━━━━━━━━━━━━━━━╇━━━━━━━━━━━╇━━━━━━━━━━━━",
+        f"standard │ {n_standard:4} │         0 │ 0.0% │ 0.0% .. 11.7% │     $0.00 │        0.0%",
+        f"gentle   │ {n_gentle:4} │         0 │ 0.0% │ 0.0% .. 11.0% │     $0.00 │        0.0%",
+        "  gentle vs standard: difference +0.0 points (95% interval +0.0 .. +0.0), p = -",
+        f"  {verdict}",
+    ]
 
 
 def test_default_rule_set_weights_from_config(cli: Cli, tmp_path: Path) -> None:
@@ -289,16 +323,26 @@ def test_bad_weights_exit_2_and_write_nothing(cli: Cli, tmp_path: Path) -> None:
     write_csv(tmp_path / "p.csv", [patient("P1")], PATIENT_HEADER)
     cli.ok("import", "patients", str(tmp_path / "p.csv"))
     write_csv(tmp_path / "c.csv", [{"charge_id": "C1", "patient_id": "P1", "amount": "9"}])
-    for spec, needle in (
-        ("standard:0,gentle:50", "weight '0' of 'standard' must be a whole number above 0"),
-        ("standard:1.5,gentle:50", "weight '1.5'"),
-        ("standard:-2,gentle:1", "weight '-2'"),
-        ("standard,gentle:1", "'standard' needs NAME:WEIGHT"),
-        ("standard:1,standard:2", "named twice"),
-        ("nope:50,gentle:50", "unknown rule set 'nope'"),
+    forms = "expected NAME, or NAME:WEIGHT,NAME:WEIGHT,... with whole-number weights (e.g. standard:70,gentle:30)"
+    for spec, message in (
+        (
+            "standard:0,gentle:50",
+            f"--rule-set 'standard:0,gentle:50': weight '0' of 'standard' must be a whole number above 0; {forms}",
+        ),
+        (
+            "standard:1.5,gentle:50",
+            f"--rule-set 'standard:1.5,gentle:50': weight '1.5' of 'standard' must be a whole number above 0; {forms}",
+        ),
+        (
+            "standard:-2,gentle:1",
+            f"--rule-set 'standard:-2,gentle:1': weight '-2' of 'standard' must be a whole number above 0; {forms}",
+        ),
+        ("standard,gentle:1", f"--rule-set 'standard,gentle:1': 'standard' needs NAME:WEIGHT; {forms}"),
+        ("standard:1,standard:2", "--rule-set 'standard:1,standard:2': rule set 'standard' is named twice"),
+        ("nope:50,gentle:50", "unknown rule set 'nope'; known: final-notice, gentle, standard"),
     ):
         r = cli("import", "charges", str(tmp_path / "c.csv"), "--rule-set", spec)
-        assert r.code == 2 and needle in r.stderr, (spec, r)
+        assert (r.code, r.stderr) == (2, f"error: {message}\n"), spec
     assert json.loads(cli.ok("list", "--status", "all", "--format", "json").stdout) == []
 
 
@@ -306,8 +350,6 @@ def test_bad_weights_exit_2_and_write_nothing(cli: Cli, tmp_path: Path) -> None:
 def test_report_table_never_cuts_amounts_or_rates(
     cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, columns: int
 ) -> None:
-    from tests.cli.test_output import terminal
-
     cfg = scenario(cli, tmp_path)
     terminal(cli, monkeypatch, columns)
     r = cli.ok("--config", str(cfg), "report", "--since", "2026-03-01", "--by", "rule-set,step", now=REPORT_NOW)
@@ -317,12 +359,18 @@ def test_report_table_never_cuts_amounts_or_rates(
     header = next(x for x in lines if "Sets" in x and "Collected" in x)
     for head in ("Rule set", "Sets", "Paid full", "Collected", "Rate"):
         assert head in header
+    shown = {
+        80: "Rule set ┃ Step         ┃ Sets ┃ Paid full ┃ Partly ┃ Collected ┃  Rate ┃  Cost",
+        120: "Rule set ┃ Step         ┃ Sets ┃ Attempted ┃ Delivered ┃ Failed ┃ Paid full ┃ Partly ┃ Collected ┃"
+        "  Rate ┃  Cost",
+    }
+    assert header == shown[columns]
     total = json.loads(
         cli.ok("--config", str(cfg), "report", "--since", "2026-03-01", "--format", "json", now=REPORT_NOW).stdout
     )["total"]
     assert plain_total(total["collected_cents"]) in r.stdout
-    if columns == 80:
-        assert "hidden at 80 columns" in r.stderr and "--format csv" in r.stderr
+    hidden = {80: "$ per $, Opt-outs, Median days, Failed, Delivered, Attempted", 120: "$ per $, Opt-outs, Median days"}
+    assert r.stderr == f"({hidden[columns]} hidden at {columns} columns; --format csv or a wider terminal shows them)\n"
 
 
 def plain_total(cents: int) -> str:

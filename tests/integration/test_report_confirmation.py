@@ -22,13 +22,12 @@ from outreach_cli.domain.report import Costs, Options, Report
 from outreach_cli.store.database import Store
 from outreach_cli.store.report_queries import read_report_input
 from tests.conftest import Cli, write
-from tests.helpers import PATIENT_HEADER, patient, sync_rule_set, write_csv
-from tests.integration.test_report import AB, CONFIG
+from tests.helpers import AB_CONFIG, AB_RULE_SET, PATIENT_HEADER, patient, sync_rule_set, write_csv
 
 
 def test_opt_out_confirmation_is_not_an_outreach_step(cli: Cli, tmp_path: Path) -> None:
-    cfg = write(tmp_path / "outreach.toml", CONFIG)
-    sync_rule_set(cli, tmp_path, "ab", AB)
+    cfg = write(tmp_path / "outreach.toml", AB_CONFIG)
+    sync_rule_set(cli, tmp_path, "ab", AB_RULE_SET)
     write_csv(
         tmp_path / "p.csv", [patient("A", phone="(617) 555-0101"), patient("B", phone="(617) 555-0102")], PATIENT_HEADER
     )

@@ -57,7 +57,7 @@ def test_send_facts_kept_through_every_write(cli: Cli, tmp_path: Path) -> None:
     sets = {r["patient_id"]: r["id"] for r in json.loads(cli.ok("list", "--format", "json", now=z(T0)).stdout)}
     for day in (0, 4, 8):  # outreach writes the sends (and their outcomes)
         cli.ok("run-outreach", "--format", "json", now=z(T0 + timedelta(days=day, minutes=5)))
-    assert _check(store) > 0
+    assert _check(store) == 9  # day 0: sms and email to each of the 3; day 7: an sms to each
     # A second charge on A's set changes its owed: A's sends follow (0011's trigger, then 0018's).
     write_csv(tmp_path / "c2.csv", [{"charge_id": "C2-A", "patient_id": "A", "amount": "40.00"}])
     cli.ok("import", "charges", str(tmp_path / "c2.csv"), now=z(T0 + timedelta(days=9)))
@@ -66,6 +66,7 @@ def test_send_facts_kept_through_every_write(cli: Cli, tmp_path: Path) -> None:
     cli.ok("act", "change-ruleset", str(sets["C"]), "--rule-set", "gentle", "--yes", now=z(T0 + timedelta(days=9)))
     cli.ok("run-outreach", "--format", "json", now=z(T0 + timedelta(days=15)))
     n = _check(store)
+    assert n == 12  # day 14's email to A and B; C's first gentle statement
     with store.read() as conn:
         gentle = conn.execute(select(rule_set_t.c.id).where(rule_set_t.c.name == "gentle")).scalar_one()
         kept_c = {

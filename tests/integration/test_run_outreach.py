@@ -21,8 +21,8 @@ import pytest
 from tests.conftest import Cli, Result
 from tests.fakes.twilio_server import ACCOUNT, TOKEN, FakeTwilio
 from tests.helpers import PATIENT_HEADER, patient, seed_patients, sync_rule_set, write_csv
-from tests.integration.test_engine import Recorder
 from tests.reliability.harness import PRACTICE, T0, env_for, fresh_sqlite, per_number, send_statuses, z
+from tests.sending import Recorder
 
 SMS_EMAIL = """title = "SMS and email"
 expiry_day = 30
