@@ -179,9 +179,16 @@ def _report_trouble(a: App, summary: TickSummary) -> None:
 
     trouble = _trouble(summary)
     if summary.outage:
+        retried = summary.attempted - summary.gave_up
         raise TemporaryFailure(
             f"provider outage: all {summary.attempted} attempted send(s) failed temporarily ({trouble}); "
-            "they stay pending and are retried by later runs"
+            + (
+                "they stay pending and are retried by later runs"
+                if not summary.gave_up
+                else "none is retried"
+                if not retried
+                else f"the other {retried} stay pending and are retried by later runs"
+            )
         )
     if trouble:
         transient = sum(n for n, _ in summary.transient_by_method.values())
