@@ -213,8 +213,8 @@ def _sqlite_csv_line(delim: str, rule_sets: dict[int, str]) -> list[Any]:
     break), which costs less than a test per cell here. Only next_methods, a comma list, is
     quoted here (returned too, so the check knows what its cell adds); the rule set's cell comes
     from Python (`_rule_set_cells`), not a subquery per row. NULL when a cell may need
-    `neutralize`, or the rule set has no cell there: those rows and the odd ones are made in
-    Python from `export_columns(csv=True)`."""
+    `neutralize`, holds a NUL character, or the rule set has no cell there: those rows and the
+    odd ones are made in Python from `export_columns(csv=True)`."""
     s, p = "invoice_set", "patient"
     first, last, cents = f"{p}.first_name", f"{p}.last_name", f"{s}.amount_outstanding_cents"
     spaces = "'" + SPACES.replace("'", "''") + "'"
@@ -249,7 +249,10 @@ def _sqlite_csv_line(delim: str, rule_sets: dict[int, str]) -> list[Any]:
     line = f"printf('{fmt}', {', '.join(v for _, v in parts)})"
     formula = _formula_test_sql([f"{s}.status", f"{p}.patient_id", f"{p}.email", *more], f"{p}.phone", "sqlite")
     ids = ", ".join(map(str, cells))
-    left = f"{formula} OR {name_formula} OR {s}.rule_set_id NOT IN ({ids})"
+    # printf's %s ends a text at a NUL character (|| and the csv module keep it): such rows too.
+    texts = [f"{s}.status", f"{p}.patient_id", first, last, f"{p}.phone", f"{p}.email", *more]
+    nul = " OR ".join(f"instr({c}, char(0))" for c in texts)
+    left = f"{formula} OR {name_formula} OR {nul} OR {s}.rule_set_id NOT IN ({ids})"
     post = f"CASE WHEN {p}.needs_review THEN '{delim}true\n' ELSE '{delim}false\n' END"
     cols = (f"{s}.id", f"CASE WHEN {left} THEN NULL ELSE {line} END", post, more[1])
     return [literal_column(c) for c in cols]

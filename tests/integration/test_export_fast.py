@@ -222,6 +222,10 @@ def awkward(cli: Cli, tmp_path: Path) -> Cli:
                 {**row, **pk},
             )
             conn.execute(text(f"UPDATE patient SET {patient_sql} WHERE patient_id = :pid"), {**row, **pk})
+        if store.dialect == "sqlite":  # (PostgreSQL text cannot hold a NUL character)
+            for k, c in enumerate(TEXT_COLS):  # one plain row each
+                table, pk = ("patient", "id") if c in TEXT_COLS[:5] else ("invoice_set", "patient_pk")
+                conn.execute(text(f"UPDATE {table} SET {c} = 'nul' || char(0) || {c} WHERE {pk} = :pk"), {"pk": k + 2})
         conn.execute(text("UPDATE rule_set SET name = '=gentle' WHERE name = 'gentle'"))
         conn.execute(text("UPDATE rule_set SET name = 'final,\"notice\"' WHERE name = 'final-notice'"))
     store.engine.dispose()
@@ -247,7 +251,8 @@ def _needs_python(row: dict[str, Any], delim: str) -> tuple[bool, bool]:
     for c in ("status", "patient_id", "patient_name", "phone", "email", "next_step", "next_methods", "status_reason"):
         value, cell = row[c], flat(row[c])
         must = must or cell != (",".join(value) if isinstance(value, list) else value or "")
-        must = must or neutralize(cell) != cell or (c != "next_methods" and ('"' in cell or delim in cell))
+        must = must or neutralize(cell) != cell or "\0" in cell
+        must = must or (c != "next_methods" and ('"' in cell or delim in cell))
         plain_phone = c == "phone" and re.fullmatch(r"[+-][0-9]+", cell) is not None
         may = may or (cell[:1] in ("=", "+", "-", "@") and not plain_phone)
     rule_set = neutralize(row["rule_set"])
