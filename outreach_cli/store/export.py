@@ -32,6 +32,7 @@ BATCH = 2000
 _URLSAFE = bytes.maketrans(b"+/", b"-_")
 _TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
 _FIRST = frozenset(_TRIGGERS)  # a flattened cell starting with one of these may be a formula
+_STARTS_FORMULA = "'[=+@-]*'"  # SQLite GLOB: the text starts with =, +, @ or - (a flattened cell)
 
 
 def _iso_sql(col: str, dialect: str, *, quoted: bool) -> str:
@@ -67,14 +68,19 @@ def _flat_sql(col: str, dialect: str) -> str:
 def _formula_flag_sql(cols: list[str], phone: str, dialect: str) -> str:
     """1 when a (flattened) text cell starts like a formula, so the row takes `neutralize` in
     Python; a phone that is a plain number (`+16175550100`) never does, as in `neutralize`."""
-    first = "substr({}, 1, 1)" if dialect == "sqlite" else "left({}, 1)"
-    starts = [f"{first.format(c)} IN ('=', '+', '-', '@')" for c in cols]
-    if dialect == "sqlite":
+    return f"CASE WHEN {_formula_test_sql(cols, phone, dialect)} THEN 1 ELSE 0 END"
+
+
+def _formula_test_sql(cols: list[str], phone: str, dialect: str) -> str:
+    """The condition of `_formula_flag_sql`."""
+    if dialect == "sqlite":  # GLOB '[...]*' looks at the first character only: cheaper than substr
+        starts = [f"{c} GLOB {_STARTS_FORMULA}" for c in cols]
         plain = f"({phone} GLOB '[+-][0-9]*' AND substr({phone}, 2) NOT GLOB '*[^0-9]*')"
+        starts.append(f"({phone} GLOB {_STARTS_FORMULA} AND NOT {plain})")
     else:
-        plain = f"({phone} ~ '^[+-][0-9]+$')"
-    starts.append(f"({first.format(phone)} IN ('=', '+', '-', '@') AND NOT {plain})")
-    return "CASE WHEN " + " OR ".join(starts) + " THEN 1 ELSE 0 END"
+        starts = [f"left({c}, 1) IN ('=', '+', '-', '@')" for c in cols]
+        starts.append(f"(left({phone}, 1) IN ('=', '+', '-', '@') AND NOT ({phone} ~ '^[+-][0-9]+$'))")
+    return " OR ".join(starts)
 
 
 # What str.strip() removes (`patient_name` is f"{first} {last}".strip()): trim() with this set of
@@ -151,11 +157,14 @@ def _csv_cell_sql(v: str, dialect: str, delim: str, *, flat: bool = True, test: 
     return f"coalesce(CASE WHEN {need} THEN '\"' || replace({f}, '\"', '\"\"') || '\"' ELSE {f} END, '')"
 
 
-def csv_line_columns(dialect: str, delim: str) -> list[Any]:
+def csv_line_columns(dialect: str, delim: str, rule_sets: dict[int, str] | None = None) -> list[Any]:
     """id, the TSV/CSV line up to the payment link (NULL when a cell may need `neutralize`: that
-    row is made in Python from `export_columns(csv=True)`), and the line's end (needs_review).
+    row is made in Python from `export_columns(csv=True)`), and the line's end (needs_review);
+    on SQLite also next_methods (see `_sqlite_csv_line`; ``rule_sets``: the rule sets' names).
     The formula test looks at the raw values: flattening only turns tabs and line breaks into
     spaces, which never start a formula, and keeps a plain number plain."""
+    if dialect == "sqlite":
+        return _sqlite_csv_line(delim, rule_sets or {})
     s, p = "invoice_set", "patient"
     trim = "trim" if dialect == "sqlite" else "btrim"
     spaces = "'" + SPACES.replace("'", "''") + "'"
@@ -191,6 +200,112 @@ def csv_line_columns(dialect: str, delim: str) -> list[Any]:
     )
     post = f"{sep} || CASE WHEN {p}.needs_review THEN 'true' ELSE 'false' END || {ch}(10)"
     return [literal_column(c) for c in (f"{s}.id", f"CASE WHEN {flag} = 1 THEN NULL ELSE {line} END", post)]
+
+
+SEPARATORS = 14  # delimiters in a line up to the payment link: one after each of its 14 cells
+
+
+def _sqlite_csv_line(delim: str, rule_sets: dict[int, str]) -> list[Any]:
+    """`csv_line_columns` on SQLite: the line is ONE printf of the stored text as it is (a chain
+    of || copies the growing text once per part), with no flattening or quoting. The stored text
+    is its own cell when it holds no quote, delimiter, tab or line break (nearly always), and
+    Python checks that on the whole line (`odd_rows`: counts of quotes and delimiters, no line
+    break), which costs less than a test per cell here. Only next_methods, a comma list, is
+    quoted here (returned too, so the check knows what its cell adds); the rule set's cell comes
+    from Python (`_rule_set_cells`), not a subquery per row. NULL when a cell may need
+    `neutralize`, holds a NUL character, or the rule set has no cell there: those rows and the
+    odd ones are made in Python from `export_columns(csv=True)`."""
+    s, p = "invoice_set", "patient"
+    first, last, cents = f"{p}.first_name", f"{p}.last_name", f"{s}.amount_outstanding_cents"
+    spaces = "'" + SPACES.replace("'", "''") + "'"
+    trimmed = f"trim({first} || ' ' || {last}, {spaces})"
+    # A name that starts and ends with printable ASCII other than a space is its own strip();
+    # one whose first_name starts so starts with first_name's first character (trim() only when
+    # not: it is the dearest part of the name).
+    ascii_ends = f"{first} GLOB '[!-~]*' AND substr({last}, -1) GLOB '[!-~]'"
+    name = f"CASE WHEN {ascii_ends} THEN {first} || ' ' || {last} ELSE {trimmed} END"
+    name_formula = f"{first} GLOB {_STARTS_FORMULA} OR (NOT {first} GLOB '[!-~]*' AND {trimmed} GLOB {_STARTS_FORMULA})"
+    cells = _rule_set_cells(rule_sets, delim)
+    whens = " ".join(f"WHEN {i} THEN '{c}'" for i, c in cells.items())
+    rs = f"CASE {s}.rule_set_id {whens} END" if cells else "NULL"
+    more = [f"{s}.next_step", f"{s}.next_methods", f"{s}.status_reason"]
+    parts = [
+        ("%s", f"{s}.id"),
+        ("%s", f"{s}.status"),
+        ("%s%d.%02d", f"CASE WHEN {cents} < 0 THEN '-' ELSE '' END, abs({cents}) / 100, abs({cents}) % 100"),
+        ("%s", cents),
+        ("%s", f"{p}.patient_id"),
+        ("%s", name),
+        ("%s", f"{p}.phone"),
+        ("%s", f"{p}.email"),
+        ("%s", rs),
+        ("%s", _iso_sql(f"{s}.created_at", "sqlite", quoted=False)),
+        ("%s", _iso_sql(f"{s}.next_send_at", "sqlite", quoted=False)),
+        ("%s", more[0]),
+        ("%s", _csv_cell_sql(more[1], "sqlite", delim, flat=False)),
+        ("%s", more[2]),
+    ]
+    fmt = "".join(f + delim for f, _ in parts)
+    line = f"printf('{fmt}', {', '.join(v for _, v in parts)})"
+    formula = _formula_test_sql([f"{s}.status", f"{p}.patient_id", f"{p}.email", *more], f"{p}.phone", "sqlite")
+    ids = ", ".join(map(str, cells))
+    # printf's %s ends a text at a NUL character (|| and the csv module keep it): such rows too.
+    texts = [f"{s}.status", f"{p}.patient_id", first, last, f"{p}.phone", f"{p}.email", *more]
+    nul = " OR ".join(f"instr({c}, char(0))" for c in texts)
+    left = f"{formula} OR {name_formula} OR {nul} OR {s}.rule_set_id NOT IN ({ids})"
+    post = f"CASE WHEN {p}.needs_review THEN '{delim}true\n' ELSE '{delim}false\n' END"
+    cols = (f"{s}.id", f"CASE WHEN {left} THEN NULL ELSE {line} END", post, more[1])
+    return [literal_column(c) for c in cols]
+
+
+def _rule_set_cells(names: dict[int, str], delim: str) -> dict[int, str]:
+    """Each rule set's cell as `emit` writes it (`neutralize(flat(name))`), SQL-quoted, for those
+    whose cell the csv module writes as it is (all of them: names are slugs)."""
+    from outreach_cli.domain.csvsafe import flat
+
+    cells = {i: neutralize(flat(n)) for i, n in names.items()}
+    return {i: c.replace("'", "''") for i, c in cells.items() if not any(x in c for x in ('"', delim, "\0"))}
+
+
+class _Expected(dict[str | None, tuple[int, int]]):
+    """next_methods -> the quotes and delimiters in a `_sqlite_csv_line` line whose other cells
+    hold neither: those of the methods cell, and the separators. A tab in the methods must be
+    flattened: (-1, -1), no line has that (line breaks anywhere, and a tab in a CSV line,
+    `odd_rows` finds itself)."""
+
+    def __init__(self, delim: str) -> None:
+        super().__init__()
+        self.delim = delim
+
+    def __missing__(self, m: str | None) -> tuple[int, int]:
+        cell = m or ""
+        if '"' in cell or (self.delim == "," and "," in cell):  # as the query quotes it (_csv_cell_sql)
+            cell = '"' + cell.replace('"', '""') + '"'
+        got = (-1, -1) if "\t" in cell else (cell.count('"'), SEPARATORS + cell.count(self.delim))
+        self[m] = got
+        return got
+
+
+def odd_rows(batch: list[tuple[Any, ...]], expected: _Expected) -> list[int]:
+    """The IDs of the rows of a `_sqlite_csv_line` batch left to Python: those the query left
+    (NULL), and those where a cell other than next_methods holds a quote, the delimiter, a tab
+    or a line break (which the line's counts of quotes and delimiters, and a search for the
+    others, show)."""
+    if expected.delim == "\t":
+        return [
+            i
+            for i, line, _end, m in batch
+            if line is None or (line.count('"'), line.count("\t")) != expected[m] or "\n" in line or "\r" in line
+        ]
+    return [
+        i
+        for i, line, _end, m in batch
+        if line is None
+        or (line.count('"'), line.count(",")) != expected[m]
+        or "\t" in line
+        or "\n" in line
+        or "\r" in line
+    ]
 
 
 def export_columns(dialect: str, *, csv: bool) -> list[Any]:
@@ -281,27 +396,35 @@ def rule_set_names(store: Store) -> dict[int, str]:
 
 def export_rows(store: Store, f: ListFilter, *, delim: str | None) -> Generator[list[tuple[Any, ...]], None, None]:
     """The fast path's rows in batches, in `list` order: (id, JSON text up to the link, its
-    end) or, with ``delim``, (id, TSV/CSV line up to the link, its end, the cells of
-    `export_columns(csv=True)` when the line is left to Python)."""
+    end) or, with ``delim``, (id, TSV/CSV line up to the link, its end[, next_methods on
+    SQLite]), or (id, None, None, the cells of `export_columns(csv=True)`) when the line is left
+    to Python."""
     with store.read() as conn:
+        rule_sets = RuleSets(conn)
         walk = _walks_next_send(conn, store.dialect, f)
-        base = _base(RuleSets(conn), f, walk_next_send=walk, dialect=store.dialect)
-        cols = json_columns(store.dialect) if delim is None else csv_line_columns(store.dialect, delim)
+        base = _base(rule_sets, f, walk_next_send=walk, dialect=store.dialect)
+        if delim is None:
+            cols = json_columns(store.dialect)
+        else:
+            names = {i: name for i, (name, _v, _rs) in rule_sets.by_id.items()}
+            cols = csv_line_columns(store.dialect, delim, names)
         base = base.with_only_columns(*cols, maintain_column_froms=False)
         pages = _pages(conn, base, f, run=lambda q: _driver_rows(conn, q), size=len)
+        expected = _Expected(delim or ",")
         for batch in pages:
-            if delim is not None and any(r[1] is None for r in batch):
-                batch = _with_cells(conn, store.dialect, batch)
-            yield batch
+            if delim is None:
+                yield batch
+                continue
+            odd = odd_rows(batch, expected) if store.dialect == "sqlite" else [r[0] for r in batch if r[1] is None]
+            yield _with_cells(conn, store.dialect, batch, odd) if odd else batch
 
 
-def _with_cells(conn: Any, dialect: str, batch: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
-    """The rows whose line is left to Python get their cells (one query per batch)."""
+def _with_cells(conn: Any, dialect: str, batch: list[tuple[Any, ...]], ids: list[int]) -> list[tuple[Any, ...]]:
+    """The rows whose line is left to Python (``ids``) get their cells (one query per batch)."""
     from sqlalchemy import select
 
     from outreach_cli.store.models import invoice_set_t, patient_t
 
-    ids = [r[0] for r in batch if r[1] is None]
     q = (
         select(*export_columns(dialect, csv=True))
         .select_from(invoice_set_t)
@@ -309,7 +432,8 @@ def _with_cells(conn: Any, dialect: str, batch: list[tuple[Any, ...]]) -> list[t
         .where(invoice_set_t.c.id.in_(ids))
     )
     cells = {r[0]: r for rows in _driver_rows(conn, q, server=False) for r in rows}
-    return [r if r[1] is not None else (*r, cells[r[0]]) for r in batch]
+    wanted = set(ids)
+    return [(r[0], None, None, cells[r[0]]) if r[0] in wanted else r for r in batch]
 
 
 def json_batches(batches: Iterator[list[tuple[Any, ...]]], link: Callable[[int], str]) -> Iterator[list[str]]:

@@ -5,13 +5,20 @@ amounts of every sign and size, times with and without a next send."""
 
 from __future__ import annotations
 
+import csv
+import io
+import json
+import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import text
 
 from outreach_cli.cli import cmd_list
+from outreach_cli.domain.csvsafe import flat, neutralize
 from outreach_cli.store.database import Store
+from outreach_cli.store.queries import LIST_COLUMNS
 from tests.conftest import Cli
 from tests.helpers import PATIENT_HEADER, patient, write_csv
 
@@ -127,3 +134,149 @@ def test_spaces_are_what_strip_removes() -> None:
     from outreach_cli.store.export import SPACES
 
     assert SPACES == "".join(c for c in map(chr, range(0x110000)) if c.isspace())
+
+
+# Values a cell may hold that the csv module quotes, `flat` changes or `neutralize` marks, and
+# ones it writes as they are: the fast path takes a line as the query wrote it only when no cell
+# needs any of that, and makes the other rows in Python.
+AWKWARD = [
+    "a,b",
+    'say "hi"',
+    '"',
+    ",",
+    "line\nbreak",
+    "tab\there",
+    "cr\rend",
+    "end\n",
+    "=1+2",
+    "+x",
+    "-5",
+    "-y",
+    "@at",
+    "\t=tab first",
+    "Ünïcødé",
+    "日本 太郎",
+    "",
+    " lead",
+    "trail ",
+    "\u3000wide\u3000",
+    "nb\xa0sp",
+    "o'neil",
+    'x""y',
+    "50%",
+]
+TEXT_COLS = ["patient_id", "first_name", "last_name", "phone", "email", "next_step", "next_methods", "status_reason"]
+PLAIN = dict(
+    zip(TEXT_COLS, ["P", "Ann", "Lee", "+16175550100", "a@example.com", "Statement", "sms,email", "Late"], strict=True)
+)
+MORE = {
+    "phone": ["-12", "+1 617", "+1,2", "=1", '+12"3', "+", None, "+0012", "+١٢٣"],
+    "email": [None],
+    "next_methods": ["sms", "email,sms,letter", None, 'a"b', "x\ty", "=sms", 'sms,"x"', "+1"],
+    "status_reason": [None],
+}
+
+
+def _awkward_rows() -> list[dict[str, str | None]]:
+    """Cell values, a row each: plain ones; every awkward value alone in every text column; then
+    several at random (seeded)."""
+    import random
+
+    rnd = random.Random(7)
+    singles = [(c, v) for c in TEXT_COLS for v in AWKWARD + MORE.get(c, [])]
+    rows = [dict(PLAIN) for _ in range(10)] + [{**PLAIN, c: v} for c, v in singles]
+    for _ in range(40):
+        rows.append({c: rnd.choice(AWKWARD + MORE.get(c, [])) if rnd.random() < 0.4 else v for c, v in PLAIN.items()})
+    for i, row in enumerate(rows):
+        row["patient_id"] = f"{row['patient_id']}{i}"  # unique
+        row["rule_set"] = ["standard", "gentle", "final-notice"][i % 3] if i >= len(rows) - 40 else "gentle"
+    return rows
+
+
+@pytest.fixture
+def awkward(cli: Cli, tmp_path: Path) -> Cli:
+    """A set for each of `_awkward_rows`, its text cells updated to them (as stored, whatever
+    the importer would make of them); two rule sets renamed: one whose cell is neutralized, one
+    whose cell is quoted (only the random rows use that one)."""
+    rows = _awkward_rows()
+    pts = [patient(f"A{i}") for i in range(len(rows))]
+    write_csv(tmp_path / "p.csv", pts, PATIENT_HEADER)
+    cli.ok("import", "patients", str(tmp_path / "p.csv"))
+    amounts = [
+        {"charge_id": f"C{i}", "patient_id": p["patient_id"], "amount": f"{i + 1}.00"} for i, p in enumerate(pts)
+    ]
+    write_csv(tmp_path / "c.csv", amounts)
+    cli.ok("import", "charges", str(tmp_path / "c.csv"))
+    patient_sql = ", ".join(f"{c} = :{c}" for c in TEXT_COLS[:5])
+    set_sql = ", ".join(f"{c} = :{c}" for c in TEXT_COLS[5:])
+    store = Store(cli.db)
+    with store.engine.begin() as conn:
+        for i, row in enumerate(rows):
+            pk = {"pid": f"A{i}"}
+            conn.execute(
+                text(
+                    f"UPDATE invoice_set SET {set_sql}, rule_set_id = (SELECT id FROM rule_set"
+                    " WHERE name = :rule_set) WHERE patient_pk = (SELECT id FROM patient"
+                    " WHERE patient_id = :pid)"
+                ),
+                {**row, **pk},
+            )
+            conn.execute(text(f"UPDATE patient SET {patient_sql} WHERE patient_id = :pid"), {**row, **pk})
+        if store.dialect == "sqlite":  # (PostgreSQL text cannot hold a NUL character)
+            for k, c in enumerate(TEXT_COLS):  # one plain row each
+                table, pk = ("patient", "id") if c in TEXT_COLS[:5] else ("invoice_set", "patient_pk")
+                conn.execute(text(f"UPDATE {table} SET {c} = 'nul' || char(0) || {c} WHERE {pk} = :pk"), {"pk": k + 2})
+        conn.execute(text("UPDATE rule_set SET name = '=gentle' WHERE name = 'gentle'"))
+        conn.execute(text("UPDATE rule_set SET name = 'final,\"notice\"' WHERE name = 'final-notice'"))
+    store.engine.dispose()
+    return cli
+
+
+def _with_csv_module(rows: list[dict[str, Any]], delim: str) -> str:
+    """The TSV/CSV text of `list`'s rows written by the csv module, each cell as `emit` makes it
+    (`neutralize(flat(value))`)."""
+    buf = io.StringIO()
+    w = csv.writer(buf, dialect="excel-tab" if delim == "\t" else "excel", lineterminator="\n")
+    w.writerow(LIST_COLUMNS)
+    w.writerows([neutralize(flat(row[c])) for c in LIST_COLUMNS] for row in rows)
+    return buf.getvalue()
+
+
+def _needs_python(row: dict[str, Any], delim: str) -> tuple[bool, bool]:
+    """Whether a row's line must be made in Python (a text cell that `flat` changes, or that the
+    csv module quotes or `neutralize` marks, but for next_methods, quoted by the query, and the
+    rule set, whose cell comes made), and whether it may be (a cell starts like a formula: the
+    query does not tell a number from one)."""
+    must = may = False
+    for c in ("status", "patient_id", "patient_name", "phone", "email", "next_step", "next_methods", "status_reason"):
+        value, cell = row[c], flat(row[c])
+        must = must or cell != (",".join(value) if isinstance(value, list) else value or "")
+        must = must or neutralize(cell) != cell or "\0" in cell
+        must = must or (c != "next_methods" and ('"' in cell or delim in cell))
+        plain_phone = c == "phone" and re.fullmatch(r"[+-][0-9]+", cell) is not None
+        may = may or (cell[:1] in ("=", "+", "-", "@") and not plain_phone)
+    rule_set = neutralize(row["rule_set"])
+    return must or '"' in rule_set or delim in rule_set, may
+
+
+@pytest.mark.parametrize("fmt", ["tsv", "csv"])
+def test_awkward_cells(awkward: Cli, monkeypatch: pytest.MonkeyPatch, fmt: str) -> None:
+    """Every awkward value in every text column: the fast path writes what the csv module writes
+    for the rows `list` gives (and what the generic path writes), and makes in Python the rows
+    that need it, not the others."""
+    from outreach_cli.store import export
+
+    delim = "\t" if fmt == "tsv" else ","
+    args = ("--status", "all", "--sort", "amount", "--format")
+    rows = [json.loads(x) for x in _generic(awkward, monkeypatch, *args, "jsonl").splitlines()]
+    in_python: list[int] = []
+    real = export._with_cells
+    monkeypatch.setattr(export, "_with_cells", lambda c, d, b, ids: in_python.extend(ids) or real(c, d, b, ids))
+    fast = awkward.ok("list", *args, fmt).stdout
+    assert fast == _with_csv_module(rows, delim)
+    assert fast == _generic(awkward, monkeypatch, *args, fmt)
+    if not awkward.db.startswith("postgresql"):  # (PostgreSQL quotes and flattens in the query)
+        must = {r["id"] for r in rows if _needs_python(r, delim)[0]}
+        may = {r["id"] for r in rows if _needs_python(r, delim)[1]}
+        assert must <= set(in_python) <= must | may
+        assert len(rows) - len(must | may) >= 100  # most rows are taken as the query wrote them
