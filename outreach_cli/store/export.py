@@ -13,7 +13,6 @@ generic path's (`emit` over `list_sets`); tests compare the two on both database
 from __future__ import annotations
 
 import binascii
-import hmac
 from collections.abc import Callable, Generator, Iterator
 from json.encoder import encode_basestring
 from typing import TYPE_CHECKING, Any
@@ -22,6 +21,7 @@ from sqlalchemy import literal_column
 
 from outreach_cli.domain.context import Context
 from outreach_cli.domain.csvsafe import neutralize
+from outreach_cli.domain.paymentlink import set_mac_maker
 from outreach_cli.store.loaded_rulesets import RuleSets
 from outreach_cli.store.queries import ListFilter, _base, _iso_of_stored, _pages, _walks_next_send
 
@@ -360,7 +360,7 @@ def _driver_rows(conn: Any, stmt: Any, *, server: bool = True) -> Iterator[list[
 
 
 def payment_links(ctx: Context, *, csv: bool, delim: str = ",") -> Callable[[int], str] | None:
-    """`payment_url_maker` in one C call per set (hmac.digest), written as its JSON string or
+    """`payment_url_maker` (the MAC of `set_mac_maker`), written as its JSON string or
     its TSV/CSV cell. None when the link cannot be made that way (a Stripe checkout link; a
     template whose cell a spreadsheet could read as a formula)."""
     settings = ctx.extra.get("settings")
@@ -376,14 +376,12 @@ def payment_links(ctx: Context, *, csv: bool, delim: str = ",") -> Callable[[int
     else:
         parts = [encode_basestring(x)[1:-1] for x in parts]
         parts[0], parts[-1] = '"' + parts[0], parts[-1] + '"'
-    key = ctx.secret.encode()
     b64 = binascii.b2a_base64
-    digest = getattr(hmac, "_hashopenssl", None)
-    mac = getattr(digest, "hmac_digest", hmac.digest)  # what hmac.digest calls, without its checks
+    mac = set_mac_maker(ctx.secret)
 
     def link(set_id: int) -> str:
         # 24 bytes: 32 characters of URL-safe base64 with no padding, as payment_url makes them.
-        token = b64(mac(key, b"invoice-set:%d" % set_id, "sha256")[:24], newline=False).translate(_URLSAFE)
+        token = b64(mac(set_id)[:24], newline=False).translate(_URLSAFE)
         return token.decode().join(parts)
 
     return link
