@@ -414,9 +414,8 @@ def run_import(
         from outreach_cli.store.maintenance import after_big_write
 
         tables = {"patients": ["patient", "invoice_set"], "charges": ["charge", "invoice_set", "send", "event"]}
-        after_big_write(
-            store, tables.get(kind, ["payment", "payment_allocation", "charge", "invoice_set"]), report.rows
-        )
+        touched = tables.get(kind, ["payment", "payment_allocation", "charge", "invoice_set"])
+        after_big_write(store, touched, report.rows, sample=False)
     return report
 
 

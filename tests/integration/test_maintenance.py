@@ -12,7 +12,7 @@ import pytest
 
 from outreach_cli.store import maintenance
 from outreach_cli.store.database import Store
-from tests.conftest import Cli
+from tests.conftest import Cli, initialized
 from tests.helpers import PATIENT_HEADER, patient, write_csv
 
 
@@ -63,3 +63,24 @@ def test_bulk_action_checkpoints_and_refreshes_statistics(
             assert (_analyze_count(store, "invoice_set") > before) is big
     finally:
         store.engine.dispose()
+
+
+def test_a_big_import_reads_every_row_for_its_statistics(
+    sqlite_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A sample is the first rows of each index: for `charge.status` (one value here) it would
+    say 1,000 rows a value of 1,500; an import's ANALYZE reads them all (a bulk action samples)."""
+    monkeypatch.setattr(maintenance, "BIG_WRITE_ROWS", 100)
+    monkeypatch.setattr(maintenance, "ANALYSIS_LIMIT", 100)  # what a sample would count on
+    n = 1_500
+    cli = initialized(sqlite_url)
+    pats = [patient(f"P{i}") for i in range(n)]
+    cli.ok("import", "patients", str(write_csv(tmp_path / "p.csv", pats, PATIENT_HEADER)))
+    rows = [{"charge_id": f"C{i}", "patient_id": f"P{i}", "amount": "10"} for i in range(n)]
+    cli.ok("import", "charges", str(write_csv(tmp_path / "c.csv", rows)), "--rule-set", "standard")
+    con = sqlite3.connect(sqlite_url.removeprefix("sqlite:///"))
+    try:
+        (stat,) = con.execute("SELECT stat FROM sqlite_stat1 WHERE idx = 'ix_charge_status_amount'").fetchone()
+    finally:
+        con.close()
+    assert stat.split()[:2] == [str(n), str(n)]  # 1,500 charges, all 1,500 of the one status

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Cli, prepared
+from outreach_cli.store.database import Store
+from tests.conftest import Cli, initialized, prepared
 from tests.helpers import PATIENT_HEADER, patient, write_csv
-from tests.integration.plans import full_scans, lines, plans_of
+from tests.integration.plans import captured, explain, full_scans, lines, plans_of
 
 N = 60
 
@@ -98,3 +99,31 @@ def test_run_outreach_claims_due_sets_through_the_next_send_index(seeded: Cli, m
     assert claims, "\n".join(st.sql for st in stmts)
     assert not full_scans(claims), "\n".join(map(str, claims))
     assert all(any("next_send" in ln for ln in st.plan) for st in claims), "\n".join(map(str, claims))
+
+
+def test_a_payments_charges_are_found_by_patient_even_on_misleading_statistics(sqlite_url: str) -> None:
+    """A sampled ANALYZE (the first 1,000 rows of each index) once told SQLite that a status
+    matches 1,001 charges of a million: it then read every outstanding charge for each chunk of
+    a payments import (67 GB at a million payments). The ledger's lookup stays on the patient
+    index whatever the statistics say."""
+    from outreach_cli.store import ledger
+
+    initialized(sqlite_url)
+    store = Store(sqlite_url)
+    try:
+        with store.engine.begin() as conn:
+            conn.exec_driver_sql("ANALYZE")  # creates sqlite_stat1
+            conn.exec_driver_sql("DELETE FROM sqlite_stat1 WHERE tbl = 'charge'")
+            conn.exec_driver_sql(
+                "INSERT INTO sqlite_stat1 VALUES ('charge', 'ix_charge_status_amount', '1150800 1001 1001'),"
+                " ('charge', 'ix_charge_patient_pk', '1260070 1'), ('charge', 'sqlite_autoindex_charge_1', '1111800 1')"
+            )
+        with captured() as got, store.engine.connect() as conn:
+            conn.exec_driver_sql("ANALYZE sqlite_schema")  # the planner rereads the statistics
+            ledger._owed_charges(conn, list(range(1, 901)))
+    finally:
+        store.engine.dispose()
+    stmts = explain(sqlite_url, got)
+    assert [st.sql.count("?") > 300 for st in stmts] == [True, True], stmts  # two chunks of IDs
+    for st in stmts:
+        assert any("USING INDEX ix_charge_patient_pk" in ln for ln in st.plan), st
