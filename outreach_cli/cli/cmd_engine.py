@@ -179,16 +179,9 @@ def _report_trouble(a: App, summary: TickSummary) -> None:
 
     trouble = _trouble(summary)
     if summary.outage:
-        retried = summary.attempted - summary.gave_up
         raise TemporaryFailure(
             f"provider outage: all {summary.attempted} attempted send(s) failed temporarily ({trouble}); "
-            + (
-                "they stay pending and are retried by later runs"
-                if not summary.gave_up
-                else "none is retried"
-                if not retried
-                else f"the other {retried} stay pending and are retried by later runs"
-            )
+            + _what_is_retried(summary)
         )
     if trouble:
         transient = sum(n for n, _ in summary.transient_by_method.values())
@@ -197,6 +190,14 @@ def _report_trouble(a: App, summary: TickSummary) -> None:
             if transient
             else f"run-outreach: {trouble}"
         )
+
+
+def _what_is_retried(summary: TickSummary) -> str:
+    """An outage's sends wait for later runs, except those that reached sending.max_attempts."""
+    if not summary.gave_up:
+        return "they stay pending and are retried by later runs"
+    retried = summary.attempted - summary.gave_up
+    return f"the other {retried} stay pending and are retried by later runs" if retried else "none is retried"
 
 
 def _trouble(summary: TickSummary) -> str:

@@ -20,6 +20,11 @@ def payment_url(set_id: int, ctx: Context) -> str:
     return ctx.url_template.replace("{token}", payment_token(set_id, ctx.secret))
 
 
+BLOCK = 64  # SHA-256's block size in bytes
+_IPAD = bytes(x ^ 0x36 for x in range(256))
+_OPAD = bytes(x ^ 0x5C for x in range(256))
+
+
 def set_mac_maker(secret: str) -> Callable[[int], bytes]:
     """The HMAC-SHA256 of `payment_token` for many sets, as RFC 2104 builds it: the key's inner and
     outer hash states are made once and copied per set (half the time of `hmac.digest`, which
@@ -39,11 +44,6 @@ def set_mac_maker(secret: str) -> Callable[[int], bytes]:
         return o.digest()
 
     return mac
-
-
-BLOCK = 64  # SHA-256's block size in bytes
-_IPAD = bytes(x ^ 0x36 for x in range(256))
-_OPAD = bytes(x ^ 0x5C for x in range(256))
 
 
 def payment_url_maker(ctx: Context) -> Callable[[int], str]:
