@@ -87,7 +87,8 @@ def raw_sql(db: Path) -> str:
     with engine.connect() as conn:
         names = dict(conn.execute(rq.select(rq.rule_set_t.c.id, rq.rule_set_t.c.name)).all())
         sc = rq._Scope("sqlite", SINCE, UNTIL, ZoneInfo("UTC"), names, None, None, None)
-        queries = [rq._reached_any_query(conn, sc), rq._send_reached_query(conn, sc, ("step",))]
+        # The reach kept at write time (store/reach.py): nothing is marked stale after a write.
+        queries = [rq._kept_reach_query(conn, sc, False)]
         queries.append(rq._messages_query(conn, sc))
         queries.append(rq._whole_query(conn, sc))
     since, until = (t.strftime("'%Y-%m-%d %H:%M:%S.%f'") for t in (SINCE, UNTIL))
@@ -95,7 +96,7 @@ def raw_sql(db: Path) -> str:
     for q in queries:
         out.append(str(q.compile(dialect=sqlite.dialect(), compile_kwargs={"literal_binds": True})) + ";")
     for kept in (True, False):  # last touch: what is kept, then the sets it does not cover afresh
-        paid = rq._paid_sql(sc, 7, "last", None, 3600, kept)
+        paid = rq._paid_sql(sc, 7, "last", None, 3600, kept, stale=False)
         out.append(paid.replace(":since", since).replace(":until", until) + ";")
     return "\n".join(out)
 

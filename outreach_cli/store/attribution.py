@@ -30,6 +30,8 @@ figures never depend on a refresh having happened: only the speed does.
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import Connection, text
 
 from outreach_cli.domain.statuses import SendStatus
@@ -126,32 +128,45 @@ def _fmt(sql: str, dialect: str, ids: str) -> str:
     )
 
 
+def take_marks(conn: Connection, table: str) -> tuple[str, dict[str, Any], int] | None:
+    """The sets marked in ``table`` as SQL (``set_id {ids}``) with its parameters, and how many;
+    None when none is. On PostgreSQL the marks are taken first (a writer that marks one of these
+    sets again meanwhile waits for this transaction, then marks it anew), so the sets are then
+    recomputed from what is committed; SQLite's single writer deletes them at the end (`done`)."""
+    if conn.dialect.name == "sqlite":
+        n = int(conn.exec_driver_sql(f"SELECT count(*) FROM {table}").scalar_one())
+        return (f"IN (SELECT set_id FROM {table})", {}, n) if n else None
+    got = [int(r[0]) for r in conn.execute(text(f"DELETE FROM {table} RETURNING set_id"))]
+    return ("= ANY(CAST(:ids AS bigint[]))", {"ids": got}, len(got)) if got else None
+
+
+def run(conn: Connection, sql: str, params: dict[str, Any]) -> None:
+    """``sql`` with ``params`` (none: as written, no bind parameters parsed)."""
+    if params:
+        conn.execute(text(sql), params)
+    else:
+        conn.exec_driver_sql(sql)
+
+
+def done(conn: Connection, table: str) -> None:
+    """The marks of ``table`` dealt with (SQLite; PostgreSQL's were taken by `take_marks`)."""
+    if conn.dialect.name == "sqlite":
+        conn.exec_driver_sql(f"DELETE FROM {table}")
+
+
 def refresh(conn: Connection) -> int:
     """Recompute the stored attribution of the stale sets, in the caller's transaction; returns how
     many sets were stale."""
-    if conn.dialect.name == "sqlite":
-        if conn.exec_driver_sql("SELECT 1 FROM report_stale LIMIT 1").first() is None:
-            return 0
-        ids = "IN (SELECT set_id FROM report_stale)"
-        n = int(conn.exec_driver_sql("SELECT count(*) FROM report_stale").scalar_one())
-        for table in ("payment_touch", "set_paid"):
-            conn.exec_driver_sql(f"DELETE FROM {table} WHERE set_id {ids}")
-        conn.exec_driver_sql(_fmt(_TOUCH_SQL, "sqlite", ids))
-        conn.exec_driver_sql(_fmt(_SET_SQL, "sqlite", ids))
-        conn.exec_driver_sql("DELETE FROM report_stale")
-        return n
-    # PostgreSQL: take the marks first (a writer that marks one of these sets again meanwhile waits
-    # for this transaction, then marks it anew), then recompute those sets from what is committed.
-    got = [int(r[0]) for r in conn.execute(text("DELETE FROM report_stale RETURNING set_id"))]
-    if not got:
+    marks = take_marks(conn, "report_stale")
+    if marks is None:
         return 0
-    ids = "= ANY(CAST(:ids AS bigint[]))"
-    params = {"ids": got}
+    ids, params, n = marks
     for table in ("payment_touch", "set_paid"):
-        conn.execute(text(f"DELETE FROM {table} WHERE set_id {ids}"), params)
-    conn.execute(text(_fmt(_TOUCH_SQL, "postgresql", ids)), params)
-    conn.execute(text(_fmt(_SET_SQL, "postgresql", ids)), params)
-    return len(got)
+        run(conn, f"DELETE FROM {table} WHERE set_id {ids}", params)
+    run(conn, _fmt(_TOUCH_SQL, conn.dialect.name, ids), params)
+    run(conn, _fmt(_SET_SQL, conn.dialect.name, ids), params)
+    done(conn, "report_stale")
+    return n
 
 
 def mark_all(conn: Connection) -> None:

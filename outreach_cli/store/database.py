@@ -207,7 +207,7 @@ class Store:
         self.readonly = check_sqlite_file(path, create=create) if path else False
         self.engine = make_engine(url, readonly=self.readonly, on_lock_wait=on_lock_wait)
         self.dialect = self.engine.dialect.name
-        self._kept_attribution: bool | None = None  # has the schema the tables of migration 0020?
+        self._kept: tuple[bool, bool] | None = None  # has the schema the tables of migrations 0020, 0021?
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
@@ -231,19 +231,24 @@ class Store:
             raise _translate(exc, self.url) from exc
 
     def _refresh_attribution(self, conn: Connection) -> None:
-        """Recompute the report's stored attribution of the sets this transaction marked stale
-        (store/attribution.py), before it commits."""
-        if self._kept_attribution is None:
+        """Recompute what the report keeps (store/attribution.py, store/reach.py) of the sets this
+        transaction marked stale, before it commits."""
+        if self._kept is None:
             probe = (
-                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'report_stale'"
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '{}'"
                 if self.dialect == "sqlite"
-                else "SELECT to_regclass('report_stale')"
+                else "SELECT to_regclass('{}')"
             )
-            self._kept_attribution = conn.exec_driver_sql(probe).scalar() is not None
-        if self._kept_attribution:
+            has = [conn.exec_driver_sql(probe.format(t)).scalar() is not None for t in ("report_stale", "reach_stale")]
+            self._kept = (has[0], has[1])
+        if self._kept[0]:
             from outreach_cli.store import attribution
 
             attribution.refresh(conn)
+        if self._kept[1]:
+            from outreach_cli.store import reach
+
+            reach.refresh(conn)
 
     def current_revision(self) -> str | None:
         try:
@@ -287,7 +292,7 @@ class Store:
                 conn.commit()
         except DatabaseError as exc:
             raise _translate(exc, self.url) from exc
-        self._kept_attribution = None
+        self._kept = None
         return before, SCHEMA_HEAD
 
     # --- meta values (the generated secret) -------------------------------------------------

@@ -327,6 +327,29 @@ set_paid_t = Table(
 
 report_stale_t = Table("report_stale", metadata, Column("set_id", Integer, primary_key=True))
 
+# The report's reach kept at write time (migration 0021; store/reach.py): per set and step it
+# reached, the earliest time it did (NULL: a send with no time at all, which always counts) and
+# whether that step is the set's first reached; with the set's facts the report filters and groups
+# by. `reach_stale` holds the sets whose rows triggers marked for recomputing.
+step_reach_t = Table(
+    "step_reach",
+    metadata,
+    Column("set_id", Integer, primary_key=True),
+    Column("step_day", Integer, primary_key=True),
+    Column("step_title", String, primary_key=True),
+    Column("first_at", UTCDateTime(), nullable=True),
+    Column("set_first", Integer, nullable=False),  # 1 on one row per set: its earliest step reached
+    Column("rule_set_id", Integer, nullable=False),  # the set's
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("owed_cents", BigInteger, nullable=False),
+    Index(  # the report's sets per rule set and step, with their owed, each once at its first
+        "ix_step_reach_report",
+        *("rule_set_id", "step_day", "step_title", "created_at", "owed_cents", "first_at", "set_first"),
+    ),
+)
+
+reach_stale_t = Table("reach_stale", metadata, Column("set_id", Integer, primary_key=True))
+
 # Replies already applied (by provider message ID), so reading them again changes nothing.
 inbound_t = Table(
     "inbound_message",

@@ -67,10 +67,12 @@ from outreach_cli.store.models import (
     event_t,
     invoice_set_t,
     payment_t,
+    reach_stale_t,
     report_stale_t,
     rule_set_t,
     send_t,
     set_paid_t,
+    step_reach_t,
 )
 
 
@@ -336,29 +338,34 @@ def _entered(conn: Connection, sc: _Scope, by: tuple[str, ...]) -> dict[tuple[st
     projections = {projection(by), ("step",)} - {()}
     if not projections:
         return entered
-    # ("step",) first: its query also counts the sets that reached any step, so the sets that
-    # reached none (no send yet; only step and method rows show them) are the rest.
+    # ("step",) first: its query also counts the sets that reached any step (each at its first
+    # step), so the sets that reached none (no send yet; only step and method rows show them) are
+    # the rest.
     reached_any: dict[tuple[str, date | None], list[int]] = defaultdict(lambda: [0, 0])
     fast = sc.send_cond(send_t) is not None
-    if fast:
-        for row in conn.execute(_reached_any_query(conn, sc)):
-            rs, wk, (n, cents) = _split(sc, row)
-            r = reached_any[(rs, wk)]
-            r[0] += int(n)
-            r[1] += int(cents or 0)
+    # The reach kept at write time (store/reach.py) where it covers the scope, with the sets still
+    # marked for recomputing counted from their sends.
+    stale = fast and conn.execute(select(reach_stale_t.c.set_id).limit(1)).first() is not None
+    for row in _rows_of(conn, _reached_any_query(conn, sc, stale)):
+        rs, wk, (n, cents) = _split(sc, row)
+        r = reached_any[(rs, wk)]
+        r[0] += int(n)
+        r[1] += int(cents or 0)
     for proj in sorted(projections, key=lambda p: p != ("step",)):
         acc: dict[Fine, list[int]] = defaultdict(lambda: [0, 0])
-        query = _send_reached_query(conn, sc, proj) if fast else _reached_query(conn, sc, proj, first=proj == ("step",))
-        for row in conn.execute(query):
-            rs, wk, rest = _split(sc, row)
-            if proj == ("step",) and not fast:
-                rest, firsts = rest[:-2], rest[-2:]
-                r = reached_any[(rs, wk)]
-                r[0] += int(firsts[0])
-                r[1] += int(firsts[1] or 0)
-            e = acc[(rs, wk, (rest[0], rest[1]) if "step" in proj else None, rest[-3] if "method" in proj else None)]
-            e[0] += rest[-2]
-            e[1] += int(rest[-1] or 0)
+        for query, firsts in _reach_queries(conn, sc, proj, fast, stale):
+            for row in conn.execute(query):
+                rs, wk, rest = _split(sc, row)
+                if firsts:
+                    rest, first = rest[:-2], rest[-2:]
+                    r = reached_any[(rs, wk)]
+                    r[0] += int(first[0])
+                    r[1] += int(first[1] or 0)
+                e = acc[
+                    (rs, wk, (rest[0], rest[1]) if "step" in proj else None, rest[-3] if "method" in proj else None)
+                ]
+                e[0] += rest[-2]
+                e[1] += int(rest[-1] or 0)
         for (rs, wk, _, _), (n, cents) in whole.items():
             got = reached_any.get((rs, wk), [0, 0])
             if n - got[0]:
@@ -375,20 +382,62 @@ def _whole_query(conn: Connection, sc: _Scope) -> Any:
     return select(*head, func.count(), func.sum(s.c.owed_cents)).where(*sc.cond(s)).group_by(*head)
 
 
-def _reached_rows(d: Any, sc: _Scope) -> list[Any]:
-    """The sends that count as a step reached, on the sets in scope (by their kept facts)."""
-    return [*(sc.send_cond(d) or []), d.c.status.in_(REACHED), d.c.step_index >= 0, _counted(d, sc.until)]
+def _rows_of(conn: Connection, *queries: Any) -> Iterator[Any]:
+    """The rows of each query in turn (None: no query)."""
+    for query in queries:
+        if query is not None:
+            yield from conn.execute(query)
 
 
-def _send_reached_query(conn: Connection, sc: _Scope, proj: tuple[str, ...]) -> Any:
+def _reach_queries(
+    conn: Connection, sc: _Scope, proj: tuple[str, ...], fast: bool, stale: bool
+) -> list[tuple[Any, bool]]:
+    """The queries of the sets (and owed) per distinct touch of ``proj`` they reached, each with
+    whether its rows end with the sets counted at their first step (("step",) only)."""
+    if not fast:
+        return [(_reached_query(conn, sc, proj, first=proj == ("step",)), proj == ("step",))]
+    if proj != ("step",):
+        return [(_send_reached_query(conn, sc, proj), False)]
+    queries = [(_kept_reach_query(conn, sc, stale), True)]
+    if stale:
+        queries.append((_send_reached_query(conn, sc, proj, only_stale=True), False))
+    return queries
+
+
+def _kept_reach_query(conn: Connection, sc: _Scope, stale: bool) -> Any:
+    """Sets in scope (and their owed) that reached each step before --until, and those of them
+    counted at their first step (which sum to the sets that reached any), from what is kept
+    (store/reach.py): one pass over ix_step_reach_report, no join; ``stale``: leaving out the sets
+    marked for recomputing."""
+    r = step_reach_t.alias("r")
+    head = _head(conn, sc, r)
+    where = [*sc.cond(r), or_(r.c.first_at.is_(None), r.c.first_at < sc.until)]
+    if stale:
+        where.append(r.c.set_id.not_in(select(reach_stale_t.c.set_id)))
+    cols = (r.c.step_day, r.c.step_title)
+    firsts = (func.sum(r.c.set_first), func.sum(r.c.set_first * r.c.owed_cents))
+    return select(*head, *cols, func.count(), func.sum(r.c.owed_cents), *firsts).where(*where).group_by(*head, *cols)
+
+
+def _reached_rows(d: Any, sc: _Scope, only_stale: bool = False) -> list[Any]:
+    """The sends that count as a step reached, on the sets in scope (by their kept facts);
+    ``only_stale``: only on the sets whose kept reach is marked for recomputing."""
+    rows = [*(sc.send_cond(d) or []), d.c.status.in_(REACHED), d.c.step_index >= 0, _counted(d, sc.until)]
+    if only_stale:
+        rows.append(d.c.invoice_set_id.in_(select(reach_stale_t.c.set_id)))
+    return rows
+
+
+def _send_reached_query(conn: Connection, sc: _Scope, proj: tuple[str, ...], only_stale: bool = False) -> Any:
     """`_reached_query` (without ``first``) from send alone: each set once per distinct touch,
-    in the order of ix_send_report_reached (no join, no sort for the DISTINCT)."""
+    in the order of ix_send_report_reached (no join, no sort for the DISTINCT); ``only_stale``:
+    only the sets marked for recomputing their kept reach."""
     d = send_t.alias("d")
     cols = [c for dim in proj for c in ({"step": [d.c.step_day, d.c.step_title], "method": [d.c.method]}[dim])]
     head = _send_head(conn, sc, d)
     reached = (
         select(*head, *cols, d.c.invoice_set_id, d.c.set_owed_cents.label("owed"))
-        .where(*_reached_rows(d, sc))
+        .where(*_reached_rows(d, sc, only_stale))
         .distinct()
         .subquery("r")
     )
@@ -396,13 +445,16 @@ def _send_reached_query(conn: Connection, sc: _Scope, proj: tuple[str, ...]) -> 
     return select(*keys, func.count(), func.sum(reached.c.owed)).group_by(*keys)
 
 
-def _reached_any_query(conn: Connection, sc: _Scope) -> Any:
-    """Sets in scope (and their owed) that reached any step, per rule set (and week)."""
+def _reached_any_query(conn: Connection, sc: _Scope, only_stale: bool = False) -> Any:
+    """Sets in scope (and their owed) that reached any step, per rule set (and week), from their
+    sends: only the sets marked for recomputing their kept reach (``only_stale``), else none."""
+    if not only_stale:
+        return None
     d = send_t.alias("d")
     head = _send_head(conn, sc, d)
     reached = (
         select(*head, d.c.invoice_set_id, d.c.set_owed_cents.label("owed"))
-        .where(*_reached_rows(d, sc))
+        .where(*_reached_rows(d, sc, only_stale))
         .distinct()
         .subquery("r")
     )
@@ -659,9 +711,8 @@ GROUP BY f.rs, t.step_day, t.step_title
 # window is applied here: a kept touch (the set's last delivered send at or before the payment)
 # older than the window means none inside it. Each kept row carries its set's facts: one pass
 # over each table, no join.
-_KEPT_OK = (
-    "{a}.refunded = 0 AND {plus}{a}.last_paid_at < :until AND {a}.set_id NOT IN (SELECT set_id FROM report_stale)"
-)
+_KEPT_OK = "{a}.refunded = 0 AND {plus}{a}.last_paid_at < :until"
+_NOT_STALE = " AND {a}.set_id NOT IN (SELECT set_id FROM report_stale)"  # none is, after a store's write
 _EXCEPTIONS = (
     " AND c.invoice_set_id IN (SELECT set_id FROM report_stale"
     " UNION ALL SELECT set_id FROM set_paid WHERE last_paid_at >= :until)"
@@ -717,10 +768,17 @@ def _window_start(dialect: str, paid_at: str, days: int) -> str:
 
 
 def _paid_sql(
-    sc: _Scope, days: int, mode: str, week_seconds: int | None, paid_seconds: int, kept: bool | None = None
+    sc: _Scope,
+    days: int,
+    mode: str,
+    week_seconds: int | None,
+    paid_seconds: int,
+    kept: bool | None = None,
+    stale: bool = True,
 ) -> str:
     """The attribution's SQL: computed afresh (``kept`` None: every set; False: only the sets
-    `_EXCEPTIONS` names), or read from what is kept (``kept`` True, last touch only)."""
+    `_EXCEPTIONS` names), or read from what is kept (``kept`` True, last touch only; ``stale``:
+    some set is marked for recomputing, to be left out)."""
     sqlite = sc.dialect == "sqlite"
     when = "coalesce(d.sent_at, d.finished_at, d.due_at)"
     start = _window_start(sc.dialect, "g.paid_at", days)
@@ -752,7 +810,7 @@ def _paid_sql(
     if kept:
         window = int(days) * 86400 * 10**6
         for a in "pq":
-            fmt[f"ok_{a}"] = _KEPT_OK.format(a=a, plus="+" if sqlite else "")  # SQLite: a scan
+            fmt[f"ok_{a}"] = _KEPT_OK.format(a=a, plus="+" if sqlite else "") + (_NOT_STALE.format(a=a) * stale)
             fmt[f"scope_{a}"] = sc.sql(a)
             fmt[f"wk_{a}"] = wk.replace("s.created_at", f"{a}.created_at")
         fmt["p_in"] = f"p.touch_age_us <= {window}"
@@ -773,6 +831,7 @@ def paid_facts(conn: Connection, sc: _Scope, days: int, mode: str) -> PaidFacts:
     weeks: dict[Any, date] = {}
     # Last touch: what is kept, plus the few sets it does not cover computed afresh.
     passes = [True, False] if mode == "last" else [None]
+    stale = conn.execute(select(report_stale_t.c.set_id).limit(1)).first() is not None
     out = PaidFacts()
 
     def fine(rs_id: int, bucket: Any, day: int | None, title: str | None, method: str | None) -> Fine:
@@ -789,7 +848,8 @@ def paid_facts(conn: Connection, sc: _Scope, days: int, mode: str) -> PaidFacts:
         row
         for kept in passes
         for row in conn.execute(
-            text(_paid_sql(sc, days, mode, sc.week_seconds, paid_seconds, kept)).bindparams(*sc.binds()), sc.params()
+            text(_paid_sql(sc, days, mode, sc.week_seconds, paid_seconds, kept, stale)).bindparams(*sc.binds()),
+            sc.params(),
         )
     )
     for kind, rs_id, bucket, day, title, method, a, b, us in rows:

@@ -24,7 +24,7 @@ from outreach_cli.store.database import Store
 from outreach_cli.store.export import _iso_of_stored
 
 # The tables that grow with the number of sets: none may be read row by row without an index.
-BIG = ("invoice_set", "patient", "charge", "send", "event", "payment", "payment_allocation")
+BIG = ("invoice_set", "patient", "charge", "send", "event", "payment", "payment_allocation", "step_reach")
 _BIG_RE = re.compile(r'\b(?:FROM|JOIN)\s+"?(' + "|".join(BIG) + r')"?\b', re.I)
 
 

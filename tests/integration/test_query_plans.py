@@ -101,6 +101,22 @@ def test_run_outreach_claims_due_sets_through_the_next_send_index(seeded: Cli, m
     assert all(any("next_send" in ln for ln in st.plan) for st in claims), "\n".join(map(str, claims))
 
 
+def test_the_report_counts_the_sets_that_reached_each_step_from_what_is_kept(
+    seeded: Cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After a run the report reads each step's sets, and those that reached any step, in one pass
+    over the kept reach's index (store/reach.py), not by a DISTINCT over every send."""
+    monkeypatch.setenv("OUTREACH_PRACTICE_NAME", "Harbor Clinic")
+    monkeypatch.setenv("OUTREACH_PRACTICE_PHONE", "+16175550123")
+    seeded.ok("run-outreach", "--format", "json")
+    stmts = plans_of(seeded, "report", "--since", "2026-02-01", "--format", "json")
+    reach = [st for st in stmts if "step_reach" in st.sql]
+    assert len(reach) == 1, "\n".join(map(str, stmts))
+    assert any("ix_step_reach_report" in ln for ln in reach[0].plan), reach[0]
+    assert not full_scans(stmts, allowed=ALLOWED["report"]), "\n".join(map(str, stmts))
+    assert not [st.sql for st in stmts if "DISTINCT" in st.sql], "\n".join(map(str, stmts))
+
+
 def test_a_payments_charges_are_found_by_patient_even_on_misleading_statistics(sqlite_url: str) -> None:
     """A sampled ANALYZE (the first 1,000 rows of each index) once told SQLite that a status
     matches 1,001 charges of a million: it then read every outstanding charge for each chunk of
