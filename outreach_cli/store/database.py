@@ -12,7 +12,7 @@ import re
 import secrets
 import sqlite3
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -217,6 +217,46 @@ class Store:
                     yield conn
         except DatabaseError as exc:
             raise _translate(exc, self.url) from exc
+
+    @contextmanager
+    def read_together(self, n: int) -> Iterator[list[Connection]]:
+        """Up to ``n`` connections, each in a read transaction of the same snapshot, for reads
+        that can run side by side (`report`). SQLite: their transactions begin while this process
+        holds the write lock, for a moment, so no commit can fall between them; when the lock is
+        not free at once (a writer at work, a read-only file), and on PostgreSQL, one connection
+        (`read`)."""
+        if self.dialect != "sqlite" or self.readonly or n < 2:
+            with self.read() as conn:
+                yield [conn]
+            return
+        try:
+            with ExitStack() as stack:
+                conns = self._begin_together(stack, n)
+                yield conns
+        except DatabaseError as exc:
+            raise _translate(exc, self.url) from exc
+
+    def _begin_together(self, stack: ExitStack, n: int) -> list[Connection]:
+        first = stack.enter_context(self.engine.connect())
+        stack.enter_context(first.begin())
+        lock = self.engine.raw_connection()  # plain sqlite3: outside SQLAlchemy's transactions
+        try:
+            lock.execute("PRAGMA busy_timeout = 0")
+            try:
+                lock.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError:  # a writer holds the lock: read on one connection
+                return [first]
+            conns = [first]
+            conns += [stack.enter_context(self.engine.connect()) for _ in range(n - 1)]
+            for c in conns[1:]:
+                stack.enter_context(c.begin())
+            for c in conns:  # a read begins each one's snapshot
+                c.exec_driver_sql("SELECT count(*) FROM sqlite_master").scalar()
+            lock.execute("ROLLBACK")
+            return conns
+        finally:
+            lock.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            lock.close()
 
     @contextmanager
     def write(self) -> Iterator[Connection]:
