@@ -1,15 +1,14 @@
 """What `outreach report` computes over: the sets that entered in the period (with the filters), and
 their charges, sends, payment allocations and opt-out events; the figures themselves are computed
-in `core/report.py`.
+in `domain/report.py`.
 
 `read_report` is what the command uses: counts and sums in the database (GROUP BY rule set, week,
-step, method; migration 0010's covering indexes), rows only for the sets with payments or opt-outs.
-`read_report_input` reads every row of every set: the reference the tests compare it with.
-
-Where the time goes at a million sets on SQLite (bench/RESULTS.md): each set's owed (a search of its
-charges) and its steps (its sends) are looked up once per query, about a microsecond each; five such
-passes make the report's seconds. Less would need the owed and the rule set kept on the sets' and
-sends' rows at write time (or a summary table)."""
+step, method) over what is kept at write time (each set's owed, 0011; its rule set, creation and
+owed on its sends, 0018; the last-touch attribution, 0020; the steps each set reached, 0021), rows
+only for the sets with a refund or an opt-out; its independent reads side by side on connections
+of one snapshot where the database allows (`Store.read_together`). `read_report_input` reads every
+row of every set: the reference the tests compare it with. Where the time goes at a million sets:
+bench/RESULTS.md."""
 
 from __future__ import annotations
 
