@@ -449,7 +449,8 @@ def report_columns(present: list[tuple[str, str]]) -> list[Any]:
         return lambda g: str(g["_labels"][i])
 
     labels = [
-        Col(f"_label{i}", head, label(i), wrap=True, min_width=10, keep=i == 0) for i, (_, head) in enumerate(present)
+        Col(f"_label{i}", head, label(i), wrap=True, min_width=10, keep=i == 0, whole_words=True)
+        for i, (_, head) in enumerate(present)
     ]
     return [
         *labels,

@@ -224,6 +224,7 @@ class Col:
     min_width: int = 12
     drop: int = 0
     optional: bool = False  # left out when every row is empty in it
+    whole_words: bool = False  # a wrap column never narrower than its longest word (up to 24)
 
     def value(self, row: Mapping[str, Any]) -> Any:
         v = self.get(row) if self.get is not None else row.get(self.key)
@@ -243,6 +244,11 @@ def _plain_len(v: Any) -> int:
     return max((cell_len(line) for line in text.split("\n")), default=0)
 
 
+def _longest_word(v: Any) -> int:
+    text = v.plain if hasattr(v, "plain") else str(v)
+    return max((_plain_len(w) for w in text.split()), default=0)
+
+
 def layout(cols: Sequence[Col], cells: list[list[Any]], width: int) -> tuple[list[int], list[int], list[Col]]:
     """Which columns to show and how wide: returns (shown indexes, widths, hidden columns).
 
@@ -253,7 +259,12 @@ def layout(cols: Sequence[Col], cells: list[list[Any]], width: int) -> tuple[lis
 
     def need(i: int) -> int:
         c = cols[i]
-        return min(natural[i], max(c.min_width, _plain_len(c.header))) if c.wrap else natural[i]
+        if not c.wrap:
+            return natural[i]
+        least = max(c.min_width, _plain_len(c.header))
+        if c.whole_words:  # "final-notice", not "final-notic" over "e"
+            least = max(least, min(24, max((_longest_word(row[i]) for row in cells), default=0)))
+        return min(natural[i], least)
 
     shown = list(range(len(cols)))
 

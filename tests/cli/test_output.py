@@ -377,3 +377,21 @@ def test_layout_keeps_key_columns_whole_and_drops_the_least_important_first() ->
     assert [c.key for c in hidden] == ["reason", "phone", "patient"] and widths == [6, 10]
     shown, widths, hidden = layout(cols, cells, 10)  # too narrow even for the key columns: none is cut
     assert shown == [0, 1] and widths == [6, 10]
+
+
+def test_a_whole_words_column_is_never_narrower_than_its_longest_word() -> None:
+    """The report's rule-set and step columns wrap between words: "final-notice", not
+    "final-notic" over "e" (a word longer than 24 may still be cut)."""
+    from outreach_cli.cli.output import Col, layout
+
+    def cols(whole: bool) -> list[Col]:
+        return [
+            Col("rs", "Rule set", wrap=True, min_width=10, keep=True, whole_words=whole),
+            Col("step", "Step", wrap=True, min_width=10, whole_words=whole),
+            Col("sets", "Sets", keep=True),
+        ]
+
+    cells = [["final-notice", "day 14: Second statement", "27"], ["gentle", "day 0: Statement", "124"]]
+    assert layout(cols(False), cells, 32)[1] == [11, 11, 4]  # the spare shared: "final-notic"
+    assert layout(cols(True), cells, 32)[1] == [12, 10, 4]  # "Statement" (9) fits in 10
+    assert layout(cols(True), [["x" * 30, "a", "1"]], 38)[1] == [24, 4, 4]
