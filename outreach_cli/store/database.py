@@ -223,18 +223,34 @@ class Store:
         """Up to ``n`` connections, each in a read transaction of the same snapshot, for reads
         that can run side by side (`report`). SQLite: their transactions begin while this process
         holds the write lock, for a moment, so no commit can fall between them; when the lock is
-        not free at once (a writer at work, a read-only file), and on PostgreSQL, one connection
-        (`read`)."""
-        if self.dialect != "sqlite" or self.readonly or n < 2:
+        not free at once (a writer at work, a read-only file), one connection (`read`).
+        PostgreSQL: repeatable-read transactions, the others importing the first's exported
+        snapshot (`SET TRANSACTION SNAPSHOT`)."""
+        if self.readonly or n < 2:
             with self.read() as conn:
                 yield [conn]
             return
+        begin = self._begin_together if self.dialect == "sqlite" else self._begin_exported
         try:
             with ExitStack() as stack:
-                conns = self._begin_together(stack, n)
+                conns = begin(stack, n)
                 yield conns
         except DatabaseError as exc:
             raise _translate(exc, self.url) from exc
+
+    def _begin_exported(self, stack: ExitStack, n: int) -> list[Connection]:
+        conns: list[Connection] = []
+        snapshot = ""
+        for _ in range(n):
+            c = stack.enter_context(self.engine.connect()).execution_options(isolation_level="REPEATABLE READ")
+            stack.enter_context(c.begin())
+            c.exec_driver_sql("SET TRANSACTION READ ONLY")
+            if conns:
+                c.exec_driver_sql(f"SET TRANSACTION SNAPSHOT '{snapshot}'")
+            else:
+                snapshot = str(c.exec_driver_sql("SELECT pg_export_snapshot()").scalar_one())
+            conns.append(c)
+        return conns
 
     def _begin_together(self, stack: ExitStack, n: int) -> list[Connection]:
         first = stack.enter_context(self.engine.connect())

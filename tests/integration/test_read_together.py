@@ -1,7 +1,7 @@
 """`Store.read_together`: connections that read one snapshot, for the report's reads side by side.
 On SQLite their read transactions begin under the write lock, held for a moment and released
-before the reads; a writer at work leaves one connection, without waiting; PostgreSQL reads on one
-connection. The report read side by side equals the one read in turn."""
+before the reads; a writer at work leaves one connection, without waiting. On PostgreSQL they import the first
+one's exported snapshot. The report read side by side equals the one read in turn."""
 
 from __future__ import annotations
 
@@ -63,14 +63,21 @@ def test_a_writer_at_work_leaves_one_connection_at_once(sqlite_cli: Cli) -> None
         writer.close()
 
 
-def test_postgresql_reads_on_one_connection() -> None:
+def test_postgresql_connections_share_the_first_ones_snapshot() -> None:
     from tests.conftest import _reset_pg, initialized, pg_url_or_skip
 
     url = pg_url_or_skip()
     _reset_pg(url)
     cli = initialized(url)
-    with Store(cli.db).read_together(4) as conns:
-        assert len(conns) == 1
+    store = Store(cli.db)
+    with store.read_together(4) as conns:
+        assert len(conns) == 4
+        sql = "SELECT count(*) FROM rule_set WHERE name = 'xgentle'"
+        with store.write() as w:  # committed after the snapshot, before the others' first read
+            w.exec_driver_sql("UPDATE rule_set SET name = 'x' || name WHERE name = 'gentle'")
+        assert [c.exec_driver_sql(sql).scalar_one() for c in conns] == [0] * 4
+    with store.read() as conn:
+        assert conn.exec_driver_sql(sql).scalar_one() == 1
 
 
 @pytest.fixture
