@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from pathlib import Path
 from typing import Any
 
@@ -104,6 +105,50 @@ def refused(source: Any, *problems: str, more: int = 0) -> str:
 def skipped(source: Any, *problems: str) -> str:
     """The problem lines an import with --skip-invalid prints before its summary."""
     return "".join(f"{source}: {x}\n" for x in problems)
+
+
+PRACTICE_UNSET = (
+    "FAIL practice: practice_name is not set; practice_phone is not set: set practice_name and practice_phone; "
+    "until then mail (outbox) will not send"
+)
+
+_SHOWN_SECRET = re.compile(
+    r"^(ok   payment-link secret: stored in the database )[A-Za-z0-9_-]{2}\*{39}[A-Za-z0-9_-]{2}$", re.M
+)
+
+
+def hide_secret(text: str) -> str:
+    """``text`` with doctor's masked payment-link secret (2 characters, 39 stars, 2 characters: a
+    random value) written `<secret>`; any other form is left as it is, so a comparison fails."""
+    return _SHOWN_SECRET.sub(r"\1<secret>", text)
+
+
+def doctor_output(outbox: Path, *database: str, practice: str = PRACTICE_UNSET) -> str:
+    """`doctor`'s whole output with no config file and the sandbox providers: the ``database``
+    check lines (database, schema, rule sets, secret as `<secret>`: see `hide_secret`) between the
+    config and the providers, then ``practice``."""
+    lines = [
+        "ok   config: no config file; timezone UTC, window 09:00-17:00",
+        *database,
+        "ok   sms provider: sandbox (no network)",
+        "ok   call provider: sandbox (no network)",
+        "ok   email provider: sandbox (no network)",
+        f"ok   mail provider: outbox {outbox}",
+        "ok   charge_card provider: sandbox",
+        practice,
+    ]
+    return "".join(f"{x}\n" for x in lines)
+
+
+def doctor_database(url: str, *, read_only: bool = False) -> list[str]:
+    """doctor's check lines of an initialized database at ``url`` (see `doctor_output`)."""
+    return [
+        f"ok   database: {url} reachable" + (" (read-only)" if read_only else ""),
+        "ok   schema: revision 0021",
+        "ok   rule sets: final-notice v1, gentle v1, standard v1",
+        "ok   default rule set: standard",
+        "ok   payment-link secret: stored in the database <secret>",
+    ]
 
 
 def dump(url: str) -> dict[str, list[tuple[Any, ...]]]:
