@@ -269,7 +269,7 @@ def run(argv: list[str] | None = None, env: Environment | None = None) -> int:
     try:
         rv = cmd.main(args=args, prog_name="outreach", standalone_mode=False, obj=env)
         code = int(rv) if isinstance(rv, int) else 0
-        if code == ExitCode.INTERRUPTED:  # Ctrl-C inside a command (Typer turns it into exit 130)
+        if code == ExitCode.INTERRUPTED and not env.interruption_told:  # Ctrl-C inside a command
             print("\ninterrupted", file=env.stderr)
         return code
     except OutreachError as exc:

@@ -212,11 +212,8 @@ def _confirm(a: App, act_: Action, res: ActResult, yes: bool) -> bool:
     )
     a.env.stderr.write(prompt)
     a.env.stderr.flush()
-    try:
-        answer = a.env.stdin.readline().strip().lower()
-    except KeyboardInterrupt:
-        a.env.stderr.write("\n")  # the shell prompt starts on its own line
-        raise
+    # Ctrl-C here: the entry point ends the prompt's line and says "interrupted".
+    answer = a.env.stdin.readline().strip().lower()
     return answer in ("y", "yes")
 
 

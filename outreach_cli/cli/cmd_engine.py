@@ -157,10 +157,16 @@ def _report_dry_run(a: App, f: Format, summary: TickSummary) -> None:
 
 
 def _exit_interrupted(a: App, summary: TickSummary) -> None:
-    print(
-        f"interrupted; {summary.in_flight_left} sends in flight will be resolved after the lease",
-        file=a.env.stderr,
-    )
+    n = summary.in_flight_left
+    if n:
+        tail = (
+            f"{n} send{'' if n == 1 else 's'} still in flight will be resolved after {'its' if n == 1 else 'their'}"
+            " lease (a later run looks them up; none is sent twice)"
+        )
+    else:
+        tail = "every send in flight finished"
+    print(f"stopped early: {tail}; what was not claimed stays pending for the next run", file=a.env.stderr)
+    a.env.interruption_told = True
     if summary.in_flight_left:
         # Interrupted twice: end now rather than when those calls return (their claims are
         # already safe: the lease covers them). Worker threads would otherwise hold the exit.
@@ -224,10 +230,11 @@ def _stop_on_signals(a: App, engine: Tick) -> Iterator[None]:
         return
 
     def handler(signum: int, _frame: Any) -> None:
+        what, again = ("interrupted", "press Ctrl-C") if signum == signal.SIGINT else ("terminated", "signal")
         if engine.request_stop():
-            msg = "interrupted: finishing the sends in flight (press Ctrl-C again to stop waiting)"
+            msg = f"{what}: finishing the sends in flight ({again} again to stop waiting)"
         else:
-            msg = "interrupted again: no longer waiting for the sends in flight"
+            msg = f"{what} again: no longer waiting for the sends in flight"
         try:
             print(msg, file=a.env.stderr)
         except (RuntimeError, OSError):

@@ -18,6 +18,9 @@ class Environment:
     stdout_isatty: bool
     stderr_isatty: bool
     no_color_env: bool
+    # Set by a command that has said, on stderr, why and how it stopped on Ctrl-C or SIGTERM:
+    # the entry point then adds no "interrupted" line of its own.
+    interruption_told: bool = False
 
     @classmethod
     def detect(cls) -> Environment:
