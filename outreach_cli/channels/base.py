@@ -137,3 +137,14 @@ def practice_identity_problem(name: str | None, phone: str | None) -> str | None
         if not ok:
             problems.append(f"practice_phone {phone!r} is not a valid phone number")
     return "; ".join(problems) or None
+
+
+def practice_identity_fix(name: str | None, phone: str | None) -> tuple[str, str]:
+    """What to set for `practice_identity_problem`'s problem: (the advice, the environment
+    variables), naming only the settings at fault."""
+    problem = practice_identity_problem(name, phone) or ""
+    keys = [k for k in ("practice_name", "practice_phone") if k in problem]
+    env = " / ".join(f"OUTREACH_{k.upper()}" for k in keys)
+    if keys == ["practice_phone"] and "not a valid" in problem:
+        return "set practice_phone to a number patients can call (e.g. +16175550123)", env
+    return f"set {' and '.join(keys)}", env

@@ -155,7 +155,7 @@ def _check_mail(s: Settings, check: Check) -> None:
 
 
 def _check_practice(s: Settings, check: Check) -> None:
-    from outreach_cli.channels.base import practice_identity_problem
+    from outreach_cli.channels.base import practice_identity_fix, practice_identity_problem
 
     ch = s.channels
     real = [f"{m} ({ch.provider(m)})" for m in METHODS if ch.provider(m) != "sandbox"]
@@ -164,7 +164,7 @@ def _check_practice(s: Settings, check: Check) -> None:
         check("practice", True, f"{s.practice_name}, {s.practice_phone}")
     elif real:
         until = f"until then {', '.join(real)} will not send"
-        check("practice", False, f"{problem}: set practice_name and practice_phone; {until}")
+        check("practice", False, f"{problem}: {practice_identity_fix(s.practice_name, s.practice_phone)[0]}; {until}")
     else:
         check("practice", True, f"{problem}; the sandbox shows a made-up practice (real providers would refuse)")
 

@@ -20,6 +20,7 @@ from outreach_cli.channels.base import (
     ProviderConfigError,
     ProviderOutcome,
     ProviderResult,
+    practice_identity_fix,
     practice_identity_problem,
 )
 from outreach_cli.domain.contacts import mask_phone
@@ -49,6 +50,7 @@ class Identity:
 
     problem: str | None = None
     refusing: frozenset[str] = frozenset()
+    fix: tuple[str, str] = ("", "")  # what to set, and its environment variables
 
     @classmethod
     def check(cls, ctx: Context, providers: dict[str, Provider]) -> tuple[Identity, Context]:
@@ -59,7 +61,8 @@ class Identity:
         name = ctx.practice_name.strip() or SANDBOX_PRACTICE_NAME
         phone = SANDBOX_PRACTICE_PHONE if "practice_phone" in problem else ctx.practice_phone
         refusing = frozenset(m for m, p in providers.items() if p.name != "sandbox")
-        return cls(problem, refusing), replace(ctx, practice_name=name, practice_phone=phone)
+        fix = practice_identity_fix(ctx.practice_name, ctx.practice_phone)
+        return cls(problem, refusing, fix), replace(ctx, practice_name=name, practice_phone=phone)
 
 
 @dataclass
@@ -154,9 +157,10 @@ class Dispatcher:
         refused = sorted({c.method for c in claims if c.method in self.identity.refusing})
         if refused:
             names = ", ".join(f"{m} ({self.t.providers[m].name})" for m in refused)
+            fix, env = self.identity.fix
             exc = ProviderConfigError(
-                f"{self.identity.problem}; {names} would not name the practice: set practice_name and "
-                "practice_phone in the config file (or OUTREACH_PRACTICE_NAME / OUTREACH_PRACTICE_PHONE)"
+                f"{self.identity.problem}; {names} will not send without the practice's name and a valid phone"
+                f" number: {fix} in the config file (or {env})"
             )
             self._stop_on_config_error(claims, [], exc)
 

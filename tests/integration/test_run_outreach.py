@@ -314,7 +314,8 @@ def test_D7_real_providers_refuse_without_practice_identity(
     assert (r.code, r.stderr) == (
         4,
         "error: provider configuration error: practice_name is not set; practice_phone is not set; sms (twilio) "
-        "would not name the practice: set practice_name and practice_phone in the config file "
+        "will not send without the practice's name and a valid phone number: set practice_name and practice_phone"
+        " in the config file "
         "(or OUTREACH_PRACTICE_NAME / OUTREACH_PRACTICE_PHONE); the run stopped and sent nothing more\n",
     ), r
     assert twilio.create_requests == []
@@ -325,7 +326,13 @@ def test_D7_real_providers_refuse_without_practice_identity(
     monkeypatch.setenv("OUTREACH_PRACTICE_NAME", "Harbor Clinic")
     monkeypatch.setenv("OUTREACH_PRACTICE_PHONE", "call us")
     r = cli("run-outreach", now=z(T0))
-    assert r.code == 4 and "practice_phone 'call us' is not a valid phone number" in r.stderr, r
+    assert (r.code, r.stderr) == (
+        4,
+        "error: provider configuration error: practice_phone 'call us' is not a valid phone number; sms (twilio)"
+        " will not send without the practice's name and a valid phone number: set practice_phone to a number"
+        " patients can call (e.g. +16175550123) in the config file (or OUTREACH_PRACTICE_PHONE); the run stopped"
+        " and sent nothing more\n",
+    ), r
     assert twilio.create_requests == []
     monkeypatch.setenv("OUTREACH_PRACTICE_PHONE", "(617) 555-0123")
     cli.ok("run-outreach", now=z(T0))
@@ -345,7 +352,8 @@ def test_D7_outbox_letters_refuse_without_practice_identity(
     assert (r.code, r.stderr) == (
         4,
         "error: provider configuration error: practice_name is not set; practice_phone is not set; mail (outbox) "
-        "would not name the practice: set practice_name and practice_phone in the config file "
+        "will not send without the practice's name and a valid phone number: set practice_name and practice_phone"
+        " in the config file "
         "(or OUTREACH_PRACTICE_NAME / OUTREACH_PRACTICE_PHONE); the run stopped and sent nothing more\n",
     ), r
     assert not list(Path(".").glob("mail-outbox/*.pdf"))
@@ -376,7 +384,13 @@ def test_D7_doctor_checks_practice_identity(cli: Cli, tmp_path: Path, monkeypatc
     monkeypatch.setenv("OUTREACH_PRACTICE_NAME", "Harbor Clinic")
     monkeypatch.setenv("OUTREACH_PRACTICE_PHONE", "call us")
     r = cli("doctor")
-    assert r.code == 4 and "FAIL practice: practice_phone 'call us' is not a valid phone number" in r.stdout
+    assert r.code == 4
+    assert hide_secret(r.stdout) == doctor_output(
+        outbox,
+        *doctor_database(cli.db),
+        practice="FAIL practice: practice_phone 'call us' is not a valid phone number: set practice_phone to a number"
+        " patients can call (e.g. +16175550123); until then mail (outbox) will not send",
+    )
     monkeypatch.setenv("OUTREACH_PRACTICE_PHONE", "(617) 555-0123")
     r = cli.ok("doctor")
     assert hide_secret(r.stdout) == doctor_output(
