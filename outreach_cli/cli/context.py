@@ -78,7 +78,7 @@ class App:
         try:
             return parse_datetime(text, get_zone(self.settings.timezone))
         except ValueError as exc:
-            raise InvalidInput(f"{origin} {text!r}: {exc}") from None
+            raise InvalidInput(f"{origin} {text!r}: {str(exc).replace(f': {text.strip()!r}', '')}") from None
 
     def store(self, *, check_schema: bool = True, create: bool | None = None) -> Store:
         """The command's store, opened on first use and disposed of when the command ends."""

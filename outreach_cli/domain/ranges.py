@@ -117,7 +117,9 @@ def parse_time_range(
             start = inst
             end = day_end(inst) if whole else inst + timedelta(microseconds=1)
     except (ValueError, OverflowError) as exc:
-        raise InvalidInput(f"{flag} {text!r}: {exc}; accepted forms: {forms}") from None
+        # The accepted forms follow, and the whole value is named already: not twice each.
+        detail = re.sub(r" \(use [^)]*\)$", "", str(exc)).replace(f": {text.strip()!r}", "")
+        raise InvalidInput(f"{flag} {text!r}: {detail}; accepted forms: {forms}") from None
     if start is not None and end is not None and start >= end:
         raise InvalidInput(f"{flag} {text!r}: the range ends before it starts; accepted forms: {forms}")
     return TimeRange(start, end)

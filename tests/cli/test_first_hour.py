@@ -643,8 +643,8 @@ def test_D23_bad_filter_values_are_usage_errors(cli: Cli, tmp_path: Path) -> Non
     r = cli("audit", "--since", "garbage")
     assert (r.code, r.stderr) == (
         2,
-        "error: --since 'garbage': not a date or datetime: 'garbage' (use 2026-03-01, 2026-03-01T14:30 or "
-        "2026-03-01T14:30:00Z); accepted forms: A..B with dates (2026-03-01), datetimes (2026-03-01T14:30, "
+        "error: --since 'garbage': not a date or datetime; accepted forms: A..B with dates (2026-03-01), "
+        "datetimes (2026-03-01T14:30, "
         "...Z or +02:00), today, yesterday, tomorrow, -7d, +3d, -2w; open ends allowed (2026-03-01.., ..today); "
         "a single value means from then on\n",
     )
@@ -652,11 +652,31 @@ def test_D23_bad_filter_values_are_usage_errors(cli: Cli, tmp_path: Path) -> Non
     events = [json.loads(x) for x in cli.ok("audit", "--since", "-1d", "--format", "jsonl").stdout.splitlines()]
     at = "2026-03-02T14:00:00Z"
     assert events == [
-        {"id": 1, "event_id": 1, "at": at, "kind": "created", "actor": actor, "action": None, "from_status": None,
-         "to_status": "active", "reason": None, "detail": {"rule_set": "standard"}},
-        {"id": 1, "event_id": 2, "at": at, "kind": "charge_added", "actor": actor, "action": None, "from_status": None,
-         "to_status": None, "reason": None, "detail": {"amount_cents": 10000, "charge_id": "C00000"}},
-    ]  # fmt: skip
+        {
+            "id": 1,
+            "event_id": 1,
+            "at": at,
+            "kind": "created",
+            "actor": actor,
+            "action": None,
+            "from_status": None,
+            "to_status": "active",
+            "reason": None,
+            "detail": {"rule_set": "standard"},
+        },
+        {
+            "id": 1,
+            "event_id": 2,
+            "at": at,
+            "kind": "charge_added",
+            "actor": actor,
+            "action": None,
+            "from_status": None,
+            "to_status": None,
+            "reason": None,
+            "detail": {"amount_cents": 10000, "charge_id": "C00000"},
+        },
+    ]
 
 
 def test_D23_bad_global_values(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -677,8 +697,8 @@ def test_D23_bad_global_values(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     r = c("list")
     assert (r.code, r.stderr) == (
         2,
-        "error: OUTREACH_NOW 'garbage': not a date or datetime: 'garbage' "
-        "(use 2026-03-01, 2026-03-01T14:30 or 2026-03-01T14:30:00Z)\n",
+        "error: OUTREACH_NOW 'garbage': not a date or datetime (use 2026-03-01, 2026-03-01T14:30 or "
+        "2026-03-01T14:30:00Z)\n",
     )
     monkeypatch.delenv("OUTREACH_NOW")
     r = c("--now", "", "list")
