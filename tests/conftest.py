@@ -183,14 +183,18 @@ def initialized(url: str) -> Cli:
     return Cli(url)
 
 
-def prepared(url: str, name: str, build: Callable[[Cli, Path], object]) -> Cli:
+def prepared(url: str, name: str, build: Callable[[Cli, Path], object], *, plans: bool = True) -> Cli:
     """A Cli on ``url`` holding what ``build(cli, directory)`` makes on an initialized database
     (``directory`` for its input files): on SQLite built once per run and copied for each test.
-    On PostgreSQL it is built for each test: rows copied back from a snapshot would reach the
-    planner (statistics, the trigram index's pending list) otherwise than the build left them,
-    and the query-plan tests look at exactly that."""
+    On PostgreSQL, for tests that look at query plans (``plans``), it is built for each test:
+    rows copied back from a snapshot would reach the planner (statistics, the trigram index's
+    pending list) otherwise than the build left them. Other tests (``plans=False``) get the
+    rows of a snapshot built once per run (`_snapshot_pg`), as the build left them."""
     import tempfile
 
+    if not url.startswith("sqlite:///") and not plans:
+        _snapshot_pg(url, name, lambda: build(initialized(url), Path(tempfile.mkdtemp(dir=_sqlite_state["dir"]))))
+        return Cli(url)
     if url.startswith("sqlite:///"):
 
         def build_in(path: Path) -> None:
