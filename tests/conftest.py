@@ -55,7 +55,9 @@ def _pg_schema_url() -> str:
         raise RuntimeError(_pg_state["error"]) from None
     sep = "&" if "?" in PG_URL else "?"
     _pg_state["schema"] = schema
-    url = f"{PG_URL}{sep}options=-csearch_path%3D{schema}"
+    # Commits do not wait for the WAL to reach the disk (synchronous_commit off): what they wrote
+    # is seen by every connection at once, as before; only a crash of the server could lose it.
+    url = f"{PG_URL}{sep}options=-csearch_path%3D{schema}%20-csynchronous_commit%3Doff"
     from outreach_cli.store.database import Store
 
     store = Store(url)
