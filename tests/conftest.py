@@ -185,18 +185,18 @@ def initialized(url: str) -> Cli:
     return Cli(url)
 
 
-def prepared(url: str, name: str, build: Callable[[Cli, Path], object], *, plans: bool = True) -> Cli:
+def prepared(
+    url: str, name: str, build: Callable[[Cli, Path], object], *, restored: Callable[[Cli], object] | None = None
+) -> Cli:
     """A Cli on ``url`` holding what ``build(cli, directory)`` makes on an initialized database
-    (``directory`` for its input files): on SQLite built once per run and copied for each test.
-    On PostgreSQL, for tests that look at query plans (``plans``), it is built for each test:
-    rows copied back from a snapshot would reach the planner (statistics, the trigram index's
-    pending list) otherwise than the build left them. Other tests (``plans=False``) get the
-    rows of a snapshot built once per run (`_snapshot_pg`), as the build left them."""
+    (``directory`` for its input files), built once per run and database kind: on SQLite the
+    file is copied for each test; on PostgreSQL the rows are copied back from a snapshot
+    (`_snapshot_pg`), and then ``restored(cli)`` runs, if given. Rows copied back reach the
+    planner otherwise than the build left them (no statistics, the trigram index's pending
+    list full): a test that needs the build's end state redoes it there (`plans.explain`
+    analyses the tables before every plan in any case)."""
     import tempfile
 
-    if not url.startswith("sqlite:///") and not plans:
-        _snapshot_pg(url, name, lambda: build(initialized(url), Path(tempfile.mkdtemp(dir=_sqlite_state["dir"]))))
-        return Cli(url)
     if url.startswith("sqlite:///"):
 
         def build_in(path: Path) -> None:
@@ -204,8 +204,10 @@ def prepared(url: str, name: str, build: Callable[[Cli, Path], object], *, plans
 
         copy_built_once(f"{name}.db", build_in, Path(url[len("sqlite:///") :]))
         return Cli(url)
-    cli = initialized(url)
-    build(cli, Path(tempfile.mkdtemp(dir=_sqlite_state["dir"])))
+    _snapshot_pg(url, name, lambda: build(initialized(url), Path(tempfile.mkdtemp(dir=_sqlite_state["dir"]))))
+    cli = Cli(url)
+    if restored is not None:
+        restored(cli)
     return cli
 
 

@@ -40,7 +40,7 @@ NAMES = [
 def data(db_url: str) -> Cli:
     """Eight sets with awkward names, amounts and reasons (built once per run and database kind,
     a copy for each test)."""
-    return prepared(db_url, "export-names", _build_data, plans=False)
+    return prepared(db_url, "export-names", _build_data)
 
 
 def _build_data(cli: Cli, tmp_path: Path) -> None:
@@ -204,7 +204,7 @@ def awkward(db_url: str) -> Cli:
     the importer would make of them); two rule sets renamed: one whose cell is neutralized, one
     whose cell is quoted (only the random rows use that one). Built once per run and database
     kind, a copy for each test."""
-    return prepared(db_url, "export-awkward", _build_awkward, plans=False)
+    return prepared(db_url, "export-awkward", _build_awkward)
 
 
 def _build_awkward(cli: Cli, tmp_path: Path) -> None:

@@ -15,7 +15,7 @@ from tests.helpers import PATIENT_HEADER, patient, write_csv
 def data(db_url: str) -> Cli:
     """Four sets, each created on its own day (built once per run and database kind, a copy for
     each test)."""
-    return prepared(db_url, "list-filters", _build, plans=False)
+    return prepared(db_url, "list-filters", _build)
 
 
 def _build(cli: Cli, tmp_path: Path) -> None:

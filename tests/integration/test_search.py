@@ -14,7 +14,7 @@ from tests.helpers import PATIENT_HEADER, patient, write_csv
 @pytest.fixture
 def people(db_url: str) -> Cli:
     """Six patients with a set each (built once per run and database kind, a copy for each test)."""
-    return prepared(db_url, "search-people", _build_people, plans=False)
+    return prepared(db_url, "search-people", _build_people)
 
 
 def _build_people(cli: Cli, tmp_path: Path) -> None:
