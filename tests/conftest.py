@@ -55,7 +55,9 @@ def _pg_schema_url() -> str:
         raise RuntimeError(_pg_state["error"]) from None
     sep = "&" if "?" in PG_URL else "?"
     _pg_state["schema"] = schema
-    url = f"{PG_URL}{sep}options=-csearch_path%3D{schema}"
+    # Commits do not wait for the WAL to reach the disk (synchronous_commit off): what they wrote
+    # is seen by every connection at once, as before; only a crash of the server could lose it.
+    url = f"{PG_URL}{sep}options=-csearch_path%3D{schema}%20-csynchronous_commit%3Doff"
     from outreach_cli.store.database import Store
 
     store = Store(url)
@@ -183,12 +185,16 @@ def initialized(url: str) -> Cli:
     return Cli(url)
 
 
-def prepared(url: str, name: str, build: Callable[[Cli, Path], object]) -> Cli:
+def prepared(
+    url: str, name: str, build: Callable[[Cli, Path], object], *, restored: Callable[[Cli], object] | None = None
+) -> Cli:
     """A Cli on ``url`` holding what ``build(cli, directory)`` makes on an initialized database
-    (``directory`` for its input files): on SQLite built once per run and copied for each test.
-    On PostgreSQL it is built for each test: rows copied back from a snapshot would reach the
-    planner (statistics, the trigram index's pending list) otherwise than the build left them,
-    and the query-plan tests look at exactly that."""
+    (``directory`` for its input files), built once per run and database kind: on SQLite the
+    file is copied for each test; on PostgreSQL the rows are copied back from a snapshot
+    (`_snapshot_pg`), and then ``restored(cli)`` runs, if given. Rows copied back reach the
+    planner otherwise than the build left them (no statistics, the trigram index's pending
+    list full): a test that needs the build's end state redoes it there (`plans.explain`
+    analyses the tables before every plan in any case)."""
     import tempfile
 
     if url.startswith("sqlite:///"):
@@ -198,8 +204,10 @@ def prepared(url: str, name: str, build: Callable[[Cli, Path], object]) -> Cli:
 
         copy_built_once(f"{name}.db", build_in, Path(url[len("sqlite:///") :]))
         return Cli(url)
-    cli = initialized(url)
-    build(cli, Path(tempfile.mkdtemp(dir=_sqlite_state["dir"])))
+    _snapshot_pg(url, name, lambda: build(initialized(url), Path(tempfile.mkdtemp(dir=_sqlite_state["dir"]))))
+    cli = Cli(url)
+    if restored is not None:
+        restored(cli)
     return cli
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Cli, terminal
+from tests.conftest import Cli, prepared, terminal
 from tests.helpers import PATIENT_HEADER, patient, write_csv
 
 ISO_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
@@ -30,9 +30,13 @@ TRICKY = [
 
 
 @pytest.fixture
-def data(sqlite_url: str, tmp_path: Path) -> Cli:
-    c = Cli(sqlite_url)
-    c.ok("init")
+def data(sqlite_url: str) -> Cli:
+    """Five sets with tricky names, one will-fail and one paused (built once per run, a copy for
+    each test)."""
+    return prepared(sqlite_url, "output-tricky", _build)
+
+
+def _build(c: Cli, tmp_path: Path) -> None:
     people = [patient(pid, first_name=f, last_name=last) for pid, f, last in TRICKY]
     # Set 5: a will-fail set with a long reason (no email, no address, landline phone).
     people.append(
@@ -49,7 +53,6 @@ def data(sqlite_url: str, tmp_path: Path) -> Cli:
     )
     c.ok("import", "charges", str(tmp_path / "c.csv"))
     c.ok("act", "pause", "4", "--reason", "patient disputes the bill")
-    return c
 
 
 def walk_times(value: Any, key: str = "") -> list[tuple[str, str]]:

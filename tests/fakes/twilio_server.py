@@ -18,6 +18,9 @@ from urllib.parse import parse_qs, urlparse
 
 ACCOUNT = "AC" + "0" * 32
 TOKEN = "test-token-not-a-secret"
+# How often the server loop looks for `stop()`: shutdown waits up to this long (the default,
+# half a second, was most of a short test's time).
+POLL_S = 0.02
 
 ERRORS = {
     "+15005550001": (400, 21211, "The 'To' number is not a valid phone number."),
@@ -70,7 +73,7 @@ class FakeTwilio:
 
         self.server = Server(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread = threading.Thread(target=self.server.serve_forever, args=(POLL_S,), daemon=True)
         self.thread.start()
         return self
 

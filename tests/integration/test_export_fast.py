@@ -19,7 +19,7 @@ from outreach_cli.cli import cmd_list
 from outreach_cli.domain.csvsafe import flat, neutralize
 from outreach_cli.store.database import Store
 from outreach_cli.store.queries import LIST_COLUMNS
-from tests.conftest import Cli
+from tests.conftest import Cli, prepared
 from tests.helpers import PATIENT_HEADER, patient, write_csv
 
 FORMATS = ("jsonl", "json", "tsv", "csv")
@@ -37,7 +37,13 @@ NAMES = [
 
 
 @pytest.fixture
-def data(cli: Cli, tmp_path: Path) -> Cli:
+def data(db_url: str) -> Cli:
+    """Eight sets with awkward names, amounts and reasons (built once per run and database kind,
+    a copy for each test)."""
+    return prepared(db_url, "export-names", _build_data)
+
+
+def _build_data(cli: Cli, tmp_path: Path) -> None:
     pts = [patient(f"P-{i}", email="" if i % 3 == 0 else f"p{i}@example.com") for i in range(len(NAMES))]
     pts[4]["phone"] = ""
     pts[5]["patient_id"] = "=HYPERLINK(1)"  # set 6
@@ -66,7 +72,6 @@ def data(cli: Cli, tmp_path: Path) -> Cli:
         if store.dialect == "sqlite":  # a time stored in another text form than the tool writes
             conn.execute(text("UPDATE invoice_set SET created_at = '2026-03-01 10:11:12' WHERE id = 7"))
     store.engine.dispose()
-    return cli
 
 
 def _generic(cli: Cli, monkeypatch: pytest.MonkeyPatch, *args: str) -> str:
@@ -194,10 +199,15 @@ def _awkward_rows() -> list[dict[str, str | None]]:
 
 
 @pytest.fixture
-def awkward(cli: Cli, tmp_path: Path) -> Cli:
+def awkward(db_url: str) -> Cli:
     """A set for each of `_awkward_rows`, its text cells updated to them (as stored, whatever
     the importer would make of them); two rule sets renamed: one whose cell is neutralized, one
-    whose cell is quoted (only the random rows use that one)."""
+    whose cell is quoted (only the random rows use that one). Built once per run and database
+    kind, a copy for each test."""
+    return prepared(db_url, "export-awkward", _build_awkward)
+
+
+def _build_awkward(cli: Cli, tmp_path: Path) -> None:
     rows = _awkward_rows()
     pts = [patient(f"A{i}") for i in range(len(rows))]
     write_csv(tmp_path / "p.csv", pts, PATIENT_HEADER)
@@ -229,7 +239,6 @@ def awkward(cli: Cli, tmp_path: Path) -> Cli:
         conn.execute(text("UPDATE rule_set SET name = '=gentle' WHERE name = 'gentle'"))
         conn.execute(text("UPDATE rule_set SET name = 'final,\"notice\"' WHERE name = 'final-notice'"))
     store.engine.dispose()
-    return cli
 
 
 def _with_csv_module(rows: list[dict[str, Any]], delim: str) -> str:

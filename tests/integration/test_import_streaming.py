@@ -5,18 +5,38 @@ from __future__ import annotations
 
 import csv
 import io
+import multiprocessing
 import tracemalloc
 from datetime import UTC, datetime
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
+from outreach_cli.imports import parallel
 from outreach_cli.imports import stage as import_stage
 from outreach_cli.imports.importer import run_import
 from tests.conftest import Cli
 from tests.helpers import dump, patient, refused, setup_patients, skipped, write_csv
 
 MEMORY_CAP = 3 * 1024 * 1024  # bytes of Python allocations at the peak of the import
+
+
+@pytest.fixture(autouse=True)
+def _workers_forked_from_a_loaded_server(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The files here are many pages, so their rows are checked by worker processes. The tool
+    starts them with `spawn`: each imports the importer afresh, about a second a pool, and every
+    import here starts a pool. Here they come from a `forkserver` that imported it once per run:
+    still processes that get the rows and the check pickled and answer in pages (the tool's own
+    `spawn` pool runs in tests/unit/test_parallel_checks.py)."""
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(["outreach_cli.imports.importer"])
+
+    def get_context(method: str) -> multiprocessing.context.BaseContext:
+        assert method == "spawn"  # what the tool asks for
+        return ctx
+
+    monkeypatch.setattr(parallel, "multiprocessing", SimpleNamespace(get_context=get_context))
 
 
 def _charges_file(path: Path, rows: int, patients: int) -> Path:

@@ -7,12 +7,18 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Cli
+from tests.conftest import Cli, prepared
 from tests.helpers import PATIENT_HEADER, patient, write_csv
 
 
 @pytest.fixture
-def data(cli: Cli, tmp_path: Path) -> Cli:
+def data(db_url: str) -> Cli:
+    """Four sets, each created on its own day (built once per run and database kind, a copy for
+    each test)."""
+    return prepared(db_url, "list-filters", _build)
+
+
+def _build(cli: Cli, tmp_path: Path) -> None:
     pts = [
         patient("A-100", first_name="Alice", last_name="Moreno", phone="(617) 555-0100"),
         patient("B-200", first_name="Bob", last_name="Okafor", phone="+1 212 555 0199"),
@@ -38,7 +44,6 @@ def data(cli: Cli, tmp_path: Path) -> Cli:
             *(["--rule-set", "gentle"] if pid == "D-400" else []),
             now=days[pid],
         )
-    return cli
 
 
 def ids(cli: Cli, *args: str, now: str | None = None) -> list[int]:

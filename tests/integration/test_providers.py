@@ -128,11 +128,15 @@ def test_transient_errors_retried_later_without_duplicate(
     assert len([r for r in twilio.create_requests if r["To"] == "+16175550100"]) == 2
 
 
-def test_accepted_then_timed_out_is_resolved_by_lookup(cli: Cli, tmp_path: Path, twilio: FakeTwilio) -> None:
+def test_accepted_then_timed_out_is_resolved_by_lookup(
+    cli: Cli, tmp_path: Path, twilio: FakeTwilio, monkeypatch: pytest.MonkeyPatch
+) -> None:
     setup(cli, tmp_path, [patient("P1")], rule_set="smsonly")
     twilio.faults.append("hang")
     twilio.hang_seconds = 2.5
-    s = tick(cli, T0)
+    with monkeypatch.context() as m:  # the client gives up sooner on this tick only (the next keeps 1 s)
+        m.setenv("OUTREACH_TWILIO_TIMEOUT", "0.3")
+        s = tick(cli, T0)
     assert s["unknown"] == 1
     [snd] = sends(cli, 1)
     assert snd["status"] == "unknown"

@@ -7,12 +7,17 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Cli
+from tests.conftest import Cli, prepared
 from tests.helpers import PATIENT_HEADER, patient, write_csv
 
 
 @pytest.fixture
-def people(cli: Cli, tmp_path: Path) -> Cli:
+def people(db_url: str) -> Cli:
+    """Six patients with a set each (built once per run and database kind, a copy for each test)."""
+    return prepared(db_url, "search-people", _build_people)
+
+
+def _build_people(cli: Cli, tmp_path: Path) -> None:
     pats = [
         patient("P1", first_name="José", last_name="Nelson", email="jn@example.org", phone="(617) 555-0101"),
         patient("P2", first_name="Joseph", last_name="Hill", email="jh@example.org", phone="(617) 555-0102"),
@@ -25,7 +30,6 @@ def people(cli: Cli, tmp_path: Path) -> Cli:
     cli.ok("import", "patients", str(tmp_path / "p.csv"))
     write_csv(tmp_path / "c.csv", [{"charge_id": f"C{i}", "patient_id": f"P{i}", "amount": "10"} for i in range(1, 7)])
     cli.ok("import", "charges", str(tmp_path / "c.csv"))
-    return cli
 
 
 def found(cli: Cli, text: str) -> list[str]:

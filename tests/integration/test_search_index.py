@@ -26,8 +26,8 @@ N = 2000
 @pytest.fixture
 def many(db_url: str) -> Cli:
     """2,000 patients with sets; one of them (P0777) has a rare name, email and number (built
-    once per run and database kind, a copy for each test)."""
-    return prepared(db_url, "search2000", _build_many)
+    once per run and database kind, a copy for each test, as a big import leaves it)."""
+    return prepared(db_url, "search2000", _build_many, restored=_settled)
 
 
 def _build_many(cli: Cli, tmp_path: Path) -> None:
@@ -49,8 +49,13 @@ def _build_many(cli: Cli, tmp_path: Path) -> None:
     rows = [{"charge_id": f"C{i}", "patient_id": f"P{i:04d}", "amount": "10"} for i in range(N)]
     write_csv(tmp_path / "c.csv", rows)
     cli.ok("import", "charges", str(tmp_path / "c.csv"), "--rule-set", "standard")
+    _settled(cli)
+
+
+def _settled(cli: Cli) -> None:
+    """What a big import ends with (statistics, and on PostgreSQL the search index's pending
+    list): after the build, and again after its rows are copied back into PostgreSQL."""
     store = Store(cli.db)
-    # What a big import ends with (statistics, and on PostgreSQL the search index's pending list).
     assert after_big_write(store, ["patient", "invoice_set"], N, threshold=0)
     store.engine.dispose()
 

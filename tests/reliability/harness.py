@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import holidays
+import pytest
 
 from tests.conftest import Cli, initialized
 from tests.fakes.twilio_server import ACCOUNT, TOKEN, FakeTwilio
@@ -109,3 +110,18 @@ def send_statuses(db: str) -> Counter[str]:
 def finish(proc: subprocess.Popen[str], timeout: float = 240) -> tuple[int, str, str]:
     out, err = proc.communicate(timeout=timeout)
     return proc.returncode, out, err
+
+
+def run_here(env: dict[str, str], now: datetime) -> tuple[int, str, str]:
+    """`run-outreach --format json` at ``now`` with the settings of ``env``, in this process: a
+    later run that finishes what killed or racing processes left (those stay real processes;
+    a later one started as a process only adds an interpreter start-up)."""
+    with pytest.MonkeyPatch.context() as m:
+        for k in os.environ:
+            if k.startswith(("OUTREACH_", "TWILIO_")) and k not in ("OUTREACH_TEST_PG_URL", "OUTREACH_REQUIRE_PG"):
+                m.delenv(k)
+        for k, v in env.items():
+            if k.startswith(("OUTREACH_", "TWILIO_")) and k != "OUTREACH_DATABASE":
+                m.setenv(k, v)
+        r = Cli(env["OUTREACH_DATABASE"])("run-outreach", "--format", "json", now=z(now))
+    return r.code, r.stdout, r.stderr

@@ -9,7 +9,17 @@ import pytest
 
 from tests.conftest import Cli, _reset_pg, pg_url_or_skip
 from tests.fakes.twilio_server import FakeTwilio
-from tests.reliability.harness import T0, env_for, finish, per_number, phone, seed_sets, send_statuses, start_run
+from tests.reliability.harness import (
+    T0,
+    env_for,
+    finish,
+    per_number,
+    phone,
+    run_here,
+    seed_sets,
+    send_statuses,
+    start_run,
+)
 
 
 def _round(db: str, tmp: Path, workers: int, n: int) -> None:
@@ -26,7 +36,7 @@ def _round(db: str, tmp: Path, workers: int, n: int) -> None:
             assert "locked" not in err.lower(), err
         # Later runs retry what a provider hiccup left pending and resolve any unknown by lookup.
         for minutes in (10, 40, 120):
-            code, _, err = finish(start_run(env, T0 + timedelta(minutes=minutes)))
+            code, _, err = run_here(env, T0 + timedelta(minutes=minutes))
             assert code == 0, err
         counts = per_number(fake)
         assert len(counts) == n, f"{n - len(counts)} due sends never went out"

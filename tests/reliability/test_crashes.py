@@ -25,6 +25,7 @@ from tests.reliability.harness import (
     fresh_sqlite,
     per_number,
     phone,
+    run_here,
     send_statuses,
     start_run,
     z,
@@ -55,7 +56,7 @@ def test_kill_9_at_random_moments(tmp_path: Path, trial: int) -> None:
         proc.wait(timeout=30)
         # Later runs (past the lease) finish the work: unknown sends are looked up, not re-sent.
         for minutes in (10, 20, 60, 180):
-            code, _, err = finish(start_run(env, T0 + timedelta(minutes=minutes)))
+            code, _, err = run_here(env, T0 + timedelta(minutes=minutes))
             assert code == 0, err
         counts = per_number(fake)
         assert not {k: v for k, v in counts.items() if v > 1}, "a send went out twice"
