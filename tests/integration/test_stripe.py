@@ -5,6 +5,7 @@ through the event feed and `events ingest`, on SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Iterator
 from datetime import timedelta
@@ -15,7 +16,7 @@ import pytest
 
 from tests.conftest import Cli
 from tests.fakes.stripe_server import API_KEY, WEBHOOK_SECRET, FakeStripe
-from tests.helpers import PATIENT_HEADER, patient, sync_rule_set, write_csv
+from tests.helpers import PATIENT_HEADER, doctor_database, hide_secret, patient, refused, sync_rule_set, write_csv
 from tests.reliability.harness import T0, z
 
 
@@ -142,7 +143,7 @@ def test_charge_succeeds_once_with_key_and_metadata(cli: Cli, tmp_path: Path, ca
     assert create["idempotency_key"] == f"outreach-send-{_send_id(cli, 1)}-1"
     d = show(cli, 1)
     assert d["status"] == "paid" and d["amount_outstanding_cents"] == 0
-    assert send["status"] == "delivered" and send["provider_ref"].startswith("pi_")
+    assert send["status"] == "delivered" and re.fullmatch(r"pi_[0-9a-f]{24}", send["provider_ref"])
     payments = [e for e in d["timeline"] if e["kind"] == "payment"]
     assert [(e["detail"]["payment_id"], e["detail"]["applied_cents"]) for e in payments] == [
         (send["provider_ref"], 12000)
@@ -204,7 +205,10 @@ def test_no_card_on_file_is_unusable_and_predicted(cli: Cli, tmp_path: Path, car
     cli.ok("import", "charges", str(tmp_path / "c.csv"), "--rule-set", "card", now=z(T0 - timedelta(days=2)))
     d = show(cli, 1)
     assert d["patient"]["usable_methods"]["charge_card"] == {"usable": False, "reason": "no card on file"}
-    assert d["status"] == "will-fail" and "no card on file" in d["status_reason"]
+    assert (d["status"], d["status_reason"]) == (
+        "will-fail",
+        'step "Charge the card on file" (day 0): no card on file for charge_card',
+    )
     tick(cli)
     assert card.creates() == []
     assert show(cli, 1)["status"] == "failed"
@@ -242,7 +246,7 @@ def test_timeout_after_stripe_charged_is_looked_up_not_recharged(
     assert d["status"] == "paid" and card_send(cli, 1)["status"] == "delivered"
     assert len(card.creates()) == 1 and len(card.payment_intents) == 1
     lookups = [r for r in card.log if r["method"] == "GET" and r["path"] == "/v1/payment_intents"]
-    assert lookups and lookups[0]["params"]["customer"] == "cus_TEST0000"
+    assert [x["params"] for x in lookups] == [{"limit": "100", "customer": "cus_TEST0000"}]
     assert len([e for e in d["timeline"] if e["kind"] == "payment"]) == 1
 
 
@@ -293,7 +297,7 @@ def test_same_event_ingested_three_times_applies_once(cli: Cli, tmp_path: Path, 
     assert [(p["detail"]["payment_id"], p["detail"]["applied_cents"]) for p in pays] == [
         (ev["data"]["object"]["id"], 5000)
     ]
-    assert "0 applied, 1 unchanged" in r.stderr
+    assert (r.stdout, r.stderr) == ("", "events ingest: 1 line(s), 0 applied, 1 unchanged\n")
 
 
 def test_signed_deliveries_are_verified(
@@ -309,9 +313,21 @@ def test_signed_deliveries_are_verified(
     header = f"t={ts},v1={sig}"
     monkeypatch.setenv("STRIPE_WEBHOOK_SECRET", WEBHOOK_SECRET)
     bad = ingest(cli, [{"stripe_signature": header, "payload": payload.replace("12000", "99999")}])
-    assert bad.code == 2 and "line 1: stripe_signature: does not match" in bad.stderr
+    assert (bad.code, bad.stdout, bad.stderr) == (
+        2,
+        "",
+        "error: <stdin>: 1 problem(s); nothing was applied\n"
+        "  line 1: stripe_signature: does not match the payload under STRIPE_WEBHOOK_SECRET"
+        " (was the body changed, or is this another endpoint's secret?)\n",
+    )
     bare = ingest(cli, [ev])
-    assert bare.code == 2 and "must come as" in bare.stderr
+    assert (bare.code, bare.stdout, bare.stderr) == (
+        2,
+        "",
+        "error: <stdin>: 1 problem(s); nothing was applied\n"
+        "  line 1: stripe_signature: STRIPE_WEBHOOK_SECRET is set, so Stripe events must come as"
+        ' {"stripe_signature": ..., "payload": "<raw body>"} to be verified\n',
+    )
     assert show(cli, 1)["amount_outstanding_cents"] == 12000
     good = ingest(cli, [{"stripe_signature": header, "payload": payload}])
     assert good.code == 0, good
@@ -353,8 +369,16 @@ def test_refund_reopens_a_paid_set_and_the_schedule_continues(cli: Cli, tmp_path
     tick(cli, 20)
     tick(cli, 30)  # the same events again: nothing changes
     assert show(cli, 1)["amount_outstanding_cents"] == 12000
-    audit = cli.ok("audit", "--id", "1", "--format", "json").stdout
-    assert '"refund"' in audit
+    audit = json.loads(cli.ok("audit", "--id", "1", "--format", "json").stdout)
+    assert [(x["at"], x["actor"], x["reason"], x["detail"]) for x in audit if x["kind"] == "refund"] == [
+        (
+            at,
+            "stripe",
+            f"refund of {dollars} at Stripe ({pi})",
+            {"payment_id": pi, "restored_cents": cents, "source": "stripe"},
+        )
+        for at, dollars, cents in (("2026-03-03T15:10:00Z", "$40.00", 4000), ("2026-03-03T15:20:00Z", "$80.00", 8000))
+    ]
 
 
 def test_dispute_pauses_the_set_with_the_reason(cli: Cli, tmp_path: Path, card: FakeStripe) -> None:
@@ -367,7 +391,12 @@ def test_dispute_pauses_the_set_with_the_reason(cli: Cli, tmp_path: Path, card: 
     assert d["status"] == "paused" and d["amount_outstanding_cents"] == 12000
     assert d["status_reason"] == "payment disputed (fraudulent); resume once the dispute is settled"
     disputes = [e for e in d["timeline"] if e["kind"] == "dispute"]
-    assert len(disputes) == 1 and ev["data"]["object"]["id"] in disputes[0]["reason"]
+    assert [(e["reason"], e["detail"]) for e in disputes] == [
+        (
+            f"card payment disputed at Stripe: fraudulent ({ev['data']['object']['id']})",
+            {"payment_id": pi, "restored_cents": 12000, "source": "stripe"},
+        )
+    ]
     assert ingest(cli, [ev]).code == 0  # the same dispute again (a saved webhook): nothing more
     assert len([e for e in show(cli, 1)["timeline"] if e["kind"] == "dispute"]) == 1
     # Nothing is sent while paused.
@@ -387,7 +416,7 @@ def test_checkout_link_created_once_per_balance_and_paid(
     tick(cli)  # sms + email of step 1: one session shared
     sessions = stripe_fake.creates("/v1/checkout/sessions")
     assert len(sessions) == 2 and len(stripe_fake.sessions) == 1  # asked for by the sms and the email
-    assert all(s["idempotency_key"] == "outreach-checkout-1-12000-1" for s in sessions)
+    assert [s["idempotency_key"] for s in sessions] == ["outreach-checkout-1-12000-1"] * 2
     [sess] = stripe_fake.sessions.values()
     assert sess["amount_total"] == 12000 and sess["metadata"] == {"outreach_set_id": "1"}
     assert show(cli, 1)["payment_url"] == sess["url"]
@@ -415,7 +444,7 @@ def test_link_default_stays_hmac(cli: Cli, tmp_path: Path) -> None:
     cli.ok("import", "patients", str(tmp_path / "p.csv"), now=z(T0))
     write_csv(tmp_path / "c.csv", [{"charge_id": "C0", "patient_id": "P0", "amount": "5.00"}])
     cli.ok("import", "charges", str(tmp_path / "c.csv"), "--rule-set", "links", now=z(T0))
-    assert show(cli, 1)["payment_url"].startswith("https://pay.example.com/p/")
+    assert re.fullmatch(r"https://pay\.example\.com/p/[A-Za-z0-9_-]{32}", show(cli, 1)["payment_url"])
 
 
 # --- import, doctor ---------------------------------------------------------------------------
@@ -430,13 +459,32 @@ def test_import_validates_stripe_ids(cli: Cli, tmp_path: Path) -> None:
     ]
     write_csv(tmp_path / "p.csv", rows, HEADER)
     r = cli("import", "patients", str(tmp_path / "p.csv"))
-    assert r.code == 2
-    assert "line 3: stripe_customer_id: 'customer-7' is not a Stripe ID like cus_" in r.stderr
-    assert "line 4: stripe_payment_method_id: '4242424242424242' is not a Stripe ID" in r.stderr
-    assert "line 5: stripe_payment_method_id: give both" in r.stderr
-    assert "line 2" not in r.stderr
+    assert (r.code, r.stdout) == (2, "")
+    assert r.stderr == refused(
+        tmp_path / "p.csv",
+        "line 3: stripe_customer_id: 'customer-7' is not a Stripe ID like cus_NffrFeUfNV2Hib",
+        "line 4: stripe_payment_method_id: '4242424242424242' is not a Stripe ID like pm_1NXWJ2LkdIwHu7ixNy4tBDTs",
+        "line 5: stripe_payment_method_id: give both stripe_customer_id and stripe_payment_method_id"
+        " (a saved card belongs to a customer), or neither",
+    )
     write_csv(tmp_path / "ok.csv", rows[:1], HEADER)
     cli.ok("import", "patients", str(tmp_path / "ok.csv"))
+
+
+def stripe_doctor(cli: Cli, *stripe: str) -> str:
+    """doctor's whole output with the sandbox senders and Stripe for charge_card: its ``stripe``
+    lines in place of the charge_card provider's."""
+    lines = [
+        "ok   config: no config file; timezone UTC, window 09:00-17:00",
+        *doctor_database(cli.db),
+        "ok   sms provider: sandbox (no network)",
+        "ok   call provider: sandbox (no network)",
+        "ok   email provider: sandbox (no network)",
+        f"ok   mail provider: outbox {Path.cwd() / 'mail-outbox'}",
+        *stripe,
+        "ok   practice: Riverside Family Medicine, +16175550100",
+    ]
+    return "".join(f"{x}\n" for x in lines)
 
 
 def test_doctor_reports_mode_and_reachability_masked(
@@ -444,18 +492,31 @@ def test_doctor_reports_mode_and_reachability_masked(
 ) -> None:
     r = cli("doctor")
     assert r.code == 0, r
-    assert "ok   stripe: charge_card at " in r.stdout and "test mode, key sk_test_****p7dc, reachable" in r.stdout
+    unverified = "ok   stripe webhook secret: not set: ingested Stripe events are not verified"
+    assert hide_secret(r.stdout) == stripe_doctor(
+        cli, f"ok   stripe: charge_card at {card.base_url}, test mode, key sk_test_****p7dc, reachable", unverified
+    )
     assert API_KEY not in r.stdout + r.stderr
     monkeypatch.setenv("STRIPE_API_KEY", "sk_live_" + "x" * 24)
     r = cli("doctor")
-    assert r.code == 4 and "live mode" in r.stdout and "the API key was rejected" in r.stdout
-    assert "x" * 10 not in r.stdout
+    assert r.code == 4, r
+    assert hide_secret(r.stdout) == stripe_doctor(
+        cli,
+        f"FAIL stripe: charge_card at {card.base_url}, live mode, key sk_live_****xxxx: the API key was rejected",
+        unverified,
+    )
     monkeypatch.setenv("STRIPE_API_KEY", "hunter2")
     r = cli("doctor")
-    assert r.code == 4 and "FAIL stripe: charge_card: STRIPE_API_KEY **** is not a sk_/rk_" in r.stdout
+    assert r.code == 4, r
+    assert hide_secret(r.stdout) == stripe_doctor(
+        cli, "FAIL stripe: charge_card: STRIPE_API_KEY **** is not a sk_/rk_ test or live key"
+    )
     monkeypatch.delenv("STRIPE_API_KEY")
-    assert "STRIPE_API_KEY is not set" in cli("doctor").stdout
-    assert cli("run-outreach").code == 4
+    r = cli("doctor")
+    assert r.code == 4, r
+    assert hide_secret(r.stdout) == stripe_doctor(cli, "FAIL stripe: charge_card: STRIPE_API_KEY is not set")
+    r = cli("run-outreach")
+    assert (r.code, r.stdout, r.stderr) == (4, "", "error: Stripe: STRIPE_API_KEY is not set\n")
 
 
 def test_fake_honours_idempotency_keys_as_stripe_documents(stripe_fake: FakeStripe) -> None:
