@@ -232,10 +232,19 @@ def test_D19_every_time_in_json_is_utc_whole_seconds(data: Cli) -> None:
     ]
     docs += [json.loads(data.ok("show", str(i), "--format", "json").stdout) for i in range(1, 6)]
     times = [t for d in docs for t in walk_times(d)]
-    assert len(times) > 40
+    assert len(times) == 151
     bad = [t for t in times if t[1] is not None and not ISO_Z.match(t[1])]
     assert bad == []
-    assert ("at", "2026-03-02T15:00:00Z") in times
+    steps = ["03-02", "03-09", "03-16", "03-23", "04-01", "04-16", "04-23"]  # days 0, 7, 14, 21, 30, 45, 52
+    assert sorted(set(times)) == [
+        ("anchor_at", "2026-03-02T14:00:00Z"),
+        ("at", "2026-03-02T14:00:00Z"),
+        ("at", "2026-03-02T15:00:00Z"),  # the cancel, at 15:00:00.123456
+        ("created_at", "2026-03-02T14:00:00Z"),
+        *(("due_at", f"2026-{d}T14:00:00Z") for d in steps),
+        ("next_send_at", "2026-03-02T14:00:00Z"),
+        *(("send_at", f"2026-{d}T14:00:00Z") for d in steps),
+    ]
 
 
 def test_D15_audit_rows_lead_with_the_set_id_and_carry_detail_as_an_object(data: Cli) -> None:
