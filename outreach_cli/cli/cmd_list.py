@@ -116,7 +116,8 @@ def _summary(a: App, store: Store, flt: Any, n: int, user_limit: int | None) -> 
         from outreach_cli.store.queries import count_sets
 
         total = count_sets(store, replace(flt, limit=None, offset=0))
-        span = f"{n:,}" if not offset else f"{offset + 1:,}" if n == 1 else f"{offset + 1:,}-{offset + n:,}"
+        # "showing 5 of 5" would read as five sets shown: one set past an offset is "set 5 of 5".
+        span = f"{n:,}" if not offset else f"set {offset + 1:,}" if n == 1 else f"{offset + 1:,}-{offset + n:,}"
         if offset + n >= total:
             a.info(f"showing {span} of {total:,} invoice sets")
         elif user_limit is None:
@@ -188,9 +189,11 @@ def list_table(clock: Clock) -> list[Col]:
     shown whole; Reason, Rule set, Phone, Next step, Next send, Patient dropped in that order
     on narrow terminals."""
     from outreach_cli.cli.output import Col, badge, dollars
+    from outreach_cli.domain.csvsafe import flat
 
     def patient(r: Mapping[str, Any]) -> str:
-        return f"{r['patient_name']} ({r['patient_id']})"
+        # One line, as in TSV and CSV: a tab or line break typed into a name must not move the row.
+        return flat(f"{r['patient_name']} ({r['patient_id']})")
 
     def step(r: Mapping[str, Any]) -> str:
         if not r.get("next_step"):
@@ -208,7 +211,15 @@ def list_table(clock: Clock) -> list[Col]:
         Col("next_step", "Next step", step, wrap=True, min_width=24, drop=3),
         Col("phone", "Phone", drop=4),
         Col("rule_set", "Rule set", drop=5),
-        Col("status_reason", "Reason", wrap=True, min_width=24, drop=6, optional=True),
+        Col(
+            "status_reason",
+            "Reason",
+            lambda r: flat(r.get("status_reason")),
+            wrap=True,
+            min_width=24,
+            drop=6,
+            optional=True,
+        ),
     ]
 
 
