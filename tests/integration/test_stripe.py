@@ -67,7 +67,7 @@ def stripe_fake(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeStripe]:
     monkeypatch.delenv("STRIPE_WEBHOOK_SECRET", raising=False)
     monkeypatch.setenv("STRIPE_API_KEY", API_KEY)
     monkeypatch.setenv("OUTREACH_STRIPE_BASE_URL", fake.base_url)
-    monkeypatch.setenv("OUTREACH_STRIPE_TIMEOUT", "2")
+    monkeypatch.setenv("OUTREACH_STRIPE_TIMEOUT", "10")  # only the hanging ticks shorten it
     monkeypatch.setenv("OUTREACH_SENDING_WEEKENDS", "true")  # T0 + N days may fall on a weekend
     yield fake
     fake.stop()
@@ -111,7 +111,7 @@ def card_send(cli: Cli, i: int) -> dict[str, Any]:
 
 
 def tick_giving_up(cli: Cli, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
-    """A tick whose charge hangs: the client gives up after 0.3 s (the later ticks keep the 2 s
+    """A tick whose charge hangs: the client gives up after 0.3 s (the later ticks keep the 10 s
     timeout, so their requests are not cut short on a busy machine)."""
     with monkeypatch.context() as m:
         m.setenv("OUTREACH_STRIPE_TIMEOUT", "0.3")
