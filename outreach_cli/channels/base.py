@@ -119,14 +119,13 @@ SANDBOX_PRACTICE_NAME = "Example Practice"
 SANDBOX_PRACTICE_PHONE = "+15555550100"
 
 
-def practice_identity_problem(name: str | None, phone: str | None) -> str | None:
-    """Why messages and letters cannot name the practice (unset name, unset or invalid phone), or
-    None when both settings are usable."""
-    problems: list[str] = []
+def _identity_faults(name: str | None, phone: str | None) -> dict[str, str]:
+    """The practice settings that cannot name the practice, each with what is wrong with it."""
+    faults: dict[str, str] = {}
     if not (name or "").strip():
-        problems.append("practice_name is not set")
+        faults["practice_name"] = "practice_name is not set"
     if not (phone or "").strip():
-        problems.append("practice_phone is not set")
+        faults["practice_phone"] = "practice_phone is not set"
     else:
         import phonenumbers
 
@@ -135,16 +134,21 @@ def practice_identity_problem(name: str | None, phone: str | None) -> str | None
         except phonenumbers.NumberParseException:
             ok = False
         if not ok:
-            problems.append(f"practice_phone {phone!r} is not a valid phone number")
-    return "; ".join(problems) or None
+            faults["practice_phone"] = f"practice_phone {phone!r} is not a valid phone number"
+    return faults
+
+
+def practice_identity_problem(name: str | None, phone: str | None) -> str | None:
+    """Why messages and letters cannot name the practice (unset name, unset or invalid phone), or
+    None when both settings are usable."""
+    return "; ".join(_identity_faults(name, phone).values()) or None
 
 
 def practice_identity_fix(name: str | None, phone: str | None) -> tuple[str, str]:
     """What to set for `practice_identity_problem`'s problem: (the advice, the environment
     variables), naming only the settings at fault."""
-    problem = practice_identity_problem(name, phone) or ""
-    keys = [k for k in ("practice_name", "practice_phone") if k in problem]
+    keys = list(_identity_faults(name, phone))
     env = " / ".join(f"OUTREACH_{k.upper()}" for k in keys)
-    if keys == ["practice_phone"] and "not a valid" in problem:
+    if keys == ["practice_phone"] and (phone or "").strip():  # set, but not a number
         return "set practice_phone to a number patients can call (e.g. +16175550123)", env
     return f"set {' and '.join(keys)}", env

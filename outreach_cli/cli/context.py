@@ -65,7 +65,7 @@ class App:
     @cached_property
     def now(self) -> datetime:
         from outreach_cli.domain.errors import InvalidInput
-        from outreach_cli.domain.timeutil import get_zone, parse_datetime, utcnow
+        from outreach_cli.domain.timeutil import BadTime, get_zone, parse_datetime, utcnow
 
         if self.now_text is not None:
             text, origin = self.now_text, "--now"
@@ -77,8 +77,10 @@ class App:
             return utcnow()
         try:
             return parse_datetime(text, get_zone(self.settings.timezone))
+        except BadTime as exc:  # the value is named already
+            raise InvalidInput(f"{origin} {text!r}: {exc.reason} ({exc.hint})") from None
         except ValueError as exc:
-            raise InvalidInput(f"{origin} {text!r}: {str(exc).replace(f': {text.strip()!r}', '')}") from None
+            raise InvalidInput(f"{origin} {text!r}: {exc}") from None
 
     def store(self, *, check_schema: bool = True, create: bool | None = None) -> Store:
         """The command's store, opened on first use and disposed of when the command ends."""

@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 
 from outreach_cli.domain.errors import InvalidInput
 from outreach_cli.domain.money import parse_dollars
-from outreach_cli.domain.timeutil import UTC, parse_datetime
+from outreach_cli.domain.timeutil import UTC, BadTime, parse_datetime
 
 AMOUNT_FORMS = "100..500, 100.., ..50, 75 (dollars, inclusive)"
 DATE_FORMS = (
@@ -116,10 +116,13 @@ def parse_time_range(
             inst, whole = _day_or_instant(raw, tz, today)
             start = inst
             end = day_end(inst) if whole else inst + timedelta(microseconds=1)
-    except (ValueError, OverflowError) as exc:
-        # The accepted forms follow, and the whole value is named already: not twice each.
-        detail = re.sub(r" \(use [^)]*\)$", "", str(exc)).replace(f": {text.strip()!r}", "")
+    except BadTime as exc:
+        # The whole value is named already, and the accepted forms follow: not twice each.
+        detail = exc.reason if exc.value.strip() == text.strip() else f"{exc.reason}: {exc.value!r}"
+        detail += "" if exc.forms_hint else f" ({exc.hint})"
         raise InvalidInput(f"{flag} {text!r}: {detail}; accepted forms: {forms}") from None
+    except (ValueError, OverflowError) as exc:
+        raise InvalidInput(f"{flag} {text!r}: {exc}; accepted forms: {forms}") from None
     if start is not None and end is not None and start >= end:
         raise InvalidInput(f"{flag} {text!r}: the range ends before it starts; accepted forms: {forms}")
     return TimeRange(start, end)

@@ -34,6 +34,16 @@ def get_zone(name: str) -> ZoneInfo:
         raise ValueError(f"unknown time zone {name!r} (use an IANA name like America/New_York)") from None
 
 
+class BadTime(ValueError):
+    """A value that is not a time: what it is not, the value, and a hint at the forms; callers
+    that name the value themselves, or list the forms, use the parts."""
+
+    def __init__(self, reason: str, value: str, hint: str, *, forms_hint: bool) -> None:
+        super().__init__(f"{reason}: {value!r} ({hint})")
+        self.reason, self.value, self.hint = reason, value, hint
+        self.forms_hint = forms_hint  # the hint lists the accepted forms (nothing more)
+
+
 def parse_datetime(text: str, tz: ZoneInfo | timezone = UTC) -> datetime:
     """ISO 8601 date or datetime (with 'Z' or an offset, or naive in ``tz``) -> aware UTC.
 
@@ -56,16 +66,15 @@ def parse_datetime(text: str, tz: ZoneInfo | timezone = UTC) -> datetime:
         try:
             local = datetime(int(y), int(mo), int(d), int(hh or 0), int(mm or 0), int(ss or 0))
         except ValueError:
-            raise ValueError(f"not a date: {text!r} (month/day/year, or 2026-03-01)") from None
+            raise BadTime("not a date", text, "month/day/year, or 2026-03-01", forms_hint=False) from None
         return as_utc(local, tz)
     try:
         from dateutil import parser as du
 
         dt = du.isoparse(raw)
     except (ValueError, OverflowError):
-        raise ValueError(
-            f"not a date or datetime: {text!r} (use 2026-03-01, 2026-03-01T14:30 or 2026-03-01T14:30:00Z)"
-        ) from None
+        hint = "use 2026-03-01, 2026-03-01T14:30 or 2026-03-01T14:30:00Z"
+        raise BadTime("not a date or datetime", text, hint, forms_hint=True) from None
     return as_utc(dt, tz)
 
 

@@ -282,11 +282,11 @@ class Store:
                 conn = conn.execution_options(immediate=True)
                 with conn.begin():
                     yield conn
-                    self._refresh_attribution(conn)
+                    self._refresh_kept(conn)
         except DatabaseError as exc:
             raise _translate(exc, self.url) from exc
 
-    def _refresh_attribution(self, conn: Connection) -> None:
+    def _refresh_kept(self, conn: Connection) -> None:
         """Recompute what the report keeps (store/attribution.py, store/reach.py) of the sets this
         transaction marked stale, before it commits."""
         if self._kept is None:

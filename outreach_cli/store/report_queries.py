@@ -372,8 +372,8 @@ def _entered(conn: Connection, sc: _Scope, by: tuple[str, ...]) -> dict[tuple[st
     fast = sc.send_cond(send_t) is not None
     # The reach kept at write time (store/reach.py) where it covers the scope, with the sets still
     # marked for recomputing counted from their sends.
-    stale = fast and conn.execute(select(reach_stale_t.c.set_id).limit(1)).first() is not None
-    for row in _rows_of(conn, _reached_any_query(conn, sc, stale)):
+    stale = fast and _any_marked(conn, reach_stale_t)
+    for row in conn.execute(_stale_reached_any_query(conn, sc)) if stale else ():
         rs, wk, (n, cents) = _split(sc, row)
         r = reached_any[(rs, wk)]
         r[0] += int(n)
@@ -409,11 +409,10 @@ def _whole_query(conn: Connection, sc: _Scope) -> Any:
     return select(*head, func.count(), func.sum(s.c.owed_cents)).where(*sc.cond(s)).group_by(*head)
 
 
-def _rows_of(conn: Connection, *queries: Any) -> Iterator[Any]:
-    """The rows of each query in turn (None: no query)."""
-    for query in queries:
-        if query is not None:
-            yield from conn.execute(query)
+def _any_marked(conn: Connection, marks: Any) -> bool:
+    """Whether a write outside the store left any set marked in ``marks`` (`report_stale`,
+    `reach_stale`): none is after a write through `Store.write`."""
+    return conn.execute(select(marks.c.set_id).limit(1)).first() is not None
 
 
 def _reach_queries(
@@ -472,16 +471,14 @@ def _send_reached_query(conn: Connection, sc: _Scope, proj: tuple[str, ...], onl
     return select(*keys, func.count(), func.sum(reached.c.owed)).group_by(*keys)
 
 
-def _reached_any_query(conn: Connection, sc: _Scope, only_stale: bool = False) -> Any:
+def _stale_reached_any_query(conn: Connection, sc: _Scope) -> Any:
     """Sets in scope (and their owed) that reached any step, per rule set (and week), from their
-    sends: only the sets marked for recomputing their kept reach (``only_stale``), else none."""
-    if not only_stale:
-        return None
+    sends: the sets whose kept reach is marked for recomputing (the others are in `step_reach`)."""
     d = send_t.alias("d")
     head = _send_head(conn, sc, d)
     reached = (
         select(*head, d.c.invoice_set_id, d.c.set_owed_cents.label("owed"))
-        .where(*_reached_rows(d, sc, only_stale))
+        .where(*_reached_rows(d, sc, only_stale=True))
         .distinct()
         .subquery("r")
     )
@@ -858,7 +855,7 @@ def paid_facts(conn: Connection, sc: _Scope, days: int, mode: str) -> PaidFacts:
     weeks: dict[Any, date] = {}
     # Last touch: what is kept, plus the few sets it does not cover computed afresh.
     passes = [True, False] if mode == "last" else [None]
-    stale = conn.execute(select(report_stale_t.c.set_id).limit(1)).first() is not None
+    stale = _any_marked(conn, report_stale_t)
     out = PaidFacts()
 
     def fine(rs_id: int, bucket: Any, day: int | None, title: str | None, method: str | None) -> Fine:
