@@ -144,7 +144,7 @@ def doctor_database(url: str, *, read_only: bool = False) -> list[str]:
     """doctor's check lines of an initialized database at ``url`` (see `doctor_output`)."""
     return [
         f"ok   database: {url} reachable" + (" (read-only)" if read_only else ""),
-        "ok   schema: revision 0021",
+        "ok   schema: revision 0022",
         "ok   rule sets: final-notice v1, gentle v1, standard v1",
         "ok   default rule set: standard",
         "ok   payment-link secret: stored in the database <secret>",

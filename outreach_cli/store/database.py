@@ -207,7 +207,7 @@ class Store:
         self.readonly = check_sqlite_file(path, create=create) if path else False
         self.engine = make_engine(url, readonly=self.readonly, on_lock_wait=on_lock_wait)
         self.dialect = self.engine.dialect.name
-        self._kept: tuple[bool, bool] | None = None  # has the schema the tables of migrations 0020, 0021?
+        self._kept: tuple[bool, bool, bool] | None = None  # has the schema the tables of migrations 0020-0022?
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
@@ -288,15 +288,17 @@ class Store:
 
     def _refresh_kept(self, conn: Connection) -> None:
         """Recompute what the report keeps (store/attribution.py, store/reach.py) of the sets this
-        transaction marked stale, before it commits."""
+        transaction marked stale, and on PostgreSQL fold metrics' tally (store/tally.py), before
+        it commits."""
         if self._kept is None:
             probe = (
                 "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '{}'"
                 if self.dialect == "sqlite"
                 else "SELECT to_regclass('{}')"
             )
-            has = [conn.exec_driver_sql(probe.format(t)).scalar() is not None for t in ("report_stale", "reach_stale")]
-            self._kept = (has[0], has[1])
+            tables = ("report_stale", "reach_stale", "set_tally_delta")
+            has = [conn.exec_driver_sql(probe.format(t)).scalar() is not None for t in tables]
+            self._kept = (has[0], has[1], has[2] and self.dialect == "postgresql")
         if self._kept[0]:
             from outreach_cli.store import attribution
 
@@ -305,6 +307,10 @@ class Store:
             from outreach_cli.store import reach
 
             reach.refresh(conn)
+        if self._kept[2]:
+            from outreach_cli.store import tally
+
+            tally.fold(conn)
 
     def current_revision(self) -> str | None:
         try:

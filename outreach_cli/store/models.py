@@ -18,6 +18,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     Column,
+    Date,
     DateTime,
     ForeignKey,
     Index,
@@ -349,6 +350,20 @@ step_reach_t = Table(
 )
 
 reach_stale_t = Table("reach_stale", metadata, Column("set_id", Integer, primary_key=True))
+
+# `metrics`' counts and amounts per status and day of creation, kept by triggers (migration 0022,
+# store/tally.py); on PostgreSQL each writing statement appends to the delta, folded in later.
+def _tally_columns(*, keyed: bool) -> list[Column[Any]]:
+    return [
+        Column("status", String, primary_key=keyed, nullable=False),
+        Column("day", Date, primary_key=keyed, nullable=False),  # of creation, UTC
+        Column("sets", BigInteger, nullable=False),
+        Column("cents", BigInteger, nullable=False),  # outstanding
+    ]
+
+
+set_tally_t = Table("set_tally", metadata, *_tally_columns(keyed=True))
+set_tally_delta_t = Table("set_tally_delta", metadata, *_tally_columns(keyed=False))
 
 # Replies already applied (by provider message ID), so reading them again changes nothing.
 inbound_t = Table(

@@ -125,14 +125,14 @@ def test_schema_missing_or_behind_is_exit_4(tmp_path: Path, monkeypatch: pytest.
     r = c("metrics")
     assert (r.code, r.stderr) == (
         4,
-        "error: database schema is at revision 0021, this outreach needs 9990; run `outreach init`\n",
+        "error: database schema is at revision 0022, this outreach needs 9990; run `outreach init`\n",
     )
     r = c("doctor")
     assert (r.code, r.stderr) == (4, "")
     assert r.stdout == doctor_output(
         tmp_path / "mail-outbox",
         f"ok   database: {c.db} reachable",
-        "FAIL schema: revision 0021, need 9990: run `outreach init`",
+        "FAIL schema: revision 0022, need 9990: run `outreach init`",
     )
 
 
@@ -160,14 +160,14 @@ def test_init_is_repeatable_and_doctor_passes(sqlite_url: str, tmp_path: Path, m
     r1 = c.ok("init")
     shipped = "rule sets: rulesets does not exist; using the rule sets shipped with outreach\n"
     assert r1.stderr == (
-        f"schema: {sqlite_url} created at revision 0021\n"
+        f"schema: {sqlite_url} created at revision 0022\n"
         "secret: generated a payment-link secret and stored it in the database\n"
         + shipped
         + "".join(f"rule set {name}: created (version 1)\n" for name in ("final-notice", "gentle", "standard"))
     )
     r2 = c.ok("init")
     assert r2.stderr == (
-        f"schema: {sqlite_url} is up to date (revision 0021)\n"
+        f"schema: {sqlite_url} is up to date (revision 0022)\n"
         + shipped
         + "".join(f"rule set {name}: unchanged (version 1)\n" for name in ("final-notice", "gentle", "standard"))
     )

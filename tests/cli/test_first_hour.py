@@ -322,7 +322,7 @@ def test_D11_schema_from_a_newer_outreach(sqlite_url: str, tmp_path: Path) -> No
     c.ok("init")
     with sqlite3.connect(tmp_path / "outreach.db") as conn:
         conn.execute("UPDATE alembic_version SET version_num = '9999'")
-    problem = "the database schema is at revision 9999, created by a newer outreach (this one knows up to 0021); upgrade outreach"
+    problem = "the database schema is at revision 9999, created by a newer outreach (this one knows up to 0022); upgrade outreach"
     for command in (["list"], ["init"], ["act", "pause", "1"], ["metrics"]):
         r = c(*command)
         assert (r.code, r.stdout, r.stderr) == (4, "", f"error: {problem}\n"), r
