@@ -351,6 +351,7 @@ step_reach_t = Table(
 
 reach_stale_t = Table("reach_stale", metadata, Column("set_id", Integer, primary_key=True))
 
+
 # `metrics`' counts and amounts per status and day of creation, kept by triggers (migration 0022,
 # store/tally.py); on PostgreSQL each writing statement appends to the delta, folded in later.
 def _tally_columns(*, keyed: bool) -> list[Column[Any]]:
