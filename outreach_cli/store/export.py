@@ -23,7 +23,7 @@ from outreach_cli.domain.context import Context
 from outreach_cli.domain.csvsafe import neutralize
 from outreach_cli.domain.paymentlink import set_mac_maker
 from outreach_cli.store.loaded_rulesets import RuleSets
-from outreach_cli.store.queries import ListFilter, _base, _iso_of_stored, _pages, _walks_next_send
+from outreach_cli.store.queries import ListFilter, _base, _iso_of_stored, _pages, _walks_next_send, exports_by_scan
 
 if TYPE_CHECKING:
     from outreach_cli.store.database import Store
@@ -404,13 +404,15 @@ def export_rows(store: Store, f: ListFilter, *, delim: str | None) -> Generator[
     with store.read() as conn:
         rule_sets = RuleSets(conn)
         walk = _walks_next_send(conn, store.dialect, f)
-        base = _base(rule_sets, f, walk_next_send=walk, dialect=store.dialect)
+        scan = not walk and exports_by_scan(conn, store.dialect, f)
+        # Scanning, the status filter too is written `+col` (no index): the table in its order.
+        base = _base(rule_sets, f, walk_next_send=walk or scan, dialect=store.dialect)
         if delim is None:
             cols = json_columns(store.dialect)
         else:
             cols = csv_line_columns(store.dialect, delim, _names(rule_sets))
         base = base.with_only_columns(*cols, maintain_column_froms=False)
-        pages = _pages(conn, base, f, run=lambda q: _driver_rows(conn, q), size=len)
+        pages = _pages(conn, base, f, run=lambda q: _driver_rows(conn, q), size=len, scan=scan)
         expected = _Expected(delim or ",")
         for batch in pages:
             if delim is None:
