@@ -136,7 +136,20 @@ def export(a: App, store: Store, flt: Any, f: Format) -> int | None:
     from outreach_cli.store import export as ex
 
     delim = {Format.TSV: "\t", Format.CSV: ","}.get(f)
-    link = ex.payment_links(a.context(), csv=delim is not None, delim=delim or ",")
+    ctx = a.context()
+    if delim is None and store.dialect == "postgresql":
+        parts = ex.link_parts(ctx, csv=False)
+        if parts is None:
+            return None
+        lines = ex.pg_json_lines(store, flt, ctx, parts)
+        try:
+            return _write_json(a.env.stdout, lines, f)
+        except BrokenPipeError:
+            reader_gone()
+            return 0
+        finally:
+            lines.close()
+    link = ex.payment_links(ctx, csv=delim is not None, delim=delim or ",")
     if link is None:
         return None
     rows = ex.export_rows(store, flt, delim=delim)

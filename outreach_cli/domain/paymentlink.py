@@ -25,16 +25,22 @@ _IPAD = bytes(x ^ 0x36 for x in range(256))
 _OPAD = bytes(x ^ 0x5C for x in range(256))
 
 
-def set_mac_maker(secret: str) -> Callable[[int], bytes]:
-    """The HMAC-SHA256 of `payment_token` for many sets, as RFC 2104 builds it: the key's inner and
-    outer hash states are made once and copied per set (half the time of `hmac.digest`, which
-    prepares the key on every call: a second at a million sets)."""
+def key_pads(secret: str) -> tuple[bytes, bytes]:
+    """RFC 2104's inner and outer padded keys of the payment-link secret (HMAC-SHA256)."""
     key = secret.encode()
     if len(key) > BLOCK:
         key = hashlib.sha256(key).digest()
     key = key.ljust(BLOCK, b"\0")
-    inner = hashlib.sha256(key.translate(_IPAD))
-    outer = hashlib.sha256(key.translate(_OPAD))
+    return key.translate(_IPAD), key.translate(_OPAD)
+
+
+def set_mac_maker(secret: str) -> Callable[[int], bytes]:
+    """The HMAC-SHA256 of `payment_token` for many sets, as RFC 2104 builds it: the key's inner and
+    outer hash states are made once and copied per set (half the time of `hmac.digest`, which
+    prepares the key on every call: a second at a million sets)."""
+    ipad, opad = key_pads(secret)
+    inner = hashlib.sha256(ipad)
+    outer = hashlib.sha256(opad)
 
     def mac(set_id: int) -> bytes:
         i = inner.copy()

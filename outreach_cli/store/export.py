@@ -100,9 +100,9 @@ def _json_sql(col: str, dialect: str) -> str:
     return f"coalesce(to_json({col})::text, 'null')"
 
 
-def json_columns(dialect: str) -> list[Any]:
+def json_columns(dialect: str, *, rule_set_joined: bool = False) -> list[Any]:
     """id, the JSON object up to `"payment_url": `, and its end (`needs_review`): the link is the
-    only part Python adds."""
+    only part Python adds. ``rule_set_joined``: the query joins `rule_set` (else a subquery)."""
     s, p = "invoice_set", "patient"
 
     def q(c: str) -> str:
@@ -114,7 +114,9 @@ def json_columns(dialect: str) -> list[Any]:
     spaces = "'" + SPACES.replace("'", "''") + "'"
     name = f"{p}.first_name || ' ' || {p}.last_name"
     name = f"trim({name}, {spaces})" if dialect == "sqlite" else f"btrim({name}, {spaces})"
-    rs = f"(SELECT {q('rule_set.name')} FROM rule_set WHERE rule_set.id = {s}.rule_set_id)"
+    rs = q("rule_set.name")
+    if not rule_set_joined:
+        rs = f"(SELECT {rs} FROM rule_set WHERE rule_set.id = {s}.rule_set_id)"
     methods = (
         f"CASE WHEN {s}.next_methods IS NULL OR {s}.next_methods = '' THEN '[]'"
         f" ELSE '[' || replace({q(f'{s}.next_methods')}, ',', '\", \"') || ']' END"
@@ -359,10 +361,10 @@ def _driver_rows(conn: Any, stmt: Any, *, server: bool = True) -> Iterator[list[
         cur.close()
 
 
-def payment_links(ctx: Context, *, csv: bool, delim: str = ",") -> Callable[[int], str] | None:
-    """`payment_url_maker` (the MAC of `set_mac_maker`), written as its JSON string or
-    its TSV/CSV cell. None when the link cannot be made that way (a Stripe checkout link; a
-    template whose cell a spreadsheet could read as a formula)."""
+def link_parts(ctx: Context, *, csv: bool, delim: str = ",") -> list[str] | None:
+    """The payment link's template around its tokens, written as its JSON string or its TSV/CSV
+    cell. None when the link cannot be made that way (a Stripe checkout link; a template whose
+    cell a spreadsheet could read as a formula)."""
     settings = ctx.extra.get("settings")
     if settings is not None and settings.values["payments"]["provider"] == "stripe":
         return None
@@ -376,6 +378,14 @@ def payment_links(ctx: Context, *, csv: bool, delim: str = ",") -> Callable[[int
     else:
         parts = [encode_basestring(x)[1:-1] for x in parts]
         parts[0], parts[-1] = '"' + parts[0], parts[-1] + '"'
+    return parts
+
+
+def payment_links(ctx: Context, *, csv: bool, delim: str = ",") -> Callable[[int], str] | None:
+    """`payment_url_maker` (the MAC of `set_mac_maker`) for `link_parts`; None where that is."""
+    parts = link_parts(ctx, csv=csv, delim=delim)
+    if parts is None:
+        return None
     b64 = binascii.b2a_base64
     mac = set_mac_maker(ctx.secret)
 
@@ -479,3 +489,67 @@ def _cells(r: tuple[Any, ...], rs: dict[int, str], link: Callable[[int], str]) -
         pid, phone, email = neutralize(pid), neutralize(phone or ""), neutralize(email or "")
         step, meth, why = neutralize(step or ""), neutralize(meth or ""), neutralize(why or "")
     return (i, st, amt, cents, pid, name, phone, email, rs[rsid], cr, nx, step, meth, why, link(i), nr)
+
+
+# PostgreSQL streams a JSON export with COPY: every line made by the query, the payment link's
+# HMAC included (core sha256 on the key's inner and outer pads, RFC 2104, as `set_mac_maker`),
+# so Python only passes text on. CSV format with two control characters as delimiter and quote:
+# the lines (JSON, whose control characters are escaped) never hold them or a line break, so
+# COPY writes each as it is.
+_COPY = "COPY ({}) TO STDOUT (FORMAT csv, DELIMITER E'\\x1f', QUOTE E'\\x1e')"
+
+
+def _pg_token_sql(set_id: str) -> str:
+    """The link's token, as `payment_url_maker` makes it: the first 24 bytes of the HMAC in
+    URL-safe base64 (32 characters, no padding)."""
+    inner = f"sha256(:link_ipad || convert_to('invoice-set:' || {set_id}::text, 'UTF8'))"
+    return f"translate(encode(substring(sha256(:link_opad || {inner}) from 1 for 24), 'base64'), '+/', '-_')"
+
+
+def pg_json_lines(store: Store, f: ListFilter, ctx: Context, parts: list[str]) -> Generator[list[str], None, None]:
+    """PostgreSQL: the JSON lines of `json_batches`, each made whole by the query and streamed with
+    COPY, in batches of BATCH, in `list` order (``parts``: `link_parts` for JSON)."""
+    from sqlalchemy import LargeBinary, bindparam, text
+
+    from outreach_cli.domain.paymentlink import key_pads
+
+    ipad, opad = key_pads(ctx.secret)
+    token = _pg_token_sql("invoice_set.id")
+    link = f" || {token} || ".join(f":link_part_{i}" for i in range(len(parts)))
+    # rule_set joined, not a subquery per row: the whole line is then parallel-safe, and
+    # PostgreSQL's workers make the lines (the HMAC included) before the sort.
+    _id, pre, post = json_columns("postgresql", rule_set_joined=True)
+    line = text(f"({pre}) || {link} || ({post})").bindparams(
+        bindparam("link_ipad", ipad, type_=LargeBinary),
+        bindparam("link_opad", opad, type_=LargeBinary),
+        *(bindparam(f"link_part_{i}", p) for i, p in enumerate(parts)),
+    )
+    with store.read() as conn:
+        rule_sets = RuleSets(conn)
+        from outreach_cli.store.models import invoice_set_t, rule_set_t
+
+        base = _base(rule_sets, f, dialect="postgresql")
+        base = base.outerjoin(rule_set_t, rule_set_t.c.id == invoice_set_t.c.rule_set_id)
+        base = base.with_only_columns(line, maintain_column_froms=False)
+        yield from _pages(conn, base, f, run=lambda q: _copied_lines(conn, q), size=len)
+
+
+def _copied_lines(conn: Any, stmt: Any) -> Iterator[list[str]]:
+    """The one-column rows of ``stmt`` through COPY, in batches of BATCH lines."""
+    compiled = stmt.compile(dialect=conn.dialect, compile_kwargs={"render_postcompile": True})
+    params = dict(compiled.params)
+    for name, proc in compiled._bind_processors.items():
+        if params.get(name) is not None:
+            params[name] = proc(params[name])
+    sql = _COPY.format(str(compiled))
+    cur = conn.connection.dbapi_connection.cursor()
+    conn.dispatch.before_cursor_execute(conn, cur, sql, params, None, False)
+    batch: list[str] = []
+    with cur.copy(sql, params) as copy:
+        for data in copy:
+            batch.append(bytes(data).decode()[:-1])
+            if len(batch) >= BATCH:
+                yield batch
+                batch = []
+    if batch:
+        yield batch

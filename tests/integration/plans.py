@@ -40,10 +40,14 @@ class Statement:
 
 @contextmanager
 def captured() -> Iterator[list[tuple[str, Any]]]:
-    """The (statement, parameters) of every single-row-set SELECT run meanwhile, in order."""
+    """The (statement, parameters) of every single-row-set SELECT run meanwhile, in order (a
+    `COPY (SELECT ...) TO STDOUT`: its SELECT)."""
     got: list[tuple[str, Any]] = []
 
     def grab(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool) -> None:
+        copied = re.match(r"\s*COPY \((.*)\) TO STDOUT\b", statement, re.S)  # an export's query, streamed
+        if copied:
+            statement = copied.group(1)
         if not executemany and re.match(r"\s*(SELECT|WITH)\b", statement, re.I) and _BIG_RE.search(statement):
             got.append((statement, parameters))
 
