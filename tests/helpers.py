@@ -196,3 +196,31 @@ timezone = "UTC"
 sms = 0.05
 email = 0.02
 """
+
+
+def tally_kept_and_fresh(store: Store) -> tuple[dict[Any, Any], dict[Any, Any], int]:
+    """`metrics`' tally (store/tally.py): (the tally and its delta together, the tally made afresh
+    from every set, the delta's rows), as (status, day) -> (sets, cents) without rows summing to
+    nothing; the fresh one is rolled back."""
+    from sqlalchemy import select
+
+    from outreach_cli.store import tally
+    from outreach_cli.store.models import set_tally_delta_t, set_tally_t
+
+    def sums(conn: Any, *tables: Any) -> dict[tuple[str, Any], tuple[int, int]]:
+        got: dict[tuple[str, Any], list[int]] = {}
+        for t in tables:
+            for status, day, sets, cents in conn.execute(select(t.c.status, t.c.day, t.c.sets, t.c.cents)):
+                row = got.setdefault((status, day), [0, 0])
+                row[0] += int(sets)
+                row[1] += int(cents)
+        return {k: (v[0], v[1]) for k, v in sorted(got.items()) if v != [0, 0]}
+
+    with store.engine.connect() as conn:
+        tx = conn.begin()
+        kept = sums(conn, set_tally_t, set_tally_delta_t)
+        delta = len(conn.execute(select(set_tally_delta_t)).all())
+        tally.rebuild(conn)
+        fresh = sums(conn, set_tally_t)
+        tx.rollback()
+    return kept, fresh, delta

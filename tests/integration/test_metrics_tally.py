@@ -14,11 +14,10 @@ from typing import Any
 from sqlalchemy import delete, insert, select, update
 
 from outreach_cli.domain.statuses import OPEN, Status
-from outreach_cli.store import tally
 from outreach_cli.store.database import Store
-from outreach_cli.store.models import invoice_set_t, set_tally_delta_t, set_tally_t
+from outreach_cli.store.models import invoice_set_t
 from tests.conftest import Cli
-from tests.helpers import patient, seed_patients, write_csv
+from tests.helpers import patient, seed_patients, tally_kept_and_fresh, write_csv
 
 T0 = datetime(2026, 3, 2, 14, 0, tzinfo=UTC)
 BUCKETS = (("0-30", 0, 30), ("31-60", 31, 60), ("61-90", 61, 90), ("91-120", 91, 120), ("120+", 121, None))
@@ -28,33 +27,9 @@ def z(dt: datetime) -> str:
     return dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def _sums(conn: Any, *tables: Any) -> dict[tuple[str, Any], tuple[int, int]]:
-    """(status, day) -> (sets, cents) over ``tables`` together, rows summing to nothing left out."""
-    got: dict[tuple[str, Any], list[int]] = {}
-    for t in tables:
-        for status, day, sets, cents in conn.execute(select(t.c.status, t.c.day, t.c.sets, t.c.cents)):
-            row = got.setdefault((status, day), [0, 0])
-            row[0] += int(sets)
-            row[1] += int(cents)
-    return {k: (v[0], v[1]) for k, v in sorted(got.items()) if v != [0, 0]}
-
-
-def _kept_and_fresh(store: Store) -> tuple[dict[Any, Any], dict[Any, Any], int]:
-    """(the tally and its delta together, the tally made afresh from every set, delta rows); the
-    fresh one is rolled back."""
-    with store.engine.connect() as conn:
-        tx = conn.begin()
-        kept = _sums(conn, set_tally_t, set_tally_delta_t)
-        delta = len(conn.execute(select(set_tally_delta_t)).all())
-        tally.rebuild(conn)
-        fresh = _sums(conn, set_tally_t)
-        tx.rollback()
-    return kept, fresh, delta
-
-
 def _check(store: Store) -> dict[Any, Any]:
     """Kept equals fresh, and a write through the store left no delta (PostgreSQL folds it in)."""
-    kept, fresh, delta = _kept_and_fresh(store)
+    kept, fresh, delta = tally_kept_and_fresh(store)
     assert (kept, delta) == (fresh, 0)
     return kept
 
@@ -152,7 +127,7 @@ def test_the_tally_equals_a_fresh_count_through_every_write(cli: Cli, tmp_path: 
     # the figures are right either way.
     with store.engine.begin() as conn:
         conn.execute(update(invoice_set_t).where(invoice_set_t.c.id == sets["C"]).values(status="active"))
-    kept, fresh, delta = _kept_and_fresh(store)
+    kept, fresh, delta = tally_kept_and_fresh(store)
     assert kept == fresh
     assert delta == (2 if store.dialect == "postgresql" else 0)  # paused -1, active +1
     _same_metrics(cli, store, at)
