@@ -177,3 +177,48 @@ def test_stdin_is_streamed_too(cli: Cli, tmp_path: Path) -> None:
         w.writerow([f"C{i}", "P1", "1.00"])
     r = cli.ok("import", "charges", "-", "--input-format", "csv", input=text.getvalue())
     assert r.stderr == "charges: 300 imported (300 created, 0 updated), 0 unchanged; 1 new invoice set\n"
+
+
+def test_rows_into_a_table_with_an_insert_trigger_go_many_to_a_statement(sqlite_url: str, tmp_path: Path) -> None:
+    """SQLite opens a statement journal for every execution of a statement that fires a trigger
+    (the search index's on `patient`, the tally's on `invoice_set`): an import writes those rows
+    200 to an INSERT, not one per execution, and every row arrives, in order."""
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+
+    from outreach_cli.imports.stage import MULTI_ROWS
+    from outreach_cli.store.database import Store
+    from tests.conftest import Cli
+    from tests.helpers import PATIENT_HEADER, patient, write_csv
+
+    cli = Cli(sqlite_url)
+    cli.ok("init")
+    n = 2 * MULTI_ROWS + 7
+    write_csv(tmp_path / "p.csv", [patient(f"P{i:04d}") for i in range(n)], PATIENT_HEADER)
+    write_csv(
+        tmp_path / "c.csv", [{"charge_id": f"C{i}", "patient_id": f"P{i:04d}", "amount": "10.00"} for i in range(n)]
+    )
+    runs: dict[str, list[int]] = {"patient": [], "invoice_set": []}
+
+    def grab(conn: object, cursor: object, statement: str, params: object, context: object, many: bool) -> None:
+        for table, got in runs.items():
+            if statement.startswith(f"INSERT INTO {table} ("):
+                got.append(statement.count("), (") + 1)
+
+    event.listen(Engine, "before_cursor_execute", grab)
+    try:
+        cli.ok("import", "patients", str(tmp_path / "p.csv"))
+        cli.ok("import", "charges", str(tmp_path / "c.csv"), "--rule-set", "standard")
+    finally:
+        event.remove(Engine, "before_cursor_execute", grab)
+    assert runs == {"patient": [MULTI_ROWS, MULTI_ROWS, 7], "invoice_set": [MULTI_ROWS, MULTI_ROWS, 7]}
+    store = Store(sqlite_url)
+    try:
+        with store.read() as conn:
+            got = conn.exec_driver_sql(
+                "SELECT p.patient_id, s.id FROM invoice_set s JOIN patient p ON p.id = s.patient_pk ORDER BY p.id"
+            ).all()
+    finally:
+        store.engine.dispose()
+    assert [r[0] for r in got] == [f"P{i:04d}" for i in range(n)]
+    assert [r[1] for r in got] == list(range(1, n + 1))
