@@ -76,21 +76,106 @@ class _SharedStatementCache:
         self._cache.clear()
 
 
+class _KeptPgConnections:
+    """PostgreSQL connections kept from one in-process command to the next of this test process.
+
+    Each `outreach` command opens its own engine and so, on PostgreSQL, a new connection: a new
+    server backend, whose start costs the server more than most commands' queries. Here an engine
+    that closes an idle connection hands it back reset to a new session's state (`DISCARD ALL`:
+    no temporary tables, prepared statements, settings or locks left, and psycopg's record of
+    what it prepared cleared), and the next engine with the same connection arguments takes it
+    instead of connecting. Every engine still runs the dialect's first-connect queries, and every
+    command the SQL it ran before; real processes (the tests that spawn `outreach`) connect as
+    a real invocation does. A connection that cannot be reset so is closed, as before.
+    """
+
+    def __init__(self) -> None:
+        import threading
+
+        self._lock = threading.Lock()  # in-process commands may run in threads
+        self._idle: dict[Any, list[Any]] = {}
+        self._keys: dict[int, Any] = {}  # id of each connection made here -> its arguments
+
+    def connect(self, dialect: Any, cargs: Any, cparams: dict[str, Any]) -> Any:
+        # `context` is each dialect's own copy of psycopg's adapters, alike for every engine here.
+        key = (tuple(cargs), tuple(sorted((k, repr(v)) for k, v in cparams.items() if k != "context")))
+        with self._lock:
+            idle = self._idle.get(key)
+            conn = idle.pop() if idle else None
+        if conn is None:
+            conn = dialect.connect(*cargs, **cparams)
+        with self._lock:
+            self._keys[id(conn)] = key
+        return conn
+
+    def close(self, conn: Any) -> None:
+        with self._lock:
+            key = self._keys.pop(id(conn), None)
+        if key is None or not self._reset(conn):
+            conn.close()
+            return
+        with self._lock:
+            self._idle.setdefault(key, []).append(conn)
+
+    @staticmethod
+    def _reset(conn: Any) -> bool:
+        """Make an idle connection what a new one is; False if it is not idle or cannot be."""
+        from psycopg.pq import TransactionStatus
+        from sqlalchemy.dialects.postgresql.psycopg import _log_notices
+
+        if conn.closed or conn.info.transaction_status != TransactionStatus.IDLE:
+            return False
+        try:
+            conn.autocommit = True  # DISCARD ALL cannot run in a transaction
+            conn.execute("DISCARD ALL")
+            conn._prepared.clear()  # the counts towards preparing a statement start again
+            conn.autocommit = False
+            conn.isolation_level = conn.read_only = conn.deferrable = None
+            with contextlib.suppress(ValueError):
+                while True:  # the dialect adds its notice handler to each connection it is given
+                    conn.remove_notice_handler(_log_notices)
+        except Exception:
+            return False
+        return True
+
+    def close_all(self) -> None:
+        with self._lock:
+            conns = [c for idle in self._idle.values() for c in idle]
+            self._idle.clear()
+            self._keys.clear()
+        for conn in conns:
+            conn.close()
+
+
 @pytest.fixture(scope="session", autouse=True)
-def _shared_statement_cache() -> Iterator[None]:
+def _shared_engine_parts() -> Iterator[None]:
+    """Every engine `store.database` makes shares the compiled statements; PostgreSQL engines
+    also share the kept connections."""
+    from sqlalchemy import event
+
     from outreach_cli.store import database
 
     cache = _SharedStatementCache()
+    kept = _KeptPgConnections()
     made = database.create_engine
 
     def create_engine(*args: Any, **kwargs: Any) -> Any:
         engine = made(*args, **kwargs)
         engine._compiled_cache = cache
+        if engine.dialect.name == "postgresql":
+            dialect = engine.dialect
+
+            @event.listens_for(engine, "do_connect")
+            def _connect(_d: Any, _rec: Any, cargs: Any, cparams: dict[str, Any]) -> Any:
+                return kept.connect(dialect, cargs, cparams)
+
+            dialect.do_close = kept.close
         return engine
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(database, "create_engine", create_engine)
         yield
+    kept.close_all()
 
 
 _pg_state: dict[str, Any] = {}
@@ -191,8 +276,7 @@ def _reset_pg(url: str, *, snapshot: str | None = None) -> None:
     )
     sql.append(f"SELECT {setvals}")
     with conn.transaction():
-        for statement in sql:
-            conn.execute(statement)
+        conn.execute("; ".join(sql))  # one round trip (no parameters: the statements go as one query)
 
 
 def _snapshot_pg(url: str, name: str, build: Callable[[], object]) -> None:

@@ -43,7 +43,13 @@ METHODS = ["sms", "email", "call", "mail", "charge_card"]
 
 
 def _populate(store: Store, n: int = 240, seed: int = 7) -> None:
+    """The rows whose IDs nothing refers to (sends, allocations, events) are inserted together at
+    the end, in the order they were drawn, so they get the same IDs (one statement each instead
+    of one per row)."""
     rnd = random.Random(seed)
+    sends_rows: list[dict[str, Any]] = []
+    allocation_rows: list[dict[str, Any]] = []
+    event_rows: list[dict[str, Any]] = []
     with store.write() as conn:
         rs_ids = [r[0] for r in conn.execute(select(rule_set_t.c.id).order_by(rule_set_t.c.name))][:3]
         charge_n = payment_n = 0
@@ -106,7 +112,7 @@ def _populate(store: Store, n: int = 240, seed: int = 7) -> None:
                         "finished_at": at + timedelta(minutes=1) if rnd.random() < 0.5 else None,
                         "attempts": 1,
                     }
-                    conn.execute(insert(send_t), row)
+                    sends_rows.append(row)
                     sends.append(at)
             facts = sends or [created]
             for _ in range(rnd.choice([0, 0, 1, 2, 3])):
@@ -126,20 +132,22 @@ def _populate(store: Store, n: int = 240, seed: int = 7) -> None:
                     },
                 ).scalar_one()
                 for c in charges[: rnd.choice([1, 2])]:
-                    conn.execute(insert(allocation_t), {"payment_pk": pay, "charge_pk": c, "amount_cents": cents})
+                    allocation_rows.append({"payment_pk": pay, "charge_pk": c, "amount_cents": cents})
             for _ in range(rnd.choice([0, 0, 0, 1, 2])):
                 kind = rnd.choice(["reply", "reply", "email_complaint", "email_unsubscribe", "created"])
                 keyword = rnd.choice(["stop", "start", None])
-                conn.execute(
-                    insert(event_t),
+                event_rows.append(
                     {
                         "invoice_set_id": sid,
                         "patient_pk": pk,
                         "at": rnd.choice(facts) + timedelta(days=rnd.choice([0, 2, 8])),
                         "kind": kind,
                         "detail": json.dumps({"keyword": keyword}) if keyword else None,
-                    },
+                    }
                 )
+        for table, rows in ((send_t, sends_rows), (allocation_t, allocation_rows), (event_t, event_rows)):
+            if rows:
+                conn.execute(insert(table), rows)
 
 
 def _doc(store: Store, fast: bool, opts: Options, **filters: Any) -> dict[str, Any]:
