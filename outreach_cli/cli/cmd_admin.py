@@ -120,7 +120,7 @@ def print_metrics(a: App, store: Store, *, show_all: bool) -> None:
     label = Col("key", "Status", lambda r: labels.get(r["key"]) or badge(r["key"]), keep=True)
     print_table(a, cards, [label, count, amount])
     if show_all:
-        a.out.print()
+        a.write("\n")
         bucket = Col("bucket", "Open, days since created", keep=True)
         print_table(a, data["aging"], [bucket, count, amount])
 
@@ -220,9 +220,10 @@ def _show_heading(a: App, d: SetView, clock: Clock) -> None:
 
     from outreach_cli.cli.output import badge, dollars
 
+    status = badge(d["status"])
     head = Text.assemble(
         (f"Invoice set {d['id']}  ", "bold"),
-        badge(d["status"]),
+        status if isinstance(status, str) else status.__rich__(),
         f"  {dollars(d['amount_outstanding_cents'])} outstanding  rule set {d['rule_set']}",
     )
     a.out.print(head)
