@@ -124,6 +124,8 @@ def database_url(value: str) -> str:
 
 @dataclass(frozen=True)
 class Sending:
+    """The [sending] table: window, weekends, holidays, attempts, concurrency, lease."""
+
     window: str
     weekends: bool
     holidays: tuple[str, ...]
@@ -172,6 +174,8 @@ class Channels:
 
 @dataclass(frozen=True)
 class Payments:
+    """The [payments] table: the link template, the provider, Stripe's success page."""
+
     url_template: str
     provider: str  # link | stripe
     success_url: str

@@ -25,6 +25,8 @@ if TYPE_CHECKING:
 
 @dataclass
 class App:
+    """The global options and what every command shares: settings, clock, store, output."""
+
     env: Environment
     db: str | None = None
     config_file: str | None = None

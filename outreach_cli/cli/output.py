@@ -444,7 +444,7 @@ def dollars(cents: int | None) -> str:
 
 # --- times -----------------------------------------------------------------------------------
 
-_ISO = re.compile(r"^\d{4}-\d\d-\d\d[T ]\d\d:\d\d")
+_ISO = r"^\d{4}-\d\d-\d\d[T ]\d\d:\d\d"  # compiled on first use
 
 
 class Clock:
@@ -483,7 +483,7 @@ def human_detail(detail: Any, clock: Clock | None = None) -> str:
             parts.append(name)
         elif k.endswith("_cents") and isinstance(v, int):
             parts.append(f"{name[: -len(' cents')]} {dollars(v)}")
-        elif isinstance(v, str) and clock is not None and _ISO.match(v):
+        elif isinstance(v, str) and clock is not None and re.match(_ISO, v):
             try:
                 parts.append(f"{name} {clock(v, relative=False)}")
             except ValueError:
@@ -505,7 +505,7 @@ def utc_times(value: Any) -> Any:
         return {k: utc_times(v) for k, v in value.items()}
     if isinstance(value, list):
         return [utc_times(v) for v in value]
-    if isinstance(value, str) and _ISO.match(value):
+    if isinstance(value, str) and re.match(_ISO, value):
         try:
             return iso_z(parse_datetime(value))
         except ValueError:

@@ -79,6 +79,8 @@ LIST_COLUMNS = [
 
 @dataclass
 class ListFilter:
+    """What `list` (and `act`) select: search, filters, sort and page."""
+
     search: str | None = None
     statuses: list[Status] = field(default_factory=lambda: list(OPEN))
     amount: CentsRange | None = None
