@@ -33,15 +33,6 @@ from outreach_cli.domain.ranges import CentsRange, TimeRange
 from outreach_cli.domain.searchtext import search_words
 from outreach_cli.domain.statuses import OPEN, SendStatus, Status
 from outreach_cli.domain.timeutil import iso_z
-from outreach_cli.domain.views import (
-    AuditRow,
-    ChargeView,
-    PatientView,
-    ScheduleRow,
-    SetListRow,
-    SetView,
-    TimelineEvent,
-)
 from outreach_cli.store.loaded_rulesets import RuleSets
 from outreach_cli.store.metrics import AGING, metrics, metrics_statements  # noqa: F401  (moved; names kept)
 from outreach_cli.store.models import (
@@ -53,7 +44,16 @@ from outreach_cli.store.models import (
     send_t,
 )
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the views are TypedDicts, for the type checker only (building them costs a read's start)
+    from outreach_cli.domain.views import (
+        AuditRow,
+        ChargeView,
+        PatientView,
+        ScheduleRow,
+        SetListRow,
+        SetView,
+        TimelineEvent,
+    )
     from outreach_cli.store.database import Store
 
 SORTS = {"next-send", "amount", "created", "patient", "status", "id"}
