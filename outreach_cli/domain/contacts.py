@@ -6,6 +6,7 @@ email-validator) do no I/O here (no DNS).
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING
@@ -195,7 +196,17 @@ def _zip_row(postal_code: str | None, country: str | None) -> tuple[str, str] | 
     digits = postal_code.strip().split("-")[0].strip()
     if not digits.isdigit() or len(digits) > 5:
         return None
-    return _zip_data().get(digits.zfill(5))
+    code = digits.zfill(5)
+    if _zip_data.cache_info().currsize == 0 and next(_lookups) < 16:
+        # The first few codes (`show`'s one patient) are found in the table's text; past those
+        # (an import, a forecast) the whole table is read once.
+        from outreach_cli.domain.zipdata import find_code
+
+        return find_code(code, _known_zone)
+    return _zip_data().get(code)
+
+
+_lookups = itertools.count()
 
 
 @lru_cache(maxsize=1024)
