@@ -40,6 +40,7 @@ from outreach_cli.store.models import (
     event_t,
     invoice_set_t,
     patient_t,
+    payment_t,
     rule_set_t,
     send_t,
 )
@@ -522,10 +523,18 @@ def _read_set_rows(conn: Any, set_id: int, ctx: Context) -> _SetRows:
         select(event_t).where(event_t.c.invoice_set_id == set_id).order_by(event_t.c.at, event_t.c.id)
     ).all()
     rs_name = conn.execute(select(rule_set_t.c.name).where(rule_set_t.c.id == s.rule_set_id)).scalar_one()
-    from outreach_cli.store.ledger import patient_credit
-
     credit_cents = patient_credit(conn, s.patient_pk)
     return _SetRows(s, p, link, charges, sends, events, rs_name, credit_cents)
+
+
+def patient_credit(conn: Any, patient_pk: int) -> int:
+    """The patient's credit: the unapplied cents of all their payments (store/ledger.py keeps it).
+    Here, not in the ledger, so that `show` does not load the ledger's writers."""
+    return int(
+        conn.execute(
+            select(func.coalesce(func.sum(payment_t.c.unapplied_cents), 0)).where(payment_t.c.patient_pk == patient_pk)
+        ).scalar_one()
+    )
 
 
 def _sent_row(snd: Any) -> ScheduleRow:
