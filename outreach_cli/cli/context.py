@@ -3,7 +3,6 @@ settings, the clock, the store and the output consoles."""
 
 from __future__ import annotations
 
-import getpass
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -212,6 +211,8 @@ class App:
 
 
 def default_actor(env: Mapping[str, str]) -> str:
+    import getpass
+
     try:
         return getpass.getuser()
     except Exception:  # no user database entry (containers)
