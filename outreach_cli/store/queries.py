@@ -29,7 +29,6 @@ from outreach_cli.domain.errors import InvalidInput, NotFound
 from outreach_cli.domain.money import plain_dollars
 from outreach_cli.domain.patient_view import contact_of, window_of, zones_of
 from outreach_cli.domain.paymentlink import payment_url, payment_url_maker
-from outreach_cli.domain.ranges import CentsRange, TimeRange
 from outreach_cli.domain.searchtext import search_words
 from outreach_cli.domain.statuses import OPEN, SendStatus, Status
 from outreach_cli.domain.timeutil import iso_z
@@ -46,6 +45,7 @@ from outreach_cli.store.models import (
 )
 
 if TYPE_CHECKING:  # the views are TypedDicts, for the type checker only (building them costs a read's start)
+    from outreach_cli.domain.ranges import CentsRange, TimeRange
     from outreach_cli.domain.views import (
         AuditRow,
         ChargeView,
