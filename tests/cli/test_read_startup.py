@@ -44,7 +44,16 @@ READS = [
     (["list", "--limit", "50", "--format", "tsv"], ("rich", "outreach_cli.cli.cmd_admin")),
     (["list", "--search", "garcia", "--format", "jsonl"], ("rich", "outreach_cli.cli.cmd_admin")),
     (["show", "1", "--format", "json"], ("rich", "outreach_cli.cli.cmd_list")),
-    (["audit", "--limit", "50", "--format", "jsonl"], ("rich", "outreach_cli.cli.cmd_list")),
+    (
+        ["list", "--limit", "50", "--format", "jsonl"],
+        ("rich", "outreach_cli.domain.ranges", "outreach_cli.domain.views"),
+    ),
+    # the event log alone: not the set queries, the rule sets or the range parsers
+    (
+        ["audit", "--limit", "50", "--format", "jsonl"],
+        ("rich", "outreach_cli.cli.cmd_list", "outreach_cli.store.queries", "outreach_cli.domain.rulesets"),
+    ),
+    (["audit", "--limit", "50"], ("rich", "outreach_cli.store.queries", "outreach_cli.domain.ranges")),
 ]
 
 
