@@ -44,9 +44,10 @@ READS = [
     (["list", "--limit", "50", "--format", "tsv"], ("rich", "outreach_cli.cli.cmd_admin")),
     (["list", "--search", "garcia", "--format", "jsonl"], ("rich", "outreach_cli.cli.cmd_admin")),
     (["show", "1", "--format", "json"], ("rich", "outreach_cli.cli.cmd_list")),
+    # no range filter, and the rule sets read by name: neither's code is loaded
     (
         ["list", "--limit", "50", "--format", "jsonl"],
-        ("rich", "outreach_cli.domain.ranges", "outreach_cli.domain.views"),
+        ("rich", "outreach_cli.domain.ranges", "outreach_cli.domain.views", "outreach_cli.domain.rulesets"),
     ),
     # the event log alone: not the set queries, the rule sets or the range parsers
     (
