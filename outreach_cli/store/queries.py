@@ -29,11 +29,9 @@ from outreach_cli.domain.errors import InvalidInput, NotFound
 from outreach_cli.domain.money import plain_dollars
 from outreach_cli.domain.patient_view import contact_of, window_of, zones_of
 from outreach_cli.domain.paymentlink import payment_url, payment_url_maker
-from outreach_cli.domain.searchtext import search_words
 from outreach_cli.domain.statuses import OPEN, SendStatus, Status
 from outreach_cli.domain.timeutil import iso_z
 from outreach_cli.store.loaded_rulesets import RuleSets
-from outreach_cli.store.metrics import AGING, metrics, metrics_statements  # noqa: F401  (moved; names kept)
 from outreach_cli.store.models import (
     charge_t,
     event_t,
@@ -168,6 +166,8 @@ def _fts_query(text: str) -> str | None:
         if len(digits) < 4 or (len(digits) >= 7 and _full_number(raw) is not None):
             return None
         return _fts_phrase(digits)
+    from outreach_cli.domain.searchtext import search_words  # searches only (unicodedata)
+
     long_words = [w for w in search_words(raw) if len(w) >= 3]
     return " AND ".join(_fts_phrase(w) for w in long_words) if long_words else None
 
@@ -218,6 +218,8 @@ def _search_clause(text: str, dialect: str = "sqlite", *, walk: bool = False) ->
     pk = literal_column("+invoice_set.patient_pk") if walk else invoice_set_t.c.patient_pk
     clauses: list[Any] = []
     if not phone_like:
+        from outreach_cli.domain.searchtext import search_words
+
         # Names (accents and word order ignored) and email: every word must appear (AND).
         words = search_words(raw)
         if words and dialect == "sqlite" and all(len(w) >= 3 for w in words):
