@@ -364,8 +364,9 @@ def plain_table(cols: Sequence[Col], cells: list[list[Any]], shown: list[int], w
     """The table rich draws where there is no terminal (no styles), character for character,
     drawn without loading rich (about 30 ms of a read command's start). None when it is not that
     simple: a header or cell that is not one line of printable ASCII, that rich would read as
-    markup (`[`) or perhaps an emoji code (`:name:`), or that is wider than its column (rich would
-    wrap it); a justification other than left or right. tests/cli/test_plain_table.py holds it
+    markup (`[`) or perhaps an emoji code (`:name:`), that is wider than its column (rich would
+    wrap it) or starts or ends with a space (rich strips some); a justification other than left
+    or right. tests/cli/test_plain_table.py holds it
     to rich's own drawing."""
     texts: list[list[str]] = [[cols[i].header for i in shown]]
     for row in cells:
@@ -384,7 +385,7 @@ def plain_table(cols: Sequence[Col], cells: list[list[Any]], shown: list[int], w
         return None
     for line in texts:
         for t, w in zip(line, widths, strict=True):
-            if len(t) > w or "[" in t or t.count(":") > 1 or not (t.isascii() and t.isprintable()):
+            if len(t) > w or "[" in t or t.count(":") > 1 or not (t.isascii() and t.isprintable()) or t != t.strip():
                 return None
 
     def draw(line: list[str], bar: str) -> str:

@@ -64,7 +64,7 @@ def tables(draw: st.DrawFn) -> tuple[list[dict[str, object]], list[Col]]:
     return rows, cols
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=600, deadline=None)
 @given(tables())
 def test_a_table_drawn_without_rich_is_richs_own(table: tuple[list[dict[str, object]], list[Col]]) -> None:
     rows, cols = table
@@ -104,6 +104,6 @@ def test_the_metrics_table_and_a_wide_one() -> None:
 def test_only_simple_tables_are_drawn_without_rich() -> None:
     cols = [Col("a", "A"), Col("b", "B", justify="right")]
     assert plain_table(cols, [["x", "1"]], [0, 1], [1, 1]) == "A ┃ B\n━━╇━━\nx │ 1\n"
-    for cell in ("[bold]x[/bold]", ":smile: x", "é", "a\tb", "a\nb", "too wide"):
+    for cell in ("[bold]x[/bold]", ":smile: x", "é", "a\tb", "a\nb", "too wide", "0 ", " 0"):
         assert plain_table(cols, [[cell, "1"]], [0, 1], [3, 1]) is None, cell
     assert plain_table([Col("a", "A", justify="center")], [["x"]], [0], [1]) is None
