@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 
@@ -14,7 +14,7 @@ from outreach_cli.store.models import event_t
 
 if TYPE_CHECKING:
     from outreach_cli.domain.ranges import TimeRange
-    from outreach_cli.domain.views import AuditRow
+    from outreach_cli.domain.views import AuditRow, TimelineEvent
     from outreach_cli.store.database import Store
 
 # `id` is the invoice set (first, as in `list`, so rows pipe into `act -`); the event's own is `event_id`.
@@ -39,15 +39,18 @@ def audit(
         if limit is not None:
             q = q.limit(limit)
         for e in conn.execution_options(stream_results=True, yield_per=1000).execute(q):
-            yield {
-                "id": e.invoice_set_id,
-                "event_id": e.id,
-                "at": iso_z(e.at),
-                "kind": e.kind,
-                "actor": e.actor,
-                "action": e.action,
-                "from_status": e.from_status,
-                "to_status": e.to_status,
-                "reason": e.reason,
-                "detail": json.loads(e.detail) if e.detail else None,
-            }
+            yield {"id": e.invoice_set_id, "event_id": e.id, **timeline_event(e)}
+
+
+def timeline_event(e: Any) -> TimelineEvent:
+    """An event row as `audit` and `show`'s timeline give it (times in UTC, `detail` an object)."""
+    return {
+        "at": iso_z(e.at),
+        "kind": e.kind,
+        "actor": e.actor,
+        "action": e.action,
+        "from_status": e.from_status,
+        "to_status": e.to_status,
+        "reason": e.reason,
+        "detail": json.loads(e.detail) if e.detail else None,
+    }

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -31,6 +30,7 @@ from outreach_cli.domain.patient_view import contact_of, window_of, zones_of
 from outreach_cli.domain.paymentlink import payment_url, payment_url_maker
 from outreach_cli.domain.statuses import OPEN, SendStatus, Status
 from outreach_cli.domain.timeutil import iso_z
+from outreach_cli.store.audit import timeline_event
 from outreach_cli.store.loaded_rulesets import RuleSets
 from outreach_cli.store.models import (
     charge_t,
@@ -50,7 +50,6 @@ if TYPE_CHECKING:  # the views are TypedDicts, for the type checker only (buildi
         ScheduleRow,
         SetListRow,
         SetView,
-        TimelineEvent,
     )
     from outreach_cli.store.database import Store
 
@@ -497,7 +496,7 @@ def show_set(store: Store, set_id: int, ctx: Context) -> SetView:
         "patient": _patient_view(p, zones, usable, ctx),
         "charges": [_charge_view(c) for c in rows.charges],
         "schedule": schedule,
-        "timeline": [_timeline_event(e) for e in rows.events],
+        "timeline": [timeline_event(e) for e in rows.events],
     }
 
 
@@ -664,17 +663,4 @@ def _charge_view(c: Any) -> ChargeView:
         "status": c.status,
         "created_at": iso_z(c.created_at),
         "description": c.description,
-    }
-
-
-def _timeline_event(e: Any) -> TimelineEvent:
-    return {
-        "at": iso_z(e.at),
-        "kind": e.kind,
-        "actor": e.actor,
-        "action": e.action,
-        "from_status": e.from_status,
-        "to_status": e.to_status,
-        "reason": e.reason,
-        "detail": json.loads(e.detail) if e.detail else None,
     }
