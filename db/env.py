@@ -8,7 +8,7 @@ from sqlalchemy import create_engine
 from outreach_cli.store import models  # registers the tables
 
 config = context.config
-target_metadata = models.postgresql_options()
+target_metadata = models.complete_metadata()
 
 
 def run_migrations_online() -> None:

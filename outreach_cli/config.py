@@ -12,13 +12,16 @@ import os
 import re
 import stat
 import sys
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from outreach_cli.domain.errors import ConfigError
+
+if TYPE_CHECKING:
+    from outreach_cli.provider_settings import SmtpSettings, StripeSettings, TwilioSettings
 
 DEFAULTS: dict[str, Any] = {
     "database": "sqlite:///outreach.db",
@@ -73,12 +76,6 @@ CHANNEL_CHOICES = {
 
 SECRET_KEYS = {"secret"}
 METHODS = ("sms", "call", "email", "mail", "charge_card")
-TWILIO_BASE_URL = "https://api.twilio.com"
-TWILIO_TIMEOUT_S = 15.0
-STRIPE_BASE_URL = "https://api.stripe.com"
-STRIPE_TIMEOUT_S = 20.0
-SMTP_URL_SHAPE = "smtp://[user:pass@]host[:port] or smtps://..."
-_STRIPE_KEY = re.compile(r"^(sk|rk)_(test|live)_[A-Za-z0-9]{8,}$")
 
 Env = Mapping[str, str]
 
@@ -122,22 +119,13 @@ def database_url(value: str) -> str:
     return v
 
 
-def _seconds(env: Env, name: str, default: float) -> tuple[float, str | None]:
-    """A timeout in seconds from ``env``, and the problem when it is not a number."""
-    text = env.get(name) or ""
-    if not text:
-        return default, None
-    try:
-        return float(text), None
-    except ValueError:
-        return default, f"{name} must be a number of seconds"
-
-
 # --- the [sending], [channels] and [payments] tables ---------------------------------------------
 
 
 @dataclass(frozen=True)
 class Sending:
+    """The [sending] table: window, weekends, holidays, attempts, concurrency, lease."""
+
     window: str
     weekends: bool
     holidays: tuple[str, ...]
@@ -186,6 +174,8 @@ class Channels:
 
 @dataclass(frozen=True)
 class Payments:
+    """The [payments] table: the link template, the provider, Stripe's success page."""
+
     url_template: str
     provider: str  # link | stripe
     success_url: str
@@ -210,117 +200,6 @@ class PaymentLinkSettings:
         return []
 
 
-# --- providers: read from the environment only (secrets never sit in the config file) ------------
-
-
-@dataclass(frozen=True)
-class TwilioSettings:
-    account_sid: str | None = None
-    auth_token: str | None = None
-    from_number: str | None = None
-    messaging_service_sid: str | None = None
-    base_url: str = TWILIO_BASE_URL
-    timeout: float = TWILIO_TIMEOUT_S
-    timeout_problem: str | None = None
-    methods: tuple[str, ...] = ()  # the channels configured to use Twilio
-
-    @classmethod
-    def from_env(cls, env: Env, methods: tuple[str, ...] = ()) -> TwilioSettings:
-        timeout, bad = _seconds(env, "OUTREACH_TWILIO_TIMEOUT", TWILIO_TIMEOUT_S)
-        return cls(
-            env.get("TWILIO_ACCOUNT_SID") or None,
-            env.get("TWILIO_AUTH_TOKEN") or None,
-            env.get("TWILIO_FROM_NUMBER") or None,
-            env.get("TWILIO_MESSAGING_SERVICE_SID") or None,
-            (env.get("OUTREACH_TWILIO_BASE_URL") or TWILIO_BASE_URL).rstrip("/"),
-            timeout,
-            bad,
-            methods,
-        )
-
-    def problems_for(self, method: str) -> list[str]:
-        """What stops Twilio carrying ``method`` (sms or call). A messaging-service SID sends SMS
-        only: a call needs TWILIO_FROM_NUMBER."""
-        creds = (("TWILIO_ACCOUNT_SID", self.account_sid), ("TWILIO_AUTH_TOKEN", self.auth_token))
-        missing = [name for name, value in creds if not value]
-        if not (self.from_number or (self.messaging_service_sid and method == "sms")):
-            missing.append("TWILIO_FROM_NUMBER" + (" or TWILIO_MESSAGING_SERVICE_SID" if method == "sms" else ""))
-        out = ["needs " + ", ".join(missing)] if missing else []
-        return out + ([self.timeout_problem] if self.timeout_problem else [])
-
-    def problems(self) -> list[str]:
-        return [f"channels.{m} = twilio: {p}" for m in self.methods for p in self.problems_for(m)]
-
-
-@dataclass(frozen=True)
-class SmtpSettings:
-    url: str | None = None
-    sender: str | None = None
-    used: bool = False
-
-    @classmethod
-    def from_env(cls, env: Env, used: bool = False) -> SmtpSettings:
-        return cls(env.get("OUTREACH_SMTP_URL") or None, env.get("OUTREACH_EMAIL_FROM") or None, used)
-
-    def problems(self) -> list[str]:
-        from urllib.parse import urlparse
-
-        missing = [n for n, v in (("OUTREACH_SMTP_URL", self.url), ("OUTREACH_EMAIL_FROM", self.sender)) if v is None]
-        if missing:
-            return ["needs " + ", ".join(missing)]
-        try:
-            u = urlparse(str(self.url))
-            ok = u.scheme in ("smtp", "smtps") and bool(u.hostname) and (u.port or 0) >= 0
-        except ValueError:  # a port that is not a number
-            ok = False
-        return [] if ok else [f"OUTREACH_SMTP_URL must look like {SMTP_URL_SHAPE}"]
-
-
-@dataclass(frozen=True)
-class StripeSettings:
-    api_key: str | None = None
-    base_url: str = STRIPE_BASE_URL
-    timeout: float = STRIPE_TIMEOUT_S
-    timeout_problem: str | None = None
-    webhook_secret: str | None = None
-    charges: bool = False  # channels.charge_card = "stripe"
-    links: bool = False  # payments.provider = "stripe"
-
-    @classmethod
-    def from_env(cls, env: Env, *, charges: bool = False, links: bool = False) -> StripeSettings:
-        timeout, bad = _seconds(env, "OUTREACH_STRIPE_TIMEOUT", STRIPE_TIMEOUT_S)
-        base = (env.get("OUTREACH_STRIPE_BASE_URL") or STRIPE_BASE_URL).rstrip("/")
-        return cls(
-            env.get("STRIPE_API_KEY") or None, base, timeout, bad, env.get("STRIPE_WEBHOOK_SECRET"), charges, links
-        )
-
-    @property
-    def mode(self) -> str | None:
-        """'test' or 'live' from the key's prefix (sk_test_, rk_live_, ...); None when not a key."""
-        m = _STRIPE_KEY.match(self.api_key or "")
-        return m.group(2) if m else None
-
-    @property
-    def uses(self) -> str:
-        return ", ".join(n for n, on in (("charge_card", self.charges), ("payment links", self.links)) if on)
-
-    def problems(self) -> list[str]:
-        if not self.api_key:
-            return ["STRIPE_API_KEY is not set"]
-        if self.mode is None:
-            return [f"STRIPE_API_KEY {mask_key(self.api_key)} is not a sk_/rk_ test or live key"]
-        return [self.timeout_problem] if self.timeout_problem else []
-
-
-def mask_key(key: str | None) -> str:
-    """A Stripe key or secret as it may be shown: its kind and last four characters."""
-    if not key:
-        return "(not set)"
-    m = re.match(r"^((?:sk|rk|whsec)_(?:test_|live_)?)", key)
-    prefix = m.group(1) if m else ""
-    return f"{prefix}****{key[-4:]}" if len(key) > len(prefix) + 8 else f"{prefix}****"
-
-
 # --- the settings object ------------------------------------------------------------------------
 
 
@@ -336,24 +215,35 @@ class Settings:
     sending: Sending = field(init=False)
     channels: Channels = field(init=False)
     payments: Payments = field(init=False)
-    twilio: TwilioSettings = field(init=False)
-    smtp: SmtpSettings = field(init=False)
-    stripe: StripeSettings = field(init=False)
 
     def __post_init__(self) -> None:
         v = self.values
-        ch = Channels.from_values(v["channels"])
-        payments = Payments.from_values(v["payments"])
         set_ = object.__setattr__
         set_(self, "sending", Sending.from_values(v["sending"]))
-        set_(self, "channels", ch)
-        set_(self, "payments", payments)
-        set_(self, "twilio", TwilioSettings.from_env(self.env, ch.using("twilio")))
-        set_(self, "smtp", SmtpSettings.from_env(self.env, bool(ch.using("smtp"))))
-        stripe = StripeSettings.from_env(
-            self.env, charges=ch.charge_card == "stripe", links=payments.provider == "stripe"
+        set_(self, "channels", Channels.from_values(v["channels"]))
+        set_(self, "payments", Payments.from_values(v["payments"]))
+
+    # The providers' settings, read from the environment when first asked for (outreach_cli/provider_settings.py).
+
+    @cached_property
+    def twilio(self) -> TwilioSettings:
+        from outreach_cli.provider_settings import TwilioSettings
+
+        return TwilioSettings.from_env(self.env, self.channels.using("twilio"))
+
+    @cached_property
+    def smtp(self) -> SmtpSettings:
+        from outreach_cli.provider_settings import SmtpSettings
+
+        return SmtpSettings.from_env(self.env, bool(self.channels.using("smtp")))
+
+    @cached_property
+    def stripe(self) -> StripeSettings:
+        from outreach_cli.provider_settings import StripeSettings
+
+        return StripeSettings.from_env(
+            self.env, charges=self.channels.charge_card == "stripe", links=self.payments.provider == "stripe"
         )
-        set_(self, "stripe", stripe)
 
     def get(self, dotted: str) -> Any:
         cur: Any = self.values
@@ -471,6 +361,8 @@ def _find_config(config_file: str | None, env: Env, cwd: Path | None) -> tuple[P
 
 
 def _read_config(path: Path, explicit: bool, env: Env) -> dict[str, Any]:
+    import tomllib  # only when there is a file to read
+
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except PermissionError:

@@ -26,11 +26,11 @@ from outreach_cli.channels.base import (
     ProviderConfigError,
     ProviderOutcome,
 )
-from outreach_cli.config import SMTP_URL_SHAPE
 from outreach_cli.domain.timeutil import Clock, utcnow
+from outreach_cli.provider_settings import SMTP_URL_SHAPE
 
 if TYPE_CHECKING:
-    from outreach_cli.config import SmtpSettings
+    from outreach_cli.provider_settings import SmtpSettings
 
 TIMEOUT_S = 20.0
 

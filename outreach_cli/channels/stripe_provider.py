@@ -30,7 +30,7 @@ from outreach_cli.channels.base import (
 )
 
 if TYPE_CHECKING:
-    from outreach_cli.config import StripeSettings
+    from outreach_cli.provider_settings import StripeSettings
 
 DEFAULT_BASE_URL = "https://api.stripe.com"
 CUSTOMER_RE = re.compile(r"^cus_[A-Za-z0-9]{6,}$")

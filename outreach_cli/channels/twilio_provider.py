@@ -28,7 +28,7 @@ from outreach_cli.channels.base import (
 from outreach_cli.domain.timeutil import Clock, utcnow
 
 if TYPE_CHECKING:
-    from outreach_cli.config import TwilioSettings
+    from outreach_cli.provider_settings import TwilioSettings
 
 DEFAULT_BASE = "https://api.twilio.com"
 TIMEOUT_S = 15.0

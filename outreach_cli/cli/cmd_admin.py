@@ -120,7 +120,7 @@ def print_metrics(a: App, store: Store, *, show_all: bool) -> None:
     label = Col("key", "Status", lambda r: labels.get(r["key"]) or badge(r["key"]), keep=True)
     print_table(a, cards, [label, count, amount])
     if show_all:
-        a.out.print()
+        a.write("\n")
         bucket = Col("bucket", "Open, days since created", keep=True)
         print_table(a, data["aging"], [bucket, count, amount])
 
@@ -220,9 +220,10 @@ def _show_heading(a: App, d: SetView, clock: Clock) -> None:
 
     from outreach_cli.cli.output import badge, dollars
 
+    status = badge(d["status"])
     head = Text.assemble(
         (f"Invoice set {d['id']}  ", "bold"),
-        badge(d["status"]),
+        status if isinstance(status, str) else status.__rich__(),
         f"  {dollars(d['amount_outstanding_cents'])} outstanding  rule set {d['rule_set']}",
     )
     a.out.print(head)
@@ -362,16 +363,17 @@ def audit(
       outreach audit --since today --format tsv | outreach act pause -
     """
     from outreach_cli.cli.output import Clock, emit, utc_times
-    from outreach_cli.domain.ranges import parse_time_range
-    from outreach_cli.domain.timeutil import get_zone
-    from outreach_cli.store.queries import AUDIT_COLUMNS
-    from outreach_cli.store.queries import audit as q
+    from outreach_cli.store.audit import AUDIT_COLUMNS
+    from outreach_cli.store.audit import audit as q
 
     a = get_app(ctx)
     f = AUDIT_FORMATS.resolve(a, fmt)
     parsed_set_id = parse_set_id(set_id, "--id") if set_id is not None else None
     rng = None
     if since is not None:
+        from outreach_cli.domain.ranges import parse_time_range
+        from outreach_cli.domain.timeutil import get_zone
+
         rng = parse_time_range(since, tz=get_zone(a.settings.timezone), now=a.now, flag="--since", single_is_start=True)
     limit = None if limit == 0 else AUDIT_TTY_LIMIT if limit is None and a.env.stdout_isatty else limit
     # One more than shown tells whether there are more, without a COUNT over the whole log.

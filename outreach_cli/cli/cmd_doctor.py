@@ -14,7 +14,8 @@ from outreach_cli.config import METHODS
 
 if TYPE_CHECKING:
     from outreach_cli.cli.context import App
-    from outreach_cli.config import Settings, StripeSettings
+    from outreach_cli.config import Settings
+    from outreach_cli.provider_settings import StripeSettings
     from outreach_cli.store.database import Store
 
 Check = Callable[[str, bool, str], None]
@@ -172,7 +173,7 @@ def _check_practice(s: Settings, check: Check) -> None:
 def _check_stripe(st: StripeSettings, check: Check) -> None:
     """Stripe: the key's mode (test or live, from its prefix) and one cheap GET, masked."""
     from outreach_cli.channels.stripe_provider import StripeApi, ping
-    from outreach_cli.config import mask_key
+    from outreach_cli.provider_settings import mask_key
 
     problems = st.problems()
     if problems:

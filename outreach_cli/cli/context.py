@@ -3,7 +3,6 @@ settings, the clock, the store and the output consoles."""
 
 from __future__ import annotations
 
-import getpass
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -25,6 +24,8 @@ if TYPE_CHECKING:
 
 @dataclass
 class App:
+    """The global options and what every command shares: settings, clock, store, output."""
+
     env: Environment
     db: str | None = None
     config_file: str | None = None
@@ -210,6 +211,8 @@ class App:
 
 
 def default_actor(env: Mapping[str, str]) -> str:
+    import getpass
+
     try:
         return getpass.getuser()
     except Exception:  # no user database entry (containers)

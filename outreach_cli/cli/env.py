@@ -11,6 +11,8 @@ from typing import TextIO
 
 @dataclass
 class Environment:
+    """The process's streams and which of them are terminals (and NO_COLOR)."""
+
     stdin: TextIO
     stdout: TextIO
     stderr: TextIO

@@ -151,7 +151,6 @@ def build_filter(
     offset: int = 0,
 ) -> ListFilter:
     from outreach_cli.domain.errors import InvalidInput
-    from outreach_cli.domain.ranges import parse_amount_range, parse_time_range
     from outreach_cli.domain.statuses import parse_status_list
     from outreach_cli.domain.timeutil import get_zone
     from outreach_cli.store.queries import SORTS, ListFilter
@@ -165,12 +164,22 @@ def build_filter(
         if not r.strip():
             raise InvalidInput("--rule-set is empty: give a rule-set name (see `outreach rulesets list`)")
         rule_sets.extend(x.strip() for x in r.split(",") if x.strip())
+    statuses = parse_status_list(status)
+    ranges: dict[str, Any] = {}
+    if amount is not None or created is not None or send_time is not None:  # loaded only for a range
+        from outreach_cli.domain.ranges import parse_amount_range, parse_time_range
+
+        ranges = {
+            "amount": parse_amount_range(amount) if amount is not None else None,
+            "created": parse_time_range(created, tz=tz, now=a.now, flag="--created") if created is not None else None,
+            "send_time": (
+                parse_time_range(send_time, tz=tz, now=a.now, flag="--send-time") if send_time is not None else None
+            ),
+        }
     return ListFilter(
         search=search,
-        statuses=parse_status_list(status),
-        amount=parse_amount_range(amount) if amount is not None else None,
-        created=parse_time_range(created, tz=tz, now=a.now, flag="--created") if created is not None else None,
-        send_time=parse_time_range(send_time, tz=tz, now=a.now, flag="--send-time") if send_time is not None else None,
+        statuses=statuses,
+        **ranges,
         rule_sets=rule_sets,
         sort=key,
         desc=desc,

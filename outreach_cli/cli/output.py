@@ -238,10 +238,18 @@ class Col:
 
 
 def _plain_len(v: Any) -> int:
+    text = v.plain if hasattr(v, "plain") else str(v)
+    return max((_cell_len(line) for line in text.split("\n")), default=0)
+
+
+def _cell_len(line: str) -> int:
+    """The terminal cells ``line`` takes: its length when it is printable ASCII (as rich counts
+    it, without loading rich), else rich's count."""
+    if line.isascii() and line.isprintable():
+        return len(line)
     from rich.cells import cell_len
 
-    text = v.plain if hasattr(v, "plain") else str(v)
-    return max((cell_len(line) for line in text.split("\n")), default=0)
+    return cell_len(line)
 
 
 def _longest_word(v: Any) -> int:
@@ -308,12 +316,37 @@ def print_table(
     see_all: str = "--format tsv or a wider terminal",
 ) -> list[Col]:
     """Prints rows as a table fitted to the terminal; returns the columns it had to hide."""
-    from rich.table import Table
-
     cols = [c for c in cols if not c.optional or any(c.value(r) != "" for r in rows)]
     cells = [[c.value(r) for c in cols] for r in rows]
-    width = app.out.width
+    # Not a terminal: no styles, and rich's Console is PIPE_WIDTH columns wide (App.out).
+    width = PIPE_WIDTH if not app.env.stdout_isatty else app.out.width
     shown, widths, hidden = layout(cols, cells, width)
+    text = None if app.env.stdout_isatty or title is not None else plain_table(cols, cells, shown, widths)
+    if text is not None:
+        app.write(text)
+    else:
+        _rich_table(app, cols, cells, shown, widths, width, title)
+    if hidden and hint and rows:
+        names = ", ".join(c.header for c in hidden)
+        them = "it" if len(hidden) == 1 else "them"
+        app.info(f"({names} hidden at {width} columns; {see_all} shows {them})")
+    return hidden
+
+
+PIPE_WIDTH = 200  # tables written to a pipe or a file (App.out's width there)
+
+
+def _rich_table(
+    app: App,
+    cols: Sequence[Col],
+    cells: list[list[Any]],
+    shown: list[int],
+    widths: list[int],
+    width: int,
+    title: str | None,
+) -> None:
+    from rich.table import Table
+
     t = Table(
         title=title, title_justify="left", show_edge=False, pad_edge=False, header_style="bold", title_style="bold"
     )
@@ -325,11 +358,44 @@ def print_table(
     needed = sum(widths) + 3 * (len(widths) - 1)
     # Never cut a key column: when even the minimum does not fit, let the terminal wrap the lines.
     app.out.print(t, width=max(width, needed))
-    if hidden and hint and rows:
-        names = ", ".join(c.header for c in hidden)
-        them = "it" if len(hidden) == 1 else "them"
-        app.info(f"({names} hidden at {width} columns; {see_all} shows {them})")
-    return hidden
+
+
+def plain_table(cols: Sequence[Col], cells: list[list[Any]], shown: list[int], widths: list[int]) -> str | None:
+    """The table rich draws where there is no terminal (no styles), character for character,
+    drawn without loading rich (about 30 ms of a read command's start). None when it is not that
+    simple: a header or cell that is not one line of printable ASCII, that rich would read as
+    markup (`[`) or perhaps an emoji code (`:name:`), that is wider than its column (rich would
+    wrap it) or starts or ends with a space (rich strips some); a justification other than left
+    or right. tests/cli/test_plain_table.py holds it
+    to rich's own drawing."""
+    texts: list[list[str]] = [[cols[i].header for i in shown]]
+    for row in cells:
+        line: list[str] = []
+        for i in shown:
+            v = row[i]
+            if isinstance(v, Styled):
+                line.append(v.plain)
+            elif isinstance(v, str):
+                line.append(v)
+            else:
+                return None
+        texts.append(line)
+    justify = [cols[i].justify for i in shown]
+    if not widths or any(j not in ("left", "right") for j in justify):
+        return None
+    for line in texts:
+        for t, w in zip(line, widths, strict=True):
+            if len(t) > w or "[" in t or t.count(":") > 1 or not (t.isascii() and t.isprintable()) or t != t.strip():
+                return None
+
+    def draw(line: list[str], bar: str) -> str:
+        return f" {bar} ".join(
+            t.rjust(w) if j == "right" else t.ljust(w) for t, w, j in zip(line, widths, justify, strict=True)
+        )
+
+    last = len(widths) - 1
+    rule = "╇".join("━" * (w + (i > 0) + (i < last)) for i, w in enumerate(widths))
+    return "".join([draw(texts[0], "┃"), "\n", rule, "\n", *(draw(line, "│") + "\n" for line in texts[1:])])
 
 
 STATUS_STYLE = {
@@ -345,16 +411,30 @@ STATUS_STYLE = {
 }
 
 
-def badge(status: str | None) -> Text | str:
-    from rich.text import Text
+class Styled:
+    """A text and its rich style: rich draws it as `Text` (``__rich__``); a table drawn without
+    rich (``plain_table``) shows the text alone, as rich does where there is no terminal."""
 
+    __slots__ = ("plain", "style")
+
+    def __init__(self, plain: str, style: str = "") -> None:
+        self.plain = plain
+        self.style = style
+
+    def __rich__(self) -> Text:
+        from rich.text import Text
+
+        return Text(self.plain, style=self.style)
+
+
+def badge(status: str | None) -> Styled | str:
     if not status:
         return ""
     try:
         label = Status(status).label
     except ValueError:
         label = status
-    return Text(label, style=STATUS_STYLE.get(status, ""))
+    return Styled(label, STATUS_STYLE.get(status, ""))
 
 
 def dollars(cents: int | None) -> str:
@@ -365,7 +445,7 @@ def dollars(cents: int | None) -> str:
 
 # --- times -----------------------------------------------------------------------------------
 
-_ISO = re.compile(r"^\d{4}-\d\d-\d\d[T ]\d\d:\d\d")
+_ISO = r"^\d{4}-\d\d-\d\d[T ]\d\d:\d\d"  # compiled on first use
 
 
 class Clock:
@@ -404,7 +484,7 @@ def human_detail(detail: Any, clock: Clock | None = None) -> str:
             parts.append(name)
         elif k.endswith("_cents") and isinstance(v, int):
             parts.append(f"{name[: -len(' cents')]} {dollars(v)}")
-        elif isinstance(v, str) and clock is not None and _ISO.match(v):
+        elif isinstance(v, str) and clock is not None and re.match(_ISO, v):
             try:
                 parts.append(f"{name} {clock(v, relative=False)}")
             except ValueError:
@@ -426,7 +506,7 @@ def utc_times(value: Any) -> Any:
         return {k: utc_times(v) for k, v in value.items()}
     if isinstance(value, list):
         return [utc_times(v) for v in value]
-    if isinstance(value, str) and _ISO.match(value):
+    if isinstance(value, str) and re.match(_ISO, value):
         try:
             return iso_z(parse_datetime(value))
         except ValueError:

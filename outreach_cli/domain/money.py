@@ -5,13 +5,13 @@ from __future__ import annotations
 import re
 from decimal import Decimal, InvalidOperation
 
-_DOLLARS = re.compile(r"^\s*(-)?\s*\$?\s*(-)?\s*([0-9][0-9,]*)?(?:\.([0-9]*))?\s*$")
+_DOLLARS = r"^\s*(-)?\s*\$?\s*(-)?\s*([0-9][0-9,]*)?(?:\.([0-9]*))?\s*$"  # compiled on first use
 
 
 def parse_dollars(text: str) -> int:
     """'$1,234.56' -> 123456. Raises ValueError with a readable reason."""
     raw = str(text).strip()
-    m = _DOLLARS.match(raw)
+    m = re.match(_DOLLARS, raw)
     if not raw or not m or (m.group(3) is None and not m.group(4)):
         raise ValueError(f"not an amount: {text!r} (use dollars like 120.50 or $1,200.00)")
     whole = m.group(3) or "0"

@@ -21,6 +21,8 @@ DATE_FORMS = (
 
 @dataclass(frozen=True)
 class CentsRange:
+    """Inclusive [low, high] in cents; None is an open end."""
+
     low: int | None
     high: int | None
 
@@ -57,7 +59,7 @@ def parse_amount_range(text: str) -> CentsRange:
     return CentsRange(lo, hi)
 
 
-_REL = re.compile(r"^([+-])(\d+)([dw])$")
+_REL = r"^([+-])(\d+)([dw])$"  # compiled on first use
 
 
 def _day_or_instant(token: str, tz: ZoneInfo, today: date) -> tuple[datetime, bool]:
@@ -70,7 +72,7 @@ def _day_or_instant(token: str, tz: ZoneInfo, today: date) -> tuple[datetime, bo
         d = today - timedelta(days=1)
     elif t == "tomorrow":
         d = today + timedelta(days=1)
-    elif m := _REL.match(t):
+    elif m := re.match(_REL, t):
         n = int(m.group(2)) * (7 if m.group(3) == "w" else 1)
         d = today + timedelta(days=n if m.group(1) == "+" else -n)
     elif re.fullmatch(r"\d{4}-\d{2}-\d{2}", t):

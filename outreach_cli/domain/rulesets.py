@@ -9,7 +9,6 @@ import hashlib
 import json
 import math
 import re
-import tomllib
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -30,11 +29,13 @@ PLACEHOLDERS = (
     "invoice_id",
 )
 REQUIRED_IN_SMS_EMAIL = ("first_name", "url")
-_PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
+# Patterns compiled on first use (re caches them): a read command that never renders a message
+# or checks a rule set does not pay for them.
+_PLACEHOLDER = r"\{([^{}]*)\}"
 _TOP_KEYS = {"title", "description", "expiry_day", "fallback", "fallback_messages", "step"}
 _STEP_KEYS = {"day", "methods", "title", "message", "messages", "min_balance", "max_balance"}
 TEMPLATE_METHODS = ("sms", "email", "call", "mail")  # methods that carry words
-_OPT_OUT_LINE = re.compile(r"reply\s+stop", re.IGNORECASE)
+_OPT_OUT_LINE = r"(?i)reply\s+stop"
 # Built-in words for a fallback whose rule set gives none valid for the method (a safety net:
 # validation asks for [fallback_messages] first).
 DEFAULT_MESSAGES = {
@@ -66,6 +67,8 @@ MAX_VALUES = {
 
 @dataclass(frozen=True)
 class Step:
+    """One step of a rule set: its day, methods and words."""
+
     index: int
     day: int
     methods: tuple[str, ...]
@@ -81,6 +84,8 @@ class Step:
 
 @dataclass(frozen=True)
 class RuleSet:
+    """A parsed rule set: its steps, expiry and fallback methods."""
+
     name: str
     title: str
     description: str
@@ -131,6 +136,8 @@ class RuleSet:
 
 @dataclass
 class Problem:
+    """One problem a rule-set check found, and where."""
+
     where: str  # "file: step 2 (day 7): field"
     message: str
     severity: str = "error"  # error | warning
@@ -145,6 +152,8 @@ class Problem:
 
 @dataclass
 class SegmentInfo:
+    """How many SMS segments a step's message takes, in which encoding."""
+
     step: int
     title: str
     encoding: str
@@ -154,6 +163,8 @@ class SegmentInfo:
 
 @dataclass
 class ValidationReport:
+    """What checking one rule-set file found: the rule set when valid, its problems, its SMS segments."""
+
     name: str
     source: str
     rule_set: RuleSet | None
@@ -191,11 +202,11 @@ def sms_segments(text: str) -> tuple[str, int, int]:
 
 
 def placeholders_in(message: str) -> list[str]:
-    return _PLACEHOLDER.findall(message)
+    return re.findall(_PLACEHOLDER, message)
 
 
 def render(message: str, values: dict[str, str]) -> str:
-    return _PLACEHOLDER.sub(lambda m: values.get(m.group(1), m.group(0)), message)
+    return re.sub(_PLACEHOLDER, lambda m: values.get(m.group(1), m.group(0)), message)
 
 
 def template_problem(method: str, message: str) -> str | None:
@@ -206,9 +217,9 @@ def template_problem(method: str, message: str) -> str | None:
         missing = [p for p in REQUIRED_IN_SMS_EMAIL if p not in found]
         if missing:
             return f"{method} messages must contain " + " and ".join("{" + p + "}" for p in missing)
-    if method == "sms" and not _OPT_OUT_LINE.search(message):
+    if method == "sms" and not re.search(_OPT_OUT_LINE, message):
         return 'sms messages must carry the opt-out line ("Reply STOP to opt out.")'
-    if method in ("call", "mail") and _OPT_OUT_LINE.search(message):
+    if method in ("call", "mail") and re.search(_OPT_OUT_LINE, message):
         return f'a {"letter" if method == "mail" else "call"} must not say "Reply STOP"'
     return None
 
@@ -325,6 +336,8 @@ def parse_text(text: str, *, name: str, source: str, caps: dict[str, Any] | None
 
     def err(where: str, msg: str) -> None:
         problems.append(Problem(f"{source}: {where}" if where else source, msg))
+
+    import tomllib  # only where a rule set file is read
 
     try:
         data = tomllib.loads(text)
@@ -576,7 +589,7 @@ def _add_sms_segments(report: ValidationReport, i: int, where: str, step: Step, 
         )
 
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 
 
 def load_file(path: Path, caps: dict[str, Any] | None = None) -> ValidationReport:
@@ -589,7 +602,7 @@ def load_file(path: Path, caps: dict[str, Any] | None = None) -> ValidationRepor
     except OSError as exc:
         return ValidationReport(name, source, None, [Problem(source, f"cannot read: {exc.strerror}")])
     report = parse_text(text, name=name, source=source, caps=caps)
-    if not _NAME.match(name):
+    if not re.match(_NAME, name):
         report.problems.insert(
             0, Problem(source, f"file name {name!r} is not a usable rule-set name (letters, digits, - _ .)")
         )

@@ -21,6 +21,8 @@ DAY = timedelta(days=1)
 
 @dataclass(frozen=True)
 class Window:
+    """When sending is allowed: the daily window in minutes, weekends, holidays."""
+
     start_min: int = 9 * 60
     end_min: int = 17 * 60
     weekends: bool = False

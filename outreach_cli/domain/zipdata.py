@@ -9,7 +9,9 @@ after upgrading `zipcodes`, regenerate it with `python -m outreach_cli.domain.zi
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
+from functools import lru_cache
 from pathlib import Path
 
 TABLE = Path(__file__).with_name("data") / "zip_zones.txt"
@@ -35,6 +37,28 @@ def read_table(known_zone: Callable[[str], bool], path: Path = TABLE) -> dict[st
             value = (zone, state)
             out.update(dict.fromkeys(codes.split(), value))
     return out
+
+
+def find_code(code: str, known_zone: Callable[[str], bool], path: Path = TABLE) -> tuple[str, str] | None:
+    """``read_table(known_zone, path).get(code)`` for one 5-digit code, without building the
+    table: the lines naming the code are found in the text and the last with a known zone wins,
+    as in ``read_table``. `show` looks up one code: this skips checking every zone of the table
+    (a few hundred ZoneInfo loads, ~15 ms)."""
+    text = _text(path)
+    found: tuple[str, str] | None = None
+    for m in re.finditer(rf"(?<![0-9]){code}(?![0-9])", text):
+        start = text.rfind("\n", 0, m.start()) + 1
+        end = text.find("\n", m.end())
+        zone, state, _codes = text[start : end if end >= 0 else len(text)].split("\t")
+        in_codes = m.start() >= start + len(zone) + 1 + len(state) + 1
+        if in_codes and known_zone(zone):
+            found = (zone, state)
+    return found
+
+
+@lru_cache(maxsize=2)
+def _text(path: Path) -> str:
+    return path.read_text(encoding="utf-8")
 
 
 def write_table(table: dict[str, tuple[str, str]], path: Path = TABLE) -> None:

@@ -399,11 +399,7 @@ def payment_links(ctx: Context, *, csv: bool, delim: str = ",") -> Callable[[int
 
 def rule_set_names(store: Store) -> dict[int, str]:
     with store.read() as conn:
-        return _names(RuleSets(conn))
-
-
-def _names(rule_sets: RuleSets) -> dict[int, str]:
-    return {i: name for i, (name, _v, _rs) in rule_sets.by_id.items()}
+        return RuleSets(conn).names()
 
 
 def export_rows(store: Store, f: ListFilter, *, delim: str | None) -> Generator[list[tuple[Any, ...]], None, None]:
@@ -420,7 +416,7 @@ def export_rows(store: Store, f: ListFilter, *, delim: str | None) -> Generator[
         if delim is None:
             cols = json_columns(store.dialect)
         else:
-            cols = csv_line_columns(store.dialect, delim, _names(rule_sets))
+            cols = csv_line_columns(store.dialect, delim, rule_sets.names())
         base = base.with_only_columns(*cols, maintain_column_froms=False)
         pages = _pages(conn, base, f, run=lambda q: _driver_rows(conn, q), size=len, scan=scan)
         expected = _Expected(delim or ",")

@@ -338,15 +338,6 @@ def apply_payments(
     return apply_payments_detailed(conn, payments, ctx, rule_sets).changed
 
 
-def patient_credit(conn: Connection, patient_pk: int) -> int:
-    """The patient's credit: the unapplied cents of all their payments."""
-    return int(
-        conn.execute(
-            select(func.coalesce(func.sum(payment_t.c.unapplied_cents), 0)).where(payment_t.c.patient_pk == patient_pk)
-        ).scalar_one()
-    )
-
-
 def credit_totals(conn: Connection) -> tuple[int, int]:
     """(patients with credit, total credit cents)."""
     count, cents = conn.execute(

@@ -6,7 +6,8 @@ through either database unchanged. Every `list` filter and sort has an index.
 
 Plain `Table`s (no ORM, no SQLModel/pydantic): all work is set-based SQLAlchemy Core, and read
 commands start faster without building model classes. A column's Python ``default`` applies to
-inserts that leave it out. Alembic compares `metadata` with the migrations (the drift test).
+inserts that leave it out. Alembic compares `complete_metadata()` (the tables and their indexes)
+with the migrations (the drift test).
 """
 
 from __future__ import annotations
@@ -79,9 +80,9 @@ patient_t = Table(
     Column("patient_id", String, nullable=False, unique=True),
     Column("first_name", String, nullable=False),
     Column("last_name", String, nullable=False, default=""),
-    Column("phone", String, nullable=True, index=True),  # E.164
+    Column("phone", String, nullable=True),  # E.164
     Column("phone_type", String, nullable=False, default="unknown"),
-    Column("email", String, nullable=True, index=True),
+    Column("email", String, nullable=True),
     Column("address_line1", String, nullable=True),
     Column("address_line2", String, nullable=True),
     Column("city", String, nullable=True),
@@ -105,7 +106,7 @@ patient_t = Table(
     Column("stripe_payment_method_id", String, nullable=True),  # pm_...
     # A reply that reads like a refusal but names no opt-out word: a person decides (SPEC 13).
     Column("needs_review", Boolean, nullable=False, default=False, server_default=text("false")),
-    Column("search_name", String, nullable=False, default="", index=True),  # lower("first last") for --search
+    Column("search_name", String, nullable=False, default=""),  # lower("first last") for --search
     # Folded names both ways, email, phone digits (core/searchtext.py): what --search matches.
     Column("search_text", Text, nullable=False, default=""),
     Column("created_at", UTCDateTime(), nullable=False),
@@ -140,7 +141,7 @@ invoice_set_t = Table(
     "invoice_set",
     metadata,
     Column("id", Integer, primary_key=True),
-    Column("patient_pk", Integer, ForeignKey("patient.id"), nullable=False, index=True),
+    Column("patient_pk", Integer, ForeignKey("patient.id"), nullable=False),
     Column("rule_set_id", Integer, ForeignKey("rule_set.id"), nullable=False),
     Column("status", String, nullable=False),
     Column("status_reason", String, nullable=True),
@@ -149,11 +150,11 @@ invoice_set_t = Table(
     Column("failed_reason", String, nullable=True),
     Column("will_fail_reason", String, nullable=True),
     Column("expired_at", UTCDateTime(), nullable=True),
-    Column("amount_outstanding_cents", BigInteger, nullable=False, default=0, index=True),
-    Column("created_at", UTCDateTime(), nullable=False, index=True),
+    Column("amount_outstanding_cents", BigInteger, nullable=False, default=0),
+    Column("created_at", UTCDateTime(), nullable=False),
     Column("anchor_at", UTCDateTime(), nullable=False),
     Column("paused_at", UTCDateTime(), nullable=True),
-    Column("next_send_at", UTCDateTime(), nullable=True, index=True),
+    Column("next_send_at", UTCDateTime(), nullable=True),
     Column("next_step_index", Integer, nullable=True),
     Column("next_step", String, nullable=True),
     Column("next_methods", String, nullable=True),  # comma-separated
@@ -173,13 +174,6 @@ invoice_set_t = Table(
     Column("arm", String, nullable=True),
     # What the set's charges owe (void ones excluded): kept by triggers on charge (migration 0011).
     Column("owed_cents", BigInteger, nullable=False, server_default=text("0")),
-    # A patient has at most one in-progress set (PostgreSQL's form: postgresql_options() below).
-    Index("uq_invoice_set_in_progress", "patient_pk", unique=True, sqlite_where=text(IN_PROGRESS_SQL)),
-    Index("ix_invoice_set_status_next", "status", "next_send_at"),
-    Index("ix_invoice_set_status_amount", "status", "amount_outstanding_cents"),
-    Index("ix_invoice_set_status_created", "status", "created_at", "amount_outstanding_cents"),  # covers aging
-    Index("ix_invoice_set_status_rule_set", "status", "rule_set_id"),
-    Index("ix_invoice_set_report", "rule_set_id", "created_at", "status", "owed_cents"),  # covers report
 )
 
 charge_t = Table(
@@ -187,16 +181,14 @@ charge_t = Table(
     metadata,
     Column("id", Integer, primary_key=True),
     Column("charge_id", String, nullable=False, unique=True),
-    Column("patient_pk", Integer, ForeignKey("patient.id"), nullable=False, index=True),
-    Column("invoice_set_id", Integer, ForeignKey("invoice_set.id"), nullable=True, index=True),
+    Column("patient_pk", Integer, ForeignKey("patient.id"), nullable=False),
+    Column("invoice_set_id", Integer, ForeignKey("invoice_set.id"), nullable=True),
     Column("amount_cents", BigInteger, nullable=False),
     Column("outstanding_cents", BigInteger, nullable=False),
     Column("created_at", UTCDateTime(), nullable=False),
     Column("description", String, nullable=False, default=""),
     # outstanding | paid | written-off | collections | void
     Column("status", String, nullable=False, default=ChargeStatus.OUTSTANDING.value),
-    Index("ix_charge_status_amount", "status", "amount_cents"),  # metrics --all: written off
-    Index("ix_charge_set_status_amount", "invoice_set_id", "status", "amount_cents"),  # report
 )
 
 payment_t = Table(
@@ -204,22 +196,21 @@ payment_t = Table(
     metadata,
     Column("id", Integer, primary_key=True),
     Column("payment_id", String, nullable=False, unique=True),
-    Column("patient_pk", Integer, ForeignKey("patient.id"), nullable=False, index=True),
+    Column("patient_pk", Integer, ForeignKey("patient.id"), nullable=False),
     Column("amount_cents", BigInteger, nullable=False),
     Column("unapplied_cents", BigInteger, nullable=False, default=0),
     Column("paid_at", UTCDateTime(), nullable=False),
     Column("charge_ref", String, nullable=True),
     Column("source", String, nullable=False, default="import"),  # import | card
     Column("created_at", UTCDateTime(), nullable=False),
-    Index("ix_payment_unapplied_patient", "unapplied_cents", "patient_pk"),  # credit totals (metrics --all)
 )
 
 allocation_t = Table(
     "payment_allocation",
     metadata,
     Column("id", Integer, primary_key=True),
-    Column("payment_pk", Integer, ForeignKey("payment.id"), nullable=False, index=True),
-    Column("charge_pk", Integer, ForeignKey("charge.id"), nullable=False, index=True),
+    Column("payment_pk", Integer, ForeignKey("payment.id"), nullable=False),
+    Column("charge_pk", Integer, ForeignKey("charge.id"), nullable=False),
     Column("amount_cents", BigInteger, nullable=False),
 )
 
@@ -228,8 +219,8 @@ send_t = Table(
     "send",
     metadata,
     Column("id", Integer, primary_key=True),
-    Column("invoice_set_id", Integer, ForeignKey("invoice_set.id"), nullable=False, index=True),
-    Column("patient_pk", Integer, ForeignKey("patient.id"), nullable=False, index=True),
+    Column("invoice_set_id", Integer, ForeignKey("invoice_set.id"), nullable=False),
+    Column("patient_pk", Integer, ForeignKey("patient.id"), nullable=False),
     Column("schedule_gen", Integer, nullable=False, default=1),
     Column("step_index", Integer, nullable=False),
     Column("step_day", Integer, nullable=False),
@@ -248,7 +239,7 @@ send_t = Table(
     Column("sent_at", UTCDateTime(), nullable=True),
     Column("finished_at", UTCDateTime(), nullable=True),
     Column("local_day", String, nullable=True),  # patient-local date of the send (one per channel per day)
-    Column("provider_ref", String, nullable=True, index=True),
+    Column("provider_ref", String, nullable=True),
     Column("error_code", String, nullable=True),
     Column("reason", String, nullable=True),
     # The set's rule set, creation time and owed, kept equal to the set's by triggers (migration
@@ -256,29 +247,6 @@ send_t = Table(
     Column("set_rule_set_id", Integer, nullable=True),
     Column("set_created_at", UTCDateTime(), nullable=True),
     Column("set_owed_cents", BigInteger, nullable=True),
-    Index("ix_send_status_lease", "status", "lease_until"),
-    Index(  # covers the report's counts per step and method
-        "ix_send_set_step_method",
-        "invoice_set_id",
-        "step_day",
-        "step_title",
-        "method",
-        "status",
-        "sent_at",
-        "finished_at",
-        "due_at",
-        "step_index",
-    ),
-    Index(  # the report's messages per rule set, step and method (migration 0018)
-        "ix_send_report_messages",
-        *("set_rule_set_id", "step_day", "step_title", "method", "status"),
-        *("step_index", "set_created_at", "sent_at", "finished_at", "due_at"),
-    ),
-    Index(  # the report's sets per rule set and step, each once, with its owed (migration 0018)
-        "ix_send_report_reached",
-        *("set_rule_set_id", "step_day", "step_title", "invoice_set_id", "set_owed_cents", "status"),
-        *("step_index", "set_created_at", "sent_at", "finished_at", "due_at"),
-    ),
     UniqueConstraint("invoice_set_id", "schedule_gen", "step_index", "method", name="uq_send_step_method"),
 )
 
@@ -323,7 +291,6 @@ set_paid_t = Table(
     Column("status", String, nullable=False),
     Column("experiment", String, nullable=True),
     Column("arm", String, nullable=True),
-    Index("ix_set_paid_last", "last_paid_at"),  # the sets paid on or after --until
 )
 
 report_stale_t = Table("report_stale", metadata, Column("set_id", Integer, primary_key=True))
@@ -343,10 +310,6 @@ step_reach_t = Table(
     Column("rule_set_id", Integer, nullable=False),  # the set's
     Column("created_at", UTCDateTime(), nullable=False),
     Column("owed_cents", BigInteger, nullable=False),
-    Index(  # the report's sets per rule set and step, with their owed, each once at its first
-        "ix_step_reach_report",
-        *("rule_set_id", "step_day", "step_title", "created_at", "owed_cents", "first_at", "set_first"),
-    ),
 )
 
 reach_stale_t = Table("reach_stale", metadata, Column("set_id", Integer, primary_key=True))
@@ -382,7 +345,7 @@ stripe_event_t = Table(
     metadata,
     Column("event_id", String, primary_key=True),
     Column("type", String, nullable=False),
-    Column("object_id", String, nullable=True, index=True),  # the PaymentIntent
+    Column("object_id", String, nullable=True),  # the PaymentIntent
     Column("invoice_set_id", Integer, ForeignKey("invoice_set.id"), nullable=True),
     Column("amount_cents", BigInteger, nullable=False, default=0),
     Column("created", Integer, nullable=False, default=0),  # Stripe's own timestamp (the feed's cursor)
@@ -394,7 +357,7 @@ stripe_checkout_t = Table(
     "stripe_checkout",
     metadata,
     Column("session_id", String, primary_key=True),
-    Column("invoice_set_id", Integer, ForeignKey("invoice_set.id"), nullable=False, index=True),
+    Column("invoice_set_id", Integer, ForeignKey("invoice_set.id"), nullable=False),
     Column("amount_cents", BigInteger, nullable=False),
     Column("url", Text, nullable=False),
     Column("expires_at", UTCDateTime(), nullable=False),
@@ -407,30 +370,114 @@ event_t = Table(
     "event",
     metadata,
     Column("id", Integer, primary_key=True),
-    Column("invoice_set_id", Integer, ForeignKey("invoice_set.id"), nullable=True, index=True),
-    Column("patient_pk", Integer, ForeignKey("patient.id"), nullable=True, index=True),
-    Column("at", UTCDateTime(), nullable=False, index=True),
+    Column("invoice_set_id", Integer, ForeignKey("invoice_set.id"), nullable=True),
+    Column("patient_pk", Integer, ForeignKey("patient.id"), nullable=True),
+    Column("at", UTCDateTime(), nullable=False),
     Column("kind", String, nullable=False),
-    Column("actor", String, nullable=True, index=True),
+    Column("actor", String, nullable=True),
     Column("action", String, nullable=True),
     Column("from_status", String, nullable=True),
     Column("to_status", String, nullable=True),
     Column("reason", String, nullable=True),
     Column("detail", Text, nullable=True),
-    Index("ix_event_kind_set", "kind", "invoice_set_id"),  # the report's opt-outs
 )
 
 
-def postgresql_options() -> MetaData:
-    """The metadata with its PostgreSQL-only options (the in-progress index's WHERE) added.
+# The indexes (SPEC section 10: every `list` filter and sort has one). Declared apart from the
+# tables and built on first use by `complete_metadata()`: the queries never name an index, and
+# building ~40 `Index` objects (each validating its dialect options) cost every read command's
+# start. Alembic (db/env.py) and the drift test compare `complete_metadata()` with the database.
+INDEXES: tuple[tuple[Table, str, tuple[str, ...]], ...] = (
+    (patient_t, "ix_patient_phone", ("phone",)),
+    (patient_t, "ix_patient_email", ("email",)),
+    (patient_t, "ix_patient_search_name", ("search_name",)),
+    (invoice_set_t, "ix_invoice_set_patient_pk", ("patient_pk",)),
+    (invoice_set_t, "ix_invoice_set_amount_outstanding_cents", ("amount_outstanding_cents",)),
+    (invoice_set_t, "ix_invoice_set_created_at", ("created_at",)),
+    (invoice_set_t, "ix_invoice_set_next_send_at", ("next_send_at",)),
+    (invoice_set_t, "ix_invoice_set_status_next", ("status", "next_send_at")),
+    (invoice_set_t, "ix_invoice_set_status_amount", ("status", "amount_outstanding_cents")),
+    # covers aging
+    (invoice_set_t, "ix_invoice_set_status_created", ("status", "created_at", "amount_outstanding_cents")),
+    (invoice_set_t, "ix_invoice_set_status_rule_set", ("status", "rule_set_id")),
+    (invoice_set_t, "ix_invoice_set_report", ("rule_set_id", "created_at", "status", "owed_cents")),  # covers report
+    (charge_t, "ix_charge_patient_pk", ("patient_pk",)),
+    (charge_t, "ix_charge_invoice_set_id", ("invoice_set_id",)),
+    (charge_t, "ix_charge_status_amount", ("status", "amount_cents")),  # metrics --all: written off
+    (charge_t, "ix_charge_set_status_amount", ("invoice_set_id", "status", "amount_cents")),  # report
+    (payment_t, "ix_payment_patient_pk", ("patient_pk",)),
+    # credit totals (metrics --all)
+    (payment_t, "ix_payment_unapplied_patient", ("unapplied_cents", "patient_pk")),
+    (allocation_t, "ix_payment_allocation_payment_pk", ("payment_pk",)),
+    (allocation_t, "ix_payment_allocation_charge_pk", ("charge_pk",)),
+    (send_t, "ix_send_invoice_set_id", ("invoice_set_id",)),
+    (send_t, "ix_send_patient_pk", ("patient_pk",)),
+    (send_t, "ix_send_provider_ref", ("provider_ref",)),
+    (send_t, "ix_send_status_lease", ("status", "lease_until")),
+    (  # covers the report's counts per step and method
+        send_t,
+        "ix_send_set_step_method",
+        (
+            "invoice_set_id",
+            "step_day",
+            "step_title",
+            "method",
+            "status",
+            "sent_at",
+            "finished_at",
+            "due_at",
+            "step_index",
+        ),
+    ),
+    (  # the report's messages per rule set, step and method (migration 0018)
+        send_t,
+        "ix_send_report_messages",
+        (
+            *("set_rule_set_id", "step_day", "step_title", "method", "status"),
+            *("step_index", "set_created_at", "sent_at", "finished_at", "due_at"),
+        ),
+    ),
+    (  # the report's sets per rule set and step, each once, with its owed (migration 0018)
+        send_t,
+        "ix_send_report_reached",
+        (
+            *("set_rule_set_id", "step_day", "step_title", "invoice_set_id", "set_owed_cents", "status"),
+            *("step_index", "set_created_at", "sent_at", "finished_at", "due_at"),
+        ),
+    ),
+    (set_paid_t, "ix_set_paid_last", ("last_paid_at",)),  # the sets paid on or after --until
+    (  # the report's sets per rule set and step, with their owed, each once at its first
+        step_reach_t,
+        "ix_step_reach_report",
+        ("rule_set_id", "step_day", "step_title", "created_at", "owed_cents", "first_at", "set_first"),
+    ),
+    (stripe_event_t, "ix_stripe_event_object_id", ("object_id",)),
+    (stripe_checkout_t, "ix_stripe_checkout_invoice_set_id", ("invoice_set_id",)),
+    (event_t, "ix_event_invoice_set_id", ("invoice_set_id",)),
+    (event_t, "ix_event_patient_pk", ("patient_pk",)),
+    (event_t, "ix_event_at", ("at",)),
+    (event_t, "ix_event_actor", ("actor",)),
+    (event_t, "ix_event_kind_set", ("kind", "invoice_set_id")),  # the report's opt-outs
+)
 
-    Declared apart because naming a `postgresql_*` option imports SQLAlchemy's PostgreSQL
-    dialect, which every SQLite read would then pay for; the migrations create the index on both
-    databases and only Alembic (db/env.py) compares the metadata with a database.
+
+def complete_metadata() -> MetaData:
+    """``metadata`` with its indexes (``INDEXES``, and a patient's at most one in-progress set, a
+    partial unique index on both databases), built on the first call; what Alembic compares.
+
+    Its PostgreSQL option imports SQLAlchemy's PostgreSQL dialect, which an SQLite read would pay
+    for too: another reason the indexes are not built with the tables.
     """
-    ix = next(i for i in invoice_set_t.indexes if i.name == "uq_invoice_set_in_progress")
-    if ix.dialect_kwargs.get("postgresql_where") is None:
-        ix.dialect_kwargs["postgresql_where"] = text(IN_PROGRESS_SQL)
+    if not any(ix.name == "uq_invoice_set_in_progress" for ix in invoice_set_t.indexes):
+        for table, name, columns in INDEXES:
+            Index(name, *(table.c[c] for c in columns))
+        Index(
+            "uq_invoice_set_in_progress",
+            invoice_set_t.c.patient_pk,
+            unique=True,
+            sqlite_where=text(IN_PROGRESS_SQL),
+            postgresql_where=text(IN_PROGRESS_SQL),
+        )
     return metadata
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -29,31 +28,29 @@ from outreach_cli.domain.errors import InvalidInput, NotFound
 from outreach_cli.domain.money import plain_dollars
 from outreach_cli.domain.patient_view import contact_of, window_of, zones_of
 from outreach_cli.domain.paymentlink import payment_url, payment_url_maker
-from outreach_cli.domain.ranges import CentsRange, TimeRange
-from outreach_cli.domain.searchtext import search_words
 from outreach_cli.domain.statuses import OPEN, SendStatus, Status
 from outreach_cli.domain.timeutil import iso_z
-from outreach_cli.domain.views import (
-    AuditRow,
-    ChargeView,
-    PatientView,
-    ScheduleRow,
-    SetListRow,
-    SetView,
-    TimelineEvent,
-)
+from outreach_cli.store.audit import timeline_event
 from outreach_cli.store.loaded_rulesets import RuleSets
-from outreach_cli.store.metrics import AGING, metrics, metrics_statements  # noqa: F401  (moved; names kept)
 from outreach_cli.store.models import (
     charge_t,
     event_t,
     invoice_set_t,
     patient_t,
+    payment_t,
     rule_set_t,
     send_t,
 )
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the views are TypedDicts, for the type checker only (building them costs a read's start)
+    from outreach_cli.domain.ranges import CentsRange, TimeRange
+    from outreach_cli.domain.views import (
+        ChargeView,
+        PatientView,
+        ScheduleRow,
+        SetListRow,
+        SetView,
+    )
     from outreach_cli.store.database import Store
 
 SORTS = {"next-send", "amount", "created", "patient", "status", "id"}
@@ -79,6 +76,8 @@ LIST_COLUMNS = [
 
 @dataclass
 class ListFilter:
+    """What `list` (and `act`) select: search, filters, sort and page."""
+
     search: str | None = None
     statuses: list[Status] = field(default_factory=lambda: list(OPEN))
     amount: CentsRange | None = None
@@ -166,6 +165,8 @@ def _fts_query(text: str) -> str | None:
         if len(digits) < 4 or (len(digits) >= 7 and _full_number(raw) is not None):
             return None
         return _fts_phrase(digits)
+    from outreach_cli.domain.searchtext import search_words  # searches only (unicodedata)
+
     long_words = [w for w in search_words(raw) if len(w) >= 3]
     return " AND ".join(_fts_phrase(w) for w in long_words) if long_words else None
 
@@ -239,6 +240,8 @@ def _search_clause(text: str, dialect: str = "sqlite", *, walk: bool = False) ->
     pk = literal_column("+invoice_set.patient_pk") if walk else invoice_set_t.c.patient_pk
     clauses: list[Any] = []
     if not phone_like:
+        from outreach_cli.domain.searchtext import search_words
+
         # Names (accents and word order ignored) and email: every word must appear (AND).
         words = search_words(raw)
         if words and dialect == "sqlite" and all(len(w) >= 3 for w in words):
@@ -523,7 +526,7 @@ def show_set(store: Store, set_id: int, ctx: Context) -> SetView:
         "patient": _patient_view(p, zones, usable, ctx),
         "charges": [_charge_view(c) for c in rows.charges],
         "schedule": schedule,
-        "timeline": [_timeline_event(e) for e in rows.events],
+        "timeline": [timeline_event(e) for e in rows.events],
     }
 
 
@@ -550,10 +553,18 @@ def _read_set_rows(conn: Any, set_id: int, ctx: Context) -> _SetRows:
         select(event_t).where(event_t.c.invoice_set_id == set_id).order_by(event_t.c.at, event_t.c.id)
     ).all()
     rs_name = conn.execute(select(rule_set_t.c.name).where(rule_set_t.c.id == s.rule_set_id)).scalar_one()
-    from outreach_cli.store.ledger import patient_credit
-
     credit_cents = patient_credit(conn, s.patient_pk)
     return _SetRows(s, p, link, charges, sends, events, rs_name, credit_cents)
+
+
+def patient_credit(conn: Any, patient_pk: int) -> int:
+    """The patient's credit: the unapplied cents of all their payments (store/ledger.py keeps it).
+    Here, not in the ledger, so that `show` does not load the ledger's writers."""
+    return int(
+        conn.execute(
+            select(func.coalesce(func.sum(payment_t.c.unapplied_cents), 0)).where(payment_t.c.patient_pk == patient_pk)
+        ).scalar_one()
+    )
 
 
 def _sent_row(snd: Any) -> ScheduleRow:
@@ -683,54 +694,3 @@ def _charge_view(c: Any) -> ChargeView:
         "created_at": iso_z(c.created_at),
         "description": c.description,
     }
-
-
-def _timeline_event(e: Any) -> TimelineEvent:
-    return {
-        "at": iso_z(e.at),
-        "kind": e.kind,
-        "actor": e.actor,
-        "action": e.action,
-        "from_status": e.from_status,
-        "to_status": e.to_status,
-        "reason": e.reason,
-        "detail": json.loads(e.detail) if e.detail else None,
-    }
-
-
-# --- audit -----------------------------------------------------------------------------------
-
-# `id` is the invoice set (first, as in `list`, so rows pipe into `act -`); the event's own is `event_id`.
-AUDIT_COLUMNS = ["id", "event_id", "at", "kind", "actor", "action", "from_status", "to_status", "reason", "detail"]
-
-
-def audit(
-    store: Store, *, set_id: int | None, since: TimeRange | None, actor: str | None, limit: int | None
-) -> Iterator[AuditRow]:
-    with store.read() as conn:
-        q = select(event_t)
-        if set_id is not None:
-            q = q.where(event_t.c.invoice_set_id == set_id)
-        if since is not None:
-            if since.start is not None:
-                q = q.where(event_t.c.at >= since.start)
-            if since.end is not None:
-                q = q.where(event_t.c.at < since.end)
-        if actor:
-            q = q.where(event_t.c.actor == actor)
-        q = q.order_by(event_t.c.at, event_t.c.id)
-        if limit is not None:
-            q = q.limit(limit)
-        for e in conn.execution_options(stream_results=True, yield_per=1000).execute(q):
-            yield {
-                "id": e.invoice_set_id,
-                "event_id": e.id,
-                "at": iso_z(e.at),
-                "kind": e.kind,
-                "actor": e.actor,
-                "action": e.action,
-                "from_status": e.from_status,
-                "to_status": e.to_status,
-                "reason": e.reason,
-                "detail": json.loads(e.detail) if e.detail else None,
-            }

@@ -322,17 +322,26 @@ def test_migrations_match_the_models(db_url: str) -> None:
     SQLite and on PostgreSQL."""
     from alembic.autogenerate import compare_metadata
     from alembic.runtime.migration import MigrationContext
+    from sqlalchemy import MetaData
 
     from outreach_cli.store.database import SCHEMA_HEAD, Store
-    from outreach_cli.store.models import include_name, metadata
+    from outreach_cli.store.models import complete_metadata, include_name
 
     s = Store(db_url)
     _, after = s.migrate()  # the PostgreSQL fixture's schema may be migrated already
     assert after == SCHEMA_HEAD
     with s.engine.connect() as conn:
         ctx = MigrationContext.configure(conn, opts={"include_name": include_name})
-        diff = compare_metadata(ctx, metadata)
+        diff = compare_metadata(ctx, complete_metadata())
+        # The comparison sees the indexes (built apart from the tables): one left out is a difference.
+        fewer = MetaData()
+        for t in complete_metadata().sorted_tables:
+            t.to_metadata(fewer)
+        table = fewer.tables["invoice_set"]
+        table.indexes.discard(next(i for i in table.indexes if i.name == "ix_invoice_set_status_next"))
+        missing = compare_metadata(ctx, fewer)
     assert diff == [], diff
+    assert [(d[0], d[1].name) for d in missing] == [("remove_index", "ix_invoice_set_status_next")], missing
 
 
 def test_every_command_closes_its_database_connections(cli: Cli, tmp_path: Path) -> None:

@@ -29,9 +29,9 @@ HEAVY = (
     "email_validator",
     "phonenumbers",
 )
-# `show` lists which methods are usable (it checks the phone number: phonenumbers) and when each
-# upcoming send goes out (holiday calendars: holidays).
-NEEDED = {"show": {"phonenumbers", "holidays"}}
+# `show` says when each upcoming send goes out (holiday calendars: holidays). Which methods are
+# usable it reads from the facts stored with each number (no phonenumbers).
+NEEDED = {"show": {"holidays"}}
 
 READS = [
     ["metrics"],

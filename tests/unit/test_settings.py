@@ -10,8 +10,9 @@ import pytest
 
 from outreach_cli.channels import build_providers
 from outreach_cli.channels.base import ProviderConfigError
-from outreach_cli.config import Settings, SmtpSettings, StripeSettings, TwilioSettings, load_settings, resolve_secret
+from outreach_cli.config import Settings, load_settings, resolve_secret
 from outreach_cli.domain.errors import ConfigError
+from outreach_cli.provider_settings import SmtpSettings, StripeSettings, TwilioSettings
 
 FULL = {"TWILIO_ACCOUNT_SID": "AC1", "TWILIO_AUTH_TOKEN": "tok", "TWILIO_FROM_NUMBER": "+16175550100"}
 

@@ -55,3 +55,26 @@ def test_a_lookup_does_not_start_the_zipcodes_package() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+def test_one_code_found_in_the_text_is_the_tables() -> None:
+    """`show` finds its one code in the text (`find_code`) instead of building the table: the two agree."""
+    import random
+
+    table = zipdata.read_table(contacts._known_zone)
+    rng = random.Random(13)
+    codes = rng.sample(sorted(table), 500) + [f"{n:05d}" for n in rng.sample(range(100_000), 300)]
+    assert {c: zipdata.find_code(c, contacts._known_zone) for c in codes} == {c: table.get(c) for c in codes}
+
+
+def test_find_code_takes_the_last_line_with_a_known_zone(tmp_path: Path) -> None:
+    path = tmp_path / "z.txt"
+    path.write_text(
+        "America/Chicago\tIL\t60601 02115\nNowhere/Zone\tXX\t02115 60601\nAmerica/New_York\tMA\t02115 99999\n"
+        "Nowhere/Zone\tXX\t99999\n",
+        encoding="utf-8",
+    )
+    table = zipdata.read_table(contacts._known_zone, path)
+    for code in ("02115", "60601", "99999", "00000", "0211", "21150"):
+        assert zipdata.find_code(code, contacts._known_zone, path) == table.get(code), code
+    assert zipdata.find_code("02115", contacts._known_zone, path) == ("America/New_York", "MA")
