@@ -137,26 +137,27 @@ def export(a: App, store: Store, flt: Any, f: Format) -> int | None:
 
     delim = {Format.TSV: "\t", Format.CSV: ","}.get(f)
     ctx = a.context()
-    if delim is None and store.dialect == "postgresql":
+    rows: Any
+    lines: Any = None  # JSON batches, or else TSV/CSV texts
+    texts: Any = None
+    if delim is None and store.dialect == "postgresql":  # every line made by the query (COPY)
         parts = ex.link_parts(ctx, csv=False)
         if parts is None:
             return None
-        lines = ex.pg_json_lines(store, flt, ctx, parts)
-        try:
-            return _write_json(a.env.stdout, lines, f)
-        except BrokenPipeError:
-            reader_gone()
-            return 0
-        finally:
-            lines.close()
-    link = ex.payment_links(ctx, csv=delim is not None, delim=delim or ",")
-    if link is None:
-        return None
-    rows = ex.export_rows(store, flt, delim=delim)
-    try:
+        rows = lines = ex.pg_json_lines(store, flt, ctx, parts)
+    else:
+        link = ex.payment_links(ctx, csv=delim is not None, delim=delim or ",")
+        if link is None:
+            return None
+        rows = ex.export_rows(store, flt, delim=delim)
         if delim is None:
-            return _write_json(a.env.stdout, ex.json_batches(rows, link), f)
-        return _write_cells(a.env.stdout, ex.csv_batches(rows, ex.rule_set_names(store), link, delim), f)
+            lines = ex.json_batches(rows, link)
+        else:
+            texts = ex.csv_batches(rows, ex.rule_set_names(store), link, delim)
+    try:
+        if lines is not None:
+            return _write_json(a.env.stdout, lines, f)
+        return _write_cells(a.env.stdout, texts, f)
     except BrokenPipeError:
         reader_gone()
         return 0

@@ -334,14 +334,21 @@ def export_columns(dialect: str, *, csv: bool) -> list[Any]:
     return [literal_column(c) for c in cols]
 
 
-def _driver_rows(conn: Any, stmt: Any, *, server: bool = True) -> Iterator[list[tuple[Any, ...]]]:
-    """Runs ``stmt`` on the DBAPI cursor and yields its rows in batches of BATCH (PostgreSQL: a
-    server-side cursor, so memory stays flat). Parameters get the columns' bind conversion."""
+def _compiled(conn: Any, stmt: Any) -> tuple[Any, dict[str, Any]]:
+    """``stmt`` compiled for the connection's database, and its parameters with the columns'
+    bind conversion done (what SQLAlchemy would hand the driver)."""
     compiled = stmt.compile(dialect=conn.dialect, compile_kwargs={"render_postcompile": True})
     params = dict(compiled.params)
     for name, proc in compiled._bind_processors.items():
         if params.get(name) is not None:
             params[name] = proc(params[name])
+    return compiled, params
+
+
+def _driver_rows(conn: Any, stmt: Any, *, server: bool = True) -> Iterator[list[tuple[Any, ...]]]:
+    """Runs ``stmt`` on the DBAPI cursor and yields its rows in batches of BATCH (PostgreSQL: a
+    server-side cursor, so memory stays flat). Parameters get the columns' bind conversion."""
+    compiled, params = _compiled(conn, stmt)
     raw = conn.connection.dbapi_connection
     if conn.dialect.name == "sqlite":
         raw.create_function("outreach_iso", 1, _iso_of_stored, deterministic=True)
@@ -532,11 +539,7 @@ def pg_json_lines(store: Store, f: ListFilter, ctx: Context, parts: list[str]) -
 
 def _copied_lines(conn: Any, stmt: Any) -> Iterator[list[str]]:
     """The one-column rows of ``stmt`` through COPY, in batches of BATCH lines."""
-    compiled = stmt.compile(dialect=conn.dialect, compile_kwargs={"render_postcompile": True})
-    params = dict(compiled.params)
-    for name, proc in compiled._bind_processors.items():
-        if params.get(name) is not None:
-            params[name] = proc(params[name])
+    compiled, params = _compiled(conn, stmt)
     sql = _COPY.format(str(compiled))
     cur = conn.connection.dbapi_connection.cursor()
     conn.dispatch.before_cursor_execute(conn, cur, sql, params, None, False)

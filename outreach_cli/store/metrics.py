@@ -11,7 +11,7 @@ schema in `models` (building every Table, index and type costs a read command mo
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import column, func, select, table
@@ -31,11 +31,6 @@ _payments = table("payment", column("patient_pk"), column("unapplied_cents"))
 _OPEN = [s.value for s in OPEN]
 
 
-def metrics_statements(now: datetime, dialect: str = "sqlite") -> list[Any]:
-    """The SELECT behind the counts of `metrics --all`, for query-plan checks."""
-    return [tally.statement(tally.boundaries(now, [lo for _, lo, _ in AGING]), _OPEN, dialect)]
-
-
 def _card(count: int, cents: int) -> dict[str, Any]:
     return {"count": count, "amount_outstanding_cents": cents, "amount_outstanding": plain_dollars(cents)}
 
@@ -43,7 +38,7 @@ def _card(count: int, cents: int) -> dict[str, Any]:
 def _all_counts(conn: Any, now: datetime) -> tuple[dict[str, list[int]], dict[str, list[int]]]:
     """[count, cents] per status and per aging bucket: bucket i holds the open sets created at or
     before its boundary (``now`` less its first day) and after the next bucket's."""
-    per_status, upto = tally.read(conn, tally.boundaries(now, [lo for _, lo, _ in AGING]), _OPEN)
+    per_status, upto = tally.read(conn, [now - timedelta(days=lo) for _, lo, _ in AGING], _OPEN)
     cumulative = [[sum(v[0] for v in u.values()), sum(v[1] for v in u.values())] for u in upto]
     buckets: dict[str, list[int]] = {}
     for i, (name, _, _) in enumerate(AGING):

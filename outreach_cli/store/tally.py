@@ -19,7 +19,7 @@ statement, so it reads one snapshot.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Connection, Date, DateTime, column, func, literal_column, select, table, union_all
@@ -111,8 +111,3 @@ def fold(conn: Connection) -> None:
         " ON CONFLICT (status, day) DO UPDATE"
         " SET sets = set_tally.sets + excluded.sets, cents = set_tally.cents + excluded.cents"
     )
-
-
-def boundaries(now: datetime, starts: Sequence[int]) -> list[datetime]:
-    """The aging buckets' upper ends: ``now`` less each bucket's first day count."""
-    return [now - timedelta(days=d) for d in starts]
